@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the real local control plane and cluster tools from Go modules into a cache
+# directory outside the repository, and reuses them when nothing changed.
+#
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes v1.36.3)
+#   etcd      (go.etcd.io/etcd/server/v3; Debian bookworm's 3.4 is too old for 1.36)
+#   kwok      (sigs.k8s.io/kwok; fakes nodes and pod readiness)
+#   helm      (helm.sh/helm/v3)
+#   Gateway API CRDs copied from the sigs.k8s.io/gateway-api module.
+#
+# Go: the installed toolchain (1.26.x) satisfies every `go` directive pinned here, so no
+# toolchain switch is needed (GOTOOLCHAIN=local makes that explicit).
+#
+# Prints the bin directory on its last line. Override the location with STT_TOOLS_DIR.
+set -euo pipefail
+
+K8S_VERSION=v1.36.3
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
+GATEWAY_API_VERSION=v1.6.3
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools_dir="${STT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stt-operator/tools}"
+bin="$tools_dir/bin"
+mkdir -p "$bin" "$tools_dir/crds"
+
+export GOTOOLCHAIN=local
+export GOFLAGS="-mod=mod -trimpath"
+export CGO_ENABLED=0
+
+# A stamp per tool: the inputs that decide its build. Same inputs -> reuse the binary.
+stamp_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+fresh() { # fresh NAME STAMP
+  [[ -x "$bin/$1" && -f "$tools_dir/.stamp-$1" && "$(cat "$tools_dir/.stamp-$1")" == "$2" ]]
+}
+mark() { echo "$2" > "$tools_dir/.stamp-$1"; }
+log() { echo "[build-tools] $*" >&2; }
+
+k8s_stamp=$(stamp_of "$K8S_VERSION" "$(cat "$here/tools/k8s/go.mod" "$here/tools/k8s/go.sum")" "$(go env GOVERSION)")
+k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} \
+ -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 \
+ -X k8s.io/component-base/version.gitTreeState=clean \
+ -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  if fresh "$cmd" "$k8s_stamp"; then log "$cmd up to date"; continue; fi
+  log "building $cmd ($K8S_VERSION)"; start=$SECONDS
+  (cd "$here/tools/k8s" && go build -ldflags "$k8s_ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  mark "$cmd" "$k8s_stamp"; log "$cmd built in $((SECONDS-start))s"
+done
+
+etcd_stamp=$(stamp_of "$ETCD_VERSION" "$(cat "$here/tools/etcd/go.mod" "$here/tools/etcd/go.sum")" "$(go env GOVERSION)")
+if fresh etcd "$etcd_stamp"; then log "etcd up to date"; else
+  log "building etcd ($ETCD_VERSION)"; start=$SECONDS
+  (cd "$here/tools/etcd" && go build -ldflags "-s -w" -o "$bin/etcd" ./cmd/etcd)
+  mark etcd "$etcd_stamp"; log "etcd built in $((SECONDS-start))s"
+fi
+
+for spec in "kwok sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; do
+  name=${spec%% *}; pkg=${spec#* }
+  st=$(stamp_of "$pkg" "$(go env GOVERSION)")
+  if fresh "$name" "$st"; then log "$name up to date"; continue; fi
+  log "building $name ($pkg)"; start=$SECONDS
+  GOBIN="$bin" GOFLAGS="-trimpath" go install -ldflags "-s -w" "$pkg"
+  mark "$name" "$st"; log "$name built in $((SECONDS-start))s"
+done
+
+# Gateway API CRDs ship inside its Go module; the standard channel is what users install.
+gw_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+gw_out="$tools_dir/crds/gateway-api-$GATEWAY_API_VERSION"
+if [[ ! -f "$gw_out/.done" ]]; then
+  mkdir -p "$gw_out" && cp "$gw_dir"/config/crd/standard/*.yaml "$gw_out"/ && chmod u+w "$gw_out"/*.yaml && touch "$gw_out/.done"
+fi
+ln -sfn "$gw_out" "$tools_dir/crds/gateway-api"
+echo "$bin"

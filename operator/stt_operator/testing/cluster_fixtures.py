@@ -1,0 +1,1 @@
+"""pytest fixtures: cluster_fixtures (filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: prometheus_fixtures (filled in by its owner)."""
