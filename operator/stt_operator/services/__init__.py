@@ -1,1 +1,1 @@
-"""services"""
+"""I/O with the outside world (Kubernetes API, Prometheus); thin and free of decisions."""

@@ -1,0 +1,68 @@
+"""Labels, names and owner references shared by every object the operator creates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from stt_operator import API_GROUP
+
+MANAGED_BY = "stt-operator"
+FIELD_MANAGER = "stt-operator"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_MODEL = f"{API_GROUP}/model"
+LABEL_REVISION = f"{API_GROUP}/revision"
+LABEL_DEPLOYMENT = f"{API_GROUP}/model-deployment"
+LABEL_ROLE = f"{API_GROUP}/role"
+
+_DNS_LABEL_MAX = 63
+
+
+def common_labels(instance: str, component: str, name: str = "triton") -> dict[str, str]:
+    """The `app.kubernetes.io/*` labels every owned object carries."""
+    return {
+        LABEL_NAME: name,
+        LABEL_INSTANCE: instance,
+        LABEL_COMPONENT: component,
+        LABEL_PART_OF: "stt-operator",
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def owner_reference(owner: Mapping[str, Any], controller: bool = True) -> dict[str, Any]:
+    """An ownerReference to a custom resource body (a Kopf body or a plain dict)."""
+    metadata = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def short_hash(*parts: str, length: int = 8) -> str:
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return digest[:length]
+
+
+def dns_name(*parts: str, max_length: int = _DNS_LABEL_MAX) -> str:
+    """Join parts into a valid DNS-1035 label, truncating the middle and keeping it unique."""
+    raw = "-".join(p for p in parts if p)
+    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"m-{name}"
+    if len(name) <= max_length:
+        return name
+    # Keep the head readable and a hash of the whole so two long names never collide.
+    suffix = short_hash(raw, length=8)
+    return f"{name[: max_length - 9].rstrip('-')}-{suffix}"

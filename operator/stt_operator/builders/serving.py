@@ -1,0 +1,161 @@
+"""The serving side of an endpoint: one Triton Deployment + Service per model revision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stt_operator.builders.common import (
+    LABEL_DEPLOYMENT,
+    LABEL_MODEL,
+    LABEL_REVISION,
+    LABEL_ROLE,
+    common_labels,
+    dns_name,
+    short_hash,
+)
+
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One servable revision of an endpoint: a model at a given content digest."""
+
+    model: str
+    model_digest: str  # the STTModel's artifact digest, or its spec hash before validation
+
+    @property
+    def id(self) -> str:
+        return short_hash(self.model, self.model_digest)
+
+
+@dataclass(frozen=True)
+class ServingParams:
+    """What a Triton Deployment for one revision needs, already resolved from the specs."""
+
+    deployment_name: str  # the ModelDeployment
+    namespace: str
+    revision: Revision
+    role: str  # stable | canary | preview
+    image: str
+    config_map: str  # ConfigMap with the rendered config.pbtxt
+    replicas: int = 1
+    gpus: int = 1
+    cpu: str | None = None
+    memory: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    owner: dict[str, Any] | None = None
+    pod_spec: dict[str, Any] | None = None  # a full pod spec from the Triton builder, when given
+
+
+def revision_object_name(deployment_name: str, model: str, revision_id: str) -> str:
+    """Name of the Deployment and Service serving one revision of a ModelDeployment."""
+    return dns_name(deployment_name, model, revision_id, max_length=53)
+
+
+def revision_labels(params: ServingParams) -> dict[str, str]:
+    labels = common_labels(params.deployment_name, "model-server")
+    labels[LABEL_DEPLOYMENT] = params.deployment_name
+    labels[LABEL_MODEL] = params.revision.model
+    labels[LABEL_REVISION] = params.revision.id
+    return labels
+
+
+def selector_labels(deployment_name: str, revision: Revision) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: deployment_name, LABEL_REVISION: revision.id}
+
+
+def _default_pod_spec(params: ServingParams) -> dict[str, Any]:
+    resources: dict[str, Any] = {"requests": {}, "limits": {}}
+    if params.gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(params.gpus)
+        resources["limits"]["nvidia.com/gpu"] = str(params.gpus)
+    if params.cpu:
+        resources["requests"]["cpu"] = params.cpu
+    if params.memory:
+        resources["requests"]["memory"] = params.memory
+    return {
+        "containers": [
+            {
+                "name": "triton",
+                "image": params.image,
+                "args": [
+                    "tritonserver",
+                    "--model-repository=/models",
+                    "--strict-readiness=true",
+                    f"--metrics-port={TRITON_METRICS_PORT}",
+                ],
+                "ports": [
+                    {"name": "http", "containerPort": TRITON_HTTP_PORT},
+                    {"name": "grpc", "containerPort": TRITON_GRPC_PORT},
+                    {"name": "metrics", "containerPort": TRITON_METRICS_PORT},
+                ],
+                "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
+                "resources": resources,
+            }
+        ],
+        "nodeSelector": dict(params.node_selector),
+    }
+
+
+def triton_deployment(params: ServingParams) -> dict[str, Any]:
+    labels = revision_labels(params)
+    name = revision_object_name(params.deployment_name, params.revision.model, params.revision.id)
+    pod_spec = params.pod_spec or _default_pod_spec(params)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": params.namespace,
+        "labels": {**labels, LABEL_ROLE: params.role},
+    }
+    if params.owner:
+        metadata["ownerReferences"] = [params.owner]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": params.replicas,
+            "selector": {"matchLabels": selector_labels(params.deployment_name, params.revision)},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def triton_service(params: ServingParams) -> dict[str, Any]:
+    labels = revision_labels(params)
+    name = revision_object_name(params.deployment_name, params.revision.model, params.revision.id)
+    metadata: dict[str, Any] = {"name": name, "namespace": params.namespace, "labels": labels}
+    if params.owner:
+        metadata["ownerReferences"] = [params.owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "selector": selector_labels(params.deployment_name, params.revision),
+            "ports": [
+                {"name": "http", "port": TRITON_HTTP_PORT, "targetPort": "http"},
+                {"name": "grpc", "port": TRITON_GRPC_PORT, "targetPort": "grpc"},
+                {"name": "metrics", "port": TRITON_METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def deployment_available(deployment: dict[str, Any] | None) -> bool:
+    """True when the Deployment's current generation is rolled out and Available."""
+    if not deployment:
+        return False
+    status = deployment.get("status") or {}
+    spec = deployment.get("spec") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return False
+    wanted = spec.get("replicas", 1)
+    if (status.get("availableReplicas") or 0) < wanted or (status.get("updatedReplicas") or 0) < wanted:
+        return False
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    return conditions.get("Available") == "True"

@@ -1,0 +1,74 @@
+"""`stt-operator run`: start the Kopf operator with the project's settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+from prometheus_client import start_http_server
+
+from stt_operator.observability import configure_logging
+from stt_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--namespace", action="append", dest="namespaces", help="watch only this namespace (repeatable)"
+    )
+    parser.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    parser.add_argument("--kubeconfig", help="kubeconfig to use outside a cluster (default: KUBECONFIG)")
+    parser.add_argument("--config", help="settings YAML file (Helm renders it)")
+    parser.add_argument("--liveness-port", type=int, help="port of the /healthz liveness endpoint (0 = off)")
+    parser.add_argument("--metrics-port", type=int, help="port of the operator's /metrics (0 = off)")
+    parser.add_argument("--peering", help="Kopf peering name for HA; standalone when omitted")
+    parser.add_argument("--prometheus-url", help="Prometheus used for analysis")
+    parser.add_argument("--triton-image", help="default Triton image of serving pods")
+    parser.add_argument("--operator-image", help="this operator's image, for Jobs and evaluators")
+    parser.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s")
+    parser.add_argument("--log-format", choices=["text", "json"])
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = OperatorSettings.load(
+        args.config,
+        namespaces=None if args.all_namespaces else args.namespaces,
+        peering=args.peering,
+        liveness_port=args.liveness_port,
+        metrics_port=args.metrics_port,
+        prometheus_url=args.prometheus_url,
+        triton_image=args.triton_image,
+        operator_image=args.operator_image,
+        reconcile_interval_s=args.reconcile_interval_s,
+        log_format=args.log_format,
+    )
+    configure_logging(settings.log_format)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
+    # Importing the controllers registers their handlers with Kopf's default registry.
+    from stt_operator.controllers import context
+
+    context.configure(settings, kubeconfig=args.kubeconfig)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    log.info(
+        "starting stt-operator: namespaces=%s peering=%s",
+        settings.namespaces or "all",
+        settings.peering or "standalone",
+    )
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0

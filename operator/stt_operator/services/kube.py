@@ -1,0 +1,93 @@
+"""A small, typed facade over the Kubernetes API for the controllers.
+
+Server-side apply (one field manager) makes every write idempotent: applying the same
+manifest twice changes nothing, which is what lets every handler run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from stt_operator.builders.common import FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+
+def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path)."""
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.api_client = api_client
+        self._dynamic: DynamicClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api_client)
+            return self._dynamic
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            # A CRD installed after start-up (e.g. Gateway API): refresh discovery once.
+            self.dynamic.resources.invalidate_cache()
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        meta = manifest["metadata"]
+        result = self.dynamic.server_side_apply(
+            resource,
+            body=dict(manifest),
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return result.to_dict()
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        resource = self._resource(api_version, kind)
+        try:
+            return resource.get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
+        return resource.get(namespace=namespace, label_selector=selector).to_dict().get("items", [])
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        resource = self._resource(api_version, kind)
+        try:
+            resource.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        except NotFoundError:
+            return False
+        return True
