@@ -1,0 +1,273 @@
+"""The evaluator's Prometheus metrics: names, labels, help texts and a builder.
+
+The evaluator (which exports them) and the analysis engine (which queries them) both import
+this module, so a name lives in exactly one place.
+
+Ratio metrics (WER, CER, RTF) are exported as *sufficient statistics* so the delta-method
+variance is computable from PromQL over cumulative counters (DESIGN.md section 4):
+per variant Σe, Σn, Σe², Σn², Σe·n; per (candidate, baseline) pair of variants that saw the
+same utterance Σd, Σd², Σd·n and the pair count. Prometheus counters must never decrease, and a
+paired difference d = e(candidate) - e(baseline) can be negative, so the signed sums are
+exported as two monotone halves: Σd = Σe_cand - Σe_base and Σd·n = Σe_cand·n - Σe_base·n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+PREFIX = "stt_eval"
+
+# --- label names -------------------------------------------------------------------------
+LABEL_ENDPOINT = "endpoint"  # the ModelDeployment (endpoint) name
+LABEL_VARIANT = "variant"  # ABTest variant name, or revision role (stable / canary / preview)
+LABEL_MODEL = "model"  # the STTModel name serving this variant
+LABEL_LANGUAGE = "language"  # BCP-47 tag of the evaluation set, e.g. en-US
+LABEL_UNIT = "unit"  # "word" (WER) or "char" (CER)
+LABEL_BASELINE = "baseline"  # paired metrics: the variant the candidate is compared with
+LABEL_REASON = "reason"  # failures: timeout | http | empty | decode | other
+
+UNIT_WORD = "word"
+UNIT_CHAR = "char"
+UNITS = (UNIT_WORD, UNIT_CHAR)
+
+FAILURE_REASONS = ("timeout", "http", "empty", "decode", "other")
+
+# Labels every per-variant series carries.
+VARIANT_LABELS: tuple[str, ...] = (LABEL_ENDPOINT, LABEL_VARIANT, LABEL_MODEL, LABEL_LANGUAGE)
+# Labels of per-pair series (candidate = LABEL_VARIANT).
+PAIR_LABELS: tuple[str, ...] = (LABEL_ENDPOINT, LABEL_VARIANT, LABEL_BASELINE, LABEL_LANGUAGE)
+
+# --- exposed metric names (as they appear in Prometheus, with _total for counters) ------
+# Requests and utterances.
+REQUESTS = f"{PREFIX}_requests_total"
+FAILURES = f"{PREFIX}_request_failures_total"
+UTTERANCES = f"{PREFIX}_utterances_total"
+
+# Error-rate sufficient statistics per variant, labelled by unit (word / char).
+ERRORS = f"{PREFIX}_errors_total"  # Σe  (substitutions + deletions + insertions)
+REF_LEN = f"{PREFIX}_reference_length_total"  # Σn  (reference words / chars)
+ERRORS_SQ = f"{PREFIX}_errors_squared_total"  # Σe²
+REF_LEN_SQ = f"{PREFIX}_reference_length_squared_total"  # Σn²
+ERRORS_X_REF = f"{PREFIX}_errors_x_reference_length_total"  # Σe·n
+
+# Paired sufficient statistics per (candidate variant, baseline variant), labelled by unit.
+PAIRS = f"{PREFIX}_pairs_total"  # number of utterances both variants transcribed
+PAIR_REF_LEN = f"{PREFIX}_pair_reference_length_total"  # Σn over pairs
+PAIR_REF_LEN_SQ = f"{PREFIX}_pair_reference_length_squared_total"  # Σn² over pairs
+PAIR_CAND_ERRORS = f"{PREFIX}_pair_candidate_errors_total"  # Σe_cand
+PAIR_BASE_ERRORS = f"{PREFIX}_pair_baseline_errors_total"  # Σe_base  (Σd = cand - base)
+PAIR_DIFF_SQ = f"{PREFIX}_pair_error_difference_squared_total"  # Σd²
+PAIR_CAND_ERRORS_X_REF = f"{PREFIX}_pair_candidate_errors_x_reference_length_total"  # Σe_cand·n
+PAIR_BASE_ERRORS_X_REF = f"{PREFIX}_pair_baseline_errors_x_reference_length_total"  # Σe_base·n
+PAIR_WORSE = f"{PREFIX}_pair_candidate_worse_total"  # pairs with d > 0 (sign test)
+PAIR_BETTER = f"{PREFIX}_pair_candidate_better_total"  # pairs with d < 0 (sign test)
+
+# Confidence (mean of per-utterance confidence in [0, 1]).
+CONFIDENCE = f"{PREFIX}_confidence_total"  # Σc
+CONFIDENCE_SQ = f"{PREFIX}_confidence_squared_total"  # Σc²
+CONFIDENCE_COUNT = f"{PREFIX}_confidence_observations_total"  # utterances with a confidence
+
+# Real-time factor as a ratio of sums: Σ processing seconds / Σ audio seconds.
+PROCESSING_SECONDS = f"{PREFIX}_processing_seconds_total"  # Σp
+AUDIO_SECONDS = f"{PREFIX}_audio_seconds_total"  # Σa
+PROCESSING_SECONDS_SQ = f"{PREFIX}_processing_seconds_squared_total"  # Σp²
+AUDIO_SECONDS_SQ = f"{PREFIX}_audio_seconds_squared_total"  # Σa²
+PROCESSING_X_AUDIO = f"{PREFIX}_processing_x_audio_seconds_total"  # Σp·a
+
+# End-to-end request latency seen by the evaluator (histogram: _bucket, _sum, _count).
+LATENCY = f"{PREFIX}_request_duration_seconds"
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+HELP: dict[str, str] = {
+    REQUESTS: "Transcription requests the evaluator sent to a variant.",
+    FAILURES: "Transcription requests that failed, by reason.",
+    UTTERANCES: "Utterances transcribed and scored against their reference.",
+    ERRORS: "Sum of edit errors (S+D+I) over utterances, by unit (word or char).",
+    REF_LEN: "Sum of reference lengths over utterances, by unit (word or char).",
+    ERRORS_SQ: "Sum of squared per-utterance error counts (delta-method variance).",
+    REF_LEN_SQ: "Sum of squared per-utterance reference lengths (delta-method variance).",
+    ERRORS_X_REF: "Sum of per-utterance errors times reference length (delta-method variance).",
+    PAIRS: "Utterances transcribed by both the candidate and its baseline variant.",
+    PAIR_REF_LEN: "Sum of reference lengths over paired utterances.",
+    PAIR_REF_LEN_SQ: "Sum of squared reference lengths over paired utterances.",
+    PAIR_CAND_ERRORS: "Sum of candidate errors over paired utterances.",
+    PAIR_BASE_ERRORS: "Sum of baseline errors over paired utterances.",
+    PAIR_DIFF_SQ: "Sum of squared error differences (candidate - baseline) over paired utterances.",
+    PAIR_CAND_ERRORS_X_REF: "Sum of candidate errors times reference length over paired utterances.",
+    PAIR_BASE_ERRORS_X_REF: "Sum of baseline errors times reference length over paired utterances.",
+    PAIR_WORSE: "Paired utterances where the candidate made more errors than the baseline.",
+    PAIR_BETTER: "Paired utterances where the candidate made fewer errors than the baseline.",
+    CONFIDENCE: "Sum of per-utterance recogniser confidence (0..1).",
+    CONFIDENCE_SQ: "Sum of squared per-utterance recogniser confidence.",
+    CONFIDENCE_COUNT: "Utterances that reported a recogniser confidence.",
+    PROCESSING_SECONDS: "Sum of request processing seconds (real-time factor numerator).",
+    AUDIO_SECONDS: "Sum of audio seconds transcribed (real-time factor denominator).",
+    PROCESSING_SECONDS_SQ: "Sum of squared per-utterance processing seconds.",
+    AUDIO_SECONDS_SQ: "Sum of squared per-utterance audio seconds.",
+    PROCESSING_X_AUDIO: "Sum of per-utterance processing seconds times audio seconds.",
+    LATENCY: "End-to-end transcription request latency seen by the evaluator.",
+}
+
+
+def _counter(name: str, labels: tuple[str, ...], registry: CollectorRegistry) -> Counter:
+    return Counter(name, HELP[name], labelnames=labels, registry=registry)
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    """The evaluator's prometheus_client metric objects, registered on one registry.
+
+    Use `record_utterance` and `record_pair` rather than touching the counters directly: they
+    keep the sufficient statistics consistent with each other.
+    """
+
+    requests: Counter
+    failures: Counter
+    utterances: Counter
+    errors: Counter
+    ref_len: Counter
+    errors_sq: Counter
+    ref_len_sq: Counter
+    errors_x_ref: Counter
+    pairs: Counter
+    pair_ref_len: Counter
+    pair_ref_len_sq: Counter
+    pair_cand_errors: Counter
+    pair_base_errors: Counter
+    pair_diff_sq: Counter
+    pair_cand_errors_x_ref: Counter
+    pair_base_errors_x_ref: Counter
+    pair_worse: Counter
+    pair_better: Counter
+    confidence: Counter
+    confidence_sq: Counter
+    confidence_count: Counter
+    processing_seconds: Counter
+    audio_seconds: Counter
+    processing_seconds_sq: Counter
+    audio_seconds_sq: Counter
+    processing_x_audio: Counter
+    latency: Histogram
+
+    def record_request(self, labels: Mapping[str, str], failure_reason: str | None = None) -> None:
+        """One request sent to a variant; `failure_reason` when it failed (one of FAILURE_REASONS)."""
+        self.requests.labels(**_pick(labels, VARIANT_LABELS)).inc()
+        if failure_reason is not None:
+            if failure_reason not in FAILURE_REASONS:
+                raise ValueError(f"failure_reason {failure_reason!r} is not one of {FAILURE_REASONS}")
+            self.failures.labels(**_pick(labels, VARIANT_LABELS), reason=failure_reason).inc()
+
+    def record_utterance(
+        self,
+        labels: Mapping[str, str],
+        *,
+        word_errors: int,
+        ref_words: int,
+        char_errors: int,
+        ref_chars: int,
+        latency_seconds: float,
+        audio_seconds: float,
+        confidence: float | None = None,
+    ) -> None:
+        """One scored utterance of a variant (labels: endpoint, variant, model, language)."""
+        _check_nonneg(word_errors=word_errors, ref_words=ref_words, char_errors=char_errors)
+        _check_nonneg(ref_chars=ref_chars, latency_seconds=latency_seconds, audio_seconds=audio_seconds)
+        lv = _pick(labels, VARIANT_LABELS)
+        self.utterances.labels(**lv).inc()
+        for unit, e, n in ((UNIT_WORD, word_errors, ref_words), (UNIT_CHAR, char_errors, ref_chars)):
+            self.errors.labels(**lv, unit=unit).inc(e)
+            self.ref_len.labels(**lv, unit=unit).inc(n)
+            self.errors_sq.labels(**lv, unit=unit).inc(e * e)
+            self.ref_len_sq.labels(**lv, unit=unit).inc(n * n)
+            self.errors_x_ref.labels(**lv, unit=unit).inc(e * n)
+        self.latency.labels(**lv).observe(latency_seconds)
+        self.processing_seconds.labels(**lv).inc(latency_seconds)
+        self.audio_seconds.labels(**lv).inc(audio_seconds)
+        self.processing_seconds_sq.labels(**lv).inc(latency_seconds**2)
+        self.audio_seconds_sq.labels(**lv).inc(audio_seconds**2)
+        self.processing_x_audio.labels(**lv).inc(latency_seconds * audio_seconds)
+        if confidence is not None:
+            if not 0.0 <= confidence <= 1.0:
+                raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+            self.confidence.labels(**lv).inc(confidence)
+            self.confidence_sq.labels(**lv).inc(confidence**2)
+            self.confidence_count.labels(**lv).inc()
+
+    def record_pair(
+        self,
+        labels: Mapping[str, str],
+        *,
+        unit: str,
+        candidate_errors: int,
+        baseline_errors: int,
+        ref_len: int,
+    ) -> None:
+        """One utterance scored on both the candidate (`variant` label) and `baseline` variant."""
+        if unit not in UNITS:
+            raise ValueError(f"unit {unit!r} is not one of {UNITS}")
+        _check_nonneg(candidate_errors=candidate_errors, baseline_errors=baseline_errors, ref_len=ref_len)
+        lp = {**_pick(labels, PAIR_LABELS), LABEL_UNIT: unit}
+        d = candidate_errors - baseline_errors
+        self.pairs.labels(**lp).inc()
+        self.pair_ref_len.labels(**lp).inc(ref_len)
+        self.pair_ref_len_sq.labels(**lp).inc(ref_len * ref_len)
+        self.pair_cand_errors.labels(**lp).inc(candidate_errors)
+        self.pair_base_errors.labels(**lp).inc(baseline_errors)
+        self.pair_diff_sq.labels(**lp).inc(d * d)
+        self.pair_cand_errors_x_ref.labels(**lp).inc(candidate_errors * ref_len)
+        self.pair_base_errors_x_ref.labels(**lp).inc(baseline_errors * ref_len)
+        # Touch both sign counters so each series exists from the first pair on.
+        self.pair_worse.labels(**lp).inc(1 if d > 0 else 0)
+        self.pair_better.labels(**lp).inc(1 if d < 0 else 0)
+
+
+def _pick(labels: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    missing = [n for n in names if n not in labels]
+    if missing:
+        raise ValueError(f"metric labels missing {missing}; expected {list(names)}")
+    return {n: str(labels[n]) for n in names}
+
+
+def _check_nonneg(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def build_eval_metrics(registry: CollectorRegistry) -> EvalMetrics:
+    """Create and register every evaluator metric on `registry` (one call per registry)."""
+    v, vu, pu = VARIANT_LABELS, (*VARIANT_LABELS, LABEL_UNIT), (*PAIR_LABELS, LABEL_UNIT)
+    return EvalMetrics(
+        requests=_counter(REQUESTS, v, registry),
+        failures=_counter(FAILURES, (*v, LABEL_REASON), registry),
+        utterances=_counter(UTTERANCES, v, registry),
+        errors=_counter(ERRORS, vu, registry),
+        ref_len=_counter(REF_LEN, vu, registry),
+        errors_sq=_counter(ERRORS_SQ, vu, registry),
+        ref_len_sq=_counter(REF_LEN_SQ, vu, registry),
+        errors_x_ref=_counter(ERRORS_X_REF, vu, registry),
+        pairs=_counter(PAIRS, pu, registry),
+        pair_ref_len=_counter(PAIR_REF_LEN, pu, registry),
+        pair_ref_len_sq=_counter(PAIR_REF_LEN_SQ, pu, registry),
+        pair_cand_errors=_counter(PAIR_CAND_ERRORS, pu, registry),
+        pair_base_errors=_counter(PAIR_BASE_ERRORS, pu, registry),
+        pair_diff_sq=_counter(PAIR_DIFF_SQ, pu, registry),
+        pair_cand_errors_x_ref=_counter(PAIR_CAND_ERRORS_X_REF, pu, registry),
+        pair_base_errors_x_ref=_counter(PAIR_BASE_ERRORS_X_REF, pu, registry),
+        pair_worse=_counter(PAIR_WORSE, pu, registry),
+        pair_better=_counter(PAIR_BETTER, pu, registry),
+        confidence=_counter(CONFIDENCE, v, registry),
+        confidence_sq=_counter(CONFIDENCE_SQ, v, registry),
+        confidence_count=_counter(CONFIDENCE_COUNT, v, registry),
+        processing_seconds=_counter(PROCESSING_SECONDS, v, registry),
+        audio_seconds=_counter(AUDIO_SECONDS, v, registry),
+        processing_seconds_sq=_counter(PROCESSING_SECONDS_SQ, v, registry),
+        audio_seconds_sq=_counter(AUDIO_SECONDS_SQ, v, registry),
+        processing_x_audio=_counter(PROCESSING_X_AUDIO, v, registry),
+        latency=Histogram(LATENCY, HELP[LATENCY], labelnames=v, buckets=LATENCY_BUCKETS, registry=registry),
+    )
