@@ -60,6 +60,10 @@ PAIR_REF_LEN_SQ = f"{PREFIX}_pair_reference_length_squared_total"  # Σn² over 
 PAIR_CAND_ERRORS = f"{PREFIX}_pair_candidate_errors_total"  # Σe_cand
 PAIR_BASE_ERRORS = f"{PREFIX}_pair_baseline_errors_total"  # Σe_base  (Σd = cand - base)
 PAIR_DIFF_SQ = f"{PREFIX}_pair_error_difference_squared_total"  # Σd²
+# Σe_cand², Σe_base² (with Σd² they give Σe_cand·e_base): any contrast e_cand - k·e_base, e.g. a
+# relative-increase test, keeps an exact delta-method variance.
+PAIR_CAND_ERRORS_SQ = f"{PREFIX}_pair_candidate_errors_squared_total"
+PAIR_BASE_ERRORS_SQ = f"{PREFIX}_pair_baseline_errors_squared_total"
 PAIR_CAND_ERRORS_X_REF = f"{PREFIX}_pair_candidate_errors_x_reference_length_total"  # Σe_cand·n
 PAIR_BASE_ERRORS_X_REF = f"{PREFIX}_pair_baseline_errors_x_reference_length_total"  # Σe_base·n
 PAIR_WORSE = f"{PREFIX}_pair_candidate_worse_total"  # pairs with d > 0 (sign test)
@@ -98,6 +102,8 @@ HELP: dict[str, str] = {
     PAIR_CAND_ERRORS: "Sum of candidate errors over paired utterances.",
     PAIR_BASE_ERRORS: "Sum of baseline errors over paired utterances.",
     PAIR_DIFF_SQ: "Sum of squared error differences (candidate - baseline) over paired utterances.",
+    PAIR_CAND_ERRORS_SQ: "Sum of squared candidate errors over paired utterances.",
+    PAIR_BASE_ERRORS_SQ: "Sum of squared baseline errors over paired utterances.",
     PAIR_CAND_ERRORS_X_REF: "Sum of candidate errors times reference length over paired utterances.",
     PAIR_BASE_ERRORS_X_REF: "Sum of baseline errors times reference length over paired utterances.",
     PAIR_WORSE: "Paired utterances where the candidate made more errors than the baseline.",
@@ -140,6 +146,8 @@ class EvalMetrics:
     pair_cand_errors: Counter
     pair_base_errors: Counter
     pair_diff_sq: Counter
+    pair_cand_errors_sq: Counter
+    pair_base_errors_sq: Counter
     pair_cand_errors_x_ref: Counter
     pair_base_errors_x_ref: Counter
     pair_worse: Counter
@@ -219,6 +227,8 @@ class EvalMetrics:
         self.pair_cand_errors.labels(**lp).inc(candidate_errors)
         self.pair_base_errors.labels(**lp).inc(baseline_errors)
         self.pair_diff_sq.labels(**lp).inc(d * d)
+        self.pair_cand_errors_sq.labels(**lp).inc(candidate_errors * candidate_errors)
+        self.pair_base_errors_sq.labels(**lp).inc(baseline_errors * baseline_errors)
         self.pair_cand_errors_x_ref.labels(**lp).inc(candidate_errors * ref_len)
         self.pair_base_errors_x_ref.labels(**lp).inc(baseline_errors * ref_len)
         # Touch both sign counters so each series exists from the first pair on.
@@ -257,6 +267,8 @@ def build_eval_metrics(registry: CollectorRegistry) -> EvalMetrics:
         pair_cand_errors=_counter(PAIR_CAND_ERRORS, pu, registry),
         pair_base_errors=_counter(PAIR_BASE_ERRORS, pu, registry),
         pair_diff_sq=_counter(PAIR_DIFF_SQ, pu, registry),
+        pair_cand_errors_sq=_counter(PAIR_CAND_ERRORS_SQ, pu, registry),
+        pair_base_errors_sq=_counter(PAIR_BASE_ERRORS_SQ, pu, registry),
         pair_cand_errors_x_ref=_counter(PAIR_CAND_ERRORS_X_REF, pu, registry),
         pair_base_errors_x_ref=_counter(PAIR_BASE_ERRORS_X_REF, pu, registry),
         pair_worse=_counter(PAIR_WORSE, pu, registry),
