@@ -1,0 +1,63 @@
+# stt-operator developer entry points. Everything installs what it needs by itself:
+#   make demo   - local control plane + CRDs + operator + samples (Ctrl-C stops it all)
+#   make test   - every test (unit + integration against real apiserver, Triton, Prometheus)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets.
+APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all
+PYTEST_ARGS ?=
+
+.PHONY: help deps tools venv test unit lint format crds crds-check cluster demo operator clean
+
+help:
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install the Debian packages the tests need (only the missing ones)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+tools: ## build kube-apiserver, etcd, kwok, kubectl, helm from Go modules into ~/.cache (reused)
+	bash hack/build-tools.sh
+
+venv: $(VENV)/.installed ## create the Python environment with every extra the tests use
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip wheel
+	$(PY) -m pip install -q -e '.[local-triton,speech,security,dev]'
+	touch $@
+
+test: deps tools venv ## run every test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv ## unit tests only (no real components)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+
+format: venv
+	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench
+
+crds: venv ## regenerate crds/*.yaml from the pydantic API models
+	$(VENV)/bin/stt-operator crds --output-dir crds
+
+crds-check: venv
+	$(VENV)/bin/stt-operator crds --output-dir crds --check
+
+cluster: deps tools venv ## start a local control plane for a person (Ctrl-C stops it)
+	$(PY) -m stt_operator.testing.cluster --crds crds
+
+demo: deps tools venv ## local control plane + CRDs + operator + samples
+	$(VENV)/bin/stt-operator demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,287 @@
+"""The operator end to end against a real kube-apiserver (+ controller-manager, scheduler, kwok).
+
+The operator runs as its own process (`stt-operator run`), exactly as users run it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.serving import deployment_available
+from stt_operator.services.kube import Kube
+from stt_operator.testing.operator import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+API = "stt.dev/v1alpha1"
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 90.0, what: str = "condition", every: float = 0.5
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def stt_model(name: str, namespace: str, language: str = "en-US") -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "STTModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "language": language,
+            "format": "python",
+            "source": {"uri": f"file:///models/{name}"},
+            "io": {
+                "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+                "outputs": [
+                    {"name": "transcript", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}
+                ],
+            },
+            "triton": {"maxBatchSize": 4, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
+            "resources": {"gpu": 1},
+            "validation": {"enabled": False},
+        },
+    }
+
+
+def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"name": model},
+            "replicas": 1,
+            "strategy": {"type": "Immediate"},
+            "scaleDownDelay": "0s",
+            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def operator(cluster):
+    proc = OperatorProcess(cluster.kubeconfig, reconcile_interval_s=1.0)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def kube(kube_api) -> Kube:
+    return Kube(kube_api)
+
+
+def events_for(kube: Kube, namespace: str, name: str) -> list[str]:
+    return [
+        e["reason"]
+        for e in kube.list("v1", "Event", namespace)
+        if (e.get("involvedObject") or {}).get("name") == name
+    ]
+
+
+def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):
+    kube.apply(stt_model("pocketsphinx-en", namespace))
+    model = wait_for(
+        lambda: (
+            (m := kube.get(API, "STTModel", "pocketsphinx-en", namespace))
+            and condition(m, "Ready").get("status") == "True"
+            and m
+        ),
+        what="STTModel Ready",
+    )
+    status = model["status"]
+    assert status["phase"] == "Ready"
+    assert status["observedGeneration"] == model["metadata"]["generation"]
+    assert condition(model, "Rendered")["status"] == "True"
+    assert condition(model, "Validated")["reason"] == "ValidationDisabled"
+    config_map = kube.get("v1", "ConfigMap", status["tritonConfigMap"], namespace)
+    assert config_map is not None
+    assert 'backend: "python"' in config_map["data"]["config.pbtxt"]
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
+    # An STTModel is a catalogue entry: it runs no serving pods.
+    assert kube.list("apps/v1", "Deployment", namespace) == []
+    wait_for(lambda: "ConfigRendered" in events_for(kube, namespace, "pocketsphinx-en"), what="Event")
+    # Kopf's bookkeeping stays out of status.
+    assert set(status) <= {"phase", "observedGeneration", "conditions", "tritonConfigMap"}
+
+
+def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namespace):
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(stt_model("model-b", namespace, language="en-GB"))
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+
+    def ready_md():
+        md = kube.get(API, "ModelDeployment", "asr", namespace)
+        return (
+            md if condition(md, "Ready").get("status") == "True" and md["status"].get("stableModel") else None
+        )
+
+    md = wait_for(ready_md, timeout=120, what="ModelDeployment Ready on model-a")
+    assert md["status"]["stableModel"] == "model-a"
+    assert md["status"]["observedGeneration"] == md["metadata"]["generation"]
+    assert [r["model"] for r in md["status"]["revisions"]] == ["model-a"]
+    deployments = kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})
+    assert len(deployments) == 1 and deployment_available(deployments[0])
+    pod_spec = deployments[0]["spec"]["template"]["spec"]
+    assert pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert deployments[0]["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    route = kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "asr", namespace)
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [(deployments[0]["metadata"]["name"], 100)]
+    assert route["spec"]["parentRefs"][0]["name"] == "stt-gateway"
+    assert "Deployed" in events_for(kube, namespace, "asr")
+
+    # Idempotence: several reconcile intervals later nothing has been rewritten.
+    versions = {
+        "deployment": deployments[0]["metadata"]["resourceVersion"],
+        "route": route["metadata"]["resourceVersion"],
+        "md": md["metadata"]["resourceVersion"],
+    }
+    time.sleep(4)
+    assert (
+        kube.get("apps/v1", "Deployment", deployments[0]["metadata"]["name"], namespace)["metadata"][
+            "resourceVersion"
+        ]
+        == versions["deployment"]
+    )
+    assert (
+        kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "asr", namespace)["metadata"]["resourceVersion"]
+        == versions["route"]
+    )
+    assert kube.get(API, "ModelDeployment", "asr", namespace)["metadata"]["resourceVersion"] == versions["md"]
+
+    # Switch the model: the route may only ever point at Available Deployments.
+    md["spec"]["model"]["name"] = "model-b"
+    kube.apply(
+        {
+            "apiVersion": API,
+            "kind": "ModelDeployment",
+            "metadata": {"name": "asr", "namespace": namespace},
+            "spec": md["spec"],
+        }
+    )
+    seen_backends: set[str] = set()
+
+    def switched():
+        route = kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "asr", namespace)
+        available = {
+            d["metadata"]["name"]
+            for d in kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})
+            if deployment_available(d)
+        }
+        backends = {r["name"] for r in route["spec"]["rules"][0]["backendRefs"]}
+        assert backends, "route lost its backends"
+        assert backends <= available | seen_backends, (
+            f"route points at a non-ready backend: {backends - available}"
+        )
+        seen_backends.update(backends)
+        md = kube.get(API, "ModelDeployment", "asr", namespace)
+        deps = kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})
+        return md["status"].get("stableModel") == "model-b" and len(deps) == 1 and md
+
+    md = wait_for(switched, timeout=120, what="switch to model-b and old revision removed", every=0.2)
+    assert [r["model"] for r in md["status"]["revisions"]] == ["model-a", "model-b"]
+    assert [r["outcome"] for r in md["status"]["revisions"]] == ["Superseded", "Serving"]
+    assert (
+        "model-b"
+        in kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})[0]["metadata"]["name"]
+    )
+    reasons = events_for(kube, namespace, "asr")
+    assert "Promoted" in reasons and "RevisionRetired" in reasons
+
+    # Deletion: owned objects are garbage-collected by the real controller-manager.
+    kube.delete(API, "ModelDeployment", "asr", namespace)
+    wait_for(
+        lambda: (
+            not kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})
+            and not kube.list("v1", "Service", namespace, {LABEL_DEPLOYMENT: "asr"})
+            and kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "asr", namespace) is None
+        ),
+        timeout=90,
+        what="garbage collection of owned objects",
+    )
+
+
+def test_missing_model_is_reported_not_crashed(operator, kube, namespace):
+    kube.apply(model_deployment("orphan", namespace, "does-not-exist"))
+    md = wait_for(
+        lambda: (
+            (m := kube.get(API, "ModelDeployment", "orphan", namespace))
+            and condition(m, "Ready").get("reason") == "ModelNotFound"
+            and m
+        ),
+        what="ModelNotFound condition",
+    )
+    assert "does-not-exist" in condition(md, "Ready")["message"]
+    assert md["status"]["phase"] == "Pending"
+    assert operator.process.poll() is None
+    # Creating the model later lets the same ModelDeployment proceed on its own.
+    kube.apply(stt_model("does-not-exist", namespace))
+    wait_for(
+        lambda: (
+            condition(kube.get(API, "ModelDeployment", "orphan", namespace), "Ready").get("status") == "True"
+        ),
+        timeout=120,
+        what="ModelDeployment Ready once its model exists",
+    )
+
+
+def test_abtest_accepted_as_pending(operator, kube, namespace):
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(stt_model("model-b", namespace))
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+    kube.apply(
+        {
+            "apiVersion": API,
+            "kind": "ABTest",
+            "metadata": {"name": "a-vs-b", "namespace": namespace},
+            "spec": {
+                "endpoint": {"modelDeploymentRef": {"name": "asr"}},
+                "variants": [
+                    {"name": "control", "model": {"name": "model-a"}, "weight": 50},
+                    {"name": "candidate", "model": {"name": "model-b"}, "weight": 50},
+                ],
+                "duration": "1h",
+                "primaryMetric": {"name": "wer", "preset": "wer"},
+            },
+        }
+    )
+    test = wait_for(
+        lambda: (
+            (t := kube.get(API, "ABTest", "a-vs-b", namespace)) and (t.get("status") or {}).get("phase") and t
+        ),
+        what="ABTest phase",
+    )
+    assert test["status"]["phase"] == "Pending"
+    assert condition(test, "Ready")["reason"] == "Pending"
+    assert test["status"]["observedGeneration"] == test["metadata"]["generation"]
+
+
+def test_operator_metrics_count_reconciles(operator):
+    text = operator.metrics()
+    assert "stt_operator_reconciles_total" in text
+    ok_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("stt_operator_reconciles_total{") and 'result="ok"' in line
+    ]
+    assert ok_lines and any(float(line.rsplit(" ", 1)[1]) > 0 for line in ok_lines)
