@@ -7,6 +7,9 @@
 #   kwok      (sigs.k8s.io/kwok; fakes nodes and pod readiness)
 #   helm      (helm.sh/helm/v3)
 #   Gateway API CRDs copied from the sigs.k8s.io/gateway-api module.
+#   Prometheus Operator ServiceMonitor/PodMonitor/PrometheusRule CRDs from its module.
+#   kwok's stock Stage files (node init + lease heartbeat, pod ready/complete/delete): the kwok
+#   binary ships no default stages, so the local cluster hands these to it with --config.
 #
 # Go: the installed toolchain (1.26.x) satisfies every `go` directive pinned here, so no
 # toolchain switch is needed (GOTOOLCHAIN=local makes that explicit).
@@ -19,6 +22,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 GATEWAY_API_VERSION=v1.6.3
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools_dir="${STT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stt-operator/tools}"
@@ -65,11 +69,29 @@ for spec in "kwok sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "helm helm.sh/helm/v3
   mark "$name" "$st"; log "$name built in $((SECONDS-start))s"
 done
 
-# Gateway API CRDs ship inside its Go module; the standard channel is what users install.
-gw_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-gw_out="$tools_dir/crds/gateway-api-$GATEWAY_API_VERSION"
-if [[ ! -f "$gw_out/.done" ]]; then
-  mkdir -p "$gw_out" && cp "$gw_dir"/config/crd/standard/*.yaml "$gw_out"/ && chmod u+w "$gw_out"/*.yaml && touch "$gw_out/.done"
-fi
-ln -sfn "$gw_out" "$tools_dir/crds/gateway-api"
+# Data files that ship inside Go modules: downloaded (not built) and copied once per version.
+module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
+copy_once() { # copy_once OUT_DIR LINK_NAME FILE...
+  local out=$1 link=$2; shift 2
+  if [[ ! -f "$out/.done" ]]; then
+    rm -rf "$out" && mkdir -p "$out" && cp "$@" "$out"/ && chmod u+w "$out"/* && touch "$out/.done"
+  fi
+  ln -sfn "$out" "$link"
+}
+
+# Gateway API: the standard channel is what users install.
+gw_dir=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+copy_once "$tools_dir/crds/gateway-api-$GATEWAY_API_VERSION" "$tools_dir/crds/gateway-api" \
+  "$gw_dir"/config/crd/standard/*.yaml
+
+# Prometheus Operator: only the kinds this project's chart and operator write.
+po_dir=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+copy_once "$tools_dir/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" "$tools_dir/crds/prometheus-operator" \
+  "$po_dir"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml
+
+kwok_dir=$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")
+copy_once "$tools_dir/kwok-stages-$KWOK_VERSION" "$tools_dir/kwok-stages" \
+  "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
+  "$kwok_dir"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+  "$kwok_dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml
 echo "$bin"

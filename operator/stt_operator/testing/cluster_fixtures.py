@@ -1,1 +1,102 @@
-"""pytest fixtures: cluster_fixtures (filled in by its owner)."""
+"""pytest fixtures for a real local Kubernetes control plane (see ``stt_operator.testing.cluster``).
+
+- ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes, this project's CRDs
+  (``crds/``), the Gateway API and Prometheus Operator CRDs. Builds the tools first if needed and
+  fails loudly if they cannot be built.
+- ``kubeconfig`` (session): path of the admin kubeconfig. Pass it to subprocesses
+  (``env=cluster.env()`` or ``KUBECONFIG=...``); nothing sets it in this process's environment.
+- ``kube_api`` (session): a ``kubernetes.client.ApiClient`` for the cluster.
+- ``namespace`` (function): a fresh namespace whose ``default`` ServiceAccount exists; deleted after.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger(__name__)
+_startup_report: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    t0 = time.monotonic()
+    tools_dir = ensure_tools()
+    t_tools = time.monotonic() - t0
+    c = LocalCluster(nodes=2, crd_paths=default_crd_paths(tools_dir, repo_root()), tools_dir=tools_dir)
+    c.start()
+    line = (
+        f"local Kubernetes cluster: tools checked in {t_tools:.1f}s, started in {c.startup_seconds:.1f}s "
+        f"({c.server}, {len(c.node_names)} kwok GPU nodes)"
+    )
+    log.info(line)
+    _startup_report.append(line)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: LocalCluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kube_api(cluster: LocalCluster) -> Iterator[ApiClient]:
+    client = cluster.api_client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def namespace_name(test_name: str) -> str:
+    """A DNS-1123 label unique per call, recognisable from the test's name."""
+    stem = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:40].strip("-") or "test"
+    return f"{stem}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_api: ApiClient) -> Iterator[str]:
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    core = CoreV1Api(kube_api)
+    name = namespace_name(request.node.name)
+    core.create_namespace({"metadata": {"name": name, "labels": {"stt.dev/test": "true"}}})
+    # Pods are rejected until the ServiceAccount controller has created "default".
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _startup_report:
+        terminalreporter.write_line(line)

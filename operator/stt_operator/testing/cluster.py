@@ -1,0 +1,933 @@
+"""A real, local Kubernetes control plane for tests and the demo.
+
+etcd + kube-apiserver + kube-controller-manager + kube-scheduler (built from the pinned
+Kubernetes release by ``hack/build-tools.sh``) on random loopback ports, plus kwok, which plays
+the kubelet for fake GPU nodes: it keeps their leases fresh and marks scheduled pods Running and
+Ready. Everything lives in a temporary directory that is removed on exit.
+
+    with LocalCluster(nodes=2, crd_paths=[...]) as c:
+        c.kubectl("get", "nodes")
+
+Run ``python -m stt_operator.testing.cluster`` for a cluster that stays up until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:  # the client library is only needed by api_client()
+    from kubernetes.client import ApiClient
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_ANNOTATION_VALUE = "fake"
+GPU_RESOURCE = "nvidia.com/gpu"
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+# kwok's own stage set, copied by build-tools.sh: node init + lease heartbeat, pod ready/complete/delete.
+KWOK_STAGES = (
+    "node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml",
+    "pod-ready.yaml",
+    "pod-complete.yaml",
+    "pod-delete.yaml",
+)
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not start or a component died."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts: paths, command lines, manifests.
+# --------------------------------------------------------------------------------------------
+
+
+def default_tools_dir() -> Path:
+    """Where build-tools.sh puts its output (same rule as the script)."""
+    if env := os.environ.get("STT_TOOLS_DIR"):
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "stt-operator" / "tools"
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The checkout that holds hack/build-tools.sh, searching upwards from this file."""
+    here = (start or Path(__file__)).resolve()
+    for parent in here.parents:
+        if (parent / "hack" / "build-tools.sh").is_file():
+            return parent
+    return None
+
+
+def missing_tools(tools_dir: Path) -> list[str]:
+    """Names of the binaries and data build-tools.sh should have produced but did not."""
+    missing = [t for t in TOOLS if not os.access(tools_dir / "bin" / t, os.X_OK)]
+    missing += [f"kwok-stages/{s}" for s in KWOK_STAGES if not (tools_dir / "kwok-stages" / s).is_file()]
+    if not (tools_dir / "crds" / "gateway-api").is_dir():
+        missing.append("crds/gateway-api")
+    return missing
+
+
+@dataclass(frozen=True)
+class Layout:
+    """File names inside the cluster's temporary directory."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    def cert(self, name: str) -> Path:
+        return self.pki / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        return self.pki / f"{name}.key"
+
+    def kubeconfig(self, user: str) -> Path:
+        return self.root / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
+
+    def log(self, component: str) -> Path:
+        return self.root / "logs" / f"{component}.log"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd-data"
+
+    @property
+    def kwok_config(self) -> Path:
+        return self.root / "kwok.yaml"
+
+
+def etcd_args(lay: Layout, client_port: int, peer_port: int) -> list[str]:
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [
+        "--name=default",
+        f"--data-dir={lay.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=default={peer}",
+        "--initial-cluster-state=new",
+        # A throw-away test store: durability is not worth the fsync cost on a busy machine.
+        "--unsafe-no-fsync",
+        "--quota-backend-bytes=2147483648",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_args(lay: Layout, port: int, etcd_url: str) -> list[str]:
+    return [
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={lay.pki}",
+        f"--tls-cert-file={lay.cert('apiserver')}",
+        f"--tls-private-key-file={lay.key('apiserver')}",
+        f"--client-ca-file={lay.cert('ca')}",
+        f"--etcd-servers={etcd_url}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={lay.cert('sa-pub')}",
+        f"--service-account-signing-key-file={lay.key('sa')}",
+        "--authorization-mode=Node,RBAC",
+        # Published in kube-system/extension-apiserver-authentication; without it every component
+        # that reads that ConfigMap logs "missing content for CA bundle" forever.
+        f"--requestheader-client-ca-file={lay.cert('ca')}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--allow-privileged=true",
+        # The kubernetes Service cannot point at a loopback address; nothing here needs it.
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_args(lay: Layout, port: int) -> list[str]:
+    kc = lay.kubeconfig("kube-controller-manager")
+    return [
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={lay.root / 'kcm-serving'}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--root-ca-file={lay.cert('ca')}",
+        f"--service-account-private-key-file={lay.key('sa')}",
+        f"--cluster-signing-cert-file={lay.cert('ca')}",
+        f"--cluster-signing-key-file={lay.key('ca')}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--controllers=*",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_args(lay: Layout, port: int) -> list[str]:
+    kc = lay.kubeconfig("kube-scheduler")
+    return [
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={lay.root / 'scheduler-serving'}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def kwok_args(lay: Layout) -> list[str]:
+    return [
+        f"--kubeconfig={lay.kubeconfig('kwok')}",
+        f"--config={lay.kwok_config}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
+        "--node-lease-duration-seconds=40",
+        f"--cidr={POD_CIDR}",
+        "--node-ip=127.0.0.1",
+    ]
+
+
+def kubeconfig_doc(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str) -> dict[str, Any]:
+    """A self-contained kubeconfig (certificates embedded) for one client identity."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "stt-local", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
+            }
+        ],
+        "contexts": [{"name": "stt-local", "context": {"cluster": "stt-local", "user": user}}],
+        "current-context": "stt-local",
+    }
+
+
+def fake_node(
+    name: str, gpus: int = 4, cpu: str = "32", memory: str = "256Gi", pods: int = 110
+) -> dict[str, Any]:
+    """A Node that kwok manages (by annotation), advertising GPUs like the NVIDIA device plugin."""
+    resources = {"cpu": cpu, "memory": memory, "pods": str(pods), GPU_RESOURCE: str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE,
+                "node.alpha.kubernetes.io/ttl": "0",
+            },
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                "nvidia.com/gpu.present": "true",
+            },
+        },
+        # Node status may be set on create; kwok keeps capacity/allocatable as given.
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
+@dataclass(frozen=True)
+class CRDInfo:
+    """What discovery must serve once a CRD is installed."""
+
+    name: str
+    group: str
+    plural: str
+    versions: tuple[str, ...]
+    source: Path
+
+
+def crd_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Expand files and directories into the YAML files they hold, in a stable order."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ClusterError(f"CRD path {p}: no such file or directory")
+    return out
+
+
+def parse_crds(path: Path) -> list[CRDInfo]:
+    """The CRDs in one YAML file. Companion objects (e.g. Gateway API's ValidatingAdmissionPolicy)
+    are applied with them but not waited for; a document without a kind is an error."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise ClusterError(f"CRD file {path}: not valid YAML: {exc}") from exc
+    infos = []
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or not doc.get("kind") or not doc.get("apiVersion"):
+            raise ClusterError(
+                f"CRD file {path}: document {i} is not a Kubernetes object (no kind/apiVersion)"
+            )
+        if doc["kind"] != "CustomResourceDefinition":
+            continue
+        try:
+            spec = doc["spec"]
+            infos.append(
+                CRDInfo(
+                    name=doc["metadata"]["name"],
+                    group=spec["group"],
+                    plural=spec["names"]["plural"],
+                    versions=tuple(v["name"] for v in spec["versions"] if v.get("served", True)),
+                    source=path,
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            raise ClusterError(f"CRD file {path}: document {i} lacks field {exc}") from exc
+    return infos
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates (cryptography). ECDSA P-256: fast to generate, accepted by every component.
+# --------------------------------------------------------------------------------------------
+
+
+def _write_pki(lay: Layout) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    lay.pki.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    # Back-dated an hour so small clock differences never make a fresh cert "not yet valid".
+    not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
+
+    def save_key(name: str, key: ec.EllipticCurvePrivateKey) -> None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        lay.key(name).write_bytes(pem)
+        lay.key(name).chmod(0o600)
+
+    def name_of(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        return x509.Name(attrs)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name_of("stt-local-ca")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    save_key("ca", ca_key)
+    lay.cert("ca").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(name: str, subject: x509.Name, server: bool) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        if server:
+            service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+            dns = [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+            sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip)]
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        save_key(name, key)
+        lay.cert(name).write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+    issue("apiserver", name_of("kube-apiserver"), server=True)
+    issue("admin", name_of("stt-admin", "system:masters"), server=False)
+    issue("kube-controller-manager", name_of("system:kube-controller-manager"), server=False)
+    issue("kube-scheduler", name_of("system:kube-scheduler"), server=False)
+    # kwok writes node status, leases and pod status for any pod: cluster-admin is the honest fit.
+    issue("kwok", name_of("kwok-controller", "system:masters"), server=False)
+
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    save_key("sa", sa_key)
+    lay.cert("sa-pub").write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Processes.
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test process dies, the kernel kills the component."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed as a whole
+                env=self.env,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def failure(self, why: str) -> ClusterError:
+        code = None if self.proc is None else self.proc.poll()
+        state = "is running" if code is None else f"exited with code {code}"
+        return ClusterError(
+            f"{self.name} {why} ({state}); last lines of {self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalCluster:
+    """A real control plane on loopback with ``nodes`` fake GPU nodes; a context manager."""
+
+    nodes: int = 2
+    gpus_per_node: int = 4
+    crd_paths: Sequence[Path | str] = ()
+    tools_dir: Path = field(default_factory=default_tools_dir)
+    start_timeout: float = 180.0
+    keep_dir: bool = False
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.bin_dir = self.tools_dir / "bin"
+        self.components: list[Component] = []
+        self.server = ""
+        self.startup_seconds = 0.0
+        self._lay: Layout | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._owns_dir = False
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig("admin")
+
+    @property
+    def layout(self) -> Layout:
+        if self._lay is None:
+            raise ClusterError("the cluster has not been started")
+        return self._lay
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"kwok-gpu-{i}" for i in range(self.nodes)]
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """An environment for subprocesses (kubectl, helm, the operator) that targets this cluster."""
+        env = dict(os.environ if base is None else base)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
+        """Run kubectl against this cluster and return its stdout."""
+        res = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+        if check and res.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+        return res.stdout
+
+    def api_client(self) -> ApiClient:
+        """A fresh ``kubernetes.client.ApiClient`` authenticated as cluster admin."""
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.server
+        cfg.ssl_ca_cert = str(self.layout.cert("ca"))
+        cfg.cert_file = str(self.layout.cert("admin"))
+        cfg.key_file = str(self.layout.key("admin"))
+        cfg.verify_ssl = True
+        return client.ApiClient(cfg)
+
+    def install_crds(self, paths: Iterable[Path | str], timeout: float = 60.0) -> list[CRDInfo]:
+        """Server-side apply CRD files/directories and wait until discovery serves every one."""
+        files = crd_files(paths)
+        infos = [info for f in files for info in parse_crds(f)]
+        if not files or not infos:
+            return []
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=stt-local-cluster"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.kubectl(*args)
+        for info in infos:
+            self._wait(lambda i=info: self._crd_served(i), timeout, f"CRD {info.name} from {info.source}")
+        return infos
+
+    def check_alive(self) -> None:
+        """Raise if any component has exited."""
+        for c in self.components:
+            if not c.alive():
+                raise c.failure("stopped unexpectedly")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        t0 = time.monotonic()
+        if missing := missing_tools(self.tools_dir):
+            raise ClusterError(
+                f"tools missing in {self.tools_dir}: {', '.join(missing)}; run hack/build-tools.sh"
+            )
+        if self.workdir is None:
+            root = Path(tempfile.mkdtemp(prefix="stt-cluster-"))
+            self._owns_dir = True
+        else:
+            root = self.workdir
+            root.mkdir(parents=True, exist_ok=True)
+        self._lay = Layout(root)
+        try:
+            self._start_all()
+        except BaseException:
+            self.keep_dir = self.keep_dir or bool(os.environ.get("STT_KEEP_CLUSTER_DIR"))
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        # Reverse order: kwok and controllers first, etcd last, so nothing logs a storm of errors.
+        for c in reversed(self.components):
+            c.stop()
+        self.components.clear()
+        if self._lay is not None and self._owns_dir and not self.keep_dir:
+            shutil.rmtree(self._lay.root, ignore_errors=True)
+
+    # -- start-up steps --------------------------------------------------------------------
+
+    def _start_all(self) -> None:
+        lay = self.layout
+        _write_pki(lay)
+        self._ssl = ssl.create_default_context(cafile=str(lay.cert("ca")))
+        self._ssl.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
+
+        etcd_url = self._start_etcd()
+        self._start_apiserver(etcd_url)
+
+        ca_pem = lay.cert("ca").read_bytes()
+        for user in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
+            doc = kubeconfig_doc(
+                self.server, ca_pem, lay.cert(user).read_bytes(), lay.key(user).read_bytes(), user
+            )
+            lay.kubeconfig(user).write_text(yaml.safe_dump(doc))
+            lay.kubeconfig(user).chmod(0o600)
+
+        kcm_port, sched_port = free_port(), free_port()
+        kcm = self._launch("kube-controller-manager", controller_manager_args(lay, kcm_port))
+        sched = self._launch("kube-scheduler", scheduler_args(lay, sched_port))
+        self._write_kwok_config()
+        # kwok reads ~/.kwok/kwok.yaml if present; a private HOME keeps a person's settings out.
+        kwok_env = dict(os.environ, HOME=str(lay.root))
+        self._launch("kwok", kwok_args(lay), env=kwok_env)
+
+        for comp, port in ((kcm, kcm_port), (sched, sched_port)):
+            url = f"https://127.0.0.1:{port}/healthz"
+            self._wait(lambda u=url: self._healthy(u, verify=False), self.start_timeout, f"{comp.name} {url}")
+
+        for name in self.node_names:
+            self._request("POST", "/api/v1/nodes", fake_node(name, gpus=self.gpus_per_node))
+        self._wait(self._nodes_ready, self.start_timeout, "fake nodes Ready without not-ready taints")
+        # Pods are rejected until the default ServiceAccount exists; wait for the controller.
+        self._wait(
+            lambda: self._exists("/api/v1/namespaces/default/serviceaccounts/default"),
+            self.start_timeout,
+            "ServiceAccount default/default",
+        )
+        if self.crd_paths:
+            self.install_crds(self.crd_paths, timeout=self.start_timeout)
+
+    def _launch(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Component:
+        comp = Component(name, [str(self.bin_dir / name), *args], self.layout.log(name), env=env)
+        self.components.append(comp)
+        comp.start()
+        return comp
+
+    def _start_etcd(self) -> str:
+        # Ports are free when picked but could be taken before etcd binds them: retry fresh ones.
+        for attempt in range(3):
+            client_port, peer_port = free_port(), free_port()
+            comp = self._launch("etcd", etcd_args(self.layout, client_port, peer_port))
+            url = f"http://127.0.0.1:{client_port}"
+            try:
+                self._wait(lambda u=url: self._etcd_healthy(u), 60, "etcd /health", only=comp)
+                return url
+            except ClusterError:
+                if attempt == 2 or "address already in use" not in tail(comp.log_path, 200):
+                    raise
+                comp.stop()
+                self.components.remove(comp)
+                shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_apiserver(self, etcd_url: str) -> None:
+        for attempt in range(3):
+            port = free_port()
+            comp = self._launch("kube-apiserver", apiserver_args(self.layout, port, etcd_url))
+            self.server = f"https://127.0.0.1:{port}"
+            try:
+                self._wait(
+                    lambda: self._healthy(f"{self.server}/readyz"),
+                    self.start_timeout,
+                    "kube-apiserver /readyz",
+                )
+                return
+            except ClusterError:
+                if attempt == 2 or "address already in use" not in tail(comp.log_path, 200):
+                    raise
+                comp.stop()
+                self.components.remove(comp)
+
+    def _write_kwok_config(self) -> None:
+        stage_dir = self.tools_dir / "kwok-stages"
+        docs = [(stage_dir / s).read_text().strip() for s in KWOK_STAGES]
+        self.layout.kwok_config.write_text("\n---\n".join(docs) + "\n")
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def _wait(self, ok: Callable[[], bool], timeout: float, what: str, only: Component | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        last_exc: Exception | None = None
+        while True:
+            for c in [only] if only else self.components:
+                if not c.alive():
+                    raise c.failure(f"exited while waiting for {what}")
+            try:
+                if ok():
+                    return
+            except (OSError, ValueError, KeyError, ClusterError) as exc:
+                last_exc = exc
+            if time.monotonic() > deadline:
+                culprit = only or (self.components[-1] if self.components else None)
+                detail = f" (last error: {last_exc})" if last_exc else ""
+                msg = f"timed out after {timeout:.0f}s waiting for {what}{detail}"
+                if culprit is None:
+                    raise ClusterError(msg)
+                logs = "\n".join(
+                    f"--- {c.name} ({c.log_path}):\n{tail(c.log_path, 15)}" for c in self.components
+                )
+                raise ClusterError(f"{msg}\n{logs}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _etcd_healthy(self, url: str) -> bool:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            return bool(json.load(r).get("health") == "true")
+
+    def _healthy(self, url: str, verify: bool = True) -> bool:
+        ctx = self._ssl if verify else ssl._create_unverified_context()  # self-signed serving certs
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+                return r.status == 200
+        except urllib.error.HTTPError:
+            return False
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.server}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=self._ssl) as r:
+                return dict(json.load(r))
+        except urllib.error.HTTPError as exc:
+            raise ClusterError(
+                f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}"
+            ) from exc
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self._request("GET", path)
+            return True
+        except ClusterError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+
+    def _nodes_ready(self) -> bool:
+        items = {n["metadata"]["name"]: n for n in self._request("GET", "/api/v1/nodes")["items"]}
+        for name in self.node_names:
+            node = items.get(name)
+            if node is None:
+                return False
+            conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+            taints = node.get("spec", {}).get("taints") or []
+            if conds.get("Ready") != "True" or any(
+                t["key"].startswith("node.kubernetes.io/") for t in taints
+            ):
+                return False
+        return True
+
+    def _crd_served(self, info: CRDInfo) -> bool:
+        crd = self._request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{info.name}")
+        conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        if conds.get("Established") != "True":
+            return False
+        for version in info.versions:
+            try:
+                disc = self._request("GET", f"/apis/{info.group}/{version}")
+            except ClusterError:
+                return False
+            if info.plural not in {r["name"] for r in disc.get("resources", [])}:
+                return False
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# Tools and the command line.
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_tools(tools_dir: Path | None = None) -> Path:
+    """Run hack/build-tools.sh (idempotent, well under a second when nothing changed) so pinned
+    versions and binaries never drift; returns the tools dir.
+
+    Without Go or a checkout, existing binaries are used as they are. Fails loudly
+    (ClusterError with the script's output) when tools are missing and cannot be built.
+    """
+    tools_dir = tools_dir or default_tools_dir()
+    root = repo_root()
+    if root is None or shutil.which("go") is None:
+        if missing := missing_tools(tools_dir):
+            raise ClusterError(
+                f"tools missing in {tools_dir} ({', '.join(missing)}) and "
+                + ("no checkout with hack/build-tools.sh" if root is None else "no `go` on PATH")
+                + " to build them"
+            )
+        return tools_dir
+    env = dict(os.environ, STT_TOOLS_DIR=str(tools_dir))
+    res = subprocess.run(
+        ["bash", str(root / "hack" / "build-tools.sh")], env=env, capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        out = "\n".join((res.stdout + res.stderr).splitlines()[-40:])
+        raise ClusterError(f"hack/build-tools.sh failed ({res.returncode}):\n{out}")
+    if missing := missing_tools(tools_dir):
+        raise ClusterError(f"hack/build-tools.sh succeeded but {', '.join(missing)} are still missing")
+    return tools_dir
+
+
+def default_crd_paths(tools_dir: Path, root: Path | None) -> list[Path]:
+    """This project's CRDs (if generated yet) and the third-party CRDs the operator writes to."""
+    paths: list[Path] = []
+    if root is not None and (root / "crds").is_dir() and crd_files([root / "crds"]):
+        paths.append(root / "crds")
+    for extra in ("gateway-api", "prometheus-operator"):
+        if (tools_dir / "crds" / extra).is_dir():
+            paths.append(tools_dir / "crds" / extra)
+    return paths
+
+
+@contextlib.contextmanager
+def local_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
+    """``LocalCluster`` as a plain context manager function (same arguments)."""
+    with LocalCluster(**kwargs) as c:
+        yield c
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m stt_operator.testing.cluster",
+        description="Start a real local Kubernetes control plane with fake GPU nodes until Ctrl-C.",
+    )
+    ap.add_argument("--nodes", type=int, default=2, help="fake GPU nodes (default 2)")
+    ap.add_argument("--gpus-per-node", type=int, default=4)
+    ap.add_argument(
+        "--crds",
+        nargs="*",
+        default=None,
+        metavar="PATH",
+        help="CRD files/directories to install (default: ./crds plus the Gateway API CRDs)",
+    )
+    ap.add_argument("--tools-dir", type=Path, default=None, help="default: $STT_TOOLS_DIR or ~/.cache/...")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep state here instead of a temp dir")
+    args = ap.parse_args(argv)
+    if args.nodes < 0:
+        ap.error("--nodes must be >= 0")
+
+    try:
+        tools_dir = ensure_tools(args.tools_dir)
+        crds = args.crds if args.crds is not None else default_crd_paths(tools_dir, repo_root())
+        cluster = LocalCluster(
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            crd_paths=crds,
+            tools_dir=tools_dir,
+            workdir=args.workdir,
+        )
+        stop = False
+
+        def on_signal(signum: int, _frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        with cluster:
+            # Ctrl-C during start-up raises KeyboardInterrupt, which stops what had started.
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            print(f"cluster ready in {cluster.startup_seconds:.1f}s: {cluster.server}", flush=True)
+            print(f"kubeconfig: {cluster.kubeconfig}")
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+            print(f"export PATH={cluster.bin_dir}:$PATH")
+            print(f"logs: {cluster.layout.root / 'logs'}   (Ctrl-C to stop)", flush=True)
+            while not stop:
+                cluster.check_alive()
+                time.sleep(0.5)
+            print("stopping…", flush=True)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
