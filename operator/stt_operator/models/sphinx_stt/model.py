@@ -1,0 +1,135 @@
+"""A real English recogniser (CMU PocketSphinx) as a Triton Python-backend model.
+
+Tensors (names fixed, declared by the STTModel `io` contract):
+  AUDIO       TYPE_FP32  [-1]  mono samples in [-1, 1] at `sample_rate` (default 16 kHz)
+  TRANSCRIPT  TYPE_STRING [1]  the recognised words, lower case
+  CONFIDENCE  TYPE_FP32  [1]   posterior probability of the hypothesis, 0..1
+
+Model `parameters` (config.pbtxt, all strings):
+  grammar       JSGF file in the version directory; the search is restricted to it
+                (command-and-control). Without it the wheel's general English n-gram LM is used.
+  beam, wbeam   decoder beams (smaller = faster, less accurate), e.g. "1e-48"
+  lw            language weight
+  noise_snr_db  add white noise at this SNR before decoding: the "degraded" variant, a real and
+                reproducible regression for rollback / A-B demos
+  noise_seed    seed for that noise (default 0); the noise of an utterance depends only on the
+                seed and the audio, so results do not depend on request order
+  dither_snr_db low-level noise added to every input (default 30 dB; "off" disables): espeak
+                and other synthetic audio has exact digital silence, which breaks the
+                decoder's cepstral mean normalisation
+  sample_rate   Hz (default 16000)
+  extra_sys_path  os.pathsep-separated directories added to sys.path (the stub does not
+                inherit a virtualenv; alternatively use EXECUTION_ENV_PATH)
+
+The helpers above the class are pure so they are unit-tested without Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zlib
+from typing import Any
+
+import numpy as np
+
+
+def model_parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    """`parameters { key: .. value { string_value: .. } }` as a flat dict."""
+    return {k: str(v.get("string_value", "")) for k, v in (model_config.get("parameters") or {}).items()}
+
+
+def decoder_options(params: dict[str, str], version_dir: str) -> dict[str, Any]:
+    """Keyword arguments for `pocketsphinx.Decoder` from the model parameters."""
+    opts: dict[str, Any] = {"samprate": int(params.get("sample_rate", "16000")), "loglevel": "FATAL"}
+    grammar = params.get("grammar")
+    if grammar:
+        path = grammar if os.path.isabs(grammar) else os.path.join(version_dir, grammar)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"parameter grammar: {path} does not exist")
+        opts["jsgf"] = path
+    for key in ("beam", "wbeam", "pbeam"):
+        if params.get(key):
+            opts[key] = float(params[key])
+    if params.get("lw"):
+        opts["lw"] = float(params["lw"])
+    return opts
+
+
+def input_snr_db(params: dict[str, str]) -> float | None:
+    """SNR of the noise added before decoding: the degradation if set, else the dither."""
+    if params.get("noise_snr_db"):
+        return float(params["noise_snr_db"])
+    dither = params.get("dither_snr_db", "30")
+    return None if dither.lower() in ("", "off", "none") else float(dither)
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] (any shape) to little-endian 16-bit PCM bytes."""
+    flat = np.asarray(audio, dtype=np.float32).reshape(-1)
+    return (np.clip(flat, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White Gaussian noise at `snr_db` relative to the signal's mean power."""
+    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    power = float(np.mean(x * x)) if x.size else 0.0
+    if power <= 0.0:
+        return x
+    noise = rng.standard_normal(x.size).astype(np.float32) * np.float32(np.sqrt(power / 10 ** (snr_db / 10)))
+    return x + noise
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = model_parameters(config)
+        for entry in filter(None, params.get("extra_sys_path", "").split(os.pathsep)):
+            if entry not in sys.path:
+                sys.path.append(entry)
+        from pocketsphinx import Decoder  # after sys.path is extended
+
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.decoder = Decoder(**decoder_options(params, version_dir))
+        self.snr_db = input_snr_db(params)
+        self.seed = int(params.get("noise_seed", "0"))
+
+    def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if self.snr_db is not None:
+            rng = np.random.default_rng([self.seed, zlib.crc32(audio.tobytes())])
+            audio = add_noise(audio, self.snr_db, rng)
+        d = self.decoder
+        d.start_utt()
+        d.process_raw(to_pcm16(audio), no_search=False, full_utt=True)
+        d.end_utt()
+        hyp = d.hyp()
+        if hyp is None:
+            return "", 0.0
+        return hyp.hypstr.strip().lower(), float(min(max(hyp.prob, 0.0), 1.0))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        import triton_python_backend_utils as pb_utils
+
+        responses = []
+        for request in requests:
+            try:
+                audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
+                # With batching the request is [batch, samples]; without it, [samples].
+                rows = audio if audio.ndim == 2 else audio.reshape(1, -1)
+                texts, confs = zip(*(self.transcribe(row) for row in rows), strict=True)
+                shape = (len(rows), 1) if audio.ndim == 2 else (1,)
+                out_text = np.array([t.encode() for t in texts], dtype=np.object_).reshape(shape)
+                out_conf = np.array(confs, dtype=np.float32).reshape(shape)
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        [pb_utils.Tensor("TRANSCRIPT", out_text), pb_utils.Tensor("CONFIDENCE", out_conf)]
+                    )
+                )
+            except Exception as exc:  # one bad request must not fail the others in the batch
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"sphinx_stt: {exc}")))
+        return responses
+
+    def finalize(self) -> None:
+        self.decoder = None
