@@ -1,0 +1,287 @@
+"""`ABTest` (short name `abt`): split one endpoint's traffic between models and name a winner."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from stt_operator.api.common import (
+    DNS_LABEL_PATTERN,
+    UNIQUE_NAMES_RULE,
+    ApiModel,
+    Condition,
+    CustomResource,
+    Duration,
+    MetricSpec,
+    ModelRef,
+    ObjectName,
+    ShortText,
+    StatusModel,
+    Timestamp,
+    check_unique,
+    conditions_field,
+    parse_duration,
+)
+
+# --- spec -------------------------------------------------------------------------------------
+
+
+class ModelDeploymentRef(ApiModel):
+    name: ObjectName
+
+
+class ABTestEndpoint(ApiModel):
+    model_deployment_ref: ModelDeploymentRef
+
+
+class Variant(ApiModel):
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    model: ModelRef
+    weight: int = Field(ge=0, le=100)
+
+
+HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+class Stickiness(ApiModel):
+    enabled: bool = False
+    session_header: str = Field(
+        default="x-session-id", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
+    )
+    cookie_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256)
+
+
+PromotionRule = Literal["winner", "non-inferior"]
+
+
+class PromotionSpec(ApiModel):
+    auto: bool = False
+    only_if: PromotionRule = "winner"
+
+
+class ABTestSpec(ApiModel):
+    endpoint: ABTestEndpoint
+    variants: list[Variant] = Field(
+        min_length=2,
+        max_length=10,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": UNIQUE_NAMES_RULE, "message": "variants names must be unique"},
+                {
+                    "rule": "self.all(x, self.exists_one(y, y.model.name == x.model.name))",
+                    "message": "variants must name distinct models",
+                },
+                {
+                    "rule": "self.map(v, v.weight).sum() == 100",
+                    "message": "variants weights must sum to 100",
+                },
+            ]
+        },
+    )
+    control_variant: str | None = Field(
+        default=None, max_length=63, description="the baseline variant; the first variant when empty"
+    )
+    stickiness: Stickiness | None = None
+    duration: Duration = Field(default="24h", description="maximum run time")
+    min_duration: Duration | None = Field(default=None, description="no decision before this")
+    primary_metric: MetricSpec
+    guardrail_metrics: list[MetricSpec] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": UNIQUE_NAMES_RULE, "message": "guardrailMetrics names must be unique"}
+            ]
+        },
+    )
+    significance_level: float = Field(default=0.05, gt=0, le=0.2)
+    min_samples_per_variant: int = Field(default=500, ge=1, le=100_000_000)
+    paired_evaluation: bool = True
+    srm_threshold: float = Field(default=0.001, gt=0, lt=0.5)
+    promotion: PromotionSpec | None = None
+    stop: bool = Field(default=False, description="end the test now (phase Stopped)")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.controlVariant)"
+                    " || self.variants.exists(v, v.name == self.controlVariant)",
+                    "message": "controlVariant must name one of spec.variants",
+                    "fieldPath": ".controlVariant",
+                },
+                {
+                    "rule": "!has(self.minDuration) || duration(self.minDuration) <= duration(self.duration)",
+                    "message": "minDuration must be <= duration",
+                    "fieldPath": ".minDuration",
+                },
+                {
+                    "rule": "!has(self.guardrailMetrics)"
+                    " || self.guardrailMetrics.all(m, m.name != self.primaryMetric.name)",
+                    "message": "guardrailMetrics names must differ from primaryMetric.name",
+                    "fieldPath": ".guardrailMetrics",
+                },
+                {
+                    "rule": "!has(self.promotion) || !self.promotion.auto"
+                    " || self.promotion.onlyIf != 'non-inferior'"
+                    " || has(self.primaryMetric.nonInferiorityMargin)",
+                    "message": "promotion.onlyIf non-inferior needs primaryMetric.nonInferiorityMargin",
+                    "fieldPath": ".promotion.onlyIf",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_unique([v.name for v in self.variants], "variants names")
+        check_unique([v.model.name for v in self.variants], "variants models")
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            raise ValueError(f"variants weights must sum to 100 (got {total})")
+        if self.control_variant is not None and self.control_variant not in {v.name for v in self.variants}:
+            raise ValueError(f"controlVariant {self.control_variant!r} must name one of spec.variants")
+        if self.min_duration is not None and parse_duration(self.min_duration) > parse_duration(
+            self.duration
+        ):
+            raise ValueError("minDuration must be <= duration")
+        check_unique([m.name for m in self.guardrail_metrics], "guardrailMetrics names")
+        if any(m.name == self.primary_metric.name for m in self.guardrail_metrics):
+            raise ValueError("guardrailMetrics names must differ from primaryMetric.name")
+        p = self.promotion
+        non_inferior = p is not None and p.auto and p.only_if == "non-inferior"
+        if non_inferior and self.primary_metric.non_inferiority_margin is None:
+            raise ValueError("promotion.onlyIf non-inferior needs primaryMetric.nonInferiorityMargin")
+        return self
+
+    def control(self) -> Variant:
+        if self.control_variant is not None:
+            return next(v for v in self.variants if v.name == self.control_variant)
+        return self.variants[0]
+
+    def duration_seconds(self) -> float:
+        return parse_duration(self.duration)
+
+    def min_duration_seconds(self) -> float:
+        return parse_duration(self.min_duration) if self.min_duration else 0.0
+
+    def weights(self) -> dict[str, int]:
+        return {v.name: v.weight for v in self.variants}
+
+
+# --- status -----------------------------------------------------------------------------------
+
+ABTestPhase = Literal["Pending", "Running", "Concluded", "Promoted", "Stopped", "Failed"]
+PHASE_PENDING = "Pending"
+PHASE_RUNNING = "Running"
+PHASE_CONCLUDED = "Concluded"
+PHASE_PROMOTED = "Promoted"
+PHASE_STOPPED = "Stopped"
+PHASE_FAILED = "Failed"
+ABTEST_PHASES: tuple[str, ...] = ABTestPhase.__args__  # type: ignore[attr-defined]
+DecisionOutcome = Literal["Winner", "NoDifference", "Inconclusive", "Stopped"]
+
+# Reasons for ABTest conditions and Events.
+REASON_TEST_STARTED = "TestStarted"
+REASON_COLLECTING = "CollectingSamples"
+REASON_WINNER_FOUND = "WinnerFound"
+REASON_NO_DIFFERENCE = "NoDifference"
+REASON_DURATION_REACHED = "DurationReached"
+REASON_SRM_DETECTED = "SampleRatioMismatch"
+REASON_GUARDRAIL_FAILED = "GuardrailFailed"
+REASON_WINNER_PROMOTED = "WinnerPromoted"
+REASON_STOPPED = "StoppedByUser"
+REASON_ENDPOINT_NOT_FOUND = "EndpointNotFound"
+REASON_ENDPOINT_BUSY = "EndpointBusy"
+REASON_VARIANT_NOT_READY = "VariantNotReady"
+
+
+class VariantStatus(StatusModel):
+    name: str = Field(max_length=63)
+    model: str | None = Field(default=None, max_length=253)
+    weight: int | None = Field(default=None, ge=0, le=100)
+    samples: int | None = Field(default=None, ge=0)
+    requests: float | None = None
+    errors: float | None = None
+    wer: float | None = None
+    cer: float | None = None
+    confidence: float | None = None
+    latency_p95_ms: float | None = None
+    error_rate: float | None = None
+    revision: str | None = Field(default=None, max_length=63)
+
+
+class ConfidenceInterval(StatusModel):
+    lower: float
+    upper: float
+    level: float | None = Field(default=None, gt=0, lt=1)
+
+
+class GuardrailResult(StatusModel):
+    metric: str = Field(max_length=63)
+    outcome: Literal["Passed", "Failed", "Inconclusive", "NoData"]
+    p_value: float | None = None
+    adjusted_p_value: float | None = None
+    effect: float | None = None
+    message: ShortText = ""
+
+
+class Decision(StatusModel):
+    outcome: DecisionOutcome
+    metric: str | None = Field(default=None, max_length=63)
+    p_value: float | None = None
+    effect: float | None = None
+    confidence_interval: ConfidenceInterval | None = None
+    reason: ShortText = ""
+    decided_at: Timestamp | None = None
+
+
+class SampleRatioStatus(StatusModel):
+    p_value: float | None = None
+    detected: bool = False
+    checked_at: Timestamp | None = None
+
+
+class ABTestStatus(StatusModel):
+    phase: ABTestPhase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = conditions_field()
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
+    last_analyzed_at: Timestamp | None = None
+    variants: list[VariantStatus] = Field(default_factory=list, max_length=10)
+    variant_summary: str | None = Field(
+        default=None, max_length=1024, description="e.g. 'a=50% b=50%', shown by kubectl get"
+    )
+    winner: str | None = Field(default=None, max_length=63)
+    decision: Decision | None = None
+    sample_ratio: SampleRatioStatus | None = None
+    guardrails: list[GuardrailResult] = Field(default_factory=list, max_length=8)
+    message: ShortText | None = None
+
+
+class ABTest(CustomResource):
+    KIND: ClassVar[str] = "ABTest"
+    PLURAL: ClassVar[str] = "abtests"
+    SINGULAR: ClassVar[str] = "abtest"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("abt",)
+    PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Endpoint", "type": "string", "jsonPath": ".spec.endpoint.modelDeploymentRef.name"},
+        {"name": "Variants", "type": "string", "jsonPath": ".status.variantSummary"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Winner", "type": "string", "jsonPath": ".status.winner"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    spec: ABTestSpec
+    status: ABTestStatus = Field(default_factory=ABTestStatus)
+
+
+def variant_summary(variants: list[Variant] | list[dict[str, Any]]) -> str:
+    """The `Variants` printer column text, e.g. `a=50% b=50%`."""
+    parts = []
+    for v in variants:
+        name, weight = (v.name, v.weight) if isinstance(v, Variant) else (v["name"], v["weight"])
+        parts.append(f"{name}={weight}%")
+    return " ".join(parts)

@@ -1,0 +1,479 @@
+"""`ModelDeployment` (short name `mdep`): one serving endpoint and how it changes models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from stt_operator.api.common import (
+    AnalysisSpec,
+    ApiModel,
+    Condition,
+    CustomResource,
+    Duration,
+    Language,
+    LanguagePair,
+    ModelRef,
+    ObjectName,
+    ResourcesSpec,
+    ShortText,
+    StatusModel,
+    Timestamp,
+    conditions_field,
+    parse_duration,
+)
+
+StrategyType = Literal["Immediate", "Gradual", "Canary", "BlueGreen"]
+STRATEGY_IMMEDIATE = "Immediate"
+STRATEGY_GRADUAL = "Gradual"
+STRATEGY_CANARY = "Canary"
+STRATEGY_BLUE_GREEN = "BlueGreen"
+Routing = Literal["gateway-api", "replica-ratio"]
+Optimize = Literal["wer", "latency"]
+
+
+# --- spec -------------------------------------------------------------------------------------
+
+
+class SelectionCriteria(ApiModel):
+    max_wer: float | None = Field(default=None, ge=0, le=10)
+    max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    optimize: Optimize = "wer"
+
+
+class ModelSelector(ApiModel):
+    """Pick the best Ready STTModel automatically instead of naming one."""
+
+    language: Language | None = None
+    language_pair: LanguagePair | None = None
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=32)
+    criteria: SelectionCriteria | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.language) || has(self.languagePair) || has(self.matchLabels)",
+                    "message": "selector needs language, languagePair or matchLabels",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not (self.language or self.language_pair or self.match_labels):
+            raise ValueError("selector needs language, languagePair or matchLabels")
+        return self
+
+
+class GatewayRef(ApiModel):
+    """The Gateway API parent of the endpoint's HTTPRoute."""
+
+    name: ObjectName
+    namespace: ObjectName | None = None
+    section_name: str | None = Field(default=None, max_length=253)
+
+
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class EndpointSpec(ApiModel):
+    gateway_ref: GatewayRef | None = None
+    hostnames: list[Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]] = Field(
+        default_factory=list, max_length=16
+    )
+    path: str = Field(default="/", pattern=r"^/", max_length=1024)
+    port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port behind the Service")
+
+
+class GradualStrategy(ApiModel):
+    """Fixed weight step every interval (analysis between steps when configured)."""
+
+    step_weight: int = Field(ge=1, le=100)
+    max_weight: int = Field(default=100, ge=1, le=100)
+    interval: Duration = "1m"
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.stepWeight <= self.maxWeight",
+                    "message": "gradual.stepWeight must be <= gradual.maxWeight",
+                    "fieldPath": ".stepWeight",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.step_weight > self.max_weight:
+            raise ValueError("gradual.stepWeight must be <= gradual.maxWeight")
+        return self
+
+    def weights(self) -> list[int]:
+        """The weight after each step; the last step reaches maxWeight (then promotion)."""
+        out = list(range(self.step_weight, self.max_weight, self.step_weight))
+        return [*out, self.max_weight]
+
+
+class PauseStep(ApiModel):
+    duration: Duration | None = Field(default=None, description="empty = until a person resumes")
+
+
+class AnalysisStep(ApiModel):
+    template_metrics: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="names of spec.analysis.metrics to run; all when empty",
+    )
+
+
+class CanaryStep(ApiModel):
+    """Exactly one of setWeight, pause, analysis (Argo Rollouts naming)."""
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0)"
+                    " + (has(self.analysis) ? 1 : 0) == 1",
+                    "message": "each canary step needs exactly one of setWeight, pause or analysis",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if sum(x is not None for x in (self.set_weight, self.pause, self.analysis)) != 1:
+            raise ValueError("each canary step needs exactly one of setWeight, pause or analysis")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return (
+            "setWeight" if self.set_weight is not None else "pause" if self.pause is not None else "analysis"
+        )
+
+
+def default_canary_steps() -> list[CanaryStep]:
+    """Steps used when strategy.type is Canary and no steps are given."""
+    return [
+        CanaryStep(set_weight=10),
+        CanaryStep(analysis=AnalysisStep()),
+        CanaryStep(set_weight=50),
+        CanaryStep(analysis=AnalysisStep()),
+    ]
+
+
+class CanaryStrategy(ApiModel):
+    steps: list[CanaryStep] = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+                    "message": "canary.steps setWeight values must be non-decreasing",
+                }
+            ]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        weights = [s.set_weight for s in self.steps if s.set_weight is not None]
+        if weights != sorted(weights):
+            raise ValueError("canary.steps setWeight values must be non-decreasing")
+        return self
+
+
+class BlueGreenStrategy(ApiModel):
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int | None = Field(
+        default=None, ge=0, le=86400 * 7, description="wait this long after the preview is ready"
+    )
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    pre_promotion_analysis: bool = False
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.autoPromotionSeconds) || self.autoPromotionEnabled",
+                    "message": "blueGreen.autoPromotionSeconds needs blueGreen.autoPromotionEnabled true",
+                    "fieldPath": ".autoPromotionSeconds",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.auto_promotion_seconds is not None and not self.auto_promotion_enabled:
+            raise ValueError("blueGreen.autoPromotionSeconds needs blueGreen.autoPromotionEnabled true")
+        return self
+
+
+class StrategySpec(ApiModel):
+    type: StrategyType = "Canary"
+    gradual: GradualStrategy | None = None
+    canary: CanaryStrategy | None = None
+    blue_green: BlueGreenStrategy | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type == 'Gradual' ? has(self.gradual) : !has(self.gradual)",
+                    "message": "strategy.gradual must be set exactly when strategy.type is Gradual",
+                },
+                {
+                    "rule": "!has(self.canary) || self.type == 'Canary'",
+                    "message": "strategy.canary is only allowed when strategy.type is Canary",
+                },
+                {
+                    "rule": "!has(self.blueGreen) || self.type == 'BlueGreen'",
+                    "message": "strategy.blueGreen is only allowed when strategy.type is BlueGreen",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.type == "Gradual") != (self.gradual is not None):
+            raise ValueError("strategy.gradual must be set exactly when strategy.type is Gradual")
+        if self.canary is not None and self.type != "Canary":
+            raise ValueError("strategy.canary is only allowed when strategy.type is Canary")
+        if self.blue_green is not None and self.type != "BlueGreen":
+            raise ValueError("strategy.blueGreen is only allowed when strategy.type is BlueGreen")
+        return self
+
+    def canary_steps(self) -> list[CanaryStep]:
+        return self.canary.steps if self.canary is not None else default_canary_steps()
+
+    def effective_blue_green(self) -> BlueGreenStrategy:
+        return self.blue_green or BlueGreenStrategy()
+
+
+class RollbackSpec(ApiModel):
+    automatic: bool = True
+    revision_history_limit: int = Field(default=10, ge=1, le=100)
+
+
+_ANALYSIS_NEEDED = "(has(self.analysis) && size(self.analysis.metrics) > 0)"
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ModelRef | None = None
+    selector: ModelSelector | None = None
+    replicas: int = Field(default=1, ge=0, le=1000)
+    resources: ResourcesSpec | None = Field(default=None, description="overrides the STTModel's resources")
+    scale_replicas_with_weight: bool = False
+    endpoint: EndpointSpec | None = None
+    routing: Routing = "gateway-api"
+    strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
+    analysis: AnalysisSpec | None = None
+    rollback: RollbackSpec = Field(default_factory=RollbackSpec, json_schema_extra={"default": {}})
+    scale_down_delay: Duration = "30s"
+    paused: bool = False
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.model) != has(self.selector)",
+                    "message": "exactly one of spec.model or spec.selector must be set",
+                },
+                {
+                    "rule": "!has(self.strategy) || !has(self.strategy.canary)"
+                    " || !self.strategy.canary.steps.exists(s, has(s.analysis)) || " + _ANALYSIS_NEEDED,
+                    "message": "strategy.canary analysis steps need spec.analysis.metrics",
+                    "fieldPath": ".analysis",
+                },
+                {
+                    "rule": "!has(self.strategy) || !has(self.strategy.canary)"
+                    " || self.strategy.canary.steps.all(s, !has(s.analysis)"
+                    " || !has(s.analysis.templateMetrics) || s.analysis.templateMetrics.all(n,"
+                    " has(self.analysis) && self.analysis.metrics.exists(m, m.name == n)))",
+                    "message": "strategy.canary.steps[].analysis.templateMetrics must name"
+                    " spec.analysis.metrics entries",
+                    "fieldPath": ".strategy.canary.steps",
+                },
+                {
+                    "rule": "!has(self.strategy) || !has(self.strategy.blueGreen)"
+                    " || !self.strategy.blueGreen.prePromotionAnalysis || " + _ANALYSIS_NEEDED,
+                    "message": "strategy.blueGreen.prePromotionAnalysis needs spec.analysis.metrics",
+                    "fieldPath": ".analysis",
+                },
+                {
+                    "rule": "!has(self.endpoint) || !has(self.endpoint.gatewayRef)"
+                    " || self.routing == 'gateway-api'",
+                    "message": "endpoint.gatewayRef is only used with routing gateway-api",
+                    "fieldPath": ".endpoint.gatewayRef",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.model is None) == (self.selector is None):
+            raise ValueError("exactly one of spec.model or spec.selector must be set")
+        metrics = {m.name for m in self.analysis.metrics} if self.analysis else set()
+        if self.strategy.canary is not None:
+            for i, step in enumerate(self.strategy.canary.steps):
+                if step.analysis is None:
+                    continue
+                if not metrics:
+                    raise ValueError("strategy.canary analysis steps need spec.analysis.metrics")
+                missing = set(step.analysis.template_metrics or ()) - metrics
+                if missing:
+                    raise ValueError(
+                        f"strategy.canary.steps[{i}].analysis.templateMetrics names unknown metrics"
+                        f" {sorted(missing)}"
+                    )
+        bg = self.strategy.blue_green
+        if bg is not None and bg.pre_promotion_analysis and not metrics:
+            raise ValueError("strategy.blueGreen.prePromotionAnalysis needs spec.analysis.metrics")
+        if self.endpoint and self.endpoint.gateway_ref and self.routing != "gateway-api":
+            raise ValueError("endpoint.gatewayRef is only used with routing gateway-api")
+        return self
+
+    def effective_endpoint(self) -> EndpointSpec:
+        return self.endpoint or EndpointSpec()
+
+    def scale_down_delay_seconds(self) -> float:
+        return parse_duration(self.scale_down_delay)
+
+
+# --- status -----------------------------------------------------------------------------------
+
+ModelDeploymentPhase = Literal[
+    "Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed"
+]
+PHASE_PENDING = "Pending"
+PHASE_PROGRESSING = "Progressing"
+PHASE_PAUSED = "Paused"
+PHASE_HEALTHY = "Healthy"
+PHASE_DEGRADED = "Degraded"
+PHASE_ROLLED_BACK = "RolledBack"
+PHASE_FAILED = "Failed"
+MODELDEPLOYMENT_PHASES: tuple[str, ...] = ModelDeploymentPhase.__args__  # type: ignore[attr-defined]
+
+AnalysisOutcome = Literal["Passed", "Failed", "Inconclusive", "NoData", "Error"]
+ANALYSIS_OUTCOMES: tuple[str, ...] = AnalysisOutcome.__args__  # type: ignore[attr-defined]
+
+# Revision history outcomes.
+REVISION_SERVING = "Serving"
+REVISION_SUPERSEDED = "Superseded"
+REVISION_ROLLED_BACK = "RolledBack"
+REVISION_FAILED = "Failed"
+
+# Reasons for ModelDeployment conditions and Events.
+REASON_ROLLOUT_STARTED = "RolloutStarted"
+REASON_STEP_ADVANCED = "StepAdvanced"
+REASON_WEIGHT_CHANGED = "WeightChanged"
+REASON_ANALYSIS_PASSED = "AnalysisPassed"
+REASON_ANALYSIS_FAILED = "AnalysisFailed"
+REASON_ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+REASON_ANALYSIS_NO_DATA = "AnalysisNoData"
+REASON_PROMOTED = "Promoted"
+REASON_ROLLED_BACK = "RolledBack"
+REASON_ROLLOUT_PAUSED = "RolloutPaused"
+REASON_HELD_BY_ABTEST = "HeldByABTest"
+REASON_MODEL_NOT_READY = "ModelNotReady"
+REASON_MODEL_NOT_FOUND = "ModelNotFound"
+REASON_NO_MODEL_SELECTED = "NoModelSelected"
+REASON_MODEL_SELECTED = "ModelSelected"
+REASON_SERVING = "Serving"
+REASON_REVISION_RETIRED = "RevisionRetired"
+
+
+class AnalysisRun(StatusModel):
+    step: int | None = Field(default=None, ge=0)
+    metric: str = Field(max_length=63)
+    outcome: AnalysisOutcome
+    value: float | None = None
+    baseline: float | None = None
+    message: ShortText = ""
+    at: Timestamp | None = None
+
+
+class RevisionRecord(StatusModel):
+    revision: int = Field(ge=0)
+    revision_id: str | None = Field(default=None, max_length=63)
+    model: str = Field(max_length=253)
+    model_digest: str | None = Field(default=None, max_length=128)
+    created_at: Timestamp | None = None
+    promoted_at: Timestamp | None = None
+    outcome: str | None = Field(default=None, max_length=32)
+
+
+class AnalysisState(StatusModel):
+    """Counters of the analysis in progress, kept in status so a restart resumes them."""
+
+    failures: int = Field(default=0, ge=0)
+    inconclusive: int = Field(default=0, ge=0)
+    consecutive_successes: int = Field(default=0, ge=0)
+    no_data: int = Field(default=0, ge=0)
+    started_at: Timestamp | None = None
+    last_checked_at: Timestamp | None = None
+
+
+class RollbackRecord(StatusModel):
+    at: Timestamp | None = None
+    from_model: str | None = Field(default=None, max_length=253)
+    to_model: str | None = Field(default=None, max_length=253)
+    reason: ShortText | None = None
+
+
+class ModelDeploymentStatus(StatusModel):
+    phase: ModelDeploymentPhase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = conditions_field()
+    stable_revision: str | None = Field(default=None, max_length=63)
+    canary_revision: str | None = Field(default=None, max_length=63)
+    current_step_index: int | None = Field(default=None, ge=0)
+    current_weight: int | None = Field(default=None, ge=0, le=100)
+    stable_model: str | None = Field(default=None, max_length=253)
+    canary_model: str | None = Field(default=None, max_length=253)
+    selected_model: str | None = Field(default=None, max_length=253)
+    step_started_at: Timestamp | None = None
+    rollout_started_at: Timestamp | None = None
+    analysis: AnalysisState | None = None
+    analysis_runs: list[AnalysisRun] = Field(default_factory=list, max_length=100)
+    revisions: list[RevisionRecord] = Field(default_factory=list, max_length=100)
+    last_rollback: RollbackRecord | None = None
+    held_by: str | None = Field(default=None, max_length=253)
+    endpoint: str | None = Field(default=None, max_length=1024)
+    message: ShortText | None = None
+
+
+class ModelDeployment(CustomResource):
+    KIND: ClassVar[str] = "ModelDeployment"
+    PLURAL: ClassVar[str] = "modeldeployments"
+    SINGULAR: ClassVar[str] = "modeldeployment"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mdep",)
+    PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Model", "type": "string", "jsonPath": ".status.stableModel"},
+        {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy.type"},
+        {"name": "Weight", "type": "integer", "jsonPath": ".status.currentWeight"},
+        {"name": "Step", "type": "integer", "jsonPath": ".status.currentStepIndex"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Desired", "type": "string", "jsonPath": ".spec.model.name", "priority": 1},
+        {"name": "Canary", "type": "string", "jsonPath": ".status.canaryModel", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

@@ -1,0 +1,526 @@
+"""`STTModel` (short name `sttm`): one model artifact plus how to serve, validate and quantize it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from stt_operator.api.common import (
+    UNIQUE_NAMES_RULE,
+    ApiModel,
+    Condition,
+    CustomResource,
+    Duration,
+    Language,
+    LanguagePair,
+    LocalObjectRef,
+    ResourcesSpec,
+    Sha256,
+    ShortText,
+    StatusModel,
+    Timestamp,
+    check_unique,
+    conditions_field,
+    parse_duration,
+)
+
+ModelFormat = Literal["onnx", "torchscript", "pytorch", "tensorflow-savedmodel", "tensorrt-plan", "python"]
+TritonBackend = Literal["onnxruntime", "python", "pytorch", "tensorflow", "tensorrt"]
+ArchiveType = Literal["none", "tar", "tar.gz", "zip"]
+DataType = Literal[
+    "TYPE_FP32",
+    "TYPE_INT16",
+    "TYPE_STRING",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_INT32",
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+]
+TensorRole = Literal["audio", "audio-length", "sample-rate", "transcript", "logits", "confidence", "other"]
+QuantizationMode = Literal["dynamic-int8", "static-int8", "fp16"]
+InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
+
+# The Triton backend each format is served by by default, and the backends it may use at all
+# (a Python model can wrap any artifact).
+DEFAULT_BACKEND: dict[str, str] = {
+    "onnx": "onnxruntime",
+    "torchscript": "pytorch",
+    "pytorch": "python",
+    "tensorflow-savedmodel": "tensorflow",
+    "tensorrt-plan": "tensorrt",
+    "python": "python",
+}
+ALLOWED_BACKENDS: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxruntime", "tensorrt", "python"),
+    "torchscript": ("pytorch", "python"),
+    "pytorch": ("python", "pytorch"),
+    "tensorflow-savedmodel": ("tensorflow", "python"),
+    "tensorrt-plan": ("tensorrt",),
+    "python": ("python",),
+}
+URI_PATTERN = r"^(file|pvc|https?|s3|gs)://.+$"
+TENSOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:/\-]*$"
+
+
+def _cel_map(mapping: dict[str, tuple[str, ...]]) -> str:
+    items = ", ".join(f"'{k}': [{', '.join(repr(v) for v in vals)}]" for k, vals in mapping.items())
+    return "{" + items + "}"
+
+
+# --- spec -------------------------------------------------------------------------------------
+
+
+class SourceSpec(ApiModel):
+    """Where the artifact comes from and how to check it."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description="file://, pvc://<claim>/<path>, http(s)://, s3:// or gs:// location of the artifact",
+    )
+    sha256: Sha256 | None = Field(default=None, description="pinned digest of the artifact file or archive")
+    secret_ref: LocalObjectRef | None = Field(default=None, description="credentials for s3/gs/http")
+    archive: ArchiveType | None = Field(
+        default=None, description="archive type; detected from the name when empty"
+    )
+    max_size_bytes: int | None = Field(default=None, ge=1, le=1 << 40)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.secretRef) || !(self.uri.startsWith('file://')"
+                    " || self.uri.startsWith('pvc://'))",
+                    "message": "source.secretRef is only for http(s)://, s3:// and gs:// URIs",
+                    "fieldPath": ".secretRef",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.secret_ref is not None and self.uri.startswith(("file://", "pvc://")):
+            raise ValueError("source.secretRef is only for http(s)://, s3:// and gs:// URIs")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+
+class TensorSpec(ApiModel):
+    """One input or output tensor of the model's I/O contract."""
+
+    name: str = Field(pattern=TENSOR_NAME_PATTERN, max_length=128)
+    data_type: DataType
+    dims: list[int] = Field(max_length=8, description="shape without the batch dim; -1 = dynamic")
+    role: TensorRole = "other"
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.dims.all(d, d == -1 || d > 0)", "message": "dims entries must be -1 or > 0"}
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if any(d != -1 and d <= 0 for d in self.dims):
+            raise ValueError("dims entries must be -1 or > 0")
+        return self
+
+
+_TENSOR_LIST_RULES = [{"rule": UNIQUE_NAMES_RULE, "message": "tensor names must be unique"}]
+
+
+class IOSpec(ApiModel):
+    """The model's I/O contract, checked by validation and used to render config.pbtxt."""
+
+    inputs: list[TensorSpec] = Field(
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-validations": _TENSOR_LIST_RULES}
+    )
+    outputs: list[TensorSpec] = Field(
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-validations": _TENSOR_LIST_RULES}
+    )
+    sample_rate: int = Field(default=16000, ge=8000, le=192000, description="Hz")
+    vocabulary: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None,
+        max_length=8192,
+        description="tokens for CTC models whose output is logits",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.inputs.exists_one(t, t.role == 'audio')",
+                    "message": "io.inputs must have exactly one tensor with role audio",
+                    "fieldPath": ".inputs",
+                },
+                {
+                    "rule": "self.outputs.exists(t, t.role == 'transcript') || (self.outputs.exists(t,"
+                    " t.role == 'logits') && has(self.vocabulary) && size(self.vocabulary) > 0)",
+                    "message": "io.outputs needs a transcript tensor, or a logits tensor plus io.vocabulary",
+                    "fieldPath": ".outputs",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_unique([t.name for t in self.inputs], "io.inputs names")
+        check_unique([t.name for t in self.outputs], "io.outputs names")
+        if sum(t.role == "audio" for t in self.inputs) != 1:
+            raise ValueError("io.inputs must have exactly one tensor with role audio")
+        roles = {t.role for t in self.outputs}
+        if "transcript" not in roles and not ("logits" in roles and self.vocabulary):
+            raise ValueError("io.outputs needs a transcript tensor, or a logits tensor plus io.vocabulary")
+        return self
+
+    def tensor(self, role: str) -> TensorSpec | None:
+        return next((t for t in [*self.inputs, *self.outputs] if t.role == role), None)
+
+
+class DynamicBatching(ApiModel):
+    enabled: bool = True
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=8)
+    max_queue_delay_microseconds: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class InstanceGroup(ApiModel):
+    kind: InstanceKind = "KIND_GPU"
+    count: int = Field(default=1, ge=1, le=64)
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=16)
+
+
+class LatestVersions(ApiModel):
+    num_versions: int = Field(default=1, ge=1, le=100)
+
+
+class AllVersions(ApiModel):
+    """Serve every version (Triton's `all {}`)."""
+
+
+class SpecificVersions(ApiModel):
+    versions: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=32)
+
+
+class VersionPolicy(ApiModel):
+    """Exactly one of latest, all, specific (Triton's version_policy)."""
+
+    latest: LatestVersions | None = None
+    all: AllVersions | None = None
+    specific: SpecificVersions | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.latest) ? 1 : 0) + (has(self.all) ? 1 : 0)"
+                    " + (has(self.specific) ? 1 : 0) == 1",
+                    "message": "versionPolicy needs exactly one of latest, all or specific",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if sum(x is not None for x in (self.latest, self.all, self.specific)) != 1:
+            raise ValueError("versionPolicy needs exactly one of latest, all or specific")
+        return self
+
+
+class TritonSpec(ApiModel):
+    """How Triton serves the model (rendered into config.pbtxt)."""
+
+    backend: TritonBackend | None = Field(default=None, description="derived from spec.format when empty")
+    max_batch_size: int = Field(default=8, ge=0, le=1024)
+    dynamic_batching: DynamicBatching | None = None
+    instance_group: InstanceGroup | None = None
+    version_policy: VersionPolicy | None = None
+    warmup: bool = False
+    tensorrt_fp16: bool = Field(default=False, description="ONNX Runtime TensorRT accelerator with FP16")
+    image: str | None = Field(default=None, max_length=512, description="Triton image override")
+    parameters: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="backend parameters (string -> string)",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.dynamicBatching) || !self.dynamicBatching.enabled"
+                    " || self.maxBatchSize > 0",
+                    "message": "triton.dynamicBatching needs triton.maxBatchSize > 0",
+                    "fieldPath": ".maxBatchSize",
+                },
+                {
+                    "rule": "!has(self.dynamicBatching)"
+                    " || self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+                    "message": "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
+                    "fieldPath": ".dynamicBatching.preferredBatchSizes",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        db = self.dynamic_batching
+        if db is not None and db.enabled and self.max_batch_size == 0:
+            raise ValueError("triton.dynamicBatching needs triton.maxBatchSize > 0")
+        if db is not None and any(b > self.max_batch_size for b in db.preferred_batch_sizes):
+            raise ValueError("triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize")
+        return self
+
+
+class EvaluationSet(ApiModel):
+    """A labelled evaluation set: audio files plus a manifest of reference transcripts."""
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    manifest: str | None = Field(
+        default=None, max_length=1024, description="manifest path inside the set (JSONL/CSV)"
+    )
+
+
+class ValidationThresholds(ApiModel):
+    max_wer: float | None = Field(default=None, ge=0, le=10)
+    max_cer: float | None = Field(default=None, ge=0, le=10)
+    max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    max_real_time_factor: float | None = Field(default=None, gt=0)
+    max_peak_memory_mi_b: float | None = Field(default=None, gt=0, alias="maxPeakMemoryMiB")
+
+
+class SecurityPolicy(ApiModel):
+    allowed_pickle_globals: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=256
+    )
+
+
+class SignatureSpec(ApiModel):
+    public_key_secret_ref: LocalObjectRef
+    signature_uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+
+
+class ValidationSpec(ApiModel):
+    enabled: bool = True
+    evaluation_set: EvaluationSet | None = None
+    thresholds: ValidationThresholds | None = None
+    security: SecurityPolicy | None = None
+    signature: SignatureSpec | None = None
+    timeout: Duration = "30m"
+
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+
+class QuantizationSpec(ApiModel):
+    enabled: bool = False
+    mode: QuantizationMode = "dynamic-int8"
+    max_wer_increase: float = Field(default=0.005, ge=0, le=1, description="absolute WER increase allowed")
+    output_uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=2048)
+    exclude_op_types: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: ["Conv"],
+        max_length=64,
+        json_schema_extra={"default": ["Conv"]},
+    )
+    calibration_samples: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class STTModelSpec(ApiModel):
+    language: Language = Field(description="BCP-47 tag, e.g. en-US")
+    language_pair: LanguagePair | None = Field(
+        default=None, description="speech translation, e.g. en-US>de-DE"
+    )
+    description: str | None = Field(default=None, max_length=1024)
+    format: ModelFormat
+    source: SourceSpec
+    io: IOSpec
+    triton: TritonSpec | None = None
+    resources: ResourcesSpec | None = None
+    validation: ValidationSpec | None = None
+    quantization: QuantizationSpec | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.triton) || !has(self.triton.backend) || "
+                    + _cel_map(ALLOWED_BACKENDS)
+                    + "[self.format].exists(b, b == self.triton.backend)",
+                    "message": "triton.backend does not fit spec.format (onnx: onnxruntime|tensorrt|python;"
+                    " torchscript: pytorch|python; tensorrt-plan: tensorrt; python: python)",
+                    "fieldPath": ".triton.backend",
+                },
+                {
+                    "rule": "!has(self.quantization) || !self.quantization.enabled || self.format == 'onnx'",
+                    "message": "quantization is only supported for format onnx",
+                    "fieldPath": ".quantization.enabled",
+                },
+                {
+                    "rule": "!has(self.triton) || !self.triton.tensorrtFp16 || self.format == 'onnx'",
+                    "message": "triton.tensorrtFp16 is only for format onnx",
+                    "fieldPath": ".triton.tensorrtFp16",
+                },
+                {
+                    "rule": "!has(self.quantization) || !self.quantization.enabled"
+                    " || (has(self.validation) && self.validation.enabled"
+                    " && has(self.validation.evaluationSet))",
+                    "message": "quantization needs validation enabled with validation.evaluationSet"
+                    " (the accuracy gate compares WER on it)",
+                    "fieldPath": ".quantization.enabled",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        backend = self.triton.backend if self.triton is not None else None
+        if backend is not None and backend not in ALLOWED_BACKENDS[self.format]:
+            raise ValueError(f"triton.backend {backend} does not fit spec.format {self.format}")
+        q = self.quantization
+        if q is not None and q.enabled:
+            if self.format != "onnx":
+                raise ValueError("quantization is only supported for format onnx")
+            v = self.validation
+            if v is None or not v.enabled or v.evaluation_set is None:
+                raise ValueError("quantization needs validation enabled with validation.evaluationSet")
+        if self.triton is not None and self.triton.tensorrt_fp16 and self.format != "onnx":
+            raise ValueError("triton.tensorrtFp16 is only for format onnx")
+        return self
+
+    def effective_backend(self) -> str:
+        if self.triton is not None and self.triton.backend:
+            return self.triton.backend
+        return DEFAULT_BACKEND[self.format]
+
+    def effective_triton(self) -> TritonSpec:
+        return self.triton or TritonSpec()
+
+    def effective_resources(self) -> ResourcesSpec:
+        return self.resources or ResourcesSpec()
+
+    def effective_validation(self) -> ValidationSpec:
+        return self.validation or ValidationSpec()
+
+
+# --- status -----------------------------------------------------------------------------------
+
+STTModelPhase = Literal["Pending", "Validating", "Quantizing", "Ready", "Failed"]
+PHASE_PENDING = "Pending"
+PHASE_VALIDATING = "Validating"
+PHASE_QUANTIZING = "Quantizing"
+PHASE_READY = "Ready"
+PHASE_FAILED = "Failed"
+STTMODEL_PHASES: tuple[str, ...] = STTModelPhase.__args__  # type: ignore[attr-defined]
+
+# Reasons for STTModel conditions and Events.
+REASON_VALIDATION_STARTED = "ValidationStarted"
+REASON_VALIDATION_PASSED = "ValidationPassed"
+REASON_VALIDATION_FAILED = "ValidationFailed"
+REASON_VALIDATION_SKIPPED = "ValidationSkipped"
+REASON_QUANTIZATION_STARTED = "QuantizationStarted"
+REASON_QUANTIZATION_PASSED = "QuantizationPassed"
+REASON_QUANTIZATION_FAILED = "QuantizationFailed"
+REASON_QUANTIZATION_DISABLED = "QuantizationDisabled"
+REASON_CONFIG_RENDERED = "ConfigRendered"
+REASON_RENDER_FAILED = "RenderFailed"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_MODEL_READY = "ModelReady"
+REASON_JOB_FAILED = "JobFailed"
+
+StepResult = Literal["passed", "failed", "skipped"]
+
+
+class ArtifactFile(StatusModel):
+    path: str = Field(max_length=1024)
+    sha256: Sha256
+
+
+class ArtifactStatus(StatusModel):
+    digest: str | None = Field(default=None, max_length=128)
+    size_bytes: int | None = Field(default=None, ge=0)
+    files: list[ArtifactFile] = Field(default_factory=list, max_length=1024)
+
+
+class ValidationStep(StatusModel):
+    name: str = Field(max_length=63)
+    result: StepResult
+    message: ShortText = ""
+
+
+class ValidationStatus(StatusModel):
+    steps: list[ValidationStep] = Field(default_factory=list, max_length=32)
+    wer: float | None = None
+    cer: float | None = None
+    latency_p95_ms: float | None = None
+    real_time_factor: float | None = None
+    peak_memory_mi_b: float | None = Field(default=None, alias="peakMemoryMiB")
+    samples: int | None = Field(default=None, ge=0)
+    completed_at: Timestamp | None = None
+    job_name: str | None = Field(default=None, max_length=253)
+
+
+class QuantizationStatus(StatusModel):
+    mode: str | None = Field(default=None, max_length=32)
+    baseline_wer: float | None = None
+    quantized_wer: float | None = None
+    wer_increase: float | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    speedup: float | None = None
+    output_uri: str | None = Field(default=None, max_length=2048)
+    result: StepResult | None = None
+    message: ShortText | None = None
+
+
+class LanguageAnalytics(StatusModel):
+    language: str = Field(max_length=71)
+    wer: float | None = None
+    cer: float | None = None
+    confidence: float | None = None
+    latency_p95_ms: float | None = None
+    throughput_rps: float | None = None
+    success_rate: float | None = None
+    requests: float | None = None
+    gpu_utilization: float | None = None
+    memory_bytes: float | None = None
+    updated_at: Timestamp | None = None
+
+
+class STTModelStatus(StatusModel):
+    phase: STTModelPhase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = conditions_field()
+    artifact: ArtifactStatus | None = None
+    validation: ValidationStatus | None = None
+    quantization: QuantizationStatus | None = None
+    triton_config_map: str | None = Field(default=None, max_length=253)
+    quantized_model: str | None = Field(default=None, max_length=253)
+    analytics: list[LanguageAnalytics] = Field(default_factory=list, max_length=64)
+    message: ShortText | None = None
+
+
+class STTModel(CustomResource):
+    KIND: ClassVar[str] = "STTModel"
+    PLURAL: ClassVar[str] = "sttmodels"
+    SINGULAR: ClassVar[str] = "sttmodel"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("sttm",)
+    PRINTER_COLUMNS: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Format", "type": "string", "jsonPath": ".spec.format"},
+        {"name": "Language", "type": "string", "jsonPath": ".spec.language"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "WER", "type": "number", "jsonPath": ".status.validation.wer"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    spec: STTModelSpec
+    status: STTModelStatus = Field(default_factory=STTModelStatus)
