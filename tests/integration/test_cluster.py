@@ -4,8 +4,15 @@ Gateway API CRDs are served with their schema validation."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -207,3 +214,40 @@ def test_garbage_collector_deletes_owned_configmap(kube_api: ApiClient, namespac
         return False
 
     eventually(gone, what="the garbage collector to delete ConfigMap owned")
+
+
+def test_command_line_cluster_serves_until_interrupted(cluster: LocalCluster) -> None:
+    """`python -m stt_operator.testing.cluster` (what `make cluster` runs) prints a working
+    kubeconfig, stays up, and on Ctrl-C stops every component and removes its directory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stt_operator.testing.cluster", "--nodes", "1", "--no-default-crds"],
+        env={**cluster.env(), "STT_TOOLS_DIR": str(cluster.tools_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    try:
+        deadline, seen = time.monotonic() + 180, []
+        while not any(line.startswith("export KUBECONFIG=") for line in seen):
+            assert proc.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+        kubeconfig = Path(next(line for line in seen if line.startswith("export KUBECONFIG="))[18:].strip())
+        assert kubeconfig != cluster.kubeconfig
+        out = subprocess.run(
+            [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.stdout.split() == ["node/kwok-gpu-0"], out.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not kubeconfig.parent.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

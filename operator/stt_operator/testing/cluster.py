@@ -584,15 +584,25 @@ class LocalCluster:
         return client.ApiClient(cfg)
 
     def install_crds(self, paths: Iterable[Path | str], timeout: float = 60.0) -> list[CRDInfo]:
-        """Server-side apply CRD files/directories and wait until discovery serves every one."""
-        files = crd_files(paths)
-        infos = [info for f in files for info in parse_crds(f)]
-        if not files or not infos:
-            return []
-        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=stt-local-cluster"]
-        for f in files:
-            args += ["-f", str(f)]
-        self.kubectl(*args)
+        """Server-side apply CRD files/directories and wait until discovery serves every one.
+
+        Each given path is applied on its own, so an error names the path whose CRD was refused.
+        """
+        groups = [(Path(p), crd_files([p])) for p in paths]
+        infos = [info for _, files in groups for f in files for info in parse_crds(f)]
+        for path, files in groups:
+            if not files:
+                continue
+            args = ["apply", "--server-side", "--force-conflicts", "--field-manager=stt-local-cluster"]
+            res = subprocess.run(
+                [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+                + [a for f in files for a in ("-f", str(f))],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if res.returncode != 0:
+                raise ClusterError(f"installing CRDs from {path} failed: {res.stderr.strip()}")
         for info in infos:
             self._wait(lambda i=info: self._crd_served(i), timeout, f"CRD {info.name} from {info.source}")
         return infos
@@ -883,10 +893,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gpus-per-node", type=int, default=4)
     ap.add_argument(
         "--crds",
-        nargs="*",
-        default=None,
+        nargs="+",
+        default=[],
+        type=Path,
         metavar="PATH",
-        help="CRD files/directories to install (default: ./crds plus the Gateway API CRDs)",
+        help="more CRD files/directories to install, besides the defaults",
+    )
+    ap.add_argument(
+        "--no-default-crds",
+        action="store_true",
+        help="skip the defaults: this checkout's crds/, Gateway API, Prometheus Operator CRDs",
     )
     ap.add_argument("--tools-dir", type=Path, default=None, help="default: $STT_TOOLS_DIR or ~/.cache/...")
     ap.add_argument("--workdir", type=Path, default=None, help="keep state here instead of a temp dir")
@@ -896,7 +912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         tools_dir = ensure_tools(args.tools_dir)
-        crds = args.crds if args.crds is not None else default_crd_paths(tools_dir, repo_root())
+        crds = [] if args.no_default_crds else default_crd_paths(tools_dir, repo_root())
+        crds += [p for p in args.crds if p.resolve() not in {c.resolve() for c in crds}]
         cluster = LocalCluster(
             nodes=args.nodes,
             gpus_per_node=args.gpus_per_node,
