@@ -1,0 +1,152 @@
+"""Per-utterance scores and their local aggregation (pure).
+
+WER / CER come from jiwer's alignment after the versioned text normaliser
+(`stt_operator.speech.normalise`) is applied to both reference and hypothesis. Aggregates are
+ratios of sums (DESIGN.md section 4), the same quantities the exported counters carry, so the
+evaluator's own summary and what PromQL computes can be compared exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import jiwer
+import numpy as np
+
+from stt_operator.speech.normalise import DEFAULT_VERSION, normalise_text
+
+
+@dataclass(frozen=True)
+class UtteranceScore:
+    word_errors: int  # substitutions + deletions + insertions
+    ref_words: int
+    char_errors: int
+    ref_chars: int
+    reference: str  # normalised
+    hypothesis: str  # normalised
+
+
+def _edit_errors(out: jiwer.WordOutput | jiwer.CharacterOutput) -> int:
+    return int(out.substitutions + out.deletions + out.insertions)
+
+
+def score_utterance(
+    reference: str, hypothesis: str, normaliser_version: str = DEFAULT_VERSION
+) -> UtteranceScore:
+    ref = normalise_text(reference, normaliser_version)
+    hyp = normalise_text(hypothesis, normaliser_version)
+    ref_words, ref_chars = len(ref.split()), len(ref)
+    if not ref:
+        # Nothing to say: every hypothesised word or character is an insertion.
+        return UtteranceScore(len(hyp.split()), 0, len(hyp), 0, ref, hyp)
+    if not hyp:
+        return UtteranceScore(ref_words, ref_words, ref_chars, ref_chars, ref, hyp)
+    words = jiwer.process_words(ref, hyp)
+    chars = jiwer.process_characters(ref, hyp)
+    return UtteranceScore(_edit_errors(words), ref_words, _edit_errors(chars), ref_chars, ref, hyp)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One scored transcription of one utterance by one variant."""
+
+    utterance_id: str
+    variant: str
+    score: UtteranceScore
+    latency_s: float
+    audio_s: float
+    confidence: float | None = None
+
+
+@dataclass
+class VariantSummary:
+    """Ratio-of-sums summary of one variant (what the exported counters also hold)."""
+
+    variant: str
+    requests: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    utterances: int = 0
+    word_errors: int = 0
+    ref_words: int = 0
+    char_errors: int = 0
+    ref_chars: int = 0
+    latency_sum_s: float = 0.0
+    audio_sum_s: float = 0.0
+    confidence_sum: float = 0.0
+    confidence_count: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+    def add(self, obs: Observation) -> None:
+        self.utterances += 1
+        self.word_errors += obs.score.word_errors
+        self.ref_words += obs.score.ref_words
+        self.char_errors += obs.score.char_errors
+        self.ref_chars += obs.score.ref_chars
+        self.latency_sum_s += obs.latency_s
+        self.audio_sum_s += obs.audio_s
+        self.latencies_s.append(obs.latency_s)
+        if obs.confidence is not None:
+            self.confidence_sum += obs.confidence
+            self.confidence_count += 1
+
+    def as_dict(self) -> dict[str, object]:
+        lat = np.asarray(self.latencies_s) if self.latencies_s else None
+        return {
+            "variant": self.variant,
+            "requests": self.requests,
+            "failures": dict(self.failures),
+            "utterances": self.utterances,
+            "word_errors": self.word_errors,
+            "ref_words": self.ref_words,
+            "char_errors": self.char_errors,
+            "ref_chars": self.ref_chars,
+            "wer": self.word_errors / self.ref_words if self.ref_words else None,
+            "cer": self.char_errors / self.ref_chars if self.ref_chars else None,
+            "latency_mean_s": self.latency_sum_s / self.utterances if self.utterances else None,
+            "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
+            "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None else None,
+            "rtf": self.latency_sum_s / self.audio_sum_s if self.audio_sum_s else None,
+            "confidence_mean": self.confidence_sum / self.confidence_count if self.confidence_count else None,
+        }
+
+
+@dataclass(frozen=True)
+class PairDelta:
+    """Paired word-error comparison of a candidate against the baseline on shared utterances."""
+
+    candidate: str
+    baseline: str
+    pairs: int
+    delta_wer: float | None  # Σd / Σn
+    se: float | None  # delta-method standard error (DESIGN.md section 4)
+
+
+def paired_delta(
+    candidate: Sequence[Observation], baseline: Sequence[Observation], candidate_name: str, baseline_name: str
+) -> PairDelta:
+    """ΔW and its delta-method SE over utterances both variants transcribed."""
+    base = {o.utterance_id: o for o in baseline}
+    d, n = [], []
+    for o in candidate:
+        b = base.get(o.utterance_id)
+        if b is not None:
+            d.append(o.score.word_errors - b.score.word_errors)
+            n.append(o.score.ref_words)
+    total_n = sum(n)
+    if not d or total_n == 0:
+        return PairDelta(candidate_name, baseline_name, len(d), None, None)
+    dw = sum(d) / total_n
+    k = len(d)
+    if k < 2:
+        return PairDelta(candidate_name, baseline_name, k, dw, None)
+    resid = np.asarray(d, dtype=float) - dw * np.asarray(n, dtype=float)
+    se = float(np.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total_n)
+    return PairDelta(candidate_name, baseline_name, k, dw, se)
+
+
+def summarise(observations: Iterable[Observation]) -> dict[str, VariantSummary]:
+    out: dict[str, VariantSummary] = {}
+    for obs in observations:
+        out.setdefault(obs.variant, VariantSummary(obs.variant)).add(obs)
+    return out
