@@ -164,14 +164,19 @@ class CanaryStep(ApiModel):
         )
 
 
-def default_canary_steps() -> list[CanaryStep]:
-    """Steps used when strategy.type is Canary and no steps are given."""
-    return [
-        CanaryStep(set_weight=10),
-        CanaryStep(analysis=AnalysisStep()),
-        CanaryStep(set_weight=50),
-        CanaryStep(analysis=AnalysisStep()),
-    ]
+def default_canary_steps(with_analysis: bool = True) -> list[CanaryStep]:
+    """Steps used when strategy.type is Canary and no steps are given: 10 %, check, 50 %,
+    check, then promotion. The check is an analysis when spec.analysis has metrics, else a
+    one-minute pause (so a canary without metrics still gives a person time to look)."""
+
+    def check() -> CanaryStep:
+        return (
+            CanaryStep(analysis=AnalysisStep())
+            if with_analysis
+            else CanaryStep(pause=PauseStep(duration="1m"))
+        )
+
+    return [CanaryStep(set_weight=10), check(), CanaryStep(set_weight=50), check()]
 
 
 class CanaryStrategy(ApiModel):
@@ -258,8 +263,9 @@ class StrategySpec(ApiModel):
             raise ValueError("strategy.blueGreen is only allowed when strategy.type is BlueGreen")
         return self
 
-    def canary_steps(self) -> list[CanaryStep]:
-        return self.canary.steps if self.canary is not None else default_canary_steps()
+    def canary_steps(self, with_analysis: bool = True) -> list[CanaryStep]:
+        """The explicit steps, or the default ones (`with_analysis`: spec.analysis has metrics)."""
+        return self.canary.steps if self.canary is not None else default_canary_steps(with_analysis)
 
     def effective_blue_green(self) -> BlueGreenStrategy:
         return self.blue_green or BlueGreenStrategy()
@@ -281,9 +287,15 @@ class ModelDeploymentSpec(ApiModel):
     scale_replicas_with_weight: bool = False
     endpoint: EndpointSpec | None = None
     routing: Routing = "gateway-api"
-    strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
+    # Explicit object defaults so omitting the block still yields `type: Canary` etc. at admission.
+    strategy: StrategySpec = Field(
+        default_factory=StrategySpec, json_schema_extra={"default": {"type": "Canary"}}
+    )
     analysis: AnalysisSpec | None = None
-    rollback: RollbackSpec = Field(default_factory=RollbackSpec, json_schema_extra={"default": {}})
+    rollback: RollbackSpec = Field(
+        default_factory=RollbackSpec,
+        json_schema_extra={"default": {"automatic": True, "revisionHistoryLimit": 10}},
+    )
     scale_down_delay: Duration = "30s"
     paused: bool = False
 
@@ -348,6 +360,9 @@ class ModelDeploymentSpec(ApiModel):
         if self.endpoint and self.endpoint.gateway_ref and self.routing != "gateway-api":
             raise ValueError("endpoint.gatewayRef is only used with routing gateway-api")
         return self
+
+    def canary_steps(self) -> list[CanaryStep]:
+        return self.strategy.canary_steps(bool(self.analysis and self.analysis.metrics))
 
     def effective_endpoint(self) -> EndpointSpec:
         return self.endpoint or EndpointSpec()

@@ -26,7 +26,7 @@ from stt_operator.api.common import (
 )
 
 ModelFormat = Literal["onnx", "torchscript", "pytorch", "tensorflow-savedmodel", "tensorrt-plan", "python"]
-TritonBackend = Literal["onnxruntime", "python", "pytorch", "tensorflow", "tensorrt"]
+TritonBackend = Literal["onnxruntime", "python", "pytorch", "tensorrt"]
 ArchiveType = Literal["none", "tar", "tar.gz", "zip"]
 DataType = Literal[
     "TYPE_FP32",
@@ -43,20 +43,20 @@ QuantizationMode = Literal["dynamic-int8", "static-int8", "fp16"]
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 
 # The Triton backend each format is served by by default, and the backends it may use at all
-# (a Python model can wrap any artifact).
+# (a Python model can wrap any artifact). TensorFlow's backend is deprecated upstream, so a
+# SavedModel must be wrapped by a Python model (or converted to ONNX).
 DEFAULT_BACKEND: dict[str, str] = {
     "onnx": "onnxruntime",
     "torchscript": "pytorch",
-    "pytorch": "python",
-    "tensorflow-savedmodel": "tensorflow",
+    "pytorch": "pytorch",
     "tensorrt-plan": "tensorrt",
     "python": "python",
 }
 ALLOWED_BACKENDS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "tensorrt", "python"),
     "torchscript": ("pytorch", "python"),
-    "pytorch": ("python", "pytorch"),
-    "tensorflow-savedmodel": ("tensorflow", "python"),
+    "pytorch": ("pytorch", "python"),
+    "tensorflow-savedmodel": ("python",),
     "tensorrt-plan": ("tensorrt",),
     "python": ("python",),
 }
@@ -197,6 +197,24 @@ class InstanceGroup(ApiModel):
     count: int = Field(default=1, ge=1, le=64)
     gpus: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=16)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.kind == 'KIND_GPU' || !has(self.gpus)",
+                    "message": "instanceGroup.gpus needs instanceGroup.kind KIND_GPU",
+                    "fieldPath": ".gpus",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.kind != "KIND_GPU" and self.gpus is not None:
+            raise ValueError("instanceGroup.gpus needs instanceGroup.kind KIND_GPU")
+        return self
+
 
 class LatestVersions(ApiModel):
     num_versions: int = Field(default=1, ge=1, le=100)
@@ -247,8 +265,8 @@ class TritonSpec(ApiModel):
     warmup: bool = False
     tensorrt_fp16: bool = Field(default=False, description="ONNX Runtime TensorRT accelerator with FP16")
     image: str | None = Field(default=None, max_length=512, description="Triton image override")
-    parameters: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
-        default=None,
+    parameters: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict,
         max_length=64,
         description="backend parameters (string -> string)",
     )
@@ -268,6 +286,12 @@ class TritonSpec(ApiModel):
                     "message": "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
                     "fieldPath": ".dynamicBatching.preferredBatchSizes",
                 },
+                {
+                    "rule": "!self.tensorrtFp16 || !has(self.instanceGroup)"
+                    " || self.instanceGroup.kind == 'KIND_GPU'",
+                    "message": "triton.tensorrtFp16 needs triton.instanceGroup.kind KIND_GPU",
+                    "fieldPath": ".tensorrtFp16",
+                },
             ]
         }
     )
@@ -279,6 +303,9 @@ class TritonSpec(ApiModel):
             raise ValueError("triton.dynamicBatching needs triton.maxBatchSize > 0")
         if db is not None and any(b > self.max_batch_size for b in db.preferred_batch_sizes):
             raise ValueError("triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize")
+        ig = self.instance_group
+        if self.tensorrt_fp16 and ig is not None and ig.kind != "KIND_GPU":
+            raise ValueError("triton.tensorrtFp16 needs triton.instanceGroup.kind KIND_GPU")
         return self
 
 
@@ -361,6 +388,13 @@ class STTModelSpec(ApiModel):
                     "fieldPath": ".triton.backend",
                 },
                 {
+                    "rule": "self.format != 'tensorflow-savedmodel'"
+                    " || (has(self.triton) && has(self.triton.backend))",
+                    "message": "format tensorflow-savedmodel needs triton.backend python (a Python model"
+                    " that wraps it); Triton's TensorFlow backend is not supported, convert to ONNX",
+                    "fieldPath": ".triton.backend",
+                },
+                {
                     "rule": "!has(self.quantization) || !self.quantization.enabled || self.format == 'onnx'",
                     "message": "quantization is only supported for format onnx",
                     "fieldPath": ".quantization.enabled",
@@ -387,6 +421,8 @@ class STTModelSpec(ApiModel):
         backend = self.triton.backend if self.triton is not None else None
         if backend is not None and backend not in ALLOWED_BACKENDS[self.format]:
             raise ValueError(f"triton.backend {backend} does not fit spec.format {self.format}")
+        if self.format == "tensorflow-savedmodel" and backend is None:
+            raise ValueError("format tensorflow-savedmodel needs triton.backend python")
         q = self.quantization
         if q is not None and q.enabled:
             if self.format != "onnx":
