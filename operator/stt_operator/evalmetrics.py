@@ -84,8 +84,24 @@ PROCESSING_X_AUDIO = f"{PREFIX}_processing_x_audio_seconds_total"  # Σp·a
 # End-to-end request latency seen by the evaluator (histogram: _bucket, _sum, _count).
 LATENCY = f"{PREFIX}_request_duration_seconds"
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
+)
 
 HELP: dict[str, str] = {
     REQUESTS: "Transcription requests the evaluator sent to a variant.",
@@ -161,6 +177,50 @@ class EvalMetrics:
     audio_seconds_sq: Counter
     processing_x_audio: Counter
     latency: Histogram
+
+    def init_variant(self, labels: Mapping[str, str]) -> None:
+        """Create a variant's series at zero before its first utterance, so Prometheus scrapes the
+        zero and `increase()` since the analysis start counts the first increments too."""
+        lv = _pick(labels, VARIANT_LABELS)
+        for c in (
+            self.requests,
+            self.utterances,
+            self.confidence,
+            self.confidence_sq,
+            self.confidence_count,
+            self.processing_seconds,
+            self.audio_seconds,
+            self.processing_seconds_sq,
+            self.audio_seconds_sq,
+            self.processing_x_audio,
+        ):
+            c.labels(**lv)
+        for reason in FAILURE_REASONS:
+            self.failures.labels(**lv, reason=reason)
+        for unit in UNITS:
+            for c in (self.errors, self.ref_len, self.errors_sq, self.ref_len_sq, self.errors_x_ref):
+                c.labels(**lv, unit=unit)
+        self.latency.labels(**lv)
+
+    def init_pair(self, labels: Mapping[str, str]) -> None:
+        """Create a (candidate, baseline) pair's series at zero (see `init_variant`)."""
+        lp = _pick(labels, PAIR_LABELS)
+        for unit in UNITS:
+            for c in (
+                self.pairs,
+                self.pair_ref_len,
+                self.pair_ref_len_sq,
+                self.pair_cand_errors,
+                self.pair_base_errors,
+                self.pair_diff_sq,
+                self.pair_cand_errors_sq,
+                self.pair_base_errors_sq,
+                self.pair_cand_errors_x_ref,
+                self.pair_base_errors_x_ref,
+                self.pair_worse,
+                self.pair_better,
+            ):
+                c.labels(**lp, unit=unit)
 
     def record_request(self, labels: Mapping[str, str], failure_reason: str | None = None) -> None:
         """One request sent to a variant; `failure_reason` when it failed (one of FAILURE_REASONS)."""
