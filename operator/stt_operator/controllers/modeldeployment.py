@@ -88,13 +88,11 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             _wait(writer, "InvalidSpec", str(exc), "Failed", warning=True)
             writer.commit(patch)
             return
-        spec = md.spec
         _reconcile_valid(md, body, writer, ctx, name, namespace)
         in_flight = writer.fields.get("phase") == "Progressing"
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
-        writer.set(strategy=spec.strategy.type)
         writer.commit(patch)
 
 
