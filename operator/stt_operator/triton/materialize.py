@@ -1,0 +1,113 @@
+"""Init-container step: fetch an STTModel artifact and lay out Triton's model repository.
+
+    python -m stt_operator.triton.materialize --uri s3://bucket/asr.onnx --sha256 <hex> \\
+        --model asr --config /config/config.pbtxt --repository /models [--version 1]
+
+The artifact is fetched with the project's own fetcher (digest pinned, size limited,
+credentials from a mounted Secret directory) and unpacked safely when it is an archive. A
+single file becomes the backend's default file name (`model.onnx`, `model.plan`, ...); a
+directory (a Python model with its data, or an unpacked archive) is copied as the version
+directory's content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from stt_operator.triton.config import DEFAULT_MODEL_FILENAME, parse_config_pbtxt
+from stt_operator.triton.repository import FileContent, write_model
+
+
+def version_files(artifact: Path, backend: str) -> dict[str, FileContent]:
+    """What goes into `<model>/<version>/` for a fetched (and unpacked) artifact."""
+    if artifact.is_dir():
+        files: dict[str, FileContent] = {}
+        for path in sorted(artifact.rglob("*")):
+            if path.is_symlink():
+                raise ValueError(f"artifact {artifact}: symlink {path.relative_to(artifact)} is not allowed")
+            if path.is_file():
+                files[path.relative_to(artifact).as_posix()] = path
+        if not files:
+            raise ValueError(f"artifact {artifact}: directory is empty")
+        return files
+    return {DEFAULT_MODEL_FILENAME[backend]: artifact}
+
+
+def materialize(
+    uri: str,
+    model: str,
+    config_text: str,
+    repository: Path,
+    *,
+    sha256: str | None = None,
+    version: int = 1,
+    archive: str | None = None,
+    credentials_dir: str | None = None,
+    max_bytes: int | None = None,
+) -> Path:
+    from stt_operator.artifacts.archives import prepare
+    from stt_operator.artifacts.fetch import Credentials, FetchOptions, fetch, verify_digest
+
+    config = parse_config_pbtxt(config_text)
+    if config.name and config.name != model:
+        raise ValueError(f"--config: model name {config.name!r} does not match --model {model!r}")
+    options = FetchOptions(credentials=Credentials.from_dir(credentials_dir))
+    if max_bytes:
+        options = FetchOptions(max_bytes=max_bytes, credentials=options.credentials)
+    with tempfile.TemporaryDirectory(
+        prefix="fetch-", dir=repository.parent if repository.parent.exists() else None
+    ) as tmp:
+        result = fetch(uri, Path(tmp) / "download", options)
+        verify_digest(result, sha256)
+        artifact = prepare(result.path, archive, Path(tmp))
+        files = version_files(artifact, config.backend or "python")
+        target = repository / model / str(version)
+        if target.exists():
+            shutil.rmtree(target)  # idempotent: a restarted init container starts clean
+        return write_model(repository, model, config_text, files, version)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m stt_operator.triton.materialize", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--uri", required=True)
+    ap.add_argument("--model", required=True, help="Triton model name")
+    ap.add_argument("--config", required=True, help="path of the rendered config.pbtxt")
+    ap.add_argument("--repository", required=True)
+    ap.add_argument("--sha256")
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--archive", choices=["none", "tar", "tar.gz", "zip"])
+    ap.add_argument("--credentials-dir")
+    ap.add_argument("--max-bytes", type=int)
+    a = ap.parse_args(argv)
+    try:
+        config_text = Path(a.config).read_text()
+        path = materialize(
+            a.uri,
+            a.model,
+            config_text,
+            Path(a.repository),
+            sha256=a.sha256,
+            version=a.version,
+            archive=a.archive,
+            credentials_dir=a.credentials_dir,
+            max_bytes=a.max_bytes,
+        )
+    except Exception as exc:  # the init container's termination message names the cause
+        print(f"materialize: {exc}", file=sys.stderr)
+        termination_log = Path("/dev/termination-log")
+        if termination_log.exists():
+            termination_log.write_text(str(exc)[:4000])
+        return 1
+    print(f"model repository entry ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
