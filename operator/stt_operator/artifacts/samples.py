@@ -1,0 +1,127 @@
+"""Small, real artifacts for tests, benchmarks and demos: ONNX CTC models built with
+`onnx.helper`, STTModel specs that describe them, and tiny labelled evaluation sets.
+
+The toy CTC model frames raw audio into 10 ms hops and projects each frame onto the
+vocabulary with one MatMul (+ an optional hidden layer), so it runs through exactly the code
+path a real acoustic model does (feeds from the contract, CTC decoding) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HOP = 160
+SAMPLE_RATE = 16_000
+TOY_VOCAB = ("<blank>", "lights", "on", "off", "fan")
+
+
+def ctc_onnx_model(
+    vocab: Sequence[str] = TOY_VOCAB,
+    hidden: int = 0,
+    opset: int = 17,
+    ir_version: int = 8,
+    seed: int = 0,
+    audio_name: str = "audio",
+    logits_name: str = "logits",
+) -> Any:
+    """ModelProto: audio float32 [batch, samples] -> logits float32 [batch, frames, vocab]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Reshape", [audio_name, "frame_shape"], ["frames"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, -1, HOP], dtype=np.int64), "frame_shape")]
+    last, width = "frames", HOP
+    if hidden:
+        w1 = rng.normal(0, 0.05, (HOP, hidden)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w1, "w_hidden"))
+        nodes += [
+            helper.make_node("MatMul", ["frames", "w_hidden"], ["h_pre"]),
+            helper.make_node("Relu", ["h_pre"], ["h"]),
+        ]
+        last, width = "h", hidden
+    w = rng.normal(0, 0.05, (width, len(vocab))).astype(np.float32)
+    inits.append(numpy_helper.from_array(w, "w_out"))
+    nodes.append(helper.make_node("MatMul", [last, "w_out"], [logits_name]))
+    graph = helper.make_graph(
+        nodes,
+        "toy_ctc",
+        [helper.make_tensor_value_info(audio_name, TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info(logits_name, TensorProto.FLOAT, ["batch", "frames", len(vocab)])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+    model.metadata_props.add(key="sample_rate", value=str(SAMPLE_RATE))
+    return model
+
+
+def write_ctc_model(path: str | Path, **kwargs: Any) -> Path:
+    import onnx
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(ctc_onnx_model(**kwargs), str(p))
+    return p
+
+
+def ctc_spec(
+    uri: str,
+    sha256: str | None = None,
+    vocab: Sequence[str] = TOY_VOCAB,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An STTModel spec (camelCase) describing `ctc_onnx_model`."""
+    spec: dict[str, Any] = {
+        "language": "en-US",
+        "format": "onnx",
+        "source": {"uri": uri, **({"sha256": sha256} if sha256 else {})},
+        "io": {
+            "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+            "outputs": [
+                {"name": "logits", "dataType": "TYPE_FP32", "dims": [-1, len(vocab)], "role": "logits"}
+            ],
+            "sampleRate": SAMPLE_RATE,
+            "vocabulary": list(vocab),
+        },
+        "triton": {"maxBatchSize": 8},
+    }
+    for key, value in overrides.items():
+        spec[key] = value
+    return spec
+
+
+def write_evalset(
+    directory: str | Path, texts: Sequence[str] = ("lights on", "fan off", "lights off"), seconds: float = 0.5
+) -> Path:
+    """A tiny set in the `speech.evalset` layout (noise audio, real labels) for pipeline tests."""
+    from stt_operator.speech.evalset import write_wav
+
+    root = Path(directory)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    n = int(SAMPLE_RATE * seconds)
+    n -= n % HOP
+    for i, text in enumerate(texts):
+        uid = f"utt{i:03d}"
+        pcm = (rng.normal(0, 0.1, n) * 32767).clip(-32768, 32767).astype(np.int16)
+        write_wav(root / "audio" / f"{uid}.wav", pcm, SAMPLE_RATE)
+        lines.append(
+            {
+                "id": uid,
+                "audio": f"audio/{uid}.wav",
+                "text": text,
+                "speaker": "synthetic",
+                "language": "en-US",
+                "slice": "clean",
+                "duration_s": n / SAMPLE_RATE,
+            }
+        )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
