@@ -40,15 +40,11 @@ class ServingParams:
     namespace: str
     revision: Revision
     role: str  # stable | canary | preview
-    image: str
-    config_map: str  # ConfigMap with the rendered config.pbtxt
+    pod_spec: dict[str, Any]  # from stt_operator.triton.pod.triton_pod_spec
     replicas: int = 1
-    gpus: int = 1
-    cpu: str | None = None
-    memory: str | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
     owner: dict[str, Any] | None = None
-    pod_spec: dict[str, Any] | None = None  # a full pod spec from the Triton builder, when given
+    pod_labels: dict[str, str] = field(default_factory=dict)  # e.g. scrape labels
+    pod_annotations: dict[str, str] = field(default_factory=dict)
 
 
 def revision_object_name(deployment_name: str, model: str, revision_id: str) -> str:
@@ -68,43 +64,9 @@ def selector_labels(deployment_name: str, revision: Revision) -> dict[str, str]:
     return {LABEL_DEPLOYMENT: deployment_name, LABEL_REVISION: revision.id}
 
 
-def _default_pod_spec(params: ServingParams) -> dict[str, Any]:
-    resources: dict[str, Any] = {"requests": {}, "limits": {}}
-    if params.gpus:
-        resources["requests"]["nvidia.com/gpu"] = str(params.gpus)
-        resources["limits"]["nvidia.com/gpu"] = str(params.gpus)
-    if params.cpu:
-        resources["requests"]["cpu"] = params.cpu
-    if params.memory:
-        resources["requests"]["memory"] = params.memory
-    return {
-        "containers": [
-            {
-                "name": "triton",
-                "image": params.image,
-                "args": [
-                    "tritonserver",
-                    "--model-repository=/models",
-                    "--strict-readiness=true",
-                    f"--metrics-port={TRITON_METRICS_PORT}",
-                ],
-                "ports": [
-                    {"name": "http", "containerPort": TRITON_HTTP_PORT},
-                    {"name": "grpc", "containerPort": TRITON_GRPC_PORT},
-                    {"name": "metrics", "containerPort": TRITON_METRICS_PORT},
-                ],
-                "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}},
-                "resources": resources,
-            }
-        ],
-        "nodeSelector": dict(params.node_selector),
-    }
-
-
 def triton_deployment(params: ServingParams) -> dict[str, Any]:
     labels = revision_labels(params)
     name = revision_object_name(params.deployment_name, params.revision.model, params.revision.id)
-    pod_spec = params.pod_spec or _default_pod_spec(params)
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": params.namespace,
@@ -119,7 +81,13 @@ def triton_deployment(params: ServingParams) -> dict[str, Any]:
         "spec": {
             "replicas": params.replicas,
             "selector": {"matchLabels": selector_labels(params.deployment_name, params.revision)},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": {**params.pod_labels, **labels},
+                    "annotations": dict(params.pod_annotations),
+                },
+                "spec": params.pod_spec,
+            },
         },
     }
 

@@ -19,10 +19,10 @@ import kopf
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import Backend, http_route
 from stt_operator.builders.serving import (
     Revision,
-    ServingParams,
     deployment_available,
     revision_object_name,
     triton_deployment,
@@ -146,23 +146,18 @@ def _reconcile_valid(
     )
 
     owner = owner_reference(body)
-    config_map = (model.get("status") or {}).get("tritonConfigMap", "")
-    model_resources = (model.get("spec") or {}).get("resources") or {}
-    resources = (
-        spec.resources.model_dump(by_alias=True, exclude_none=True) if spec.resources else model_resources
-    )
+    resources = spec.resources.to_dict() if spec.resources else None
     for revision, role in plan.ensure:
-        params = ServingParams(
+        params = serving_params(
             deployment_name=name,
             namespace=namespace,
             revision=revision,
             role=role,
-            image=((model.get("spec") or {}).get("triton") or {}).get("image") or ctx.settings.triton_image,
-            config_map=config_map,
+            model=model,
             replicas=spec.replicas,
-            gpus=int(resources.get("gpu", 1)),
-            cpu=resources.get("cpu"),
-            memory=resources.get("memory"),
+            resources_override=resources,
+            triton_image=ctx.settings.triton_image,
+            operator_image=ctx.settings.operator_image,
             owner=owner,
         )
         ctx.kube.apply(triton_deployment(params))

@@ -8,6 +8,7 @@ from stt_operator.builders.serving import (
     triton_deployment,
     triton_service,
 )
+from stt_operator.triton.pod import TritonPodParams, triton_pod_spec
 
 OWNER_BODY = {
     "apiVersion": "stt.dev/v1alpha1",
@@ -22,11 +23,14 @@ def params(**kw):
         namespace="ns",
         revision=Revision("whisper-small", "sha256:aa"),
         role="stable",
-        image="triton:1",
-        config_map="whisper-small-triton",
+        pod_spec=triton_pod_spec(
+            TritonPodParams(
+                model_name="whisper-small", config_map="cfg", artifact_uri="s3://b/m.onnx", gpus=1
+            )
+        ),
         replicas=2,
-        gpus=1,
         owner=owner_reference(OWNER_BODY),
+        pod_labels={"stt.dev/scrape": "true"},
     )
     base.update(kw)
     return ServingParams(**base)
@@ -59,6 +63,7 @@ def test_deployment_has_gpu_owner_labels_and_selector_matches_service():
     assert all(pod["metadata"]["labels"][k] == v for k, v in selector.items())
     rev = params().revision
     assert deployment["metadata"]["name"] == revision_object_name("asr", rev.model, rev.id)
+    assert pod["metadata"]["labels"]["stt.dev/scrape"] == "true"
     # The role label is not part of the selector: promotion must not recreate pods.
     assert "stt.dev/role" not in selector
 
@@ -100,3 +105,45 @@ def test_deployment_available_needs_current_generation_and_condition():
     assert not deployment_available(None)
     unavailable = {**dep, "status": {**dep["status"], "availableReplicas": 0}}
     assert not deployment_available(unavailable)
+
+
+def test_serving_params_from_sttmodel_body():
+    from stt_operator.builders.revision import serving_params
+
+    model = {
+        "metadata": {"name": "conformer"},
+        "spec": {
+            "source": {
+                "uri": "s3://models/conformer.tar.gz",
+                "sha256": "a" * 64,
+                "secretRef": {"name": "s3"},
+            },
+            "triton": {"image": "custom/triton:1"},
+            "resources": {"gpu": 2, "memory": "8Gi"},
+        },
+        "status": {"tritonConfigMap": "conformer-triton-config"},
+    }
+    params = serving_params(
+        deployment_name="asr",
+        namespace="ns",
+        revision=Revision("conformer", "d"),
+        role="canary",
+        model=model,
+        replicas=3,
+        resources_override=None,
+        triton_image="default/triton:2",
+        operator_image="op:1",
+        owner=None,
+    )
+    deployment = triton_deployment(params)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "custom/triton:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/conformer/ready"
+    init = pod["initContainers"][0]
+    assert init["image"] == "op:1"
+    assert f"--sha256={'a' * 64}" in init["args"]
+    assert {"name": "model-config", "configMap": {"name": "conformer-triton-config"}} in pod["volumes"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["labels"]["stt.dev/role"] == "canary"
