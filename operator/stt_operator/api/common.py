@@ -56,7 +56,8 @@ def spec_error_from(exc: ValidationError, kind: str, name: str | None, prefix: s
         # pydantic appends the union member / validator name to loc for some errors; they are
         # never alias names (they contain `[` or are function names), so drop those parts.
         loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
-        errors.append((_loc_to_path(prefix, loc), err["msg"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        errors.append((_loc_to_path(prefix, loc), msg))
     return SpecError(kind, name, errors)
 
 
