@@ -16,7 +16,7 @@ import numpy as np
 from scipy import special, stats
 
 DEFAULT_SRM_CONCENTRATION = 1000.0  # tight prior: SRM deviations of interest are ~1 % of traffic
-DEFAULT_RATE_CONCENTRATION = 200.0
+DEFAULT_RATE_CONCENTRATION = 20.0  # error-rate shifts of interest are large (x1.5, x2)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ class RateComparison:
     baseline_rate: float
     relative: float  # candidate / baseline - 1
     p_value: float  # always-valid, H0: equal rates
-    p_greater: float  # always-valid-ish, H0: candidate rate <= baseline rate
+    p_greater: float  # always-valid, H0: candidate rate <= baseline rate
+    p_less: float  # always-valid, H0: candidate rate >= baseline rate
     candidate_events: float
     baseline_events: float
     candidate_exposure: float
@@ -156,12 +157,19 @@ def compare_event_rates(
     log_prior = stats.beta.logsf(share0, a[0], a[1])
     lbf_plus = test.log_bayes_factor + log_post - log_prior
     p_greater = float(min(1.0, math.exp(-lbf_plus))) if lbf_plus > -700 else 1.0
+    lbf_minus = (
+        test.log_bayes_factor
+        + stats.beta.logcdf(share0, a[0] + x[0], a[1] + x[1])
+        - stats.beta.logcdf(share0, a[0], a[1])
+    )
+    p_less = float(min(1.0, math.exp(-lbf_minus))) if lbf_minus > -700 else 1.0
     return RateComparison(
         candidate_rate=float(rc),
         baseline_rate=float(rb),
         relative=float(rc / rb - 1.0) if rb > 0 else (math.inf if rc > 0 else 0.0),
         p_value=test.p_value,
         p_greater=p_greater,
+        p_less=p_less,
         candidate_events=float(x[0]),
         baseline_events=float(x[1]),
         candidate_exposure=float(candidate_exposure),

@@ -1,0 +1,236 @@
+"""The analysis engine: metric specs + context -> per-metric outcomes with one-line reasons.
+
+    result = evaluate_metrics(PrometheusClient(url), analysis.metrics, context)
+    decision = policy.decide(history + [result], analysis)
+
+Outcomes: Passed / Failed / Inconclusive (not enough data, or not yet conclusive) / NoData
+(series absent, NaN or stale) / Error (Prometheus unreachable, timed out, bad query or bad rule).
+Statistical rules are always-valid (safe to look every interval) and Holm-corrected across all
+metrics of one analysis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from stt_operator import evalmetrics as em
+from stt_operator.analysis import presets
+from stt_operator.analysis.judge import RuleError, judge, summarize
+from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricResult, MetricRule, RuleCheck
+from stt_operator.analysis.prom import PromQueryError, QueryClient
+from stt_operator.stats.counts import SRMResult, sample_ratio_mismatch
+from stt_operator.stats.multiple import holm
+from stt_operator.stats.sequential import running_min
+
+
+def _fetch_and_judge(client: QueryClient, rule: MetricRule, ctx: AnalysisContext) -> MetricResult:
+    f = presets.Fetcher(client, ctx)
+    try:
+        if rule.query is not None:
+            data: presets.Data = presets.fetch_custom(f, rule)
+        else:
+            data = presets.FETCHERS[rule.preset or ""](f)
+        result = judge(rule, data, ctx)
+    except presets.NoDataError as e:
+        return MetricResult(rule.name, "NoData", f"{rule.name} NoData: {e}", queries=tuple(f.queries))
+    except PromQueryError as e:
+        what = {
+            "unreachable": "Prometheus unreachable",
+            "timeout": "Prometheus query timed out",
+            "bad-query": "bad query",
+            "server": "Prometheus error",
+        }.get(e.kind, e.kind)
+        return MetricResult(
+            rule.name,
+            "Error",
+            f"{rule.name} Error: {what}: {e.detail}",
+            queries=tuple(f.queries),
+            details={"kind": e.kind},
+        )
+    except (RuleError, ValueError) as e:
+        return MetricResult(
+            rule.name, "Error", f"{rule.name} Error: {e}", queries=tuple(f.queries), details={"kind": "rule"}
+        )
+    return replace(result, queries=tuple(f.queries))
+
+
+def _key(metric: str, rule: str) -> str:
+    return f"{metric}/{rule}"
+
+
+def _finalize(
+    results: list[MetricResult], rules: Mapping[str, MetricRule], ctx: AnalysisContext
+) -> list[MetricResult]:
+    alpha = 1.0 - ctx.confidence
+    judged = [r for r in results if r.outcome == "Inconclusive" and r.checks]
+    raw_fail: dict[str, float] = {}
+    raw_pass: dict[str, float] = {}
+    for r in judged:
+        for c in r.checks:
+            if c.statistical:
+                prev = ctx.previous_p.get(_key(r.name, c.rule))
+                k = _key(r.name, c.rule)
+                raw_fail[k] = running_min(prev[0] if prev else None, c.p_fail)
+                raw_pass[k] = running_min(prev[1] if prev else None, c.p_pass)
+    adj_fail, adj_pass = holm(raw_fail, alpha), holm(raw_pass, alpha)
+    out: list[MetricResult] = []
+    for r in results:
+        if not (r.outcome == "Inconclusive" and r.checks):
+            out.append(r)
+            continue
+        checks: list[RuleCheck] = []
+        deciding: float | None = None
+        for c in r.checks:
+            if not c.statistical:
+                checks.append(c)
+                continue
+            k = _key(r.name, c.rule)
+            pf, failed = adj_fail[k]
+            pp, passed = adj_pass[k]
+            verdict = "Failed" if failed else ("Passed" if passed else None)
+            checks.append(replace(c, p_fail=pf, p_pass=pp, verdict=verdict))
+        verdicts = [c.verdict for c in checks]
+        if "Failed" in verdicts:
+            outcome = "Failed"
+            deciding = min(
+                (c.p_fail for c in checks if c.verdict == "Failed" and c.statistical), default=None
+            )
+        elif all(v == "Passed" for v in verdicts):
+            outcome = "Passed"
+            deciding = max((c.p_pass for c in checks if c.statistical), default=None)
+        else:
+            outcome = "Inconclusive"
+            deciding = min((c.p_fail for c in checks if c.statistical), default=None)
+        final = replace(
+            r,
+            outcome=outcome,
+            checks=tuple(checks),
+            p_value=deciding,
+            details={
+                **r.details,
+                "p_raw": {
+                    c.rule: (raw_fail.get(_key(r.name, c.rule)), raw_pass.get(_key(r.name, c.rule)))
+                    for c in r.checks
+                    if c.statistical
+                },
+            },
+        )
+        out.append(replace(final, message=summarize(final, rules[r.name], ctx.confidence)))
+    return out
+
+
+def aggregate(outcomes: Iterable[str], no_data_policy: str = "Pause") -> str:
+    """One analysis run's outcome from its metrics' outcomes."""
+    outs = list(outcomes)
+    if not outs:
+        return "NoData"
+    if "Failed" in outs:
+        return "Failed"
+    if "Error" in outs:
+        return "Error"
+    if no_data_policy == "Ignore":
+        rest = [o for o in outs if o != "NoData"]
+        if not rest:
+            return "NoData"
+        outs = rest
+    elif "NoData" in outs:
+        return "NoData"
+    if "Inconclusive" in outs:
+        return "Inconclusive"
+    return "Passed"
+
+
+def evaluate_metrics(
+    client: QueryClient, metric_specs: Sequence[Any], context: Any, *, max_workers: int = 8
+) -> AnalysisResult:
+    """Evaluate every metric (pydantic MetricSpec, dict or MetricRule) against Prometheus."""
+    t0 = time.monotonic()
+    ctx = AnalysisContext.from_any(context)
+    results: list[MetricResult | None] = [None] * len(metric_specs)
+    rules: dict[str, MetricRule] = {}
+    todo: list[tuple[int, MetricRule]] = []
+    for i, spec in enumerate(metric_specs):
+        try:
+            rule = MetricRule.from_any(spec, i)
+        except ValueError as e:
+            name = str(
+                spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", f"metrics[{i}]")
+            )
+            results[i] = MetricResult(name, "Error", f"{name} Error: {e}", details={"kind": "spec"})
+            continue
+        if rule.name in rules:
+            results[i] = MetricResult(rule.name, "Error", f"{rule.name} Error: duplicate metric name")
+            continue
+        rules[rule.name] = rule
+        todo.append((i, rule))
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo)))) as pool:
+            futures = [(i, pool.submit(_fetch_and_judge, client, rule, ctx)) for i, rule in todo]
+            for i, fut in futures:
+                results[i] = fut.result()
+    final = _finalize([r for r in results if r is not None], rules, ctx)
+    outcome = aggregate((m.outcome for m in final), ctx.no_data_policy)
+    lead = [m for m in final if m.outcome == outcome] or final
+    message = lead[0].message if lead else "no metrics to analyse"
+    if len(final) > 1:
+        counts = {
+            o: sum(1 for m in final if m.outcome == o)
+            for o in ("Passed", "Failed", "Inconclusive", "NoData", "Error")
+        }
+        tally = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+        message = f"{outcome} ({tally}): {message}"
+    return AnalysisResult(outcome, message, tuple(final), time.monotonic() - t0, ctx.eval_time())
+
+
+def p_state(result: AnalysisResult) -> dict[str, tuple[float, float]]:
+    """Running-minimum p-values to pass back as `context.previous_p` at the next look."""
+    out: dict[str, tuple[float, float]] = {}
+    for m in result.metrics:
+        for rule, (pf, pp) in (m.details.get("p_raw") or {}).items():
+            if pf is not None and pp is not None and math.isfinite(pf) and math.isfinite(pp):
+                out[_key(m.name, rule)] = (pf, pp)
+    return out
+
+
+def check_sample_ratio(
+    client: QueryClient,
+    context: Any,
+    weights: Mapping[str, float],
+    *,
+    threshold: float = 0.001,
+    services: Mapping[str, str] | None = None,
+) -> SRMResult | str:
+    """Sample-ratio mismatch of requests per variant since the start against the configured weights.
+
+    Counts come from Triton (`services`: variant -> Service name) or else from the evaluator's
+    request counter. Returns an `SRMResult`, or a one-line reason when there is no data."""
+    ctx = AnalysisContext.from_any(context)
+    f = presets.Fetcher(client, ctx)
+    counts: dict[str, float] = {}
+    try:
+        if services:
+            for variant, svc in services.items():
+                sel = "{" + presets.matchers(namespace=ctx.namespace, service=svc) + "}"
+                q = (
+                    f"sum(increase({presets.TRITON_SUCCESS}{sel}[{ctx.window()}])) + "
+                    f"sum(increase({presets.TRITON_FAILURE}{sel}[{ctx.window()}]) or vector(0))"
+                )
+                v = f.run(q).scalar()
+                if v is None or math.isnan(v):
+                    return f"no request counts for variant {variant} (query: {q})"
+                counts[variant] = v
+        else:
+            got, q = presets.sum_by_variant(f, em.REQUESTS)
+            for variant in weights:
+                v = got.get(variant)
+                if v is None or math.isnan(v):
+                    return f"no request counts for variant {variant} (query: {q})"
+                counts[variant] = v
+    except PromQueryError as e:
+        return f"Prometheus {e.kind}: {e.detail}"
+    return sample_ratio_mismatch(counts, weights, threshold)

@@ -1,0 +1,256 @@
+"""Inputs and outputs of the analysis engine.
+
+Specs come in as the api's pydantic `MetricSpec` / `AnalysisSpec`, as plain dicts in camelCase
+(a resource body) or snake_case; `MetricRule.from_any` / `PolicySpec.from_any` normalise them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PRESETS = ("wer", "cer", "latency-p95", "latency-p99", "error-rate", "confidence", "rtf")
+Outcome = Literal["Passed", "Failed", "Inconclusive", "NoData", "Error"]
+OUTCOMES: tuple[str, ...] = ("Passed", "Failed", "Inconclusive", "NoData", "Error")
+LOWER, HIGHER = "lower-is-better", "higher-is-better"
+
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float | int, field_name: str = "duration") -> float:
+    """`1h30m` -> 5400.0 seconds; numbers are seconds."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{field_name} must be >= 0, got {value}")
+        return float(value)
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise ValueError(f"{field_name} {value!r} is not a duration like 30s, 5m, 1h30m")
+    return sum(int(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
+
+
+def get_field(obj: Any, snake: str, camel: str | None = None, default: Any = None) -> Any:
+    """Read a field from a pydantic model / object (snake_case) or a dict (camelCase or snake)."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        if camel is not None and camel in obj:
+            return obj[camel]
+        return obj.get(snake, default)
+    return getattr(obj, snake, default)
+
+
+def _opt_float(v: Any, field_name: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{field_name} must be a number, got {v!r}") from e
+    if math.isnan(f):
+        raise ValueError(f"{field_name} must be a number, got NaN")
+    return f
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """One analysis metric, normalised."""
+
+    name: str
+    preset: str | None = None
+    query: str | None = None
+    threshold_min: float | None = None
+    threshold_max: float | None = None
+    max_relative_increase: float | None = None
+    non_inferiority_margin: float | None = None
+    direction: str = LOWER
+    min_samples: int = 200
+
+    @classmethod
+    def from_any(cls, spec: Any, index: int | None = None) -> MetricRule:
+        if isinstance(spec, MetricRule):
+            return spec
+        where = f"metrics[{index}]" if index is not None else "metric"
+        name = get_field(spec, "name")
+        if not name or not isinstance(name, str):
+            raise ValueError(f"{where}.name is required")
+        where = f"metric {name!r}"
+        preset, query = get_field(spec, "preset"), get_field(spec, "query")
+        if (preset is None) == (query is None):
+            raise ValueError(f"{where}: exactly one of preset or query must be set")
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"{where}.preset {preset!r} is not one of {list(PRESETS)}")
+        tr = get_field(spec, "threshold_range", "thresholdRange")
+        tmin = _opt_float(get_field(tr, "min"), f"{where}.thresholdRange.min")
+        tmax = _opt_float(get_field(tr, "max"), f"{where}.thresholdRange.max")
+        if tmin is not None and tmax is not None and tmin > tmax:
+            raise ValueError(f"{where}.thresholdRange.min must be <= max")
+        rel = _opt_float(
+            get_field(spec, "max_relative_increase", "maxRelativeIncrease"), f"{where}.maxRelativeIncrease"
+        )
+        margin = _opt_float(
+            get_field(spec, "non_inferiority_margin", "nonInferiorityMargin"), f"{where}.nonInferiorityMargin"
+        )
+        if rel is not None and rel < 0:
+            raise ValueError(f"{where}.maxRelativeIncrease must be >= 0")
+        if margin is not None and margin < 0:
+            raise ValueError(f"{where}.nonInferiorityMargin must be >= 0")
+        direction = get_field(spec, "direction") or (HIGHER if preset == "confidence" else LOWER)
+        if direction not in (LOWER, HIGHER):
+            raise ValueError(f"{where}.direction {direction!r} is not {LOWER} or {HIGHER}")
+        min_samples = get_field(spec, "min_samples", "minSamples", 200)
+        if not isinstance(min_samples, int) or min_samples < 1:
+            raise ValueError(f"{where}.minSamples must be an integer >= 1, got {min_samples!r}")
+        return cls(str(name), preset, query, tmin, tmax, rel, margin, direction, min_samples)
+
+    @property
+    def has_rule(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.threshold_min,
+                self.threshold_max,
+                self.max_relative_increase,
+                self.non_inferiority_margin,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: the variant label the evaluator uses, the Triton Service name
+    (Triton metrics carry it as `service`), and the STTModel name."""
+
+    variant: str
+    service: str = ""
+    model: str = ""
+
+    @classmethod
+    def from_any(cls, obj: Any, field_name: str) -> Arm:
+        if isinstance(obj, Arm):
+            return obj
+        if isinstance(obj, str):
+            return cls(variant=obj)
+        variant = get_field(obj, "variant") or get_field(obj, "name")
+        if not variant:
+            raise ValueError(f"{field_name}.variant is required")
+        return cls(str(variant), str(get_field(obj, "service") or ""), str(get_field(obj, "model") or ""))
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    namespace: str
+    endpoint: str
+    candidate: Arm
+    baseline: Arm | None = None
+    language: str = ""  # empty: all languages
+    start: float = 0.0  # unix seconds: counts are cumulative since then
+    now: float | None = None  # evaluation time (default: wall clock)
+    interval: str = "1m"
+    paired: bool = True  # use the evaluator's paired series when they exist
+    confidence: float = 0.95
+    tuning_n: float | None = None  # where the confidence sequence is tightest (default: from minSamples)
+    no_data_policy: str = "Pause"
+    previous_p: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # running minima
+
+    @classmethod
+    def from_any(cls, obj: Any) -> AnalysisContext:
+        if isinstance(obj, AnalysisContext):
+            return obj
+        for req in ("namespace", "endpoint", "candidate"):
+            if not get_field(obj, req):
+                raise ValueError(f"analysis context: {req} is required")
+        base = get_field(obj, "baseline")
+        start = get_field(obj, "start", default=0.0)
+        if hasattr(start, "timestamp"):
+            start = start.timestamp()
+        conf = float(get_field(obj, "confidence", default=0.95))
+        if not 0.5 <= conf < 1:
+            raise ValueError(f"analysis context: confidence must be in [0.5, 1), got {conf}")
+        policy = get_field(obj, "no_data_policy", "noDataPolicy", "Pause")
+        if policy not in ("Pause", "Fail", "Ignore"):
+            raise ValueError(f"noDataPolicy {policy!r} is not Pause, Fail or Ignore")
+        interval = str(get_field(obj, "interval", default="1m"))
+        parse_duration(interval, "interval")
+        return cls(
+            namespace=str(get_field(obj, "namespace")),
+            endpoint=str(get_field(obj, "endpoint")),
+            candidate=Arm.from_any(get_field(obj, "candidate"), "candidate"),
+            baseline=Arm.from_any(base, "baseline") if base else None,
+            language=str(get_field(obj, "language", default="") or ""),
+            start=float(start),
+            now=get_field(obj, "now"),
+            interval=interval,
+            paired=bool(get_field(obj, "paired", default=True)),
+            confidence=conf,
+            tuning_n=get_field(obj, "tuning_n", "tuningN"),
+            no_data_policy=policy,
+            previous_p=dict(get_field(obj, "previous_p", "previousP", {}) or {}),
+        )
+
+    def eval_time(self) -> float:
+        return float(self.now) if self.now is not None else time.time()
+
+    def window(self) -> str:
+        """The PromQL range since `start`, whole seconds, at least 1s."""
+        return f"{max(1, math.ceil(self.eval_time() - self.start))}s"
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """One rule of one metric. Statistical rules carry p-values (Holm-adjusted by the engine);
+    point rules (custom queries) carry a verdict directly."""
+
+    rule: str  # e.g. "maxRelativeIncrease 0.05"
+    statistical: bool
+    p_fail: float = 1.0
+    p_pass: float = 1.0
+    verdict: str | None = None  # point rules, or the final verdict after adjustment
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    name: str
+    outcome: str
+    message: str
+    value: float | None = None  # candidate
+    baseline: float | None = None
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None  # the deciding (adjusted) p-value, when statistical
+    samples: dict[str, float] = field(default_factory=dict)
+    method: str = ""
+    checks: tuple[RuleCheck, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    queries: tuple[str, ...] = ()
+
+    def to_status(self) -> dict[str, Any]:
+        """Fields of a `status.analysisRuns` entry (the controller adds step and time)."""
+        out: dict[str, Any] = {"metric": self.name, "outcome": self.outcome, "message": self.message}
+        if self.value is not None and math.isfinite(self.value):
+            out["value"] = round(self.value, 6)
+        if self.baseline is not None and math.isfinite(self.baseline):
+            out["baseline"] = round(self.baseline, 6)
+        return out
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    outcome: str
+    message: str
+    metrics: tuple[MetricResult, ...]
+    elapsed_s: float = 0.0
+    at: float = 0.0
+
+    def metric(self, name: str) -> MetricResult:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
