@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from stt_operator.evaluator.server import MetricsServer
 from stt_operator.speech.normalise import DEFAULT_VERSION
 
 log = logging.getLogger("stt_operator.evaluator")
+CREDENTIALS_ENV = "STT_FETCH_CREDENTIALS_DIR"
 
 
 @dataclass
@@ -76,7 +78,7 @@ def resolve_evalset(location: str, workdir: Path) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"evalset: {path} does not exist")
         return path
-    from stt_operator.artifacts.fetch import fetch, local_path_for
+    from stt_operator.artifacts.fetch import Credentials, FetchOptions, fetch, local_path_for
 
     local = local_path_for(location)
     if local is not None:
@@ -85,7 +87,9 @@ def resolve_evalset(location: str, workdir: Path) -> Path:
         return local
     from stt_operator.artifacts.archives import prepare
 
-    fetched = fetch(location, workdir)
+    # Credentials (a mounted Secret, one key per file) for s3 / gs / http sets.
+    options = FetchOptions(credentials=Credentials.from_dir(os.environ.get(CREDENTIALS_ENV)))
+    fetched = fetch(location, workdir, options)
     return prepare(fetched.path, None, workdir)
 
 

@@ -131,10 +131,8 @@ def _admin_env(p: TritonPodParams) -> dict[str, Any]:
 
 
 def _fetch_init_container(p: TritonPodParams) -> dict[str, Any]:
+    command = ["python", "-m", "stt_operator.triton.materialize"]
     args = [
-        "python",
-        "-m",
-        "stt_operator.triton.materialize",
         f"--uri={p.artifact_uri}",
         f"--model={p.model_name}",
         f"--config={CONFIG_MOUNT}/config.pbtxt",
@@ -159,6 +157,7 @@ def _fetch_init_container(p: TritonPodParams) -> dict[str, Any]:
     return {
         "name": "fetch-model",
         "image": p.fetcher_image,
+        "command": command,  # the operator image's entrypoint is `stt-operator`
         "args": args,
         "volumeMounts": mounts,
         "securityContext": {**_security_context(), "readOnlyRootFilesystem": True},

@@ -69,7 +69,7 @@ def test_probes_model_readiness_and_a_startup_deadline() -> None:
 def test_init_container_fetches_with_the_operator_fetcher() -> None:
     spec = triton_pod_spec(params(archive="tar.gz"))
     init = spec["initContainers"][0]
-    assert init["args"][:3] == ["python", "-m", "stt_operator.triton.materialize"]
+    assert init["command"] == ["python", "-m", "stt_operator.triton.materialize"]
     assert "--uri=s3://models/asr.onnx" in init["args"]
     assert f"--sha256={'a' * 64}" in init["args"]
     assert "--archive=tar.gz" in init["args"]
@@ -134,8 +134,6 @@ def test_pod_spec_plugs_into_the_serving_deployment_builder() -> None:
             namespace="ml",
             revision=Revision("asr", "sha256:abc"),
             role="stable",
-            image="ignored",
-            config_map="asr-triton-config",
             pod_spec=pod,
         )
     )

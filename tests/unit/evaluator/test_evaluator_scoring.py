@@ -1,0 +1,62 @@
+"""Per-utterance WER/CER, ratio-of-sums summaries and the paired delta-method SE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stt_operator.evaluator.scoring import Observation, paired_delta, score_utterance, summarise
+
+
+def test_word_and_char_errors_after_normalisation() -> None:
+    s = score_utterance("Set a timer for 10 minutes.", "set a timer for ten minute")
+    assert (s.word_errors, s.ref_words) == (1, 6)  # "minutes" -> "minute"; "10" == "ten"
+    assert s.char_errors == 1
+    assert s.ref_chars == len("set a timer for ten minutes")
+    assert s.reference == "set a timer for ten minutes"
+
+
+def test_empty_hypothesis_is_all_deletions_and_empty_reference_all_insertions() -> None:
+    assert score_utterance("turn on the lights", "").word_errors == 4
+    s = score_utterance("", "hello there")
+    assert (s.word_errors, s.ref_words, s.char_errors) == (2, 0, len("hello there"))
+
+
+def test_insertions_count() -> None:
+    s = score_utterance("volume up", "volume up up please")
+    assert s.word_errors == 2
+
+
+def obs(uid: str, variant: str, e: int, n: int, lat: float = 0.1, conf: float | None = 0.5) -> Observation:
+    return Observation(
+        uid,
+        variant,
+        score_utterance(" ".join(["a"] * n), " ".join(["b"] * e + ["a"] * (n - e))),
+        lat,
+        1.0,
+        conf,
+    )
+
+
+def test_summary_is_a_ratio_of_sums() -> None:
+    sums = summarise([obs("1", "A", 1, 2, 0.1), obs("2", "A", 0, 8, 0.3, None)])
+    a = sums["A"].as_dict()
+    assert a["wer"] == pytest.approx(1 / 10)  # not the mean of 0.5 and 0.0
+    assert a["utterances"] == 2
+    assert a["rtf"] == pytest.approx(0.4 / 2.0)
+    assert a["confidence_mean"] == pytest.approx(0.5)
+    assert a["latency_p50_s"] == pytest.approx(0.2)
+
+
+def test_paired_delta_and_its_delta_method_se() -> None:
+    base = [obs("1", "A", 0, 4), obs("2", "A", 1, 4), obs("3", "A", 0, 2)]
+    cand = [obs("1", "B", 1, 4), obs("2", "B", 2, 4), obs("3", "B", 0, 2), obs("4", "B", 3, 3)]
+    p = paired_delta(cand, base, "B", "A")
+    assert p.pairs == 3  # utterance 4 has no baseline: not paired
+    d, n = [1, 1, 0], [4, 4, 2]
+    dw = sum(d) / sum(n)
+    assert p.delta_wer == pytest.approx(dw)
+    resid = [di - dw * ni for di, ni in zip(d, n, strict=True)]
+    assert p.se == pytest.approx(math.sqrt(3 / 2 * sum(r * r for r in resid)) / sum(n))
+    assert paired_delta([], base, "B", "A").delta_wer is None
