@@ -251,3 +251,19 @@ def test_command_line_cluster_serves_until_interrupted(cluster: LocalCluster) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_helm_installs_a_chart(
+    cluster: LocalCluster, kube_api: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "hello"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: hello\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-greeting\n"
+        "data:\n  text: {{ .Values.text | quote }}\n"
+    )
+    cluster.helm("install", "hi", str(chart), "-n", namespace, "--set", "text=hello", "--wait")
+    cm = CoreV1Api(kube_api).read_namespaced_config_map("hi-greeting", namespace)
+    assert cm.data == {"text": "hello"}
+    assert "hi" in cluster.helm("list", "-n", namespace, "-q").split()

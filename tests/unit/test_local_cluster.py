@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from stt_operator.testing.cluster import (
     kwok_args,
     missing_tools,
     parse_crds,
+    sweep_stale_dirs,
 )
 from stt_operator.testing.cluster_fixtures import namespace_name
 
@@ -150,3 +153,14 @@ def test_namespace_names_are_valid_unique_labels() -> None:
     assert a.startswith("test-deploy-param-1-x-")
     long = namespace_name("t" * 200)
     assert len(long) <= 63 and long[0].isalnum()
+
+
+def test_sweep_removes_only_directories_of_dead_owners(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    stale, live, foreign = (tmp_path / f"stt-cluster-{n}" for n in ("stale", "live", "foreign"))
+    for d in (stale, live, foreign):
+        d.mkdir()
+    (stale / "owner.pid").write_text(dead.stdout.decode().strip())
+    (live / "owner.pid").write_text(str(os.getpid()))
+    assert sweep_stale_dirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()

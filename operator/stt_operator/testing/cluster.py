@@ -46,7 +46,7 @@ POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
 GPU_RESOURCE = "nvidia.com/gpu"
-TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 # kwok's own stage set, copied by build-tools.sh: node init + lease heartbeat, pod ready/complete/delete.
 KWOK_STAGES = (
     "node-initialize.yaml",
@@ -470,6 +470,35 @@ def _write_pki(lay: Layout) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+TEMP_PREFIX = "stt-cluster-"
+OWNER_FILE = "owner.pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove cluster directories left behind by killed test runs (their owner process is gone;
+    the components died with it through PR_SET_PDEATHSIG). Live clusters are left alone."""
+    removed = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or just being created
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -571,23 +600,36 @@ class LocalCluster:
         return [f"kwok-gpu-{i}" for i in range(self.nodes)]
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """An environment for subprocesses (kubectl, helm, the operator) that targets this cluster."""
+        """An environment for subprocesses (kubectl, helm, the operator) that targets this cluster.
+
+        helm's cache/config/data go to the cluster directory, so a person's ~/.config/helm and
+        repositories are neither used nor changed."""
         env = dict(os.environ if base is None else base)
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+            env[var] = str(self.layout.root / "helm" / var.split("_")[1].lower())
         return env
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
         """Run kubectl against this cluster and return its stdout."""
+        return self._tool("kubectl", args, check=check, input=input, timeout=timeout)
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        """Run helm (built by build-tools.sh) against this cluster and return its stdout."""
+        return self._tool("helm", args, check=check, input=None, timeout=timeout)
+
+    def _tool(self, name: str, args: Sequence[str], check: bool, input: str | None, timeout: float) -> str:
         res = subprocess.run(
-            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            [str(self.bin_dir / name), f"--kubeconfig={self.kubeconfig}", *args],
             capture_output=True,
             text=True,
             input=input,
             timeout=timeout,
+            env=self.env(),
         )
         if check and res.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+            raise ClusterError(f"{name} {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
         return res.stdout
 
     def api_client(self) -> ApiClient:
@@ -671,7 +713,9 @@ class LocalCluster:
                 f"tools missing in {self.tools_dir}: {', '.join(missing)}; run hack/build-tools.sh"
             )
         if self.workdir is None:
-            root = Path(tempfile.mkdtemp(prefix="stt-cluster-"))
+            sweep_stale_dirs()
+            root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            (root / OWNER_FILE).write_text(str(os.getpid()))
             self._owns_dir = True
         else:
             root = self.workdir
