@@ -385,3 +385,51 @@ def verify_digest(result: FetchResult, expected: str | None) -> None:
         raise DigestMismatch(
             f"{result.uri}: sha256 {result.sha256} does not match source.sha256 {expected.lower()}"
         )
+
+
+def publish(path: Path, uri: str, options: FetchOptions | None = None) -> str:
+    """Upload one file to `uri` (the quantized artifact's `outputUri`); returns its sha256.
+
+    A URI ending in '/' names a folder: the file keeps its name inside it.
+    """
+    options = options or FetchOptions()
+    if uri.endswith("/"):
+        uri = uri + path.name
+    scheme, authority, remote = parse_uri(uri)
+    digest = hashlib.sha256()
+    for chunk in iter_file_chunks(path):
+        digest.update(chunk)
+    local = local_path_for(uri, options.pvc_root)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(local.name + ".part")
+        shutil.copyfile(path, part)
+        os.replace(part, local)
+    elif scheme == "s3":
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client("s3", **s3_client_kwargs(options.credentials))
+        try:
+            client.upload_file(str(path), authority, remote.lstrip("/"))
+        except (BotoCoreError, ClientError) as exc:
+            raise FetchError(f"{uri}: S3 upload failed: {exc}") from exc
+    else:
+        import requests
+
+        headers = _http_auth_headers(options.credentials)
+        target = uri
+        if scheme == "gs":
+            api = options.credentials.get("endpoint") or os.environ.get("STORAGE_EMULATOR_HOST") or GCS_API
+            token = _gcs_token(options.credentials)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            target = (
+                f"{api.rstrip('/')}/upload/storage/v1/b/{quote(authority, safe='')}/o"
+                f"?uploadType=media&name={quote(remote.lstrip('/'), safe='')}"
+            )
+        with path.open("rb") as body:
+            method = requests.post if scheme == "gs" else requests.put
+            response = method(target, data=body, headers=headers, timeout=options.timeout_s)
+        if response.status_code >= 300:
+            raise FetchError(f"{uri}: upload failed with HTTP {response.status_code}")
+    return digest.hexdigest()

@@ -125,3 +125,86 @@ def write_evalset(
         )
     (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root
+
+
+def _pattern(k: int, n_tokens: int) -> np.ndarray:
+    """The 10 ms frame that stands for token k (1-based): a band of samples at 0.5."""
+    width = HOP // (n_tokens - 1)
+    frame = np.zeros(HOP, np.float32)
+    frame[(k - 1) * width : k * width] = 0.5
+    return frame
+
+
+def keyed_ctc_model(vocab: Sequence[str] = TOY_VOCAB, opset: int = 17, ir_version: int = 8) -> Any:
+    """A CTC model that transcribes `keyed_audio` exactly: frame patterns -> token logits.
+
+    Useful where a test needs a known-correct transcript (WER 0) through the real pipeline.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = len(vocab)
+    weights = np.zeros((HOP, n), np.float32)
+    for k in range(1, n):
+        weights[:, k] = _pattern(k, n) * 2.0
+    bias = np.zeros(n, np.float32)
+    bias[0] = 1.0  # silence -> blank
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["audio", "frame_shape"], ["frames"]),
+            helper.make_node("MatMul", ["frames", "w_out"], ["scores"]),
+            helper.make_node("Add", ["scores", "bias"], ["logits"]),
+        ],
+        "keyed_ctc",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "frames", n])],
+        initializer=[
+            numpy_helper.from_array(np.array([0, -1, HOP], dtype=np.int64), "frame_shape"),
+            numpy_helper.from_array(weights, "w_out"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+    model.metadata_props.add(key="sample_rate", value=str(SAMPLE_RATE))
+    return model
+
+
+def keyed_audio(
+    text: str, vocab: Sequence[str] = TOY_VOCAB, frames_per_word: int = 3, seed: int = 0
+) -> np.ndarray:
+    """Float audio whose frames spell `text` (words from `vocab`) for `keyed_ctc_model`."""
+    rng = np.random.default_rng(seed)
+    index = {w: i for i, w in enumerate(vocab)}
+    silence = np.zeros(HOP, np.float32)
+    frames = [silence]
+    for word in text.split():
+        frames += [_pattern(index[word], len(vocab))] * frames_per_word + [silence]
+    audio = np.concatenate(frames)
+    return (audio + rng.normal(0, 0.005, audio.shape)).astype(np.float32)
+
+
+def write_keyed_evalset(
+    directory: str | Path, texts: Sequence[str] = ("lights on", "fan off", "lights off", "fan on")
+) -> Path:
+    """An evaluation set `keyed_ctc_model` transcribes without error."""
+    from stt_operator.speech.evalset import write_wav
+
+    root = Path(directory)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, text in enumerate(texts):
+        uid = f"key{i:03d}"
+        audio = keyed_audio(text, seed=i)
+        write_wav(root / "audio" / f"{uid}.wav", (audio * 32767).astype(np.int16), SAMPLE_RATE)
+        lines.append(
+            {
+                "id": uid,
+                "audio": f"audio/{uid}.wav",
+                "text": text,
+                "speaker": "keyed",
+                "language": "en-US",
+                "slice": "clean",
+                "duration_s": len(audio) / SAMPLE_RATE,
+            }
+        )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
