@@ -106,6 +106,7 @@ class VariantSummary:
             "latency_mean_s": self.latency_sum_s / self.utterances if self.utterances else None,
             "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None else None,
+            "latency_max_s": float(lat.max()) if lat is not None else None,
             "rtf": self.latency_sum_s / self.audio_sum_s if self.audio_sum_s else None,
             "confidence_mean": self.confidence_sum / self.confidence_count if self.confidence_count else None,
         }

@@ -1,0 +1,180 @@
+"""End to end: real tritonserver + the evaluator process (`stt-operator evaluate`) + Debian's
+Prometheus scraping both. What PromQL says per model must match what the evaluator computed
+locally, Triton's own request counters must agree, and the degraded variant's WER must be
+measurably (significantly, paired) worse."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stt_operator import evalmetrics as em
+from stt_operator.testing.prometheus import PrometheusServer, ScrapeTarget, free_port
+from stt_operator.testing.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ENDPOINT = "e2e"
+
+
+def triton_counter(server: LocalTriton, name: str, model: str) -> float:
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
+    )
+
+
+def scalar(prom: PrometheusServer, promql: str) -> float:
+    result = prom.query(promql)
+    assert len(result) == 1, f"{promql!r} returned {result}"
+    return float(result[0]["value"][1])
+
+
+def by_variant(prom: PrometheusServer, promql: str) -> dict[str, float]:
+    return {r["metric"]["variant"]: float(r["value"][1]) for r in prom.query(promql)}
+
+
+@pytest.fixture(scope="module")
+def evaluation(
+    triton_server: LocalTriton,
+    small_evalset: Path,
+    prometheus: PrometheusServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    """Run the evaluator once over the set; keep it serving /metrics until Prometheus has it all."""
+    work = tmp_path_factory.mktemp("evaluator")
+    before = {
+        m: triton_counter(triton_server, "nv_inference_request_success", m)
+        for m in (BASELINE_MODEL, DEGRADED_MODEL)
+    }
+    port = free_port()
+    summary = work / "summary.json"
+    cmd = [
+        sys.executable, "-m", "stt_operator.cli", "evaluate",
+        "--evalset", str(small_evalset),
+        "--endpoint", ENDPOINT,
+        "--target", f"stable={BASELINE_MODEL}@{triton_server.grpc_url}/sphinx-v1",
+        "--target", f"canary={DEGRADED_MODEL}@{triton_server.grpc_url}/sphinx-v2",
+        "--rate", "50", "--concurrency", "4", "--rounds", "1",
+        "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+        "--linger", "120", "--summary", str(summary),
+    ]  # fmt: skip
+    log = (work / "evaluator.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        prometheus.add_targets(
+            [
+                ScrapeTarget("stt-evaluator", f"127.0.0.1:{port}"),
+                ScrapeTarget("triton", f"127.0.0.1:{triton_server.metrics_port}"),
+            ],
+            timeout=60,
+        )
+        deadline = time.monotonic() + 120
+        while not summary.exists():
+            assert proc.poll() is None, (work / "evaluator.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "evaluator did not finish its round"
+            time.sleep(0.2)
+        result = json.loads(summary.read_text())
+        n = sum(v["requests"] for v in result["variants"].values())
+        # Wait for a scrape taken after the round: the request counters reach their final value.
+        prometheus.wait_for(
+            f"sum({em.REQUESTS}{{endpoint='{ENDPOINT}'}})", lambda r: float(r[0]["value"][1]) == n, timeout=30
+        )
+        prometheus.wait_for(
+            f"sum(nv_inference_request_success{{model=~'{BASELINE_MODEL}|{DEGRADED_MODEL}'}})",
+            lambda r: float(r[0]["value"][1]) >= sum(before.values()) + n,
+            timeout=30,
+        )
+        yield {"summary": result, "before": before, "log": work / "evaluator.log"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_promql_wer_cer_match_the_evaluator(evaluation: Any, prometheus: PrometheusServer) -> None:
+    variants = evaluation["summary"]["variants"]
+    for unit, key in (("word", "wer"), ("char", "cer")):
+        q = (
+            f"sum by (variant) ({em.ERRORS}{{endpoint='{ENDPOINT}',unit='{unit}'}})"
+            f" / sum by (variant) ({em.REF_LEN}{{endpoint='{ENDPOINT}',unit='{unit}'}})"
+        )
+        got = by_variant(prometheus, q)
+        assert set(got) == {"stable", "canary"}
+        for variant, value in got.items():
+            assert value == pytest.approx(variants[variant][key], rel=1e-9), (unit, variant)
+
+
+def test_promql_latency_rtf_and_counts_match(evaluation: Any, prometheus: PrometheusServer) -> None:
+    variants = evaluation["summary"]["variants"]
+    sel = f"{{endpoint='{ENDPOINT}'}}"
+    count = by_variant(prometheus, f"sum by (variant) ({em.LATENCY}_count{sel})")
+    mean = by_variant(
+        prometheus, f"sum by (variant) ({em.LATENCY}_sum{sel}) / sum by (variant) ({em.LATENCY}_count{sel})"
+    )
+    rtf = by_variant(
+        prometheus,
+        f"sum by (variant) ({em.PROCESSING_SECONDS}{sel}) / sum by (variant) ({em.AUDIO_SECONDS}{sel})",
+    )
+    requests = by_variant(prometheus, f"sum by (variant) ({em.REQUESTS}{sel})")
+    utterances = by_variant(prometheus, f"sum by (variant) ({em.UTTERANCES}{sel})")
+    for v, s in variants.items():
+        assert s["utterances"] == 24  # every utterance scored on both variants
+        assert count[v] == utterances[v] == s["utterances"]
+        assert requests[v] == s["requests"]
+        assert mean[v] == pytest.approx(s["latency_mean_s"], rel=1e-9)
+        assert rtf[v] == pytest.approx(s["rtf"], rel=1e-9)
+    # The histogram's p95 (bucket-interpolated) lies between the bucket of the evaluator's own
+    # median and the bucket of its slowest request.
+    p95 = by_variant(prometheus, f"histogram_quantile(0.95, sum by (variant, le) ({em.LATENCY}_bucket{sel}))")
+    buckets = (0.0, *em.LATENCY_BUCKETS)
+    for v, s in variants.items():
+        lo = max(b for b in buckets if b < s["latency_p50_s"])
+        hi = next(b for b in buckets if b >= s["latency_max_s"])
+        assert lo <= p95[v] <= hi, (v, p95[v], s)
+
+
+def test_triton_counted_the_same_requests(evaluation: Any, prometheus: PrometheusServer) -> None:
+    variants, before = evaluation["summary"]["variants"], evaluation["before"]
+    for variant, model in (("stable", BASELINE_MODEL), ("canary", DEGRADED_MODEL)):
+        served = scalar(prometheus, f"sum(nv_inference_request_success{{model='{model}'}})") - before[model]
+        transport_failures = sum(n for r, n in variants[variant]["failures"].items() if r != "empty")
+        assert served == variants[variant]["requests"] - transport_failures
+        compute_us = scalar(prometheus, f"sum(nv_inference_compute_infer_duration_us{{model='{model}'}})")
+        assert compute_us > 0
+
+
+def test_degraded_variant_is_measurably_worse(evaluation: Any, prometheus: PrometheusServer) -> None:
+    sel = f"endpoint='{ENDPOINT}',variant='canary',baseline='stable',unit='word'"
+    pairs = scalar(prometheus, f"sum({em.PAIRS}{{{sel}}})")
+    n = scalar(prometheus, f"sum({em.PAIR_REF_LEN}{{{sel}}})")
+    d = scalar(prometheus, f"sum({em.PAIR_CAND_ERRORS}{{{sel}}}) - sum({em.PAIR_BASE_ERRORS}{{{sel}}})")
+    assert pairs == 24
+    delta = d / n
+    local = evaluation["summary"]["pairs"][0]
+    assert delta == pytest.approx(local["delta_wer"], rel=1e-9)
+    wer = evaluation["summary"]["variants"]
+    assert wer["canary"]["wer"] > wer["stable"]["wer"] + 0.05
+    assert local["delta_wer"] > 2 * local["se"], local  # paired delta-method z > 2
+
+
+def test_evaluator_logs_are_json(evaluation: Any) -> None:
+    lines = [json.loads(line) for line in evaluation["log"].read_text().splitlines() if line.startswith("{")]
+    messages = {rec["msg"] for rec in lines}
+    assert {"evaluation set loaded", "round complete"} <= messages
+    done = next(rec for rec in lines if rec["msg"] == "round complete")
+    assert set(done["wer"]) == {"stable", "canary"}

@@ -1,0 +1,152 @@
+"""A real tritonserver (nvidia-pytriton's binary) serving the real pocketsphinx recogniser from a
+model repository our own renderer wrote: health, readiness, transcription over gRPC and HTTP,
+the served config, `nv_inference_*` metrics, and the pod template's restricted-API flags."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from stt_operator.speech.evalset import synthesise
+from stt_operator.testing.triton import (
+    BASELINE_MODEL,
+    DEGRADED_MODEL,
+    LocalTriton,
+    build_sphinx_repository,
+    start_triton,
+)
+from stt_operator.triton.pod import ADMIN_HEADER, TritonPodParams, triton_args
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+COMMAND = "turn off the kitchen lights"
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        pcm = synthesise(COMMAND, "en-us", 160, 50, Path(tmp))
+    return (pcm.astype(np.float32) / 32768.0).reshape(1, -1)
+
+
+def metric_values(server: LocalTriton, name: str) -> dict[str, float]:
+    """`{model: value}` of one Triton counter, read from its /metrics."""
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(rf'^{name}\{{[^}}]*model="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def http_status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_server_and_models_ready(triton_server: LocalTriton) -> None:
+    client = httpclient.InferenceServerClient(triton_server.http_url)
+    assert client.is_server_live() and client.is_server_ready()
+    for model in (BASELINE_MODEL, DEGRADED_MODEL):
+        assert client.is_model_ready(model)
+    assert not client.is_model_ready("no-such-model")
+    assert http_status(f"http://{triton_server.http_url}/v2/models/{BASELINE_MODEL}/ready") == 200
+
+
+def test_served_config_is_the_rendered_one(triton_server: LocalTriton) -> None:
+    rendered = (triton_server.repository / DEGRADED_MODEL / "config.pbtxt").read_text()
+    cfg = grpcclient.InferenceServerClient(triton_server.grpc_url).get_model_config(DEGRADED_MODEL).config
+    assert cfg.backend == "python"
+    assert cfg.max_batch_size == 8
+    assert cfg.parameters["noise_snr_db"].string_value in rendered
+    assert [o.name for o in cfg.output] == ["TRANSCRIPT", "CONFIDENCE"]
+
+
+def test_transcribes_synthesised_speech_over_grpc_and_http(
+    triton_server: LocalTriton, speech: np.ndarray
+) -> None:
+    g = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    gi = grpcclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    gi.set_data_from_numpy(speech)
+    gr = g.infer(
+        BASELINE_MODEL,
+        [gi],
+        outputs=[
+            grpcclient.InferRequestedOutput("TRANSCRIPT"),
+            grpcclient.InferRequestedOutput("CONFIDENCE"),
+        ],
+    )
+    assert gr.as_numpy("TRANSCRIPT").reshape(-1)[0].decode() == COMMAND
+    assert 0.0 < float(gr.as_numpy("CONFIDENCE").reshape(-1)[0]) <= 1.0
+
+    h = httpclient.InferenceServerClient(triton_server.http_url)
+    hi = httpclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    hi.set_data_from_numpy(speech, binary_data=True)
+    hr = h.infer(BASELINE_MODEL, [hi], outputs=[httpclient.InferRequestedOutput("TRANSCRIPT")])
+    assert hr.as_numpy("TRANSCRIPT").reshape(-1)[0].decode() == COMMAND
+
+
+def test_bad_requests_fail_clearly(triton_server: LocalTriton) -> None:
+    g = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    wrong = grpcclient.InferInput("AUDIO", [1, 4], "INT32")
+    wrong.set_data_from_numpy(np.zeros((1, 4), np.int32))
+    with pytest.raises(InferenceServerException, match=r"(?i)data.?type|FP32"):
+        g.infer(BASELINE_MODEL, [wrong])
+
+
+def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np.ndarray) -> None:
+    before_ok = metric_values(triton_server, "nv_inference_request_success")
+    before_n = metric_values(triton_server, "nv_inference_count")
+    before_us = metric_values(triton_server, "nv_inference_compute_infer_duration_us")
+    g = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    inp = grpcclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    inp.set_data_from_numpy(speech)
+    for _ in range(3):
+        g.infer(DEGRADED_MODEL, [inp])
+    after_ok = metric_values(triton_server, "nv_inference_request_success")
+    after_n = metric_values(triton_server, "nv_inference_count")
+    after_us = metric_values(triton_server, "nv_inference_compute_infer_duration_us")
+    assert after_ok[DEGRADED_MODEL] - before_ok.get(DEGRADED_MODEL, 0) == 3
+    assert after_n[DEGRADED_MODEL] - before_n.get(DEGRADED_MODEL, 0) == 3
+    assert after_us[DEGRADED_MODEL] > before_us.get(DEGRADED_MODEL, 0)
+    assert after_ok[BASELINE_MODEL] == before_ok[BASELINE_MODEL]  # only the model we called moved
+    failures = metric_values(triton_server, "nv_inference_request_failure")
+    assert DEGRADED_MODEL in failures
+
+
+def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
+    """Start tritonserver with the pod template's own flags (explicit mode, one model, restricted
+    repository API) and check the model is served but the repository API needs the header."""
+    repo = build_sphinx_repository(tmp_path / "models", {BASELINE_MODEL: False, DEGRADED_MODEL: True})
+    key = "pod-uid-1234"
+    flags = [
+        a.replace("$(TRITON_ADMIN_KEY)", key)
+        for a in triton_args(
+            TritonPodParams(model_name=BASELINE_MODEL, config_map="c", artifact_uri="file:///m", gpus=0)
+        )
+        if a.split("=")[0]
+        in ("--model-control-mode", "--load-model", "--http-restricted-api", "--grpc-restricted-protocol")
+    ]
+    server = start_triton(repo, tmp_path, models=[BASELINE_MODEL], extra_args=flags)
+    try:
+        client = httpclient.InferenceServerClient(server.http_url)
+        assert client.is_model_ready(BASELINE_MODEL)
+        assert not client.is_model_ready(DEGRADED_MODEL)  # explicit mode: only --load-model
+        with pytest.raises(InferenceServerException):
+            client.get_model_repository_index()
+        index = client.get_model_repository_index(headers={ADMIN_HEADER: key})
+        assert {m["name"] for m in index} == {BASELINE_MODEL, DEGRADED_MODEL}
+        with pytest.raises(InferenceServerException):
+            client.load_model(DEGRADED_MODEL, headers={ADMIN_HEADER: "wrong"})
+    finally:
+        server.stop()
