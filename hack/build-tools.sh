@@ -69,29 +69,36 @@ for spec in "kwok sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "helm helm.sh/helm/v3
   mark "$name" "$st"; log "$name built in $((SECONDS-start))s"
 done
 
-# Data files that ship inside Go modules: downloaded (not built) and copied once per version.
-module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
-copy_once() { # copy_once OUT_DIR LINK_NAME FILE...
-  local out=$1 link=$2; shift 2
+# Data files that ship inside Go modules: downloaded (not built), copied once per version, so a
+# warm run needs neither the network nor the module cache.
+copy_once() { # copy_once OUT_DIR LINK_NAME MODULE@VERSION RELATIVE_FILE_GLOB...
+  local out=$1 link=$2 mod=$3 dir; shift 3
   if [[ ! -f "$out/.done" ]]; then
-    rm -rf "$out" && mkdir -p "$out" && cp "$@" "$out"/ && chmod u+w "$out"/* && touch "$out/.done"
+    dir=$(go mod download -json "$mod" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    [[ -n "$dir" ]] || { log "cannot download $mod"; exit 1; }
+    rm -rf "$out" && mkdir -p "$out"
+    # Unquoted on purpose: the arguments are globs relative to the module directory.
+    (cd "$dir" && cp $@ "$out"/) && chmod u+w "$out"/* && touch "$out/.done"
+    log "copied $# file pattern(s) from $mod"
   fi
   ln -sfn "$out" "$link"
 }
 
 # Gateway API: the standard channel is what users install.
-gw_dir=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
 copy_once "$tools_dir/crds/gateway-api-$GATEWAY_API_VERSION" "$tools_dir/crds/gateway-api" \
-  "$gw_dir"/config/crd/standard/*.yaml
+  "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" 'config/crd/standard/*.yaml'
 
 # Prometheus Operator: only the kinds this project's chart and operator write.
-po_dir=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
 copy_once "$tools_dir/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" "$tools_dir/crds/prometheus-operator" \
-  "$po_dir"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml
+  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+  'example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml'
 
-kwok_dir=$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")
-copy_once "$tools_dir/kwok-stages-$KWOK_VERSION" "$tools_dir/kwok-stages" \
-  "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
-  "$kwok_dir"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-  "$kwok_dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml
+copy_once "$tools_dir/kwok-stages-$KWOK_VERSION" "$tools_dir/kwok-stages" "sigs.k8s.io/kwok@$KWOK_VERSION" \
+  kustomize/stage/node/fast/node-initialize.yaml \
+  kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+  kustomize/stage/pod/fast/pod-ready.yaml \
+  kustomize/stage/pod/fast/pod-complete.yaml \
+  kustomize/stage/pod/fast/pod-delete.yaml
 echo "$bin"
