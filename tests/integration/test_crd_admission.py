@@ -343,3 +343,24 @@ def test_kubectl_get_shows_printer_columns(
     assert abt.splitlines()[0].split() == ["NAME", "ENDPOINT", "VARIANTS", "PHASE", "WINNER", "AGE"]
     everything = cluster.kubectl("get", "stt", "-n", crd_namespace, "-o", "name")
     assert len(everything.split()) == len(SAMPLES)
+
+
+def test_abtest_variants_cannot_change_but_duration_can(
+    objects: Any, crd_namespace: str, created_samples: dict[str, dict[str, Any]]
+) -> None:
+    """Transition rules: what a running test compares is fixed; how long it runs is not."""
+    from kubernetes.client.exceptions import ApiException
+
+    name = created_samples["abtest-pocketsphinx"]["metadata"]["name"]
+    variants = copy.deepcopy(created_samples["abtest-pocketsphinx"]["spec"]["variants"])
+    variants[0]["weight"], variants[1]["weight"] = 60, 40
+    with pytest.raises(ApiException) as info:
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, crd_namespace, "abtests", name, {"spec": {"variants": variants}}
+        )
+    message = json.loads(info.value.body)["message"]
+    assert "spec.variants" in message and "cannot change once the test exists" in message
+    patched = objects.patch_namespaced_custom_object(
+        GROUP, VERSION, crd_namespace, "abtests", name, {"spec": {"duration": "3h"}}
+    )
+    assert patched["spec"]["duration"] == "3h"

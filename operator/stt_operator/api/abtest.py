@@ -60,8 +60,20 @@ class PromotionSpec(ApiModel):
     only_if: PromotionRule = "winner"
 
 
+def _immutable(field: str) -> dict[str, Any]:
+    # Changing what is compared mid-test would mix samples of two experiments.
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": "self == oldSelf",
+                "message": f"{field} cannot change once the test exists; create a new ABTest",
+            }
+        ]
+    }
+
+
 class ABTestSpec(ApiModel):
-    endpoint: ABTestEndpoint
+    endpoint: ABTestEndpoint = Field(json_schema_extra=_immutable("endpoint"))
     variants: list[Variant] = Field(
         min_length=2,
         max_length=10,
@@ -76,6 +88,7 @@ class ABTestSpec(ApiModel):
                     "rule": "self.map(v, v.weight).sum() == 100",
                     "message": "variants weights must sum to 100",
                 },
+                *_immutable("variants")["x-kubernetes-validations"],
             ]
         },
     )
@@ -85,7 +98,7 @@ class ABTestSpec(ApiModel):
     stickiness: Stickiness | None = None
     duration: Duration = Field(default="24h", description="maximum run time")
     min_duration: Duration | None = Field(default=None, description="no decision before this")
-    primary_metric: MetricSpec
+    primary_metric: MetricSpec = Field(json_schema_extra=_immutable("primaryMetric"))
     guardrail_metrics: list[MetricSpec] = Field(
         default_factory=list,
         max_length=8,

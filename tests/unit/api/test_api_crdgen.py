@@ -217,6 +217,8 @@ def test_cel_rules_present() -> None:
     assert "self.map(v, v.weight).sum() == 100" in abt[".spec.variants"]
     assert any("exists_one(y, y.name == x.name)" in r for r in abt[".spec.variants"])
     assert any("duration(self.minDuration)" in r for r in abt[".spec"])
+    for immutable in (".spec.endpoint", ".spec.variants", ".spec.primaryMetric"):
+        assert "self == oldSelf" in abt[immutable], immutable
     mdep = cel_rules("ModelDeployment")
     assert (
         "self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()"
