@@ -176,10 +176,14 @@ def _fetch_local(uri: str, source: Path, target: Path, options: FetchOptions) ->
             raise SizeLimitExceeded(f"{uri}: more than maxSizeBytes={options.max_bytes} bytes")
         return FetchResult(path=target, sha256=manifest.digest, size_bytes=manifest.total_bytes, uri=uri)
     part = target.with_name(target.name + ".part")
-    with source.open("rb") as src, part.open("wb") as out:
-        sink = _Sink(out, options.max_bytes, uri)
-        while chunk := src.read(CHUNK):
-            sink.write(chunk)
+    try:
+        with source.open("rb") as src, part.open("wb") as out:
+            sink = _Sink(out, options.max_bytes, uri)
+            while chunk := src.read(CHUNK):
+                sink.write(chunk)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     return _finish(part, target, sink, uri)
 
 
@@ -220,56 +224,63 @@ def _fetch_http(
     hasher = hashlib.sha256()
     received = 0
     last_error: str = ""
-    with part.open("wb") as out:
-        for attempt in range(options.retries + 1):
-            if attempt:
-                delay = options.backoff_s * 2 ** (attempt - 1)
-                log.info("retrying %s in %.1fs (attempt %d): %s", uri, delay, attempt + 1, last_error)
-                sleep(delay)
-            # identity encoding: byte counts and Range offsets then refer to the file itself.
-            request_headers = {"Accept-Encoding": "identity", **(headers or {})}
-            if received:
-                request_headers["Range"] = f"bytes={received}-"
-            try:
-                with requests.get(
-                    uri, headers=request_headers, stream=True, timeout=options.timeout_s
-                ) as response:
-                    if _retryable_status(response.status_code):
-                        last_error = f"HTTP {response.status_code}"
-                        continue
-                    if response.status_code >= 400:
-                        raise FetchError(f"{uri}: HTTP {response.status_code} {response.reason}")
-                    if received and response.status_code != 206:
-                        # No resume support: start over with a fresh hash.
-                        out.seek(0)
-                        out.truncate()
-                        hasher, received = hashlib.sha256(), 0
-                    declared = response.headers.get("Content-Length")
-                    start = received
-                    if declared and start + int(declared) > options.max_bytes:
-                        raise SizeLimitExceeded(
-                            f"{uri}: Content-Length {declared} exceeds maxSizeBytes={options.max_bytes}"
+    try:
+        with part.open("wb") as out:
+            for attempt in range(options.retries + 1):
+                if attempt:
+                    delay = options.backoff_s * 2 ** (attempt - 1)
+                    log.info("retrying %s in %.1fs (attempt %d): %s", uri, delay, attempt + 1, last_error)
+                    sleep(delay)
+                # identity encoding: byte counts and Range offsets then refer to the file itself.
+                request_headers = {"Accept-Encoding": "identity", **(headers or {})}
+                if received:
+                    request_headers["Range"] = f"bytes={received}-"
+                try:
+                    with requests.get(
+                        uri, headers=request_headers, stream=True, timeout=options.timeout_s
+                    ) as response:
+                        if _retryable_status(response.status_code):
+                            last_error = f"HTTP {response.status_code}"
+                            continue
+                        if response.status_code >= 400:
+                            raise FetchError(f"{uri}: HTTP {response.status_code} {response.reason}")
+                        if received and response.status_code != 206:
+                            # No resume support: start over with a fresh hash.
+                            out.seek(0)
+                            out.truncate()
+                            hasher, received = hashlib.sha256(), 0
+                        declared = response.headers.get("Content-Length")
+                        start = received
+                        if declared and start + int(declared) > options.max_bytes:
+                            raise SizeLimitExceeded(
+                                f"{uri}: Content-Length {declared} exceeds maxSizeBytes={options.max_bytes}"
+                            )
+                        sink = _Sink(out, options.max_bytes, uri, hasher)
+                        sink.size = start
+                        for chunk in response.iter_content(CHUNK):
+                            sink.write(chunk)
+                        received = sink.size
+                        if declared and received - start < int(declared):
+                            last_error = f"short read: {received - start} of {declared} bytes"
+                            continue
+                        out.flush()
+                        os.replace(part, target)
+                        return FetchResult(
+                            path=target, sha256=hasher.hexdigest(), size_bytes=received, uri=uri
                         )
-                    sink = _Sink(out, options.max_bytes, uri, hasher)
-                    sink.size = start
-                    for chunk in response.iter_content(CHUNK):
-                        sink.write(chunk)
-                    received = sink.size
-                    if declared and received - start < int(declared):
-                        last_error = f"short read: {received - start} of {declared} bytes"
-                        continue
-                    out.flush()
-                    os.replace(part, target)
-                    return FetchResult(path=target, sha256=hasher.hexdigest(), size_bytes=received, uri=uri)
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                # Keep what arrived (every written byte is already hashed); the next attempt
-                # asks for the rest.
-                received = out.tell()
-                last_error = type(exc).__name__
+                except (
+                    requests.ConnectionError,
+                    requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                ) as exc:
+                    # Keep what arrived (every written byte is already hashed); the next attempt
+                    # asks for the rest.
+                    received = out.tell()
+                    last_error = type(exc).__name__
+    except BaseException:
+        # Nothing half-written is left behind for a later step to pick up.
+        part.unlink(missing_ok=True)
+        raise
     part.unlink(missing_ok=True)
     raise FetchError(f"{uri}: gave up after {options.retries + 1} attempts ({last_error})")
 
@@ -329,6 +340,9 @@ def _fetch_s3(uri: str, bucket: str, key: str, target: Path, options: FetchOptio
     except BotoCoreError as exc:
         part.unlink(missing_ok=True)
         raise FetchError(f"{uri}: S3 request failed: {exc}") from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     return _finish(part, target, sink, uri)
 
 
