@@ -1,0 +1,162 @@
+"""Spec normalisation, templating, query-result parsing and the evaluator metric contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from stt_operator import evalmetrics as em
+from stt_operator.analysis.model import AnalysisContext, MetricRule, parse_duration
+from stt_operator.analysis.prom import PrometheusClient, _classify, parse_result
+from stt_operator.analysis.templating import render
+from stt_operator.api.common import AnalysisSpec, MetricSpec
+from stt_operator.stats.ratio import PairedStats
+
+
+def test_metric_rule_from_pydantic_and_camel_dict_agree() -> None:
+    body = {
+        "name": "wer",
+        "preset": "wer",
+        "maxRelativeIncrease": 0.05,
+        "thresholdRange": {"max": 0.3},
+        "minSamples": 50,
+    }
+    from_api = MetricRule.from_any(MetricSpec.model_validate(body))
+    from_dict = MetricRule.from_any(body)
+    assert from_api == from_dict
+    assert from_dict.threshold_max == 0.3 and from_dict.direction == "lower-is-better"
+    assert MetricRule.from_any(
+        {"name": "c", "preset": "confidence", "thresholdRange": {"min": 0.5}}
+    ).direction == ("higher-is-better")
+    spec = AnalysisSpec.model_validate({"metrics": [body]})
+    assert MetricRule.from_any(spec.metrics[0]).min_samples == 50
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"preset": "wer"}, r"metrics\[0\]\.name is required"),
+        ({"name": "x", "preset": "wer", "query": "up"}, "exactly one of preset or query"),
+        ({"name": "x", "preset": "bleu"}, r"preset 'bleu' is not one of"),
+        ({"name": "x", "preset": "wer", "thresholdRange": {"min": 2, "max": 1}}, "min must be <= max"),
+        (
+            {"name": "x", "preset": "wer", "maxRelativeIncrease": "lots"},
+            "maxRelativeIncrease must be a number",
+        ),
+        ({"name": "x", "preset": "wer", "direction": "sideways"}, "direction 'sideways'"),
+        ({"name": "x", "preset": "wer", "minSamples": 0}, "minSamples must be an integer >= 1"),
+    ],
+)
+def test_bad_metric_specs_name_the_field(spec: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MetricRule.from_any(spec, 0)
+
+
+def test_context_and_durations() -> None:
+    ctx = AnalysisContext.from_any(
+        {
+            "namespace": "ns",
+            "endpoint": "ep",
+            "candidate": "canary",
+            "baseline": {"variant": "stable", "service": "svc"},
+            "start": 100.0,
+            "now": 250.4,
+        }
+    )
+    assert ctx.window() == "151s" and ctx.baseline and ctx.baseline.service == "svc"
+    assert parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25
+    with pytest.raises(ValueError, match="interval"):
+        AnalysisContext.from_any({"namespace": "ns", "endpoint": "e", "candidate": "c", "interval": "soon"})
+    with pytest.raises(ValueError, match="candidate is required"):
+        AnalysisContext.from_any({"namespace": "ns", "endpoint": "e"})
+    with pytest.raises(ValueError, match="noDataPolicy"):
+        AnalysisContext.from_any(
+            {"namespace": "ns", "endpoint": "e", "candidate": "c", "noDataPolicy": "Panic"}
+        )
+
+
+def test_templating_renders_escapes_and_rejects_unknown() -> None:
+    q = render(
+        'sum(rate(x{service="{{ service }}",model="{{model}}"}[{{interval}}]))',
+        {"service": 'a"b', "model": "m", "interval": "1m"},
+    )
+    assert q == 'sum(rate(x{service="a\\"b",model="m"}[1m]))'
+    with pytest.raises(ValueError, match=r"unknown placeholder\(s\) \['pod'\]"):
+        render("x{pod='{{pod}}'}", {})
+    with pytest.raises(ValueError, match="has no value"):
+        render("x{model='{{model}}'}", {})
+
+
+def test_parse_results_and_error_classes() -> None:
+    vec = parse_result(
+        [{"metric": {"variant": "a"}, "value": [1.0, "NaN"]}, {"metric": {}, "value": [1, "+Inf"]}]
+    )
+    assert math.isnan(vec[0].value) and vec[1].value == math.inf
+    assert parse_result([1700000000.0, "3"])[0].value == 3.0
+    assert _classify('{"status":"error","errorType":"timeout","error":"query timed out"}')[0] == "timeout"
+    assert _classify('{"status":"error","errorType":"bad_data","error":"parse error"}')[0] == "bad-query"
+    with pytest.raises(ValueError, match="http"):
+        PrometheusClient("prometheus:9090")
+
+
+def test_evalmetrics_sums_reconstruct_paired_statistics() -> None:
+    reg = CollectorRegistry()
+    m = em.build_eval_metrics(reg)
+    labels = {"endpoint": "ep", "variant": "canary", "model": "m", "language": "en-US", "baseline": "stable"}
+    m.init_variant(labels)
+    m.init_pair(labels)
+    rng = np.random.default_rng(0)
+    n = rng.integers(1, 20, 50)
+    b = rng.binomial(n, 0.2)
+    c = rng.binomial(n, 0.25)
+    for ci, bi, ni in zip(c, b, n, strict=True):
+        m.record_pair(labels, unit="word", candidate_errors=int(ci), baseline_errors=int(bi), ref_len=int(ni))
+
+    def value(name: str) -> float:
+        return reg.get_sample_value(name, {**{k: labels[k] for k in em.PAIR_LABELS}, "unit": "word"}) or 0.0
+
+    got = PairedStats.from_exported(
+        pairs=value(em.PAIRS),
+        sum_len=value(em.PAIR_REF_LEN),
+        sum_len_sq=value(em.PAIR_REF_LEN_SQ),
+        sum_cand=value(em.PAIR_CAND_ERRORS),
+        sum_base=value(em.PAIR_BASE_ERRORS),
+        sum_diff_sq=value(em.PAIR_DIFF_SQ),
+        sum_cand_sq=value(em.PAIR_CAND_ERRORS_SQ),
+        sum_base_sq=value(em.PAIR_BASE_ERRORS_SQ),
+        sum_cand_len=value(em.PAIR_CAND_ERRORS_X_REF),
+        sum_base_len=value(em.PAIR_BASE_ERRORS_X_REF),
+    )
+    ref = PairedStats.from_arrays(c, b, n)
+    assert got.difference == pytest.approx(ref.difference)
+    assert got.difference_se == pytest.approx(ref.difference_se)
+    assert value(em.PAIR_WORSE) + value(em.PAIR_BETTER) == np.sum(c != b)
+    text = generate_latest(reg).decode()
+    assert (
+        'stt_eval_errors_total{endpoint="ep",language="en-US",model="m",unit="char",variant="canary"} 0.0'
+        in text
+    )
+    with pytest.raises(ValueError, match="missing"):
+        m.record_utterance(
+            {"variant": "x"},
+            word_errors=1,
+            ref_words=1,
+            char_errors=1,
+            ref_chars=1,
+            latency_seconds=0.1,
+            audio_seconds=1,
+        )
+    with pytest.raises(ValueError, match="confidence"):
+        m.record_utterance(
+            labels,
+            word_errors=1,
+            ref_words=1,
+            char_errors=1,
+            ref_chars=1,
+            latency_seconds=0.1,
+            audio_seconds=1,
+            confidence=1.5,
+        )
