@@ -39,7 +39,7 @@ def cluster() -> Iterator[LocalCluster]:
     c.start()
     line = (
         f"local Kubernetes cluster: tools checked in {t_tools:.1f}s, started in {c.startup_seconds:.1f}s "
-        f"({c.server}, {len(c.node_names)} kwok GPU nodes)"
+        f"({c.server}, {len(c.node_names)} kwok GPU nodes); phases {c.timings}"
     )
     log.info(line)
     _startup_report.append(line)
