@@ -90,14 +90,28 @@ def _blank_index(tokens: Sequence[str]) -> int:
     return 0
 
 
-def vocabulary_for(contract: IOContract, model_path: Path) -> Any | None:
-    """The CTC vocabulary: a `vocabulary.json` next to the model wins over spec.io.vocabulary."""
+def vocabulary_for(
+    contract: IOContract, model_path: Path, metadata: Mapping[str, str] | None = None
+) -> Any | None:
+    """The CTC vocabulary: a `vocab.json` beside the model, else the model's own `vocabulary`
+    metadata (the project's models embed it), else spec.io.vocabulary."""
+    import json
+
     from stt_operator.speech.ctc import Vocabulary
 
     for name in ("vocabulary.json", "vocab.json"):
         candidate = model_path.parent / name
         if candidate.is_file():
             return Vocabulary.load(candidate)
+    embedded = (metadata or {}).get("vocabulary")
+    if embedded:
+        data = json.loads(embedded)
+        return Vocabulary(
+            tuple(data["tokens"]),
+            int(data.get("blank", 0)),
+            str(data.get("unit", "word")),
+            str(data.get("word_separator", " ")),
+        )
     if not contract.vocabulary:
         return None
     tokens = tuple(contract.vocabulary)
@@ -124,7 +138,7 @@ class ContractRunner:
         return cls(
             session=session,
             contract=contract,
-            vocabulary=vocabulary_for(contract, model_path),
+            vocabulary=vocabulary_for(contract, model_path, session.get_modelmeta().custom_metadata_map),
             input_ranks={k: len(v) for k, v in shapes.items()},
             input_shapes=shapes,
         )

@@ -195,6 +195,7 @@ def run_quantization(
         quantize_static_int8(src, dst, [probe.feeds(s) for s in calibration], exclude_op_types)
     else:
         convert_fp16(src, dst)
+    # A vocabulary file beside the model travels with it (metadata survives conversion).
     for name in ("vocabulary.json", "vocab.json"):
         if (src.parent / name).is_file() and src.parent != dst.parent:
             shutil.copy2(src.parent / name, dst.parent / name)
