@@ -3,7 +3,7 @@
 # `kubectl apply`, Helm and Argo CD install exactly the same objects.
 #
 #   manifests/install/     crds.yaml, stt-operator.yaml (namespace stt-system), Kustomization
-#   manifests/monitoring/  PrometheusRule, ServiceMonitor, Grafana dashboard JSON
+#   manifests/monitoring/  PrometheusRule, ServiceMonitor, ServiceMonitor for Triton and evaluators, Grafana dashboard
 #
 #   hack/render-install-manifests.sh           # sync chart CRDs, then write the files
 #   hack/render-install-manifests.sh --check   # exit 1 when a committed file is out of date
@@ -76,11 +76,13 @@ resources:
   - stt-operator.yaml
 YAML
 
-monitoring_values=(--set prometheusRule.enabled=true --set serviceMonitor.enabled=true)
+monitoring_values=(--set prometheusRule.enabled=true --set serviceMonitor.enabled=true --set workloadServiceMonitor.enabled=true)
 { echo "$header"; template "${monitoring_values[@]}" --show-only templates/prometheusrule.yaml; } \
   > "$out/monitoring/prometheusrule.yaml"
 { echo "$header"; template "${monitoring_values[@]}" --show-only templates/servicemonitor.yaml; } \
   > "$out/monitoring/servicemonitor.yaml"
+{ echo "$header"; template "${monitoring_values[@]}" --show-only templates/workload-servicemonitor.yaml; } \
+  > "$out/monitoring/workload-servicemonitor.yaml"
 cp "$chart/files/dashboard.json" "$out/monitoring/grafana-dashboard.json"
 
 status=0

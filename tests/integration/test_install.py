@@ -374,9 +374,14 @@ def test_kubectl_apply_install_bundle(cluster: LocalCluster) -> None:
         out = cluster.kubectl(
             "apply", "--server-side", "--dry-run=server",
             "-f", str(MONITORING / "prometheusrule.yaml"), "-f", str(MONITORING / "servicemonitor.yaml"),
+            "-f", str(MONITORING / "workload-servicemonitor.yaml"),
         )  # fmt: skip
         assert "prometheusrule.monitoring.coreos.com/stt-operator serverside-applied (server dry run)" in out
         assert "servicemonitor.monitoring.coreos.com/stt-operator serverside-applied (server dry run)" in out
+        assert (
+            "servicemonitor.monitoring.coreos.com/stt-operator-workloads serverside-applied (server dry run)"
+            in out
+        )
     finally:
         # The operator's objects go; the CRDs stay (other tests' resources live in them).
         cluster.kubectl("delete", "-f", str(INSTALL / "stt-operator.yaml"), "--wait=false", check=False)

@@ -28,7 +28,11 @@ from stt_operator.testing.cluster import ensure_tools
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stt-operator"
 KUBE_VERSION = "1.36.0"
-MONITORING = ["--set", "prometheusRule.enabled=true", "--set", "serviceMonitor.enabled=true"]
+MONITORING = [
+    "--set", "prometheusRule.enabled=true",
+    "--set", "serviceMonitor.enabled=true",
+    "--set", "workloadServiceMonitor.enabled=true",
+]  # fmt: skip
 
 
 @cache
@@ -619,11 +623,47 @@ def test_dashboard_is_valid_and_every_query_parses(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_workload_service_monitor_selects_what_the_operator_creates() -> None:
+    """Triton and evaluator Services, as the operator's builders label them, are scraped."""
+    from stt_operator.builders.serving import Revision, ServingParams, triton_service
+    from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_service
+
+    def selected(monitor: dict[str, Any], labels: dict[str, str]) -> bool:
+        selector = monitor["spec"]["selector"]
+        if not selector["matchLabels"].items() <= labels.items():
+            return False
+        return all(labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"])
+
+    monitor = one(render(*MONITORING), "ServiceMonitor", "stt-stt-operator-workloads")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    triton = triton_service(
+        ServingParams(
+            deployment_name="asr", namespace="ns", revision=Revision("m", "d"), role="stable", pod_spec={}
+        )
+    )
+    assert selected(monitor, triton["metadata"]["labels"])
+    assert "metrics" in {p["name"] for p in triton["spec"]["ports"]}
+    evaluator = evaluator_service(
+        EvaluatorParams(owner_name="asr", namespace="ns", endpoint="asr", targets=(), evalset_uri="file:///e")
+    )
+    assert selected(monitor, evaluator["metadata"]["labels"])
+    assert [p["name"] for p in evaluator["spec"]["ports"]] == ["metrics"]
+    operator_service = one(render(), "Service")
+    assert not selected(monitor, operator_service["metadata"]["labels"])
+
+    namespaced = one(
+        render(*MONITORING, "--set", "watchNamespaces={a,b}"), "ServiceMonitor", "stt-stt-operator-workloads"
+    )
+    assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
+
+
 def test_monitoring_objects_render_from_the_same_files() -> None:
     docs = render(*MONITORING, "--set", "grafanaDashboard.enabled=true")
     rule = one(docs, "PrometheusRule")
     assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
-    monitor = one(docs, "ServiceMonitor")
+    monitor = one(docs, "ServiceMonitor", "stt-stt-operator")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert (
