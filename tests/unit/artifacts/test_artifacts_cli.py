@@ -204,3 +204,50 @@ def test_quantize_cli_publishes_an_accepted_model(tmp_path: Path, keyed, capsys)
     assert body["outputDigest"] == sha256_file(out)
     result = parse_termination_message(term, kind="quantize")
     assert result.ok and result.status["quantization"]["outputUri"] == f"file://{out}"
+
+
+def test_signed_model_verifies_offline_through_the_cli(tmp_path: Path, keyed) -> None:
+    import model_signing
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    model, evalset = keyed
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = tmp_path / "key.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    mounted = tmp_path / "signing-secret"  # a mounted Secret: one file per key
+    mounted.mkdir()
+    (mounted / "publicKey").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    signature = tmp_path / "model.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).sign(model, signature)
+    spec = valid_spec(model, evalset)
+    spec["validation"]["signature"] = {
+        "publicKeySecretRef": {"name": "k"},
+        "signatureUri": f"file://{signature}",
+    }
+
+    code, body, _ = run(tmp_path, spec, "--public-key", str(mounted))
+    assert code == 0, body
+    assert "OpenSSF model signature verified" in steps(body)["integrity"][1]
+
+    code, body, _ = run(tmp_path, spec)
+    assert code == 1
+    assert steps(body)["integrity"] == (
+        "failed",
+        "validation.signature is set but no public key was mounted (--public-key)",
+    )
+
+    other = tmp_path / "other.onnx"
+    onnx.save(samples.ctc_onnx_model(), str(other))
+    spec["source"] = {"uri": f"file://{other}", "sha256": sha256_file(other)}
+    code, body, _ = run(tmp_path, spec, "--public-key", str(mounted))
+    assert code == 1
+    assert steps(body)["integrity"][1].startswith("signature model.sig does not verify")

@@ -214,3 +214,27 @@ def test_symlink_leaving_the_model_directory(tmp_path: Path) -> None:
     result = security_step(root, None, None)
     assert result.result == "failed"
     assert "config.pbtxt: symbolic link points outside the model directory (/etc/passwd)" in result.message
+
+
+def test_scanning_large_files_reads_headers_not_payloads(tmp_path: Path) -> None:
+    import tracemalloc
+
+    root = tmp_path / "big"
+    root.mkdir()
+    np.save(root / "weights.npy", np.zeros((4096, 4096), np.float32))  # 64 MiB
+    pb = root / "saved_model.pb"
+    with pb.open("wb") as handle:
+        handle.write(_saved_model(["Placeholder"]))
+        handle.write(bytes(64 * 1024 * 1024))
+        handle.write(_saved_model(["PyFunc"]))
+    tracemalloc.start()
+    try:
+        result = security_step(root, "tensorflow-savedmodel", root)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.result == "failed"
+    assert result.findings == [
+        "saved_model.pb: TensorFlow graph uses risky op PyFunc (file system / Python access)"
+    ]
+    assert peak < 2 * 1024 * 1024
