@@ -178,3 +178,67 @@ def test_evaluator_logs_are_json(evaluation: Any) -> None:
     assert {"evaluation set loaded", "round complete"} <= messages
     done = next(rec for rec in lines if rec["msg"] == "round complete")
     assert set(done["wer"]) == {"stable", "canary"}
+
+
+def test_status_analytics_from_prometheus(evaluation: Any, prometheus: PrometheusServer) -> None:
+    from stt_operator.api.sttmodel import LanguageAnalytics
+    from stt_operator.triton.analytics import collect_analytics
+
+    # The run ended before Prometheus's first scrape, so there is no increase inside any window:
+    # take the latency p95 over the cumulative buckets.
+    out = collect_analytics(
+        prometheus.query, "sphinx-v2", DEGRADED_MODEL, "en-US", window="1h", cumulative_latency=True
+    )
+    assert [e["language"] for e in out] == ["en-US"]
+    entry = LanguageAnalytics.model_validate(out[0])
+    local = evaluation["summary"]["variants"]["canary"]
+    assert entry.wer == pytest.approx(local["wer"], abs=1e-6)
+    assert entry.cer == pytest.approx(local["cer"], abs=1e-6)
+    assert entry.confidence == pytest.approx(local["confidence_mean"], abs=1e-6)
+    assert entry.requests is not None and entry.requests >= local["requests"]
+    assert entry.success_rate == 1.0
+    assert entry.latency_p95_ms is not None
+    buckets = (0.0, *em.LATENCY_BUCKETS)
+    lo = max(b for b in buckets if b < local["latency_p50_s"])
+    hi = next(b for b in buckets if b >= local["latency_max_s"])
+    assert 1000 * lo <= entry.latency_p95_ms <= 1000 * hi
+
+
+async def test_evaluator_rides_out_a_triton_outage(small_evalset: Path, tmp_path: Path) -> None:
+    """Triton is down when the replay starts: requests fail, are counted and retried with
+    backoff, and once the server is up every utterance is scored (none dropped)."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.speech.evalset import load_evalset
+    from stt_operator.testing.triton import build_sphinx_repository, start_triton
+
+    utts = load_evalset(small_evalset)[:6]
+    port = free_port()
+    reg = CollectorRegistry()
+    transcriber = TritonTranscriber(timeout_s=10)
+    replayer = Replayer(
+        [Target("stable", BASELINE_MODEL, f"127.0.0.1:{port}")],
+        transcriber,
+        endpoint="outage",
+        config=ReplayConfig(concurrency=2, max_retries=12, backoff_initial_s=0.25, backoff_max_s=2.0),
+        metrics=em.build_eval_metrics(reg),
+    )
+    task = asyncio.create_task(replayer.run_round(utts))
+    await asyncio.sleep(1.5)
+    assert not task.done()
+    repo = build_sphinx_repository(tmp_path / "models", {BASELINE_MODEL: False})
+    server = await asyncio.to_thread(start_triton, repo, tmp_path, models=[BASELINE_MODEL], grpc_port=port)
+    try:
+        observations = await asyncio.wait_for(task, timeout=120)
+    finally:
+        await transcriber.close()
+        server.stop()
+    labels = {"endpoint": "outage", "variant": "stable", "model": BASELINE_MODEL, "language": "en-US"}
+    failures = reg.get_sample_value(em.FAILURES, {**labels, "reason": "http"}) or 0
+    assert len(observations) == 6
+    assert failures >= 2
+    assert reg.get_sample_value(em.UTTERANCES, labels) == 6
+    assert reg.get_sample_value(em.REQUESTS, labels) == 6 + failures

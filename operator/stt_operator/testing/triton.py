@@ -173,11 +173,12 @@ def start_triton(
     models: Sequence[str] = (),
     timeout: float = 120.0,
     extra_args: Sequence[str] = (),
+    grpc_port: int | None = None,
 ) -> LocalTriton:
     """Start tritonserver on free loopback ports and wait until it and `models` are ready."""
     install = find_tritonserver()
     backends = prepare_backend_dir(workdir / "backends", install)
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_port(), grpc_port or free_port(), free_port()
     log_path = workdir / "tritonserver.log"
     cmd = [
         str(install.binary),
