@@ -201,3 +201,44 @@ def test_job_status_helpers() -> None:
     }
     assert termination_message_of(pod, "validate") == "{}"
     assert termination_message_of(pod, "other") is None
+
+
+def test_a_job_runs_as_a_local_process_with_its_mounts_mapped(tmp_path) -> None:
+    import onnx
+
+    from stt_operator.artifacts.integrity import sha256_file
+    from stt_operator.artifacts.localjob import local_invocation, run_locally
+
+    claims = tmp_path / "claims"
+    model = claims / "models" / "asr" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    onnx.save(samples.keyed_ctc_model(), str(model))
+    samples.write_keyed_evalset(claims / "evalsets" / "commands")
+    s = samples.ctc_spec(
+        "pvc://models/asr/model.onnx",
+        sha256_file(model),
+        validation={"evaluationSet": {"uri": "pvc://evalsets/commands"}, "thresholds": {"maxWer": 0.0}},
+    )
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    s3 = {**s, "source": {"uri": "s3://models/asr.onnx", "secretRef": {"name": "creds"}}}
+    s3_invocation = local_invocation(
+        validation_job("asr", "ns", s3, "img", OWNER), tmp_path / "x", {"creds": secret}, claims
+    )
+    assert s3_invocation.argv[s3_invocation.argv.index("--credentials-dir") + 1] == str(secret)
+    with pytest.raises(ValueError, match="Job mounts Secret 'creds'; pass its local folder"):
+        local_invocation(validation_job("asr", "ns", s3, "img", OWNER), tmp_path / "x")
+    job = validation_job("asr", "ns", s, "img", OWNER)
+    invocation = local_invocation(job, tmp_path / "pod", {}, claims)
+    assert invocation.argv[invocation.argv.index("--termination-log") + 1] == str(
+        tmp_path / "pod" / "termination-log"
+    )
+    assert invocation.argv[invocation.argv.index("--work-dir") + 1] == str(
+        tmp_path / "pod" / "work" / "scratch"
+    )
+    assert invocation.argv[-2:] == ["--pvc-root", str(claims)]
+    code, message = run_locally(job, tmp_path / "pod", {}, claims, timeout_s=120)
+    result = parse_termination_message(message)
+    assert code == 0, message
+    assert result.ok and result.reason == "ValidationPassed"
+    assert result.status["validation"]["wer"] == 0.0
