@@ -93,6 +93,43 @@ class StatusModel(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    @classmethod
+    def unknown_fields(cls, data: Mapping[str, Any], prefix: str = "status") -> list[str]:
+        """Paths in `data` the schema does not define. The apiserver silently prunes those from
+        a status patch, so a controller test can assert this is empty for what it writes."""
+        return _unknown_fields(cls, data, prefix)
+
+
+def _unknown_fields(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> list[str]:
+    by_alias = {(f.alias or name): f for name, f in model.model_fields.items()}
+    out: list[str] = []
+    for key, value in data.items():
+        field = by_alias.get(key) or model.model_fields.get(key)
+        if field is None:
+            out.append(f"{prefix}.{key}")
+            continue
+        inner = _model_in(field.annotation)
+        if inner is None or value is None:
+            continue
+        if isinstance(value, Mapping):
+            out += _unknown_fields(inner, value, f"{prefix}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    out += _unknown_fields(inner, item, f"{prefix}.{key}[{i}]")
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `X | None` or `list[X]`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
 
 class CustomResource(BaseModel):
     """Shared `from_body` for the three kinds. Subclasses set KIND and the spec/status types."""

@@ -275,3 +275,26 @@ def test_set_condition_appends_and_keeps_order() -> None:
     assert not conditions_equal(conds, conds[:1])
     with pytest.raises(ValueError, match="status must be"):
         set_condition(conds, "Ready", "yes", "X", "")
+
+
+def test_unknown_status_fields_are_reported_with_their_path() -> None:
+    assert ModelDeploymentStatus.unknown_fields({"phase": "Healthy", "revisions": [{"revision": 1}]}) == []
+    assert ModelDeploymentStatus.unknown_fields(
+        {"phaze": "Healthy", "revisions": [{"revision": 1, "colour": "red"}], "analysis": {"x": 1}}
+    ) == ["status.phaze", "status.revisions[0].colour", "status.analysis.x"]
+
+
+def test_immediate_planner_writes_only_schema_fields() -> None:
+    """The rollout planner's status must survive the apiserver's pruning."""
+    from stt_operator.builders.serving import Revision
+    from stt_operator.rollout.immediate import plan_immediate
+    from stt_operator.rollout.plan import ObservedRevision
+
+    revision = Revision(model="pocketsphinx-en", model_digest="sha256:" + "0" * 64)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    observed = {revision.id: ObservedRevision(revision.id, "pocketsphinx-en", True)}
+    plan = plan_immediate(revision, {}, observed, now)
+    status = {k: v for k, v in plan.status.items() if v is not None}
+    assert status["phase"] == "Healthy"
+    assert ModelDeploymentStatus.unknown_fields(status) == []
+    ModelDeploymentStatus.model_validate(status)
