@@ -128,7 +128,9 @@ def onnx_signature(path: Path) -> ModelSignature:
     )
 
 
-def _dims_problem(declared: TensorSpec, actual: TensorSpec, max_batch_size: int) -> str | None:
+def _dims_problem(
+    declared: TensorSpec, actual: TensorSpec, max_batch_size: int, label: str = "model"
+) -> str | None:
     model_dims = list(actual.dims)
     if max_batch_size > 0 and len(model_dims) == len(declared.dims) + 1:
         if model_dims[0] not in (-1,) and model_dims[0] < max_batch_size:
@@ -138,25 +140,25 @@ def _dims_problem(declared: TensorSpec, actual: TensorSpec, max_batch_size: int)
             )
         model_dims = model_dims[1:]
     if len(model_dims) != len(declared.dims):
-        return f"rank differs: spec {declared.describe()} vs model {actual.describe()}" + (
+        return f"rank differs: spec {declared.describe()} vs {label} {actual.describe()}" + (
             " (the batch axis is implicit when maxBatchSize > 0)" if max_batch_size > 0 else ""
         )
     for axis, (want, have) in enumerate(zip(declared.dims, model_dims, strict=True)):
         if want == -1 and have != -1:
             return (
-                f"axis {axis} of {declared.name}: spec declares it dynamic (-1) but the model fixes it "
+                f"axis {axis} of {declared.name}: spec declares it dynamic (-1) but the {label} fixes it "
                 f"to {have} "
-                f"(spec {declared.describe()} vs model {actual.describe()})"
+                f"(spec {declared.describe()} vs {label} {actual.describe()})"
             )
         if want != -1 and have not in (-1, want):
             return (
-                f"axis {axis} of {declared.name}: spec {want} vs model {have} "
-                f"(spec {declared.describe()} vs model {actual.describe()})"
+                f"axis {axis} of {declared.name}: spec {want} vs {label} {have} "
+                f"(spec {declared.describe()} vs {label} {actual.describe()})"
             )
     return None
 
 
-def compare(contract: IOContract, signature: ModelSignature) -> list[str]:
+def compare(contract: IOContract, signature: ModelSignature, label: str = "model") -> list[str]:
     """Every contradiction between contract and model, each naming both sides."""
     problems: list[str] = []
     for side, declared_list, actual_list in (
@@ -170,25 +172,27 @@ def compare(contract: IOContract, signature: ModelSignature) -> list[str]:
             actual = actual_by_name.get(declared.name)
             if actual is None:
                 problems.append(
-                    f"spec {side} {declared.describe()} not found in the model; model {side}s: {model_list}"
+                    f"spec {side} {declared.describe()} not found in the {label}; "
+                    f"{label} {side}s: {model_list}"
                 )
                 continue
             if actual.data_type != declared.data_type:
                 problems.append(
-                    f"{side} {declared.name}: spec dataType {declared.data_type} vs model {actual.data_type}"
+                    f"{side} {declared.name}: spec dataType {declared.data_type} "
+                    f"vs {label} {actual.data_type}"
                 )
-            dims = _dims_problem(declared, actual, contract.max_batch_size)
+            dims = _dims_problem(declared, actual, contract.max_batch_size, label)
             if dims:
                 problems.append(f"{side} {declared.name}: {dims}")
         if side == "input":
             for actual in actual_list:
                 if actual.name not in declared_names:
-                    problems.append(f"model input {actual.describe()} is not declared in spec.io.inputs")
-    problems.extend(_role_problems(contract, signature))
+                    problems.append(f"{label} input {actual.describe()} is not declared in spec.io.inputs")
+    problems.extend(_role_problems(contract, signature, label))
     return problems
 
 
-def _role_problems(contract: IOContract, signature: ModelSignature) -> list[str]:
+def _role_problems(contract: IOContract, signature: ModelSignature, label: str = "model") -> list[str]:
     problems: list[str] = []
     audio = contract.by_role("audio")
     if audio is None:
@@ -205,25 +209,48 @@ def _role_problems(contract: IOContract, signature: ModelSignature) -> list[str]
             problems.append(f"logits output {logits.name} needs spec.io.vocabulary to be decoded")
         elif actual is not None and actual.dims and actual.dims[-1] not in (-1, len(contract.vocabulary)):
             problems.append(
-                f"logits output {logits.name}: model has {actual.dims[-1]} classes but spec.io.vocabulary "
+                f"logits output {logits.name}: {label} has {actual.dims[-1]} classes but spec.io.vocabulary "
                 f"has {len(contract.vocabulary)} tokens"
             )
     for key in SAMPLE_RATE_KEYS:
         value = signature.metadata.get(key)
         if value and value.isdigit() and int(value) != contract.sample_rate:
             problems.append(
-                f"sample rate: spec.io.sampleRate {contract.sample_rate} vs model metadata {key}={value}"
+                f"sample rate: spec.io.sampleRate {contract.sample_rate} vs {label} metadata {key}={value}"
             )
     return problems
 
 
+def config_signature(config_path: Path) -> tuple[ModelSignature, int]:
+    """Tensors declared by a Triton `config.pbtxt` shipped in the artifact (dims without the
+    batch axis, as the spec writes them) and its max_batch_size."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from stt_operator.triton.config import parse_config_pbtxt
+
+    config = parse_config_pbtxt(config_path.read_text())
+
+    def convert(t: Any) -> TensorSpec:
+        dims = tuple(int(d) for d in t.dims)
+        return TensorSpec(t.name, mc.DataType.Name(t.data_type), dims, "other", ())
+
+    signature = ModelSignature(
+        inputs=[convert(t) for t in config.input], outputs=[convert(t) for t in config.output]
+    )
+    return signature, int(config.max_batch_size)
+
+
 def architecture_step(
-    fmt: str | None, model_path: Path | None, contract: IOContract
+    fmt: str | None, model_path: Path | None, contract: IOContract, root: Path | None = None
 ) -> tuple[StepResult, ModelSignature | None]:
-    """Step 2. Only ONNX can be inspected without the framework; other formats say why not."""
+    """Step 2. ONNX is inspected directly; other formats are checked through the
+    `config.pbtxt` they ship, when they ship one; otherwise the step says why it cannot run."""
+    config = _find_config(root) if fmt != "onnx" and root is not None and model_path is not None else None
+    if config is not None:
+        return _config_step(config, contract, root)
     if fmt != "onnx" or model_path is None:
         reasons = {
-            "python": "a Python model's tensors are defined by its config and code, not statically",
+            "python": "a Python model's tensors are defined by its config.pbtxt, and none was shipped",
             "torchscript": "inspecting TorchScript signatures needs torch, not shipped in the validator",
             "pytorch": "a PyTorch state dict has no I/O signature; export to ONNX or TorchScript",
             "tensorflow-savedmodel": "reading SavedModel signatures needs tensorflow, not installed here",
@@ -231,12 +258,11 @@ def architecture_step(
         }
         return StepResult.skipped("architecture", reasons.get(fmt or "", "no model file to inspect")), None
     signature = onnx_signature(model_path)
+    tensors = [*signature.inputs, *signature.outputs]
     details = {
         "inputs": [t.describe() for t in signature.inputs],
         "outputs": [t.describe() for t in signature.outputs],
-        "dynamicAxes": {
-            t.name: list(t.dynamic_axes) for t in [*signature.inputs, *signature.outputs] if t.dynamic_axes
-        },
+        "dynamicAxes": {t.name: list(t.dynamic_axes) for t in tensors if t.dynamic_axes},
     }
     if not contract.inputs and not contract.outputs:
         return StepResult.failed(
@@ -254,6 +280,34 @@ def architecture_step(
         ),
         signature,
     )
+
+
+def _find_config(root: Path) -> Path | None:
+    if root.is_file():
+        return None
+    found = sorted(root.rglob("config.pbtxt"), key=lambda p: len(p.parts))
+    return found[0] if found else None
+
+
+def _config_step(config: Path, contract: IOContract, root: Path) -> tuple[StepResult, ModelSignature | None]:
+    rel = config.relative_to(root).as_posix()
+    try:
+        signature, max_batch = config_signature(config)
+    except ValueError as exc:
+        return StepResult.failed("architecture", str(exc), findings=[str(exc)]), None
+    # config.pbtxt dims already leave the batch axis out, exactly like spec.io.
+    unbatched = IOContract(contract.inputs, contract.outputs, contract.sample_rate, contract.vocabulary, 0)
+    problems = compare(unbatched, signature, rel)
+    if contract.max_batch_size != max_batch:
+        problems.append(f"triton.maxBatchSize {contract.max_batch_size} vs {rel} max_batch_size {max_batch}")
+    details = {
+        "inputs": [t.describe() for t in signature.inputs],
+        "outputs": [t.describe() for t in signature.outputs],
+    }
+    if problems:
+        message = f"{len(problems)} I/O contract mismatch(es) with {rel}: " + "; ".join(problems[:3])
+        return StepResult.failed("architecture", message, findings=problems, **details), signature
+    return StepResult.passed("architecture", f"tensors declared in {rel} match spec.io", **details), signature
 
 
 def contract_dict(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> dict[str, Any]:

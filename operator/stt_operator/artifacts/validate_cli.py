@@ -208,7 +208,7 @@ def run_validation(
     fmt = detected.format if model_path else None
 
     contract = IOContract.from_spec(spec)
-    arch_result, _signature_io = architecture_step(fmt, model_path, contract)
+    arch_result, _signature_io = architecture_step(fmt, model_path, contract, root)
     report.steps.append(arch_result)
 
     triton = spec.get("triton") or {}
@@ -221,7 +221,11 @@ def run_validation(
     security_result = security_step(root, detected.format, detected.path, allowed)
     report.steps.append(security_result)
 
-    what = "the downloaded archive" if fetched.path != root and fetched.path.is_file() else fetched.path.name
+    what = (
+        f"archive {fetched.path.name}"
+        if fetched.path != root and fetched.path.is_file()
+        else fetched.path.name
+    )
     try:
         signature_path = _signature(args, spec, work)
     except fetch.FetchError as exc:

@@ -81,3 +81,35 @@ def test_other_formats_are_skipped_with_a_reason(fmt: str) -> None:
 def test_bad_role_in_spec_is_named() -> None:
     with pytest.raises(ValueError, match=r"spec\.io\.inputs\[0\]\.role 'mic'"):
         contract(inputs=[{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "mic"}])
+
+
+CONFIG = """
+name: "asr"
+backend: "python"
+max_batch_size: 8
+input [ { name: "AUDIO" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "TRANSCRIPT" data_type: TYPE_STRING dims: [ 1 ] } ]
+"""
+
+
+def test_python_model_is_checked_through_its_config_pbtxt(tmp_path: Path) -> None:
+    root = tmp_path / "asr"
+    (root / "1").mkdir(parents=True)
+    (root / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def execute(self, r):\n        return r\n"
+    )
+    (root / "config.pbtxt").write_text(CONFIG)
+    io = {
+        "inputs": [{"name": "AUDIO", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+        "outputs": [{"name": "TRANSCRIPT", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}],
+    }
+    spec = {**samples.ctc_spec("file:///x"), "format": "python", "io": io}
+    result, _ = architecture_step("python", root / "1" / "model.py", IOContract.from_spec(spec), root)
+    assert result.result == "passed", result.message
+    assert result.message == "tensors declared in config.pbtxt match spec.io"
+    spec["io"]["outputs"][0]["dataType"] = "TYPE_FP32"
+    spec["triton"] = {"maxBatchSize": 4}
+    result, _ = architecture_step("python", root / "1" / "model.py", IOContract.from_spec(spec), root)
+    assert result.result == "failed"
+    assert "output TRANSCRIPT: spec dataType TYPE_FP32 vs config.pbtxt TYPE_STRING" in result.findings
+    assert "triton.maxBatchSize 4 vs config.pbtxt max_batch_size 8" in result.findings
