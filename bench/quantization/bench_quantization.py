@@ -72,7 +72,8 @@ def main() -> int:
     ap.add_argument("--noise-snr-db", type=float, default=None)
     ap.add_argument("--modes", nargs="+", default=["dynamic-int8", "static-int8"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1])
-    ap.add_argument("--exclude", nargs="*", default=["Conv"])
+    ap.add_argument("--exclude", nargs="*", default=["Conv"], help="op types left in float")
+    ap.add_argument("--exclude-nodes", nargs="*", default=[], help="node-name globs left in float")
     ap.add_argument("--calibration-samples", type=int, default=32)
     ap.add_argument("--max-wer-increase", type=float, default=0.005)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
@@ -105,6 +106,7 @@ def main() -> int:
                     calibration_samples=args.calibration_samples,
                     providers=["CPUExecutionProvider"],
                     threads=threads,
+                    exclude_nodes=args.exclude_nodes,
                 )
                 row = {
                     "mode": mode,

@@ -36,13 +36,31 @@ def op_types_to_quantize(exclude: Sequence[str] = DEFAULT_EXCLUDE) -> list[str]:
     return [op for op in QUANTIZABLE_OP_TYPES if op not in set(exclude)]
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, exclude_op_types: Sequence[str] = DEFAULT_EXCLUDE) -> Path:
+def nodes_matching(model_path: Path, patterns: Sequence[str]) -> list[str]:
+    """Node names matching any glob pattern (e.g. a front-end's `/frontend/*`)."""
+    if not patterns:
+        return []
+    import fnmatch
+
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
+
+
+def quantize_dynamic_int8(
+    src: Path,
+    dst: Path,
+    exclude_op_types: Sequence[str] = DEFAULT_EXCLUDE,
+    exclude_nodes: Sequence[str] = (),
+) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         model_input=str(src),
         model_output=str(dst),
         op_types_to_quantize=op_types_to_quantize(exclude_op_types),
+        nodes_to_exclude=nodes_matching(src, exclude_nodes),
         weight_type=QuantType.QInt8,
         per_channel=False,
     )
@@ -77,6 +95,7 @@ def quantize_static_int8(
     dst: Path,
     calibration_feeds: Sequence[dict[str, Any]],
     exclude_op_types: Sequence[str] = DEFAULT_EXCLUDE,
+    exclude_nodes: Sequence[str] = (),
 ) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -93,6 +112,7 @@ def quantize_static_int8(
             calibration_data_reader=_as_calibration_reader(calibration_feeds),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types_to_quantize(exclude_op_types),
+            nodes_to_exclude=nodes_matching(prepared, exclude_nodes),
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
@@ -177,6 +197,7 @@ def run_quantization(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     model_name: str | None = None,
+    exclude_nodes: Sequence[str] = (),
 ) -> QuantizationReport:
     """Convert `src` into `dst`, gate it on WER and measure the speed-up; `dst` is removed
     when the gate rejects it so a rejected artifact can never be published by mistake."""
@@ -189,10 +210,10 @@ def run_quantization(
     calibration, held_out = split_samples(samples, mode, calibration_samples)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if mode == "dynamic-int8":
-        quantize_dynamic_int8(src, dst, exclude_op_types)
+        quantize_dynamic_int8(src, dst, exclude_op_types, exclude_nodes)
     elif mode == "static-int8":
         probe = ContractRunner.create(make_session(src, providers), contract, src)
-        quantize_static_int8(src, dst, [probe.feeds(s) for s in calibration], exclude_op_types)
+        quantize_static_int8(src, dst, [probe.feeds(s) for s in calibration], exclude_op_types, exclude_nodes)
     else:
         convert_fp16(src, dst)
     # A vocabulary file beside the model travels with it (metadata survives conversion).
@@ -220,6 +241,7 @@ def run_quantization(
             "heldOut": len(held_out),
             "calibration": len(calibration),
             "excludeOpTypes": list(exclude_op_types),
+            "excludeNodes": list(exclude_nodes),
             "opTypes": op_types_to_quantize(exclude_op_types) if mode != "fp16" else [],
             "floatCer": float_metrics.cer,
             "quantizedCer": quant_metrics.cer,
