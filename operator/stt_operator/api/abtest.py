@@ -29,16 +29,21 @@ from stt_operator.api.common import (
 
 class ModelDeploymentRef(ApiModel):
     name: ObjectName
+    """Name of a ModelDeployment in the same namespace."""
 
 
 class ABTestEndpoint(ApiModel):
     model_deployment_ref: ModelDeploymentRef
+    """The ModelDeployment whose traffic is split."""
 
 
 class Variant(ApiModel):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    """Variant name (DNS label), unique in the test."""
     model: ModelRef
+    """The STTModel this variant serves."""
     weight: int = Field(ge=0, le=100)
+    """Share of traffic in percent; all weights sum to 100."""
 
 
 HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -46,10 +51,13 @@ HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
 class Stickiness(ApiModel):
     enabled: bool = False
+    """Keep a session on one variant."""
     session_header: str = Field(
         default="x-session-id", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
     )
+    """Request header carrying the session id."""
     cookie_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256)
+    """Cookie carrying the session id (when no header)."""
 
 
 PromotionRule = Literal["winner", "non-inferior"]
@@ -57,7 +65,10 @@ PromotionRule = Literal["winner", "non-inferior"]
 
 class PromotionSpec(ApiModel):
     auto: bool = False
+    """Promote the winner through the ModelDeployment when the test ends."""
     only_if: PromotionRule = "winner"
+    """winner: only a significantly better variant; non-inferior: not worse than the control
+    by more than the primary metric's margin."""
 
 
 def _immutable(field: str) -> dict[str, Any]:
@@ -73,7 +84,10 @@ def _immutable(field: str) -> dict[str, Any]:
 
 
 class ABTestSpec(ApiModel):
+    """A traffic split of one endpoint between models, measured until a decision."""
+
     endpoint: ABTestEndpoint = Field(json_schema_extra=_immutable("endpoint"))
+    """The endpoint whose traffic is split."""
     variants: list[Variant] = Field(
         min_length=2,
         max_length=10,
@@ -92,13 +106,16 @@ class ABTestSpec(ApiModel):
             ]
         },
     )
+    """2..10 variants; distinct models; weights sum to 100."""
     control_variant: str | None = Field(
         default=None, max_length=63, description="the baseline variant; the first variant when empty"
     )
     stickiness: Stickiness | None = None
+    """Session stickiness."""
     duration: Duration = Field(default="24h", description="maximum run time")
     min_duration: Duration | None = Field(default=None, description="no decision before this")
     primary_metric: MetricSpec = Field(json_schema_extra=_immutable("primaryMetric"))
+    """The metric that decides the winner."""
     guardrail_metrics: list[MetricSpec] = Field(
         default_factory=list,
         max_length=8,
@@ -108,11 +125,17 @@ class ABTestSpec(ApiModel):
             ]
         },
     )
+    """Metrics no variant may worsen (Holm-corrected)."""
     significance_level: float = Field(default=0.05, gt=0, le=0.2)
+    """Alpha of the always-valid test."""
     min_samples_per_variant: int = Field(default=500, ge=1, le=100_000_000)
+    """No decision before every variant has this many samples."""
     paired_evaluation: bool = True
+    """Replay the labelled set to every variant and compare per utterance."""
     srm_threshold: float = Field(default=0.001, gt=0, lt=0.5)
+    """p-value below which a sample-ratio mismatch holds the decision."""
     promotion: PromotionSpec | None = None
+    """What happens to the winner."""
     stop: bool = Field(default=False, description="end the test now (phase Stopped)")
 
     model_config = ConfigDict(

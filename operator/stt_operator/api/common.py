@@ -73,6 +73,7 @@ class ApiModel(BaseModel):
         extra="forbid",
         validate_default=False,
         use_enum_values=True,
+        use_attribute_docstrings=True,  # field docstrings become CRD descriptions (kubectl explain)
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class StatusModel(BaseModel):
         populate_by_name=True,
         extra="ignore",
         use_enum_values=True,
+        use_attribute_docstrings=True,
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,12 +271,14 @@ class ModelRef(ApiModel):
     """An STTModel in the same namespace."""
 
     name: ObjectName
+    """Name of an STTModel in the same namespace."""
 
 
 class LocalObjectRef(ApiModel):
     """A Secret (or other object) in the same namespace."""
 
     name: ObjectName
+    """Name of a Secret in the same namespace."""
 
 
 class ResourcesSpec(ApiModel):
@@ -411,7 +415,9 @@ class ThresholdRange(ApiModel):
     """Absolute bounds a metric must stay within (Flagger naming)."""
 
     min: float | None = None
+    """Lowest acceptable value."""
     max: float | None = None
+    """Highest acceptable value."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -441,8 +447,12 @@ class MetricSpec(ApiModel):
     """One analysis metric: a preset or a custom PromQL query, and the rules it must satisfy."""
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=63)
+    """Unique name of the metric in its list (used by templateMetrics and in status)."""
     preset: MetricPreset | None = None
+    """A built-in measurement: wer, cer, latency-p95, latency-p99, error-rate, confidence or rtf."""
     query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Custom PromQL; may use {{namespace}} {{service}} {{model}} {{variant}} {{language}}
+    {{start}} {{interval}}."""
     threshold_range: ThresholdRange | None = None
     max_relative_increase: float | None = Field(
         default=None, ge=0, le=100, description="relative to the baseline, e.g. 0.05 = +5%"
@@ -454,6 +464,7 @@ class MetricSpec(ApiModel):
         default=None, description="lower-is-better (default; higher-is-better for the confidence preset)"
     )
     min_samples: int = Field(default=200, ge=1, le=100_000_000)
+    """Samples (utterances or requests) per arm before a verdict; fewer gives Inconclusive."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -496,6 +507,7 @@ class PrometheusSpec(ApiModel):
         description="Prometheus base URL; the operator-wide default when empty",
     )
     timeout: Duration = "10s"
+    """Query timeout."""
 
 
 NoDataPolicy = Literal["Pause", "Fail", "Ignore"]
@@ -505,6 +517,7 @@ class AnalysisSpec(ApiModel):
     """How a rollout is judged between steps."""
 
     interval: Duration = "1m"
+    """Time between two checks."""
     metrics: list[MetricSpec] = Field(
         default_factory=list,
         max_length=16,
@@ -520,12 +533,18 @@ class AnalysisSpec(ApiModel):
             ]
         },
     )
+    """What is measured and the rule each must satisfy."""
     failure_limit: int = Field(default=0, ge=0, le=1000)
+    """Failed checks tolerated before rolling back."""
     inconclusive_limit: int = Field(default=0, ge=0, le=1000, description="0 = wait without limit")
     consecutive_success_limit: int = Field(default=1, ge=1, le=1000)
+    """Consecutive passed checks needed to pass an analysis step."""
     no_data_policy: NoDataPolicy = "Pause"
+    """What Prometheus returning no data means: Pause (wait, default), Fail or Ignore."""
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Confidence level of the sequential tests (1 - alpha)."""
     prometheus: PrometheusSpec | None = None
+    """Where to query; the operator-wide Prometheus when empty."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

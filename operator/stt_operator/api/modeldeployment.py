@@ -38,18 +38,26 @@ Optimize = Literal["wer", "latency"]
 
 class SelectionCriteria(ApiModel):
     max_wer: float | None = Field(default=None, ge=0, le=10)
+    """Only models with validated WER at most this."""
     max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    """Only models with p95 latency at most this (ms)."""
     min_confidence: float | None = Field(default=None, ge=0, le=1)
+    """Only models with mean confidence at least this."""
     optimize: Optimize = "wer"
+    """Among the candidates, the lowest wer or the lowest latency wins."""
 
 
 class ModelSelector(ApiModel):
     """Pick the best Ready STTModel automatically instead of naming one."""
 
     language: Language | None = None
+    """BCP-47 language the model must have."""
     language_pair: LanguagePair | None = None
+    """Language pair the model must have (speech translation)."""
     match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=32)
+    """Labels the STTModel must carry."""
     criteria: SelectionCriteria | None = None
+    """Constraints and what to optimise."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -73,8 +81,11 @@ class GatewayRef(ApiModel):
     """The Gateway API parent of the endpoint's HTTPRoute."""
 
     name: ObjectName
+    """Gateway name."""
     namespace: ObjectName | None = None
+    """Gateway namespace; this namespace when empty."""
     section_name: str | None = Field(default=None, max_length=253)
+    """Listener of the Gateway."""
 
 
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -82,10 +93,13 @@ HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 
 class EndpointSpec(ApiModel):
     gateway_ref: GatewayRef | None = None
+    """Parent Gateway of the HTTPRoute."""
     hostnames: list[Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]] = Field(
         default_factory=list, max_length=16
     )
+    """Hostnames the HTTPRoute matches."""
     path: str = Field(default="/", pattern=r"^/", max_length=1024)
+    """Path prefix the HTTPRoute matches."""
     port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port behind the Service")
 
 
@@ -93,8 +107,11 @@ class GradualStrategy(ApiModel):
     """Fixed weight step every interval (analysis between steps when configured)."""
 
     step_weight: int = Field(ge=1, le=100)
+    """Weight added to the new model at each step (percent)."""
     max_weight: int = Field(default=100, ge=1, le=100)
+    """Weight at which the new model is promoted."""
     interval: Duration = "1m"
+    """Time between steps."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -136,8 +153,11 @@ class CanaryStep(ApiModel):
     """Exactly one of setWeight, pause, analysis (Argo Rollouts naming)."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
+    """Send this percentage of traffic to the new model."""
     pause: PauseStep | None = None
+    """Wait, for a duration or until a person resumes."""
     analysis: AnalysisStep | None = None
+    """Run spec.analysis and go on only if it passes."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -192,6 +212,7 @@ class CanaryStrategy(ApiModel):
             ]
         },
     )
+    """Steps in order; promotion follows the last one."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -203,11 +224,14 @@ class CanaryStrategy(ApiModel):
 
 class BlueGreenStrategy(ApiModel):
     auto_promotion_enabled: bool = True
+    """Switch traffic on its own once the preview is ready (and analysed)."""
     auto_promotion_seconds: int | None = Field(
         default=None, ge=0, le=86400 * 7, description="wait this long after the preview is ready"
     )
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    """Keep the old stack this long after the switch."""
     pre_promotion_analysis: bool = False
+    """Run spec.analysis against the preview before switching."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -230,9 +254,13 @@ class BlueGreenStrategy(ApiModel):
 
 class StrategySpec(ApiModel):
     type: StrategyType = "Canary"
+    """Immediate, Gradual, Canary (default) or BlueGreen."""
     gradual: GradualStrategy | None = None
+    """Settings of the Gradual strategy."""
     canary: CanaryStrategy | None = None
+    """Settings of the Canary strategy; default steps when empty."""
     blue_green: BlueGreenStrategy | None = None
+    """Settings of the BlueGreen strategy."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -273,31 +301,47 @@ class StrategySpec(ApiModel):
 
 class RollbackSpec(ApiModel):
     automatic: bool = True
+    """Roll back on its own when analysis fails."""
     revision_history_limit: int = Field(default=10, ge=1, le=100)
+    """Revisions kept in status.revisions."""
 
 
 _ANALYSIS_NEEDED = "(has(self.analysis) && size(self.analysis.metrics) > 0)"
 
 
 class ModelDeploymentSpec(ApiModel):
+    """A serving endpoint, the model behind it and how that model is changed."""
+
     model: ModelRef | None = None
+    """The STTModel to serve (or use selector)."""
     selector: ModelSelector | None = None
+    """Pick the best Ready STTModel automatically (instead of model)."""
     replicas: int = Field(default=1, ge=0, le=1000)
+    """Triton pods of the stable revision."""
     resources: ResourcesSpec | None = Field(default=None, description="overrides the STTModel's resources")
     scale_replicas_with_weight: bool = False
+    """Scale the new revision's pods with its traffic weight."""
     endpoint: EndpointSpec | None = None
+    """The stable endpoint clients call."""
     routing: Routing = "gateway-api"
+    """gateway-api (weighted HTTPRoute, default) or replica-ratio (no mesh: one Service, split
+    by pod count)."""
     # Explicit object defaults so omitting the block still yields `type: Canary` etc. at admission.
     strategy: StrategySpec = Field(
         default_factory=StrategySpec, json_schema_extra={"default": {"type": "Canary"}}
     )
+    """How a new model replaces the serving one."""
     analysis: AnalysisSpec | None = None
+    """Measurements between steps and the rules that decide promotion or rollback."""
     rollback: RollbackSpec = Field(
         default_factory=RollbackSpec,
         json_schema_extra={"default": {"automatic": True, "revisionHistoryLimit": 10}},
     )
+    """Automatic rollback and revision history."""
     scale_down_delay: Duration = "30s"
+    """Keep the old revision this long after promotion."""
     paused: bool = False
+    """Hold the rollout where it is."""
 
     model_config = ConfigDict(
         json_schema_extra={

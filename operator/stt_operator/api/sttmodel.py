@@ -86,6 +86,7 @@ class SourceSpec(ApiModel):
         default=None, description="archive type; detected from the name when empty"
     )
     max_size_bytes: int | None = Field(default=None, ge=1, le=1 << 40)
+    """Refuse artifacts larger than this."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -115,9 +116,12 @@ class TensorSpec(ApiModel):
     """One input or output tensor of the model's I/O contract."""
 
     name: str = Field(pattern=TENSOR_NAME_PATTERN, max_length=128)
+    """Tensor name as the model declares it."""
     data_type: DataType
+    """Triton data type."""
     dims: list[int] = Field(max_length=8, description="shape without the batch dim; -1 = dynamic")
     role: TensorRole = "other"
+    """What the tensor carries: audio, audio-length, sample-rate, transcript, logits, confidence or other."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -143,9 +147,11 @@ class IOSpec(ApiModel):
     inputs: list[TensorSpec] = Field(
         min_length=1, max_length=16, json_schema_extra={"x-kubernetes-validations": _TENSOR_LIST_RULES}
     )
+    """Input tensors; exactly one has role audio."""
     outputs: list[TensorSpec] = Field(
         min_length=1, max_length=16, json_schema_extra={"x-kubernetes-validations": _TENSOR_LIST_RULES}
     )
+    """Output tensors; a transcript, or logits plus vocabulary."""
     sample_rate: int = Field(default=16000, ge=8000, le=192000, description="Hz")
     vocabulary: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None,
@@ -188,14 +194,20 @@ class IOSpec(ApiModel):
 
 class DynamicBatching(ApiModel):
     enabled: bool = True
+    """Let Triton batch requests on its own."""
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=8)
+    """Batch sizes Triton aims for (each <= maxBatchSize)."""
     max_queue_delay_microseconds: int = Field(default=0, ge=0, le=10_000_000)
+    """How long a request may wait for a batch to fill."""
 
 
 class InstanceGroup(ApiModel):
     kind: InstanceKind = "KIND_GPU"
+    """Run on GPU or CPU."""
     count: int = Field(default=1, ge=1, le=64)
+    """Model instances per device."""
     gpus: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=16)
+    """GPU ids to use (KIND_GPU only); all visible when empty."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -217,7 +229,10 @@ class InstanceGroup(ApiModel):
 
 
 class LatestVersions(ApiModel):
+    """Serve the newest versions."""
+
     num_versions: int = Field(default=1, ge=1, le=100)
+    """Serve the newest N versions."""
 
 
 class AllVersions(ApiModel):
@@ -225,7 +240,10 @@ class AllVersions(ApiModel):
 
 
 class SpecificVersions(ApiModel):
+    """Serve the listed versions."""
+
     versions: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=32)
+    """Serve exactly these versions."""
 
 
 class VersionPolicy(ApiModel):
@@ -259,10 +277,15 @@ class TritonSpec(ApiModel):
 
     backend: TritonBackend | None = Field(default=None, description="derived from spec.format when empty")
     max_batch_size: int = Field(default=8, ge=0, le=1024)
+    """Largest batch Triton sends the model; 0 disables batching."""
     dynamic_batching: DynamicBatching | None = None
+    """Triton's dynamic batcher."""
     instance_group: InstanceGroup | None = None
+    """Where and how many model instances run."""
     version_policy: VersionPolicy | None = None
+    """Which model versions Triton serves (latest 1 when empty)."""
     warmup: bool = False
+    """Send warm-up requests before the model reports ready."""
     tensorrt_fp16: bool = Field(default=False, description="ONNX Runtime TensorRT accelerator with FP16")
     image: str | None = Field(default=None, max_length=512, description="Triton image override")
     parameters: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
@@ -313,6 +336,7 @@ class EvaluationSet(ApiModel):
     """A labelled evaluation set: audio files plus a manifest of reference transcripts."""
 
     uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    """Location of the labelled audio (same schemes as source.uri)."""
     manifest: str | None = Field(
         default=None, max_length=1024, description="manifest path inside the set (JSONL/CSV)"
     )
@@ -320,30 +344,44 @@ class EvaluationSet(ApiModel):
 
 class ValidationThresholds(ApiModel):
     max_wer: float | None = Field(default=None, ge=0, le=10)
+    """Highest word error rate accepted (0.1 = 10 %)."""
     max_cer: float | None = Field(default=None, ge=0, le=10)
+    """Highest character error rate accepted."""
     max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    """Highest p95 latency per utterance, in ms."""
     max_real_time_factor: float | None = Field(default=None, gt=0)
+    """Highest processing time / audio duration."""
     max_peak_memory_mi_b: float | None = Field(default=None, gt=0, alias="maxPeakMemoryMiB")
+    """Highest peak memory while benchmarking, in MiB."""
 
 
 class SecurityPolicy(ApiModel):
     allowed_pickle_globals: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list, max_length=256
     )
+    """Pickle globals (module.name) the security scan accepts besides the safe defaults."""
 
 
 class SignatureSpec(ApiModel):
     public_key_secret_ref: LocalObjectRef
+    """Secret holding the public key that signed the artifact."""
     signature_uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    """Location of the detached signature."""
 
 
 class ValidationSpec(ApiModel):
     enabled: bool = True
+    """Run the validation Job (format, architecture, dependencies, security, integrity, performance)."""
     evaluation_set: EvaluationSet | None = None
+    """Labelled audio for the performance step and the quantization gate."""
     thresholds: ValidationThresholds | None = None
+    """Limits the performance step enforces."""
     security: SecurityPolicy | None = None
+    """Security scan policy."""
     signature: SignatureSpec | None = None
+    """Verify a detached signature of the artifact."""
     timeout: Duration = "30m"
+    """Fail validation that runs longer than this."""
 
     def timeout_seconds(self) -> float:
         return parse_duration(self.timeout)
@@ -351,30 +389,45 @@ class ValidationSpec(ApiModel):
 
 class QuantizationSpec(ApiModel):
     enabled: bool = False
+    """Quantize the model (ONNX only) and keep it only if the accuracy gate passes."""
     mode: QuantizationMode = "dynamic-int8"
+    """dynamic-int8, static-int8 (calibrated on the evaluation set) or fp16."""
     max_wer_increase: float = Field(default=0.005, ge=0, le=1, description="absolute WER increase allowed")
     output_uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=2048)
+    """Where to store the quantized artifact; next to the source when empty."""
     exclude_op_types: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=lambda: ["Conv"],
         max_length=64,
         json_schema_extra={"default": ["Conv"]},
     )
+    """ONNX op types left in full precision."""
     calibration_samples: int | None = Field(default=None, ge=1, le=100_000)
+    """Utterances used to calibrate static-int8."""
 
 
 class STTModelSpec(ApiModel):
+    """One model artifact and how to serve, validate and quantize it."""
+
     language: Language = Field(description="BCP-47 tag, e.g. en-US")
     language_pair: LanguagePair | None = Field(
         default=None, description="speech translation, e.g. en-US>de-DE"
     )
     description: str | None = Field(default=None, max_length=1024)
+    """Free text for people."""
     format: ModelFormat
+    """Artifact format: onnx, torchscript, pytorch, tensorflow-savedmodel, tensorrt-plan or python."""
     source: SourceSpec
+    """Where the artifact comes from and how to verify it."""
     io: IOSpec
+    """The model's input/output contract."""
     triton: TritonSpec | None = None
+    """How Triton serves the model (rendered into config.pbtxt)."""
     resources: ResourcesSpec | None = None
+    """Resources of each serving pod."""
     validation: ValidationSpec | None = None
+    """The validation pipeline (enabled by default)."""
     quantization: QuantizationSpec | None = None
+    """Optional quantization with an accuracy gate."""
 
     model_config = ConfigDict(
         json_schema_extra={
