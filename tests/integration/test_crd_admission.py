@@ -364,3 +364,10 @@ def test_abtest_variants_cannot_change_but_duration_can(
         GROUP, VERSION, crd_namespace, "abtests", name, {"spec": {"duration": "3h"}}
     )
     assert patched["spec"]["duration"] == "3h"
+
+
+def test_kubectl_explain_documents_fields(cluster: Any) -> None:
+    out = cluster.kubectl("explain", "sttmodels.spec.source")
+    assert "Where the artifact comes from" in out and "sha256" in out
+    out = cluster.kubectl("explain", "mdep.spec.strategy.canary.steps")
+    assert "setWeight" in out and "Send this percentage of traffic to the new model" in out
