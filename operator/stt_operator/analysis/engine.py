@@ -63,7 +63,7 @@ def _key(metric: str, rule: str) -> str:
     return f"{metric}/{rule}"
 
 
-def _finalize(
+def finalize(
     results: list[MetricResult], rules: Mapping[str, MetricRule], ctx: AnalysisContext
 ) -> list[MetricResult]:
     alpha = 1.0 - ctx.confidence
@@ -151,6 +151,10 @@ def evaluate_metrics(
     """Evaluate every metric (pydantic MetricSpec, dict or MetricRule) against Prometheus."""
     t0 = time.monotonic()
     ctx = AnalysisContext.from_any(context)
+    if ctx.now is None:
+        # One evaluation instant for every query: increase() extrapolates to the window end, so
+        # sums read at different instants would be scaled differently and ratios would drift.
+        ctx = replace(ctx, now=time.time())
     results: list[MetricResult | None] = [None] * len(metric_specs)
     rules: dict[str, MetricRule] = {}
     todo: list[tuple[int, MetricRule]] = []
@@ -173,7 +177,7 @@ def evaluate_metrics(
             futures = [(i, pool.submit(_fetch_and_judge, client, rule, ctx)) for i, rule in todo]
             for i, fut in futures:
                 results[i] = fut.result()
-    final = _finalize([r for r in results if r is not None], rules, ctx)
+    final = finalize([r for r in results if r is not None], rules, ctx)
     outcome = aggregate((m.outcome for m in final), ctx.no_data_policy)
     lead = [m for m in final if m.outcome == outcome] or final
     message = lead[0].message if lead else "no metrics to analyse"
@@ -210,6 +214,8 @@ def check_sample_ratio(
     Counts come from Triton (`services`: variant -> Service name) or else from the evaluator's
     request counter. Returns an `SRMResult`, or a one-line reason when there is no data."""
     ctx = AnalysisContext.from_any(context)
+    if ctx.now is None:
+        ctx = replace(ctx, now=time.time())
     f = presets.Fetcher(client, ctx)
     counts: dict[str, float] = {}
     try:

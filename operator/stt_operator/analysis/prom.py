@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 
@@ -102,6 +103,10 @@ class PrometheusClient:
         except requests.exceptions.Timeout as e:
             raise PromQueryError("timeout", query, f"no answer within {self.timeout_s:g}s") from e
         except (requests.exceptions.ConnectionError, requests.exceptions.RetryError) as e:
+            # requests reports a read timeout that exhausted urllib3's retries as a ConnectionError.
+            reason = getattr(e.args[0], "reason", None) if e.args else None
+            if isinstance(reason, ReadTimeoutError):
+                raise PromQueryError("timeout", query, f"no answer within {self.timeout_s:g}s") from e
             raise PromQueryError("unreachable", query, f"cannot reach {self.url}: {type(e).__name__}") from e
         except PrometheusApiClientException as e:
             kind, detail = _classify(str(e))

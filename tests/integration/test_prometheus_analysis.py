@@ -1,0 +1,377 @@
+"""The analysis engine against a real Prometheus scraping real prometheus_client exporters.
+
+One Prometheus (1 s scrape interval) scrapes an evaluator exporter, a second evaluator exporter
+the tests restart or stop (counter reset, stale series) and two exporters with Triton's metric
+names (one per revision Service). Each test uses its own `endpoint` label so tests don't mix.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+from stt_operator import evalmetrics as em
+from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics, p_state
+from stt_operator.analysis.policy import decide
+from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.stats.counts import SRMResult
+from stt_operator.testing.prometheus import (
+    Exporter,
+    PrometheusServer,
+    ScrapeTarget,
+    free_port,
+    start_exporter,
+)
+
+pytestmark = pytest.mark.integration
+NS = "analysis-it"
+
+
+class TritonCounters:
+    """Serves Triton's counter names exactly as Triton spells them (no `_total`)."""
+
+    def __init__(self) -> None:
+        self.success = 0.0
+        self.failure = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, success: float, failure: float) -> None:
+        with self._lock:
+            self.success += success
+            self.failure += failure
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            ok, bad = self.success, self.failure
+        s = Metric("nv_inference_request_success", "Number of successful inference requests", "unknown")
+        s.add_sample("nv_inference_request_success", {"model": "asr", "version": "1"}, ok)
+        f = Metric("nv_inference_request_failure", "Number of failed inference requests", "unknown")
+        f.add_sample(
+            "nv_inference_request_failure", {"model": "asr", "version": "1", "reason": "BACKEND"}, bad
+        )
+        yield s
+        yield f
+
+
+@dataclass
+class Lab:
+    prom: PrometheusServer
+    metrics: em.EvalMetrics
+    exporters: list[Exporter]
+    flaky_port: int
+    triton: dict[str, TritonCounters]
+    flaky: Exporter | None = None
+    flaky_metrics: em.EvalMetrics | None = field(default=None)
+
+    def start_flaky(self) -> em.EvalMetrics:
+        """A fresh evaluator process on the flaky target's port: its counters start at zero."""
+        self.stop_flaky()
+        reg = CollectorRegistry()
+        self.flaky_metrics = em.build_eval_metrics(reg)
+        self.flaky = start_exporter(reg, self.flaky_port)
+        return self.flaky_metrics
+
+    def stop_flaky(self) -> None:
+        if self.flaky is not None:
+            self.flaky.stop()
+            self.flaky = None
+
+
+@pytest.fixture(scope="module")
+def lab(prometheus: PrometheusServer) -> Iterator[Lab]:
+    reg = CollectorRegistry()
+    metrics = em.build_eval_metrics(reg)
+    evaluator = start_exporter(reg)
+    triton = {"stable": TritonCounters(), "canary": TritonCounters()}
+    exporters = [evaluator]
+    targets = [ScrapeTarget("evaluator", evaluator.address, {"namespace": NS})]
+    for variant, counters in triton.items():
+        treg = CollectorRegistry()
+        treg.register(counters)
+        exp = start_exporter(treg)
+        exporters.append(exp)
+        targets.append(ScrapeTarget("triton", exp.address, {"namespace": NS, "service": f"ep-{variant}"}))
+    lab = Lab(prometheus, metrics, exporters, free_port(), triton)
+    lab.start_flaky()
+    targets.append(ScrapeTarget("evaluator-flaky", f"127.0.0.1:{lab.flaky_port}", {"namespace": NS}))
+    prometheus.add_targets(targets)  # one reload: Prometheus applies new targets every 5 s
+    yield lab
+    lab.stop_flaky()
+    for exp in exporters:
+        exp.stop()
+
+
+def _labels(endpoint: str, variant: str) -> dict[str, str]:
+    return {
+        "endpoint": endpoint,
+        "variant": variant,
+        "model": f"model-{variant}",
+        "language": "en-US",
+        "baseline": "stable",
+    }
+
+
+def _wait_scraped(prom: PrometheusServer, endpoint: str, expected: float, timeout: float = 20.0) -> None:
+    # The char-unit pair counter is the last one `_drive` touches per utterance: once it shows the
+    # count, the scrape holds every counter of every utterance.
+    q = f'min(stt_eval_pairs_total{{namespace="{NS}",endpoint="{endpoint}",unit="char"}})'
+    prom.wait_for(q, lambda r: float(r[0]["value"][1]) == expected, timeout=timeout)
+
+
+def _drive(
+    lab: Lab, m: em.EvalMetrics, endpoint: str, n: int, extra: float, seed: int, latency_scale: float = 1.0
+) -> dict[str, int]:
+    """Replay n utterances to both variants; return the exact error and word totals."""
+    rng = np.random.default_rng(seed)
+    stable, canary = _labels(endpoint, "stable"), _labels(endpoint, "canary")
+    errs = {"c": 0, "b": 0, "n": 0}
+    for _ in range(n):
+        words = int(rng.integers(4, 25))
+        b = int(rng.binomial(words, rng.beta(2, 16)))
+        c = max(0, b + int(rng.binomial(words, extra)) - int(rng.binomial(b, 0.05)))
+        errs["c"] += c
+        errs["b"] += b
+        errs["n"] += words
+        for labels, e, scale in ((stable, b, 1.0), (canary, c, latency_scale)):
+            m.record_request(labels)
+            m.record_utterance(
+                labels,
+                word_errors=e,
+                ref_words=words,
+                char_errors=2 * e,
+                ref_chars=5 * words,
+                latency_seconds=float(rng.gamma(4, 0.04 * scale)),
+                audio_seconds=words * 0.4,
+                confidence=float(rng.uniform(0.7, 0.95)),
+            )
+        m.record_pair(canary, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
+        m.record_pair(canary, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words)
+    return errs
+
+
+def _start(lab: Lab, m: em.EvalMetrics, endpoint: str) -> float:
+    """Create the endpoint's series at zero and wait until Prometheus has scraped the zeros."""
+    for v in ("stable", "canary"):
+        m.init_variant(_labels(endpoint, v))
+    m.init_pair(_labels(endpoint, "canary"))
+    start = time.time()
+    # The first sample inside the window must be the zero: with a partial first sample, increase()
+    # extrapolates each series by a different factor and ratios drift.
+    time.sleep(1.2)
+    _wait_scraped(lab.prom, endpoint, 0.0)
+    return start
+
+
+def _ctx(endpoint: str, start: float, **kw: object) -> dict[str, object]:
+    return {
+        "namespace": NS,
+        "endpoint": endpoint,
+        "candidate": {"variant": "canary", "service": "ep-canary"},
+        "baseline": {"variant": "stable", "service": "ep-stable"},
+        "start": start,
+        "language": "en-US",
+        **kw,
+    }
+
+
+ALL_PRESETS = [
+    {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05},
+    {"name": "cer", "preset": "cer", "nonInferiorityMargin": 0.05},
+    {"name": "latency-p95", "preset": "latency-p95", "thresholdRange": {"max": 2000}},
+    {"name": "confidence", "preset": "confidence", "thresholdRange": {"min": 0.5}},
+    {"name": "rtf", "preset": "rtf", "thresholdRange": {"max": 1.0}},
+]
+
+
+def test_paired_wer_regression_fails_and_rolls_back(lab: Lab) -> None:
+    start = _start(lab, lab.metrics, "regress")
+    sums = _drive(lab, lab.metrics, "regress", 600, extra=0.04, seed=1)
+    _wait_scraped(lab.prom, "regress", 600.0)
+    client = PrometheusClient(lab.prom.url, timeout_s=5)
+    result = evaluate_metrics(client, ALL_PRESETS, _ctx("regress", start))
+    wer = result.metric("wer")
+    assert wer.outcome == "Failed", wer.message
+    # increase() extrapolates every series of one scrape by the same factor: ratios stay exact.
+    assert wer.value == pytest.approx(sums["c"] / sums["n"], rel=1e-9)
+    assert wer.baseline == pytest.approx(sums["b"] / sums["n"], rel=1e-9)
+    assert wer.details["paired"] is True and "paired diff" in wer.message
+    assert wer.samples["candidate"] >= 600
+    assert result.metric("confidence").outcome == "Passed"
+    assert result.metric("rtf").outcome == "Passed"
+    assert result.metric("latency-p95").outcome == "Passed"
+    assert result.outcome == "Failed" and result.message.startswith("Failed (")
+    assert result.elapsed_s < 5.0
+    decision = decide([result], {"failureLimit": 0})
+    assert decision.action == "Rollback" and "wer Failed" in decision.reason
+    assert p_state(result)["wer/maxRelativeIncrease 0.05"][0] < 0.05
+
+
+def test_equivalent_candidate_passes_and_advances(lab: Lab) -> None:
+    start = _start(lab, lab.metrics, "same")
+    _drive(lab, lab.metrics, "same", 700, extra=0.0, seed=2)
+    _wait_scraped(lab.prom, "same", 700.0)
+    specs = [
+        {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.02},
+        {"name": "latency-p95", "preset": "latency-p95", "maxRelativeIncrease": 0.5},
+    ]
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), specs, _ctx("same", start))
+    assert [m.outcome for m in result.metrics] == ["Passed", "Passed"], result.message
+    assert result.metric("latency-p95").details["mann_whitney_p"] > 0.001
+    assert decide([result], {"consecutiveSuccessLimit": 1}).action == "Advance"
+
+
+def test_too_few_utterances_is_inconclusive_with_numbers(lab: Lab) -> None:
+    start = _start(lab, lab.metrics, "few")
+    _drive(lab, lab.metrics, "few", 30, extra=0.05, seed=3)
+    _wait_scraped(lab.prom, "few", 30.0)
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), ALL_PRESETS[:1], _ctx("few", start))
+    wer = result.metric("wer")
+    assert wer.outcome == "Inconclusive"
+    assert "not enough utterances yet (candidate" in wer.message and "/200" in wer.message
+    assert decide([result]).action == "Continue"
+
+
+def test_no_series_is_no_data_and_pauses(lab: Lab) -> None:
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), ALL_PRESETS, _ctx("nobody", time.time() - 60))
+    assert {m.outcome for m in result.metrics} == {"NoData"}
+    assert "no series for" in result.metric("wer").message
+    d = decide([{"outcome": "Passed"}, result])
+    assert d.action == "Pause" and "noDataPolicy=Pause" in d.reason
+
+
+def test_nan_counter_is_no_data(lab: Lab) -> None:
+    start = _start(lab, lab.metrics, "nan")
+    _drive(lab, lab.metrics, "nan", 250, extra=0.0, seed=4)
+    lab.metrics.errors.labels(**{k: _labels("nan", "canary")[k] for k in em.VARIANT_LABELS}, unit="word").inc(
+        math.nan
+    )
+    q = f'stt_eval_errors_total{{namespace="{NS}",endpoint="nan",variant="canary",unit="word"}}'
+    lab.prom.wait_for(q, lambda r: r[0]["value"][1] == "NaN")
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), ALL_PRESETS[:1], _ctx("nan", start))
+    wer = result.metric("wer")
+    assert wer.outcome == "NoData" and "nan" in wer.message.lower()
+
+
+def test_counter_reset_keeps_counts_since_start(lab: Lab) -> None:
+    m = lab.start_flaky()
+    start = _start(lab, m, "reset")
+    first = _drive(lab, m, "reset", 250, extra=0.02, seed=5)
+    _wait_scraped(lab.prom, "reset", 250.0)
+    m = lab.start_flaky()  # the evaluator restarts: every counter is back at zero
+    for v in ("stable", "canary"):
+        m.init_variant(_labels("reset", v))
+    m.init_pair(_labels("reset", "canary"))
+    _wait_scraped(lab.prom, "reset", 0.0)
+    second = _drive(lab, m, "reset", 250, extra=0.02, seed=6)
+    _wait_scraped(lab.prom, "reset", 250.0)
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), ALL_PRESETS[:1], _ctx("reset", start))
+    wer = result.metric("wer")
+    assert wer.outcome in ("Failed", "Passed", "Inconclusive"), wer.message
+    assert wer.samples["candidate"] >= 480  # both halves counted, not only the 250 after the reset
+    assert wer.samples["candidate"] < 800
+    combined = (first["c"] + second["c"]) / (first["n"] + second["n"])
+    assert wer.value == pytest.approx(combined, rel=1e-6)
+
+
+def test_stale_series_is_no_data(lab: Lab) -> None:
+    m = lab.start_flaky()
+    start = _start(lab, m, "stale")
+    _drive(lab, m, "stale", 300, extra=0.0, seed=7)
+    _wait_scraped(lab.prom, "stale", 300.0)
+    lab.stop_flaky()  # the evaluator dies; its series go stale at the next failed scrape
+    q = f'count(stt_eval_utterances_total{{namespace="{NS}",endpoint="stale"}})'
+    deadline = time.monotonic() + 20
+    while lab.prom.query(q) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not lab.prom.query(q)
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), ALL_PRESETS[:1], _ctx("stale", start))
+    wer = result.metric("wer")
+    assert wer.outcome == "NoData" and "stale" in wer.message
+    assert decide([result]).action == "Pause"
+
+
+def test_prometheus_down_is_an_error_never_a_rollback() -> None:
+    client = PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_s=1, retries=1, backoff_s=0.05)
+    t0 = time.monotonic()
+    result = evaluate_metrics(client, ALL_PRESETS, _ctx("any", time.time() - 60))
+    assert time.monotonic() - t0 < 10
+    assert {m.outcome for m in result.metrics} == {"Error"}
+    assert "Prometheus unreachable" in result.metric("wer").message
+    assert decide([result]).action == "Continue"
+    assert decide([result] * 4).action == "Pause"
+
+
+def test_slow_prometheus_times_out(lab: Lab) -> None:
+    client = PrometheusClient(lab.prom.url, timeout_s=0.5, retries=0)
+    lab.prom.pause()  # SIGSTOP: the socket accepts, nothing answers
+    try:
+        t0 = time.monotonic()
+        result = evaluate_metrics(client, ALL_PRESETS[:2], _ctx("any", time.time() - 60))
+        elapsed = time.monotonic() - t0
+    finally:
+        lab.prom.resume()
+    assert elapsed < 5
+    assert {m.outcome for m in result.metrics} == {"Error"}
+    assert "timed out" in result.metric("wer").message
+
+
+def test_triton_error_rate_and_sample_ratio(lab: Lab) -> None:
+    lab.prom.wait_for(f'nv_inference_request_success{{namespace="{NS}",service="ep-canary"}}')
+    start = time.time()
+    time.sleep(1.2)  # at least one scrape of the starting values inside the window
+    lab.triton["stable"].add(6000, 30)
+    lab.triton["canary"].add(6000, 120)
+    lab.prom.wait_for(
+        f'sum(nv_inference_request_failure{{namespace="{NS}"}})', lambda r: float(r[0]["value"][1]) >= 150
+    )
+    client = PrometheusClient(lab.prom.url)
+    specs = [
+        {"name": "errors", "preset": "error-rate", "maxRelativeIncrease": 0.2},
+        {"name": "errors-abs", "preset": "error-rate", "thresholdRange": {"max": 0.05}},
+    ]
+    result = evaluate_metrics(client, specs, _ctx("triton", start))
+    errors = result.metric("errors")
+    assert errors.outcome == "Failed", errors.message
+    assert errors.value == pytest.approx(120 / 6120, rel=0.02)
+    assert errors.details["source"] == "triton"
+    assert result.metric("errors-abs").outcome == "Passed", result.metric("errors-abs").message
+    services = {"stable": "ep-stable", "canary": "ep-canary"}
+    ok = check_sample_ratio(client, _ctx("triton", start), {"stable": 50, "canary": 50}, services=services)
+    assert isinstance(ok, SRMResult) and not ok.mismatch
+    bad = check_sample_ratio(client, _ctx("triton", start), {"stable": 90, "canary": 10}, services=services)
+    assert isinstance(bad, SRMResult) and bad.mismatch and "sample ratio mismatch" in bad.message
+
+
+def test_custom_queries(lab: Lab) -> None:
+    start = _start(lab, lab.metrics, "custom")
+    _drive(lab, lab.metrics, "custom", 50, extra=0.0, seed=8)
+    _wait_scraped(lab.prom, "custom", 50.0)
+    base = (
+        'stt_eval_utterances_total{namespace="{{namespace}}",endpoint="{{endpoint}}",variant="{{variant}}"}'
+    )
+    specs = [
+        {"name": "count", "query": f"sum(increase({base}[{{{{window}}}}]))", "thresholdRange": {"min": 40}},
+        {
+            "name": "too-many",
+            "query": 'stt_eval_errors_total{endpoint="{{endpoint}}",variant="{{variant}}"}',
+            "thresholdRange": {"max": 1},
+        },
+        {"name": "broken", "query": "sum(rate(", "thresholdRange": {"max": 1}},
+        {"name": "unknown", "query": "up{pod='{{pod}}'}", "thresholdRange": {"max": 1}},
+    ]
+    result = evaluate_metrics(PrometheusClient(lab.prom.url), specs, _ctx("custom", start))
+    assert result.metric("count").outcome == "Passed", result.metric("count").message
+    assert result.metric("too-many").outcome == "Error" and "series" in result.metric("too-many").message
+    assert result.metric("broken").outcome == "Error" and "bad query" in result.metric("broken").message
+    assert (
+        result.metric("unknown").outcome == "Error"
+        and "unknown placeholder" in result.metric("unknown").message
+    )
