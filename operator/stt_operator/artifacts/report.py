@@ -189,7 +189,8 @@ def fit_json(body: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
         width //= 2
     if len(text.encode()) > limit:
         # Last resort keeps it parseable and says so.
-        text = encode({"kind": body.get("kind"), "passed": body.get("passed"), "truncated": True})
+        verdict = "accepted" if body.get("kind") == "quantization" else "passed"
+        text = encode({"kind": body.get("kind"), verdict: body.get(verdict), "truncated": True})
     return text
 
 

@@ -99,6 +99,8 @@ PYTHON_RISKY_CALLS = (
     "socket.*",
 )
 ZIP_PICKLE_SUFFIXES = (".pkl",)
+# `.bin` is also what raw tensors (ONNX external data) are called: only its content decides.
+SUFFIX_IS_PICKLE = tuple(s for s in PICKLE_SUFFIXES if s != ".bin")
 
 
 @dataclass
@@ -121,12 +123,14 @@ def scan_pickle_stream(stream: IO[bytes], label: str, allowed: tuple[str, ...]) 
     """Globals of every pickle in `stream` against the allowlist; picklescan does the parsing."""
     from picklescan.scanner import SafetyLevel, scan_pickle_bytes
 
-    result = scan_pickle_bytes(stream, label, multiple_pickles=True)
     findings = []
-    if result.scan_err and not result.globals:
-        findings.append(
-            SecurityFinding(label, "pickle could not be parsed (corrupt or crafted); refusing it")
-        )
+    problem = _pickle_parse_error(stream)
+    if problem:
+        # Fail closed: what cannot be disassembled cannot be vouched for.
+        findings.append(SecurityFinding(label, f"pickle could not be parsed (corrupt or crafted): {problem}"))
+    result = scan_pickle_bytes(stream, label, multiple_pickles=True)
+    if result.scan_err and not result.globals and not problem:
+        findings.append(SecurityFinding(label, "pickle could not be parsed (corrupt or crafted)"))
     seen: set[str] = set()
     for g in result.globals:
         name = f"{g.module}.{g.name}"
@@ -140,6 +144,22 @@ def scan_pickle_stream(stream: IO[bytes], label: str, allowed: tuple[str, ...]) 
                 SecurityFinding(label, f"{why}: {name} would be imported and may run code when loaded")
             )
     return findings
+
+
+def _pickle_parse_error(stream: IO[bytes]) -> str | None:
+    """Disassemble the first pickle with the standard library (no execution); the reason if
+    it is malformed. The stream is rewound for the scanner."""
+    import pickletools
+
+    start = stream.tell()
+    try:
+        for _ in pickletools.genops(stream):
+            pass
+    except (ValueError, EOFError) as exc:
+        return str(exc)[:200]
+    finally:
+        stream.seek(start)
+    return None
 
 
 def _scan_npy(stream: IO[bytes], label: str, allowed: tuple[str, ...]) -> list[SecurityFinding]:
@@ -189,7 +209,7 @@ def scan_file_pickles(path: Path, rel: str, allowed: tuple[str, ...]) -> list[Se
     if head.startswith(b"\x93NUMPY"):
         with path.open("rb") as handle:
             return _scan_npy(handle, rel, allowed)
-    if is_pickle(head) or path.suffix.lower() in PICKLE_SUFFIXES:
+    if is_pickle(head) or path.suffix.lower() in SUFFIX_IS_PICKLE:
         with path.open("rb") as handle:
             return scan_pickle_stream(handle, rel, allowed)
     return []
@@ -433,7 +453,8 @@ def security_step(
         with path.open("rb") as handle:
             head = handle.read(16)
         if (
-            suffix in (*PICKLE_SUFFIXES, ".npy", ".npz")
+            suffix in (*SUFFIX_IS_PICKLE, ".npy", ".npz")
+            or (suffix == ".bin" and head[:2] == b"PK")
             or is_pickle(head)
             or head.startswith(b"\x93NUMPY")
             or (head[:2] == b"PK" and fmt in ("pytorch", "torchscript"))

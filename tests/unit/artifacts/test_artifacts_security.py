@@ -238,3 +238,31 @@ def test_scanning_large_files_reads_headers_not_payloads(tmp_path: Path) -> None
         "saved_model.pb: TensorFlow graph uses risky op PyFunc (file system / Python access)"
     ]
     assert peak < 2 * 1024 * 1024
+
+
+def test_protocol_0_pickle_and_garbage_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "old.pkl").write_bytes(pickle.dumps(_RunsShell(marker), protocol=0))
+    (root / "junk.pth").write_bytes(b"\x80\x04\x95garbage-that-is-not-a-pickle")
+    result = security_step(root, None, None)
+    assert any("old.pkl: dangerous global (picklescan): posix.system" in f for f in result.findings)
+    assert any("junk.pth: pickle could not be parsed" in f for f in result.findings)
+    assert not marker.exists()
+
+
+def test_bin_files_are_judged_by_content(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    root = tmp_path / "hf"
+    root.mkdir()
+    with zipfile.ZipFile(root / "pytorch_model.bin", "w") as zf:
+        zf.writestr("pytorch_model/data.pkl", _evil_pickle(marker))
+    (root / "raw_tensor.bin").write_bytes(np.arange(1000, dtype=np.float32).tobytes())
+    (root / "legacy.bin").write_bytes(_evil_pickle(marker))
+    result = security_step(root, None, None)
+    assert sorted(f.split(":")[0] for f in result.findings) == [
+        "legacy.bin",
+        "pytorch_model.bin!pytorch_model/data.pkl",
+    ]
+    assert not marker.exists()
