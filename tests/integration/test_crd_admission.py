@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from stt_operator.api import ABTest, ModelDeployment, STTModel
 from stt_operator.api.abtest import ABTestStatus
@@ -371,3 +373,96 @@ def test_kubectl_explain_documents_fields(cluster: Any) -> None:
     assert "Where the artifact comes from" in out and "sha256" in out
     out = cluster.kubectl("explain", "mdep.spec.strategy.canary.steps")
     assert "setWeight" in out and "Send this percentage of traffic to the new model" in out
+
+
+# --- the models and the apiserver agree ---------------------------------------------------------
+
+
+@st.composite
+def _variants(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A valid variant list, then (usually) broken in one way: weights, names, models, count."""
+    n = draw(st.integers(2, 4))
+    cuts = sorted(draw(st.lists(st.integers(0, 100), min_size=n - 1, max_size=n - 1)))
+    weights = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, 100], strict=True)]
+    variants = [{"name": f"v{i}", "model": {"name": f"m{i}"}, "weight": w} for i, w in enumerate(weights)]
+    i = draw(st.integers(0, n - 1))
+    breakage = draw(st.sampled_from(["none", "weight", "range", "name", "model", "bad-name", "single"]))
+    if breakage == "weight":
+        variants[i]["weight"] += draw(st.sampled_from([-3, -1, 1, 7]))
+    elif breakage == "range":
+        variants[i]["weight"] = draw(st.sampled_from([-1, 101]))
+    elif breakage == "name":
+        variants[i]["name"] = variants[(i + 1) % n]["name"]
+    elif breakage == "model":
+        variants[i]["model"] = dict(variants[(i + 1) % n]["model"])
+    elif breakage == "bad-name":
+        variants[i]["name"] = "Bad_Name"
+    elif breakage == "single":
+        variants = [{**variants[0], "weight": 100}]
+    return variants
+
+
+@st.composite
+def _steps(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Canary steps: weights often non-decreasing, sometimes out of range or a step with two actions."""
+    n = draw(st.integers(0, 6))
+    weights = draw(st.lists(st.integers(-5, 105), min_size=n, max_size=n))
+    if draw(st.booleans()):
+        weights = sorted(min(max(w, 0), 100) for w in weights)
+    steps: list[dict[str, Any]] = []
+    for w in weights:
+        kind = draw(st.sampled_from(["setWeight", "setWeight", "pause", "analysis", "both"]))
+        if kind == "setWeight":
+            steps.append({"setWeight": w})
+        elif kind == "pause":
+            steps.append({"pause": {"duration": "1m"}})
+        elif kind == "analysis":
+            steps.append({"analysis": {}})
+        else:
+            steps.append({"setWeight": w, "pause": {}})
+    return steps
+
+
+def _admitted(objects: Any, namespace: str, doc: dict[str, Any]) -> tuple[bool, str]:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural(doc["kind"]), doc, dry_run="All", field_validation="Strict"
+        )
+    except ApiException as exc:
+        if exc.status not in (400, 422):
+            raise
+        return False, json.loads(exc.body).get("message", "")
+    return True, ""
+
+
+def _model_accepts(doc: dict[str, Any]) -> bool:
+    from stt_operator.api import SpecError
+
+    try:
+        KINDS[doc["kind"]].from_body(doc)
+    except SpecError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variants=_variants())
+def test_abtest_variant_rules_agree(objects: Any, crd_namespace: str, variants: list[dict[str, Any]]) -> None:
+    doc = load(ROOT / "manifests" / "samples" / "abtest-pocketsphinx.yaml")
+    doc["spec"]["variants"] = variants
+    doc["spec"].pop("controlVariant")
+    admitted, message = _admitted(objects, crd_namespace, doc)
+    event("admitted" if admitted else "rejected")
+    assert admitted == _model_accepts(doc), f"apiserver: {admitted} ({message}); variants={variants}"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=_steps())
+def test_canary_step_rules_agree(objects: Any, crd_namespace: str, steps: list[dict[str, Any]]) -> None:
+    doc = load(ROOT / "manifests" / "samples" / "modeldeployment-canary.yaml")
+    doc["spec"]["strategy"]["canary"]["steps"] = steps
+    admitted, message = _admitted(objects, crd_namespace, doc)
+    event("admitted" if admitted else "rejected")
+    assert admitted == _model_accepts(doc), f"apiserver: {admitted} ({message}); steps={steps}"
