@@ -451,6 +451,7 @@ def _model_accepts(doc: dict[str, Any]) -> bool:
 @given(variants=_variants())
 def test_abtest_variant_rules_agree(objects: Any, crd_namespace: str, variants: list[dict[str, Any]]) -> None:
     doc = load(ROOT / "manifests" / "samples" / "abtest-pocketsphinx.yaml")
+    doc["metadata"] = {"name": "property-abtest"}  # not a sample's name: dry-run checks existence
     doc["spec"]["variants"] = variants
     doc["spec"].pop("controlVariant")
     admitted, message = _admitted(objects, crd_namespace, doc)
@@ -462,6 +463,7 @@ def test_abtest_variant_rules_agree(objects: Any, crd_namespace: str, variants: 
 @given(steps=_steps())
 def test_canary_step_rules_agree(objects: Any, crd_namespace: str, steps: list[dict[str, Any]]) -> None:
     doc = load(ROOT / "manifests" / "samples" / "modeldeployment-canary.yaml")
+    doc["metadata"] = {"name": "property-canary"}
     doc["spec"]["strategy"]["canary"]["steps"] = steps
     admitted, message = _admitted(objects, crd_namespace, doc)
     event("admitted" if admitted else "rejected")
