@@ -567,6 +567,9 @@ class QuantizationStatus(StatusModel):
     size_bytes: int | None = Field(default=None, ge=0)
     speedup: float | None = None
     output_uri: str | None = Field(default=None, max_length=2048)
+    output_digest: str | None = Field(default=None, max_length=128)
+    """sha256 of the quantized artifact; pinned in the derived STTModel's source."""
+    job_name: str | None = Field(default=None, max_length=253)
     result: StepResult | None = None
     message: ShortText | None = None
 
