@@ -35,7 +35,7 @@ COMMAND = "turn off the kitchen lights"
 def speech() -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         pcm = synthesise(COMMAND, "en-us", 160, 50, Path(tmp))
-    return (pcm.astype(np.float32) / 32768.0).reshape(1, -1)
+    return pcm.reshape(1, -1)  # 16-bit PCM: the model's AUDIO is TYPE_INT16
 
 
 def metric_values(server: LocalTriton, name: str) -> dict[str, float]:
@@ -76,7 +76,7 @@ def test_transcribes_synthesised_speech_over_grpc_and_http(
     triton_server: LocalTriton, speech: np.ndarray
 ) -> None:
     g = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    gi = grpcclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    gi = grpcclient.InferInput("AUDIO", list(speech.shape), "INT16")
     gi.set_data_from_numpy(speech)
     gr = g.infer(
         BASELINE_MODEL,
@@ -90,7 +90,7 @@ def test_transcribes_synthesised_speech_over_grpc_and_http(
     assert 0.0 < float(gr.as_numpy("CONFIDENCE").reshape(-1)[0]) <= 1.0
 
     h = httpclient.InferenceServerClient(triton_server.http_url)
-    hi = httpclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    hi = httpclient.InferInput("AUDIO", list(speech.shape), "INT16")
     hi.set_data_from_numpy(speech, binary_data=True)
     hr = h.infer(BASELINE_MODEL, [hi], outputs=[httpclient.InferRequestedOutput("TRANSCRIPT")])
     assert hr.as_numpy("TRANSCRIPT").reshape(-1)[0].decode() == COMMAND
@@ -100,7 +100,7 @@ def test_bad_requests_fail_clearly(triton_server: LocalTriton) -> None:
     g = grpcclient.InferenceServerClient(triton_server.grpc_url)
     wrong = grpcclient.InferInput("AUDIO", [1, 4], "INT32")
     wrong.set_data_from_numpy(np.zeros((1, 4), np.int32))
-    with pytest.raises(InferenceServerException, match=r"(?i)data.?type|FP32"):
+    with pytest.raises(InferenceServerException, match=r"(?i)data.?type|INT16"):
         g.infer(BASELINE_MODEL, [wrong])
 
 
@@ -109,7 +109,7 @@ def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np
     before_n = metric_values(triton_server, "nv_inference_count")
     before_us = metric_values(triton_server, "nv_inference_compute_infer_duration_us")
     g = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    inp = grpcclient.InferInput("AUDIO", list(speech.shape), "FP32")
+    inp = grpcclient.InferInput("AUDIO", list(speech.shape), "INT16")
     inp.set_data_from_numpy(speech)
     for _ in range(3):
         g.infer(DEGRADED_MODEL, [inp])

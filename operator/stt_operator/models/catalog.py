@@ -24,7 +24,8 @@ DEGRADED_PARAMETERS: dict[str, str] = {"noise_snr_db": "8", "beam": "1e-20", "wb
 
 def sphinx_io(sample_rate: int = 16000) -> IOSpec:
     return IOSpec(
-        inputs=[TensorSpec(AUDIO, "TYPE_FP32", [-1], "audio")],
+        # 16-bit PCM: half the bytes of float32 on the wire (the evaluator's main cost).
+        inputs=[TensorSpec(AUDIO, "TYPE_INT16", [-1], "audio")],
         outputs=[
             TensorSpec(TRANSCRIPT, "TYPE_STRING", [1], "transcript"),
             TensorSpec(CONFIDENCE, "TYPE_FP32", [1], "confidence"),

@@ -25,6 +25,7 @@ from stt_operator.evaluator.replay import (
     classify_exception,
     decode_result,
     start_offsets,
+    to_datatype,
 )
 from stt_operator.speech.evalset import Utterance
 
@@ -217,6 +218,15 @@ def test_schedule_backoff_and_classification() -> None:
     assert classify_exception(InferenceServerException("x", status="StatusCode.UNAVAILABLE")) == "http"
     assert classify_exception(TranscriptionError("decode", "bad")) == "decode"
     assert classify_exception(KeyError("x")) == "other"
+
+
+def test_to_datatype_converts_between_pcm_and_float() -> None:
+    pcm = np.array([[0, 16384, -32768, 32767]], np.int16)
+    assert to_datatype(pcm, "INT16") is pcm
+    f = to_datatype(pcm, "FP32")
+    assert f.dtype == np.float32 and f.tolist() == [[0.0, 0.5, -1.0, 32767 / 32768]]
+    assert to_datatype(f, "INT16").tolist() == pcm.tolist()
+    assert to_datatype(np.array([2.0, -2.0], np.float32), "INT16").tolist() == [32767, -32768]
 
 
 def test_decode_result() -> None:

@@ -53,6 +53,11 @@ def test_add_noise_hits_the_requested_snr() -> None:
     assert np.array_equal(m.add_noise(np.zeros(10, np.float32), 10.0, rng), np.zeros(10, np.float32))
 
 
+def test_as_float_accepts_pcm_and_float() -> None:
+    assert m.as_float(np.array([[16384, -32768]], np.int16)).tolist() == [0.5, -1.0]
+    assert m.as_float(np.array([0.25], np.float64)).dtype == np.float32
+
+
 def test_to_pcm16_clips_and_scales() -> None:
     pcm = np.frombuffer(m.to_pcm16(np.array([0.0, 1.0, -2.0, 0.5])), dtype="<i2")
     assert pcm.tolist() == [0, 32767, -32767, 16383]

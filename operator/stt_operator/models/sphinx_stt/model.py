@@ -1,7 +1,8 @@
 """A real English recogniser (CMU PocketSphinx) as a Triton Python-backend model.
 
 Tensors (names fixed, declared by the STTModel `io` contract):
-  AUDIO       TYPE_FP32  [-1]  mono samples in [-1, 1] at `sample_rate` (default 16 kHz)
+  AUDIO       TYPE_INT16 [-1]  mono 16-bit PCM at `sample_rate` (default 16 kHz); a config may
+                               declare TYPE_FP32 instead (samples in [-1, 1])
   TRANSCRIPT  TYPE_STRING [1]  the recognised words, lower case
   CONFIDENCE  TYPE_FP32  [1]   posterior probability of the hypothesis, 0..1
 
@@ -65,6 +66,14 @@ def input_snr_db(params: dict[str, str]) -> float | None:
     return None if dither.lower() in ("", "off", "none") else float(dither)
 
 
+def as_float(audio: np.ndarray) -> np.ndarray:
+    """Flat float32 samples in [-1, 1] from int16 PCM or float input."""
+    a = np.asarray(audio)
+    if a.dtype == np.int16:
+        return (a.astype(np.float32) / 32768.0).reshape(-1)
+    return a.astype(np.float32, copy=False).reshape(-1)
+
+
 def to_pcm16(audio: np.ndarray) -> bytes:
     """Float samples in [-1, 1] (any shape) to little-endian 16-bit PCM bytes."""
     flat = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -96,7 +105,7 @@ class TritonPythonModel:
         self.seed = int(params.get("noise_seed", "0"))
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        audio = as_float(audio)
         if self.snr_db is not None:
             rng = np.random.default_rng([self.seed, zlib.crc32(audio.tobytes())])
             audio = add_noise(audio, self.snr_db, rng)

@@ -1,0 +1,158 @@
+"""Evaluator benchmark: overhead relative to Triton compute time, and throughput.
+
+    python bench/evaluator/bench_evaluator.py --utterances 100 --concurrency 4 [--json out.json]
+
+1. Replays a synthesised command set (espeak-ng) against a real local tritonserver serving the
+   pocketsphinx baseline and degraded models, paired, and compares the evaluator process's CPU
+   time (gRPC client, serialisation, jiwer scoring, metric updates) with the compute time Triton
+   itself reports (`nv_inference_compute_infer_duration_us`). Goal: overhead <= 1 %.
+2. Replays the same utterances through the evaluator with an instant in-process transcriber to
+   find the evaluator's own ceiling (scored requests per second, CPU per request) with
+   Triton out of the picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import resource
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from stt_operator import evalmetrics as em
+from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+from stt_operator.speech.evalset import generate_evalset, load_evalset
+from stt_operator.testing.triton import BASELINE_MODEL, DEGRADED_MODEL, local_sphinx_triton
+
+
+def triton_totals(metrics_url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for name in (
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_request_duration_us",
+        "nv_inference_count",
+    ):
+        out[name] = sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+    return out
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all threads: asyncio loop and gRPC's own)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def replay(targets: list[Target], transcriber: Any, utts: list, concurrency: int) -> dict[str, Any]:
+    reg = CollectorRegistry()
+    replayer = Replayer(
+        targets,
+        transcriber,
+        endpoint="bench",
+        config=ReplayConfig(concurrency=concurrency),
+        metrics=em.build_eval_metrics(reg),
+    )
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    obs = await replayer.run_round(utts)
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": cpu_seconds() - cpu0,
+        "observations": len(obs),
+        "summaries": {v: s.as_dict() for v, s in replayer.state.summaries.items()},
+    }
+
+
+async def main_async(a: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
+        evalset = (
+            Path(a.evalset) if a.evalset else generate_evalset(Path(tmp) / "set", a.utterances, seed=a.seed)
+        )
+        utts = load_evalset(evalset)[: a.utterances]
+        audio_s = sum(u.duration_s for u in utts)
+        with local_sphinx_triton(Path(tmp) / "triton") as server:
+            targets = [
+                Target("stable", BASELINE_MODEL, server.grpc_url),
+                Target("canary", DEGRADED_MODEL, server.grpc_url),
+            ]
+            transcriber = TritonTranscriber()
+            await replay(targets, transcriber, utts[: min(10, len(utts))], a.concurrency)  # warm-up
+            before = triton_totals(server.metrics_url)
+            live = await replay(targets, transcriber, utts, a.concurrency)
+            after = triton_totals(server.metrics_url)
+            await transcriber.close()
+        compute_s = (
+            after["nv_inference_compute_infer_duration_us"] - before["nv_inference_compute_infer_duration_us"]
+        ) / 1e6
+        server_s = (
+            after["nv_inference_request_duration_us"] - before["nv_inference_request_duration_us"]
+        ) / 1e6
+        requests = int(after["nv_inference_count"] - before["nv_inference_count"])
+
+        async def instant(target: Target, audio: np.ndarray) -> tuple[str, float | None]:
+            return "turn on the kitchen lights", 0.5  # scored against each reference: real jiwer work
+
+        instant_runs = [await replay(targets, instant, utts, a.concurrency) for _ in range(a.instant_rounds)]
+        inst_cpu = sum(r["cpu_s"] for r in instant_runs)
+        inst_wall = sum(r["wall_s"] for r in instant_runs)
+        inst_requests = sum(r["observations"] for r in instant_runs)
+
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+        },
+        "utterances": len(utts),
+        "audio_seconds": round(audio_s, 2),
+        "concurrency": a.concurrency,
+        "live": {
+            "requests": requests,
+            "wall_s": round(live["wall_s"], 3),
+            "evaluator_cpu_s": round(live["cpu_s"], 4),
+            "triton_compute_s": round(compute_s, 4),
+            "triton_request_s": round(server_s, 4),
+            "overhead_vs_compute": round(live["cpu_s"] / compute_s, 5) if compute_s else None,
+            "evaluator_cpu_ms_per_request": round(1000 * live["cpu_s"] / max(requests, 1), 3),
+            "triton_compute_ms_per_request": round(1000 * compute_s / max(requests, 1), 3),
+            "requests_per_s": round(requests / live["wall_s"], 2),
+            "audio_s_per_s": round(2 * audio_s / live["wall_s"], 2),
+            "wer": {v: s["wer"] for v, s in live["summaries"].items()},
+        },
+        "evaluator_only": {
+            "rounds": a.instant_rounds,
+            "requests": inst_requests,
+            "requests_per_s": round(inst_requests / inst_wall, 1),
+            "cpu_us_per_request": round(1e6 * inst_cpu / inst_requests, 1),
+        },
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--utterances", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--instant-rounds", type=int, default=5)
+    ap.add_argument("--evalset", help="use an existing evaluation set instead of generating one")
+    ap.add_argument("--json", help="also write the result here")
+    a = ap.parse_args()
+    result = asyncio.run(main_async(a))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
