@@ -64,8 +64,11 @@ def get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
 
 
 def can_i(cluster: LocalCluster, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """`resource` may name a subresource (`pods/exec`); can-i reads `TYPE/NAME`, so pass it apart."""
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
-    out = cluster.kubectl("auth", "can-i", verb, resource, f"--as={sa}", *scope, check=False)
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    out = cluster.kubectl("auth", "can-i", verb, kind, *extra, f"--as={sa}", *scope, check=False)
     return out.strip() == "yes"
 
 
@@ -162,6 +165,22 @@ def test_helm_install_creates_the_operator_with_least_privilege(
     wrong = [("allowed", *c) for c in allowed if not can_i(cluster, sa, *c)]
     wrong += [("denied", *c) for c in denied if can_i(cluster, sa, *c)]
     assert wrong == [], f"RBAC differs from what the operator needs: {wrong}"
+
+    # People get the API through the default roles (aggregated by kube-controller-manager).
+    cluster.kubectl(
+        "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", other_namespace
+    )
+    cluster.kubectl(
+        "create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", other_namespace
+    )
+    wait_for(
+        lambda: can_i(cluster, "alice", "create", "sttmodels.stt.dev", other_namespace), 30, "edit aggregated"
+    )
+    wait_for(lambda: can_i(cluster, "bob", "list", "abtests.stt.dev", other_namespace), 30, "view aggregated")
+    assert can_i(cluster, "alice", "delete", "modeldeployments.stt.dev", other_namespace)
+    assert not can_i(cluster, "alice", "patch", "sttmodels.stt.dev/status", other_namespace)
+    assert not can_i(cluster, "bob", "create", "abtests.stt.dev", other_namespace)
+    assert not can_i(cluster, "alice", "create", "sttmodels.stt.dev", namespace)
 
     helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "60s")
     assert cluster.kubectl("get", "clusterrole", fullname, "--ignore-not-found") == ""
@@ -340,6 +359,14 @@ def test_namespaced_operator_reconciles_with_only_the_chart_rbac(
 
 def test_kubectl_apply_install_bundle(cluster: LocalCluster) -> None:
     files = ["-f", str(INSTALL)]
+    # The cluster holds crds/ as generated; a stale chart copy would conflict (and must not win).
+    sync = subprocess.run(
+        ["bash", str(ROOT / "hack" / "render-install-manifests.sh"), "--check"],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert sync.returncode == 0, sync.stderr
     # Server-side dry run of the CRDs, then the real install in one apply (CRDs, namespace, operator).
     cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(INSTALL / "crds.yaml"))
     try:
@@ -396,7 +423,16 @@ def test_argocd_application_matches_the_argo_cd_schema(cluster: LocalCluster) ->
     )
     crd = crds / "application-crd.yaml"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd), "--timeout=60s")
+    # Not `kubectl wait`: right after creation status.conditions is null and it errors out.
+    wait_for(
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (get(cluster, "crd", "applications.argoproj.io").get("status") or {}).get("conditions")
+            or []
+        ),
+        60,
+        "the Application CRD Established",
+    )
     if not cluster.kubectl("get", "namespace", "argocd", "--ignore-not-found"):
         cluster.kubectl("create", "namespace", "argocd")
     app = ROOT / "manifests" / "argocd" / "application.yaml"

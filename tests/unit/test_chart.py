@@ -120,6 +120,8 @@ def test_default_render_has_every_object_and_nothing_optional() -> None:
             "ConfigMap",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Service",
@@ -229,8 +231,14 @@ def test_image_digest_pins_the_operator_and_its_jobs() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def operator_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The roles bound to the operator's ServiceAccount (not the aggregated user roles)."""
+    bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")}
+    return [r for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") if r["metadata"]["name"] in bound]
+
+
 def rules_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") for r in role["rules"]]
+    return [r for role in operator_roles(docs) for r in role["rules"]]
 
 
 def grants(docs: list[dict[str, Any]], group: str, resource: str) -> set[str]:
@@ -270,6 +278,24 @@ def test_rbac_is_least_privilege() -> None:
     assert {"list", "watch", "patch"} <= grants(docs, "kopf.dev", "clusterkopfpeerings")
 
 
+def test_default_user_roles_get_the_api() -> None:
+    docs = render()
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    view, edit = roles["stt-stt-operator-view"], roles["stt-stt-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert {v for r in view["rules"] for v in r["verbs"]} == {"get", "list", "watch"}
+    # People write specs; only the operator writes status.
+    assert not any("/status" in res for r in edit["rules"] for res in r["resources"])
+    assert {g for r in view["rules"] + edit["rules"] for g in r["apiGroups"]} == {"stt.dev"}
+    off = render("--set", "rbac.aggregateToDefaultRoles=false")
+    assert {r["metadata"]["name"] for r in by_kind(off, "ClusterRole")} == {
+        "stt-stt-operator",
+        "stt-stt-operator-cluster",
+    }
+
+
 def test_prometheus_operator_rbac_can_be_turned_off() -> None:
     docs = render("--set", "rbac.prometheusOperator=false")
     assert grants(docs, "monitoring.coreos.com", "servicemonitors") == set()
@@ -278,7 +304,7 @@ def test_prometheus_operator_rbac_can_be_turned_off() -> None:
 def test_cluster_wide_install_binds_everything_cluster_wide() -> None:
     docs = render()
     bindings = {b["roleRef"]["name"]: b for b in by_kind(docs, "ClusterRoleBinding")}
-    assert set(bindings) == {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")}
+    assert set(bindings) == {"stt-stt-operator", "stt-stt-operator-cluster"}
     sa = one(docs, "ServiceAccount")["metadata"]
     for binding in bindings.values():
         assert binding["subjects"] == [
@@ -293,9 +319,7 @@ def test_namespaced_install_binds_only_the_watched_namespaces() -> None:
     assert args.namespaces == ["team-a", "team-b"] and not args.all_namespaces
     role_bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["team-a", "team-b"]
-    namespaced_role = next(
-        r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-cluster")
-    )
+    namespaced_role = next(r for r in operator_roles(docs) if not r["metadata"]["name"].endswith("-cluster"))
     assert {b["roleRef"]["name"] for b in role_bindings} == {namespaced_role["metadata"]["name"]}
     # Only the cluster-scoped reads Kopf needs stay cluster-wide.
     (cluster_binding,) = by_kind(docs, "ClusterRoleBinding")
