@@ -5,4 +5,5 @@ pytest_plugins = [
     "stt_operator.testing.cluster_fixtures",
     "stt_operator.testing.prometheus_fixtures",
     "stt_operator.testing.triton_fixtures",
+    "stt_operator.testing.operator_fixtures",
 ]

@@ -5,39 +5,17 @@ The operator runs as its own process (`stt-operator run`), exactly as users run 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
-from stt_operator.services.kube import Kube
-from stt_operator.testing.operator import OperatorProcess
+from stt_operator.testing.kubewait import condition, event_reasons, wait_for
 
 pytestmark = pytest.mark.integration
 
 API = "stt.dev/v1alpha1"
-
-
-def wait_for(
-    check: Callable[[], Any], timeout: float = 90.0, what: str = "condition", every: float = 0.5
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
 
 
 def stt_model(name: str, namespace: str, language: str = "en-US") -> dict[str, Any]:
@@ -77,27 +55,6 @@ def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def operator(cluster):
-    proc = OperatorProcess(cluster.kubeconfig, reconcile_interval_s=1.0)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def kube(kube_api) -> Kube:
-    return Kube(kube_api)
-
-
-def events_for(kube: Kube, namespace: str, name: str) -> list[str]:
-    return [
-        e["reason"]
-        for e in kube.list("v1", "Event", namespace)
-        if (e.get("involvedObject") or {}).get("name") == name
-    ]
-
-
 def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):
     kube.apply(stt_model("pocketsphinx-en", namespace))
     model = wait_for(
@@ -119,7 +76,7 @@ def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
     # An STTModel is a catalogue entry: it runs no serving pods.
     assert kube.list("apps/v1", "Deployment", namespace) == []
-    wait_for(lambda: "ConfigRendered" in events_for(kube, namespace, "pocketsphinx-en"), what="Event")
+    wait_for(lambda: "ConfigRendered" in event_reasons(kube, namespace, "pocketsphinx-en"), what="Event")
     # Kopf's bookkeeping stays out of status.
     assert set(status) <= {"phase", "observedGeneration", "conditions", "tritonConfigMap"}
 
@@ -148,7 +105,7 @@ def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namesp
     refs = route["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [(deployments[0]["metadata"]["name"], 100)]
     assert route["spec"]["parentRefs"][0]["name"] == "stt-gateway"
-    assert "Deployed" in events_for(kube, namespace, "asr")
+    assert "Deployed" in event_reasons(kube, namespace, "asr")
 
     # Idempotence: several reconcile intervals later nothing has been rewritten.
     versions = {
@@ -205,7 +162,7 @@ def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namesp
         "model-b"
         in kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})[0]["metadata"]["name"]
     )
-    reasons = events_for(kube, namespace, "asr")
+    reasons = event_reasons(kube, namespace, "asr")
     assert "Promoted" in reasons and "RevisionRetired" in reasons
 
     # Deletion: owned objects are garbage-collected by the real controller-manager.

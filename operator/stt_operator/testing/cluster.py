@@ -48,6 +48,7 @@ KWOK_NODE_ANNOTATION_VALUE = "fake"
 GPU_RESOURCE = "nvidia.com/gpu"
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 # kwok's own stage set, copied by build-tools.sh: node init + lease heartbeat, pod ready/complete/delete.
+PROJECT_KWOK_STAGES = Path(__file__).parent / "kwok"
 KWOK_STAGES = (
     "node-initialize.yaml",
     "node-heartbeat-with-lease.yaml",
@@ -840,7 +841,11 @@ class LocalCluster:
 
     def _write_kwok_config(self) -> None:
         stage_dir = self.tools_dir / "kwok-stages"
-        docs = [(stage_dir / s).read_text().strip() for s in KWOK_STAGES]
+        # The project's own stages replace kwok's where named alike (pod-complete leaves the
+        # operator's Job pods to the stand-in kubelet in stt_operator.testing.jobpods).
+        own = {p.name: p for p in sorted(PROJECT_KWOK_STAGES.glob("*.yaml"))}
+        docs = [(own.pop(s, None) or stage_dir / s).read_text().strip() for s in KWOK_STAGES]
+        docs += [p.read_text().strip() for p in own.values()]
         self.layout.kwok_config.write_text("\n---\n".join(docs) + "\n")
 
     # -- probes ----------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Small helpers for tests that watch real objects change: polling and reading conditions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stt_operator.services.kube import Kube
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 90.0, what: str = "condition", every: float = 0.5
+) -> Any:
+    """Poll `check` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def event_reasons(kube: Kube, namespace: str, name: str) -> list[str]:
+    return [
+        e["reason"]
+        for e in kube.list("v1", "Event", namespace)
+        if (e.get("involvedObject") or {}).get("name") == name
+    ]

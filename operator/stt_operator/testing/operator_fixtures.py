@@ -1,0 +1,34 @@
+"""pytest fixtures: the real operator process and the stand-in kubelet for its Job pods,
+both against the session's local cluster (`cluster` from cluster_fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stt_operator.services.kube import Kube
+from stt_operator.testing.cluster import LocalCluster
+from stt_operator.testing.jobpods import LocalJobKubelet
+from stt_operator.testing.operator import OperatorProcess
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(cluster.kubeconfig, reconcile_interval_s=1.0)
+    proc.start()
+    yield proc
+    alive = proc.process is not None and proc.process.poll() is None
+    proc.stop()
+    assert alive, f"the operator died during the tests:\n{proc.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def job_kubelet(cluster: LocalCluster) -> Iterator[LocalJobKubelet]:
+    with LocalJobKubelet(cluster.api_client()) as kubelet:
+        yield kubelet
+
+
+@pytest.fixture
+def kube(kube_api) -> Kube:
+    return Kube(kube_api)
