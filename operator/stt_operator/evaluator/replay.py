@@ -190,7 +190,16 @@ class Replayer:
                 self._count_request(target, utt.language, "empty" if not score.hypothesis else None)
                 if confidence is not None:
                     confidence = min(max(float(confidence), 0.0), 1.0)
-                return Observation(utt.id, target.variant, score, latency, utt.duration_s, confidence)
+                return Observation(
+                    utt.id,
+                    target.variant,
+                    score,
+                    latency,
+                    utt.duration_s,
+                    confidence,
+                    slice=getattr(utt, "slice", ""),
+                    speaker=getattr(utt, "speaker", ""),
+                )
             reason = classify_exception(error)
             self._count_request(target, utt.language, reason)
             self.state.last_error, self.state.last_error_at = f"{target.variant}: {error}", time.time()

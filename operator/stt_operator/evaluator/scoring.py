@@ -8,6 +8,7 @@ evaluator's own summary and what PromQL computes can be compared exactly.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ import jiwer
 import numpy as np
 
 from stt_operator.speech.normalise import DEFAULT_VERSION, normalise_text
+
+MAX_LATENCIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Observation:
     latency_s: float
     audio_s: float
     confidence: float | None = None
+    slice: str = ""  # evaluation-set slice (clean / noisy ...)
+    speaker: str = ""
 
 
 @dataclass
@@ -75,7 +80,10 @@ class VariantSummary:
     audio_sum_s: float = 0.0
     confidence_sum: float = 0.0
     confidence_count: int = 0
-    latencies_s: list[float] = field(default_factory=list)
+    # Recent latencies for the local percentiles; bounded, as the in-cluster evaluator never stops.
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_LATENCIES))
+    # slice -> [word errors, reference words]
+    slices: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, obs: Observation) -> None:
         self.utterances += 1
@@ -86,6 +94,10 @@ class VariantSummary:
         self.latency_sum_s += obs.latency_s
         self.audio_sum_s += obs.audio_s
         self.latencies_s.append(obs.latency_s)
+        if obs.slice:
+            acc = self.slices.setdefault(obs.slice, [0, 0])
+            acc[0] += obs.score.word_errors
+            acc[1] += obs.score.ref_words
         if obs.confidence is not None:
             self.confidence_sum += obs.confidence
             self.confidence_count += 1
@@ -109,6 +121,7 @@ class VariantSummary:
             "latency_max_s": float(lat.max()) if lat is not None else None,
             "rtf": self.latency_sum_s / self.audio_sum_s if self.audio_sum_s else None,
             "confidence_mean": self.confidence_sum / self.confidence_count if self.confidence_count else None,
+            "wer_by_slice": {k: (e / n if n else None) for k, (e, n) in sorted(self.slices.items())},
         }
 
 

@@ -162,7 +162,8 @@ async def run_evaluator(
         while not stop.is_set():
             t0 = time.monotonic()
             round_obs = await replayer.run_round(utterances)
-            observations.extend(round_obs)
+            # Replaying forever: keep only the latest round for the paired summary (memory).
+            observations = observations + round_obs if config.rounds else round_obs
             summary = {v: s.as_dict() for v, s in replayer.state.summaries.items()}
             log.info(
                 "round complete",

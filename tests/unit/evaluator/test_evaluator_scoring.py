@@ -60,3 +60,16 @@ def test_paired_delta_and_its_delta_method_se() -> None:
     resid = [di - dw * ni for di, ni in zip(d, n, strict=True)]
     assert p.se == pytest.approx(math.sqrt(3 / 2 * sum(r * r for r in resid)) / sum(n))
     assert paired_delta([], base, "B", "A").delta_wer is None
+
+
+def test_wer_by_slice_and_bounded_latency_memory() -> None:
+    from dataclasses import replace
+
+    from stt_operator.evaluator.scoring import MAX_LATENCIES, VariantSummary
+
+    s = VariantSummary("A")
+    s.add(replace(obs("1", "A", 1, 4), slice="noisy"))
+    s.add(replace(obs("2", "A", 0, 4), slice="clean"))
+    s.add(replace(obs("3", "A", 1, 4), slice="noisy"))
+    assert s.as_dict()["wer_by_slice"] == {"clean": 0.0, "noisy": 0.25}
+    assert s.latencies_s.maxlen == MAX_LATENCIES
