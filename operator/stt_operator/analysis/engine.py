@@ -222,13 +222,12 @@ def check_sample_ratio(
         if services:
             for variant, svc in services.items():
                 sel = "{" + presets.matchers(namespace=ctx.namespace, service=svc) + "}"
-                q = (
-                    f"sum(increase({presets.TRITON_SUCCESS}{sel}[{ctx.window()}])) + "
-                    f"sum(increase({presets.TRITON_FAILURE}{sel}[{ctx.window()}]) or vector(0))"
-                )
-                v = f.run(q).scalar()
+                ok, q = f.increase(f"{presets.TRITON_SUCCESS}{sel}")
+                bad, _ = f.increase(f"{presets.TRITON_FAILURE}{sel}")
+                v = ok.get(())
                 if v is None or math.isnan(v):
                     return f"no request counts for variant {variant} (query: {q})"
+                v += bad.get((), 0.0)
                 counts[variant] = v
         else:
             got, q = presets.sum_by_variant(f, em.REQUESTS)

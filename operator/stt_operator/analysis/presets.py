@@ -1,20 +1,28 @@
 """Metric presets: which series to read for `wer`, `cer`, `latency-p95`, ... and how.
 
-Each preset reads cumulative increases since the analysis start (`increase(x[<since start>])`,
-never a sliding `rate()[5m]`) of the evaluator's sufficient statistics (`stt_eval_*`, see
-`stt_operator.evalmetrics`) or of Triton's counters (`nv_inference_*`), and returns typed data
+Each preset reads cumulative increases since the analysis start (never a sliding `rate()[5m]`)
+of the evaluator's sufficient statistics (`stt_eval_*`, see `stt_operator.evalmetrics`) or of
+Triton's counters (`nv_inference_*`), and returns typed data
 for the pure judging step. A preset that finds no series says which query came back empty.
+
+Increases are computed here from the raw samples of `x[<since start>]`, the way increase() does
+but without its extrapolation to the window edges: extrapolation scales each scrape target by
+its own factor, which is harmless for a ratio inside one target but biases comparisons across
+targets (two Triton Deployments, a sample-ratio check) at exactly the sample sizes where a test
+would notice. Counter resets are handled like Prometheus does (a drop means a restart from 0).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.model import AnalysisContext, MetricRule
-from stt_operator.analysis.prom import PromQueryError, QueryClient, QueryResult
+from stt_operator.analysis.prom import PromQueryError, QueryClient, QueryResult, Sample
 from stt_operator.analysis.templating import escape_label_value, render
 from stt_operator.stats.histogram import Buckets, from_cumulative
 from stt_operator.stats.ratio import PairedStats, RatioStats
@@ -72,6 +80,28 @@ class Fetcher:
         self.queries.append(promql)
         return self.client.instant(promql, at=self.ctx.eval_time())
 
+    def increase(self, selector: str, by: tuple[str, ...] = ()) -> tuple[dict[tuple[str, ...], float], str]:
+        """Exact counter increase since the start of every series of `selector`, summed by `by`."""
+        q = f"{selector}[{self.ctx.window()}]"
+        return sum_increases(self.run(q).samples, by), q
+
+
+def counter_increase(points: Iterable[tuple[float, float]]) -> float:
+    """Increase of one counter over its samples; a drop is a reset to zero (process restart)."""
+    v = np.array([p[1] for p in points], dtype=float)
+    if v.size < 2:
+        return 0.0 if v.size == 1 and not math.isnan(v[0]) else (math.nan if v.size else 0.0)
+    d = np.diff(v)
+    return float(np.sum(np.where(d >= 0, d, v[1:])))
+
+
+def sum_increases(samples: Iterable[Sample], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    out: dict[tuple[str, ...], float] = {}
+    for s in samples:
+        key = tuple(s.labels.get(label, "") for label in by)
+        out[key] = out.get(key, 0.0) + counter_increase(s.values or ((0.0, s.value),))
+    return out
+
 
 def matchers(**labels: str) -> str:
     return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items() if v)
@@ -96,8 +126,8 @@ def _finite(value: float | None, what: str, query: str) -> float:
 
 
 def sum_by_variant(f: Fetcher, metric: str, **extra: str) -> tuple[dict[str, float], str]:
-    q = f"sum by (variant) (increase({metric}{_eval_selector(f.ctx, **extra)}[{f.ctx.window()}]))"
-    return f.run(q).by(em.LABEL_VARIANT), q
+    got, q = f.increase(f"{metric}{_eval_selector(f.ctx, **extra)}", (em.LABEL_VARIANT,))
+    return {k[0]: v for k, v in got.items()}, q
 
 
 def _check_fresh(f: Fetcher, metric: str, **extra: str) -> None:
@@ -149,8 +179,7 @@ def _paired(f: Fetcher, unit: str) -> PairedStats | None:
     )
 
     def total(metric: str) -> float | None:
-        q = f"sum(increase({metric}{sel}[{ctx.window()}]))"
-        return f.run(q).scalar()
+        return f.increase(f"{metric}{sel}")[0].get(())
 
     pairs = total(em.PAIRS)
     if pairs is None or math.isnan(pairs) or pairs < 2:
@@ -218,11 +247,10 @@ def fetch_confidence(f: Fetcher) -> RatioData:
 
 def fetch_latency(f: Fetcher, q: float) -> HistogramData:
     ctx = f.ctx
-    query = f"sum by (variant, le) (increase({em.LATENCY}_bucket{_eval_selector(ctx)}[{ctx.window()}]))"
-    res = f.run(query)
+    got, query = f.increase(f"{em.LATENCY}_bucket{_eval_selector(ctx)}", (em.LABEL_VARIANT, "le"))
     per_arm: dict[str, dict[str, float]] = {}
-    for s in res.samples:
-        per_arm.setdefault(s.labels.get(em.LABEL_VARIANT, ""), {})[s.labels.get("le", "")] = s.value
+    for (variant, le), value in got.items():
+        per_arm.setdefault(variant, {})[le] = value
     out: dict[str, Buckets] = {}
     for arm in _arms(ctx):
         if arm not in per_arm:
@@ -244,10 +272,10 @@ def fetch_error_rate(f: Fetcher) -> CountData:
     if all(a.service for a in arms):
         for a in arms:
             sel = "{" + matchers(namespace=ctx.namespace, service=a.service) + "}"
-            qf = f"sum(increase({TRITON_FAILURE}{sel}[{ctx.window()}]))"
-            qs = f"sum(increase({TRITON_SUCCESS}{sel}[{ctx.window()}]))"
-            succ = _finite(f.run(qs).scalar(), f"{TRITON_SUCCESS} of service {a.service}", qs)
-            fail_v = f.run(qf).scalar()  # no failure series at all means no failures yet
+            got_s, qs = f.increase(f"{TRITON_SUCCESS}{sel}")
+            got_f, qf = f.increase(f"{TRITON_FAILURE}{sel}")
+            succ = _finite(got_s.get(()), f"{TRITON_SUCCESS} of service {a.service}", qs)
+            fail_v = got_f.get(())  # no failure series at all means no failures yet
             fail = 0.0 if fail_v is None else _finite(fail_v, TRITON_FAILURE, qf)
             counts.append((fail, succ + fail))
         source = "triton"

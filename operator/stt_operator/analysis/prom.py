@@ -32,7 +32,8 @@ class PromQueryError(Exception):
 @dataclass(frozen=True)
 class Sample:
     labels: dict[str, str]
-    value: float  # may be NaN / +-Inf as Prometheus returned it
+    value: float  # may be NaN / +-Inf as Prometheus returned it; a range's last value
+    values: tuple[tuple[float, float], ...] | None = None  # (t, v) pairs of a range-vector query
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,16 @@ def _float(v: Any) -> float:
 
 
 def parse_result(data: Any, query: str = "") -> tuple[Sample, ...]:
-    """Vector results (list of {metric, value}) and scalar results ([ts, "v"])."""
+    """Instant vectors ({metric, value}), range vectors ({metric, values}) and scalars ([ts, "v"])."""
     if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
         return (Sample({}, _float(data[1])),)
     out = []
     for item in data or []:
-        if "value" not in item:
-            raise PromQueryError(
-                "bad-query", query, "range vector returned; use an instant-vector expression"
-            )
-        out.append(Sample(dict(item.get("metric", {})), _float(item["value"][1])))
+        if "values" in item:
+            points = tuple((float(t), _float(v)) for t, v in item["values"])
+            out.append(Sample(dict(item.get("metric", {})), points[-1][1] if points else math.nan, points))
+        elif "value" in item:
+            out.append(Sample(dict(item.get("metric", {})), _float(item["value"][1])))
+        else:
+            raise PromQueryError("bad-query", query, "result has neither value nor values")
     return tuple(out)

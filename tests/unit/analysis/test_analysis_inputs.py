@@ -160,3 +160,22 @@ def test_evalmetrics_sums_reconstruct_paired_statistics() -> None:
             audio_seconds=1,
             confidence=1.5,
         )
+
+
+def test_exact_counter_increase_handles_resets_and_nan() -> None:
+    from stt_operator.analysis.presets import counter_increase, sum_increases
+    from stt_operator.analysis.prom import Sample
+
+    assert counter_increase([(0, 0), (1, 5), (2, 9)]) == 9
+    assert counter_increase([(0, 3), (1, 8), (2, 2), (3, 6)]) == 5 + 2 + 4  # restart at t=2
+    assert counter_increase([(0, 4)]) == 0
+    assert math.isnan(counter_increase([(0, 1), (1, math.nan)]))
+    parsed = parse_result(
+        [
+            {"metric": {"variant": "a", "le": "0.1"}, "values": [[0, "1"], [1, "4"]]},
+            {"metric": {"variant": "a", "le": "0.1", "pod": "p2"}, "values": [[0, "0"], [1, "2"]]},
+            {"metric": {"variant": "b", "le": "0.1"}, "values": [[0, "7"], [1, "1"]]},
+        ]
+    )
+    assert isinstance(parsed[0], Sample) and parsed[0].value == 4.0
+    assert sum_increases(parsed, ("variant",)) == {("a",): 5.0, ("b",): 1.0}
