@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from stt_operator.models import catalog
 from stt_operator.speech.evalset import synthesise
 from stt_operator.testing.triton import (
     BASELINE_MODEL,
@@ -24,7 +25,10 @@ from stt_operator.testing.triton import (
     build_sphinx_repository,
     start_triton,
 )
+from stt_operator.triton.config import render_config_pbtxt
 from stt_operator.triton.pod import ADMIN_HEADER, TritonPodParams, triton_args
+from stt_operator.triton.repository import write_model
+from stt_operator.triton.spec import LatestPolicy, VersionPolicy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -126,8 +130,16 @@ def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np
 
 def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
     """Start tritonserver with the pod template's own flags (explicit mode, one model, restricted
-    repository API) and check the model is served but the repository API needs the header."""
+    repository API) and check the model is served but the repository API needs the header.
+    The repository also holds two versions under a rendered `latest: 1` policy, and the
+    rendered warm-up request runs before the model reports ready."""
     repo = build_sphinx_repository(tmp_path / "models", {BASELINE_MODEL: False, DEGRADED_MODEL: True})
+    triton = catalog.sphinx_triton()
+    triton.version_policy = VersionPolicy(latest=LatestPolicy(num_versions=1))
+    write_model(
+        repo, BASELINE_MODEL, render_config_pbtxt(BASELINE_MODEL, triton, catalog.sphinx_io()),
+        catalog.sphinx_version_files(), version=2,
+    )  # fmt: skip
     key = "pod-uid-1234"
     flags = [
         a.replace("$(TRITON_ADMIN_KEY)", key)
@@ -141,7 +153,10 @@ def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
     try:
         client = httpclient.InferenceServerClient(server.http_url)
         assert client.is_model_ready(BASELINE_MODEL)
+        assert client.is_model_ready(BASELINE_MODEL, "2")
+        assert not client.is_model_ready(BASELINE_MODEL, "1")  # latest: 1
         assert not client.is_model_ready(DEGRADED_MODEL)  # explicit mode: only --load-model
+        assert metric_values(server, "nv_inference_count") == {BASELINE_MODEL: 1.0}  # the warm-up
         with pytest.raises(InferenceServerException):
             client.get_model_repository_index()
         index = client.get_model_repository_index(headers={ADMIN_HEADER: key})

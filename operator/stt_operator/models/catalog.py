@@ -52,6 +52,7 @@ def sphinx_triton(
         backend="python",
         max_batch_size=8,
         instance_group=Group(kind=kind, count=count),
+        warmup=True,  # one second of silence per instance before the model reports ready
         parameters=params,
     )
 

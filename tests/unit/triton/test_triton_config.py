@@ -247,3 +247,5 @@ def test_builtin_recogniser_configs() -> None:
     assert "noise_snr_db" not in base.parameters
     assert float(degraded.parameters["noise_snr_db"].string_value) < 20
     assert degraded.parameters["grammar"].string_value == catalog.GRAMMAR_FILE
+    assert base.input[0].data_type == mc.TYPE_INT16
+    assert list(base.model_warmup[0].inputs["AUDIO"].dims) == [16000]
