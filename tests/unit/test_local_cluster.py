@@ -164,3 +164,11 @@ def test_sweep_removes_only_directories_of_dead_owners(tmp_path: Path) -> None:
     (live / "owner.pid").write_text(str(os.getpid()))
     assert sweep_stale_dirs(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_workdir_with_foreign_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    c = LocalCluster(tools_dir=tmp_path, workdir=tmp_path)
+    with pytest.raises(ClusterError, match="not empty and not a previous cluster directory"):
+        c._make_dir()
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

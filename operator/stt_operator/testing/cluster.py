@@ -713,6 +713,25 @@ class LocalCluster:
             raise ClusterError(
                 f"tools missing in {self.tools_dir}: {', '.join(missing)}; run hack/build-tools.sh"
             )
+        # Ports are free when picked but another process may bind one before our component does;
+        # then start again from scratch on fresh ports.
+        for attempt in range(1, 4):
+            self._make_dir()
+            try:
+                self._start_all()
+                break
+            except ClusterError as exc:
+                retry = attempt < 3 and "address already in use" in str(exc)
+                self._abort(keep=not retry)
+                if not retry:
+                    raise
+            except BaseException:
+                self._abort(keep=False)
+                raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _make_dir(self) -> None:
         if self.workdir is None:
             sweep_stale_dirs()
             root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
@@ -720,16 +739,18 @@ class LocalCluster:
             self._owns_dir = True
         else:
             root = self.workdir
-            root.mkdir(parents=True, exist_ok=True)
+            if root.exists() and any(root.iterdir()) and not (root / OWNER_FILE).exists():
+                raise ClusterError(f"workdir {root}: not empty and not a previous cluster directory")
+            shutil.rmtree(root, ignore_errors=True)  # a previous run's PKI and etcd data
+            root.mkdir(parents=True)
+            (root / OWNER_FILE).write_text(str(os.getpid()))
         self._lay = Layout(root)
-        try:
-            self._start_all()
-        except BaseException:
-            self.keep_dir = self.keep_dir or bool(os.environ.get("STT_KEEP_CLUSTER_DIR"))
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - t0
-        return self
+        self.timings = {}
+
+    def _abort(self, keep: bool) -> None:
+        """Stop what started; keep the directory (logs) for a final failure when asked to."""
+        self.keep_dir = self.keep_dir or (keep and bool(os.environ.get("STT_KEEP_CLUSTER_DIR")))
+        self.stop()
 
     def stop(self) -> None:
         # Reverse order: kwok and controllers first, etcd last, so nothing logs a storm of errors.
@@ -805,39 +826,19 @@ class LocalCluster:
         return comp
 
     def _start_etcd(self) -> str:
-        # Ports are free when picked but could be taken before etcd binds them: retry fresh ones.
-        for attempt in range(3):
-            client_port, peer_port = free_port(), free_port()
-            comp = self._launch("etcd", etcd_args(self.layout, client_port, peer_port))
-            url = f"http://127.0.0.1:{client_port}"
-            try:
-                self._wait(lambda u=url: self._etcd_healthy(u), 60, "etcd /health", only=comp)
-                return url
-            except ClusterError:
-                if attempt == 2 or "address already in use" not in tail(comp.log_path, 200):
-                    raise
-                comp.stop()
-                self.components.remove(comp)
-                shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
-        raise AssertionError("unreachable")
+        client_port, peer_port = free_port(), free_port()
+        comp = self._launch("etcd", etcd_args(self.layout, client_port, peer_port))
+        url = f"http://127.0.0.1:{client_port}"
+        self._wait(lambda: self._etcd_healthy(url), 60, "etcd /health", only=comp)
+        return url
 
     def _start_apiserver(self, etcd_url: str) -> None:
-        for attempt in range(3):
-            port = free_port()
-            comp = self._launch("kube-apiserver", apiserver_args(self.layout, port, etcd_url))
-            self.server = f"https://127.0.0.1:{port}"
-            try:
-                self._wait(
-                    lambda: self._healthy(f"{self.server}/readyz"),
-                    self.start_timeout,
-                    "kube-apiserver /readyz",
-                )
-                return
-            except ClusterError:
-                if attempt == 2 or "address already in use" not in tail(comp.log_path, 200):
-                    raise
-                comp.stop()
-                self.components.remove(comp)
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        self._launch("kube-apiserver", apiserver_args(self.layout, port, etcd_url))
+        self._wait(
+            lambda: self._healthy(f"{self.server}/readyz"), self.start_timeout, "kube-apiserver /readyz"
+        )
 
     def _write_kwok_config(self) -> None:
         stage_dir = self.tools_dir / "kwok-stages"
@@ -1012,7 +1013,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip the defaults: this checkout's crds/, Gateway API, Prometheus Operator CRDs",
     )
     ap.add_argument("--tools-dir", type=Path, default=None, help="default: $STT_TOOLS_DIR or ~/.cache/...")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep state here instead of a temp dir")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="put the cluster's files here (kept on exit) instead of a temp dir",
+    )
     args = ap.parse_args(argv)
     if args.nodes < 0:
         ap.error("--nodes must be >= 0")
