@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -646,10 +646,9 @@ class LocalCluster:
         return client.ApiClient(cfg)
 
     def install_crds(self, paths: Iterable[Path | str], timeout: float = 60.0) -> list[CRDInfo]:
-        """Server-side apply CRD files/directories and wait until discovery serves every one.
-
-        Each given path is applied on its own, so an error names the path whose CRD was refused.
-        """
+        """Server-side apply CRD files/directories (and companion admission policies) and wait
+        until each CRD is Established and discovery serves all its versions. Safe to call again
+        with changed CRDs; an error names the file and the object the apiserver refused."""
         infos = self._apply_crds(paths)
         self._wait_crds(infos, timeout)
         return infos
@@ -983,13 +982,6 @@ def default_crd_paths(tools_dir: Path, root: Path | None) -> list[Path]:
         if (tools_dir / "crds" / extra).is_dir():
             paths.append(tools_dir / "crds" / extra)
     return paths
-
-
-@contextlib.contextmanager
-def local_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
-    """``LocalCluster`` as a plain context manager function (same arguments)."""
-    with LocalCluster(**kwargs) as c:
-        yield c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
