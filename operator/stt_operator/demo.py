@@ -27,9 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _wait_until_settled(cluster: LocalCluster, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        phases = cluster.kubectl(
-            "get", "sttmodels,modeldeployments", "-A", "-o", "jsonpath={range .items[*]}{.status.phase}{'\\n'}{end}"
-        ).split()
+        jsonpath = "jsonpath={range .items[*]}{.status.phase}{'\\n'}{end}"
+        phases = cluster.kubectl("get", "sttmodels,modeldeployments", "-A", "-o", jsonpath).split()
         if phases and all(p in ("Ready", "Healthy", "Failed", "Pending") for p in phases):
             return
         time.sleep(1)
@@ -49,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
             _wait_until_settled(cluster)
             print(cluster.kubectl("get", "sttmodels,modeldeployments,abtests,deployments,httproutes", "-A"))
             print(f"\nexport KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin_dir}:$PATH")
-            print("try: kubectl get sttm,mdep,abt -A -o wide; kubectl describe mdep -A; Ctrl-C stops everything")
+            print("try: kubectl get sttm,mdep,abt -A -o wide; kubectl describe mdep -A")
+            print("Ctrl-C stops everything")
             stop = {"now": False}
             signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
             started = time.monotonic()

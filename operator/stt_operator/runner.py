@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--triton-image", help="default Triton image of serving pods")
     parser.add_argument("--operator-image", help="this operator's image, for Jobs and evaluators")
     parser.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s")
+    parser.add_argument("--analytics-interval", type=float, dest="analytics_interval_s")
     parser.add_argument("--log-format", choices=["text", "json"])
 
 
@@ -44,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
         triton_image=args.triton_image,
         operator_image=args.operator_image,
         reconcile_interval_s=args.reconcile_interval_s,
+        analytics_interval_s=args.analytics_interval_s,
         log_format=args.log_format,
     )
     configure_logging(settings.log_format)

@@ -30,7 +30,10 @@ class OperatorSettings(BaseModel):
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
     revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)
-    analytics_retention: str = "7d"
+    analytics_retention: str = Field("7d", pattern=r"^[0-9]+[smhdwy]$", description="PromQL window")
+    analytics_interval_s: float = Field(
+        60.0, gt=0, description="how often STTModel.status.analytics refreshes"
+    )
     default_analysis_interval: str = "1m"
     default_abtest_duration: str = "24h"
     log_format: str = Field("text", pattern="^(text|json)$")

@@ -5,54 +5,15 @@ The operator runs as its own process (`stt-operator run`), exactly as users run 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
 from stt_operator.testing.kubewait import condition, event_reasons, wait_for
+from stt_operator.testing.resources import API, model_deployment, stt_model
 
 pytestmark = pytest.mark.integration
-
-API = "stt.dev/v1alpha1"
-
-
-def stt_model(name: str, namespace: str, language: str = "en-US") -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "STTModel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "language": language,
-            "format": "python",
-            "source": {"uri": f"file:///models/{name}"},
-            "io": {
-                "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
-                "outputs": [
-                    {"name": "transcript", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}
-                ],
-            },
-            "triton": {"maxBatchSize": 4, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
-            "resources": {"gpu": 1},
-            "validation": {"enabled": False},
-        },
-    }
-
-
-def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "model": {"name": model},
-            "replicas": 1,
-            "strategy": {"type": "Immediate"},
-            "scaleDownDelay": "0s",
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
-        },
-    }
 
 
 def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):

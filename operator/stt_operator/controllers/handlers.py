@@ -56,6 +56,17 @@ def sttmodel_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
         sttmodel.reconcile(body, patch, context.current())
 
 
+@kopf.timer(
+    API_GROUP,
+    API_VERSION,
+    "sttmodels",
+    interval=context.current().settings.analytics_interval_s,
+    initial_delay=_INTERVAL,
+)
+def sttmodel_analytics(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    sttmodel.refresh_analytics(body, patch, context.current())
+
+
 # --- ModelDeployment -------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import STTModel
 from stt_operator.api.common import SpecError, get_condition, utcnow
 from stt_operator.artifacts import jobs
@@ -22,6 +23,7 @@ from stt_operator.builders.modelconfig import model_config_map, model_config_map
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.observability import track_reconcile
+from stt_operator.triton.analytics import collect_analytics
 from stt_operator.triton.config import render_for_model
 
 log = logging.getLogger(__name__)
@@ -188,3 +190,32 @@ def _ensure_derived_model(
     writer.set(quantizedModel=name)
     if writer.old.get("quantizedModel") != name:
         writer.event("Normal", "QuantizedModelCreated", f"created STTModel {name} ({mode})")
+
+
+def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> None:
+    """Summarise the model's live performance from Prometheus into `status.analytics`.
+
+    Missing data leaves the last summary in place (a Prometheus outage must not erase what
+    was known); an error is logged, never raised, so the timer keeps its rhythm."""
+    meta = body["metadata"]
+    spec = body.get("spec") or {}
+    client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=10.0)
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        result = client.instant(promql)
+        return [{"metric": s.labels, "value": [result.at or 0, str(s.value)]} for s in result.samples]
+
+    try:
+        analytics = collect_analytics(
+            query,
+            meta["name"],
+            triton_model_name(meta["name"]),
+            spec.get("language") or "und",
+            window=ctx.settings.analytics_retention,
+            namespace=meta["namespace"],
+        )
+    except (PromQueryError, ValueError) as exc:
+        log.warning("analytics for %s/%s unavailable: %s", meta["namespace"], meta["name"], exc)
+        return
+    if analytics and analytics != (body.get("status") or {}).get("analytics"):
+        patch.status["analytics"] = analytics

@@ -11,11 +11,23 @@ from stt_operator.services.kube import Kube
 from stt_operator.testing.cluster import LocalCluster
 from stt_operator.testing.jobpods import LocalJobKubelet
 from stt_operator.testing.operator import OperatorProcess
+from stt_operator.testing.prometheus import PrometheusServer, running_prometheus
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(cluster.kubeconfig, reconcile_interval_s=1.0)
+def operator_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """The real Prometheus the session's operator queries (analysis, analytics)."""
+    with running_prometheus(tmp_path_factory.mktemp("operator-prometheus")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: LocalCluster, operator_prometheus: PrometheusServer) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        reconcile_interval_s=1.0,
+        extra_args=["--prometheus-url", operator_prometheus.url, "--analytics-interval", "2"],
+    )
     proc.start()
     yield proc
     alive = proc.process is not None and proc.process.poll() is None

@@ -1,0 +1,54 @@
+"""STTModel.status.analytics from a real Prometheus scraping real evaluator metrics."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stt_operator.evalmetrics import build_eval_metrics
+from stt_operator.testing.kubewait import wait_for
+from stt_operator.testing.resources import API, stt_model
+
+pytestmark = pytest.mark.integration
+
+
+def test_analytics_summarised_into_status(operator, operator_prometheus, exporter_factory, kube, namespace):
+    registry = CollectorRegistry()
+    metrics = build_eval_metrics(registry)
+    labels = {"endpoint": "asr", "variant": "stable", "model": "live-model", "language": "en-US"}
+    metrics.init_variant(labels)  # series start at zero, so increase() sees every utterance
+
+    def replay(n: int) -> None:
+        for _ in range(n):
+            metrics.record_request(labels)
+            metrics.record_utterance(
+                labels,
+                word_errors=1,
+                ref_words=10,
+                char_errors=2,
+                ref_chars=50,
+                latency_seconds=0.2,
+                audio_seconds=2.0,
+                confidence=0.9,
+            )
+
+    exporter = exporter_factory(registry)
+    # As a ServiceMonitor would, the target carries the namespace of the evaluator's Service.
+    operator_prometheus.add_target("evaluator", exporter.address, labels={"namespace": namespace})
+    replay(20)
+
+    kube.apply(stt_model("live-model", namespace))
+
+    def analytics():
+        model = kube.get(API, "STTModel", "live-model", namespace)
+        entries = (model.get("status") or {}).get("analytics") or []
+        return entries if entries and "latencyP95Ms" in entries[0] else None
+
+    (entry,) = wait_for(analytics, timeout=60, what="status.analytics from Prometheus")
+    assert entry["language"] == "en-US"
+    assert entry["wer"] == pytest.approx(0.1)
+    assert entry["cer"] == pytest.approx(0.04)
+    assert entry["confidence"] == pytest.approx(0.9)
+    assert 100 <= entry["latencyP95Ms"] <= 250  # p95 of 0.2 s observations, interpolated in its bucket
+    assert entry["updatedAt"].endswith("Z")
+    operator_prometheus.remove_target("evaluator", exporter.address)
