@@ -51,12 +51,14 @@ class PrometheusServer:
         binary: str | None = None,
         scrape_interval: str = "1s",
         lookback_delta: str = "5m",
+        retention: str = "2h",
         port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.binary = binary or os.environ.get("STT_PROMETHEUS_BINARY", DEFAULT_BINARY)
         self.scrape_interval = scrape_interval
         self.lookback_delta = lookback_delta
+        self.retention = retention  # longer when a test backfills older blocks (promtool)
         self.port = port or free_port()
         self.targets: list[ScrapeTarget] = []
         self._proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +114,7 @@ class PrometheusServer:
             "--web.enable-lifecycle",
             "--web.enable-admin-api",
             f"--query.lookback-delta={self.lookback_delta}",
-            "--storage.tsdb.retention.time=2h",
+            f"--storage.tsdb.retention.time={self.retention}",
             "--log.level=warn",
         ]
         log = self._log.open("ab")
