@@ -166,6 +166,18 @@ def test_helm_install_creates_the_operator_with_least_privilege(
     wrong += [("denied", *c) for c in denied if can_i(cluster, sa, *c)]
     assert wrong == [], f"RBAC differs from what the operator needs: {wrong}"
 
+    # A settings change through `helm upgrade` reaches the ConfigMap and rolls the pod.
+    before = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    helm(
+        cluster, "upgrade", release, str(CHART), "-n", namespace, "--reuse-values",
+        "--set", "config.maxConcurrentABTests=9", "--wait", "--timeout", "120s",
+    )  # fmt: skip
+    upgraded = get(cluster, "deployment", fullname, "-n", namespace)
+    assert upgraded["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != before
+    assert upgraded["status"].get("updatedReplicas") == 1 and upgraded["status"].get("availableReplicas") == 1
+    settings = get(cluster, "configmap", f"{fullname}-config", "-n", namespace)["data"]["config.yaml"]
+    assert yaml.safe_load(settings)["max_concurrent_abtests"] == 9
+
     # People get the API through the default roles (aggregated by kube-controller-manager).
     cluster.kubectl(
         "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", other_namespace
