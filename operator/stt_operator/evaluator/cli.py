@@ -43,7 +43,10 @@ def target_from_mapping(d: Mapping[str, Any], where: str) -> Target:
     missing = [k for k in ("variant", "tritonModel", "url") if not d.get(k)]
     if missing:
         raise ValueError(f"{where}: missing {missing}")
-    return Target(str(d["variant"]), str(d["tritonModel"]), str(d["url"]), str(d.get("model") or ""))
+    from stt_operator.evaluator.targets import model_io_from_config
+
+    io = model_io_from_config(d.get("io"), where)
+    return Target(str(d["variant"]), str(d["tritonModel"]), str(d["url"]), str(d.get("model") or ""), io)
 
 
 # file key -> (argparse dest, type)

@@ -17,6 +17,7 @@ import yaml
 
 from stt_operator.builders.common import LABEL_COMPONENT, common_labels, dns_name
 from stt_operator.evaluator.replay import Target
+from stt_operator.evaluator.targets import model_io_to_config
 from stt_operator.settings import DEFAULT_OPERATOR_IMAGE
 
 METRICS_PORT = 9090  # the port the operator image exposes for /metrics
@@ -65,7 +66,13 @@ def evaluator_config(p: EvaluatorParams) -> dict[str, Any]:
         "endpoint": p.endpoint,
         "baseline": p.baseline or p.targets[0].variant,
         "targets": [
-            {"variant": t.variant, "tritonModel": t.triton_model, "url": t.url, "model": t.model_label}
+            {
+                "variant": t.variant,
+                "tritonModel": t.triton_model,
+                "url": t.url,
+                "model": t.model_label,
+                "io": model_io_to_config(t.io),
+            }
             for t in p.targets
         ],
         "rate": p.rate,

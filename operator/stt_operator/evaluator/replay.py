@@ -34,6 +34,27 @@ AUDIO_INPUT, TRANSCRIPT_OUTPUT, CONFIDENCE_OUTPUT = "AUDIO", "TRANSCRIPT", "CONF
 
 
 @dataclass(frozen=True)
+class ModelIO:
+    """Which tensors of a model carry what (from the STTModel `io` roles).
+
+    Either `transcript` (a string output) or `logits` plus a CTC `vocabulary` (decoded here).
+    """
+
+    audio: str = AUDIO_INPUT
+    audio_length: str | None = None
+    transcript: str | None = TRANSCRIPT_OUTPUT
+    confidence: str | None = CONFIDENCE_OUTPUT
+    logits: str | None = None
+    vocabulary: Any = None  # stt_operator.speech.ctc.Vocabulary
+
+    def __post_init__(self) -> None:
+        if not self.audio:
+            raise ValueError("io: an audio input name is required")
+        if not self.transcript and not (self.logits and self.vocabulary is not None):
+            raise ValueError("io: need a transcript output, or a logits output with a vocabulary")
+
+
+@dataclass(frozen=True)
 class Target:
     """One variant to evaluate: a Triton model behind a gRPC address."""
 
@@ -41,6 +62,7 @@ class Target:
     triton_model: str  # model name in Triton's repository
     url: str  # host:port of Triton's gRPC endpoint
     model: str = ""  # metric label `model` (the STTModel name); defaults to triton_model
+    io: ModelIO = ModelIO()
 
     @property
     def model_label(self) -> str:
@@ -297,44 +319,40 @@ class Replayer:
 
 
 class TritonTranscriber:
-    """Sends audio to Triton with tritonclient's asyncio gRPC client (one client per address)."""
+    """Sends audio to Triton with tritonclient's asyncio gRPC client (one client per address).
+
+    Tensor names come from the target's I/O contract (`ModelIO`); datatypes from Triton's model
+    metadata, read once per target. A model that returns CTC logits instead of a transcript is
+    decoded here, greedily, with the vocabulary from its contract.
+    """
 
     def __init__(self, timeout_s: float = 30.0, cache_size: int = 64) -> None:
         self.timeout_s = timeout_s
         self._clients: dict[str, Any] = {}
         # Paired replay sends the same array to every variant: serialise it once. The cache
         # holds the array itself, so an id() cannot be reused while its entry lives.
-        self._inputs: OrderedDict[tuple[int, str], tuple[np.ndarray, Any]] = OrderedDict()
-        self._datatypes: dict[tuple[str, str], str] = {}
+        self._inputs: OrderedDict[tuple[int, str, str], tuple[np.ndarray, Any]] = OrderedDict()
+        self._datatypes: dict[tuple[str, str], dict[str, str]] = {}
         self._cache_size = cache_size
 
-    async def _datatype(self, target: Target) -> str:
-        """The model's declared AUDIO datatype (INT16 or FP32), from Triton's model metadata."""
+    async def _input_types(self, target: Target) -> dict[str, str]:
+        """Datatypes of the audio (INT16 / FP32) and audio-length inputs, from model metadata."""
         key = (target.url, target.triton_model)
         if key not in self._datatypes:
             meta = await self._client(target.url).get_model_metadata(target.triton_model)
-            types = {i.name: i.datatype for i in meta.inputs}
-            if AUDIO_INPUT not in types:
-                raise TranscriptionError(
-                    "other", f"model {target.triton_model} has no {AUDIO_INPUT} input: {types}"
-                )
-            if types[AUDIO_INPUT] not in ("INT16", "FP32"):
-                raise TranscriptionError(
-                    "other", f"{AUDIO_INPUT} datatype {types[AUDIO_INPUT]} is not INT16 or FP32"
-                )
-            self._datatypes[key] = types[AUDIO_INPUT]
+            self._datatypes[key] = check_input_types(target, {i.name: i.datatype for i in meta.inputs})
         return self._datatypes[key]
 
-    def _input(self, audio: np.ndarray, datatype: str) -> Any:
+    def _audio_input(self, audio: np.ndarray, name: str, datatype: str) -> Any:
         import tritonclient.grpc.aio as grpcclient
 
-        key = (id(audio), datatype)
+        key = (id(audio), name, datatype)
         hit = self._inputs.get(key)
         if hit is not None and hit[0] is audio:
             self._inputs.move_to_end(key)
             return hit[1]
         data = to_datatype(audio, datatype)
-        inp = grpcclient.InferInput(AUDIO_INPUT, list(data.shape), datatype)
+        inp = grpcclient.InferInput(name, list(data.shape), datatype)
         inp.set_data_from_numpy(data)
         self._inputs[key] = (audio, inp)
         if len(self._inputs) > self._cache_size:
@@ -351,22 +369,63 @@ class TritonTranscriber:
     async def __call__(self, target: Target, audio: np.ndarray) -> tuple[str, float | None]:
         import tritonclient.grpc.aio as grpcclient
 
-        outputs = [
-            grpcclient.InferRequestedOutput(TRANSCRIPT_OUTPUT),
-            grpcclient.InferRequestedOutput(CONFIDENCE_OUTPUT),
-        ]
+        io = target.io
+        types = await self._input_types(target)
+        inputs = [self._audio_input(audio, io.audio, types[io.audio])]
+        if io.audio_length:
+            dtype = types[io.audio_length]
+            length = np.array([[audio.shape[-1]]], dtype=np.int64 if dtype == "INT64" else np.int32)
+            inp = grpcclient.InferInput(io.audio_length, list(length.shape), dtype)
+            inp.set_data_from_numpy(length)
+            inputs.append(inp)
+        names = [n for n in (io.transcript, io.logits, io.confidence) if n]
         result = await self._client(target.url).infer(
             target.triton_model,
-            [self._input(audio, await self._datatype(target))],
-            outputs=outputs,
+            inputs,
+            outputs=[grpcclient.InferRequestedOutput(n) for n in names],
             client_timeout=self.timeout_s,
         )
-        return decode_result(result.as_numpy(TRANSCRIPT_OUTPUT), result.as_numpy(CONFIDENCE_OUTPUT))
+        confidence = result.as_numpy(io.confidence) if io.confidence else None
+        if io.transcript:
+            return decode_result(result.as_numpy(io.transcript), confidence, io.transcript)
+        assert io.logits is not None and io.vocabulary is not None  # ModelIO guarantees it
+        return decode_logits(result.as_numpy(io.logits), io.vocabulary, io.logits)
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def check_input_types(target: Target, types: dict[str, str]) -> dict[str, str]:
+    """The model must have the contract's audio input (INT16 / FP32) and length input (INT32/64)."""
+    io = target.io
+    if io.audio not in types:
+        raise TranscriptionError("other", f"model {target.triton_model} has no input {io.audio!r}: {types}")
+    if types[io.audio] not in ("INT16", "FP32"):
+        raise TranscriptionError("other", f"input {io.audio!r} is {types[io.audio]}, not INT16 or FP32")
+    if io.audio_length and types.get(io.audio_length) not in ("INT32", "INT64"):
+        raise TranscriptionError(
+            "other",
+            f"audio-length input {io.audio_length!r} is {types.get(io.audio_length)}, not INT32/INT64",
+        )
+    return types
+
+
+def decode_logits(logits: Any, vocabulary: Any, name: str = "logits") -> tuple[str, float | None]:
+    """Greedy CTC decoding of one request's [frames, vocab] (or [1, frames, vocab]) logits."""
+    from stt_operator.speech.ctc import greedy_decode
+
+    if logits is None:
+        raise TranscriptionError("decode", f"response has no {name} output")
+    arr = np.asarray(logits, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    try:
+        decoded = greedy_decode(arr, vocabulary)
+    except ValueError as exc:
+        raise TranscriptionError("decode", f"{name}: {exc}") from exc
+    return decoded.text, decoded.confidence
 
 
 def to_datatype(audio: np.ndarray, datatype: str) -> np.ndarray:
@@ -381,15 +440,17 @@ def to_datatype(audio: np.ndarray, datatype: str) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def decode_result(transcript: Any, confidence: Any) -> tuple[str, float | None]:
-    """(text, confidence) from the TRANSCRIPT / CONFIDENCE output arrays of one request."""
+def decode_result(
+    transcript: Any, confidence: Any, name: str = TRANSCRIPT_OUTPUT
+) -> tuple[str, float | None]:
+    """(text, confidence) from the transcript / confidence output arrays of one request."""
     if transcript is None or np.asarray(transcript).size == 0:
-        raise TranscriptionError("decode", f"response has no {TRANSCRIPT_OUTPUT} output")
+        raise TranscriptionError("decode", f"response has no {name} output")
     value = np.asarray(transcript).reshape(-1)[0]
     try:
         text = value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
     except UnicodeDecodeError as exc:
-        raise TranscriptionError("decode", f"{TRANSCRIPT_OUTPUT} is not UTF-8: {exc}") from exc
+        raise TranscriptionError("decode", f"{name} is not UTF-8: {exc}") from exc
     conf = None
     if confidence is not None and np.asarray(confidence).size:
         c = float(np.asarray(confidence).reshape(-1)[0])
