@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -247,6 +248,10 @@ def test_command_line_cluster_serves_until_interrupted(cluster: LocalCluster) ->
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert not kubeconfig.parent.exists()
+        # The apiserver is gone too: its port refuses connections.
+        port = int(next(line for line in seen if line.startswith("cluster ready")).rsplit(":", 1)[1])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         if proc.poll() is None:
             proc.kill()
