@@ -165,3 +165,96 @@ def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
             client.load_model(DEGRADED_MODEL, headers={ADMIN_HEADER: "wrong"})
     finally:
         server.stop()
+
+
+def spelling_ctc_onnx(path: Path, path_ids: list[int], vocab_size: int) -> Path:
+    """A real ONNX graph: audio [B, T] float + length [B, 1] int64 -> logits [B, F, V].
+
+    Its logits spell a fixed token path whatever the audio (plus 0 * mean(audio), so the audio
+    really flows through the graph): enough to exercise serving and client-side CTC decoding."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.full((len(path_ids), vocab_size), -10.0, np.float32)
+    table[np.arange(len(path_ids)), path_ids] = 10.0
+    nodes = [
+        helper.make_node("ReduceMean", ["audio"], ["mean"], keepdims=1),  # [B, 1]
+        helper.make_node("Mul", ["mean", "zero"], ["zeroed"]),
+        helper.make_node("Unsqueeze", ["zeroed", "axes"], ["zeroed3"]),  # [B, 1, 1]
+        helper.make_node("Add", ["zeroed3", "table"], ["logits"]),  # [B, F, V]
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "spelling_ctc",
+        [
+            helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["B", "T"]),
+            helper.make_tensor_value_info("length", TensorProto.INT64, ["B", 1]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", len(path_ids), vocab_size])],
+        initializer=[
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(np.array([2], np.int64), "axes"),
+            numpy_helper.from_array(table[None], "table"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+async def test_onnx_logits_model_through_triton_and_the_evaluator(
+    tmp_path: Path, small_evalset: Path
+) -> None:
+    """An ONNX CTC model (logits out, no transcript) served by the onnxruntime runner in the
+    Python backend; the evaluator finds its tensors from the STTModel I/O roles and decodes."""
+    from prometheus_client import CollectorRegistry
+
+    from stt_operator import evalmetrics as em
+    from stt_operator.api.sttmodel import STTModelSpec
+    from stt_operator.evaluator.replay import Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.targets import model_io_from_spec
+    from stt_operator.speech.evalset import load_evalset
+    from stt_operator.testing.triton import build_onnx_repository
+
+    vocab = ["<blank>", "turn", "on", "the", "lights"]
+    onnx_path = spelling_ctc_onnx(tmp_path / "ctc.onnx", [0, 1, 1, 0, 2, 3, 3, 0, 4], len(vocab))
+    spec = STTModelSpec.model_validate(
+        {
+            "language": "en-US",
+            "format": "onnx",
+            "source": {"uri": f"file://{onnx_path}"},
+            "io": {
+                "inputs": [
+                    {"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"},
+                    {"name": "length", "dataType": "TYPE_INT64", "dims": [1], "role": "audio-length"},
+                ],
+                "outputs": [{"name": "logits", "dataType": "TYPE_FP32", "dims": [9, 5], "role": "logits"}],
+                "vocabulary": vocab,
+            },
+            "triton": {"maxBatchSize": 4, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
+        }
+    )
+    repo = build_onnx_repository(tmp_path / "models", "ctc", onnx_path, spec.triton, spec.io)
+    server = start_triton(repo, tmp_path, models=["ctc"])
+    transcriber = TritonTranscriber()
+    try:
+        reg = CollectorRegistry()
+        target = Target("stable", "ctc", server.grpc_url, "ctc-v1", io=model_io_from_spec(spec.io))
+        utts = load_evalset(small_evalset)[:5]
+        replayer = Replayer([target], transcriber, endpoint="onnx", metrics=em.build_eval_metrics(reg))
+        observations = await replayer.run_round(utts)
+    finally:
+        await transcriber.close()
+        server.stop()
+    assert len(observations) == 5
+    assert {o.score.hypothesis for o in observations} == {"turn on the lights"}
+    for o, u in zip(
+        sorted(observations, key=lambda o: o.utterance_id), sorted(utts, key=lambda u: u.id), strict=True
+    ):
+        expected = __import__("jiwer").process_words(u.text, "turn on the lights")
+        assert o.score.word_errors == expected.substitutions + expected.deletions + expected.insertions
+        assert o.confidence is not None and o.confidence > 0.99
+    labels = {"endpoint": "onnx", "variant": "stable", "model": "ctc-v1", "language": "en-US"}
+    assert reg.get_sample_value(em.UTTERANCES, labels) == 5

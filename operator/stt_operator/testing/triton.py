@@ -23,8 +23,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from stt_operator.models import catalog
 from stt_operator.triton.config import render_config_pbtxt
@@ -116,6 +117,26 @@ def build_sphinx_repository(root: Path, models: Mapping[str, bool] | None = None
     for name, degraded in models.items():
         config = render_config_pbtxt(name, catalog.sphinx_triton(degraded=degraded), catalog.sphinx_io())
         write_model(root, name, config, files)
+    return root
+
+
+def build_onnx_repository(
+    root: Path, name: str, onnx_path: Path, triton: Any, io: Any, version: int = 1
+) -> Path:
+    """An ONNX model served locally: our renderer's config with the Python backend (the only one
+    the local binary has) and `models/onnx_runner/model.py`, which runs it with onnxruntime."""
+    from dataclasses import replace
+
+    from stt_operator.models import model_source
+
+    local = (
+        replace(triton, backend="python")
+        if is_dataclass(triton)
+        else triton.model_copy(update={"backend": "python"})
+    )
+    config = render_config_pbtxt(name, local, io)
+    files = {"model.py": model_source("onnx_runner") / "model.py", "model.onnx": Path(onnx_path)}
+    write_model(root, name, config, files, version)
     return root
 
 
