@@ -195,10 +195,37 @@ def start_triton(
     timeout: float = 120.0,
     extra_args: Sequence[str] = (),
     grpc_port: int | None = None,
+    attempts: int = 3,
 ) -> LocalTriton:
-    """Start tritonserver on free loopback ports and wait until it and `models` are ready."""
+    """Start tritonserver on free loopback ports and wait until it and `models` are ready.
+
+    A port picked as free can be taken before tritonserver binds it (parallel test runs):
+    then it starts again on new ports, up to `attempts` times."""
     install = find_tritonserver()
     backends = prepare_backend_dir(workdir / "backends", install)
+    for attempt in range(1, attempts + 1):
+        try:
+            return _launch(install, repository, workdir, backends, models, timeout, extra_args, grpc_port)
+        except _PortTaken:
+            if attempt == attempts or grpc_port is not None:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _launch(
+    install: TritonInstall,
+    repository: Path,
+    workdir: Path,
+    backends: Path,
+    models: Sequence[str],
+    timeout: float,
+    extra_args: Sequence[str],
+    grpc_port: int | None,
+) -> LocalTriton:
     http, grpc, metrics = free_port(), grpc_port or free_port(), free_port()
     log_path = workdir / "tritonserver.log"
     cmd = [
@@ -224,7 +251,9 @@ def start_triton(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with {proc.returncode}:\n{server.log_tail()}")
+            tail = server.log_tail()
+            error = _PortTaken if "address already in use" in tail.lower() else RuntimeError
+            raise error(f"tritonserver exited with {proc.returncode}:\n{tail}")
         if all(_http_ok(u) for u in urls):
             return server
         time.sleep(0.25)
