@@ -212,6 +212,10 @@ def test_paired_wer_regression_fails_and_rolls_back(lab: Lab) -> None:
     decision = decide([result], {"failureLimit": 0})
     assert decision.action == "Rollback" and "wer Failed" in decision.reason
     assert p_state(result)["wer/maxRelativeIncrease 0.05"][0] < 0.05
+    srm = check_sample_ratio(client, _ctx("regress", start), {"stable": 50, "canary": 50})
+    assert (
+        isinstance(srm, SRMResult) and srm.observed == {"stable": 600.0, "canary": 600.0} and not srm.mismatch
+    )
 
 
 def test_equivalent_candidate_passes_and_advances(lab: Lab) -> None:

@@ -123,6 +123,10 @@ def test_error_rate_and_custom_point_rules() -> None:
     assert err.outcome == "Failed" and err.value == pytest.approx(0.015)
     assert custom.outcome == "Failed" and "7 <= 5" in custom.message
     assert rel.outcome == "Failed" and "limit 90" in rel.message
+    (clean,) = _run(specs[:1], [CountData(0, 5000, 0, 5000, "triton")])
+    assert clean.outcome == "Passed" and "no errors in either arm" in clean.message
+    (few,) = _run(specs[:1], [CountData(0, 50, 0, 50, "triton")])
+    assert few.outcome == "Inconclusive" and "not enough requests yet" in few.message
 
 
 def test_aggregate_outcomes() -> None:

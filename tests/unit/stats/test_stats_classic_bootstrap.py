@@ -41,6 +41,17 @@ def test_sign_and_wilcoxon_match_scipy() -> None:
         classic.wilcoxon(c, b[:10])
 
 
+def test_darwin_corn_published_example() -> None:
+    """Darwin's cross- vs self-fertilised Zea mays height differences (eighths of an inch), the
+    example of scipy's `wilcoxon` documentation: T = 24, exact two-sided p = 0.041259765625.
+    Sign test: 13 of 15 positive, p = 2 * (C(15,13) + C(15,14) + C(15,15)) / 2^15."""
+    d = np.array([6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75])
+    w = classic.wilcoxon(d, np.zeros_like(d))
+    assert (w.statistic, w.p_value) == (24.0, pytest.approx(0.041259765625))
+    s = classic.sign_test_arrays(d, np.zeros_like(d))
+    assert s.p_value == pytest.approx(242 / 32768)
+
+
 def test_block_bootstrap_is_wider_when_speakers_correlate() -> None:
     rng = np.random.default_rng(1)
     speakers = np.repeat(np.arange(40), 25)
