@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    BatchV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    RbacAuthorizationV1Api,
+)
 from kubernetes.client.exceptions import ApiException
 
 from stt_operator.testing.cluster import GPU_RESOURCE, LocalCluster
@@ -272,3 +279,39 @@ def test_helm_installs_a_chart(
     cm = CoreV1Api(kube_api).read_namespaced_config_map("hi-greeting", namespace)
     assert cm.data == {"text": "hello"}
     assert "hi" in cluster.helm("list", "-n", namespace, "-q").split()
+
+
+def test_rbac_is_enforced_for_service_accounts(
+    cluster: LocalCluster, kube_api: ApiClient, namespace: str
+) -> None:
+    core = CoreV1Api(kube_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    kc = cluster.service_account_kubeconfig(namespace, "reader")
+
+    def can_list_pods() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={kc}", "-n", namespace, "get", "pods"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    denied = can_list_pods()
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+    RbacAuthorizationV1Api(kube_api).create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+        },
+    )
+    RbacAuthorizationV1Api(kube_api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    eventually(lambda: can_list_pods().returncode == 0, what="the RoleBinding to grant list pods")

@@ -19,6 +19,7 @@ from stt_operator.testing.cluster import (
     Layout,
     LocalCluster,
     apiserver_args,
+    cert_credentials,
     controller_manager_args,
     crd_files,
     fake_node,
@@ -55,7 +56,7 @@ def test_fake_node_advertises_gpus_and_is_managed_by_kwok() -> None:
 
 
 def test_kubeconfig_embeds_credentials() -> None:
-    doc = kubeconfig_doc("https://127.0.0.1:1", b"CA", b"CERT", b"KEY", "admin")
+    doc = kubeconfig_doc("https://127.0.0.1:1", b"CA", "admin", cert_credentials(b"CERT", b"KEY"))
     cluster = doc["clusters"][0]["cluster"]
     assert cluster["server"] == "https://127.0.0.1:1"
     assert base64.b64decode(cluster["certificate-authority-data"]) == b"CA"

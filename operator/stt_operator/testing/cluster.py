@@ -230,27 +230,27 @@ def kwok_args(lay: Layout) -> list[str]:
     ]
 
 
-def kubeconfig_doc(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str) -> dict[str, Any]:
-    """A self-contained kubeconfig (certificates embedded) for one client identity."""
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
 
+def kubeconfig_doc(server: str, ca_pem: bytes, user: str, credentials: dict[str, str]) -> dict[str, Any]:
+    """A self-contained kubeconfig (CA embedded) for one identity; ``credentials`` is the
+    kubeconfig ``user`` block (see ``cert_credentials``, or ``{"token": ...}``)."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "stt-local", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+            {"name": "stt-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
-            }
-        ],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "stt-local", "context": {"cluster": "stt-local", "user": user}}],
         "current-context": "stt-local",
     }
+
+
+def cert_credentials(cert_pem: bytes, key_pem: bytes) -> dict[str, str]:
+    return {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}
 
 
 def fake_node(
@@ -645,6 +645,19 @@ class LocalCluster:
         cfg.verify_ssl = True
         return client.ApiClient(cfg)
 
+    def service_account_kubeconfig(self, namespace: str, name: str, expiration_seconds: int = 3600) -> Path:
+        """A kubeconfig that acts as ServiceAccount ``namespace/name`` (a bound token from the
+        TokenRequest API), to run the operator or kubectl with exactly the RBAC a chart grants."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"}
+        body["spec"] = {"expirationSeconds": expiration_seconds}
+        token = self._request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", body)
+        ca_pem = self.layout.cert("ca").read_bytes()
+        doc = kubeconfig_doc(self.server, ca_pem, f"{namespace}-{name}", {"token": token["status"]["token"]})
+        path = self.layout.root / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(doc))
+        path.chmod(0o600)
+        return path
+
     def install_crds(self, paths: Iterable[Path | str], timeout: float = 60.0) -> list[CRDInfo]:
         """Server-side apply CRD files/directories (and companion admission policies) and wait
         until each CRD is Established and discovery serves all its versions. Safe to call again
@@ -782,9 +795,8 @@ class LocalCluster:
 
         ca_pem = lay.cert("ca").read_bytes()
         for user in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
-            doc = kubeconfig_doc(
-                self.server, ca_pem, lay.cert(user).read_bytes(), lay.key(user).read_bytes(), user
-            )
+            creds = cert_credentials(lay.cert(user).read_bytes(), lay.key(user).read_bytes())
+            doc = kubeconfig_doc(self.server, ca_pem, user, creds)
             lay.kubeconfig(user).write_text(yaml.safe_dump(doc))
             lay.kubeconfig(user).chmod(0o600)
 
