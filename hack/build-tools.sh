@@ -28,6 +28,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools_dir="${STT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stt-operator/tools}"
 bin="$tools_dir/bin"
 mkdir -p "$bin" "$tools_dir/crds"
+# Several test sessions may call this at once: one builds, the others wait and then reuse.
+exec 9>"$tools_dir/.lock"
+flock 9
 
 export GOTOOLCHAIN=local
 export GOFLAGS="-mod=mod -trimpath"
