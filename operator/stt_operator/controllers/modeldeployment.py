@@ -11,11 +11,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
+from stt_operator.analysis.engine import evaluate_metrics
+from stt_operator.analysis.model import AnalysisResult, MetricResult
+from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
@@ -30,14 +34,14 @@ from stt_operator.builders.serving import (
 )
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
-from stt_operator.observability import PROMOTIONS, ROLLOUTS_IN_FLIGHT, track_reconcile
-from stt_operator.rollout.immediate import plan_immediate
-from stt_operator.rollout.plan import ObservedRevision
+from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
+from stt_operator.rollout.common import ANNOTATION_PROMOTE, RolloutInput
+from stt_operator.rollout.dispatch import plan_rollout
+from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
 
 log = logging.getLogger(__name__)
 
 STTMODEL_API = "stt.dev/v1alpha1"
-SUPPORTED_STRATEGIES = ("Immediate",)
 
 
 def model_digest(model_body: Mapping[str, Any]) -> str:
@@ -64,7 +68,10 @@ def _observed_revisions(ctx: OperatorContext, name: str, namespace: str) -> dict
         revision_id = labels.get(LABEL_REVISION)
         if revision_id:
             observed[revision_id] = ObservedRevision(
-                revision_id, labels.get(LABEL_MODEL, ""), deployment_available(deployment)
+                revision_id,
+                labels.get(LABEL_MODEL, ""),
+                deployment_available(deployment),
+                replicas=(deployment.get("spec") or {}).get("replicas"),
             )
     return observed
 
@@ -88,17 +95,66 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             _wait(writer, "InvalidSpec", str(exc), "Failed", warning=True)
             writer.commit(patch)
             return
-        _reconcile_valid(md, body, writer, ctx, name, namespace)
+        _reconcile_valid(md, body, patch, writer, ctx, name, namespace)
         in_flight = writer.fields.get("phase") == "Progressing"
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
+        if any(e.reason == "RolledBack" for e in writer.events):
+            ROLLBACKS.labels(namespace, name).inc()
         writer.commit(patch)
+
+
+def run_analysis(
+    ctx: OperatorContext,
+    md: ModelDeployment,
+    request: AnalysisRequest,
+    status: Mapping[str, Any],
+    model_name: str,
+) -> AnalysisResult:
+    """One look: query Prometheus through the analysis engine. A failure of any kind is the
+    outcome Error for every metric (the policy pauses after several), never a crash."""
+    analysis = md.spec.analysis
+    metrics = [m for m in (analysis.metrics if analysis else []) if m.name in request.metrics]
+    name = md.name
+    try:
+        assert analysis is not None
+        prom = analysis.prometheus
+        url = (prom.address if prom else None) or ctx.settings.prometheus_url
+        timeout = parse_duration(prom.timeout) if prom else 10.0
+        stable_model = status.get("stableModel") or ""
+        context: dict[str, Any] = {
+            "namespace": md.namespace,
+            "endpoint": name,
+            "candidate": {
+                "variant": request.candidate_variant,
+                "service": revision_object_name(name, model_name, request.candidate),
+                "model": model_name,
+            },
+            "start": request.start,
+            "interval": analysis.interval,
+            "confidence": analysis.confidence,
+            "no_data_policy": analysis.no_data_policy,
+        }
+        if request.baseline:
+            context["baseline"] = {
+                "variant": "stable",
+                "service": revision_object_name(name, stable_model, request.baseline),
+                "model": stable_model,
+            }
+        return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
+    except Exception as exc:  # a bad address or an engine bug must not stop the reconcile loop
+        log.exception("analysis of %s/%s failed", md.namespace, name)
+        message = f"analysis could not run: {exc}"
+        return AnalysisResult(
+            "Error", message, tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc}") for m in metrics)
+        )
 
 
 def _reconcile_valid(
     md: ModelDeployment,
     body: Mapping[str, Any],
+    patch: kopf.Patch,
     writer: StatusWriter,
     ctx: OperatorContext,
     name: str,
@@ -128,22 +184,27 @@ def _reconcile_valid(
         reason = _condition(model, "Ready").get("message") or "not reconciled yet"
         _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
         return
-    if spec.strategy.type not in SUPPORTED_STRATEGIES:
-        message = f"spec.strategy.type {spec.strategy.type} is not available in this version; use Immediate"
-        _wait(writer, "StrategyNotSupported", message, "Failed", warning=True)
-        return
-
     desired = Revision(model_name, model_digest(model))
     status = body.get("status") or {}
     observed = _observed_revisions(ctx, name, namespace)
-    plan = plan_immediate(
-        desired,
-        status,
-        observed,
-        datetime.now(UTC),
-        scale_down_delay_s=parse_duration(spec.scale_down_delay),
-        history_limit=spec.rollback.revision_history_limit,
+    annotations = body["metadata"].get("annotations") or {}
+    inputs = RolloutInput(
+        desired=desired,
+        spec=spec,
+        status=status,
+        observed=observed,
+        now=datetime.now(UTC),
+        promote_requested=ANNOTATION_PROMOTE in annotations,
     )
+    plan = plan_rollout(inputs)
+    if plan.analysis_request is not None:
+        # The planner needs a look at Prometheus first; it plans again with the verdict.
+        result = run_analysis(ctx, md, plan.analysis_request, status, model_name)
+        plan = plan_rollout(replace(inputs, analysis=(plan.analysis_request, result)))
+        if plan.analysis_request is not None:  # cannot happen: the planner is deterministic
+            raise RuntimeError("the rollout planner asked for a second analysis in one reconcile")
+    if plan.consumed_promote:
+        patch.metadata.annotations[ANNOTATION_PROMOTE] = None
 
     owner = owner_reference(body)
     resources = spec.resources.to_dict() if spec.resources else None
@@ -154,7 +215,7 @@ def _reconcile_valid(
             revision=revision,
             role=role,
             model=model,
-            replicas=spec.replicas,
+            replicas=plan.replicas.get(revision.id, spec.replicas),
             resources_override=resources,
             triton_image=ctx.settings.triton_image,
             operator_image=ctx.settings.operator_image,
@@ -164,6 +225,8 @@ def _reconcile_valid(
         ctx.kube.apply(triton_service(params))
 
     models_by_revision = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
+    if status.get("stableRevision"):
+        models_by_revision.setdefault(status["stableRevision"], status.get("stableModel") or "")
     if plan.route is not None:
         backends = [
             Backend(revision_object_name(name, models_by_revision[rid], rid), weight)
@@ -192,6 +255,8 @@ def _reconcile_valid(
         writer.set(endpoint=name)
 
     for revision_id in plan.delete:
+        if revision_id not in models_by_revision:
+            continue
         object_name = revision_object_name(name, models_by_revision[revision_id], revision_id)
         ctx.kube.delete("apps/v1", "Deployment", object_name, namespace)
         ctx.kube.delete("v1", "Service", object_name, namespace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from stt_operator.builders.serving import Revision
@@ -15,6 +16,7 @@ class ObservedRevision:
     revision_id: str
     model: str
     available: bool
+    replicas: int | None = None  # the Deployment's spec.replicas as found (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,20 @@ class EventUpdate:
     message: str
 
 
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """A look the controller must take (query Prometheus) before the planner can go on.
+
+    The controller runs the analysis engine and plans again with the result."""
+
+    step: int
+    metrics: tuple[str, ...]  # names in spec.analysis.metrics
+    candidate: str  # revision id under test
+    candidate_variant: str  # the evaluator's variant label: canary | preview
+    baseline: str | None  # stable revision id
+    start: datetime  # counts are cumulative since then
+
+
 @dataclass
 class EndpointPlan:
     """What the controller should do in this reconcile, in order.
@@ -46,3 +62,6 @@ class EndpointPlan:
     conditions: list[ConditionUpdate] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
     requeue_after: float | None = None
+    replicas: dict[str, int] = field(default_factory=dict)  # revision id -> replicas (else spec.replicas)
+    analysis_request: AnalysisRequest | None = None  # set: nothing else in this plan is meant to apply
+    consumed_promote: bool = False  # the plan acted on the promote annotation: clear it

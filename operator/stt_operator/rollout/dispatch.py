@@ -1,0 +1,43 @@
+"""One entry point for every strategy: which planner runs for this reconcile.
+
+- no stable revision yet: the first model is deployed directly (nothing to compare it with);
+- the desired revision is stable: steady state (serve it, retire the rest);
+- the desired revision was rolled back: keep the stable one until the spec changes;
+- otherwise the spec's strategy moves traffic: Immediate, Gradual, Canary or BlueGreen.
+"""
+
+from __future__ import annotations
+
+from stt_operator.rollout.bluegreen import plan_blue_green
+from stt_operator.rollout.common import RolloutInput, plan_rolled_back, plan_steady, rolled_back
+from stt_operator.rollout.immediate import plan_immediate
+from stt_operator.rollout.plan import EndpointPlan
+from stt_operator.rollout.progressive import plan_progressive, steps_for
+
+
+def scale_down_delay_s(inp: RolloutInput) -> float:
+    spec = inp.spec
+    if spec.strategy.type == "BlueGreen":
+        return float(spec.strategy.effective_blue_green().scale_down_delay_seconds)
+    return spec.scale_down_delay_seconds()
+
+
+def plan_rollout(inp: RolloutInput) -> EndpointPlan:
+    spec, stable_id = inp.spec, inp.stable_id
+    if stable_id is None or spec.strategy.type == "Immediate":
+        return plan_immediate(
+            inp.desired,
+            inp.status,
+            inp.observed,
+            inp.now,
+            scale_down_delay_s=scale_down_delay_s(inp),
+            history_limit=spec.rollback.revision_history_limit,
+        )
+    if inp.desired.id == stable_id:
+        return plan_steady(inp, scale_down_delay_s(inp))
+    entry = rolled_back(inp)
+    if entry is not None:
+        return plan_rolled_back(inp, entry)
+    if spec.strategy.type == "BlueGreen":
+        return plan_blue_green(inp)
+    return plan_progressive(inp, steps_for(spec))
