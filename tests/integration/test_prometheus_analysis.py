@@ -22,6 +22,7 @@ from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics, p_state
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.api.common import AnalysisSpec
 from stt_operator.stats.counts import SRMResult
 from stt_operator.testing.prometheus import (
     Exporter,
@@ -222,14 +223,23 @@ def test_equivalent_candidate_passes_and_advances(lab: Lab) -> None:
     start = _start(lab, lab.metrics, "same")
     _drive(lab, lab.metrics, "same", 700, extra=0.0, seed=2)
     _wait_scraped(lab.prom, "same", 700.0)
-    specs = [
-        {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.02},
-        {"name": "latency-p95", "preset": "latency-p95", "maxRelativeIncrease": 0.5},
-    ]
-    result = evaluate_metrics(PrometheusClient(lab.prom.url), specs, _ctx("same", start))
+    # The controllers pass the API's pydantic models straight through.
+    spec = AnalysisSpec.model_validate(
+        {
+            "metrics": [
+                {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.02},
+                {"name": "latency-p95", "preset": "latency-p95", "maxRelativeIncrease": 0.5},
+            ],
+            "consecutiveSuccessLimit": 2,
+        }
+    )
+    client = PrometheusClient(lab.prom.url)
+    result = evaluate_metrics(client, spec.metrics, _ctx("same", start))
     assert [m.outcome for m in result.metrics] == ["Passed", "Passed"], result.message
     assert result.metric("latency-p95").details["mann_whitney_p"] > 0.001
-    assert decide([result], {"consecutiveSuccessLimit": 1}).action == "Advance"
+    assert decide([result], spec).action == "Continue"
+    again = evaluate_metrics(client, spec.metrics, _ctx("same", start, previousP=p_state(result)))
+    assert decide([result, again], spec).action == "Advance"
 
 
 def test_too_few_utterances_is_inconclusive_with_numbers(lab: Lab) -> None:
