@@ -128,8 +128,16 @@ def judge_ratio(rule: MetricRule, d: RatioData, ctx: AnalysisContext) -> MetricR
         samples=have,
         method=main.method if main else "one-sample",
         checks=tuple(checks),
-        details={"se": cand.se, "paired": ps is not None},
+        details={"se": cand.se, "paired": ps is not None, **_main_p(main)},
     )
+
+
+def _main_p(c: Comparison | None) -> dict[str, float]:
+    """The candidate-vs-baseline comparison's own always-valid p-values (not Holm-adjusted), for
+    A/B verdicts: `p_higher` small means the candidate's value is higher than the baseline's."""
+    if c is None:
+        return {}
+    return {"p_two_sided": c.p_value, "p_higher": c.p_greater, "p_lower": c.p_less}
 
 
 def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) -> MetricResult:
@@ -186,6 +194,7 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
         chi = hist.chi_square_buckets(d.candidate, d.baseline)
         mw = hist.mann_whitney_buckets(d.candidate, d.baseline)
         effect, ci_low, ci_high = tail.estimate, tail.ci_low, tail.ci_high
+        details |= {"p_two_sided": tail.p_value, "p_higher": tail.p_greater, "p_lower": tail.p_less}
         details |= {
             "tail_threshold_ms": tail.threshold * 1000,
             "tail_candidate": tail.candidate_share,
@@ -260,6 +269,7 @@ def judge_counts(rule: MetricRule, d: CountData, ctx: AnalysisContext) -> Metric
         cand_s, base_s = _bernoulli(d.candidate_events, n), _bernoulli(d.baseline_events, d.baseline_exposure)
         diff = unpaired_difference(cand_s, base_s, confidence=ctx.confidence, tuning_n=_tuning(rule, ctx, 2))
         effect, ci_low, ci_high = diff.estimate, diff.ci_low, diff.ci_high
+        details |= _main_p(diff)
         r = rule.max_relative_increase if rule.max_relative_increase is not None else 0.0
         if d.candidate_events + d.baseline_events > 0:
             # Sequential multinomial test (Lindon & Malek) on which arm each error came from.

@@ -127,6 +127,7 @@ class TailTest:
     p_greater: float  # small => candidate has more tail
     ci_low: float
     ci_high: float
+    p_less: float = 1.0  # small => candidate has less tail
 
 
 def exceedance(b: Buckets, threshold: float, snap: str = "up") -> tuple[float, float, float]:
@@ -173,12 +174,12 @@ def tail_exceedance_test(
     t = nc + nb
     tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2)
     if sequential_:
-        p2, pg, _ = sequential.always_valid_p(z, t, alpha, tuning)
+        p2, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
         half = float(sequential.cs_halfwidth(se, t, alpha, tuning))
     else:
-        p2, pg, _ = sequential.fixed_horizon_p(z)
+        p2, pg, pl = sequential.fixed_horizon_p(z)
         half = float(stats.norm.ppf(1 - alpha / 2) * se)
-    return TailTest(bound, pc, pb, est, se, float(p2), float(pg), est - half, est + half)
+    return TailTest(bound, pc, pb, est, se, float(p2), float(pg), est - half, est + half, float(pl))
 
 
 def merge_sparse(table: np.ndarray, min_expected: float = 5.0) -> np.ndarray:

@@ -1,0 +1,125 @@
+"""A/B verdicts from per-variant analysis results (pure).
+
+Each non-control variant is evaluated against the control with the same primary metric
+(`engine.evaluate_metrics` with candidate = variant, baseline = control). This module turns those
+results into the ABTest `decision`: Winner (a variant, or the control, is better with always-valid
+significance, Holm-corrected across variants, and passes its guardrails), NoDifference (every
+variant's confidence sequence lies inside +/- the margin: equivalence, may stop early), or
+Inconclusive (keep running; at the end: not enough evidence either way). A sample-ratio
+mismatch holds the decision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from stt_operator.analysis.model import HIGHER, MetricResult
+from stt_operator.stats.counts import SRMResult
+from stt_operator.stats.multiple import holm
+
+
+@dataclass(frozen=True)
+class ABDecision:
+    outcome: str  # Winner | NoDifference | Inconclusive
+    winner: str | None
+    p_value: float | None
+    effect: float | None  # winner (or best variant) minus control, metric units
+    confidence_interval: tuple[float, float] | None
+    reason: str
+    final: bool  # the test can end now
+
+    def to_status(self) -> dict[str, object]:
+        out: dict[str, object] = {"outcome": self.outcome, "reason": self.reason}
+        if self.p_value is not None:
+            out["pValue"] = self.p_value
+        if self.effect is not None and math.isfinite(self.effect):
+            out["effect"] = self.effect
+        if self.confidence_interval is not None:
+            out["confidenceInterval"] = list(self.confidence_interval)
+        return out
+
+
+def decide_ab(
+    control: str,
+    results: Mapping[str, MetricResult],
+    *,
+    direction: str = "lower-is-better",
+    alpha: float = 0.05,
+    margin: float | None = None,
+    ended: bool = False,
+    srm: SRMResult | None = None,
+    guardrail_failures: Mapping[str, Sequence[str]] | None = None,
+) -> ABDecision:
+    """`results`: variant -> primary-metric result against `control`. `guardrail_failures`:
+    variant -> names of guardrail metrics that Failed (such a variant cannot win)."""
+    if srm is not None and srm.mismatch:
+        return ABDecision("Inconclusive", None, None, None, None, f"decision held: {srm.message}", False)
+    if not results:
+        return ABDecision("Inconclusive", None, None, None, None, "no variant results yet", ended)
+    blocked = {v: list(g) for v, g in (guardrail_failures or {}).items() if g}
+    waiting = [f"{v}: {r.message}" for v, r in results.items() if "p_higher" not in r.details]
+    if waiting:
+        return ABDecision("Inconclusive", None, None, None, None, "; ".join(waiting), ended)
+    lower = direction != HIGHER
+    better = {v: r.details["p_lower" if lower else "p_higher"] for v, r in results.items()}
+    worse = {v: r.details["p_higher" if lower else "p_lower"] for v, r in results.items()}
+    adj_better, adj_worse = holm(better, alpha), holm(worse, alpha)
+    winners = [v for v, (_, rej) in adj_better.items() if rej and v not in blocked]
+    if winners:
+        best = min(winners, key=lambda v: (results[v].effect or 0.0) * (1 if lower else -1))
+        r = results[best]
+        return ABDecision(
+            "Winner",
+            best,
+            adj_better[best][0],
+            r.effect,
+            _ci(r),
+            f"{best} beats {control}: {r.message}",
+            True,
+        )
+    if all(rej for _, rej in adj_worse.values()) and control not in blocked:
+        p = max(p for p, _ in adj_worse.values())
+        return ABDecision(
+            "Winner",
+            control,
+            p,
+            None,
+            None,
+            f"control {control} beats every variant (max adjusted p={p:.2g})",
+            True,
+        )
+    if margin is not None:
+        inside = all(
+            r.ci_low is not None and r.ci_high is not None and -margin <= r.ci_low and r.ci_high <= margin
+            for r in results.values()
+        )
+        if inside:
+            return ABDecision(
+                "NoDifference",
+                None,
+                None,
+                None,
+                None,
+                f"every variant within +/-{margin:g} of {control} (always-valid intervals)",
+                True,
+            )
+    note = f"; blocked by guardrails: {blocked}" if blocked else ""
+    if ended:
+        return ABDecision(
+            "Inconclusive",
+            None,
+            None,
+            None,
+            None,
+            f"ended without a significant difference at alpha={alpha:g}{note}",
+            True,
+        )
+    return ABDecision("Inconclusive", None, None, None, None, f"no significant difference yet{note}", False)
+
+
+def _ci(r: MetricResult) -> tuple[float, float] | None:
+    if r.ci_low is None or r.ci_high is None or math.isnan(r.ci_low):
+        return None
+    return (r.ci_low, r.ci_high)
