@@ -1,0 +1,326 @@
+"""Progressive rollouts end to end: the real operator process, a real kube-apiserver (kwok makes
+the Triton pods Ready) and a real Prometheus scraping a prometheus_client exporter that exports
+the evaluator's `stt_eval_*` series for the stable and canary variants of an endpoint.
+
+The analysis verdicts come from the operator's own queries against that Prometheus: a canary
+whose replayed WER equals the stable one's is promoted; one whose WER is clearly worse is
+rolled back; an endpoint without series pauses."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stt_operator import evalmetrics as em
+from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.serving import deployment_available
+from stt_operator.services.kube import Kube
+from stt_operator.testing.kubewait import condition, wait_for
+from stt_operator.testing.prometheus import Exporter, PrometheusServer
+from stt_operator.testing.resources import API, stt_model
+
+pytestmark = pytest.mark.integration
+
+ROUTE_API = "gateway.networking.k8s.io/v1"
+NAME = "asr"
+WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}
+
+
+def deployment(namespace: str, strategy: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": NAME, "namespace": namespace},
+        "spec": {
+            "model": {"name": "model-a"},
+            "replicas": 1,
+            "strategy": strategy,
+            "scaleDownDelay": "0s",
+            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
+            **spec,
+        },
+    }
+
+
+class Evaluator:
+    """Replays a synthetic labelled set to both variants forever, as the evaluator would, with a
+    chosen extra error rate for the canary (0 = as good as stable)."""
+
+    def __init__(self, exporter: Exporter, metrics: em.EvalMetrics, extra: float) -> None:
+        self.exporter, self.metrics, self.extra = exporter, metrics, extra
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.count = 0
+
+    def labels(self, variant: str) -> dict[str, str]:
+        model = "model-a" if variant == "stable" else "model-b"
+        return {
+            "endpoint": NAME,
+            "variant": variant,
+            "model": model,
+            "language": "en-US",
+            "baseline": "stable",
+        }
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(7)
+        stable, canary = self.labels("stable"), self.labels("canary")
+        m = self.metrics
+        while not self.stop.is_set():
+            for _ in range(40):
+                words = int(rng.integers(4, 25))
+                b = int(rng.binomial(words, rng.beta(2, 16)))
+                c = max(0, b + int(rng.binomial(words, self.extra)) - int(rng.binomial(b, 0.05)))
+                for labels, e in ((stable, b), (canary, c)):
+                    m.record_request(labels)
+                    m.record_utterance(
+                        labels,
+                        word_errors=e,
+                        ref_words=words,
+                        char_errors=2 * e,
+                        ref_chars=5 * words,
+                        latency_seconds=0.2,
+                        audio_seconds=words * 0.4,
+                        confidence=0.9,
+                    )
+                m.record_pair(canary, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
+                m.record_pair(
+                    canary, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words
+                )
+                self.count += 1
+            self.stop.wait(0.5)
+
+
+@pytest.fixture
+def evaluator_factory(
+    operator_prometheus: PrometheusServer, exporter_factory: Callable[..., Exporter]
+) -> Iterator[Callable[[str, float], Evaluator]]:
+    started: list[Evaluator] = []
+
+    def make(namespace: str, extra: float) -> Evaluator:
+        registry = CollectorRegistry()
+        metrics = em.build_eval_metrics(registry)
+        exporter = exporter_factory(registry)
+        ev = Evaluator(exporter, metrics, extra)
+        for variant in ("stable", "canary"):
+            metrics.init_variant(ev.labels(variant))
+        metrics.init_pair(ev.labels("canary"))
+        ev.thread.start()
+        # As a ServiceMonitor would, the target carries the namespace of the evaluator's Service.
+        operator_prometheus.add_target("evaluator", exporter.address, labels={"namespace": namespace})
+        started.append(ev)
+        return ev
+
+    yield make
+    for ev in started:
+        ev.stop.set()
+        ev.thread.join(5)
+        operator_prometheus.remove_target("evaluator", ev.exporter.address)
+
+
+class RouteWatch:
+    """Polls the HTTPRoute and the revision Deployments; fails if the route ever names a backend
+    that is not Available, and records every distinct weight set it saw."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.seen: list[tuple[tuple[str, int], ...]] = []
+        self.ever_available: set[str] = set()
+
+    def poll(self) -> dict[str, Any]:
+        available = {
+            d["metadata"]["name"]
+            for d in self.kube.list("apps/v1", "Deployment", self.namespace, {LABEL_DEPLOYMENT: NAME})
+            if deployment_available(d)
+        }
+        self.ever_available |= available
+        route = self.kube.get(ROUTE_API, "HTTPRoute", NAME, self.namespace)
+        if route is not None:
+            refs = route["spec"]["rules"][0]["backendRefs"]
+            weights = tuple(sorted((r["name"], r["weight"]) for r in refs))
+            # A backend that was Available and then deleted (after the route moved off it) is fine.
+            assert {n for n, _ in weights} <= available | self.ever_available, (
+                f"route names a backend that never was Available: {weights}, available {available}"
+            )
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+        return self.kube.get(API, "ModelDeployment", NAME, self.namespace) or {}
+
+    def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
+        return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
+
+    def canary_weights(self) -> list[int]:
+        """The canary (model-b) weight of each route seen, in order, repeats folded."""
+        out: list[int] = []
+        for weights in self.seen:
+            w = [wt for n, wt in weights if "model-b" in n]
+            if not out or out[-1] != (w[0] if w else 0):
+                out.append(w[0] if w else 0)
+        return out
+
+
+def events(kube: Kube, namespace: str) -> list[tuple[str, str]]:
+    items = [
+        e for e in kube.list("v1", "Event", namespace) if (e.get("involvedObject") or {}).get("name") == NAME
+    ]
+    items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return [(e["type"], e["reason"]) for e in items]
+
+
+def start_rollout(kube: Kube, namespace: str, manifest: dict[str, Any]) -> RouteWatch:
+    """model-a becomes stable, then spec.model moves to model-b."""
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(stt_model("model-b", namespace, language="en-GB"))
+    kube.apply(manifest)
+    watch = RouteWatch(kube, namespace)
+    watch.until(
+        lambda md: (
+            (md.get("status") or {}).get("phase") == "Healthy"
+            and md["status"].get("stableModel") == "model-a"
+        ),
+        timeout=90,
+        what="model-a stable",
+    )
+    manifest["spec"]["model"]["name"] = "model-b"
+    kube.apply(manifest)
+    return watch
+
+
+def test_canary_healthy_is_promoted_through_every_step(operator, kube, namespace, evaluator_factory):
+    evaluator_factory(namespace, 0.0)
+    manifest = deployment(
+        namespace,
+        {
+            "type": "Canary",
+            "canary": {"steps": [{"setWeight": 20}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]},
+        },
+        analysis={"interval": "2s", "metrics": [WER_METRIC]},
+    )
+    watch = start_rollout(kube, namespace, manifest)
+    md = watch.until(
+        lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy" and md,
+        timeout=90,
+        what="canary promoted",
+    )
+    # Every step was visible in the route: 20 %, 50 %, then all traffic.
+    assert watch.canary_weights()[-3:] == [20, 50, 100], watch.seen
+    status = md["status"]
+    assert [(r["model"], r["outcome"]) for r in status["revisions"]] == [
+        ("model-a", "Superseded"),
+        ("model-b", "Serving"),
+    ]
+    passed = [r for r in status["analysisRuns"] if r["outcome"] == "Passed"]
+    assert {r["step"] for r in passed} == {1, 3}
+    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.03 for r in passed)
+    reasons = [r for _, r in events(kube, namespace)]
+    for reason in ("RolloutStarted", "WeightChanged", "AnalysisPassed", "StepAdvanced", "Promoted"):
+        assert reason in reasons, reasons
+    assert "RolledBack" not in reasons
+    # The old revision goes (scaleDownDelay 0s).
+    watch.until(
+        lambda md: len(kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: NAME})) == 1,
+        timeout=30,
+        what="model-a retired",
+    )
+
+
+def test_canary_with_regressed_wer_rolls_back(operator, kube, namespace, evaluator_factory):
+    evaluator_factory(namespace, 0.15)
+    before = _rollbacks(operator, namespace)
+    manifest = deployment(
+        namespace,
+        {"type": "Canary", "canary": {"steps": [{"setWeight": 30}, {"analysis": {}}, {"setWeight": 100}]}},
+        analysis={"interval": "2s", "metrics": [WER_METRIC]},
+    )
+    watch = start_rollout(kube, namespace, manifest)
+    md = watch.until(
+        lambda md: (md.get("status") or {}).get("phase") == "RolledBack" and md,
+        timeout=90,
+        what="automatic rollback",
+    )
+    status = md["status"]
+    assert status["stableModel"] == "model-a"
+    assert status["lastRollback"]["fromModel"] == "model-b" and status["lastRollback"]["toModel"] == "model-a"
+    assert "wer Failed" in status["lastRollback"]["reason"]
+    assert [(r["model"], r["outcome"]) for r in status["revisions"]] == [
+        ("model-a", "Serving"),
+        ("model-b", "RolledBack"),
+    ]
+    assert condition(md, "Degraded")["status"] == "True" and condition(md, "Ready")["status"] == "True"
+    failed = [r for r in status["analysisRuns"] if r["outcome"] == "Failed"]
+    assert failed and failed[-1]["value"] > failed[-1]["baseline"] + 0.05
+    # Traffic went 30 % to the canary, then all back to stable, and the canary is gone.
+    assert watch.canary_weights()[-2:] == [30, 0], watch.seen
+    deps = kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: NAME})
+    assert [d["metadata"]["name"] for d in deps] == [n for n, _ in watch.seen[-1]]
+    assert ("Warning", "RolledBack") in events(kube, namespace)
+    assert _rollbacks(operator, namespace) == before + 1
+    # Not retried while the spec stays on the rolled-back model.
+    time.sleep(4)
+    md = watch.poll()
+    assert md["status"]["phase"] == "RolledBack" and "canaryRevision" not in md["status"]
+    assert [r for _, r in events(kube, namespace)].count("RolloutStarted") == 1
+
+
+def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
+    manifest = deployment(
+        namespace,
+        {"type": "Canary", "canary": {"steps": [{"setWeight": 10}, {"analysis": {}}]}},
+        analysis={"interval": "2s", "metrics": [WER_METRIC]},
+    )
+    watch = start_rollout(kube, namespace, manifest)
+    md = watch.until(
+        lambda md: condition(md, "Paused").get("reason") == "AnalysisNoData" and md,
+        timeout=90,
+        what="paused on no data",
+    )
+    assert md["status"]["phase"] == "Paused"
+    assert "no data" in condition(md, "Paused")["message"]
+    time.sleep(6)  # several more looks: still paused, nothing rolled back or promoted
+    md = watch.poll()
+    assert md["status"]["phase"] == "Paused" and md["status"]["stableModel"] == "model-a"
+    assert "lastRollback" not in md["status"]
+    assert md["status"]["analysis"]["noData"] >= 3
+    assert watch.canary_weights()[-1] == 10
+
+
+def test_blue_green_preview_then_switch(operator, kube, namespace):
+    manifest = deployment(
+        namespace, {"type": "BlueGreen", "blueGreen": {"autoPromotionSeconds": 3, "scaleDownDelaySeconds": 0}}
+    )
+    watch = start_rollout(kube, namespace, manifest)
+    md = watch.until(
+        lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy" and md,
+        timeout=90,
+        what="blue-green promotion",
+    )
+    # The preview was routed at weight 0 before the switch moved everything at once.
+    assert watch.canary_weights()[-2:] == [0, 100], watch.seen
+    assert any(len(w) == 2 and ("model-b" in w[0][0] or "model-b" in w[1][0]) for w in watch.seen)
+    assert md["status"]["revisions"][-1]["outcome"] == "Serving"
+    reasons = [r for _, r in events(kube, namespace)]
+    assert "PreviewReady" in reasons and "Promoted" in reasons
+
+
+def test_gradual_progression(operator, kube, namespace):
+    manifest = deployment(namespace, {"type": "Gradual", "gradual": {"stepWeight": 40, "interval": "2s"}})
+    watch = start_rollout(kube, namespace, manifest)
+    watch.until(
+        lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy",
+        timeout=90,
+        what="gradual promotion",
+    )
+    assert watch.canary_weights()[-3:] == [40, 80, 100], watch.seen
+
+
+def _rollbacks(operator: Any, namespace: str) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith("stt_operator_rollbacks_total{") and f'namespace="{namespace}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
