@@ -162,3 +162,18 @@ def test_missing_data_never_advances_or_rolls_back_by_default() -> None:
         decide(["Maybe"])
     with pytest.raises(ValueError, match="noDataPolicy"):
         decide(["Passed"], {"noDataPolicy": "Shrug"})
+
+
+def test_single_arm_thresholds_without_baseline() -> None:
+    ps = _paired(0.0, n=2000)
+    ctx = AnalysisContext.from_any({"namespace": "ns", "endpoint": "ep", "candidate": "preview"})
+    ok, bad = _run(
+        [
+            {"name": "wer-max", "preset": "wer", "thresholdRange": {"max": 0.3}},
+            {"name": "wer-tight", "preset": "wer", "thresholdRange": {"max": 0.01}},
+        ],
+        [RatioData(ps.candidate, None), RatioData(ps.candidate, None)],
+        ctx,
+    )
+    assert ok.outcome == "Passed" and ok.baseline is None and "threshold max 0.3 passed" in ok.message
+    assert bad.outcome == "Failed"
