@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -114,6 +114,7 @@ def test_mismatched_layouts_rejected() -> None:
         h.chi_square_buckets(a, b)
 
 
+@settings(deadline=None)  # shared CI machines are slow; no per-example deadline
 @given(
     st.lists(st.integers(0, 50), min_size=6, max_size=6), st.lists(st.integers(0, 50), min_size=6, max_size=6)
 )
