@@ -173,3 +173,12 @@ def test_workdir_with_foreign_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="not empty and not a previous cluster directory"):
         c._make_dir()
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_bad_crd_input_fails_before_anything_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: CustomResourceDefinition\nmetadata: {name: x}\n")
+    c = LocalCluster(tools_dir=tmp_path, crd_paths=[bad])
+    with pytest.raises(ClusterError, match=r"bad\.yaml: document 0 lacks field 'spec'"):
+        c.start()
+    assert c.components == [] and c._lay is None

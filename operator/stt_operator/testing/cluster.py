@@ -321,6 +321,23 @@ def load_yaml_docs(path: Path) -> list[Any]:
         raise ClusterError(f"CRD file {path}: not valid YAML: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class CRDBundle:
+    """One CRD file, parsed and checked before anything starts."""
+
+    path: Path
+    docs: list[Any]
+    crds: list[CRDInfo]
+
+
+def load_crd_bundles(paths: Iterable[Path | str]) -> list[CRDBundle]:
+    bundles = []
+    for f in crd_files(paths):
+        docs = load_yaml_docs(f)
+        bundles.append(CRDBundle(f, docs, _crd_infos(f, docs)))
+    return bundles
+
+
 def _crd_infos(path: Path, docs: list[Any]) -> list[CRDInfo]:
     infos = []
     for i, doc in enumerate(docs):
@@ -583,6 +600,7 @@ class LocalCluster:
         self._lay: Layout | None = None
         self._ssl: ssl.SSLContext | None = None
         self._owns_dir = False
+        self._crd_bundles: list[CRDBundle] = []
 
     # -- public API ----------------------------------------------------------------------
 
@@ -667,15 +685,15 @@ class LocalCluster:
         return infos
 
     def _apply_crds(self, paths: Iterable[Path | str]) -> list[CRDInfo]:
+        return self._apply_bundles(load_crd_bundles(paths))
+
+    def _apply_bundles(self, bundles: list[CRDBundle]) -> list[CRDInfo]:
         """Server-side apply every object in the files straight over HTTPS (no kubectl start-up
         and discovery per call); an error names the file and the object."""
-        infos: list[CRDInfo] = []
-        for f in crd_files(paths):
-            docs = load_yaml_docs(f)
-            infos += _crd_infos(f, docs)
-            for doc in docs:
-                self._server_side_apply(doc, f)
-        return infos
+        for b in bundles:
+            for doc in b.docs:
+                self._server_side_apply(doc, b.path)
+        return [info for b in bundles for info in b.crds]
 
     def _server_side_apply(self, obj: dict[str, Any], source: Path) -> None:
         group, _, version = obj["apiVersion"].rpartition("/")
@@ -721,6 +739,8 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         t0 = time.monotonic()
+        # Bad CRD paths or YAML fail now, not after a 15 s start-up.
+        self._crd_bundles = load_crd_bundles(self.crd_paths)
         if missing := missing_tools(self.tools_dir):
             raise ClusterError(
                 f"tools missing in {self.tools_dir}: {', '.join(missing)}; run hack/build-tools.sh"
@@ -811,7 +831,7 @@ class LocalCluster:
         # While the controllers start: register the nodes and hand the CRDs to the apiserver.
         for name in self.node_names:
             self._request("POST", "/api/v1/nodes", fake_node(name, gpus=self.gpus_per_node))
-        crds = self._apply_crds(self.crd_paths)
+        crds = self._apply_bundles(self._crd_bundles)
         phase("nodes+crds applied")
 
         for comp, port in ((kcm, kcm_port), (sched, sched_port)):
@@ -1002,7 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Start a real local Kubernetes control plane with fake GPU nodes until Ctrl-C.",
     )
     ap.add_argument("--nodes", type=int, default=2, help="fake GPU nodes (default 2)")
-    ap.add_argument("--gpus-per-node", type=int, default=4)
+    ap.add_argument("--gpus-per-node", type=int, default=4, help="nvidia.com/gpu per node (default 4)")
     ap.add_argument(
         "--crds",
         nargs="+",
@@ -1026,6 +1046,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.nodes < 0:
         ap.error("--nodes must be >= 0")
+    if args.gpus_per_node < 0:
+        ap.error("--gpus-per-node must be >= 0")
 
     try:
         tools_dir = ensure_tools(args.tools_dir)
