@@ -47,8 +47,9 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
 GPU_RESOURCE = "nvidia.com/gpu"
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
-# kwok's own stage set, copied by build-tools.sh: node init + lease heartbeat, pod ready/complete/delete.
+# Stage files this project adds to kwok or replaces kwok's with (same file name wins).
 PROJECT_KWOK_STAGES = Path(__file__).parent / "kwok"
+# kwok's own stage set, copied by build-tools.sh: node init + lease heartbeat, pod ready/complete/delete.
 KWOK_STAGES = (
     "node-initialize.yaml",
     "node-heartbeat-with-lease.yaml",
