@@ -242,3 +242,64 @@ async def test_evaluator_rides_out_a_triton_outage(small_evalset: Path, tmp_path
     assert failures >= 2
     assert reg.get_sample_value(em.UTTERANCES, labels) == 6
     assert reg.get_sample_value(em.REQUESTS, labels) == 6 + failures
+
+
+def test_evaluator_and_triton_objects_run_on_a_real_apiserver(kube_api: Any, namespace: str) -> None:
+    """The evaluator's ConfigMap/Deployment/Service and a Triton pod template pass a real
+    kube-apiserver's validation and become available on the (kwok) GPU nodes."""
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+    from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects
+    from stt_operator.evaluator.replay import Target
+    from stt_operator.triton.pod import TritonPodParams, triton_pod_spec
+
+    core, apps = CoreV1Api(kube_api), AppsV1Api(kube_api)
+    params = EvaluatorParams(
+        owner_name="asr",
+        namespace=namespace,
+        endpoint="asr",
+        targets=[Target("stable", "asr-v1", f"asr-v1.{namespace}.svc:8001")],
+        # (a pvc:// set would need a bound claim; the local cluster has no storage provisioner)
+        evalset_uri="s3://evalsets/commands.tar.gz",
+        evalset_secret="evalset-s3",
+    )
+    cm, dep, svc = evaluator_objects(params)
+    core.create_namespaced_config_map(namespace, cm)
+    apps.create_namespaced_deployment(namespace, dep)
+    core.create_namespaced_service(namespace, svc)
+    labels = {"app": "triton-asr"}
+    pod = triton_pod_spec(
+        TritonPodParams(
+            model_name="asr", config_map="asr-triton-config", artifact_uri="s3://m/asr.onnx", gpus=1
+        )
+    )
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "triton-asr"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+    )
+    deadline = time.monotonic() + 90
+    names = [dep["metadata"]["name"], "triton-asr"]
+    while True:
+        ready = {
+            n: apps.read_namespaced_deployment_status(n, namespace).status.available_replicas for n in names
+        }
+        if all(ready.values()):
+            break
+        if time.monotonic() > deadline:
+            pods = core.list_namespaced_pod(namespace).items
+            states = [
+                (p.metadata.name, p.status.phase, [(c.type, c.reason) for c in p.status.conditions or []])
+                for p in pods
+            ]
+            raise AssertionError(f"deployments not available: {ready}; pods: {states}")
+        time.sleep(0.5)
+    pods = core.list_namespaced_pod(namespace, label_selector="app=triton-asr").items
+    assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert pods[0].spec.node_name  # scheduled onto a GPU node through the selector and toleration
