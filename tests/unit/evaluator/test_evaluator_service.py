@@ -157,3 +157,29 @@ def test_config_changes_roll_the_pod_and_secrets_are_mounted() -> None:
     assert env == [{"name": "STT_FETCH_CREDENTIALS_DIR", "value": "/var/run/secrets/evalset"}]
     with pytest.raises(ValueError, match="targets"):
         evaluator_deployment(params(targets=[]))
+
+
+def test_evalset_from_an_http_archive(tmp_path: Path) -> None:
+    """A set packed as tar.gz and served over HTTP is fetched, unpacked and loaded."""
+    import functools
+    import tarfile
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from stt_operator.evaluator.service import load_utterances
+
+    make_set(tmp_path / "src" / "commands", ["volume up", "stop the music"])
+    (tmp_path / "www").mkdir()
+    with tarfile.open(tmp_path / "www" / "commands.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "commands", arcname="commands")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/commands.tar.gz"
+        utts, version = load_utterances(url, tmp_path / "work")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [u.text for u in utts] == ["volume up", "stop the music"]
+    assert version == "v1"
