@@ -40,9 +40,14 @@ def sphinx_triton(
     grammar: bool = True,
     kind: str = "KIND_CPU",
     count: int = 1,
+    execution_env: str | None = None,
     extra_parameters: dict[str, str] | None = None,
 ) -> TritonSpec:
+    """`execution_env`: a conda-pack archive with numpy + pocketsphinx for the stock NGC image,
+    e.g. "$$TRITON_MODEL_DIRECTORY/sphinx-env.tar.gz" (Triton's EXECUTION_ENV_PATH)."""
     params: dict[str, str] = {}
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
     if grammar:
         params["grammar"] = GRAMMAR_FILE
     if degraded:

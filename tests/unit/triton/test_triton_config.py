@@ -248,4 +248,13 @@ def test_builtin_recogniser_configs() -> None:
     assert float(degraded.parameters["noise_snr_db"].string_value) < 20
     assert degraded.parameters["grammar"].string_value == catalog.GRAMMAR_FILE
     assert base.input[0].data_type == mc.TYPE_INT16
+    assert "EXECUTION_ENV_PATH" not in base.parameters
+    packed = _parse(
+        render_config_pbtxt(
+            "p",
+            catalog.sphinx_triton(execution_env="$$TRITON_MODEL_DIRECTORY/env.tar.gz"),
+            catalog.sphinx_io(),
+        )
+    )
+    assert packed.parameters["EXECUTION_ENV_PATH"].string_value == "$$TRITON_MODEL_DIRECTORY/env.tar.gz"
     assert list(base.model_warmup[0].inputs["AUDIO"].dims) == [16000]
