@@ -17,7 +17,7 @@ import yaml
 
 from stt_operator.builders.common import LABEL_COMPONENT, common_labels, dns_name
 from stt_operator.evaluator.replay import Target
-from stt_operator.evaluator.targets import model_io_to_config
+from stt_operator.evaluator.targets import model_io_from_spec, model_io_to_config
 from stt_operator.settings import DEFAULT_OPERATOR_IMAGE
 
 METRICS_PORT = 9090  # the port the operator image exposes for /metrics
@@ -47,6 +47,21 @@ class EvaluatorParams:
     cpu: str = "250m"
     memory: str = "512Mi"
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def revision_target(
+    variant: str, service: str, namespace: str, triton_model: str, stt_model: str, io_spec: Any
+) -> Target:
+    """The evaluator target for one served revision: its Service's gRPC port, its I/O roles."""
+    from stt_operator.builders.serving import TRITON_GRPC_PORT
+
+    return Target(
+        variant=variant,
+        triton_model=triton_model,
+        url=f"{service}.{namespace}.svc:{TRITON_GRPC_PORT}",
+        model=stt_model,
+        io=model_io_from_spec(io_spec),
+    )
 
 
 def evaluator_name(owner_name: str) -> str:

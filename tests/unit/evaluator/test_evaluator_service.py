@@ -183,3 +183,12 @@ def test_evalset_from_an_http_archive(tmp_path: Path) -> None:
         httpd.server_close()
     assert [u.text for u in utts] == ["volume up", "stop the music"]
     assert version == "v1"
+
+
+def test_revision_target_from_a_served_revision() -> None:
+    from stt_operator.evaluator.manifests import revision_target
+    from stt_operator.models.catalog import sphinx_io
+
+    t = revision_target("canary", "asr-ep-asr-v2-1a2b3c4d", "ml", "asr-v2", "asr-v2", sphinx_io())
+    assert t.url == "asr-ep-asr-v2-1a2b3c4d.ml.svc:8001"
+    assert (t.variant, t.model_label, t.io.transcript) == ("canary", "asr-v2", "TRANSCRIPT")
