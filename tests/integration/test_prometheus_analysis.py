@@ -213,6 +213,12 @@ def test_paired_wer_regression_fails_and_rolls_back(lab: Lab) -> None:
     decision = decide([result], {"failureLimit": 0})
     assert decision.action == "Rollback" and "wer Failed" in decision.reason
     assert p_state(result)["wer/maxRelativeIncrease 0.05"][0] < 0.05
+    # Long windows read Prometheus' own increase() instead: same ratio, counts within extrapolation.
+    server_side = evaluate_metrics(client, ALL_PRESETS[:1], _ctx("regress", start, exactWindowMaxS=0))
+    assert any("increase(" in q for q in server_side.metric("wer").queries)
+    assert server_side.metric("wer").value == pytest.approx(wer.value, rel=1e-6)
+    assert 600 <= server_side.metric("wer").samples["candidate"] < 600 * 1.6
+    assert server_side.metric("wer").outcome == "Failed"
     srm = check_sample_ratio(client, _ctx("regress", start), {"stable": 50, "canary": 50})
     assert (
         isinstance(srm, SRMResult) and srm.observed == {"stable": 600.0, "canary": 600.0} and not srm.mismatch

@@ -157,6 +157,10 @@ class AnalysisContext:
     tuning_n: float | None = None  # where the confidence sequence is tightest (default: from minSamples)
     no_data_policy: str = "Pause"
     previous_p: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # running minima
+    # Up to this window, increases come from raw samples (exact); beyond it from server-side
+    # increase(), whose edge extrapolation is negligible over long windows and whose answer
+    # stays small (no transfer of hours of raw samples every interval).
+    exact_window_max_s: float = 6 * 3600.0
 
     @classmethod
     def from_any(cls, obj: Any) -> AnalysisContext:
@@ -191,14 +195,18 @@ class AnalysisContext:
             tuning_n=get_field(obj, "tuning_n", "tuningN"),
             no_data_policy=policy,
             previous_p=dict(get_field(obj, "previous_p", "previousP", {}) or {}),
+            exact_window_max_s=float(get_field(obj, "exact_window_max_s", "exactWindowMaxS", 6 * 3600.0)),
         )
 
     def eval_time(self) -> float:
         return float(self.now) if self.now is not None else time.time()
 
+    def window_seconds(self) -> int:
+        return max(1, math.ceil(self.eval_time() - self.start))
+
     def window(self) -> str:
         """The PromQL range since `start`, whole seconds, at least 1s."""
-        return f"{max(1, math.ceil(self.eval_time() - self.start))}s"
+        return f"{self.window_seconds()}s"
 
 
 @dataclass(frozen=True)

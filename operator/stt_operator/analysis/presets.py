@@ -81,9 +81,14 @@ class Fetcher:
         return self.client.instant(promql, at=self.ctx.eval_time())
 
     def increase(self, selector: str, by: tuple[str, ...] = ()) -> tuple[dict[tuple[str, ...], float], str]:
-        """Exact counter increase since the start of every series of `selector`, summed by `by`."""
-        q = f"{selector}[{self.ctx.window()}]"
-        return sum_increases(self.run(q).samples, by), q
+        """Counter increase since the start of every series of `selector`, summed by `by`: exact
+        from raw samples up to `exact_window_max_s`, Prometheus' increase() beyond."""
+        if self.ctx.window_seconds() <= self.ctx.exact_window_max_s:
+            q = f"{selector}[{self.ctx.window()}]"
+            return sum_increases(self.run(q).samples, by), q
+        grouping = f" by ({', '.join(by)})" if by else ""
+        q = f"sum{grouping} (increase({selector}[{self.ctx.window()}]))"
+        return {tuple(s.labels.get(label, "") for label in by): s.value for s in self.run(q).samples}, q
 
 
 def counter_increase(points: Iterable[tuple[float, float]]) -> float:
