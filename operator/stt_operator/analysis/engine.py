@@ -11,6 +11,7 @@ metrics of one analysis.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,8 @@ from stt_operator.analysis.prom import PromQueryError, QueryClient
 from stt_operator.stats.counts import SRMResult, sample_ratio_mismatch
 from stt_operator.stats.multiple import holm
 from stt_operator.stats.sequential import running_min
+
+log = logging.getLogger(__name__)
 
 
 def _fetch_and_judge(client: QueryClient, rule: MetricRule, ctx: AnalysisContext) -> MetricResult:
@@ -56,6 +59,15 @@ def _fetch_and_judge(client: QueryClient, rule: MetricRule, ctx: AnalysisContext
         return MetricResult(
             rule.name, "Error", f"{rule.name} Error: {e}", queries=tuple(f.queries), details={"kind": "rule"}
         )
+    except Exception as e:  # one metric's surprise must not take the whole analysis down
+        log.exception("analysis of metric %s failed", rule.name)
+        return MetricResult(
+            rule.name,
+            "Error",
+            f"{rule.name} Error: internal error: {type(e).__name__}: {e}",
+            queries=tuple(f.queries),
+            details={"kind": "internal"},
+        )
     return replace(result, queries=tuple(f.queries))
 
 
@@ -66,6 +78,7 @@ def _key(metric: str, rule: str) -> str:
 def finalize(
     results: list[MetricResult], rules: Mapping[str, MetricRule], ctx: AnalysisContext
 ) -> list[MetricResult]:
+    """Running minima, Holm across every statistical rule of every metric, outcomes, messages."""
     alpha = 1.0 - ctx.confidence
     judged = [r for r in results if r.outcome == "Inconclusive" and r.checks]
     raw_fail: dict[str, float] = {}
