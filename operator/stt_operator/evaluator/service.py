@@ -161,7 +161,12 @@ async def run_evaluator(
         )
         while not stop.is_set():
             t0 = time.monotonic()
-            round_obs = await replayer.run_round(utterances)
+            round_obs = await _round_or_stop(replayer, utterances, stop)
+            if round_obs is None:
+                log.info(
+                    "stopped during a round", extra={"fields": {"round": replayer.state.rounds_completed + 1}}
+                )
+                break
             # Replaying forever: keep only the latest round for the paired summary (memory).
             observations = observations + round_obs if config.rounds else round_obs
             summary = {v: s.as_dict() for v, s in replayer.state.summaries.items()}
@@ -191,6 +196,25 @@ async def run_evaluator(
             await transcriber.close()
         if server is not None:
             server.stop()
+
+
+async def _round_or_stop(
+    replayer: Replayer, utterances: list[Any], stop: asyncio.Event
+) -> list[Observation] | None:
+    """One round, or None when `stop` is set first (SIGTERM must not wait for a long round;
+    what was scored so far is already in the counters)."""
+    round_task = asyncio.create_task(replayer.run_round(utterances))
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({round_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_task.cancel()
+    if round_task in done:
+        return round_task.result()
+    round_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await round_task
+    return None
 
 
 def _result(replayer: Replayer, observations: list[Observation], elapsed: float) -> EvaluationResult:

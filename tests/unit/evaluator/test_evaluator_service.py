@@ -192,3 +192,26 @@ def test_revision_target_from_a_served_revision() -> None:
     t = revision_target("canary", "asr-ep-asr-v2-1a2b3c4d", "ml", "asr-v2", "asr-v2", sphinx_io())
     assert t.url == "asr-ep-asr-v2-1a2b3c4d.ml.svc:8001"
     assert (t.variant, t.model_label, t.io.transcript) == ("canary", "asr-v2", "TRANSCRIPT")
+
+
+async def test_stop_interrupts_a_long_round(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    evalset = make_set(tmp_path / "set", ["volume up"] * 3)
+
+    async def slow(target: Target, audio: np.ndarray) -> tuple[str, float | None]:
+        await asyncio.sleep(30)
+        return "volume up", None
+
+    stop = asyncio.Event()
+    cfg = EvaluatorConfig(
+        evalset=str(evalset), targets=[Target("a", "m", "h:1")], rounds=0, metrics_port=None
+    )
+    task = asyncio.create_task(run_evaluator(cfg, registry=CollectorRegistry(), transcriber=slow, stop=stop))
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    stop.set()
+    result = await asyncio.wait_for(task, timeout=5)
+    assert time.monotonic() - t0 < 2
+    assert result.rounds == 0
