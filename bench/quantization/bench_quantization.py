@@ -1,14 +1,22 @@
-"""FP32 vs quantized throughput and WER of an ONNX CTC speech model on this machine.
+"""FP32 vs quantized throughput and WER of the project's ONNX CTC speech model on this machine.
 
     python bench/quantization/bench_quantization.py \
         [--model operator/stt_operator/speech/assets/model.onnx] [--evalset DIR | --utterances 200] \
-        [--modes dynamic-int8 static-int8] [--threads 1 2] [--out bench/quantization/results.json]
+        [--variants dynamic-int8 dynamic-int8:/frontend/* static-int8:/frontend/*] [--threads 1 2] \
+        [--out bench/quantization/results.json]
 
-It goes through the same code the quantization Job runs (`artifacts.quantize.run_quantization`):
-the float and the quantized model transcribe the same held-out utterances one at a time
-(batch 1, after warm-up); WER/CER by jiwer after the project's text normaliser; the speed-up
-is the ratio of mean per-utterance latencies. Without `--evalset` a labelled set is
-synthesised with espeak-ng (`speech.evalset.generate_evalset`, fixed seed).
+A variant is `mode[:node-glob,node-glob...]`; the globs name nodes left in float (for this
+model `/frontend/*`, the STFT-as-MatMul front end). Everything goes through the code the
+quantization Job runs: the `artifacts.quantize` converters, the contract-driven runner of the
+performance step and the same accuracy gate (`--max-wer-increase`, default 0.005 absolute).
+
+Per model it reports WER/CER (jiwer, project normaliser) on the held-out utterances, the mean
+per-utterance latency end to end (features in-graph + ORT + CTC decoding, batch 1, after
+warm-up), the inference-only time (`session.run` alone, fastest of `--repeats` passes, float
+and quantized passes alternating) and the
+throughput that implies. Without `--evalset` a labelled set is synthesised with espeak-ng
+(`speech.evalset.generate_evalset`, fixed seed) — the same generator, but a different seed
+from the one the model was trained on.
 """
 
 from __future__ import annotations
@@ -20,15 +28,32 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from stt_operator.artifacts.contract import IOContract
-from stt_operator.artifacts.performance import load_samples
-from stt_operator.artifacts.quantize import run_quantization
+from stt_operator.artifacts.performance import ContractRunner, Sample, load_samples, make_session, measure
+from stt_operator.artifacts.quantize import (
+    accuracy_gate,
+    convert_fp16,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+    split_samples,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "operator" / "stt_operator" / "speech" / "assets" / "model.onnx"
+CONTRACT = IOContract.from_spec(
+    {
+        "io": {
+            "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+            "outputs": [{"name": "logits", "dataType": "TYPE_FP32", "dims": [-1, -1], "role": "logits"}],
+        },
+        "triton": {"maxBatchSize": 8},
+    }
+)
 
 
 def machine() -> dict[str, object]:
@@ -43,22 +68,74 @@ def machine() -> dict[str, object]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "loadavg1": os.getloadavg()[0],
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
-        "platform": platform.platform(),
     }
 
 
-def contract_for(model: Path) -> IOContract:
-    """The project's model: audio float32 [batch, samples] -> logits [batch, frames, vocab]."""
-    spec = {
-        "io": {
-            "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
-            "outputs": [{"name": "logits", "dataType": "TYPE_FP32", "dims": [-1, -1], "role": "logits"}],
-        },
-        "triton": {"maxBatchSize": 8},
+def accuracy(model: Path, samples: list[Sample], threads: int) -> tuple[dict[str, Any], Any]:
+    """WER/CER and end-to-end latency (feeds + ORT + CTC decoding), batch 1, after warm-up."""
+    session = make_session(model, ["CPUExecutionProvider"], threads=threads)
+    runner = ContractRunner.create(session, CONTRACT, model)
+    measurement = measure(runner.transcribe, samples, warmup=min(5, len(samples)))
+    metrics = measurement.metrics()
+    result = {
+        "wer": metrics.wer,
+        "cer": metrics.cer,
+        "latencyMeanMs": float(np.mean(measurement.latencies_ms)),
+        "latencyP95Ms": metrics.latency_p95_ms,
+        "sizeBytes": model.stat().st_size,
     }
-    return IOContract.from_spec(spec)
+    return result, runner
+
+
+def inference_times(runners: list[Any], samples: list[Sample], repeats: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of the fastest pass of `session.run` over all samples, per runner.
+
+    Passes alternate between the models so background load hits both alike; CPU time
+    (process_time) is what a loaded shared machine distorts least.
+    """
+    feeds = [[r.feeds(s) for s in samples] for r in runners]
+    best = [(float("inf"), float("inf"))] * len(runners)
+    for _ in range(repeats):
+        for i, runner in enumerate(runners):
+            outputs = runner.output_names()
+            wall, cpu = time.perf_counter(), time.process_time()
+            for feed in feeds[i]:
+                runner.session.run(outputs, feed)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
+    return best
+
+
+def evaluate_pair(
+    float_model: Path, quantized: Path, samples: list[Sample], threads: int, repeats: int
+) -> tuple:
+    base, base_runner = accuracy(float_model, samples, threads)
+    quant, quant_runner = accuracy(quantized, samples, threads)
+    audio_s = sum(s.duration_s for s in samples)
+    for result, (wall, cpu) in zip(
+        (base, quant), inference_times([base_runner, quant_runner], samples, repeats), strict=True
+    ):
+        result["inferenceMsPerUtt"] = 1000.0 * wall / len(samples)
+        result["inferenceCpuMsPerUtt"] = 1000.0 * cpu / len(samples)
+        result["uttPerS"] = len(samples) / wall
+        result["uttPerCpuS"] = len(samples) / cpu
+        result["audioSecondsPerCpuS"] = audio_s / cpu
+    return base, quant
+
+
+def convert(mode: str, src: Path, dst: Path, calibration: list[Sample], exclude_nodes: list[str]) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "dynamic-int8":
+        return quantize_dynamic_int8(src, dst, ["Conv"], exclude_nodes)
+    if mode == "static-int8":
+        probe = ContractRunner.create(make_session(src, ["CPUExecutionProvider"]), CONTRACT, src)
+        return quantize_static_int8(src, dst, [probe.feeds(s) for s in calibration], ["Conv"], exclude_nodes)
+    if mode == "fp16":
+        return convert_fp16(src, dst)
+    raise SystemExit(f"unknown mode {mode!r}")
 
 
 def main() -> int:
@@ -69,81 +146,71 @@ def main() -> int:
     )
     ap.add_argument("--utterances", type=int, default=200, help="size of the synthesised set")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--noise-snr-db", type=float, default=None)
-    ap.add_argument("--modes", nargs="+", default=["dynamic-int8", "static-int8"])
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["dynamic-int8", "dynamic-int8:/frontend/*", "static-int8:/frontend/*"],
+    )
     ap.add_argument("--threads", nargs="+", type=int, default=[1])
-    ap.add_argument("--exclude", nargs="*", default=["Conv"], help="op types left in float")
-    ap.add_argument("--exclude-nodes", nargs="*", default=[], help="node-name globs left in float")
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--calibration-samples", type=int, default=32)
     ap.add_argument("--max-wer-increase", type=float, default=0.005)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     args = ap.parse_args()
 
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
         evalset = args.evalset
         if evalset is None:
             from stt_operator.speech.evalset import generate_evalset
 
-            started = time.perf_counter()
-            evalset = generate_evalset(
-                Path(tmp) / "evalset", args.utterances, seed=args.seed, noise_snr_db=args.noise_snr_db
-            )
-            print(f"synthesised {args.utterances} utterances in {time.perf_counter() - started:.1f}s")
+            evalset = generate_evalset(Path(tmp) / "evalset", args.utterances, seed=args.seed)
         samples = load_samples(evalset)
-        audio_s = sum(s.duration_s for s in samples)
-        results = []
-        for threads in args.threads:
-            for mode in args.modes:
-                out = Path(tmp) / f"{mode}-{threads}" / "model.onnx"
-                report = run_quantization(
-                    args.model,
-                    out,
-                    mode,
-                    contract_for(args.model),
-                    samples,
-                    max_wer_increase=args.max_wer_increase,
-                    exclude_op_types=args.exclude,
-                    calibration_samples=args.calibration_samples,
-                    providers=["CPUExecutionProvider"],
-                    threads=threads,
-                    exclude_nodes=args.exclude_nodes,
-                )
+        for variant in args.variants:
+            mode, _, globs = variant.partition(":")
+            exclude_nodes = [g for g in globs.split(",") if g]
+            calibration, held_out = split_samples(samples, mode, args.calibration_samples)
+            quantized = convert(
+                mode,
+                args.model,
+                Path(tmp) / variant.replace("/", "_") / "model.onnx",
+                calibration,
+                exclude_nodes,
+            )
+            for threads in args.threads:
+                base, quant = evaluate_pair(args.model, quantized, held_out, threads, args.repeats)
+                accepted, message = accuracy_gate(base["wer"], quant["wer"], args.max_wer_increase)
                 row = {
-                    "mode": mode,
+                    "variant": variant,
                     "threads": threads,
-                    "heldOut": report.details["heldOut"],
-                    "floatWer": report.float_wer,
-                    "quantizedWer": report.quantized_wer,
-                    "werDelta": (report.quantized_wer or 0) - (report.float_wer or 0),
-                    "floatCer": report.details["floatCer"],
-                    "quantizedCer": report.details["quantizedCer"],
-                    "floatLatencyMs": report.float_latency_ms,
-                    "quantizedLatencyMs": report.quantized_latency_ms,
-                    "floatUttPerS": 1000.0 / report.float_latency_ms if report.float_latency_ms else None,
-                    "quantizedUttPerS": 1000.0 / report.quantized_latency_ms
-                    if report.quantized_latency_ms
-                    else None,
-                    "speedup": report.speedup,
-                    "floatSizeBytes": report.float_size_bytes,
-                    "quantizedSizeBytes": report.quantized_size_bytes,
-                    "accepted": report.accepted,
-                    "message": report.message,
+                    "heldOut": len(held_out),
+                    "float": base,
+                    "quantized": quant,
+                    "werDelta": quant["wer"] - base["wer"],
+                    "speedupEndToEnd": base["latencyMeanMs"] / quant["latencyMeanMs"],
+                    "speedupInference": quant["uttPerS"] / base["uttPerS"],
+                    "speedupInferenceCpu": quant["uttPerCpuS"] / base["uttPerCpuS"],
+                    "accepted": accepted,
+                    "gate": message,
                 }
-                results.append(row)
+                rows.append(row)
                 print(
-                    f"{mode:13} threads={threads} WER {row['floatWer']:.4f} -> {row['quantizedWer']:.4f} "
-                    f"({row['werDelta']:+.4f}); "
-                    f"{row['floatLatencyMs']:.2f} -> {row['quantizedLatencyMs']:.2f} ms/utt "
-                    f"(x{row['speedup']:.2f}); {row['floatSizeBytes']} -> {row['quantizedSizeBytes']} bytes; "
-                    f"{'accepted' if row['accepted'] else 'REJECTED'}"
+                    f"{variant:26} t={threads} WER {base['wer']:.4f} -> {quant['wer']:.4f} "
+                    f"({row['werDelta']:+.4f}) | inference {base['inferenceMsPerUtt']:.2f} -> "
+                    f"{quant['inferenceMsPerUtt']:.2f} ms/utt (x{row['speedupInference']:.2f}) | CPU "
+                    f"{base['inferenceCpuMsPerUtt']:.2f} -> {quant['inferenceCpuMsPerUtt']:.2f} ms/utt "
+                    f"(x{row['speedupInferenceCpu']:.2f}) | end-to-end "
+                    f"x{row['speedupEndToEnd']:.2f} | {base['sizeBytes']} -> {quant['sizeBytes']} B | "
+                    f"{'accepted' if accepted else 'REJECTED'}",
+                    flush=True,
                 )
     summary = {
         "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
         "utterances": len(samples),
-        "audioSeconds": round(audio_s, 2),
+        "audioSeconds": round(sum(s.duration_s for s in samples), 2),
         "seed": args.seed,
         "machine": machine(),
-        "results": results,
+        "results": rows,
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")

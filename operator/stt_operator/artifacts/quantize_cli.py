@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, help="overrides quantization.mode")
     parser.add_argument("--output", help="local output path (overrides quantization.outputUri)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the timing runs")
+    parser.add_argument(
+        "--exclude-nodes",
+        nargs="*",
+        help="node-name globs left in float (overrides quantization.excludeNodes), e.g. '/frontend/*'",
+    )
 
 
 def _fail(args: argparse.Namespace, name: str | None, mode: str, message: str, code: int) -> int:
@@ -106,6 +111,9 @@ def main(args: argparse.Namespace) -> int:
             providers=args.providers.split(",") if args.providers else None,
             threads=args.threads,
             model_name=name,
+            exclude_nodes=tuple(
+                args.exclude_nodes if args.exclude_nodes is not None else quant.get("excludeNodes") or ()
+            ),
         )
         if report.accepted:
             target = output if "://" in output else f"file://{Path(output).resolve()}"
