@@ -52,8 +52,8 @@ class Evaluator:
     """Replays a synthetic labelled set to both variants forever, as the evaluator would, with a
     chosen extra error rate for the canary (0 = as good as stable)."""
 
-    def __init__(self, exporter: Exporter, metrics: em.EvalMetrics, extra: float) -> None:
-        self.exporter, self.metrics, self.extra = exporter, metrics, extra
+    def __init__(self, exporter: Exporter, metrics: em.EvalMetrics, extra: float, candidate: str) -> None:
+        self.exporter, self.metrics, self.extra, self.candidate = exporter, metrics, extra, candidate
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.count = 0
@@ -70,7 +70,7 @@ class Evaluator:
 
     def _run(self) -> None:
         rng = np.random.default_rng(7)
-        stable, canary = self.labels("stable"), self.labels("canary")
+        stable, canary = self.labels("stable"), self.labels(self.candidate)
         m = self.metrics
         while not self.stop.is_set():
             for _ in range(40):
@@ -100,17 +100,18 @@ class Evaluator:
 @pytest.fixture
 def evaluator_factory(
     operator_prometheus: PrometheusServer, exporter_factory: Callable[..., Exporter]
-) -> Iterator[Callable[[str, float], Evaluator]]:
+) -> Iterator[Callable[..., Evaluator]]:
     started: list[Evaluator] = []
 
-    def make(namespace: str, extra: float) -> Evaluator:
+    def make(namespace: str, extra: float, candidate: str = "canary") -> Evaluator:
+        """`candidate`: the variant label of the new revision (canary, or preview for blue-green)."""
         registry = CollectorRegistry()
         metrics = em.build_eval_metrics(registry)
         exporter = exporter_factory(registry)
-        ev = Evaluator(exporter, metrics, extra)
-        for variant in ("stable", "canary"):
+        ev = Evaluator(exporter, metrics, extra, candidate)
+        for variant in ("stable", candidate):
             metrics.init_variant(ev.labels(variant))
-        metrics.init_pair(ev.labels("canary"))
+        metrics.init_pair(ev.labels(candidate))
         ev.thread.start()
         # As a ServiceMonitor would, the target carries the namespace of the evaluator's Service.
         operator_prometheus.add_target("evaluator", exporter.address, labels={"namespace": namespace})
@@ -288,11 +289,21 @@ def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
     assert "lastRollback" not in md["status"]
     assert md["status"]["analysis"]["noData"] >= 3
     assert watch.canary_weights()[-1] == 10
+    # A person aborts: the same rollback path as an automatic one, and the request is consumed.
+    manifest["metadata"]["annotations"] = {"stt.dev/abort": "true"}
+    kube.apply(manifest)
+    md = watch.until(lambda md: md["status"].get("phase") == "RolledBack" and md, timeout=30, what="abort")
+    assert "aborted by a person" in md["status"]["lastRollback"]["reason"]
+    assert "stt.dev/abort" not in (md["metadata"].get("annotations") or {})
+    assert watch.canary_weights()[-1] == 0
 
 
-def test_blue_green_preview_then_switch(operator, kube, namespace):
+def test_blue_green_preview_analysed_then_switched(operator, kube, namespace, evaluator_factory):
+    evaluator_factory(namespace, 0.0, candidate="preview")
     manifest = deployment(
-        namespace, {"type": "BlueGreen", "blueGreen": {"autoPromotionSeconds": 3, "scaleDownDelaySeconds": 0}}
+        namespace,
+        {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}},
+        analysis={"interval": "2s", "metrics": [WER_METRIC]},
     )
     watch = start_rollout(kube, namespace, manifest)
     md = watch.until(
@@ -304,8 +315,9 @@ def test_blue_green_preview_then_switch(operator, kube, namespace):
     assert watch.canary_weights()[-2:] == [0, 100], watch.seen
     assert any(len(w) == 2 and ("model-b" in w[0][0] or "model-b" in w[1][0]) for w in watch.seen)
     assert md["status"]["revisions"][-1]["outcome"] == "Serving"
+    assert any(r["outcome"] == "Passed" and r["step"] == 0 for r in md["status"]["analysisRuns"])
     reasons = [r for _, r in events(kube, namespace)]
-    assert "PreviewReady" in reasons and "Promoted" in reasons
+    assert "PreviewReady" in reasons and "AnalysisPassed" in reasons and "Promoted" in reasons
 
 
 def test_gradual_progression(operator, kube, namespace):

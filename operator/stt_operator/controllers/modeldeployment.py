@@ -35,7 +35,7 @@ from stt_operator.builders.serving import (
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
-from stt_operator.rollout.common import ANNOTATION_PROMOTE, RolloutInput
+from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_PROMOTE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
 
@@ -96,7 +96,8 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             writer.commit(patch)
             return
         _reconcile_valid(md, body, patch, writer, ctx, name, namespace)
-        in_flight = writer.fields.get("phase") == "Progressing"
+        phase = writer.fields.get("phase", (body.get("status") or {}).get("phase"))
+        in_flight = phase in ("Progressing", "Paused")
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
@@ -195,6 +196,7 @@ def _reconcile_valid(
         observed=observed,
         now=datetime.now(UTC),
         promote_requested=ANNOTATION_PROMOTE in annotations,
+        abort_requested=ANNOTATION_ABORT in annotations,
     )
     plan = plan_rollout(inputs)
     if plan.analysis_request is not None:
@@ -203,8 +205,8 @@ def _reconcile_valid(
         plan = plan_rollout(replace(inputs, analysis=(plan.analysis_request, result)))
         if plan.analysis_request is not None:  # cannot happen: the planner is deterministic
             raise RuntimeError("the rollout planner asked for a second analysis in one reconcile")
-    if plan.consumed_promote:
-        patch.metadata.annotations[ANNOTATION_PROMOTE] = None
+    for annotation in plan.consumed:  # a person's request is acted on once
+        patch.metadata.annotations[annotation] = None
 
     owner = owner_reference(body)
     resources = spec.resources.to_dict() if spec.resources else None

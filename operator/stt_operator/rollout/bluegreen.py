@@ -9,6 +9,7 @@ one switch of all traffic; the old stack stays for `scaleDownDelaySeconds`.
 from __future__ import annotations
 
 from stt_operator.rollout.common import (
+    ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
     RolloutInput,
     iso,
@@ -19,6 +20,7 @@ from stt_operator.rollout.common import (
     run_analysis_step,
     serving_conditions,
     short,
+    true_reason,
 )
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 from stt_operator.rollout.progressive import hold_if_paused, start_or_resume
@@ -86,7 +88,9 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
             else:
                 plan.requeue_after = outcome.requeue_after
                 message = f"pre-promotion analysis: {outcome.reason}"
-                if outcome.action == "Pause":
+                if outcome.kept is not None:
+                    paused_reason, message = outcome.kept
+                elif outcome.action == "Pause":
                     paused_reason = "AnalysisNoData" if "no data" in outcome.reason else "AnalysisPaused"
                 elif outcome.action == "Hold":
                     paused_reason = "AnalysisFailed"
@@ -95,7 +99,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
 
     if index == STEP_AWAIT_PROMOTION:
         if inp.promote_requested:
-            plan.consumed_promote = True
+            plan.consumed.append(ANNOTATION_PROMOTE)
             return promote(inp, plan, "promoted by a person")
         if bg.auto_promotion_enabled:
             due = ready_at.timestamp() + (bg.auto_promotion_seconds or 0)
@@ -122,6 +126,9 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
         ]
         if degraded:
             plan.conditions.append(ConditionUpdate("Degraded", "True", paused_reason, short(message)))
+        if true_reason(status, "Paused") != paused_reason:  # an Event when the pause begins
+            kind = "Warning" if degraded else "Normal"
+            plan.events.append(EventUpdate(kind, paused_reason, short(message)))
     else:
         plan.status["phase"] = "Progressing"
         plan.conditions += [

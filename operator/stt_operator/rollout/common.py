@@ -34,6 +34,7 @@ WAIT_REQUEUE_S = 2.0
 
 # Annotations a person sets to act on a rollout (see docs/rollouts.md).
 ANNOTATION_PROMOTE = "stt.dev/promote"  # any value: end an indefinite pause / promote a blue-green preview
+ANNOTATION_ABORT = "stt.dev/abort"  # any value: roll the rollout in flight back to the stable model now
 
 
 def iso(now: datetime) -> str:
@@ -61,6 +62,7 @@ class RolloutInput:
     observed: Mapping[str, ObservedRevision]
     now: datetime
     promote_requested: bool = False
+    abort_requested: bool = False
     analysis: tuple[AnalysisRequest, AnalysisResult] | None = None
 
     @property
@@ -94,6 +96,14 @@ def serving_conditions(model: str) -> list[ConditionUpdate]:
         ConditionUpdate("Available", "True", "StableAvailable", f"model {model} serves traffic"),
         ConditionUpdate("Ready", "True", "Serving", f"model {model} serves the endpoint"),
     ]
+
+
+def true_reason(status: Mapping[str, Any], type_: str) -> str | None:
+    """The reason of a condition in `status` that is True (None otherwise)."""
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c.get("reason")
+    return None
 
 
 def not_paused() -> ConditionUpdate:
@@ -345,6 +355,10 @@ class StepOutcome:
     action: str  # Request | Wait | Advance | Rollback | Pause | Hold
     reason: str = ""
     requeue_after: float | None = None
+    kept: tuple[str, str] | None = None  # between looks: the Paused condition (reason, message) stays
+
+
+ANALYSIS_PAUSE_REASONS = ("AnalysisNoData", "AnalysisPaused", "AnalysisFailed")
 
 
 def run_analysis_step(
@@ -380,7 +394,16 @@ def run_analysis_step(
     last = parse_iso(state.get("lastCheckedAt")) or started
     due = last.timestamp() + analysis.interval_seconds()
     if now.timestamp() < due:
-        return StepOutcome("Wait", "waiting for the next look", max(0.5, due - now.timestamp()))
+        left = max(0.5, due - now.timestamp())
+        kept = true_reason(inp.status, "Paused")
+        if state.get("lastCheckedAt") and kept in ANALYSIS_PAUSE_REASONS:
+            # The last look of this step paused it; that holds until the next look says otherwise.
+            message = next(
+                c.get("message", "") for c in inp.status["conditions"] if c.get("type") == "Paused"
+            )
+            action = "Hold" if kept == "AnalysisFailed" else "Pause"
+            return StepOutcome(action, message, left, kept=(kept, message))
+        return StepOutcome("Wait", "waiting for the next look", left)
     names = tuple(metrics) or tuple(m.name for m in analysis.metrics)
     request = AnalysisRequest(step, names, inp.desired.id, variant, inp.stable_id, started)
     if inp.analysis is None or inp.analysis[0] != request:

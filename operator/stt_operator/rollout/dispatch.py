@@ -3,13 +3,22 @@
 - no stable revision yet: the first model is deployed directly (nothing to compare it with);
 - the desired revision is stable: steady state (serve it, retire the rest);
 - the desired revision was rolled back: keep the stable one until the spec changes;
+- a person annotated `stt.dev/abort`: roll the rollout in flight back now;
 - otherwise the spec's strategy moves traffic: Immediate, Gradual, Canary or BlueGreen.
 """
 
 from __future__ import annotations
 
 from stt_operator.rollout.bluegreen import plan_blue_green
-from stt_operator.rollout.common import RolloutInput, plan_rolled_back, plan_steady, rolled_back
+from stt_operator.rollout.common import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PROMOTE,
+    RolloutInput,
+    plan_rolled_back,
+    plan_steady,
+    rollback,
+    rolled_back,
+)
 from stt_operator.rollout.immediate import plan_immediate
 from stt_operator.rollout.plan import EndpointPlan
 from stt_operator.rollout.progressive import plan_progressive, steps_for
@@ -22,10 +31,19 @@ def scale_down_delay_s(inp: RolloutInput) -> float:
     return spec.scale_down_delay_seconds()
 
 
+def _nothing_in_flight(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan:
+    """A promote or abort with no rollout to act on is dropped, so it cannot surprise the next one."""
+    if inp.promote_requested:
+        plan.consumed.append(ANNOTATION_PROMOTE)
+    if inp.abort_requested:
+        plan.consumed.append(ANNOTATION_ABORT)
+    return plan
+
+
 def plan_rollout(inp: RolloutInput) -> EndpointPlan:
     spec, stable_id = inp.spec, inp.stable_id
     if stable_id is None or spec.strategy.type == "Immediate":
-        return plan_immediate(
+        plan = plan_immediate(
             inp.desired,
             inp.status,
             inp.observed,
@@ -33,11 +51,17 @@ def plan_rollout(inp: RolloutInput) -> EndpointPlan:
             scale_down_delay_s=scale_down_delay_s(inp),
             history_limit=spec.rollback.revision_history_limit,
         )
+        return _nothing_in_flight(inp, plan)
     if inp.desired.id == stable_id:
-        return plan_steady(inp, scale_down_delay_s(inp))
+        return _nothing_in_flight(inp, plan_steady(inp, scale_down_delay_s(inp)))
     entry = rolled_back(inp)
     if entry is not None:
-        return plan_rolled_back(inp, entry)
+        return _nothing_in_flight(inp, plan_rolled_back(inp, entry))
+    if inp.abort_requested:
+        # A person's rollback of the rollout in flight: the same path as an automatic one.
+        plan = rollback(inp, EndpointPlan(), f"aborted by a person ({ANNOTATION_ABORT})")
+        plan.consumed.append(ANNOTATION_ABORT)
+        return plan
     if spec.strategy.type == "BlueGreen":
         return plan_blue_green(inp)
     return plan_progressive(inp, steps_for(spec))

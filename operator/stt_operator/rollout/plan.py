@@ -64,4 +64,4 @@ class EndpointPlan:
     requeue_after: float | None = None
     replicas: dict[str, int] = field(default_factory=dict)  # revision id -> replicas (else spec.replicas)
     analysis_request: AnalysisRequest | None = None  # set: nothing else in this plan is meant to apply
-    consumed_promote: bool = False  # the plan acted on the promote annotation: clear it
+    consumed: list[str] = field(default_factory=list)  # annotations the plan acted on: clear them

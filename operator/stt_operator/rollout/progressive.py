@@ -9,13 +9,13 @@ not ready. Step index, weight and timers live in status.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stt_operator.api.common import parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.rollout.common import (
+    ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
     RolloutInput,
     iso,
@@ -27,6 +27,7 @@ from stt_operator.rollout.common import (
     scaled_replicas,
     serving_conditions,
     short,
+    true_reason,
 )
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 
@@ -181,17 +182,22 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
                     )
                 )
                 weight = step.weight
+        elif inp.promote_requested and ANNOTATION_PROMOTE not in plan.consumed:
+            # A person's promote ends the current pause or analysis step (one step per request).
+            plan.consumed.append(ANNOTATION_PROMOTE)
+            plan.events.append(
+                EventUpdate("Normal", "StepSkipped", f"{where}: skipped on {ANNOTATION_PROMOTE}")
+            )
+            plan.status["analysis"] = state = None
         elif step.kind == "pause":
             if step.duration_s is None:
-                if not inp.promote_requested:
-                    paused_why = (
-                        "PausedAtStep",
-                        f"{where}: paused until a person resumes (annotate stt.dev/promote=true)",
-                    )
-                    step_started = started
-                    break
-                plan.consumed_promote = True
-            elif now.timestamp() < started.timestamp() + step.duration_s:
+                paused_why = (
+                    "PausedAtStep",
+                    f"{where}: paused until a person resumes (annotate {ANNOTATION_PROMOTE}=true)",
+                )
+                step_started = started
+                break
+            if now.timestamp() < started.timestamp() + step.duration_s:
                 step_started = started
                 left = started.timestamp() + step.duration_s - now.timestamp()
                 progressing = ("Progressing", "StepInProgress", f"{where}: {left:.0f}s left")
@@ -215,7 +221,9 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
                 return rollback(inp, plan, f"{where}: {outcome.reason}")
             if outcome.action != "Advance":
                 plan.requeue_after = outcome.requeue_after
-                if outcome.action == "Pause":
+                if outcome.kept is not None:
+                    paused_why = outcome.kept
+                elif outcome.action == "Pause":
                     reason = "AnalysisNoData" if "no data" in outcome.reason else "AnalysisPaused"
                     paused_why = (reason, f"{where}: {outcome.reason}")
                 elif outcome.action == "Hold":
@@ -266,7 +274,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
         ]
         if degraded:
             plan.conditions.append(ConditionUpdate("Degraded", "True", reason, short(message)))
-        if _true_reason(status, "Paused") != reason:  # an Event when the pause begins, not every look
+        if true_reason(status, "Paused") != reason:  # an Event when the pause begins, not every look
             plan.events.append(EventUpdate("Warning" if degraded else "Normal", reason, short(message)))
     else:
         _, reason, message = progressing
@@ -276,10 +284,3 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     if plan.requeue_after is None:
         plan.requeue_after = WAIT_REQUEUE_S
     return plan
-
-
-def _true_reason(status: Mapping[str, Any], type_: str) -> str | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == type_ and c.get("status") == "True":
-            return c.get("reason")
-    return None

@@ -291,11 +291,15 @@ def test_no_data_pauses_and_never_rolls_back_or_promotes() -> None:
     assert w.status["phase"] == "Paused"
     assert w.condition("Paused")["reason"] == "AnalysisNoData"
     assert "no data" in w.condition("Paused")["message"]
+    # Between two looks the pause holds (reconciles come more often than looks).
+    for _ in range(3):
+        w.step(advance_s=2)
+        assert w.status["phase"] == "Paused" and w.condition("Paused")["reason"] == "AnalysisNoData"
     assert "lastRollback" not in w.status and w.status["stableRevision"] == OLD.id
     assert w.reasons().count("AnalysisNoData") == 1  # an Event when the pause begins, not every look
     assert w.status["analysis"]["noData"] == 6
     # Data arrives: the rollout goes on by itself.
-    w.step(lambda r: result("Passed"), advance_s=10)
+    w.step(lambda r: result("Passed"), advance_s=4)
     assert w.status["stableRevision"] == NEW.id
 
 
@@ -334,9 +338,9 @@ def test_indefinite_pause_waits_for_a_person() -> None:
     for _ in range(3):
         plan = w.step(advance_s=100)
     assert w.status["phase"] == "Paused" and w.condition("Paused")["reason"] == "PausedAtStep"
-    assert plan.route == {OLD.id: 90, NEW.id: 10} and not plan.consumed_promote
+    assert plan.route == {OLD.id: 90, NEW.id: 10} and not plan.consumed
     plan = w.step(promote=True)
-    assert plan.consumed_promote and w.status["stableRevision"] == NEW.id
+    assert plan.consumed == ["stt.dev/promote"] and w.status["stableRevision"] == NEW.id
 
 
 def test_spec_paused_holds_everything() -> None:
@@ -430,7 +434,7 @@ def test_blue_green_manual_promotion() -> None:
         w.step(advance_s=60)
     assert w.status["phase"] == "Paused" and w.condition("Paused")["reason"] == "AwaitingPromotion"
     plan = w.step(promote=True)
-    assert plan.consumed_promote and w.status["stableRevision"] == NEW.id
+    assert plan.consumed == ["stt.dev/promote"] and w.status["stableRevision"] == NEW.id
 
 
 def test_blue_green_pre_promotion_analysis_failure_rolls_back() -> None:
@@ -510,3 +514,42 @@ def test_status_written_is_schema_known() -> None:
     w.step(lambda r: result("Failed"), advance_s=10)
     # `apply` checks every status it produced; this asserts the final one has what users read.
     assert set(w.status) >= {"lastRollback", "revisions", "analysisRuns", "analysis", "conditions", "phase"}
+
+
+# --- a person's requests ----------------------------------------------------------------------------
+
+
+def test_abort_rolls_back_the_rollout_in_flight() -> None:
+    w = World(canary({"setWeight": 40}, {"pause": {}}))
+    w.begin()
+    inp = replace(w.inputs(), abort_requested=True)
+    plan = plan_rollout(inp)
+    w.apply(plan)
+    assert plan.consumed == ["stt.dev/abort"] and plan.route == {OLD.id: 100}
+    assert "aborted by a person" in w.status["lastRollback"]["reason"]
+    assert w.status["revisions"][-1]["outcome"] == "RolledBack"
+
+
+def test_promote_skips_the_current_analysis_step() -> None:
+    w = World(canary({"setWeight": 10}, {"analysis": {}}, {"setWeight": 50}, {"pause": {}}, **ANALYSIS))
+    w.begin()
+    plan = w.step(promote=True, advance_s=1)
+    assert plan.consumed == ["stt.dev/promote"] and w.requests == []
+    assert "StepSkipped" in w.reasons() and w.status["currentWeight"] == 50
+    assert w.status["currentStepIndex"] == 3 and "analysis" not in w.status  # one step per request
+
+
+@pytest.mark.parametrize("annotation", ["promote", "abort"])
+def test_requests_without_a_rollout_are_dropped(annotation: str) -> None:
+    w = World(canary({"setWeight": 10}), desired=OLD)
+    inp = replace(w.inputs(), **{f"{annotation}_requested": True})
+    plan = plan_rollout(inp)
+    assert plan.consumed == [f"stt.dev/{annotation}"] and plan.route == {OLD.id: 100}
+    assert "lastRollback" not in plan.status
+
+
+def test_blue_green_awaiting_promotion_emits_one_event() -> None:
+    w = World(spec_of({"type": "BlueGreen", "blueGreen": {"autoPromotionEnabled": False}}))
+    for _ in range(4):
+        w.step(advance_s=5)
+    assert w.reasons().count("AwaitingPromotion") == 1
