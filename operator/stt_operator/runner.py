@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 
-import kopf
 from prometheus_client import start_http_server
 
 from stt_operator.observability import configure_logging
@@ -50,7 +49,10 @@ def main(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_format)
     if args.kubeconfig:
+        # Before kopf or the kubernetes client are imported: the client reads KUBECONFIG into
+        # its default path at import time, and Kopf's login uses that default.
         os.environ["KUBECONFIG"] = args.kubeconfig
+    import kopf
 
     # Importing the controllers registers their handlers with Kopf's default registry.
     from stt_operator.controllers import context

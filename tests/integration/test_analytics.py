@@ -12,6 +12,12 @@ from stt_operator.testing.resources import API, stt_model
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """Every test here runs in a namespace the session's operator watches."""
+    return operator_namespace
+
+
 def test_analytics_summarised_into_status(operator, operator_prometheus, exporter_factory, kube, namespace):
     registry = CollectorRegistry()
     metrics = build_eval_metrics(registry)

@@ -18,6 +18,13 @@ from stt_operator.testing.kubewait import condition, event_reasons, wait_for
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """Every test here runs in a namespace the session's operator watches."""
+    return operator_namespace
+
+
 API = "stt.dev/v1alpha1"
 
 

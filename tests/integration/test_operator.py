@@ -16,6 +16,12 @@ from stt_operator.testing.resources import API, model_deployment, stt_model
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """Every test here runs in a namespace the session's operator watches."""
+    return operator_namespace
+
+
 def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):
     kube.apply(stt_model("pocketsphinx-en", namespace))
     model = wait_for(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -69,13 +70,13 @@ def namespace_name(test_name: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture
-def namespace(request: pytest.FixtureRequest, kube_api: ApiClient) -> Iterator[str]:
+@contextlib.contextmanager
+def scratch_namespace(kube_api: ApiClient, name: str) -> Iterator[str]:
+    """Create namespace `name`, wait for its default ServiceAccount, delete it afterwards."""
     from kubernetes.client import CoreV1Api
     from kubernetes.client.exceptions import ApiException
 
     core = CoreV1Api(kube_api)
-    name = namespace_name(request.node.name)
     core.create_namespace({"metadata": {"name": name, "labels": {"stt.dev/test": "true"}}})
     # Pods are rejected until the ServiceAccount controller has created "default".
     deadline = time.monotonic() + 60
@@ -95,6 +96,12 @@ def namespace(request: pytest.FixtureRequest, kube_api: ApiClient) -> Iterator[s
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_api: ApiClient) -> Iterator[str]:
+    with scratch_namespace(kube_api, namespace_name(request.node.name)) as name:
+        yield name
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

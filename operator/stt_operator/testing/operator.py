@@ -24,11 +24,13 @@ class OperatorProcess:
         kubeconfig: Path | str,
         *,
         reconcile_interval_s: float = 1.0,
+        namespaces: list[str] | None = None,
         extra_args: list[str] | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.kubeconfig = str(kubeconfig)
         self.reconcile_interval_s = reconcile_interval_s
+        self.namespaces = namespaces or []
         self.extra_args = extra_args or []
         self.liveness_port = free_port()
         self.metrics_port = free_port()
@@ -43,7 +45,7 @@ class OperatorProcess:
             "run",
             "--kubeconfig",
             self.kubeconfig,
-            "--all-namespaces",
+            *([f"--namespace={ns}" for ns in self.namespaces] or ["--all-namespaces"]),
             "--liveness-port",
             str(self.liveness_port),
             "--metrics-port",

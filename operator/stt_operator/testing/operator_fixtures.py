@@ -9,9 +9,12 @@ import pytest
 
 from stt_operator.services.kube import Kube
 from stt_operator.testing.cluster import LocalCluster
+from stt_operator.testing.cluster_fixtures import namespace_name, scratch_namespace
 from stt_operator.testing.jobpods import LocalJobKubelet
 from stt_operator.testing.operator import OperatorProcess
 from stt_operator.testing.prometheus import PrometheusServer, running_prometheus
+
+OPERATOR_NAMESPACE_PREFIX = "stt-op-"
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +29,30 @@ def operator(cluster: LocalCluster, operator_prometheus: PrometheusServer) -> It
     proc = OperatorProcess(
         cluster.kubeconfig,
         reconcile_interval_s=1.0,
-        extra_args=["--prometheus-url", operator_prometheus.url, "--analytics-interval", "2"],
+        # Only namespaces made by `operator_namespace`: tests that exercise the API without an
+        # operator, or run their own, keep their objects to themselves.
+        namespaces=[f"{OPERATOR_NAMESPACE_PREFIX}*"],
+        extra_args=[
+            "--prometheus-url",
+            operator_prometheus.url,
+            "--analytics-interval",
+            "2",
+        ],
     )
     proc.start()
     yield proc
     alive = proc.process is not None and proc.process.poll() is None
     proc.stop()
     assert alive, f"the operator died during the tests:\n{proc.log_tail()}"
+
+
+@pytest.fixture
+def operator_namespace(request: pytest.FixtureRequest, kube_api, operator: OperatorProcess) -> Iterator[str]:
+    """A fresh namespace that the session's operator watches (deleted after the test while the
+    operator still runs, so its finalizers are released)."""
+    name = namespace_name(f"{OPERATOR_NAMESPACE_PREFIX}{request.node.name}")
+    with scratch_namespace(kube_api, name):
+        yield name
 
 
 @pytest.fixture(scope="session")
