@@ -63,12 +63,16 @@ if fresh etcd "$etcd_stamp"; then log "etcd up to date"; else
   mark etcd "$etcd_stamp"; log "etcd built in $((SECONDS-start))s"
 fi
 
-for spec in "kwok sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; do
-  name=${spec%% *}; pkg=${spec#* }
-  st=$(stamp_of "$pkg" "$(go env GOVERSION)")
+# helm built from source assumes Kubernetes 1.20 for `template`/`lint` unless told otherwise,
+# as its release builds are: tell it the release this control plane runs.
+helm_k8s="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36"
+helm_k8s+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=36"
+for spec in "kwok sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION|" "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION|$helm_k8s"; do
+  name=${spec%% *}; rest=${spec#* }; pkg=${rest%%|*}; extra=${rest#*|}
+  st=$(stamp_of "$pkg" "$extra" "$(go env GOVERSION)")
   if fresh "$name" "$st"; then log "$name up to date"; continue; fi
   log "building $name ($pkg)"; start=$SECONDS
-  GOBIN="$bin" GOFLAGS="-trimpath" go install -ldflags "-s -w" "$pkg"
+  GOBIN="$bin" GOFLAGS="-trimpath" go install -ldflags "-s -w $extra" "$pkg"
   mark "$name" "$st"; log "$name built in $((SECONDS-start))s"
 done
 

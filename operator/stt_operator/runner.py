@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 
 from prometheus_client import start_http_server
 
@@ -25,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness-port", type=int, help="port of the /healthz liveness endpoint (0 = off)")
     parser.add_argument("--metrics-port", type=int, help="port of the operator's /metrics (0 = off)")
     parser.add_argument("--peering", help="Kopf peering name for HA; standalone when omitted")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority; the highest live replica works, the others stand by (default: random)",
+    )
     parser.add_argument("--prometheus-url", help="Prometheus used for analysis")
     parser.add_argument("--triton-image", help="default Triton image of serving pods")
     parser.add_argument("--operator-image", help="this operator's image, for Jobs and evaluators")
@@ -66,12 +72,15 @@ def main(args: argparse.Namespace) -> int:
         settings.namespaces or "all",
         settings.peering or "standalone",
     )
+    # Kopf pauses every replica whose priority equals another's, so HA replicas must differ.
+    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
     asyncio.run(
         kopf.operator(
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=settings.peering is None,
             peering_name=settings.peering,
+            priority=priority,
             liveness_endpoint=liveness,
         )
     )

@@ -959,7 +959,7 @@ class LocalCluster:
 
     def _crd_served(self, info: CRDInfo) -> bool:
         crd = self._request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{info.name}")
-        conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
         if conds.get("Established") != "True":
             return False
         for version in info.versions:

@@ -1,0 +1,50 @@
+"""High availability: replicas sharing a Kopf peering; one works, the others stand by."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stt_operator.testing.kubewait import condition, wait_for
+from stt_operator.testing.operator import OperatorProcess
+from stt_operator.testing.resources import API, stt_model
+
+pytestmark = pytest.mark.integration
+
+PEERING_CRDS = Path(__file__).resolve().parents[2] / "charts" / "stt-operator" / "crds" / "kopf-peerings.yaml"
+
+
+def test_standby_replica_takes_over(cluster, kube, namespace):
+    cluster.install_crds([PEERING_CRDS])
+    kube.apply(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "stt", "namespace": namespace},
+        }
+    )
+    common = {"namespaces": [namespace], "reconcile_interval_s": 1.0}
+    active = OperatorProcess(
+        cluster.kubeconfig, extra_args=["--peering", "stt", "--priority", "200"], **common
+    )
+    standby = OperatorProcess(
+        cluster.kubeconfig, extra_args=["--peering", "stt", "--priority", "100"], **common
+    )
+    with active, standby:
+        wait_for(lambda: "Pausing" in standby.log_tail(200), timeout=60, what="the standby replica pausing")
+        kube.apply(stt_model("first", namespace))
+        wait_for(
+            lambda: condition(kube.get(API, "STTModel", "first", namespace), "Ready").get("status") == "True",
+            what="the active replica reconciling",
+        )
+        assert "Pausing" not in active.log_tail(400)
+        active.stop()  # a graceful stop leaves the peering at once
+        wait_for(lambda: "Resuming" in standby.log_tail(400), timeout=90, what="the standby resuming")
+        kube.apply(stt_model("second", namespace))
+        wait_for(
+            lambda: (
+                condition(kube.get(API, "STTModel", "second", namespace), "Ready").get("status") == "True"
+            ),
+            what="the former standby reconciling",
+        )
