@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 test: deps tools venv ## run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv ## unit tests only (no real components)
+unit: deps tools venv ## unit tests only (no servers; chart tests use helm and promtool)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
@@ -47,14 +47,16 @@ format: venv
 	$(VENV)/bin/ruff check --fix operator tests bench
 	$(VENV)/bin/ruff format operator tests bench
 
-crds: venv ## regenerate crds/*.yaml from the pydantic API models
+crds: venv ## regenerate crds/*.yaml from the API models, and the chart and install bundle copies
 	$(VENV)/bin/stt-operator crds --output-dir crds
+	bash hack/sync-chart-crds.sh
+	bash hack/render-install-manifests.sh
 
 crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
 cluster: deps tools venv ## start a local control plane for a person (Ctrl-C stops it)
-	$(PY) -m stt_operator.testing.cluster --crds crds
+	$(PY) -m stt_operator.testing.cluster
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
 	$(VENV)/bin/stt-operator demo
