@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,11 @@ from stt_operator.artifacts.contract import IOContract
 from stt_operator.artifacts.performance import ContractRunner, Sample, load_samples, make_session, measure
 from stt_operator.artifacts.quantize import (
     accuracy_gate,
+    compare_speed,
     convert_fp16,
     quantize_dynamic_int8,
     quantize_static_int8,
+    run_quantization,
     split_samples,
 )
 
@@ -90,39 +91,20 @@ def accuracy(model: Path, samples: list[Sample], threads: int) -> tuple[dict[str
     return result, runner
 
 
-def inference_times(runners: list[Any], samples: list[Sample], repeats: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of the fastest pass of `session.run` over all samples, per runner.
-
-    Passes alternate between the models so background load hits both alike; CPU time
-    (process_time) is what a loaded shared machine distorts least.
-    """
-    feeds = [[r.feeds(s) for s in samples] for r in runners]
-    best = [(float("inf"), float("inf"))] * len(runners)
-    for _ in range(repeats):
-        for i, runner in enumerate(runners):
-            outputs = runner.output_names()
-            wall, cpu = time.perf_counter(), time.process_time()
-            for feed in feeds[i]:
-                runner.session.run(outputs, feed)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
-    return best
-
-
 def evaluate_pair(
     float_model: Path, quantized: Path, samples: list[Sample], threads: int, repeats: int
 ) -> tuple:
     base, base_runner = accuracy(float_model, samples, threads)
     quant, quant_runner = accuracy(quantized, samples, threads)
     audio_s = sum(s.duration_s for s in samples)
-    for result, (wall, cpu) in zip(
-        (base, quant), inference_times([base_runner, quant_runner], samples, repeats), strict=True
+    for result, timing in zip(
+        (base, quant), compare_speed([base_runner, quant_runner], samples, repeats), strict=True
     ):
-        result["inferenceMsPerUtt"] = 1000.0 * wall / len(samples)
-        result["inferenceCpuMsPerUtt"] = 1000.0 * cpu / len(samples)
-        result["uttPerS"] = len(samples) / wall
-        result["uttPerCpuS"] = len(samples) / cpu
-        result["audioSecondsPerCpuS"] = audio_s / cpu
+        result["inferenceMsPerUtt"] = timing.ms_per_item
+        result["inferenceCpuMsPerUtt"] = timing.cpu_ms_per_item
+        result["uttPerS"] = len(samples) / timing.wall_s
+        result["uttPerCpuS"] = len(samples) / timing.cpu_s
+        result["audioSecondsPerCpuS"] = audio_s / timing.cpu_s
     return base, quant
 
 
@@ -156,6 +138,12 @@ def main() -> int:
     ap.add_argument("--calibration-samples", type=int, default=32)
     ap.add_argument("--max-wer-increase", type=float, default=0.005)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    ap.add_argument(
+        "--job-default",
+        action="store_true",
+        help="also run what the quantization Job does with the API defaults (dynamic-int8, Conv excluded, "
+        "gate fallback)",
+    )
     args = ap.parse_args()
 
     rows = []
@@ -204,6 +192,23 @@ def main() -> int:
                     f"{'accepted' if accepted else 'REJECTED'}",
                     flush=True,
                 )
+        job = None
+        if args.job_default:
+            report = run_quantization(
+                args.model,
+                Path(tmp) / "job" / "model.onnx",
+                "dynamic-int8",
+                CONTRACT,
+                samples,
+                max_wer_increase=args.max_wer_increase,
+                threads=args.threads[0],
+                speed_repeats=args.repeats,
+            )
+            job = report.dump()
+            print(report.summary_text())
+            print(
+                f"  attempts: {report.details['attempts']}; CPU speed-up x{report.details['speedupCpu']:.2f}"
+            )
     summary = {
         "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
         "utterances": len(samples),
@@ -211,6 +216,7 @@ def main() -> int:
         "seed": args.seed,
         "machine": machine(),
         "results": rows,
+        "jobDefault": job,
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")

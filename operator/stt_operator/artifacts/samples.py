@@ -135,7 +135,9 @@ def _pattern(k: int, n_tokens: int) -> np.ndarray:
     return frame
 
 
-def keyed_ctc_model(vocab: Sequence[str] = TOY_VOCAB, opset: int = 17, ir_version: int = 8) -> Any:
+def keyed_ctc_model(
+    vocab: Sequence[str] = TOY_VOCAB, opset: int = 17, ir_version: int = 8, gain: float = 1.0
+) -> Any:
     """A CTC model that transcribes `keyed_audio` exactly: frame patterns -> token logits.
 
     Useful where a test needs a known-correct transcript (WER 0) through the real pipeline.
@@ -145,14 +147,14 @@ def keyed_ctc_model(vocab: Sequence[str] = TOY_VOCAB, opset: int = 17, ir_versio
     n = len(vocab)
     weights = np.zeros((HOP, n), np.float32)
     for k in range(1, n):
-        weights[:, k] = _pattern(k, n) * 2.0
+        weights[:, k] = _pattern(k, n) * 2.0 * gain
     bias = np.zeros(n, np.float32)
     bias[0] = 1.0  # silence -> blank
     graph = helper.make_graph(
         [
-            helper.make_node("Reshape", ["audio", "frame_shape"], ["frames"]),
-            helper.make_node("MatMul", ["frames", "w_out"], ["scores"]),
-            helper.make_node("Add", ["scores", "bias"], ["logits"]),
+            helper.make_node("Reshape", ["audio", "frame_shape"], ["frames"], name="/frames/Reshape"),
+            helper.make_node("MatMul", ["frames", "w_out"], ["scores"], name="/proj/MatMul"),
+            helper.make_node("Add", ["scores", "bias"], ["logits"], name="/proj/Add"),
         ],
         "keyed_ctc",
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
@@ -169,7 +171,7 @@ def keyed_ctc_model(vocab: Sequence[str] = TOY_VOCAB, opset: int = 17, ir_versio
 
 
 def keyed_audio(
-    text: str, vocab: Sequence[str] = TOY_VOCAB, frames_per_word: int = 3, seed: int = 0
+    text: str, vocab: Sequence[str] = TOY_VOCAB, frames_per_word: int = 3, seed: int = 0, noise: float = 0.005
 ) -> np.ndarray:
     """Float audio whose frames spell `text` (words from `vocab`) for `keyed_ctc_model`."""
     rng = np.random.default_rng(seed)
@@ -179,7 +181,7 @@ def keyed_audio(
     for word in text.split():
         frames += [_pattern(index[word], len(vocab))] * frames_per_word + [silence]
     audio = np.concatenate(frames)
-    return (audio + rng.normal(0, 0.005, audio.shape)).astype(np.float32)
+    return (audio + rng.normal(0, noise, audio.shape)).astype(np.float32) if noise else audio
 
 
 def write_keyed_evalset(

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -130,3 +131,51 @@ def test_rejected_quantization_removes_the_artifact(
     assert not report.accepted
     assert "over the budget" in report.message
     assert not out.exists()
+
+
+def test_gate_rejection_falls_back_to_keeping_the_sensitive_node_in_float(tmp_path: Path) -> None:
+    """Quiet speech plus one loud click: INT8's per-utterance activation scale rounds the
+    speech to zero (every word deleted); the retry keeps the MatMul in float and passes."""
+    import json
+
+    from stt_operator.speech.evalset import write_wav
+
+    model = tmp_path / "model.onnx"
+    onnx.save(samples.keyed_ctc_model(gain=100.0), str(model))
+    root = tmp_path / "evalset"
+    (root / "audio").mkdir(parents=True)
+    lines = []
+    for i, text in enumerate(["lights on", "fan off", "lights off"]):
+        click = np.zeros(samples.HOP, np.float32)
+        click[0] = -1.0
+        audio = np.concatenate([click, samples.keyed_audio(text, noise=0.0) * 0.002])
+        write_wav(root / "audio" / f"u{i}.wav", np.round(audio * 32767).astype(np.int16))
+        lines.append(
+            {
+                "id": f"u{i}",
+                "audio": f"audio/u{i}.wav",
+                "text": text,
+                "speaker": "s",
+                "language": "en-US",
+                "slice": "clean",
+            }
+        )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "q" / "model.onnx"
+    report = run_quantization(model, out, "dynamic-int8", CONTRACT, load_samples(root), max_wer_increase=0.0)
+    attempts = report.details["attempts"]
+    assert attempts[0] == {"keptFloat": [], "wer": 1.0, "accepted": False}
+    assert attempts[1] == {"keptFloat": ["/proj/MatMul"], "wer": 0.0, "accepted": True}
+    assert report.accepted and report.quantized_wer == 0.0
+    assert "after 2 attempts (kept in float: /proj/MatMul)" in report.message
+    without_fallback = run_quantization(
+        model,
+        tmp_path / "q2" / "model.onnx",
+        "dynamic-int8",
+        CONTRACT,
+        load_samples(root),
+        max_wer_increase=0.0,
+        fallback_attempts=0,
+    )
+    assert not without_fallback.accepted
+    assert without_fallback.message.startswith("WER rose from 0.0000 to 1.0000")
