@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="local output path (overrides quantization.outputUri)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the timing runs")
     parser.add_argument(
+        "--fallback-attempts",
+        type=int,
+        default=3,
+        help="on a WER-gate rejection, retry this many times, each keeping one more early node in float",
+    )
+    parser.add_argument(
         "--exclude-nodes",
         nargs="*",
         help="node-name globs left in float (overrides quantization.excludeNodes), e.g. '/frontend/*'",
@@ -111,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
             providers=args.providers.split(",") if args.providers else None,
             threads=args.threads,
             model_name=name,
+            fallback_attempts=args.fallback_attempts,
             exclude_nodes=tuple(
                 args.exclude_nodes if args.exclude_nodes is not None else quant.get("excludeNodes") or ()
             ),
