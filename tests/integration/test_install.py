@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from stt_operator.testing.cluster import LocalCluster, free_port
+from stt_operator.testing.resources import model_deployment, stt_model
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stt-operator"
 INSTALL = ROOT / "manifests" / "install"
 MONITORING = ROOT / "manifests" / "monitoring"
-API = "stt.dev/v1alpha1"
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -235,42 +235,6 @@ def operator_argv(container: dict[str, Any], config: Path, kubeconfig: Path) -> 
         args.append(f"{flag}={replace[flag]}" if eq and flag in replace else arg)
     assert args[0] == "run" and all(f"{f}=" in " ".join(args) for f in replace), args
     return [sys.executable, "-m", "stt_operator.cli", *args, f"--kubeconfig={kubeconfig}"], liveness
-
-
-def stt_model(name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "STTModel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "language": "en-US",
-            "format": "python",
-            "source": {"uri": f"file:///models/{name}"},
-            "io": {
-                "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
-                "outputs": [
-                    {"name": "transcript", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}
-                ],
-            },
-            "triton": {"maxBatchSize": 4, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
-            "resources": {"gpu": 1},
-            "validation": {"enabled": False},
-        },
-    }
-
-
-def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "model": {"name": model},
-            "replicas": 1,
-            "strategy": {"type": "Immediate"},
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
-        },
-    }
 
 
 def condition_true(obj: dict[str, Any], type_: str) -> bool:

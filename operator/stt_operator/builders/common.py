@@ -66,3 +66,19 @@ def dns_name(*parts: str, max_length: int = _DNS_LABEL_MAX) -> str:
     # Keep the head readable and a hash of the whole so two long names never collide.
     suffix = short_hash(raw, length=8)
     return f"{name[: max_length - 9].rstrip('-')}-{suffix}"
+
+
+def object_metadata(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    owner: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """`metadata` of an owned object: name, namespace, labels, and the owner when there is one."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
+    return metadata

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name
+from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, object_metadata
 
 
 def triton_model_name(model_name: str) -> str:
@@ -27,14 +27,8 @@ def model_config_map(
 ) -> dict[str, Any]:
     labels = common_labels(model_name, "model-config", name="stt-model")
     labels[LABEL_MODEL] = model_name
-    metadata: dict[str, Any] = {
-        "name": model_config_map_name(model_name),
-        "namespace": namespace,
-        "labels": labels,
-        "annotations": {"stt.dev/triton-model-name": triton_model_name},
-    }
-    if owner:
-        metadata["ownerReferences"] = [dict(owner)]
+    annotations = {"stt.dev/triton-model-name": triton_model_name}
+    metadata = object_metadata(model_config_map_name(model_name), namespace, labels, owner, annotations)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

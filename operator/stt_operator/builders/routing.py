@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels
+from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, object_metadata
 from stt_operator.builders.serving import TRITON_HTTP_PORT
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -41,9 +41,7 @@ def http_route(
         raise ValueError("an HTTPRoute needs at least one backend; build it once a backend is ready")
     labels = common_labels(deployment_name, "endpoint")
     labels[LABEL_DEPLOYMENT] = deployment_name
-    metadata: dict[str, Any] = {"name": route_name(deployment_name), "namespace": namespace, "labels": labels}
-    if owner:
-        metadata["ownerReferences"] = [dict(owner)]
+    metadata = object_metadata(route_name(deployment_name), namespace, labels, owner)
     spec: dict[str, Any] = {
         "parentRefs": [dict(p) for p in parent_refs],
         "rules": [

@@ -12,6 +12,7 @@ from stt_operator.builders.common import (
     LABEL_ROLE,
     common_labels,
     dns_name,
+    object_metadata,
     short_hash,
 )
 
@@ -67,17 +68,12 @@ def selector_labels(deployment_name: str, revision: Revision) -> dict[str, str]:
 def triton_deployment(params: ServingParams) -> dict[str, Any]:
     labels = revision_labels(params)
     name = revision_object_name(params.deployment_name, params.revision.model, params.revision.id)
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": params.namespace,
-        "labels": {**labels, LABEL_ROLE: params.role},
-    }
-    if params.owner:
-        metadata["ownerReferences"] = [params.owner]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata,
+        "metadata": object_metadata(
+            name, params.namespace, {**labels, LABEL_ROLE: params.role}, params.owner
+        ),
         "spec": {
             "replicas": params.replicas,
             "selector": {"matchLabels": selector_labels(params.deployment_name, params.revision)},
@@ -95,13 +91,10 @@ def triton_deployment(params: ServingParams) -> dict[str, Any]:
 def triton_service(params: ServingParams) -> dict[str, Any]:
     labels = revision_labels(params)
     name = revision_object_name(params.deployment_name, params.revision.model, params.revision.id)
-    metadata: dict[str, Any] = {"name": name, "namespace": params.namespace, "labels": labels}
-    if params.owner:
-        metadata["ownerReferences"] = [params.owner]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata,
+        "metadata": object_metadata(name, params.namespace, labels, params.owner),
         "spec": {
             "selector": selector_labels(params.deployment_name, params.revision),
             "ports": [
