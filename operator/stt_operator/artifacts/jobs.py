@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.api.common import parse_duration
-from stt_operator.builders.common import common_labels, dns_name, short_hash
+from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, short_hash
 
 KINDS = ("validate", "quantize")
 SOURCE_SECRET_DIR = "/var/run/secrets/stt/source"
@@ -74,7 +74,7 @@ def validation_job(
     validation = spec.get("validation") or {}
     deadline = int(parse_duration(validation.get("timeout") or "30m"))
     name = job_name(model_name, kind, spec)
-    labels = {**common_labels(model_name, f"model-{kind}", name="stt-operator"), "stt.dev/model": model_name}
+    labels = {**common_labels(model_name, f"model-{kind}", name="stt-operator"), LABEL_MODEL: model_name}
     args = [
         kind,
         "--model-name",
