@@ -299,8 +299,27 @@ class Replayer:
         finally:
             slots.release()
 
+    def init_series(self, languages: Sequence[str]) -> None:
+        """Create every variant's and pair's series at zero before the first utterance, so the
+        first scrape sees zeros and `increase()` since an analysis start counts from there."""
+        if self.metrics is None:
+            return
+        for language in languages:
+            for target in self.targets:
+                self.metrics.init_variant(self._labels(target, language))
+                if target.variant != self.baseline:
+                    self.metrics.init_pair(
+                        {
+                            em.LABEL_ENDPOINT: self.endpoint,
+                            em.LABEL_VARIANT: target.variant,
+                            em.LABEL_BASELINE: self.baseline,
+                            em.LABEL_LANGUAGE: language,
+                        }
+                    )
+
     async def run_round(self, utterances: Sequence[Any]) -> list[Observation]:
         """Send every utterance to every target once; returns the scored observations."""
+        self.init_series(sorted({u.language for u in utterances}))
         offsets = start_offsets(len(utterances), self.config.rate)
         # Enough utterances in flight to keep `concurrency` requests busy, no more.
         slots = asyncio.Semaphore(max(1, math.ceil(self.config.concurrency / len(self.targets))))

@@ -154,6 +154,7 @@ async def run_evaluator(
             metrics=metrics,
             normaliser_version=config.normaliser_version or version,
         )
+        replayer.init_series(sorted({u.language for u in utterances}))
         loaded["ready"] = True
         log.info(
             "evaluation set loaded",
