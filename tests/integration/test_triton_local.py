@@ -146,9 +146,11 @@ def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
         for a in triton_args(
             TritonPodParams(model_name=BASELINE_MODEL, config_map="c", artifact_uri="file:///m", gpus=0)
         )
-        if a.split("=")[0]
-        in ("--model-control-mode", "--load-model", "--http-restricted-api", "--grpc-restricted-protocol")
+        # Every flag of the pod template except the ones the local launcher sets itself.
+        if a != "tritonserver"
+        and not a.startswith(("--model-repository=", "--http-port=", "--grpc-port=", "--metrics-port="))
     ]
+    assert "--exit-on-error=true" in flags and "--strict-readiness=true" in flags
     server = start_triton(repo, tmp_path, models=[BASELINE_MODEL], extra_args=flags)
     try:
         client = httpclient.InferenceServerClient(server.http_url)
