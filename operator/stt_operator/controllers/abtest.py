@@ -1,26 +1,189 @@
-"""ABTest reconciler. The traffic-splitting controller arrives with its own issue; until then a
-valid ABTest is accepted and parked in phase Pending, and an invalid one says why."""
+"""ABTest reconciler: read the world, ask the pure planner (`experiments.planner`), act in a safe
+order, record everything in status.
+
+Order of actions in one reconcile: take the hold on the ModelDeployment (optimistic, by
+resourceVersion), create / keep the variants' Deployments and the evaluator, write the route
+(only while holding, only naming Available variants), give the hold back (with the promotion in
+the same patch), then remove the test's objects that no route names any more.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import kopf
+from kubernetes.dynamic.exceptions import ConflictError
 
+from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
+from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api import ABTest
-from stt_operator.api.common import SpecError
+from stt_operator.api.common import SpecError, parse_duration
+from stt_operator.builders.routing import route_name, route_weights
+from stt_operator.builders.serving import deployment_available
 from stt_operator.controllers.context import OperatorContext
+from stt_operator.controllers.modeldeployment import model_digest
 from stt_operator.controllers.status import StatusWriter
+from stt_operator.experiments.objects import (
+    LABEL_ABTEST,
+    endpoint_route,
+    evaluation_set,
+    evaluator_for,
+    variant_objects,
+)
+from stt_operator.experiments.planner import (
+    ANNOTATION_HELD_BY,
+    ABTestInput,
+    ABTestPlan,
+    EndpointInfo,
+    Measurement,
+    ModelInfo,
+    active_tests,
+    analysis_interval_s,
+    backends,
+    plan_abtest,
+)
 from stt_operator.observability import track_reconcile
 
+log = logging.getLogger(__name__)
 
-def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> None:
+API = "stt.dev/v1alpha1"
+ROUTE_API = "gateway.networking.k8s.io/v1"
+# Running minima of the always-valid p-values between looks (JSON: variant -> key -> [pFail,
+# pPass]). The status schema has no field for them yet, so they live on the ABTest itself.
+ANNOTATION_P_STATE = "stt.dev/abtest-p-state"
+PROMETHEUS_TIMEOUT_S = 10.0
+
+
+def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return {}
+
+
+def _model_info(name: str, body: Mapping[str, Any] | None) -> ModelInfo:
+    if body is None:
+        return ModelInfo(name, exists=False, ready=False)
+    validated = _condition(body, "Validated")
+    failed = (validated.get("message") or "failed") if validated.get("status") == "False" else None
+    ready = _condition(body, "Ready").get("status") == "True"
+    return ModelInfo(name, exists=True, ready=ready, failed=failed, digest=model_digest(body))
+
+
+def _endpoint_info(
+    ctx: OperatorContext, name: str, md: Mapping[str, Any] | None, namespace: str
+) -> EndpointInfo:
+    if md is None:
+        return EndpointInfo(name, exists=False)
+    status = md.get("status") or {}
+    spec = md.get("spec") or {}
+    info = EndpointInfo(
+        name,
+        held_by=(md["metadata"].get("annotations") or {}).get(ANNOTATION_HELD_BY),
+        spec_model=(spec.get("model") or {}).get("name"),
+        stable_model=status.get("stableModel"),
+        stable_revision=status.get("stableRevision"),
+        canary_revision=status.get("canaryRevision"),
+        routing=spec.get("routing") or "gateway-api",
+    )
+    if info.stable_service:
+        deployment = ctx.kube.get("apps/v1", "Deployment", info.stable_service, namespace)
+        info = replace(info, stable_available=deployment_available(deployment))
+    return info
+
+
+def _p_state_in(body: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    raw = (body["metadata"].get("annotations") or {}).get(ANNOTATION_P_STATE)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {v: {k: (float(p[0]), float(p[1])) for k, p in d.items()} for v, d in data.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        log.warning("ignoring unreadable %s annotation", ANNOTATION_P_STATE)
+        return {}
+
+
+def measure(
+    ctx: OperatorContext, abt: ABTest, inp: ABTestInput, previous: Mapping[str, Mapping[str, Any]]
+) -> Measurement:
+    """One look: every non-control variant against the control (primary + guardrails, Holm
+    across them), and the sample-ratio check. Any failure is a Measurement with `error`."""
+    spec = abt.spec
+    try:
+        client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=PROMETHEUS_TIMEOUT_S)
+        by_variant = {b.variant: b for b in backends(inp)}
+        control = spec.control().name
+
+        def arm(variant: str) -> dict[str, str]:
+            b = by_variant[variant]
+            return {"variant": variant, "service": b.service, "model": b.model}
+
+        primary = spec.primary_metric.to_dict()
+        primary["minSamples"] = max(spec.primary_metric.min_samples, spec.min_samples_per_variant)
+        metrics = [primary, *(g.to_dict() for g in spec.guardrail_metrics)]
+        base: dict[str, Any] = {
+            "namespace": inp.namespace,
+            "endpoint": inp.endpoint.name,
+            "baseline": arm(control),
+            "start": inp.status.get("startedAt") and _ts(inp.status["startedAt"]),
+            "interval": f"{max(1, int(inp.analysis_interval_s))}s",
+            "confidence": 1.0 - spec.significance_level,
+            "paired": spec.paired_evaluation,
+            "no_data_policy": "Pause",
+        }
+        results = {
+            v.name: evaluate_metrics(
+                client, metrics, {**base, "candidate": arm(v.name), "previous_p": previous.get(v.name) or {}}
+            )
+            for v in spec.variants
+            if v.name != control
+        }
+        # Paired replay sends every utterance to every variant: equal request counts expected.
+        # Live traffic (unpaired): Triton's request counters per variant Service vs the weights.
+        if spec.paired_evaluation:
+            weights = {v.name: 1.0 for v in spec.variants}
+            services = None
+        else:
+            weights = {k: float(w) for k, w in spec.weights().items()}
+            services = {v: by_variant[v].service for v in weights}
+        srm = check_sample_ratio(
+            client,
+            {**base, "candidate": arm(control)},
+            weights,
+            threshold=spec.srm_threshold,
+            services=services,
+        )
+        return Measurement(results=results, srm=srm)
+    except Exception as exc:  # a bad address or an engine bug pauses the test, never crashes it
+        log.exception("analysis of ABTest %s/%s failed", inp.namespace, inp.name)
+        return Measurement(error=f"{type(exc).__name__}: {exc}")
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _patch_md(ctx: OperatorContext, name: str, namespace: str, body: dict[str, Any]) -> None:
+    resource = ctx.kube.dynamic.resources.get(api_version=API, kind="ModelDeployment")
+    resource.patch(body=body, name=name, namespace=namespace, content_type="application/merge-patch+json")
+
+
+def reconcile(
+    body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext, *, deleting: bool = False
+) -> None:
     writer = StatusWriter(body)
     with track_reconcile("ABTest"):
         try:
-            ABTest.from_body(body)
+            abt = ABTest.from_body(body)
         except SpecError as exc:
+            if deleting:
+                return
             message = str(exc)
             writer.condition("Ready", "False", "InvalidSpec", message)
             writer.set(phase="Failed")
@@ -28,12 +191,162 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
                 writer.event("Warning", "InvalidSpec", message)
             writer.commit(patch)
             return
-        message = (
-            "accepted; the A/B test controller is not enabled in this version, so the test has not started"
+        _reconcile_valid(abt, body, patch, writer, ctx, deleting)
+        if not deleting:
+            writer.commit(patch)
+
+
+def _reconcile_valid(
+    abt: ABTest,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    writer: StatusWriter,
+    ctx: OperatorContext,
+    deleting: bool,
+) -> None:
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = abt.spec
+    status = body.get("status") or {}
+    md_name = spec.endpoint.model_deployment_ref.name
+    md = ctx.kube.get(API, "ModelDeployment", md_name, namespace)
+    models = {v.model.name: ctx.kube.get(API, "STTModel", v.model.name, namespace) for v in spec.variants}
+    owned = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_ABTEST: name})
+    phase = status.get("phase") or "Pending"
+    active = 0
+    if phase == "Pending" and not deleting:
+        active = active_tests(ctx.kube.list(API, "ABTest", None), meta.get("uid", ""))
+    settings = ctx.settings
+    inp = ABTestInput(
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        status=status,
+        now=writer.now,
+        endpoint=_endpoint_info(ctx, md_name, md, namespace),
+        models={m: _model_info(m, b) for m, b in models.items()},
+        available={d["metadata"]["name"]: deployment_available(d) for d in owned},
+        active_elsewhere=active,
+        max_concurrent=settings.max_concurrent_abtests,
+        analysis_interval_s=analysis_interval_s(
+            spec, parse_duration(settings.default_analysis_interval), settings.reconcile_interval_s
+        ),
+        deleting=deleting,
+    )
+    plan = plan_abtest(inp)
+    if plan.measure:
+        measurement = measure(ctx, abt, inp, _p_state_in(body))
+        plan = plan_abtest(replace(inp, measurement=measurement))
+        if plan.measure:  # cannot happen: the planner is deterministic
+            raise RuntimeError("the ABTest planner asked for a second look in one reconcile")
+    _execute(plan, inp, body, md, models, ctx)
+    if plan.p_state is not None:
+        patch.metadata.annotations[ANNOTATION_P_STATE] = json.dumps(plan.p_state, separators=(",", ":"))
+    writer.apply_conditions(plan.conditions)
+    writer.set(**plan.status)
+    for event in plan.events:
+        writer.event(event.type, event.reason, event.message)
+
+
+def _execute(
+    plan: ABTestPlan,
+    inp: ABTestInput,
+    body: Mapping[str, Any],
+    md: Mapping[str, Any] | None,
+    models: Mapping[str, Mapping[str, Any] | None],
+    ctx: OperatorContext,
+) -> None:
+    namespace, name = inp.namespace, inp.name
+    held = inp.endpoint.held_by == name
+    if plan.acquire_hold and md is not None and not held:
+        try:  # resourceVersion makes the take atomic: two tests never both hold one endpoint
+            _patch_md(
+                ctx,
+                md["metadata"]["name"],
+                namespace,
+                {
+                    "metadata": {
+                        "annotations": {ANNOTATION_HELD_BY: name},
+                        "resourceVersion": md["metadata"]["resourceVersion"],
+                    }
+                },
+            )
+        except ConflictError as exc:
+            raise kopf.TemporaryError(
+                f"ModelDeployment {md['metadata']['name']} changed; retrying", delay=1
+            ) from exc
+        held = True
+    md_spec = (md or {}).get("spec") or {}
+    for backend in plan.ensure:
+        model = models.get(backend.model)
+        if model is None:
+            continue
+        for obj in variant_objects(
+            abtest_body=body,
+            backend=backend,
+            model_body=model,
+            model_digest=inp.models[backend.model].digest,
+            replicas=int(md_spec.get("replicas", 1)),
+            resources_override=md_spec.get("resources"),
+            triton_image=ctx.settings.triton_image,
+            operator_image=ctx.settings.operator_image,
+        ):
+            ctx.kube.apply(obj)
+    if plan.ensure_evaluator:
+        _ensure_evaluator(inp, body, models, ctx)
+    if plan.route is not None and held and md is not None:
+        ctx.kube.apply(endpoint_route(md, plan.route))
+    if plan.release_hold and md is not None:
+        release: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_HELD_BY: None}}}
+        if plan.promote_model:
+            # The winner goes through the ModelDeployment's own rollout strategy.
+            release["spec"] = {"model": {"name": plan.promote_model}, "selector": None}
+        _patch_md(ctx, md["metadata"]["name"], namespace, release)
+    elif plan.promote_model and md is not None:
+        _patch_md(
+            ctx,
+            md["metadata"]["name"],
+            namespace,
+            {"spec": {"model": {"name": plan.promote_model}, "selector": None}},
         )
-        writer.condition("Ready", "False", "Pending", message)
-        writer.condition("Running", "False", "Pending", message)
-        writer.set(phase="Pending")
-        if writer.changed("Ready"):
-            writer.event("Normal", "Accepted", message)
-        writer.commit(patch)
+    if plan.cleanup:
+        _cleanup(inp, ctx)
+
+
+def _ensure_evaluator(
+    inp: ABTestInput,
+    body: Mapping[str, Any],
+    models: Mapping[str, Mapping[str, Any] | None],
+    ctx: OperatorContext,
+) -> None:
+    control = inp.spec.control()
+    ordered = [models.get(control.model.name)] + [models.get(v.model.name) for v in inp.spec.variants]
+    evalset = evaluation_set([m for m in ordered if m is not None])
+    if evalset is None:
+        return  # no labelled set on any variant: metrics come from other exporters only
+    present = {m: b for m, b in models.items() if b is not None}
+    bks = [b for b in backends(inp) if b.model in present]
+    for obj in evaluator_for(
+        abtest_body=body,
+        endpoint=inp.endpoint.name,
+        backends=bks,
+        models=present,
+        control=control.name,
+        evalset=evalset,
+        operator_image=ctx.settings.operator_image,
+    ):
+        ctx.kube.apply(obj)
+
+
+def _cleanup(inp: ABTestInput, ctx: OperatorContext) -> None:
+    """Remove the test's Deployments, Services and evaluator ConfigMap; never one the endpoint's
+    route still names (the route moves first)."""
+    namespace = inp.namespace
+    route = ctx.kube.get(ROUTE_API, "HTTPRoute", route_name(inp.endpoint.name), namespace)
+    routed = set(route_weights(route))
+    for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"), ("ConfigMap", "v1")):
+        for obj in ctx.kube.list(api, kind, namespace, {LABEL_ABTEST: inp.name}):
+            obj_name = obj["metadata"]["name"]
+            if obj_name in routed:
+                continue
+            ctx.kube.delete(api, kind, obj_name, namespace)
