@@ -93,3 +93,17 @@ def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *
 def abtest_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     with _locked(memo):
         abtest.reconcile(body, patch, context.current())
+
+
+@kopf.timer(API_GROUP, API_VERSION, "abtests", interval=_INTERVAL, initial_delay=_INTERVAL)
+def abtest_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    with _locked(memo):
+        abtest.reconcile(body, patch, context.current())
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "abtests")
+def abtest_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    # Give the endpoint back (route to its stable revision, release the hold) before the
+    # ABTest's owned variants are garbage-collected.
+    with _locked(memo):
+        abtest.reconcile(body, patch, context.current(), deleting=True)
