@@ -32,6 +32,12 @@ NAME = "asr"
 WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}
 
 
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """Every test here runs in a namespace the session's operator watches."""
+    return operator_namespace
+
+
 def deployment(namespace: str, strategy: dict[str, Any], **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": API,
@@ -336,3 +342,33 @@ def _rollbacks(operator: Any, namespace: str) -> float:
         if line.startswith("stt_operator_rollbacks_total{") and f'namespace="{namespace}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_restarted_operator_resumes_from_status(operator, kube, namespace):
+    steps = [{"setWeight": 25}, {"pause": {"duration": "6s"}}, {"setWeight": 60}, {"pause": {}}]
+    manifest = deployment(namespace, {"type": "Canary", "canary": {"steps": steps}})
+    watch = start_rollout(kube, namespace, manifest)
+    watch.until(
+        lambda md: md["status"].get("currentWeight") == 25 and md["status"].get("currentStepIndex") == 1,
+        timeout=60,
+        what="canary at 25 %",
+    )
+    operator.stop()  # everything the rollout knows is in status now
+    time.sleep(1)
+    operator.start()
+    md = watch.until(
+        lambda md: condition(md, "Paused").get("reason") == "PausedAtStep" and md,
+        timeout=60,
+        what="resumed to the indefinite pause",
+    )
+    assert md["status"]["currentWeight"] == 60 and md["status"]["currentStepIndex"] == 3
+    assert watch.canary_weights()[-3:] == [0, 25, 60], watch.seen  # never restarted from 0
+    assert [r for _, r in events(kube, namespace)].count("RolloutStarted") == 1
+    # A person promotes; the operator consumes the annotation.
+    manifest["metadata"]["annotations"] = {"stt.dev/promote": "true"}
+    kube.apply(manifest)
+    md = watch.until(
+        lambda md: md["status"].get("stableModel") == "model-b" and md, timeout=30, what="promotion"
+    )
+    assert "stt.dev/promote" not in (md["metadata"].get("annotations") or {})
+    assert "StepSkipped" in [r for _, r in events(kube, namespace)]
