@@ -35,7 +35,7 @@ from stt_operator.builders.serving import (
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
-from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_PROMOTE, RolloutInput
+from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
 
@@ -186,9 +186,14 @@ def _reconcile_valid(
         _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
         return
     desired = Revision(model_name, model_digest(model))
-    status = body.get("status") or {}
-    observed = _observed_revisions(ctx, name, namespace)
     annotations = body["metadata"].get("annotations") or {}
+    # An ABTest takes the route with an annotation; status.heldBy shows it to people.
+    held_by = annotations.get(ANNOTATION_HELD_BY) or None
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "heldBy"}
+    if held_by:
+        status["heldBy"] = held_by
+    writer.set(heldBy=held_by)
+    observed = _observed_revisions(ctx, name, namespace)
     inputs = RolloutInput(
         desired=desired,
         spec=spec,

@@ -35,6 +35,8 @@ WAIT_REQUEUE_S = 2.0
 # Annotations a person sets to act on a rollout (see docs/rollouts.md).
 ANNOTATION_PROMOTE = "stt.dev/promote"  # any value: end an indefinite pause / promote a blue-green preview
 ANNOTATION_ABORT = "stt.dev/abort"  # any value: roll the rollout in flight back to the stable model now
+# Set by an ABTest while it writes the endpoint's route weights (experiments.planner uses the same key).
+ANNOTATION_HELD_BY = "stt.dev/held-by"
 
 
 def iso(now: datetime) -> str:

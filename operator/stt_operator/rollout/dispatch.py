@@ -20,7 +20,7 @@ from stt_operator.rollout.common import (
     rolled_back,
 )
 from stt_operator.rollout.immediate import plan_immediate
-from stt_operator.rollout.plan import EndpointPlan
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan
 from stt_operator.rollout.progressive import plan_progressive, steps_for
 
 
@@ -41,6 +41,19 @@ def _nothing_in_flight(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan:
 
 
 def plan_rollout(inp: RolloutInput) -> EndpointPlan:
+    plan = _plan(inp)
+    held_by = inp.status.get("heldBy")
+    if held_by:
+        # Exactly one controller writes an endpoint's weights: while an ABTest holds the route,
+        # this one leaves it alone and says so.
+        message = f"ABTest {held_by} holds the route weights; the rollout waits"
+        plan.route = None
+        plan.conditions = [c for c in plan.conditions if c.type != "Paused"]
+        plan.conditions.append(ConditionUpdate("Paused", "True", "HeldByABTest", message))
+    return plan
+
+
+def _plan(inp: RolloutInput) -> EndpointPlan:
     spec, stable_id = inp.spec, inp.stable_id
     if stable_id is None or spec.strategy.type == "Immediate":
         plan = plan_immediate(

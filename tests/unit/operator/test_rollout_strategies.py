@@ -553,3 +553,14 @@ def test_blue_green_awaiting_promotion_emits_one_event() -> None:
     for _ in range(4):
         w.step(advance_s=5)
     assert w.reasons().count("AwaitingPromotion") == 1
+
+
+def test_abtest_hold_in_steady_state_leaves_the_route_and_says_so() -> None:
+    w = World(canary({"setWeight": 10}), desired=OLD)
+    w.status["heldBy"] = "ab-1"
+    plan = w.step()
+    assert plan.route is None and w.condition("Paused")["reason"] == "HeldByABTest"
+    assert w.status["phase"] == "Healthy"
+    del w.status["heldBy"]  # the ABTest gives the endpoint back: the route returns to stable
+    plan = w.step()
+    assert plan.route == {OLD.id: 100} and w.condition("Paused")["status"] == "False"
