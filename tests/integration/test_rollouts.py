@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
@@ -180,10 +181,15 @@ def events(kube: Kube, namespace: str) -> list[tuple[str, str]]:
     return [(e["type"], e["reason"]) for e in items]
 
 
-def start_rollout(kube: Kube, namespace: str, manifest: dict[str, Any]) -> RouteWatch:
-    """model-a becomes stable, then spec.model moves to model-b."""
+def start_rollout(
+    kube: Kube, namespace: str, manifest: dict[str, Any], evalset: str | None = None
+) -> RouteWatch:
+    """model-a becomes stable, then spec.model moves to model-b (with a labelled set: `evalset`)."""
     kube.apply(stt_model("model-a", namespace))
-    kube.apply(stt_model("model-b", namespace, language="en-GB"))
+    model_b = stt_model("model-b", namespace, language="en-GB")
+    if evalset:
+        model_b["spec"]["validation"]["evaluationSet"] = {"uri": evalset}
+    kube.apply(model_b)
     kube.apply(manifest)
     watch = RouteWatch(kube, namespace)
     watch.until(
@@ -209,7 +215,15 @@ def test_canary_healthy_is_promoted_through_every_step(operator, kube, namespace
         },
         analysis={"interval": "2s", "metrics": [WER_METRIC]},
     )
-    watch = start_rollout(kube, namespace, manifest)
+    watch = start_rollout(kube, namespace, manifest, evalset="file:///data/evalset-en")
+    # While model-b is in flight the endpoint owns an evaluator replaying the set to both revisions.
+    config_map = wait_for(
+        lambda: kube.get("v1", "ConfigMap", f"{NAME}-evaluator", namespace), timeout=60, what="evaluator"
+    )
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert [t["variant"] for t in config["targets"]] == ["stable", "canary"]
+    assert config["evalset"] == "file:///data/evalset-en" and config["endpoint"] == NAME
+    assert kube.get("apps/v1", "Deployment", f"{NAME}-evaluator", namespace) is not None
     md = watch.until(
         lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy" and md,
         timeout=90,
@@ -229,12 +243,13 @@ def test_canary_healthy_is_promoted_through_every_step(operator, kube, namespace
     for reason in ("RolloutStarted", "WeightChanged", "AnalysisPassed", "StepAdvanced", "Promoted"):
         assert reason in reasons, reasons
     assert "RolledBack" not in reasons
-    # The old revision goes (scaleDownDelay 0s).
+    # The old revision and the evaluator go (scaleDownDelay 0s).
     watch.until(
         lambda md: len(kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: NAME})) == 1,
         timeout=30,
-        what="model-a retired",
+        what="model-a and the evaluator removed",
     )
+    assert kube.get("v1", "ConfigMap", f"{NAME}-evaluator", namespace) is None
 
 
 def test_canary_with_regressed_wer_rolls_back(operator, kube, namespace, evaluator_factory):

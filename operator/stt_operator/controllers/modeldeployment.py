@@ -22,6 +22,7 @@ from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
+from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import Backend, http_route
@@ -34,9 +35,11 @@ from stt_operator.builders.serving import (
 )
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
+from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
 from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
+from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,9 @@ def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     return {}
 
 
-def _observed_revisions(ctx: OperatorContext, name: str, namespace: str) -> dict[str, ObservedRevision]:
+def _observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedRevision]:
     observed: dict[str, ObservedRevision] = {}
-    for deployment in ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name}):
+    for deployment in deployments:
         labels = deployment["metadata"].get("labels") or {}
         revision_id = labels.get(LABEL_REVISION)
         if revision_id:
@@ -193,7 +196,8 @@ def _reconcile_valid(
     if held_by:
         status["heldBy"] = held_by
     writer.set(heldBy=held_by)
-    observed = _observed_revisions(ctx, name, namespace)
+    deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name})
+    observed = _observed_revisions(deployments)
     inputs = RolloutInput(
         desired=desired,
         spec=spec,
@@ -272,3 +276,37 @@ def _reconcile_valid(
     writer.set(**plan.status)
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)
+    evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
+    _sync_evaluator(ctx, body, spec, {**status, **plan.status}, model, evaluator_found)
+
+
+def _sync_evaluator(
+    ctx: OperatorContext,
+    body: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    status: Mapping[str, Any],
+    candidate_model: Mapping[str, Any],
+    found: bool,
+) -> None:
+    """Run the rollout's evaluator while a revision is in flight and the analysis reads its
+    series; remove it otherwise."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    candidate, stable = status.get("canaryRevision"), status.get("stableRevision")
+    objects = None
+    if candidate and stable and needs_evaluator(spec):
+        stable_model = ctx.kube.get(STTMODEL_API, "STTModel", status.get("stableModel") or "", namespace)
+        if stable_model is not None:
+            objects = rollout_evaluator(
+                body,
+                spec,
+                stable=(stable, stable_model),
+                candidate=(candidate, candidate_model),
+                operator_image=ctx.settings.operator_image,
+            )
+    if objects:
+        for obj in objects:
+            ctx.kube.apply(obj)
+    elif found:
+        for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
+            ctx.kube.delete(api_version, kind, evaluator_name(name), namespace)

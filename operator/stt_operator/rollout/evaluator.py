@@ -1,0 +1,87 @@
+"""The evaluator a rollout runs: paired replay of a labelled set to the stable and the new revision.
+
+The `wer`, `cer`, `confidence`, `rtf` and latency presets read the evaluator's `stt_eval_*`
+series, so while a revision is in flight and the analysis uses one of them, the ModelDeployment
+owns one evaluator (ConfigMap + Deployment + Service, `evaluator.manifests`). It needs an
+evaluation set: the new model's `validation.evaluationSet`, else the stable model's. Without
+one the analysis finds no series and pauses (noDataPolicy), which its condition says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
+from stt_operator.builders.modelconfig import triton_model_name
+from stt_operator.builders.serving import revision_object_name
+from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects, revision_target
+
+# Presets computed from the evaluator's series (error-rate reads Triton's own counters).
+EVALUATOR_PRESETS = frozenset({"wer", "cer", "confidence", "rtf", "latency-p95", "latency-p99"})
+ROLE_EVALUATOR = "evaluator"
+
+
+def needs_evaluator(spec: ModelDeploymentSpec) -> bool:
+    analysis = spec.analysis
+    return analysis is not None and any(m.preset in EVALUATOR_PRESETS for m in analysis.metrics)
+
+
+def candidate_variant(spec: ModelDeploymentSpec) -> str:
+    """The evaluator's variant label of the revision in flight."""
+    return "preview" if spec.strategy.type == "BlueGreen" else "canary"
+
+
+def evaluation_set(*models: Mapping[str, Any] | None) -> tuple[str, str | None] | None:
+    """(uri, credentials secret) of the first model with a labelled evaluation set."""
+    for body in models:
+        spec = (body or {}).get("spec") or {}
+        uri = ((spec.get("validation") or {}).get("evaluationSet") or {}).get("uri")
+        if uri:
+            return uri, ((spec.get("source") or {}).get("secretRef") or {}).get("name")
+    return None
+
+
+def rollout_evaluator(
+    md_body: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    *,
+    stable: tuple[str, Mapping[str, Any]],
+    candidate: tuple[str, Mapping[str, Any]],
+    operator_image: str,
+) -> list[dict[str, Any]] | None:
+    """Objects of the evaluator comparing `candidate` with `stable` ((revision id, STTModel
+    body) each), or None when no model names an evaluation set."""
+    evalset = evaluation_set(candidate[1], stable[1])
+    if evalset is None:
+        return None
+    meta = md_body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    targets = []
+    for variant, (revision_id, model) in (("stable", stable), (candidate_variant(spec), candidate)):
+        model_name = model["metadata"]["name"]
+        targets.append(
+            revision_target(
+                variant,
+                revision_object_name(name, model_name, revision_id),
+                namespace,
+                triton_model_name(model_name),
+                model_name,
+                (model.get("spec") or {}).get("io") or {},
+            )
+        )
+    params = EvaluatorParams(
+        owner_name=name,
+        namespace=namespace,
+        endpoint=name,
+        targets=targets,
+        evalset_uri=evalset[0],
+        evalset_secret=evalset[1],
+        baseline="stable",
+        image=operator_image,
+        owner=owner_reference(md_body),
+        # Listed with the endpoint's revisions (it has no revision label, so it is not one).
+        extra_labels={LABEL_DEPLOYMENT: name},
+    )
+    return evaluator_objects(params)

@@ -1,0 +1,85 @@
+"""The evaluator a rollout runs: when, against what, with which labelled set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from stt_operator.api.modeldeployment import ModelDeployment
+from stt_operator.builders.serving import revision_object_name
+from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
+
+IO = {
+    "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+    "outputs": [{"name": "transcript", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}],
+}
+
+
+def model(name: str, evalset: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"io": IO, "validation": {"enabled": False}}
+    if evalset:
+        spec["validation"]["evaluationSet"] = {"uri": evalset}
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def body(strategy: str = "Canary", preset: str = "wer") -> dict[str, Any]:
+    return {
+        "apiVersion": "stt.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "asr", "namespace": "ns", "uid": "u-1"},
+        "spec": {
+            "model": {"name": "model-b"},
+            "strategy": {"type": strategy},
+            "analysis": {"metrics": [{"name": "m", "preset": preset, "thresholdRange": {"max": 1}}]},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("wer", True), ("cer", True), ("latency-p95", True), ("confidence", True), ("error-rate", False)],
+)
+def test_needs_evaluator_only_for_presets_on_its_series(preset: str, expected: bool) -> None:
+    assert needs_evaluator(ModelDeployment.from_body(body(preset=preset)).spec) is expected
+
+
+@pytest.mark.parametrize(("strategy", "variant"), [("Canary", "canary"), ("BlueGreen", "preview")])
+def test_evaluator_replays_to_stable_and_candidate(strategy: str, variant: str) -> None:
+    b = body(strategy)
+    spec = ModelDeployment.from_body(b).spec
+    objects = rollout_evaluator(
+        b,
+        spec,
+        stable=("rev-a", model("model-a", "pvc://sets/en")),
+        candidate=("rev-b", model("model-b", "file:///sets/new")),
+        operator_image="op:1",
+    )
+    assert objects is not None
+    config_map, deployment, service = objects
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["endpoint"] == "asr" and config["baseline"] == "stable"
+    assert config["evalset"] == "file:///sets/new"  # the new model's set wins
+    assert [(t["variant"], t["model"]) for t in config["targets"]] == [
+        ("stable", "model-a"),
+        (variant, "model-b"),
+    ]
+    assert config["targets"][1]["url"].startswith(
+        revision_object_name("asr", "model-b", "rev-b") + ".ns.svc:"
+    )
+    assert deployment["metadata"]["labels"]["stt.dev/model-deployment"] == "asr"
+    assert "stt.dev/revision" not in deployment["metadata"]["labels"]  # never mistaken for a revision
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert service["spec"]["ports"][0]["name"] == "metrics"
+
+
+def test_no_evaluation_set_no_evaluator() -> None:
+    b = body()
+    spec = ModelDeployment.from_body(b).spec
+    assert (
+        rollout_evaluator(
+            b, spec, stable=("a", model("model-a")), candidate=("b", model("model-b")), operator_image="x"
+        )
+        is None
+    )
