@@ -64,6 +64,11 @@ def _plan(inp: RolloutInput) -> EndpointPlan:
             scale_down_delay_s=scale_down_delay_s(inp),
             history_limit=spec.rollback.revision_history_limit,
         )
+        if plan.status.get("phase") == "Healthy":
+            # The strategy may have changed to Immediate mid-rollout: no step state survives it.
+            plan.status.update(
+                currentStepIndex=None, stepStartedAt=None, rolloutStartedAt=None, analysis=None
+            )
         return _nothing_in_flight(inp, plan)
     if inp.desired.id == stable_id:
         return _nothing_in_flight(inp, plan_steady(inp, scale_down_delay_s(inp)))

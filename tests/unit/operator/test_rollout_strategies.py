@@ -564,3 +564,12 @@ def test_abtest_hold_in_steady_state_leaves_the_route_and_says_so() -> None:
     del w.status["heldBy"]  # the ABTest gives the endpoint back: the route returns to stable
     plan = w.step()
     assert plan.route == {OLD.id: 100} and w.condition("Paused")["status"] == "False"
+
+
+def test_switching_to_immediate_mid_rollout_finishes_it_cleanly() -> None:
+    w = World(canary({"setWeight": 10}, {"analysis": {}}, **ANALYSIS))
+    w.begin()
+    w.spec = spec_of({"type": "Immediate"})
+    plan = w.step(advance_s=1)
+    assert plan.route == {NEW.id: 100} and w.status["stableRevision"] == NEW.id
+    assert not {"currentStepIndex", "analysis", "stepStartedAt", "canaryRevision"} & set(w.status)
