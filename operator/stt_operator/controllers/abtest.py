@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ConflictError
+from kubernetes.dynamic.exceptions import ConflictError, ForbiddenError
 
 from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
@@ -169,6 +169,16 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def _all_abtests(ctx: OperatorContext, namespace: str) -> list[dict[str, Any]]:
+    """Every ABTest the operator can see: cluster-wide, or (RBAC bound per watched namespace)
+    those of the watched namespaces named exactly, this one included."""
+    try:
+        return ctx.kube.list(API, "ABTest", None)
+    except ForbiddenError:
+        names = {n for n in ctx.settings.namespaces if not any(ch in n for ch in "*?[")} | {namespace}
+        return [item for n in sorted(names) for item in ctx.kube.list(API, "ABTest", n)]
+
+
 def _patch_md(ctx: OperatorContext, name: str, namespace: str, body: dict[str, Any]) -> None:
     resource = ctx.kube.dynamic.resources.get(api_version=API, kind="ModelDeployment")
     resource.patch(body=body, name=name, namespace=namespace, content_type="application/merge-patch+json")
@@ -215,7 +225,7 @@ def _reconcile_valid(
     phase = status.get("phase") or "Pending"
     active = 0
     if phase == "Pending" and not deleting:
-        active = active_tests(ctx.kube.list(API, "ABTest", None), meta.get("uid", ""))
+        active = active_tests(_all_abtests(ctx, namespace), meta.get("uid", ""))
     settings = ctx.settings
     inp = ABTestInput(
         name=name,
