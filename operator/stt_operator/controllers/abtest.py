@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ConflictError, ForbiddenError
+from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, ForbiddenError, NotFoundError
 
 from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
@@ -305,22 +305,31 @@ def _execute(
     if plan.ensure_evaluator:
         _ensure_evaluator(inp, body, models, ctx)
     if plan.route is not None and held and md is not None:
-        ctx.kube.apply(endpoint_route(md, plan.route))
-    if plan.release_hold and md is not None:
-        release: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_HELD_BY: None}}}
+        try:
+            ctx.kube.apply(endpoint_route(md, plan.route))
+        except DynamicApiError:
+            if not inp.deleting:
+                raise  # keep holding: the release waits until the route is back on stable
+            log.warning("ABTest %s/%s deleted: could not route %s back", namespace, name, inp.endpoint.name)
+    if md is not None and (plan.release_hold or plan.promote_model):
+        update: dict[str, Any] = {}
+        if plan.release_hold:
+            update["metadata"] = {"annotations": {ANNOTATION_HELD_BY: None}}
         if plan.promote_model:
-            # The winner goes through the ModelDeployment's own rollout strategy.
-            release["spec"] = {"model": {"name": plan.promote_model}, "selector": None}
-        _patch_md(ctx, md["metadata"]["name"], namespace, release)
-    elif plan.promote_model and md is not None:
-        _patch_md(
-            ctx,
-            md["metadata"]["name"],
-            namespace,
-            {"spec": {"model": {"name": plan.promote_model}, "selector": None}},
-        )
+            # In the same patch as the release: the winner goes through the endpoint's own strategy.
+            update["spec"] = {"model": {"name": plan.promote_model}, "selector": None}
+        try:
+            _patch_md(ctx, md["metadata"]["name"], namespace, update)
+        except NotFoundError:
+            log.info("ModelDeployment %s/%s is gone; nothing to release", namespace, inp.endpoint.name)
     if plan.cleanup:
-        _cleanup(inp, ctx)
+        try:
+            _cleanup(inp, ctx)
+        except DynamicApiError:
+            if not inp.deleting:
+                raise
+            # Deleting: garbage collection removes the owned objects anyway.
+            log.warning("ABTest %s/%s deleted: cleanup left to garbage collection", namespace, name)
 
 
 def _ensure_evaluator(
