@@ -261,10 +261,13 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
     evaluator_factory(namespace)
     kube.apply(abtest(namespace, (60, 40), duration="20s", minDuration="5s", significanceLevel=0.01))
     watch = Watch(kube, namespace)
-    watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running", 60, "Running")
+    running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
     watch.until(
         lambda t: watch.split_seen({"model-a": 60, "model-b": 40}), 30, "the 60/40 split in the route"
     )
+    # A restarted operator resumes the running test from its status (same start, same split).
+    operator.stop()
+    operator.start()
     done = watch.until(
         lambda t: t["status"].get("phase") == "Concluded" and t, 60, "concluded at the duration"
     )
@@ -274,6 +277,8 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
     assert condition(done, "Concluded")["reason"] == "DurationReached"
     assert "alpha=0.01" in status["decision"]["reason"]
     assert all(v["samples"] >= 50 for v in status["variants"])
+    assert status["startedAt"] == running["status"]["startedAt"]
+    assert event_reasons(kube, namespace, AB).count("TestStarted") == 1
     # Back to the stable revision only, hold released, the spec untouched. While the test held
     # the route nobody else wrote it: the endpoint's route went stable -> split -> stable.
     watch.until(lambda t: len(watch.seen) >= 3, 30, "route back")
