@@ -319,3 +319,35 @@ def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, eva
         what="hold released",
     )
     assert md_of(kube, namespace)["spec"]["model"]["name"] == "model-a"
+
+
+def test_no_data_pauses_then_a_person_stops_the_test(operator, kube, namespace):
+    serve_endpoint(kube, namespace)
+    manifest = abtest(namespace, duration="10m", promotion={"auto": True})
+    kube.apply(manifest)
+    watch = Watch(kube, namespace)
+    paused = watch.until(
+        lambda t: condition(t, "Paused").get("status") == "True" and t, 60, "paused on no data"
+    )
+    assert (
+        condition(paused, "Paused")["reason"] == "NoData"
+        and "no series" in condition(paused, "Paused")["message"]
+    )
+    assert paused["status"]["phase"] == "Running" and "winner" not in paused["status"]
+    manifest["spec"]["stop"] = True
+    kube.apply(manifest)
+    done = watch.until(lambda t: t["status"].get("phase") == "Stopped" and t, 30, "stopped")
+    assert done["status"]["decision"]["outcome"] == "Stopped" and "StoppedByUser" in event_reasons(
+        kube, namespace, AB
+    )
+    watch.until(
+        lambda t: [w for _, w in watch.seen[-1]] == [100] and "model-a" in watch.seen[-1][0][0],
+        20,
+        "route back",
+    )
+    wait_for(
+        lambda: ANNOTATION_HELD_BY not in (md_of(kube, namespace)["metadata"].get("annotations") or {}),
+        timeout=20,
+        what="hold released",
+    )
+    assert md_of(kube, namespace)["spec"]["model"]["name"] == "model-a"  # never promoted
