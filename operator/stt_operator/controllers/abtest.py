@@ -85,6 +85,7 @@ def _endpoint_info(
     info = EndpointInfo(
         name,
         held_by=(md["metadata"].get("annotations") or {}).get(ANNOTATION_HELD_BY),
+        held_by_status=status.get("heldBy"),
         spec_model=(spec.get("model") or {}).get("name"),
         stable_model=status.get("stableModel"),
         stable_revision=status.get("stableRevision"),

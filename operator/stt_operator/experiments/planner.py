@@ -57,6 +57,7 @@ REASON_ENDPOINT_NOT_READY = "EndpointNotReady"
 REASON_UNSUPPORTED = "UnsupportedEndpoint"
 REASON_MODEL_FAILED = "VariantModelFailed"
 REASON_HOLD_LOST = "HoldLost"
+REASON_HOLD_PENDING = "WaitingForHold"
 REASON_NOT_ENOUGH = "NotEnoughData"
 REASON_MIN_DURATION = "MinDurationNotReached"
 REASON_NO_DATA = "NoData"
@@ -109,7 +110,8 @@ class EndpointInfo:
 
     name: str
     exists: bool = True
-    held_by: str | None = None
+    held_by: str | None = None  # the hold annotation
+    held_by_status: str | None = None  # status.heldBy: the ModelDeployment saw the hold
     spec_model: str | None = None
     stable_model: str | None = None
     stable_revision: str | None = None
@@ -214,6 +216,12 @@ def route_weights(inp: ABTestInput, bks: Sequence[VariantBackend]) -> dict[str, 
         control = next((b for b in up if b.variant == inp.spec.control().name), up[0])
         route[control.service] += missing
     return route
+
+
+def hold_acknowledged(inp: ABTestInput) -> bool:
+    """The ModelDeployment reports our hold in status.heldBy: its reconciles that could still
+    write the route are over (Kopf handles one object serially), so we are the only writer."""
+    return inp.endpoint.held_by == inp.name and inp.endpoint.held_by_status == inp.name
 
 
 def stable_route(inp: ABTestInput) -> dict[str, int] | None:
@@ -394,8 +402,17 @@ def _pending(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
             ConditionUpdate("Concluded", "False", REASON_STARTING, "the test has not started")
         )
         return plan
-    route = route_weights(inp, bks)
-    plan.route = route
+    if not hold_acknowledged(inp):
+        _wait(
+            plan,
+            REASON_HOLD_PENDING,
+            f"waiting for ModelDeployment {ep.name} to report the hold (status.heldBy)",
+        )
+        plan.conditions.append(
+            ConditionUpdate("Concluded", "False", REASON_STARTING, "the test has not started")
+        )
+        return plan
+    plan.route = route_weights(inp, bks)
     plan.ensure_evaluator = True
     message = short(
         f"splitting {ep.name}: {variant_summary(inp.spec.variants)}; control {inp.spec.control().name}"
@@ -428,7 +445,8 @@ def _running(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
     bks = backends(inp)
     plan.ensure = [b for b in bks if b.owned]
     plan.ensure_evaluator = True
-    plan.route = route_weights(inp, bks)
+    # Re-taken after someone removed it: no route write until the ModelDeployment reports it.
+    plan.route = route_weights(inp, bks) if hold_acknowledged(inp) else None
     plan.status["variants"] = _variants_status(inp, bks)
     down = [b for b in bks if not is_available(inp, b)]
     if down:
@@ -698,7 +716,7 @@ def active_tests(items: Sequence[Mapping[str, Any]], exclude_uid: str) -> int:
             continue
         status = item.get("status") or {}
         starting = any(
-            c.get("type") == "Running" and c.get("reason") == REASON_STARTING
+            c.get("type") == "Running" and c.get("reason") in (REASON_STARTING, REASON_HOLD_PENDING)
             for c in status.get("conditions") or []
         )
         if status.get("phase") == PHASE_RUNNING or (status.get("phase") == PHASE_PENDING and starting):

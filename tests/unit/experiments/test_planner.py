@@ -150,10 +150,10 @@ class World:
         self.status = {k: v for k, v in {**self.status, **plan.status}.items() if v is not None}
         self.status["conditions"] = conditions
         self.events += [e.reason for e in plan.events]
-        if plan.acquire_hold:
-            self.endpoint = replace(self.endpoint, held_by=NAME)
+        if plan.acquire_hold:  # the ModelDeployment reports the hold by the next reconcile
+            self.endpoint = replace(self.endpoint, held_by=NAME, held_by_status=NAME)
         if plan.release_hold:
-            self.endpoint = replace(self.endpoint, held_by=None)
+            self.endpoint = replace(self.endpoint, held_by=None, held_by_status=None)
         if plan.promote_model:
             self.promoted = plan.promote_model
             self.endpoint = replace(self.endpoint, spec_model=plan.promote_model)
@@ -264,11 +264,16 @@ def test_no_variant_on_the_stable_model_routes_only_owned_variants() -> None:
         )
     )
     models = {**MODELS, "model-c": ModelInfo("model-c", digest="sha256:c")}
-    plan = plan_abtest(replace(w.inp(), models=models, endpoint=endpoint(held_by=NAME)))
+    plan = plan_abtest(replace(w.inp(), models=models, endpoint=endpoint(held_by=NAME, held_by_status=NAME)))
     c_svc = owned_service_name(NAME, "model-c", Revision("model-c", "sha256:c").id)
     assert [b.service for b in plan.ensure] == [B_SVC, c_svc]
     plan = plan_abtest(
-        replace(w.inp(), models=models, endpoint=endpoint(held_by=NAME), available={B_SVC: True, c_svc: True})
+        replace(
+            w.inp(),
+            models=models,
+            endpoint=endpoint(held_by=NAME, held_by_status=NAME),
+            available={B_SVC: True, c_svc: True},
+        )
     )
     assert plan.route == {B_SVC: 70, c_svc: 30}
 
@@ -449,3 +454,21 @@ def test_analysis_interval() -> None:
     assert analysis_interval_s(spec(duration="20s", minDuration="5s"), 60.0, 1.0) == 1.0
     assert analysis_interval_s(spec(duration="24h"), 60.0, 10.0) == 60.0
     assert analysis_interval_s(spec(duration="10m"), 60.0, 10.0) == 20.0
+
+
+def test_route_written_only_once_the_endpoint_reports_the_hold() -> None:
+    w = World()
+    w.step()
+    w.available[B_SVC] = True
+    # Annotated, but the ModelDeployment has not reported status.heldBy yet: it may still write.
+    w.endpoint = replace(w.endpoint, held_by_status=None)
+    plan = w.step()
+    assert plan.route is None and w.status["phase"] == "Pending"
+    assert w.cond("Running") == ("False", "WaitingForHold")
+    assert active_tests([{"metadata": {"uid": "x"}, "status": w.status}], "me") == 1
+    w.endpoint = replace(w.endpoint, held_by_status=NAME)
+    assert w.step().route == {STABLE_SVC: 50, B_SVC: 50} and w.status["phase"] == "Running"
+    # Running, the annotation removed by someone: hold again, route only after the report.
+    w.endpoint = replace(w.endpoint, held_by=None, held_by_status=None)
+    plan = plan_abtest(w.inp())
+    assert plan.acquire_hold and plan.route is None
