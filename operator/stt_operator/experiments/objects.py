@@ -151,7 +151,8 @@ def evaluator_for(
         for b in backends
     ]
     params = EvaluatorParams(
-        owner_name=meta["name"],
+        # `abt-<name>`: never the name of the endpoint's own rollout evaluator (`<md>-evaluator`).
+        owner_name=variant_deployment_name(meta["name"]),
         namespace=namespace,
         endpoint=endpoint,
         targets=targets,

@@ -9,6 +9,7 @@ import yaml
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import Revision, revision_object_name
+from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.experiments.objects import (
     LABEL_ABTEST,
     VariantBackend,
@@ -112,6 +113,8 @@ def test_evaluator_replays_to_every_variant_with_the_control_as_baseline() -> No
         ("control", backends[0].service),
         ("candidate", backends[1].service),
     ]
+    # Named apart from the endpoint's own rollout evaluator, even for an ABTest named like it.
+    assert deployment["metadata"]["name"] == "abt-ab-evaluator" != evaluator_name("asr")
     for obj in (cm, deployment, service):
         assert obj["metadata"]["labels"][LABEL_ABTEST] == "ab"
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-ab"
