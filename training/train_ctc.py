@@ -45,6 +45,7 @@ from stt_operator.speech.evalset import (
     load_evalset,
     read_header,
 )
+from stt_operator.speech.onnx_stt import LEAD_PAD_S, TRAIL_PAD_S
 
 TRAIN_VOICES = (
     *DEFAULT_VOICES,
@@ -108,14 +109,22 @@ class LogMel(nn.Module):
 
 
 class Splice(nn.Module):
-    """Frames t-d, t, t+d side by side: a TDNN context made of Pad/Slice/Concat, no Conv."""
+    """Frames t-d, t, t+d side by side: a TDNN context made of Pad/Slice/Concat, no Conv.
+
+    The sequence is extended by repeating its edge frames (Expand + Concat), not by zeros:
+    a zero-padded edge is a cue the network latches onto (it learnt to emit the last word at
+    the final frame, where that word is out of sight), repeated silence is not.
+    """
 
     def __init__(self, dilation: int) -> None:
         super().__init__()
         self.d = dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = F.pad(x, (0, 0, self.d, self.d))
+        b, _, c = x.shape
+        first = x[:, :1].expand(b, self.d, c)
+        last = x[:, -1:].expand(b, self.d, c)
+        p = torch.cat([first, x, last], dim=1)
         return torch.cat([p[:, : -2 * self.d], x, p[:, 2 * self.d :]], dim=-1)
 
 
@@ -192,8 +201,20 @@ def _coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray
     return np.fft.irfft(spec, n)
 
 
+def pad_silence(x: np.ndarray, lead_s: float, trail_s: float) -> np.ndarray:
+    rate = feat.SAMPLE_RATE
+    return np.concatenate([np.zeros(round(lead_s * rate)), x, np.zeros(round(trail_s * rate))]).astype(
+        np.float32
+    )
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator, noisy: bool) -> np.ndarray:
-    x = audio.astype(np.float64) * 10 ** (rng.uniform(-20, 0) / 20)
+    # Silence around the speech, of the order onnx_stt adds, so the model never learns to
+    # place words by where the input ends.
+    x = pad_silence(
+        audio, rng.uniform(0.0, 2 * LEAD_PAD_S), rng.uniform(0.5 * TRAIL_PAD_S, 1.5 * TRAIL_PAD_S)
+    )
+    x = x.astype(np.float64) * 10 ** (rng.uniform(-20, 0) / 20)
     if noisy:
         noise = _coloured_noise(len(x), str(rng.choice(["white", "pink", "brown"])), rng)
         active = np.abs(x) > 1e-3 * np.abs(x).max()
@@ -203,18 +224,52 @@ def augment(audio: np.ndarray, rng: np.random.Generator, noisy: bool) -> np.ndar
     return np.clip(x, -1, 1).astype(np.float32)
 
 
+class Int8FrontEnd:
+    """log_mel as ONNX Runtime computes it once dynamic INT8 quantization has reached the
+    front end's DFT MatMul: audio frames quantized to uint8 with a per-tensor scale (a batch's
+    loudest clip sets it, hence the random widening), cos/sin weights to int8 per tensor.
+
+    Training on a share of such features keeps the INT8 model's WER close to the float one's.
+    """
+
+    def __init__(self) -> None:
+        lm = LogMel()
+        self.first, self.last = lm.first, lm.last
+        w = lm.dft.weight.detach().numpy().T.astype(np.float64)  # [samples, 2 * bins]
+        scale = np.abs(w).max() / 127
+        self.w = np.round(w / scale) * scale
+        self.mel = lm.mel.weight.detach().numpy()[:, :, 0].T.astype(np.float64)  # [2 * bins, mels]
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if len(x) < feat.N_FFT:
+            x = np.pad(x, (0, feat.N_FFT - len(x)))
+        frames = np.lib.stride_tricks.sliding_window_view(x, feat.N_FFT)[:: feat.HOP, self.first : self.last]
+        widen = rng.uniform(1.0, 2.0)
+        lo, hi = min(0.0, float(frames.min()) * widen), max(0.0, float(frames.max()) * widen)
+        scale = max(hi - lo, 1e-12) / 255
+        zero = np.round(-lo / scale)
+        q = (np.clip(np.round(frames / scale) + zero, 0, 255) - zero) * scale
+        y = q @ self.w
+        return np.log((y * y) @ self.mel + feat.LOG_FLOOR).astype(np.float32)
+
+
 def featurise(set_dir: Path, vocab: Vocabulary, augmented: bool, seed: int) -> list[tuple]:
-    """(features, label ids, text) per utterance; augmented: a clean and a noisy copy of each."""
+    """(features, label ids, text) per utterance. Augmented: a clean and a noisy copy of each,
+    each with even odds computed through the simulated INT8 front end; otherwise the audio
+    padded the way onnx_stt pads it."""
     rng = np.random.default_rng(seed)
+    int8 = Int8FrontEnd()
     out = []
     for u in load_evalset(set_dir):
         ids = torch.tensor(vocab.encode(u.text))
-        xs = (
-            [augment(u.audio_float(), rng, noisy) for noisy in (False, True)]
-            if augmented
-            else [u.audio_float()]
-        )
-        out.extend((torch.from_numpy(feat.log_mel(x)), ids, u.text) for x in xs)
+        if augmented:
+            for noisy in (False, True):
+                x = augment(u.audio_float(), rng, noisy)
+                f = int8(x, rng) if rng.random() < 0.5 else feat.log_mel(x)
+                out.append((torch.from_numpy(f), ids, u.text))
+        else:
+            x = pad_silence(u.audio_float(), LEAD_PAD_S, TRAIL_PAD_S)
+            out.append((torch.from_numpy(feat.log_mel(x)), ids, u.text))
     return out
 
 
@@ -346,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/stt-ctc-train"))
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-dev", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--d-model", type=int, default=256)
@@ -355,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unique-blocks", type=int, default=4, help="share block weights cyclically")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--max-minutes", type=float, default=15.0, help="stop training after this long")
+    ap.add_argument("--max-minutes", type=float, default=40.0, help="stop training after this long")
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
