@@ -11,7 +11,9 @@ Job pods, then walks through the product:
    STTModel, which is validated in turn;
 3. a ModelDeployment serves the float model behind a Gateway API HTTPRoute, then switches
    to the INT8 model without ever routing to a backend that is not ready;
-4. an ABTest between the two is accepted.
+4. an ABTest between the two takes hold of the endpoint, brings up the variant the endpoint
+   does not serve, and waits for evaluator data (no evaluator pods run under kwok, so it
+   reports that it is paused on missing data rather than deciding anything).
 
 Everything stays up for `kubectl` until Ctrl-C; then everything is removed.
 """

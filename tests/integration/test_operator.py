@@ -169,37 +169,6 @@ def test_missing_model_is_reported_not_crashed(operator, kube, namespace):
     )
 
 
-def test_abtest_accepted_as_pending(operator, kube, namespace):
-    kube.apply(stt_model("model-a", namespace))
-    kube.apply(stt_model("model-b", namespace))
-    kube.apply(model_deployment("asr", namespace, "model-a"))
-    kube.apply(
-        {
-            "apiVersion": API,
-            "kind": "ABTest",
-            "metadata": {"name": "a-vs-b", "namespace": namespace},
-            "spec": {
-                "endpoint": {"modelDeploymentRef": {"name": "asr"}},
-                "variants": [
-                    {"name": "control", "model": {"name": "model-a"}, "weight": 50},
-                    {"name": "candidate", "model": {"name": "model-b"}, "weight": 50},
-                ],
-                "duration": "1h",
-                "primaryMetric": {"name": "wer", "preset": "wer"},
-            },
-        }
-    )
-    test = wait_for(
-        lambda: (
-            (t := kube.get(API, "ABTest", "a-vs-b", namespace)) and (t.get("status") or {}).get("phase") and t
-        ),
-        what="ABTest phase",
-    )
-    assert test["status"]["phase"] == "Pending"
-    assert condition(test, "Ready")["reason"] == "Pending"
-    assert test["status"]["observedGeneration"] == test["metadata"]["generation"]
-
-
 def test_operator_metrics_count_reconciles(operator):
     text = operator.metrics()
     assert "stt_operator_reconciles_total" in text
