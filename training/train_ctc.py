@@ -8,16 +8,17 @@ Needs the `train` extra (torch) and the Debian packages espeak-ng and sox. The r
    wider voice/speed range than the evaluation default) and a small dev set;
 2. compute log-mel features with `stt_operator.speech.features` (the one definition inference
    shares) for a clean copy with random gain and a noisy copy (white / pink / brown noise at a
-   random SNR) of every utterance;
+   random SNR) of every utterance, both with random silence around them, half of the copies
+   through a simulation of the INT8-quantized front end (`Int8FrontEnd`);
 3. train a frame-stacking TDNN (spliced context -> Linear, residual, LayerNorm) with word-level
    CTC over the command vocabulary, SpecAugment masks, AdamW and a one-cycle schedule;
 4. export audio -> logits as ONNX (opset 17, dynamic batch and sample axes) with the log-mel
-   front end inside (ONNX STFT, mel projection as a 1x1 Conv so INT8 dynamic quantization of
-   MatMul/Gemm leaves the power spectrum in float), and check it against numpy features and the
-   torch model.
+   front end inside (framing by Slice/Concat, the DFT as a MatMul, the mel projection as a 1x1
+   Conv so INT8 dynamic quantization of MatMul/Gemm leaves the power spectrum in float), and
+   check it against numpy features and the torch model.
 
-The model is MatMul-dominated on purpose: every block is a [3*d, d] Linear, so ONNX Runtime's
-dynamic INT8 quantization of MatMul/Gemm covers almost all of its compute.
+The model is MatMul-dominated on purpose (the DFT and every block are MatMuls), so ONNX
+Runtime's dynamic INT8 quantization of MatMul/Gemm covers most of its compute.
 """
 
 from __future__ import annotations
