@@ -212,6 +212,8 @@ def prepare(path: Path, declared: str | None, work_dir: Path, limits: ArchiveLim
     if kind == "none":
         return path
     out = work_dir / (path.name + ".d")
+    if out.exists():
+        shutil.rmtree(out)  # never validate leftovers of an earlier run next to this one
     safe_extract(path, out, kind, limits)
     return single_root(out)
 

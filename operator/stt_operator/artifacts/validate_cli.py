@@ -136,6 +136,7 @@ def prepare_artifact(args: argparse.Namespace, spec: Mapping[str, Any], work: Pa
     """Fetch + unpack. Raises FetchError or UnsafeArchive."""
     source = spec["source"]
     options = fetch_options(args, spec)
+    _fresh(work / "download")
     result = fetch.fetch(source["uri"], work / "download", options)
     limits = archives.ArchiveLimits(max_total_bytes=options.max_bytes, max_files=args.max_archive_files)
     root = archives.prepare(result.path, source.get("archive"), work / "unpacked", limits)
@@ -149,6 +150,7 @@ def load_evaluation_set(args: argparse.Namespace, spec: Mapping[str, Any], work:
     if not evalset:
         return None
     options = fetch_options(args, spec)
+    _fresh(work / "evalset-download")
     result = fetch.fetch(evalset["uri"], work / "evalset-download", options)
     root = archives.prepare(result.path, None, work / "evalset", archives.ArchiveLimits(options.max_bytes))
     target = root / evalset["manifest"] if evalset.get("manifest") else root
@@ -175,7 +177,14 @@ def _signature(args: argparse.Namespace, spec: Mapping[str, Any], work: Path) ->
     if not signature:
         return None
     options = fetch_options(args, spec)
+    _fresh(work / "signature")
     return fetch.fetch(signature["signatureUri"], work / "signature", options).path
+
+
+def _fresh(directory: Path) -> None:
+    """A re-used --work-dir must not let files of an earlier run into this one."""
+    if directory.exists():
+        shutil.rmtree(directory)
 
 
 def _skip_rest(report: ValidationReport, reason: str) -> None:

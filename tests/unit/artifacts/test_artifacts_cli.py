@@ -251,3 +251,32 @@ def test_signed_model_verifies_offline_through_the_cli(tmp_path: Path, keyed) ->
     code, body, _ = run(tmp_path, spec, "--public-key", str(mounted))
     assert code == 1
     assert steps(body)["integrity"][1].startswith("signature model.sig does not verify")
+
+
+def test_reused_work_dir_never_mixes_in_files_of_an_earlier_run(tmp_path: Path, keyed) -> None:
+    model, evalset = keyed
+    archive = tmp_path / "asr.tar.gz"
+
+    def pack(with_pickle: bool) -> dict:
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(model, arcname="asr/1/model.onnx")
+            if with_pickle:
+                data = pickle.dumps({"f": fractions_fraction()}, protocol=2)
+                info = tarfile.TarInfo("asr/1/extra.pkl")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        spec = valid_spec(model, evalset)
+        spec["source"] = {"uri": f"file://{archive}", "sha256": sha256_file(archive)}
+        return spec
+
+    code, body, _ = run(tmp_path, pack(with_pickle=True))
+    assert code == 1 and "extra.pkl" in steps(body)["security"][1]
+    code, body, _ = run(tmp_path, pack(with_pickle=False))
+    assert code == 0, steps(body)
+    assert [f["path"] for f in body["artifact"]["files"]] == ["1/model.onnx"]
+
+
+def fractions_fraction():
+    import fractions
+
+    return fractions.Fraction(1, 3)
