@@ -28,7 +28,7 @@ from stt_operator.artifacts import archives, fetch
 from stt_operator.artifacts.contract import IOContract, architecture_step
 from stt_operator.artifacts.dependencies import dependencies_step, triton_version_from_image
 from stt_operator.artifacts.formats import format_step
-from stt_operator.artifacts.integrity import integrity_step
+from stt_operator.artifacts.integrity import build_manifest, integrity_step
 from stt_operator.artifacts.performance import Sample, load_samples, performance_step
 from stt_operator.artifacts.report import ArtifactInfo, StepResult, ValidationReport
 from stt_operator.artifacts.security import security_step
@@ -235,6 +235,7 @@ def run_validation(
         if fetched.path != root and fetched.path.is_file()
         else fetched.path.name
     )
+    manifest = None
     try:
         signature_path = _signature(args, spec, work)
     except fetch.FetchError as exc:
@@ -253,9 +254,10 @@ def run_validation(
             integrity_result = StepResult.failed(
                 "integrity", "validation.signature is set but no public key was mounted (--public-key)"
             )
-        report.artifact = ArtifactInfo(
-            uri=fetched.uri, digest=fetched.sha256, size_bytes=fetched.size_bytes, files=list(manifest.files)
-        )
+    manifest = manifest or build_manifest(root)
+    report.artifact = ArtifactInfo(
+        uri=fetched.uri, digest=fetched.sha256, size_bytes=fetched.size_bytes, files=list(manifest.files)
+    )
     report.steps.append(integrity_result)
 
     blockers = [s.name for s in report.steps if s.result == "failed" and s.name != "dependencies"]
