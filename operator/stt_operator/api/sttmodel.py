@@ -401,6 +401,8 @@ class QuantizationSpec(ApiModel):
         json_schema_extra={"default": ["Conv"]},
     )
     """ONNX op types left in full precision."""
+    exclude_nodes: list[Annotated[str, Field(max_length=256)]] | None = Field(default=None, max_length=64)
+    """ONNX node names (globs, e.g. `/frontend/*`) left in full precision."""
     calibration_samples: int | None = Field(default=None, ge=1, le=100_000)
     """Utterances used to calibrate static-int8."""
 
