@@ -260,3 +260,52 @@ async def test_onnx_logits_model_through_triton_and_the_evaluator(
         assert o.confidence is not None and o.confidence > 0.99
     labels = {"endpoint": "onnx", "variant": "stable", "model": "ctc-v1", "language": "en-US"}
     assert reg.get_sample_value(em.UTTERANCES, labels) == 5
+
+
+async def test_project_onnx_model_through_triton(tmp_path: Path, small_evalset: Path) -> None:
+    """The project's own ONNX CTC recogniser (speech/assets) served by the onnxruntime runner in
+    real Triton and evaluated from its I/O roles gives exactly the transcripts onnxruntime gives
+    in-process, and recognises the command set."""
+    import jiwer
+    import onnxruntime as ort
+
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.targets import model_io_from_spec
+    from stt_operator.speech.ctc import Vocabulary, greedy_decode
+    from stt_operator.speech.evalset import load_evalset
+    from stt_operator.speech.onnx_stt import DEFAULT_MODEL, DEFAULT_VOCAB
+    from stt_operator.testing.triton import build_onnx_repository
+    from stt_operator.triton.spec import InstanceGroup, IOSpec, TensorSpec, TritonSpec
+
+    frozen = tmp_path / "model.onnx"  # a copy, so both paths see the same bytes
+    frozen.write_bytes(DEFAULT_MODEL.read_bytes())
+    vocab = Vocabulary.load(DEFAULT_VOCAB)
+    utts = load_evalset(small_evalset)
+    session = ort.InferenceSession(str(frozen), providers=["CPUExecutionProvider"])
+    local = {
+        u.id: greedy_decode(
+            session.run(["logits"], {"audio": u.audio_float().reshape(1, -1)})[0][0], vocab
+        ).text
+        for u in utts
+    }
+    io = IOSpec(
+        inputs=[TensorSpec("audio", "TYPE_FP32", [-1], "audio")],
+        outputs=[TensorSpec("logits", "TYPE_FP32", [-1, vocab.size], "logits")],
+        vocabulary=list(vocab.tokens),
+    )
+    triton = TritonSpec(max_batch_size=8, instance_group=InstanceGroup(kind="KIND_CPU", count=1))
+    repo = build_onnx_repository(tmp_path / "models", "onnx-ctc", frozen, triton, io)
+    server = start_triton(repo, tmp_path, models=["onnx-ctc"])
+    transcriber = TritonTranscriber()
+    try:
+        target = Target("onnx", "onnx-ctc", server.grpc_url, io=model_io_from_spec(io))
+        replayer = Replayer([target], transcriber, endpoint="onnx", config=ReplayConfig(concurrency=2))
+        observations = await replayer.run_round(utts)
+    finally:
+        await transcriber.close()
+        server.stop()
+    assert len(observations) == len(utts) == 24
+    assert {o.utterance_id: o.score.hypothesis for o in observations} == local
+    wer = replayer.state.summaries["onnx"].as_dict()["wer"]
+    assert wer == pytest.approx(jiwer.wer([u.text for u in utts], [local[u.id] for u in utts]))
+    assert wer < 0.6  # it does recognise the commands (a random vocabulary word would be ~1.0)
