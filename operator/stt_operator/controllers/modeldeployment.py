@@ -75,6 +75,7 @@ def _observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, Observed
                 labels.get(LABEL_MODEL, ""),
                 deployment_available(deployment),
                 replicas=(deployment.get("spec") or {}).get("replicas"),
+                ready_replicas=int((deployment.get("status") or {}).get("availableReplicas") or 0),
             )
     return observed
 

@@ -17,6 +17,7 @@ class ObservedRevision:
     model: str
     available: bool
     replicas: int | None = None  # the Deployment's spec.replicas as found (None: unknown)
+    ready_replicas: int = 0  # status.availableReplicas
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,14 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     weight = 0 if fresh else int(status.get("currentWeight") or 0)
     step_started = None if fresh else parse_iso(status.get("stepStartedAt"))
     state = None if fresh else status.get("analysis")
-    stable_ok, canary_ok = inp.available(stable_id), inp.available(desired.id)
     canary_obs = inp.observed.get(desired.id)
+    # Once the canary has traffic it keeps it while scaling up, as long as a pod of it is ready.
+    serving = weight > 0 and canary_obs is not None and canary_obs.ready_replicas > 0
+    stable_ok, canary_ok = inp.available(stable_id), inp.available(desired.id) or serving
+
+    def scaled_for(need: int) -> bool:
+        return canary_obs is not None and canary_obs.available and (canary_obs.replicas or 0) >= need
+
     stable_model = status.get("stableModel") or ""
 
     def route(w: int) -> dict[str, int] | None:
@@ -164,7 +170,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
         where = f"step {index + 1}/{total} ({step.describe()})"
         if step.kind == "setWeight":
             need = replicas_for(step.weight)
-            if spec.scale_replicas_with_weight and (canary_obs is None or (canary_obs.replicas or 0) < need):
+            if not scaled_for(need if spec.scale_replicas_with_weight else 0):
                 plan.replicas[desired.id] = need
                 progressing = (
                     "Progressing",
@@ -243,7 +249,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
 
     if index >= total:
         need = spec.replicas
-        if spec.scale_replicas_with_weight and (canary_obs is None or (canary_obs.replicas or 0) < need):
+        if not scaled_for(need if spec.scale_replicas_with_weight else 0):
             plan.replicas[desired.id] = need
             progressing = (
                 "Progressing",

@@ -70,7 +70,7 @@ class World:
         self.spec = spec
         self.desired = desired
         self.status: dict[str, Any] = stable_status()
-        self.observed: dict[str, ObservedRevision] = {OLD.id: ObservedRevision(OLD.id, OLD.model, True, 1)}
+        self.observed: dict[str, ObservedRevision] = {OLD.id: ObservedRevision(OLD.id, OLD.model, True, 1, 1)}
         self.canary_available = canary_available
         self.now = T0
         self.requests: list[AnalysisRequest] = []
@@ -101,9 +101,9 @@ class World:
                 replace(inp, analysis=(plan.analysis_request, analysis(plan.analysis_request)))
             )
             assert plan.analysis_request is None
-        # Every route names only Available revisions.
+        # Every route names only ready revisions (Available, or a routed canary scaling up).
         if plan.route is not None:
-            assert all(self.observed[r].available for r in plan.route), plan.route
+            assert all(self.observed[r].available or self.observed[r].ready_replicas for r in plan.route)
             assert sum(plan.route.values()) == 100
         self.apply(plan)
         return plan
@@ -126,7 +126,10 @@ class World:
         for revision, _role in plan.ensure:
             replicas = plan.replicas.get(revision.id, self.spec.replicas)
             available = self.canary_available if revision.id != OLD.id else True
-            self.observed[revision.id] = ObservedRevision(revision.id, revision.model, available, replicas)
+            ready = replicas if available else 0
+            self.observed[revision.id] = ObservedRevision(
+                revision.id, revision.model, available, replicas, ready
+            )
         for rid in plan.delete:
             self.observed.pop(rid, None)
         self.events += [(e.type, e.reason) for e in plan.events]
@@ -370,6 +373,11 @@ def test_scale_replicas_with_weight_scales_before_the_weight_moves() -> None:
     assert plan.replicas[NEW.id] == 1 and plan.route == {OLD.id: 100}  # 1 replica asked, weight waits
     plan = w.step(advance_s=1)
     assert plan.route == {OLD.id: 75, NEW.id: 25} and plan.replicas[NEW.id] == 3
+    # Scaling up: one pod of three ready keeps the canary at its weight, the next weight waits.
+    w.observed[NEW.id] = ObservedRevision(NEW.id, NEW.model, False, 3, ready_replicas=1)
+    plan = w.step(advance_s=1)
+    assert plan.route == {OLD.id: 75, NEW.id: 25} and plan.replicas[NEW.id] == 3
+    w.observed[NEW.id] = ObservedRevision(NEW.id, NEW.model, True, 3, ready_replicas=3)
     plan = w.step(advance_s=1)
     assert plan.route == {OLD.id: 25, NEW.id: 75} and plan.replicas[NEW.id] == 4  # full before promotion
     plan = w.step(advance_s=1)
