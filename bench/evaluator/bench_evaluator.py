@@ -1,12 +1,14 @@
 """Evaluator benchmark: overhead relative to Triton compute time, and throughput.
 
-    python bench/evaluator/bench_evaluator.py --utterances 100 --concurrency 4 [--json out.json]
+    python bench/evaluator/bench_evaluator.py --utterances 100 --concurrency 4 [--onnx] [--json out.json]
 
 1. Replays a synthesised command set (espeak-ng) against a real local tritonserver serving the
    pocketsphinx baseline and degraded models, paired, and compares the evaluator process's CPU
    time (gRPC client, serialisation, jiwer scoring, metric updates) with the compute time Triton
    itself reports (`nv_inference_compute_infer_duration_us`). Goal: overhead <= 1 %.
-2. Replays the same utterances through the evaluator with an instant in-process transcriber to
+2. With --onnx, the same against the project's own ONNX CTC model (onnxruntime in the Python
+   backend), a much cheaper model per request.
+3. Replays the same utterances through the evaluator with an instant in-process transcriber to
    find the evaluator's own ceiling (scored requests per second, CPU per request) with
    Triton out of the picture.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import resource
@@ -31,7 +34,13 @@ from prometheus_client import CollectorRegistry
 from stt_operator import evalmetrics as em
 from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
 from stt_operator.speech.evalset import generate_evalset, load_evalset
-from stt_operator.testing.triton import BASELINE_MODEL, DEGRADED_MODEL, local_sphinx_triton
+from stt_operator.testing.triton import (
+    BASELINE_MODEL,
+    DEGRADED_MODEL,
+    build_onnx_repository,
+    local_sphinx_triton,
+    start_triton,
+)
 
 
 def triton_totals(metrics_url: str) -> dict[str, float]:
@@ -71,6 +80,52 @@ async def replay(targets: list[Target], transcriber: Any, utts: list, concurrenc
     }
 
 
+async def measure(metrics_url: str, targets: list[Target], utts: list, concurrency: int) -> dict[str, Any]:
+    """Evaluator CPU vs Triton compute for one paired round (after a short warm-up)."""
+    transcriber = TritonTranscriber()
+    try:
+        await replay(targets, transcriber, utts[: min(10, len(utts))], concurrency)  # warm-up
+        before = triton_totals(metrics_url)
+        live = await replay(targets, transcriber, utts, concurrency)
+        after = triton_totals(metrics_url)
+    finally:
+        await transcriber.close()
+    compute_s = (
+        after["nv_inference_compute_infer_duration_us"] - before["nv_inference_compute_infer_duration_us"]
+    ) / 1e6
+    server_s = (after["nv_inference_request_duration_us"] - before["nv_inference_request_duration_us"]) / 1e6
+    requests = int(after["nv_inference_count"] - before["nv_inference_count"])
+    audio_s = sum(u.duration_s for u in utts) * len(targets)
+    return {
+        "requests": requests,
+        "wall_s": round(live["wall_s"], 3),
+        "evaluator_cpu_s": round(live["cpu_s"], 4),
+        "triton_compute_s": round(compute_s, 4),
+        "triton_request_s": round(server_s, 4),
+        "overhead_vs_compute": round(live["cpu_s"] / compute_s, 5) if compute_s else None,
+        "evaluator_cpu_ms_per_request": round(1000 * live["cpu_s"] / max(requests, 1), 3),
+        "triton_compute_ms_per_request": round(1000 * compute_s / max(requests, 1), 3),
+        "requests_per_s": round(requests / live["wall_s"], 2),
+        "audio_s_per_s": round(audio_s / live["wall_s"], 2),
+        "wer": {v: s["wer"] for v, s in live["summaries"].items()},
+    }
+
+
+def onnx_target_io() -> tuple[Any, Any, Any]:
+    """The project's own ONNX CTC model: its file, I/O contract and Triton spec."""
+    from stt_operator.speech.ctc import Vocabulary
+    from stt_operator.speech.onnx_stt import DEFAULT_MODEL, DEFAULT_VOCAB
+    from stt_operator.triton.spec import InstanceGroup, IOSpec, TensorSpec, TritonSpec
+
+    vocab = Vocabulary.load(DEFAULT_VOCAB)
+    io = IOSpec(
+        inputs=[TensorSpec("audio", "TYPE_FP32", [-1], "audio")],
+        outputs=[TensorSpec("logits", "TYPE_FP32", [-1, vocab.size], "logits")],
+        vocabulary=list(vocab.tokens),
+    )
+    return DEFAULT_MODEL, io, TritonSpec(max_batch_size=8, instance_group=InstanceGroup(kind="KIND_CPU"))
+
+
 async def main_async(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         evalset = (
@@ -83,19 +138,19 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
                 Target("stable", BASELINE_MODEL, server.grpc_url),
                 Target("canary", DEGRADED_MODEL, server.grpc_url),
             ]
-            transcriber = TritonTranscriber()
-            await replay(targets, transcriber, utts[: min(10, len(utts))], a.concurrency)  # warm-up
-            before = triton_totals(server.metrics_url)
-            live = await replay(targets, transcriber, utts, a.concurrency)
-            after = triton_totals(server.metrics_url)
-            await transcriber.close()
-        compute_s = (
-            after["nv_inference_compute_infer_duration_us"] - before["nv_inference_compute_infer_duration_us"]
-        ) / 1e6
-        server_s = (
-            after["nv_inference_request_duration_us"] - before["nv_inference_request_duration_us"]
-        ) / 1e6
-        requests = int(after["nv_inference_count"] - before["nv_inference_count"])
+            live = await measure(server.metrics_url, targets, utts, a.concurrency)
+        onnx = None
+        if a.onnx:
+            from stt_operator.evaluator.targets import model_io_from_spec
+
+            model, io, triton = onnx_target_io()
+            repo = build_onnx_repository(Path(tmp) / "onnx" / "models", "onnx-ctc", model, triton, io)
+            server = start_triton(repo, Path(tmp) / "onnx", models=["onnx-ctc"])
+            try:
+                target = Target("onnx", "onnx-ctc", server.grpc_url, io=model_io_from_spec(io))
+                onnx = await measure(server.metrics_url, [target], utts, a.concurrency)
+            finally:
+                server.stop()
 
         async def instant(target: Target, audio: np.ndarray) -> tuple[str, float | None]:
             return "turn on the kitchen lights", 0.5  # scored against each reference: real jiwer work
@@ -109,25 +164,15 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "utterances": len(utts),
         "audio_seconds": round(audio_s, 2),
         "concurrency": a.concurrency,
-        "live": {
-            "requests": requests,
-            "wall_s": round(live["wall_s"], 3),
-            "evaluator_cpu_s": round(live["cpu_s"], 4),
-            "triton_compute_s": round(compute_s, 4),
-            "triton_request_s": round(server_s, 4),
-            "overhead_vs_compute": round(live["cpu_s"] / compute_s, 5) if compute_s else None,
-            "evaluator_cpu_ms_per_request": round(1000 * live["cpu_s"] / max(requests, 1), 3),
-            "triton_compute_ms_per_request": round(1000 * compute_s / max(requests, 1), 3),
-            "requests_per_s": round(requests / live["wall_s"], 2),
-            "audio_s_per_s": round(2 * audio_s / live["wall_s"], 2),
-            "wer": {v: s["wer"] for v, s in live["summaries"].items()},
-        },
+        "live": live,
+        "live_onnx": onnx,
         "evaluator_only": {
             "rounds": a.instant_rounds,
             "requests": inst_requests,
@@ -143,6 +188,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--instant-rounds", type=int, default=5)
+    ap.add_argument("--onnx", action="store_true", help="also measure the project's own ONNX CTC model")
     ap.add_argument("--evalset", help="use an existing evaluation set instead of generating one")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args()
