@@ -387,3 +387,41 @@ def test_restarted_operator_resumes_from_status(operator, kube, namespace):
     )
     assert "stt.dev/promote" not in (md["metadata"].get("annotations") or {})
     assert "StepSkipped" in [r for _, r in events(kube, namespace)]
+
+
+def test_selector_serves_the_best_measured_model(operator, kube, namespace):
+    """The validation Jobs' verdicts are written into STTModel status here (that path has its own
+    tests); what is under test is the endpoint following the best measured model."""
+    sttmodels = kube.dynamic.resources.get(api_version=API, kind="STTModel")
+
+    def measured(name: str, wer: float) -> None:
+        body = {"status": {"validation": {"wer": wer, "latencyP95Ms": 50.0}}}
+        sttmodels.status.patch(
+            body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"
+        )
+
+    for name in ("model-a", "model-b"):
+        kube.apply(stt_model(name, namespace))
+        wait_for(
+            lambda n=name: (
+                condition(kube.get(API, "STTModel", n, namespace), "Ready").get("status") == "True"
+            ),
+            what=f"{name} Ready",
+        )
+    measured("model-a", 0.12)
+    measured("model-b", 0.08)
+    manifest = deployment(namespace, {"type": "Immediate"})
+    del manifest["spec"]["model"]
+    manifest["spec"]["selector"] = {"language": "en-US", "criteria": {"maxWer": 0.2}}
+    kube.apply(manifest)
+    watch = RouteWatch(kube, namespace)
+    md = watch.until(
+        lambda md: (md.get("status") or {}).get("stableModel") == "model-b" and md, 90, "model-b"
+    )
+    assert md["status"]["selectedModel"] == "model-b"
+    assert "ModelSelected" in [r for _, r in events(kube, namespace)]
+    # A better measurement of model-a moves the endpoint to it.
+    measured("model-a", 0.05)
+    md = watch.until(lambda md: md["status"].get("stableModel") == "model-a" and md, 60, "model-a")
+    assert md["status"]["selectedModel"] == "model-a"
+    assert [r["model"] for r in md["status"]["revisions"]] == ["model-b", "model-a"]

@@ -41,6 +41,7 @@ from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, AN
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
+from stt_operator.rollout.selection import select_model
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,33 @@ def run_analysis(
         )
 
 
+def _select(
+    ctx: OperatorContext,
+    spec: ModelDeploymentSpec,
+    body: Mapping[str, Any],
+    writer: StatusWriter,
+    namespace: str,
+) -> str | None:
+    """`spec.selector`: the best Ready STTModel, leaving out revisions this endpoint rolled back."""
+    assert spec.selector is not None
+    history = (body.get("status") or {}).get("revisions") or []
+    rolled_back = {h.get("revisionId") for h in history if h.get("outcome") == "RolledBack"}
+    models = [
+        m
+        for m in ctx.kube.list(STTMODEL_API, "STTModel", namespace, spec.selector.match_labels)
+        if Revision(m["metadata"]["name"], model_digest(m)).id not in rolled_back
+    ]
+    selection = select_model(spec.selector, models)
+    if selection.best is None:
+        message = f"no STTModel in {namespace} fits spec.selector: {selection.explanation}"
+        _wait(writer, "NoModelSelected", message[:1000], "Pending")
+        return None
+    if (body.get("status") or {}).get("selectedModel") != selection.best:
+        writer.event("Normal", "ModelSelected", selection.explanation[:1000])
+    writer.set(selectedModel=selection.best)
+    return selection.best
+
+
 def _reconcile_valid(
     md: ModelDeployment,
     body: Mapping[str, Any],
@@ -166,15 +194,13 @@ def _reconcile_valid(
     namespace: str,
 ) -> None:
     spec = md.spec
-    if spec.model is None:
-        _wait(
-            writer,
-            "SelectorNotSupported",
-            "spec.selector (automatic model selection) is not enabled yet",
-            "Pending",
-        )
-        return
-    model_name = spec.model.name
+    if spec.model is not None:
+        model_name = spec.model.name
+    else:
+        selected = _select(ctx, spec, body, writer, namespace)
+        if selected is None:
+            return
+        model_name = selected
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
     if model is None:
         _wait(writer, "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending")

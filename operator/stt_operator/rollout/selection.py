@@ -1,0 +1,70 @@
+"""`spec.selector`: which Ready STTModel an endpoint serves, picked by the statistics package's
+`select_best_model` from what each model's status says it measured.
+
+Measurements: `status.validation` (WER, CER, p95 latency on the labelled set) first, the live
+`status.analytics` entry of the model's language for what validation lacks (confidence). A
+model without the measurement a criterion needs is dropped with that reason, never guessed.
+The selected model then rolls out like any `spec.model` change, through the strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stt_operator.api.modeldeployment import ModelSelector
+from stt_operator.stats.selection import ModelSummary, Selection, select_best_model
+
+
+def _ready(model: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (model.get("status") or {}).get("conditions") or []
+    )
+
+
+def summary(model: Mapping[str, Any]) -> ModelSummary:
+    spec, status = model.get("spec") or {}, model.get("status") or {}
+    validation = status.get("validation") or {}
+    language = spec.get("language")
+    live = next((a for a in status.get("analytics") or [] if a.get("language") == language), {})
+
+    def pick(key: str) -> float | None:
+        value = validation.get(key)
+        return float(value) if value is not None else live.get(key)
+
+    return ModelSummary(
+        name=model["metadata"]["name"],
+        language=language,
+        language_pair=spec.get("languagePair"),
+        wer=pick("wer"),
+        cer=pick("cer"),
+        latency_p95_ms=pick("latencyP95Ms"),
+        confidence=live.get("confidence"),
+        throughput_rps=live.get("throughputRps"),
+        real_time_factor=validation.get("realTimeFactor"),
+        ready=_ready(model),
+    )
+
+
+def select_model(selector: ModelSelector, models: Sequence[Mapping[str, Any]]) -> Selection:
+    """The best model among `models` (STTModel bodies) for `selector`. Label matching happens
+    here; language, criteria and ranking in `select_best_model`."""
+    labels = selector.match_labels or {}
+    candidates = [
+        summary(m)
+        for m in models
+        if all(((m.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+    ]
+    criteria = selector.criteria
+    return select_best_model(
+        candidates,
+        {
+            "language": selector.language,
+            "language_pair": selector.language_pair,
+            "max_wer": criteria.max_wer if criteria else None,
+            "max_latency_p95_ms": criteria.max_latency_p95_ms if criteria else None,
+            "min_confidence": criteria.min_confidence if criteria else None,
+            "optimize": criteria.optimize if criteria else "wer",
+        },
+    )
