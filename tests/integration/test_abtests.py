@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from stt_operator import evalmetrics as em
 from stt_operator.builders.serving import deployment_available
 from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.experiments.planner import ANNOTATION_HELD_BY
+from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
 from stt_operator.testing.kubewait import condition, event_reasons, wait_for
 from stt_operator.testing.prometheus import Exporter, PrometheusServer

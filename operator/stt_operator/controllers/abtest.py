@@ -36,7 +36,6 @@ from stt_operator.experiments.objects import (
     variant_objects,
 )
 from stt_operator.experiments.planner import (
-    ANNOTATION_HELD_BY,
     ABTestInput,
     ABTestPlan,
     EndpointInfo,
@@ -48,6 +47,7 @@ from stt_operator.experiments.planner import (
     plan_abtest,
 )
 from stt_operator.observability import track_reconcile
+from stt_operator.rollout.common import ANNOTATION_HELD_BY
 
 log = logging.getLogger(__name__)
 

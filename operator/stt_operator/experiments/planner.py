@@ -49,8 +49,6 @@ from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
 from stt_operator.stats.counts import SRMResult
 
 TERMINAL = (PHASE_CONCLUDED, PHASE_PROMOTED, PHASE_STOPPED, PHASE_FAILED)
-# Annotation on the ModelDeployment naming the ABTest that holds its route weights.
-ANNOTATION_HELD_BY = "stt.dev/held-by"
 REASON_STARTING = "StartingVariants"
 REASON_CONCURRENCY = "MaxConcurrentTests"
 REASON_ENDPOINT_NOT_READY = "EndpointNotReady"

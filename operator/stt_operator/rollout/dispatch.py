@@ -45,12 +45,35 @@ def plan_rollout(inp: RolloutInput) -> EndpointPlan:
     held_by = inp.status.get("heldBy")
     if held_by:
         # Exactly one controller writes an endpoint's weights: while an ABTest holds the route,
-        # this one leaves it alone and says so.
+        # this one leaves it alone and says so. Nothing moves either: the test's route may name
+        # the stable revision, so no promotion, rollback or retirement happens under a hold
+        # (the new revision may still be brought up, ready for when the test lets go).
         message = f"ABTest {held_by} holds the route weights; the rollout waits"
         plan.route = None
+        plan.delete = []
+        for key in HELD_STATUS_KEYS:
+            plan.status.pop(key, None)
+        plan.events = []
         plan.conditions = [c for c in plan.conditions if c.type != "Paused"]
         plan.conditions.append(ConditionUpdate("Paused", "True", "HeldByABTest", message))
     return plan
+
+
+# Status that says which revision serves and how far a rollout got: frozen while an ABTest holds.
+HELD_STATUS_KEYS = (
+    "phase",
+    "stableRevision",
+    "stableModel",
+    "canaryRevision",
+    "canaryModel",
+    "currentWeight",
+    "currentStepIndex",
+    "stepStartedAt",
+    "rolloutStartedAt",
+    "revisions",
+    "lastRollback",
+    "analysis",
+)
 
 
 def _plan(inp: RolloutInput) -> EndpointPlan:

@@ -581,3 +581,19 @@ def test_switching_to_immediate_mid_rollout_finishes_it_cleanly() -> None:
     plan = w.step(advance_s=1)
     assert plan.route == {NEW.id: 100} and w.status["stableRevision"] == NEW.id
     assert not {"currentStepIndex", "analysis", "stepStartedAt", "canaryRevision"} & set(w.status)
+
+
+def test_abtest_hold_freezes_an_immediate_switch() -> None:
+    """Under a hold nothing is promoted or retired: the test's route may name the stable revision."""
+    w = World(spec_of({"type": "Immediate"}))
+    w.status["heldBy"] = "ab-1"
+    before = {k: w.status.get(k) for k in ("stableRevision", "stableModel", "revisions", "phase")}
+    for _ in range(3):
+        plan = w.step(advance_s=60)
+        assert plan.route is None and plan.delete == [] and plan.events == []
+    assert {k: w.status.get(k) for k in before} == before
+    assert w.condition("Paused")["reason"] == "HeldByABTest"
+    assert NEW.id in w.observed  # the new revision is up, ready for when the hold ends
+    del w.status["heldBy"]
+    plan = w.step(advance_s=1)
+    assert plan.route == {NEW.id: 100} and w.status["stableRevision"] == NEW.id
