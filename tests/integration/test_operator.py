@@ -178,3 +178,21 @@ def test_operator_metrics_count_reconciles(operator):
         if line.startswith("stt_operator_reconciles_total{") and 'result="ok"' in line
     ]
     assert ok_lines and any(float(line.rsplit(" ", 1)[1]) > 0 for line in ok_lines)
+
+
+def test_unsupported_routing_is_refused_with_a_reason(operator, kube, namespace):
+    kube.apply(stt_model("model-a", namespace))
+    manifest = model_deployment("no-mesh", namespace, "model-a")
+    manifest["spec"]["routing"] = "replica-ratio"
+    kube.apply(manifest)
+    md = wait_for(
+        lambda: (
+            (m := kube.get(API, "ModelDeployment", "no-mesh", namespace))
+            and condition(m, "Ready").get("reason") == "RoutingNotSupported"
+            and m
+        ),
+        what="RoutingNotSupported condition",
+    )
+    assert "spec.routing" in condition(md, "Ready")["message"]
+    assert md["status"]["phase"] == "Failed"
+    assert kube.list("apps/v1", "Deployment", namespace) == []

@@ -194,6 +194,12 @@ def _reconcile_valid(
     namespace: str,
 ) -> None:
     spec = md.spec
+    if spec.routing != "gateway-api":
+        # The no-mesh replica-ratio split is part of the API but not of this operator yet: say
+        # so rather than serve an endpoint whose weights nobody enforces.
+        message = f"spec.routing {spec.routing} is not supported yet; use gateway-api"
+        _wait(writer, "RoutingNotSupported", message, "Failed", warning=True)
+        return
     if spec.model is not None:
         model_name = spec.model.name
     else:
