@@ -180,19 +180,64 @@ def test_operator_metrics_count_reconciles(operator):
     assert ok_lines and any(float(line.rsplit(" ", 1)[1]) > 0 for line in ok_lines)
 
 
-def test_unsupported_routing_is_refused_with_a_reason(operator, kube, namespace):
+def test_replica_ratio_routing_without_a_mesh(operator, cluster, kube, namespace):
+    """No Gateway API: one selector-less Service whose EndpointSlice the operator writes, with
+    each revision sized to its weight."""
     kube.apply(stt_model("model-a", namespace))
+    kube.apply(stt_model("model-b", namespace))
     manifest = model_deployment("no-mesh", namespace, "model-a")
-    manifest["spec"]["routing"] = "replica-ratio"
-    kube.apply(manifest)
-    md = wait_for(
-        lambda: (
-            (m := kube.get(API, "ModelDeployment", "no-mesh", namespace))
-            and condition(m, "Ready").get("reason") == "RoutingNotSupported"
-            and m
-        ),
-        what="RoutingNotSupported condition",
+    manifest["spec"].update(
+        routing="replica-ratio",
+        replicas=4,
+        resources={"gpu": 0},  # CPU pods: the fake nodes' GPUs stay free for other tests
+        strategy={"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}},
     )
-    assert "spec.routing" in condition(md, "Ready")["message"]
-    assert md["status"]["phase"] == "Failed"
-    assert kube.list("apps/v1", "Deployment", namespace) == []
+    del manifest["spec"]["endpoint"]
+    kube.apply(manifest)
+
+    def revision_pods() -> dict[str, set[str]]:
+        pods: dict[str, set[str]] = {}
+        for pod in kube.list("v1", "Pod", namespace, {LABEL_DEPLOYMENT: "no-mesh"}):
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip and not pod["metadata"].get("deletionTimestamp"):
+                pods.setdefault(pod["metadata"]["labels"]["stt.dev/model"], set()).add(ip)
+        return pods
+
+    def endpoints() -> set[str]:
+        slice_ = kube.get("discovery.k8s.io/v1", "EndpointSlice", "no-mesh-ratio", namespace) or {}
+        return {a for e in slice_.get("endpoints") or [] for a in e["addresses"]}
+
+    def wait_split(expected: dict[str, int], what: str) -> None:
+        seen: dict[str, object] = {}
+
+        def check() -> bool:
+            pods, members = revision_pods(), endpoints()
+            got = {model: len(members & ips) for model, ips in pods.items() if members & ips}
+            seen.update(pods=pods, endpoints=members, split=got)
+            return got == expected and members <= set().union(*pods.values())
+
+        try:
+            wait_for(check, timeout=120, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; seen {seen}") from None
+
+    wait_split({"model-a": 4}, "4 model-a endpoints")
+    service = kube.get("v1", "Service", "no-mesh", namespace)
+    assert "selector" not in service["spec"]
+    assert kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "no-mesh", namespace) is None
+
+    manifest["spec"]["model"] = {"name": "model-b"}
+    kube.apply(manifest)
+    wait_split({"model-a": 3, "model-b": 1}, "a 3:1 split at weight 25")
+    md = kube.get(API, "ModelDeployment", "no-mesh", namespace)
+    assert md["status"]["currentWeight"] == 25
+    assert md["status"]["endpoint"] == f"no-mesh.{namespace}.svc"
+
+    cluster.kubectl("annotate", "-n", namespace, "modeldeployment", "no-mesh", "stt.dev/promote=yes")
+    wait_split({"model-b": 4}, "all endpoints on model-b after promotion")
+    wait_for(
+        lambda: (
+            kube.get(API, "ModelDeployment", "no-mesh", namespace)["status"].get("stableModel") == "model-b"
+        ),
+        what="model-b stable",
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, object_metadata
-from stt_operator.builders.serving import TRITON_HTTP_PORT
+from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -67,3 +67,65 @@ def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:
     if not rules:
         return {}
     return {ref["name"]: int(ref.get("weight", 1)) for ref in rules[0].get("backendRefs") or []}
+
+
+# --- replica-ratio: the no-mesh fallback ------------------------------------------------------
+# One Service without a selector fronts the endpoint; the operator writes its EndpointSlice with
+# the ready pods of every revision that has weight, and sizes each revision's replicas in
+# proportion to its weight, so kube-proxy's even spread over endpoints approximates the split.
+
+ENDPOINT_PORTS = (("http", TRITON_HTTP_PORT), ("grpc", TRITON_GRPC_PORT))
+
+
+def ratio_replicas(weights: Mapping[str, int], total: int) -> dict[str, int]:
+    """Replicas per revision for a weight split over `total` replicas (each weighted revision
+    keeps at least one pod; weight 0 is left to the planner, as its pods take no traffic)."""
+    return {rid: max(1, round(total * weight / 100)) for rid, weight in weights.items() if weight > 0}
+
+
+def endpoint_service(
+    deployment_name: str, namespace: str, owner: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    labels = {**common_labels(deployment_name, "endpoint"), LABEL_DEPLOYMENT: deployment_name}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_metadata(route_name(deployment_name), namespace, labels, owner),
+        # No selector: the operator owns the endpoints (see endpoint_slice).
+        "spec": {"ports": [{"name": n, "port": p, "targetPort": p} for n, p in ENDPOINT_PORTS]},
+    }
+
+
+def endpoint_slice(
+    deployment_name: str,
+    namespace: str,
+    addresses: Sequence[str],
+    owner: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    labels = {
+        **common_labels(deployment_name, "endpoint"),
+        LABEL_DEPLOYMENT: deployment_name,
+        "kubernetes.io/service-name": route_name(deployment_name),
+        "endpointslice.kubernetes.io/managed-by": "stt-operator",
+    }
+    name = f"{route_name(deployment_name)}-ratio"
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": object_metadata(name, namespace, labels, owner),
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in sorted(addresses)],
+        "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ENDPOINT_PORTS],
+    }
+
+
+def ready_pod_ips(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """IPs of the pods that are Ready and not going away."""
+    ips = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        leaving = (pod.get("metadata") or {}).get("deletionTimestamp")
+        if conditions.get("Ready") == "True" and status.get("podIP") and not leaving:
+            ips.append(status["podIP"])
+    return ips

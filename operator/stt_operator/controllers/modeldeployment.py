@@ -25,7 +25,15 @@ from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.revision import serving_params
-from stt_operator.builders.routing import Backend, http_route
+from stt_operator.builders.routing import (
+    Backend,
+    endpoint_service,
+    endpoint_slice,
+    http_route,
+    ratio_replicas,
+    ready_pod_ips,
+    route_name,
+)
 from stt_operator.builders.serving import (
     Revision,
     deployment_available,
@@ -194,12 +202,6 @@ def _reconcile_valid(
     namespace: str,
 ) -> None:
     spec = md.spec
-    if spec.routing != "gateway-api":
-        # The no-mesh replica-ratio split is part of the API but not of this operator yet: say
-        # so rather than serve an endpoint whose weights nobody enforces.
-        message = f"spec.routing {spec.routing} is not supported yet; use gateway-api"
-        _wait(writer, "RoutingNotSupported", message, "Failed", warning=True)
-        return
     if spec.model is not None:
         model_name = spec.model.name
     else:
@@ -252,6 +254,9 @@ def _reconcile_valid(
 
     owner = owner_reference(body)
     resources = spec.resources.to_dict() if spec.resources else None
+    # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
+    by_ratio = spec.routing == "replica-ratio"
+    ratio = ratio_replicas(plan.route, spec.replicas) if by_ratio and plan.route else {}
     for revision, role in plan.ensure:
         params = serving_params(
             deployment_name=name,
@@ -259,7 +264,7 @@ def _reconcile_valid(
             revision=revision,
             role=role,
             model=model,
-            replicas=plan.replicas.get(revision.id, spec.replicas),
+            replicas=ratio.get(revision.id, plan.replicas.get(revision.id, spec.replicas)),
             resources_override=resources,
             triton_image=ctx.settings.triton_image,
             operator_image=ctx.settings.operator_image,
@@ -271,7 +276,10 @@ def _reconcile_valid(
     models_by_revision = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
     if status.get("stableRevision"):
         models_by_revision.setdefault(status["stableRevision"], status.get("stableModel") or "")
-    if plan.route is not None:
+    if plan.route is not None and by_ratio:
+        _write_ratio_endpoint(ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision)
+        writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
+    elif plan.route is not None:
         backends = [
             Backend(revision_object_name(name, models_by_revision[rid], rid), weight)
             for rid, weight in plan.route.items()
@@ -311,6 +319,31 @@ def _reconcile_valid(
         writer.event(event.type, event.reason, event.message)
     evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
     _sync_evaluator(ctx, body, spec, {**status, **plan.status}, model, evaluator_found)
+
+
+def _write_ratio_endpoint(
+    ctx: OperatorContext,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    route: Mapping[str, int],
+    ratio: Mapping[str, int],
+    observed: Mapping[str, ObservedRevision],
+    models_by_revision: Mapping[str, str],
+) -> None:
+    """The no-mesh endpoint: revisions scaled to their weight, one Service over their ready pods."""
+    for revision_id, replicas in ratio.items():
+        found = observed.get(revision_id)
+        if found is not None and found.replicas is not None and found.replicas != replicas:
+            object_name = revision_object_name(name, models_by_revision[revision_id], revision_id)
+            ctx.kube.scale(object_name, namespace, replicas)
+    addresses: list[str] = []
+    for revision_id, weight in route.items():
+        if weight > 0:  # a weight-0 revision (a blue-green preview) takes no traffic
+            selector = {LABEL_DEPLOYMENT: name, LABEL_REVISION: revision_id}
+            addresses += ready_pod_ips(ctx.kube.list("v1", "Pod", namespace, selector))
+    ctx.kube.apply(endpoint_service(name, namespace, owner))
+    ctx.kube.apply(endpoint_slice(name, namespace, addresses, owner))
 
 
 def _sync_evaluator(

@@ -83,6 +83,12 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
         return resource.get(namespace=namespace, label_selector=selector).to_dict().get("items", [])
 
+    def scale(self, name: str, namespace: str, replicas: int) -> None:
+        """Set a Deployment's replicas through its scale subresource (leaves the rest alone)."""
+        k8s.AppsV1Api(self.api_client).patch_namespaced_deployment_scale(
+            name, namespace, {"spec": {"replicas": replicas}}
+        )
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         """Delete with background propagation; False when it was already gone."""
         resource = self._resource(api_version, kind)
