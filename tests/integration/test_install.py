@@ -142,6 +142,8 @@ def test_helm_install_creates_the_operator_with_least_privilege(
         ("list", "pods", other_namespace),
         ("create", "events", other_namespace),
         ("patch", "httproutes.gateway.networking.k8s.io", other_namespace),
+        ("patch", "deployments.apps/scale", other_namespace),
+        ("create", "endpointslices.discovery.k8s.io", other_namespace),
         ("create", "servicemonitors.monitoring.coreos.com", other_namespace),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("watch", "namespaces", None),

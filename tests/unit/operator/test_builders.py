@@ -147,3 +147,28 @@ def test_serving_params_from_sttmodel_body():
     assert {"name": "model-config", "configMap": {"name": "conformer-triton-config"}} in pod["volumes"]
     assert deployment["spec"]["replicas"] == 3
     assert deployment["metadata"]["labels"]["stt.dev/role"] == "canary"
+
+
+def test_replica_ratio_sizes_and_endpoint_slice():
+    from stt_operator.builders.routing import endpoint_service, endpoint_slice, ratio_replicas, ready_pod_ips
+
+    assert ratio_replicas({"a": 75, "b": 25}, 4) == {"a": 3, "b": 1}
+    assert ratio_replicas({"a": 95, "b": 5}, 2) == {"a": 2, "b": 1}  # a weighted revision keeps one pod
+    assert ratio_replicas({"a": 100, "b": 0}, 3) == {"a": 3}  # weight 0: left to the planner
+    service = endpoint_service("asr", "ns")
+    assert "selector" not in service["spec"]
+    slice_ = endpoint_slice("asr", "ns", ["10.0.0.2", "10.0.0.1"])
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == service["metadata"]["name"]
+    assert [e["addresses"] for e in slice_["endpoints"]] == [["10.0.0.1"], ["10.0.0.2"]]
+    assert {p["name"] for p in slice_["ports"]} == {p["name"] for p in service["spec"]["ports"]}
+    ready = {"type": "Ready", "status": "True"}
+    pods = [
+        {"metadata": {}, "status": {"podIP": "10.0.0.1", "conditions": [ready]}},
+        {
+            "metadata": {},
+            "status": {"podIP": "10.0.0.2", "conditions": [{"type": "Ready", "status": "False"}]},
+        },
+        {"metadata": {"deletionTimestamp": "x"}, "status": {"podIP": "10.0.0.3", "conditions": [ready]}},
+        {"metadata": {}, "status": {"conditions": [ready]}},
+    ]
+    assert ready_pod_ips(pods) == ["10.0.0.1"]
