@@ -34,6 +34,7 @@ from stt_operator import evalmetrics as em
 from stt_operator.services.kube import Kube
 from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 from stt_operator.testing.cluster_fixtures import scratch_namespace
+from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.operator import OperatorProcess
 from stt_operator.testing.prometheus import running_prometheus, start_exporter
 from stt_operator.testing.resources import API, stt_model
@@ -73,22 +74,9 @@ class Driver(threading.Thread):
                 p = float(rng.beta(2, 16))
                 b = int(rng.binomial(words, p))
                 c = int(rng.binomial(words, min(1.0, p + self.effect)))
-                for labels, e in ((stable, b), (canary, c)):
-                    m.record_request(labels)
-                    m.record_utterance(
-                        labels,
-                        word_errors=e,
-                        ref_words=words,
-                        char_errors=2 * e,
-                        ref_chars=5 * words,
-                        latency_seconds=0.2,
-                        audio_seconds=words * 0.4,
-                        confidence=0.9,
-                    )
-                m.record_pair(canary, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
-                m.record_pair(
-                    canary, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words
-                )
+                m.record_request(stable)
+                m.record_request(canary)
+                record_paired_utterance(m, stable, canary, words=words, baseline_errors=b, candidate_errors=c)
                 self.sent += 1
             self.stop.wait(tick)
 

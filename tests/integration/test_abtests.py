@@ -25,6 +25,7 @@ from stt_operator.builders.serving import deployment_available
 from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
+from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.kubewait import condition, event_reasons, wait_for
 from stt_operator.testing.prometheus import Exporter, PrometheusServer
 from stt_operator.testing.resources import API, model_deployment, stt_model
@@ -79,20 +80,8 @@ class Evaluator:
                 for _ in range(self.control_requests):
                     m.record_request(control)
                 m.record_request(candidate)
-                for labels, e in ((control, b), (candidate, c)):
-                    m.record_utterance(
-                        labels,
-                        word_errors=e,
-                        ref_words=words,
-                        char_errors=2 * e,
-                        ref_chars=5 * words,
-                        latency_seconds=0.2,
-                        audio_seconds=words * 0.4,
-                        confidence=0.9,
-                    )
-                m.record_pair(candidate, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
-                m.record_pair(
-                    candidate, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words
+                record_paired_utterance(
+                    m, control, candidate, words=words, baseline_errors=b, candidate_errors=c
                 )
             self.stop.wait(0.5)
 

@@ -24,6 +24,7 @@ from stt_operator.analysis.policy import decide
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api.common import AnalysisSpec
 from stt_operator.stats.counts import SRMResult
+from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.prometheus import (
     Exporter,
     PrometheusServer,
@@ -141,20 +142,20 @@ def _drive(
         errs["c"] += c
         errs["b"] += b
         errs["n"] += words
-        for labels, e, scale in ((stable, b, 1.0), (canary, c, latency_scale)):
-            m.record_request(labels)
-            m.record_utterance(
-                labels,
-                word_errors=e,
-                ref_words=words,
-                char_errors=2 * e,
-                ref_chars=5 * words,
-                latency_seconds=float(rng.gamma(4, 0.04 * scale)),
-                audio_seconds=words * 0.4,
-                confidence=float(rng.uniform(0.7, 0.95)),
-            )
-        m.record_pair(canary, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
-        m.record_pair(canary, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words)
+        # Per arm, in the order the draws always came: latency, then confidence.
+        draws = [(float(rng.gamma(4, 0.04 * k)), float(rng.uniform(0.7, 0.95))) for k in (1.0, latency_scale)]
+        m.record_request(stable)
+        m.record_request(canary)
+        record_paired_utterance(
+            m,
+            stable,
+            canary,
+            words=words,
+            baseline_errors=b,
+            candidate_errors=c,
+            latency_s=(draws[0][0], draws[1][0]),
+            confidence=(draws[0][1], draws[1][1]),
+        )
     return errs
 
 

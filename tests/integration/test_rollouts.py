@@ -22,6 +22,7 @@ from stt_operator import evalmetrics as em
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
 from stt_operator.services.kube import Kube
+from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.kubewait import condition, wait_for
 from stt_operator.testing.prometheus import Exporter, PrometheusServer
 from stt_operator.testing.resources import API, stt_model
@@ -84,22 +85,9 @@ class Evaluator:
                 words = int(rng.integers(4, 25))
                 b = int(rng.binomial(words, rng.beta(2, 16)))
                 c = max(0, b + int(rng.binomial(words, self.extra)) - int(rng.binomial(b, 0.05)))
-                for labels, e in ((stable, b), (canary, c)):
-                    m.record_request(labels)
-                    m.record_utterance(
-                        labels,
-                        word_errors=e,
-                        ref_words=words,
-                        char_errors=2 * e,
-                        ref_chars=5 * words,
-                        latency_seconds=0.2,
-                        audio_seconds=words * 0.4,
-                        confidence=0.9,
-                    )
-                m.record_pair(canary, unit="word", candidate_errors=c, baseline_errors=b, ref_len=words)
-                m.record_pair(
-                    canary, unit="char", candidate_errors=2 * c, baseline_errors=2 * b, ref_len=5 * words
-                )
+                m.record_request(stable)
+                m.record_request(canary)
+                record_paired_utterance(m, stable, canary, words=words, baseline_errors=b, candidate_errors=c)
                 self.count += 1
             self.stop.wait(0.5)
 
