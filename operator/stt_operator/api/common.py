@@ -264,6 +264,13 @@ def iso(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_iso(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as written by `iso` (or any ISO form); None for an empty value."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 # --- references and resources -----------------------------------------------------------------
 
 

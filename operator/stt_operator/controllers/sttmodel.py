@@ -16,7 +16,7 @@ import kopf
 
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import STTModel
-from stt_operator.api.common import SpecError, get_condition, utcnow
+from stt_operator.api.common import SpecError, get_condition, iso, utcnow
 from stt_operator.artifacts import jobs
 from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, model_config_map_name, triton_model_name
@@ -149,7 +149,7 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
     status_key = "validation" if kind == "validate" else "quantization"
     section = dict(result.status.get(status_key) or {})
     if kind == "validate":
-        section.update(jobName=name, completedAt=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        section.update(jobName=name, completedAt=iso(utcnow()))
         if "artifact" in result.status:
             writer.set(artifact=result.status["artifact"])
     else:

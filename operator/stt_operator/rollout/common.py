@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from stt_operator.analysis.engine import aggregate
 from stt_operator.analysis.model import AnalysisResult
 from stt_operator.analysis.policy import Decision, decide
+from stt_operator.api.common import iso, parse_iso
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.immediate import record_promotion
@@ -37,16 +38,6 @@ ANNOTATION_PROMOTE = "stt.dev/promote"  # any value: end an indefinite pause / p
 ANNOTATION_ABORT = "stt.dev/abort"  # any value: roll the rollout in flight back to the stable model now
 # Set by an ABTest while it writes the endpoint's route weights (experiments.planner uses the same key).
 ANNOTATION_HELD_BY = "stt.dev/held-by"
-
-
-def iso(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def short(text: str) -> str:

@@ -8,21 +8,12 @@ planner is safe to run any number of times and after an operator restart.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from stt_operator.api.common import iso, parse_iso
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, ObservedRevision
-
-
-def _iso(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def record_promotion(
@@ -42,8 +33,8 @@ def record_promotion(
             "revisionId": revision.id,
             "model": revision.model,
             "modelDigest": revision.model_digest,
-            "createdAt": _iso(now),
-            "promotedAt": _iso(now),
+            "createdAt": iso(now),
+            "promotedAt": iso(now),
             "outcome": "Serving",
         }
     )
@@ -85,7 +76,7 @@ def plan_immediate(
                     "Normal", verb, f"model {desired.model} (revision {desired.id}) serves 100% of traffic"
                 )
             )
-        promoted_at = _parse_iso(history[-1].get("promotedAt")) if history else now
+        promoted_at = parse_iso(history[-1].get("promotedAt")) if history else now
         retire_at = (promoted_at or now).timestamp() + scale_down_delay_s
         stale = sorted(rid for rid in observed if rid != desired.id)
         if stale:
