@@ -101,6 +101,10 @@ def server_env(install: TritonInstall, extra_pythonpath: Sequence[str] = ()) -> 
     # The stub runs a fresh interpreter: give it this environment's packages (numpy, pocketsphinx).
     paths = [*extra_pythonpath, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # The stub's embedded interpreter runs isolated (PYTHONPATH ignored) and finds its prefix by
+    # looking up `python3` on PATH: put this interpreter first, so a virtualenv's pyvenv.cfg and
+    # site-packages are found even when the venv is not activated (as under `make test`).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
