@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stt_operator.evalmetrics import build_eval_metrics
+from stt_operator.kubectl_plugin import main as kubectl_stt
 from stt_operator.testing.kubewait import wait_for
 from stt_operator.testing.resources import API, stt_model
 
@@ -18,7 +19,9 @@ def namespace(operator_namespace: str) -> str:
     return operator_namespace
 
 
-def test_analytics_summarised_into_status(operator, operator_prometheus, exporter_factory, kube, namespace):
+def test_analytics_summarised_into_status(
+    operator, operator_prometheus, exporter_factory, kube, namespace, cluster, capsys
+):
     registry = CollectorRegistry()
     metrics = build_eval_metrics(registry)
     labels = {"endpoint": "asr", "variant": "stable", "model": "live-model", "language": "en-US"}
@@ -57,4 +60,12 @@ def test_analytics_summarised_into_status(operator, operator_prometheus, exporte
     assert entry["confidence"] == pytest.approx(0.9)
     assert 100 <= entry["latencyP95Ms"] <= 250  # p95 of 0.2 s observations, interpolated in its bucket
     assert entry["updatedAt"].endswith("Z")
+
+    # What a person sees: `kubectl stt metrics` prints the same summary.
+    assert (
+        kubectl_stt(["metrics", "live-model", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)]) == 0
+    )
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["MODEL", "LANGUAGE", "WER", "CER"]
+    assert row.split()[:4] == ["live-model", "en-US", "0.1", "0.04"]
     operator_prometheus.remove_target("evaluator", exporter.address)

@@ -172,3 +172,26 @@ def test_replica_ratio_sizes_and_endpoint_slice():
         {"metadata": {}, "status": {"conditions": [ready]}},
     ]
     assert ready_pod_ips(pods) == ["10.0.0.1"]
+
+
+def test_kubectl_stt_tables():
+    from stt_operator.kubectl_plugin import analytics_rows, format_table, status_rows
+
+    model = {
+        "metadata": {"name": "m", "namespace": "ns"},
+        "status": {"analytics": [{"language": "en-US", "wer": 0.123456, "requests": 10.0}]},
+    }
+    rows = analytics_rows([model, {"metadata": {"name": "quiet", "namespace": "ns"}}], all_namespaces=True)
+    assert rows[0][:4] == ["ns/m", "en-US", 0.123456, None]
+    assert rows[1][0] == "ns/quiet" and rows[1][1] is None  # no analytics yet: one row of dashes
+    table = format_table(["A", "B"], [["x", 0.123456], ["longer", None]]).splitlines()
+    assert table == ["A       B", "x       0.1235", "longer  -"]
+    md = {
+        "kind": "ModelDeployment",
+        "metadata": {"name": "asr", "namespace": "ns"},
+        "status": {
+            "phase": "Healthy",
+            "conditions": [{"type": "Ready", "reason": "Serving", "message": "ok"}],
+        },
+    }
+    assert status_rows([md], all_namespaces=False) == [["ModelDeployment", "asr", "Healthy", "Serving", "ok"]]
