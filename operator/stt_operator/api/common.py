@@ -571,6 +571,18 @@ class AnalysisSpec(ApiModel):
         return next((m for m in self.metrics if m.name == name), None)
 
 
+def exactly_one_rule(fields: Sequence[str], message: str) -> dict[str, str]:
+    """The CEL rule "exactly one of these fields is set" (camelCase names), with its message."""
+    count = " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in fields)
+    return {"rule": f"{count} == 1", "message": message}
+
+
+def require_exactly_one(model: BaseModel, fields: Sequence[str], message: str) -> None:
+    """The same rule checked in Python (snake_case attribute names)."""
+    if sum(getattr(model, name) is not None for name in fields) != 1:
+        raise ValueError(message)
+
+
 def check_unique(values: Sequence[str], what: str) -> None:
     seen: set[str] = set()
     for v in values:

@@ -21,7 +21,9 @@ from stt_operator.api.common import (
     StatusModel,
     Timestamp,
     conditions_field,
+    exactly_one_rule,
     parse_duration,
+    require_exactly_one,
 )
 
 StrategyType = Literal["Immediate", "Gradual", "Canary", "BlueGreen"]
@@ -149,6 +151,10 @@ class AnalysisStep(ApiModel):
     )
 
 
+_STEP = ("setWeight", "pause", "analysis")
+_STEP_MSG = "each canary step needs exactly one of setWeight, pause or analysis"
+
+
 class CanaryStep(ApiModel):
     """Exactly one of setWeight, pause, analysis (Argo Rollouts naming)."""
 
@@ -160,21 +166,12 @@ class CanaryStep(ApiModel):
     """Run spec.analysis and go on only if it passes."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0)"
-                    " + (has(self.analysis) ? 1 : 0) == 1",
-                    "message": "each canary step needs exactly one of setWeight, pause or analysis",
-                }
-            ]
-        }
+        json_schema_extra={"x-kubernetes-validations": [exactly_one_rule(_STEP, _STEP_MSG)]}
     )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if sum(x is not None for x in (self.set_weight, self.pause, self.analysis)) != 1:
-            raise ValueError("each canary step needs exactly one of setWeight, pause or analysis")
+        require_exactly_one(self, ("set_weight", "pause", "analysis"), _STEP_MSG)
         return self
 
     @property

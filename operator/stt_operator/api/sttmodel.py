@@ -22,7 +22,9 @@ from stt_operator.api.common import (
     Timestamp,
     check_unique,
     conditions_field,
+    exactly_one_rule,
     parse_duration,
+    require_exactly_one,
 )
 
 ModelFormat = Literal["onnx", "torchscript", "pytorch", "tensorflow-savedmodel", "tensorrt-plan", "python"]
@@ -246,6 +248,10 @@ class SpecificVersions(ApiModel):
     """Serve exactly these versions."""
 
 
+_POLICIES = ("latest", "all", "specific")
+_POLICY_MSG = "versionPolicy needs exactly one of latest, all or specific"
+
+
 class VersionPolicy(ApiModel):
     """Exactly one of latest, all, specific (Triton's version_policy)."""
 
@@ -254,21 +260,12 @@ class VersionPolicy(ApiModel):
     specific: SpecificVersions | None = None
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "(has(self.latest) ? 1 : 0) + (has(self.all) ? 1 : 0)"
-                    " + (has(self.specific) ? 1 : 0) == 1",
-                    "message": "versionPolicy needs exactly one of latest, all or specific",
-                }
-            ]
-        }
+        json_schema_extra={"x-kubernetes-validations": [exactly_one_rule(_POLICIES, _POLICY_MSG)]}
     )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if sum(x is not None for x in (self.latest, self.all, self.specific)) != 1:
-            raise ValueError("versionPolicy needs exactly one of latest, all or specific")
+        require_exactly_one(self, _POLICIES, _POLICY_MSG)
         return self
 
 
