@@ -182,16 +182,23 @@ def apiserver_args(lay: Layout, port: int, etcd_url: str) -> list[str]:
     ]
 
 
-def controller_manager_args(lay: Layout, port: int) -> list[str]:
-    kc = lay.kubeconfig("kube-controller-manager")
+def _control_loop_args(lay: Layout, user: str, port: int, cert_dir: str) -> list[str]:
+    """What controller-manager and scheduler share: their kubeconfig, a loopback serving port."""
+    kc = lay.kubeconfig(user)
     return [
         f"--kubeconfig={kc}",
         f"--authentication-kubeconfig={kc}",
         f"--authorization-kubeconfig={kc}",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",
-        f"--cert-dir={lay.root / 'kcm-serving'}",
+        f"--cert-dir={lay.root / cert_dir}",
         "--leader-elect=false",
+    ]
+
+
+def controller_manager_args(lay: Layout, port: int) -> list[str]:
+    return [
+        *_control_loop_args(lay, "kube-controller-manager", port, "kcm-serving"),
         "--use-service-account-credentials=true",
         f"--root-ca-file={lay.cert('ca')}",
         f"--service-account-private-key-file={lay.key('sa')}",
@@ -205,15 +212,8 @@ def controller_manager_args(lay: Layout, port: int) -> list[str]:
 
 
 def scheduler_args(lay: Layout, port: int) -> list[str]:
-    kc = lay.kubeconfig("kube-scheduler")
     return [
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--cert-dir={lay.root / 'scheduler-serving'}",
-        "--leader-elect=false",
+        *_control_loop_args(lay, "kube-scheduler", port, "scheduler-serving"),
         "--profiling=false",
         "--v=1",
     ]
