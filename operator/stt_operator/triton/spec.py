@@ -9,7 +9,9 @@ tested on its own (and by the local Triton fixture) without building a whole STT
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
+
+from stt_operator.api.sttmodel import DataType, TensorRole, TritonBackend
 
 FORMAT_TO_BACKEND: dict[str, str] = {
     "onnx": "onnxruntime",
@@ -18,19 +20,10 @@ FORMAT_TO_BACKEND: dict[str, str] = {
     "tensorrt-plan": "tensorrt",
     "python": "python",
 }
-BACKENDS = ("onnxruntime", "python", "pytorch", "tensorrt")
-
-DATA_TYPES = (
-    "TYPE_FP32",
-    "TYPE_INT16",
-    "TYPE_STRING",
-    "TYPE_INT64",
-    "TYPE_FP16",
-    "TYPE_INT32",
-    "TYPE_BOOL",
-    "TYPE_UINT8",
-)
-ROLES = ("audio", "audio-length", "sample-rate", "transcript", "logits", "confidence", "other")
+# The API's enums are the one list of each; the renderer checks against the same values.
+BACKENDS: tuple[str, ...] = get_args(TritonBackend)
+DATA_TYPES: tuple[str, ...] = get_args(DataType)
+ROLES: tuple[str, ...] = get_args(TensorRole)
 
 
 @dataclass
