@@ -14,7 +14,8 @@ exported as two monotone halves: Σd = Σe_cand - Σe_base and Σd·n = Σe_cand
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -140,6 +141,49 @@ def _counter(name: str, labels: tuple[str, ...], registry: CollectorRegistry) ->
     return Counter(name, HELP[name], labelnames=labels, registry=registry)
 
 
+class _VariantSeries:
+    """The labelled children of one variant's series, looked up once (a `labels()` call costs
+    microseconds, and an utterance touches about twenty series)."""
+
+    __slots__ = (
+        "audio",
+        "audio_sq",
+        "confidence",
+        "confidence_count",
+        "confidence_sq",
+        "failures",
+        "latency",
+        "processing",
+        "processing_sq",
+        "processing_x_audio",
+        "requests",
+        "units",
+        "utterances",
+    )
+
+    def __init__(self, m: EvalMetrics, lv: dict[str, str]) -> None:
+        self.requests = m.requests.labels(**lv)
+        self.failures = {r: m.failures.labels(**lv, reason=r) for r in FAILURE_REASONS}
+        self.utterances = m.utterances.labels(**lv)
+        # unit -> (Σe, Σn, Σe², Σn², Σe·n)
+        self.units = {
+            unit: tuple(
+                c.labels(**lv, unit=unit)
+                for c in (m.errors, m.ref_len, m.errors_sq, m.ref_len_sq, m.errors_x_ref)
+            )
+            for unit in UNITS
+        }
+        self.latency = m.latency.labels(**lv)
+        self.processing = m.processing_seconds.labels(**lv)
+        self.audio = m.audio_seconds.labels(**lv)
+        self.processing_sq = m.processing_seconds_sq.labels(**lv)
+        self.audio_sq = m.audio_seconds_sq.labels(**lv)
+        self.processing_x_audio = m.processing_x_audio.labels(**lv)
+        self.confidence = m.confidence.labels(**lv)
+        self.confidence_sq = m.confidence_sq.labels(**lv)
+        self.confidence_count = m.confidence_count.labels(**lv)
+
+
 @dataclass(frozen=True)
 class EvalMetrics:
     """The evaluator's prometheus_client metric objects, registered on one registry.
@@ -177,58 +221,61 @@ class EvalMetrics:
     audio_seconds_sq: Counter
     processing_x_audio: Counter
     latency: Histogram
+    # Children per label set, filled on first use (the evaluator's label sets are few and fixed).
+    _variant_cache: dict[tuple[str, ...], _VariantSeries] = field(default_factory=dict, repr=False)
+    _pair_cache: dict[tuple[str, ...], tuple[Any, ...]] = field(default_factory=dict, repr=False)
+
+    def _variant(self, labels: Mapping[str, str]) -> _VariantSeries:
+        key = _key(labels, VARIANT_LABELS)
+        series = self._variant_cache.get(key)
+        if series is None:
+            lv = dict(zip(VARIANT_LABELS, key, strict=True))
+            series = self._variant_cache[key] = _VariantSeries(self, lv)
+        return series
+
+    def _pair(self, labels: Mapping[str, str], unit: str) -> tuple[Any, ...]:
+        key = (*_key(labels, PAIR_LABELS), unit)
+        children = self._pair_cache.get(key)
+        if children is None:
+            lp = {**dict(zip(PAIR_LABELS, key[:-1], strict=True)), LABEL_UNIT: unit}
+            children = self._pair_cache[key] = tuple(c.labels(**lp) for c in self._pair_counters())
+        return children
+
+    def _pair_counters(self) -> tuple[Counter, ...]:
+        return (
+            self.pairs,
+            self.pair_ref_len,
+            self.pair_ref_len_sq,
+            self.pair_cand_errors,
+            self.pair_base_errors,
+            self.pair_diff_sq,
+            self.pair_cand_errors_sq,
+            self.pair_base_errors_sq,
+            self.pair_cand_errors_x_ref,
+            self.pair_base_errors_x_ref,
+            self.pair_worse,
+            self.pair_better,
+        )
 
     def init_variant(self, labels: Mapping[str, str]) -> None:
         """Create a variant's series at zero before its first utterance, so Prometheus scrapes the
         zero and `increase()` since the analysis start counts the first increments too."""
-        lv = _pick(labels, VARIANT_LABELS)
-        for c in (
-            self.requests,
-            self.utterances,
-            self.confidence,
-            self.confidence_sq,
-            self.confidence_count,
-            self.processing_seconds,
-            self.audio_seconds,
-            self.processing_seconds_sq,
-            self.audio_seconds_sq,
-            self.processing_x_audio,
-        ):
-            c.labels(**lv)
-        for reason in FAILURE_REASONS:
-            self.failures.labels(**lv, reason=reason)
-        for unit in UNITS:
-            for c in (self.errors, self.ref_len, self.errors_sq, self.ref_len_sq, self.errors_x_ref):
-                c.labels(**lv, unit=unit)
-        self.latency.labels(**lv)
+        self._variant(labels)
 
     def init_pair(self, labels: Mapping[str, str]) -> None:
         """Create a (candidate, baseline) pair's series at zero (see `init_variant`)."""
-        lp = _pick(labels, PAIR_LABELS)
         for unit in UNITS:
-            for c in (
-                self.pairs,
-                self.pair_ref_len,
-                self.pair_ref_len_sq,
-                self.pair_cand_errors,
-                self.pair_base_errors,
-                self.pair_diff_sq,
-                self.pair_cand_errors_sq,
-                self.pair_base_errors_sq,
-                self.pair_cand_errors_x_ref,
-                self.pair_base_errors_x_ref,
-                self.pair_worse,
-                self.pair_better,
-            ):
-                c.labels(**lp, unit=unit)
+            self._pair(labels, unit)
 
     def record_request(self, labels: Mapping[str, str], failure_reason: str | None = None) -> None:
-        """One request sent to a variant; `failure_reason` when it failed (one of FAILURE_REASONS)."""
-        self.requests.labels(**_pick(labels, VARIANT_LABELS)).inc()
+        """One transcription request to a variant (one per utterance, whether it travelled alone or
+        in a batch); `failure_reason` when it failed (one of FAILURE_REASONS)."""
+        series = self._variant(labels)
+        if failure_reason is not None and failure_reason not in FAILURE_REASONS:
+            raise ValueError(f"failure_reason {failure_reason!r} is not one of {FAILURE_REASONS}")
+        series.requests.inc()
         if failure_reason is not None:
-            if failure_reason not in FAILURE_REASONS:
-                raise ValueError(f"failure_reason {failure_reason!r} is not one of {FAILURE_REASONS}")
-            self.failures.labels(**_pick(labels, VARIANT_LABELS), reason=failure_reason).inc()
+            series.failures[failure_reason].inc()
 
     def record_utterance(
         self,
@@ -241,30 +288,38 @@ class EvalMetrics:
         latency_seconds: float,
         audio_seconds: float,
         confidence: float | None = None,
+        processing_seconds: float | None = None,
     ) -> None:
-        """One scored utterance of a variant (labels: endpoint, variant, model, language)."""
+        """One scored utterance of a variant (labels: endpoint, variant, model, language).
+
+        `latency_seconds` is how long the utterance waited for its transcript (the latency
+        histogram); `processing_seconds` its share of the request's time for the real-time
+        factor — the same unless several utterances shared one request."""
+        processing = latency_seconds if processing_seconds is None else processing_seconds
         _check_nonneg(word_errors=word_errors, ref_words=ref_words, char_errors=char_errors)
         _check_nonneg(ref_chars=ref_chars, latency_seconds=latency_seconds, audio_seconds=audio_seconds)
-        lv = _pick(labels, VARIANT_LABELS)
-        self.utterances.labels(**lv).inc()
+        _check_nonneg(processing_seconds=processing)
+        if confidence is not None and not 0.0 <= confidence <= 1.0:
+            raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+        s = self._variant(labels)
+        s.utterances.inc()
         for unit, e, n in ((UNIT_WORD, word_errors, ref_words), (UNIT_CHAR, char_errors, ref_chars)):
-            self.errors.labels(**lv, unit=unit).inc(e)
-            self.ref_len.labels(**lv, unit=unit).inc(n)
-            self.errors_sq.labels(**lv, unit=unit).inc(e * e)
-            self.ref_len_sq.labels(**lv, unit=unit).inc(n * n)
-            self.errors_x_ref.labels(**lv, unit=unit).inc(e * n)
-        self.latency.labels(**lv).observe(latency_seconds)
-        self.processing_seconds.labels(**lv).inc(latency_seconds)
-        self.audio_seconds.labels(**lv).inc(audio_seconds)
-        self.processing_seconds_sq.labels(**lv).inc(latency_seconds**2)
-        self.audio_seconds_sq.labels(**lv).inc(audio_seconds**2)
-        self.processing_x_audio.labels(**lv).inc(latency_seconds * audio_seconds)
+            errors, ref_len, errors_sq, ref_len_sq, errors_x_ref = s.units[unit]
+            errors.inc(e)
+            ref_len.inc(n)
+            errors_sq.inc(e * e)
+            ref_len_sq.inc(n * n)
+            errors_x_ref.inc(e * n)
+        s.latency.observe(latency_seconds)
+        s.processing.inc(processing)
+        s.audio.inc(audio_seconds)
+        s.processing_sq.inc(processing**2)
+        s.audio_sq.inc(audio_seconds**2)
+        s.processing_x_audio.inc(processing * audio_seconds)
         if confidence is not None:
-            if not 0.0 <= confidence <= 1.0:
-                raise ValueError(f"confidence must be in [0, 1], got {confidence}")
-            self.confidence.labels(**lv).inc(confidence)
-            self.confidence_sq.labels(**lv).inc(confidence**2)
-            self.confidence_count.labels(**lv).inc()
+            s.confidence.inc(confidence)
+            s.confidence_sq.inc(confidence**2)
+            s.confidence_count.inc()
 
     def record_pair(
         self,
@@ -279,21 +334,42 @@ class EvalMetrics:
         if unit not in UNITS:
             raise ValueError(f"unit {unit!r} is not one of {UNITS}")
         _check_nonneg(candidate_errors=candidate_errors, baseline_errors=baseline_errors, ref_len=ref_len)
-        lp = {**_pick(labels, PAIR_LABELS), LABEL_UNIT: unit}
+        (
+            pairs,
+            pair_ref_len,
+            pair_ref_len_sq,
+            cand_errors,
+            base_errors,
+            diff_sq,
+            cand_errors_sq,
+            base_errors_sq,
+            cand_errors_x_ref,
+            base_errors_x_ref,
+            worse,
+            better,
+        ) = self._pair(labels, unit)
         d = candidate_errors - baseline_errors
-        self.pairs.labels(**lp).inc()
-        self.pair_ref_len.labels(**lp).inc(ref_len)
-        self.pair_ref_len_sq.labels(**lp).inc(ref_len * ref_len)
-        self.pair_cand_errors.labels(**lp).inc(candidate_errors)
-        self.pair_base_errors.labels(**lp).inc(baseline_errors)
-        self.pair_diff_sq.labels(**lp).inc(d * d)
-        self.pair_cand_errors_sq.labels(**lp).inc(candidate_errors * candidate_errors)
-        self.pair_base_errors_sq.labels(**lp).inc(baseline_errors * baseline_errors)
-        self.pair_cand_errors_x_ref.labels(**lp).inc(candidate_errors * ref_len)
-        self.pair_base_errors_x_ref.labels(**lp).inc(baseline_errors * ref_len)
+        pairs.inc()
+        pair_ref_len.inc(ref_len)
+        pair_ref_len_sq.inc(ref_len * ref_len)
+        cand_errors.inc(candidate_errors)
+        base_errors.inc(baseline_errors)
+        diff_sq.inc(d * d)
+        cand_errors_sq.inc(candidate_errors * candidate_errors)
+        base_errors_sq.inc(baseline_errors * baseline_errors)
+        cand_errors_x_ref.inc(candidate_errors * ref_len)
+        base_errors_x_ref.inc(baseline_errors * ref_len)
         # Touch both sign counters so each series exists from the first pair on.
-        self.pair_worse.labels(**lp).inc(1 if d > 0 else 0)
-        self.pair_better.labels(**lp).inc(1 if d < 0 else 0)
+        worse.inc(1 if d > 0 else 0)
+        better.inc(1 if d < 0 else 0)
+
+
+def _key(labels: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(str(labels[n]) for n in names)
+    except KeyError:
+        _pick(labels, names)  # raises the error naming every missing label
+        raise
 
 
 def _pick(labels: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:

@@ -23,6 +23,40 @@ def test_empty_hypothesis_is_all_deletions_and_empty_reference_all_insertions() 
     assert (s.word_errors, s.ref_words, s.char_errors) == (2, 0, len("hello there"))
 
 
+def test_error_counts_equal_jiwer_substitutions_deletions_insertions() -> None:
+    """The evaluator counts with rapidfuzz directly; jiwer (same engine, full alignment) is the
+    reference for what S + D + I must be."""
+    import random
+
+    import jiwer
+
+    words = [
+        "turn",
+        "on",
+        "off",
+        "the",
+        "kitchen",
+        "lights",
+        "please",
+        "set",
+        "a",
+        "timer",
+        "for",
+        "five",
+        "minutes",
+        "open",
+        "door",
+    ]
+    rng = random.Random(7)
+    for _ in range(500):
+        ref = " ".join(rng.choice(words) for _ in range(rng.randint(1, 9)))
+        hyp = " ".join(rng.choice(words) for _ in range(rng.randint(1, 9)))
+        s = score_utterance(ref, hyp)
+        w, c = jiwer.process_words(ref, hyp), jiwer.process_characters(ref, hyp)
+        assert s.word_errors == w.substitutions + w.deletions + w.insertions, (ref, hyp)
+        assert s.char_errors == c.substitutions + c.deletions + c.insertions, (ref, hyp)
+
+
 def test_insertions_count() -> None:
     s = score_utterance("volume up", "volume up up please")
     assert s.word_errors == 2
