@@ -124,6 +124,8 @@ class TensorSpec(ApiModel):
     dims: list[int] = Field(max_length=8, description="shape without the batch dim; -1 = dynamic")
     role: TensorRole = "other"
     """What the tensor carries: audio, audio-length, sample-rate, transcript, logits, confidence or other."""
+    optional: bool = False
+    """Triton input `optional: true`: clients may omit it. Only meaningful for inputs."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -175,6 +177,11 @@ class IOSpec(ApiModel):
                     "message": "io.outputs needs a transcript tensor, or a logits tensor plus io.vocabulary",
                     "fieldPath": ".outputs",
                 },
+                {
+                    "rule": "self.outputs.all(t, !has(t.optional) || !t.optional)",
+                    "message": "io.outputs must not set optional: only inputs may be optional",
+                    "fieldPath": ".outputs",
+                },
             ]
         }
     )
@@ -183,6 +190,11 @@ class IOSpec(ApiModel):
     def _check(self) -> Self:
         check_unique([t.name for t in self.inputs], "io.inputs names")
         check_unique([t.name for t in self.outputs], "io.outputs names")
+        optional_outputs = [t.name for t in self.outputs if t.optional]
+        if optional_outputs:
+            raise ValueError(
+                f"io.outputs must not set optional: only inputs may be optional (set on {optional_outputs})"
+            )
         if sum(t.role == "audio" for t in self.inputs) != 1:
             raise ValueError("io.inputs must have exactly one tensor with role audio")
         roles = {t.role for t in self.outputs}

@@ -62,9 +62,13 @@ def _tensor(t: Any, where: str, max_batch_size: int) -> tuple[str, int, list[int
 
 
 def _warmup(inputs: Sequence[Any], sample_rate: int, max_batch_size: int) -> mc.ModelWarmup:
-    """One warm-up request of zeros: dynamic dims become one second of audio (or 1)."""
+    """One warm-up request of zeros: dynamic dims become one second of audio (or 1).
+
+    Optional inputs are left out: a zero audio length, say, would warm up nothing."""
     warm = mc.ModelWarmup(name="zeros", batch_size=1 if max_batch_size > 0 else 0)
     for t in inputs:
+        if _get(t, "optional", False):
+            continue
         role = _get(t, "role", "other")
         dims = [(sample_rate if role == "audio" else 1) if d == -1 else d for d in _get(t, "dims", [])]
         warm.inputs[_get(t, "name")].CopyFrom(
@@ -125,9 +129,14 @@ def build_model_config(
             if tname in seen:
                 raise ConfigError(f"io.{kind}[{i}].name: {tname!r} is used twice")
             seen.add(tname)
+            optional = bool(_get(t, "optional", False))
+            if optional and kind == "outputs":
+                raise ConfigError(f"io.outputs[{i}].optional: only inputs may be optional")
             target = cfg.input.add() if kind == "inputs" else cfg.output.add()
             target.name, target.data_type = tname, dtype
             target.dims.extend(dims)
+            if optional:
+                target.optional = True
 
     dyn = _get(triton, "dynamic_batching")
     if dyn is not None and _get(dyn, "enabled", True):

@@ -32,6 +32,7 @@ class TensorSpec:
     data_type: str
     dims: list[int]
     role: str = "other"
+    optional: bool = False  # Triton `optional: true`: clients may omit this input
 
 
 @dataclass

@@ -106,6 +106,37 @@ def test_batching_instances_versions_warmup_and_parameters() -> None:
     assert cfg.parameters["beam"].string_value == "1e-48"
 
 
+def test_optional_inputs_are_marked_and_left_out_of_the_warmup() -> None:
+    io = IOSpec(
+        inputs=[
+            TensorSpec("AUDIO", "TYPE_INT16", [-1], "audio"),
+            TensorSpec("AUDIO_LENGTH", "TYPE_INT32", [1], "audio-length", optional=True),
+        ],
+        outputs=OUT,
+    )
+    cfg = _parse(render_config_pbtxt("asr", TritonSpec(warmup=True), io, model_format="python"))
+    assert [(i.name, i.optional) for i in cfg.input] == [("AUDIO", False), ("AUDIO_LENGTH", True)]
+    assert list(cfg.model_warmup[0].inputs) == ["AUDIO"]
+    # A required input is not marked at all, and the same spec as a camelCase body renders the same.
+    assert "optional" not in render_config_pbtxt("asr", TritonSpec(), ctc_io(), model_format="onnx")
+    body = {
+        "inputs": [
+            {"name": "AUDIO", "dataType": "TYPE_INT16", "dims": [-1], "role": "audio"},
+            {
+                "name": "AUDIO_LENGTH",
+                "dataType": "TYPE_INT32",
+                "dims": [1],
+                "role": "audio-length",
+                "optional": True,
+            },
+        ],
+        "outputs": [{"name": "y", "dataType": "TYPE_STRING", "dims": [1], "role": "transcript"}],
+    }
+    assert render_config_pbtxt("asr", TritonSpec(warmup=True), body, model_format="python") == (
+        render_config_pbtxt("asr", TritonSpec(warmup=True), io, model_format="python")
+    )
+
+
 def test_tensorrt_fp16_accelerator_for_onnxruntime_on_gpu() -> None:
     cfg = _parse(render_config_pbtxt("asr", TritonSpec(tensorrt_fp16=True), ctc_io(), model_format="onnx"))
     accel = cfg.optimization.execution_accelerators.gpu_execution_accelerator
@@ -180,6 +211,15 @@ def test_cpu_instances_without_batching() -> None:
             IOSpec(inputs=[TensorSpec("x", "TYPE_FP32", [1])], outputs=[TensorSpec("x", "TYPE_FP32", [1])]),
             "onnx",
             "used twice",
+        ),
+        (
+            TritonSpec(),
+            IOSpec(
+                inputs=[TensorSpec("x", "TYPE_FP32", [1], "audio")],
+                outputs=[TensorSpec("y", "TYPE_STRING", [1], "transcript", optional=True)],
+            ),
+            "onnx",
+            r"io\.outputs\[0\]\.optional",
         ),
         (TritonSpec(), None, "tensorflow-savedmodel", "convert the model to ONNX"),
         (TritonSpec(backend="tensorflow"), None, "onnx", "triton.backend"),
@@ -258,3 +298,9 @@ def test_builtin_recogniser_configs() -> None:
     )
     assert packed.parameters["EXECUTION_ENV_PATH"].string_value == "$$TRITON_MODEL_DIRECTORY/env.tar.gz"
     assert list(base.model_warmup[0].inputs["AUDIO"].dims) == [16000]
+    # AUDIO_LENGTH trims zero-padded batch rows; clients may leave it out, and so does the warm-up.
+    assert [(i.name, i.data_type, i.optional) for i in base.input] == [
+        ("AUDIO", mc.TYPE_INT16, False),
+        ("AUDIO_LENGTH", mc.TYPE_INT32, True),
+    ]
+    assert list(base.model_warmup[0].inputs) == ["AUDIO"]
