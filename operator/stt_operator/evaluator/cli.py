@@ -56,6 +56,7 @@ _FILE_KEYS: dict[str, tuple[str, type]] = {
     "baseline": ("baseline", str),
     "rate": ("rate", float),
     "concurrency": ("concurrency", int),
+    "batchSize": ("batch_size", int),
     "timeoutSeconds": ("timeout", float),
     "maxRetries": ("max_retries", int),
     "rounds": ("rounds", int),
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "endpoint": "local",
     "rate": 0.0,
     "concurrency": 4,
+    "batch_size": 1,
     "timeout": 30.0,
     "max_retries": 5,
     "rounds": 1,
@@ -96,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate", type=float, help="utterances per second, each sent to every variant (0 = no limit)"
     )
     parser.add_argument("--concurrency", type=int, help="requests in flight, all variants together")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="utterances per request for models that take a padded batch with an audio-length "
+        "input (default 1; latency then describes batched requests)",
+    )
     parser.add_argument("--timeout", type=float, help="seconds per request")
     parser.add_argument("--max-retries", type=int, help="retries of a failed request (with backoff)")
     parser.add_argument("--rounds", type=int, help="passes over the set (0 = forever)")
@@ -156,6 +164,7 @@ def build_config(args: argparse.Namespace) -> Any:
     replay = ReplayConfig(
         rate=values["rate"],
         concurrency=values["concurrency"],
+        batch_size=values["batch_size"],
         timeout_s=values["timeout"],
         max_retries=values["max_retries"],
     )

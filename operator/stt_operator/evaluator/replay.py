@@ -6,6 +6,15 @@ request is counted (requests + failures{reason}) and retried with capped exponen
 and jitter, so a Triton outage slows the evaluator down instead of losing utterances; only
 after `max_retries` does the variant skip that utterance (and it is then not paired).
 
+With `batch_size` > 1, up to that many consecutive utterances travel in one request per
+variant (zero-padded [batch, samples] audio plus each row's length), for models that declare
+an audio-length input, return a transcript and batch in Triton (`max_batch_size`); others get
+one request per utterance as before. Batching divides the evaluator's per-request cost (the
+gRPC call and its wake-up, ~1 ms of CPU) by the batch size. Counting stays per utterance: every
+utterance is one transcription request in `requests` / `failures`; its latency observation is
+the time its transcript took (its request's latency), and its real-time-factor share is the
+request's time split over the batch by audio duration.
+
 The engine takes any async `Transcriber`; `TritonTranscriber` is the real one (tritonclient's
 asyncio gRPC client).
 """
@@ -20,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +40,7 @@ from stt_operator.speech.normalise import DEFAULT_VERSION
 log = logging.getLogger("stt_operator.evaluator")
 
 AUDIO_INPUT, TRANSCRIPT_OUTPUT, CONFIDENCE_OUTPUT = "AUDIO", "TRANSCRIPT", "CONFIDENCE"
+MAX_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class ReplayConfig:
     concurrency: int = 4  # requests in flight, all variants together
     timeout_s: float = 30.0
     max_retries: int = 5
+    batch_size: int = 1  # utterances per request, where the model can take a batch
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     seed: int = 0  # jitter
@@ -88,6 +99,8 @@ class ReplayConfig:
             raise ValueError(f"timeout: must be > 0 seconds, got {self.timeout_s}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size: must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ValueError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
 
@@ -102,8 +115,22 @@ class TranscriptionError(Exception):
         self.reason = reason
 
 
+Answer = tuple[str, float | None]  # (transcript, confidence)
+
+
 class Transcriber(Protocol):
-    def __call__(self, target: Target, audio: np.ndarray) -> Awaitable[tuple[str, float | None]]: ...
+    def __call__(self, target: Target, audio: np.ndarray) -> Awaitable[Answer]: ...
+
+
+@runtime_checkable
+class BatchTranscriber(Transcriber, Protocol):
+    """A transcriber that can also send several utterances in one request."""
+
+    async def batch_limit(self, target: Target) -> int:
+        """How many utterances one request to `target` may carry (1 = no batching)."""
+        ...
+
+    def transcribe_batch(self, target: Target, audios: Sequence[np.ndarray]) -> Awaitable[list[Answer]]: ...
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -177,6 +204,7 @@ class Replayer:
         self._sleep = sleep
         self._rng = random.Random(self.config.seed)
         self._requests = asyncio.Semaphore(self.config.concurrency)
+        self._batch_limits: dict[str, int] = {}
 
     def _labels(self, target: Target, language: str) -> dict[str, str]:
         return {
@@ -194,43 +222,73 @@ class Replayer:
         if self.metrics is not None:
             self.metrics.record_request(self._labels(target, language), reason)
 
-    async def _transcribe(self, target: Target, utt: Any, audio: np.ndarray) -> Observation | None:
+    async def _batch_limit(self, target: Target) -> int:
+        """Utterances per request for `target`: the configured batch size, capped by what the
+        model takes. Asked of the transcriber once per target; a failed question (Triton not up
+        yet) means one utterance per request this time and asking again next time."""
+        if self.config.batch_size <= 1 or not isinstance(self.transcriber, BatchTranscriber):
+            return 1
+        if target.variant not in self._batch_limits:
+            try:
+                limit = await self.transcriber.batch_limit(target)
+            except Exception as exc:  # counted as request failures by the per-utterance path
+                log.warning(
+                    "could not read the model's batch limit; sending one utterance per request",
+                    extra={"fields": {"variant": target.variant, "error": str(exc)[:300]}},
+                )
+                return 1
+            self._batch_limits[target.variant] = max(1, min(self.config.batch_size, int(limit)))
+        return self._batch_limits[target.variant]
+
+    async def _ask(self, target: Target, audios: Sequence[np.ndarray]) -> list[Answer]:
+        if len(audios) == 1:
+            return [await self.transcriber(target, audios[0])]
+        assert isinstance(self.transcriber, BatchTranscriber)  # _batch_limit checked it
+        answers = list(await self.transcriber.transcribe_batch(target, audios))
+        if len(answers) != len(audios):
+            raise TranscriptionError(
+                "decode", f"{len(answers)} transcripts came back for {len(audios)} utterances"
+            )
+        return answers
+
+    async def _transcribe(
+        self, target: Target, utts: Sequence[Any], audios: Sequence[np.ndarray]
+    ) -> list[Observation | None]:
+        """One request carrying `utts` (one or a batch), retried with backoff as a whole."""
         for attempt in range(self.config.max_retries + 1):
             async with self._requests:
                 started = time.perf_counter()
                 try:
                     # asyncio.timeout rather than wait_for: no extra task per request.
                     async with asyncio.timeout(self.config.timeout_s):
-                        text, confidence = await self.transcriber(target, audio)
+                        answers = await self._ask(target, audios)
                     error: BaseException | None = None
                 except Exception as exc:  # classified and retried below
                     error = exc
                 latency = time.perf_counter() - started
             if error is None:
-                score = score_utterance(utt.text, text, self.normaliser_version)
-                # An empty transcript is a real answer (all deletions): count it, score it.
-                self._count_request(target, utt.language, "empty" if not score.hypothesis else None)
-                if confidence is not None:
-                    confidence = min(max(float(confidence), 0.0), 1.0)
-                return Observation(
-                    utt.id,
-                    target.variant,
-                    score,
-                    latency,
-                    utt.duration_s,
-                    confidence,
-                    slice=getattr(utt, "slice", ""),
-                    speaker=getattr(utt, "speaker", ""),
-                )
+                audio_total = sum(u.duration_s for u in utts)
+                return [
+                    self._observe(
+                        target,
+                        utt,
+                        answer,
+                        latency,
+                        latency * utt.duration_s / audio_total if audio_total > 0 else latency / len(utts),
+                    )
+                    for utt, answer in zip(utts, answers, strict=True)
+                ]
             reason = classify_exception(error)
-            self._count_request(target, utt.language, reason)
+            for utt in utts:
+                self._count_request(target, utt.language, reason)
             self.state.last_error, self.state.last_error_at = f"{target.variant}: {error}", time.time()
+            ids = [u.id for u in utts]
             if attempt == self.config.max_retries:
                 log.error(
-                    "giving up on utterance",
-                    extra={"fields": {"variant": target.variant, "utterance": utt.id, "reason": reason}},
+                    "giving up on utterances",
+                    extra={"fields": {"variant": target.variant, "utterances": ids, "reason": reason}},
                 )
-                return None
+                return [None] * len(utts)
             delay = backoff_delay(
                 attempt, self.config.backoff_initial_s, self.config.backoff_max_s, self._rng
             )
@@ -239,7 +297,7 @@ class Replayer:
                 extra={
                     "fields": {
                         "variant": target.variant,
-                        "utterance": utt.id,
+                        "utterances": ids,
                         "reason": reason,
                         "attempt": attempt + 1,
                         "delay_s": round(delay, 3),
@@ -248,7 +306,39 @@ class Replayer:
                 },
             )
             await self._sleep(delay)
-        return None  # pragma: no cover - the loop always returns
+        return [None] * len(utts)  # pragma: no cover - the loop always returns
+
+    def _observe(
+        self, target: Target, utt: Any, answer: Answer, latency: float, processing: float
+    ) -> Observation:
+        text, confidence = answer
+        score = score_utterance(utt.text, text, self.normaliser_version)
+        # An empty transcript is a real answer (all deletions): count it, score it.
+        self._count_request(target, utt.language, "empty" if not score.hypothesis else None)
+        if confidence is not None:
+            confidence = min(max(float(confidence), 0.0), 1.0)
+        return Observation(
+            utt.id,
+            target.variant,
+            score,
+            latency,
+            utt.duration_s,
+            confidence,
+            slice=getattr(utt, "slice", ""),
+            speaker=getattr(utt, "speaker", ""),
+            processing_s=processing,
+        )
+
+    async def _variant_chunk(
+        self, target: Target, utts: Sequence[Any], audios: Sequence[np.ndarray]
+    ) -> list[Observation | None]:
+        """Every utterance of a chunk sent to one variant, in batches as large as it takes."""
+        size = await self._batch_limit(target)
+        groups = [range(i, min(i + size, len(utts))) for i in range(0, len(utts), size)]
+        found = await asyncio.gather(
+            *(self._transcribe(target, [utts[i] for i in g], [audios[i] for i in g]) for g in groups)
+        )
+        return [obs for group in found for obs in group]
 
     def _record(self, utt: Any, results: dict[str, Observation]) -> None:
         for target in self.targets:
@@ -266,6 +356,7 @@ class Replayer:
                     latency_seconds=obs.latency_s,
                     audio_seconds=obs.audio_s,
                     confidence=obs.confidence,
+                    processing_seconds=obs.processing_seconds,
                 )
         base = results.get(self.baseline)
         if base is None or self.metrics is None:
@@ -286,16 +377,22 @@ class Replayer:
             ):
                 self.metrics.record_pair(labels, unit=unit, candidate_errors=c, baseline_errors=b, ref_len=n)
 
-    async def _utterance(self, utt: Any, slots: asyncio.Semaphore) -> list[Observation]:
+    async def _chunk(self, utts: Sequence[Any], slots: asyncio.Semaphore) -> list[Observation]:
+        """Consecutive utterances (one, or a batch) sent to every variant, then recorded paired."""
         try:
             # Stored PCM as is (int16 for generated sets); the transcriber converts to the
             # model's declared input type.
-            raw = utt.audio if utt.audio.dtype == np.int16 else utt.audio_float()
-            audio = np.asarray(raw).reshape(1, -1)
-            found = await asyncio.gather(*(self._transcribe(t, utt, audio) for t in self.targets))
-            results = {o.variant: o for o in found if o is not None}
-            self._record(utt, results)
-            return list(results.values())
+            audios = [
+                np.asarray(u.audio if u.audio.dtype == np.int16 else u.audio_float()).reshape(1, -1)
+                for u in utts
+            ]
+            per_target = await asyncio.gather(*(self._variant_chunk(t, utts, audios) for t in self.targets))
+            observations = []
+            for i, utt in enumerate(utts):
+                results = {obs.variant: obs for found in per_target if (obs := found[i]) is not None}
+                self._record(utt, results)
+                observations.extend(results.values())
+            return observations
         finally:
             slots.release()
 
@@ -321,17 +418,20 @@ class Replayer:
         """Send every utterance to every target once; returns the scored observations."""
         self.init_series(sorted({u.language for u in utterances}))
         offsets = start_offsets(len(utterances), self.config.rate)
-        # Enough utterances in flight to keep `concurrency` requests busy, no more.
+        # Enough chunks in flight to keep `concurrency` requests busy, no more.
         slots = asyncio.Semaphore(max(1, math.ceil(self.config.concurrency / len(self.targets))))
+        size = self.config.batch_size
         started = time.monotonic()
         tasks = []
-        for utt, offset in zip(utterances, offsets, strict=True):
-            wait = started + offset - time.monotonic()
+        for first in range(0, len(utterances), size):
+            chunk = utterances[first : first + size]
+            # A chunk leaves when its last utterance is due, so the rate holds on average.
+            wait = started + offsets[first + len(chunk) - 1] - time.monotonic()
             if wait > 0:
                 await self._sleep(wait)
             await slots.acquire()
-            self.state.utterances_sent += 1
-            tasks.append(asyncio.create_task(self._utterance(utt, slots)))
+            self.state.utterances_sent += len(chunk)
+            tasks.append(asyncio.create_task(self._chunk(chunk, slots)))
         observations = [o for batch in await asyncio.gather(*tasks) for o in batch]
         self.state.rounds_completed += 1
         return observations
@@ -340,18 +440,20 @@ class Replayer:
 class TritonTranscriber:
     """Sends audio to Triton with tritonclient's asyncio gRPC client (one client per address).
 
-    Tensor names come from the target's I/O contract (`ModelIO`); datatypes from Triton's model
-    metadata, read once per target. A model that returns CTC logits instead of a transcript is
-    decoded here, greedily, with the vocabulary from its contract.
+    Tensor names come from the target's I/O contract (`ModelIO`); datatypes and the batch limit
+    from Triton's model metadata and config, read once per target. A model that returns CTC
+    logits instead of a transcript is decoded here, greedily, with the vocabulary from its
+    contract. A batch is zero-padded to its longest utterance and sent with each row's length.
     """
 
     def __init__(self, timeout_s: float = 30.0, cache_size: int = 64) -> None:
         self.timeout_s = timeout_s
         self._clients: dict[str, Any] = {}
-        # Paired replay sends the same array to every variant: serialise it once. The cache
-        # holds the array itself, so an id() cannot be reused while its entry lives.
-        self._inputs: OrderedDict[tuple[int, str, str], tuple[np.ndarray, Any]] = OrderedDict()
+        # Paired replay sends the same arrays to every variant: serialise them once. An entry
+        # holds the arrays themselves, so their id()s cannot be reused while it lives.
+        self._inputs: OrderedDict[tuple[Any, ...], tuple[tuple[np.ndarray, ...], list[Any]]] = OrderedDict()
         self._datatypes: dict[tuple[str, str], dict[str, str]] = {}
+        self._batch_limits: dict[tuple[str, str], int] = {}
         self._cache_size = cache_size
 
     async def _input_types(self, target: Target) -> dict[str, str]:
@@ -362,21 +464,51 @@ class TritonTranscriber:
             self._datatypes[key] = check_input_types(target, {i.name: i.datatype for i in meta.inputs})
         return self._datatypes[key]
 
-    def _audio_input(self, audio: np.ndarray, name: str, datatype: str) -> Any:
+    async def batch_limit(self, target: Target) -> int:
+        """The model's `max_batch_size` when it can take a padded batch: it needs an audio-length
+        input (to drop the padding) and a transcript output (logits of padded rows would need
+        per-row frame counts the contract does not carry); otherwise 1."""
+        key = (target.url, target.triton_model)
+        if key not in self._batch_limits:
+            limit = 1
+            if target.io.audio_length and target.io.transcript:
+                await self._input_types(target)  # checks the length input exists
+                response = await self._client(target.url).get_model_config(target.triton_model)
+                limit = max(1, int(response.config.max_batch_size))
+            self._batch_limits[key] = limit
+        return self._batch_limits[key]
+
+    def _inputs_for(self, audios: Sequence[np.ndarray], types: dict[str, str], io: ModelIO) -> list[Any]:
         import tritonclient.grpc.aio as grpcclient
 
-        key = (id(audio), name, datatype)
+        key = (tuple(id(a) for a in audios), io.audio, types[io.audio], io.audio_length)
         hit = self._inputs.get(key)
-        if hit is not None and hit[0] is audio:
+        if hit is not None and all(x is y for x, y in zip(hit[0], audios, strict=True)):
             self._inputs.move_to_end(key)
             return hit[1]
-        data = to_datatype(audio, datatype)
-        inp = grpcclient.InferInput(name, list(data.shape), datatype)
-        inp.set_data_from_numpy(data)
-        self._inputs[key] = (audio, inp)
+        datatype = types[io.audio]
+        if len(audios) == 1:
+            data = to_datatype(audios[0], datatype)
+            lengths = np.array([[data.shape[-1]]])
+        else:
+            rows = [to_datatype(a, datatype).reshape(-1) for a in audios]
+            lengths = np.array([[r.size] for r in rows])
+            data = np.zeros((len(rows), int(lengths.max())), dtype=rows[0].dtype)
+            for i, r in enumerate(rows):
+                data[i, : r.size] = r
+        audio = grpcclient.InferInput(io.audio, list(data.shape), datatype)
+        audio.set_data_from_numpy(data)
+        inputs = [audio]
+        if io.audio_length:
+            length_type = types[io.audio_length]
+            length = lengths.astype(np.int64 if length_type == "INT64" else np.int32)
+            inp = grpcclient.InferInput(io.audio_length, list(length.shape), length_type)
+            inp.set_data_from_numpy(length)
+            inputs.append(inp)
+        self._inputs[key] = (tuple(audios), inputs)
         if len(self._inputs) > self._cache_size:
             self._inputs.popitem(last=False)
-        return inp
+        return inputs
 
     def _client(self, url: str) -> Any:
         if url not in self._clients:
@@ -385,30 +517,39 @@ class TritonTranscriber:
             self._clients[url] = grpcclient.InferenceServerClient(url)
         return self._clients[url]
 
-    async def __call__(self, target: Target, audio: np.ndarray) -> tuple[str, float | None]:
+    async def _infer(self, target: Target, audios: Sequence[np.ndarray]) -> Any:
         import tritonclient.grpc.aio as grpcclient
 
         io = target.io
-        types = await self._input_types(target)
-        inputs = [self._audio_input(audio, io.audio, types[io.audio])]
-        if io.audio_length:
-            dtype = types[io.audio_length]
-            length = np.array([[audio.shape[-1]]], dtype=np.int64 if dtype == "INT64" else np.int32)
-            inp = grpcclient.InferInput(io.audio_length, list(length.shape), dtype)
-            inp.set_data_from_numpy(length)
-            inputs.append(inp)
+        inputs = self._inputs_for(audios, await self._input_types(target), io)
         names = [n for n in (io.transcript, io.logits, io.confidence) if n]
-        result = await self._client(target.url).infer(
+        return await self._client(target.url).infer(
             target.triton_model,
             inputs,
             outputs=[grpcclient.InferRequestedOutput(n) for n in names],
             client_timeout=self.timeout_s,
         )
+
+    async def __call__(self, target: Target, audio: np.ndarray) -> Answer:
+        io = target.io
+        result = await self._infer(target, [audio])
         confidence = result.as_numpy(io.confidence) if io.confidence else None
         if io.transcript:
             return decode_result(result.as_numpy(io.transcript), confidence, io.transcript)
         assert io.logits is not None and io.vocabulary is not None  # ModelIO guarantees it
         return decode_logits(result.as_numpy(io.logits), io.vocabulary, io.logits)
+
+    async def transcribe_batch(self, target: Target, audios: Sequence[np.ndarray]) -> list[Answer]:
+        io = target.io
+        if not io.transcript:
+            raise TranscriptionError("other", f"{target.triton_model}: only transcript models are batched")
+        result = await self._infer(target, audios)
+        return decode_batch(
+            result.as_numpy(io.transcript),
+            result.as_numpy(io.confidence) if io.confidence else None,
+            len(audios),
+            io.transcript,
+        )
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -475,3 +616,21 @@ def decode_result(
         c = float(np.asarray(confidence).reshape(-1)[0])
         conf = c if math.isfinite(c) else None
     return text, conf
+
+
+def decode_batch(
+    transcripts: Any, confidences: Any, rows: int, name: str = TRANSCRIPT_OUTPUT
+) -> list[Answer]:
+    """(text, confidence) per row from a batched response's [rows, 1] transcript / confidence."""
+    if transcripts is None or np.asarray(transcripts).shape[:1] != (rows,):
+        shape = None if transcripts is None else np.asarray(transcripts).shape
+        raise TranscriptionError(
+            "decode", f"{name}: expected {rows} rows for a batch of {rows}, got shape {shape}"
+        )
+    conf = None if confidences is None else np.asarray(confidences)
+    if conf is not None and conf.size and conf.shape[:1] != (rows,):
+        raise TranscriptionError("decode", f"confidence: expected {rows} rows, got shape {conf.shape}")
+    t = np.asarray(transcripts)
+    return [
+        decode_result(t[i], None if conf is None or not conf.size else conf[i], name) for i in range(rows)
+    ]

@@ -69,6 +69,13 @@ class Observation:
     confidence: float | None = None
     slice: str = ""  # evaluation-set slice (clean / noisy ...)
     speaker: str = ""
+    # This utterance's share of its request's time (a batch's latency split by audio duration);
+    # None = the whole latency (it travelled alone).
+    processing_s: float | None = None
+
+    @property
+    def processing_seconds(self) -> float:
+        return self.latency_s if self.processing_s is None else self.processing_s
 
 
 @dataclass
@@ -84,6 +91,7 @@ class VariantSummary:
     char_errors: int = 0
     ref_chars: int = 0
     latency_sum_s: float = 0.0
+    processing_sum_s: float = 0.0
     audio_sum_s: float = 0.0
     confidence_sum: float = 0.0
     confidence_count: int = 0
@@ -99,6 +107,7 @@ class VariantSummary:
         self.char_errors += obs.score.char_errors
         self.ref_chars += obs.score.ref_chars
         self.latency_sum_s += obs.latency_s
+        self.processing_sum_s += obs.processing_seconds
         self.audio_sum_s += obs.audio_s
         self.latencies_s.append(obs.latency_s)
         if obs.slice:
@@ -126,7 +135,7 @@ class VariantSummary:
             "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None else None,
             "latency_max_s": float(lat.max()) if lat is not None else None,
-            "rtf": self.latency_sum_s / self.audio_sum_s if self.audio_sum_s else None,
+            "rtf": self.processing_sum_s / self.audio_sum_s if self.audio_sum_s else None,
             "confidence_mean": self.confidence_sum / self.confidence_count if self.confidence_count else None,
             "wer_by_slice": {k: (e / n if n else None) for k, (e, n) in sorted(self.slices.items())},
         }

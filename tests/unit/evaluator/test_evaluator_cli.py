@@ -62,6 +62,10 @@ def test_file_then_flags(tmp_path: Path) -> None:
     f = tmp_path / "config.yaml"
     f.write_text(yaml.safe_dump(evaluator_config(params)))
     cfg = build_config(parse("--config", str(f), "--concurrency", "7"))
+    assert cfg.replay.batch_size == 1  # one utterance per request unless asked
+    assert build_config(parse("--config", str(f), "--batch-size", "8")).replay.batch_size == 8
+    with pytest.raises(ValueError, match="batch_size"):
+        build_config(parse("--config", str(f), "--batch-size", "0"))
     assert cfg.evalset == "s3://sets/commands.tar.gz"
     assert cfg.rounds == 0  # the in-cluster evaluator replays forever
     assert cfg.replay.concurrency == 7  # the flag wins over the file

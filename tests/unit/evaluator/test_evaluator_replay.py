@@ -23,6 +23,7 @@ from stt_operator.evaluator.replay import (
     TranscriptionError,
     backoff_delay,
     classify_exception,
+    decode_batch,
     decode_result,
     start_offsets,
     to_datatype,
@@ -255,3 +256,94 @@ def test_bad_configuration_is_rejected() -> None:
         Replayer([A, B], Fake({}), endpoint="ep", baseline="nope")
     with pytest.raises(ValueError, match="targets"):
         Replayer([], Fake({}), endpoint="ep")
+
+
+class BatchFake(Fake):
+    """`Fake` that also takes batches: `limits` = variant -> model batch limit."""
+
+    def __init__(self, answers: dict[str, dict[int, str]], limits: dict[str, int], **kw: object) -> None:
+        super().__init__(answers, **kw)  # type: ignore[arg-type]
+        self.limits = limits
+        self.batches: list[tuple[str, tuple[int, ...]]] = []
+        self.short_answer = False
+
+    async def batch_limit(self, target: Target) -> int:
+        return self.limits[target.variant]
+
+    async def transcribe_batch(
+        self, target: Target, audios: list[np.ndarray]
+    ) -> list[tuple[str, float | None]]:
+        self.batches.append((target.variant, tuple(int(a.size) // 1600 - 1 for a in audios)))
+        answers = [await self(target, a) for a in audios]
+        return answers[:-1] if self.short_answer else answers
+
+
+async def test_batches_carry_consecutive_utterances_and_count_each_one() -> None:
+    answers = {"stable": {}, "canary": {0: "turn on the light", 1: "volume"}}
+    fake = BatchFake(answers, {"stable": 8, "canary": 1})
+    r, reg, obs = await run(fake, ReplayConfig(concurrency=4, batch_size=2))
+    # stable batches [0, 1] then [2]; canary (model limit 1) gets one request per utterance.
+    assert sorted(fake.batches) == [("stable", (0, 1))]
+    assert len(obs) == 6
+    s, c = r.state.summaries["stable"], r.state.summaries["canary"]
+    assert (s.word_errors, c.word_errors) == (0, 2)
+    assert value(reg, em.REQUESTS, **LA) == 3  # transcription requests are per utterance
+    assert value(reg, em.UTTERANCES, **LA) == 3
+    assert value(reg, em.LATENCY + "_count", **LA) == 3
+    pair = {"endpoint": "ep", "variant": "canary", "baseline": "stable", "language": "en-US", "unit": "word"}
+    assert value(reg, em.PAIRS, **pair) == 3
+    assert value(reg, em.PAIR_WORSE, **pair) == 2
+    # A batch's time is split over its utterances by audio (0.1 s and 0.2 s): shares 1:2 of
+    # the one latency both utterances observed.
+    batched = sorted(
+        (o for o in obs if o.variant == "stable" and o.utterance_id in ("u0", "u1")),
+        key=lambda o: o.utterance_id,
+    )
+    assert batched[0].latency_s == batched[1].latency_s
+    assert batched[1].processing_seconds == pytest.approx(2 * batched[0].processing_seconds)
+    assert sum(o.processing_seconds for o in batched) == pytest.approx(batched[0].latency_s)
+    assert value(reg, em.PROCESSING_SECONDS, **LA) == pytest.approx(
+        sum(o.processing_seconds for o in obs if o.variant == "stable")
+    )
+
+
+async def test_a_failed_batch_is_retried_whole_and_counts_every_utterance() -> None:
+    fake = BatchFake({"stable": {}, "canary": {}}, {"stable": 4, "canary": 4}, fail={"canary": 1})
+    cfg = ReplayConfig(concurrency=2, batch_size=3, max_retries=3, backoff_initial_s=0.01)
+    _r, reg, obs = await run(fake, cfg)
+    assert len(obs) == 6
+    # Each canary utterance fails its first call, and one failure fails the whole batch of 3:
+    # attempts 1-3 fail (on utterances 0, 1, 2 in turn), the 4th succeeds.
+    assert value(reg, em.FAILURES, **LB, reason="http") == 9
+    assert value(reg, em.REQUESTS, **LB) == 12
+    assert value(reg, em.UTTERANCES, **LB) == 3
+    assert [b for b in fake.batches if b[0] == "canary"] == [("canary", (0, 1, 2))] * 4
+
+
+async def test_a_batch_answer_of_the_wrong_length_is_a_decode_failure() -> None:
+    fake = BatchFake({"stable": {}, "canary": {}}, {"stable": 4, "canary": 4})
+    fake.short_answer = True
+    _r, reg, obs = await run(fake, ReplayConfig(batch_size=3, max_retries=0))
+    assert obs == []
+    assert value(reg, em.FAILURES, **LA, reason="decode") == 3
+
+
+async def test_transcribers_without_batches_get_one_utterance_per_request() -> None:
+    fake = Fake({"stable": {}, "canary": {}})
+    r, reg, obs = await run(fake, ReplayConfig(batch_size=8))
+    assert len(obs) == 6
+    assert value(reg, em.REQUESTS, **LA) == 3
+    assert r.state.utterances_sent == 3
+
+
+def test_decode_batch_rows() -> None:
+    t = np.array([[b"volume up"], [b"turn on"]], dtype=object)
+    c = np.array([[0.5], [0.25]], np.float32)
+    assert decode_batch(t, c, 2) == [("volume up", 0.5), ("turn on", 0.25)]
+    assert decode_batch(t, None, 2) == [("volume up", None), ("turn on", None)]
+    with pytest.raises(TranscriptionError, match="expected 3 rows"):
+        decode_batch(t, c, 3)
+    with pytest.raises(TranscriptionError, match="confidence"):
+        decode_batch(t, np.array([[0.5]], np.float32), 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        ReplayConfig(batch_size=0)

@@ -33,7 +33,7 @@ CTC_IO = {
 
 def test_transcript_model_from_the_builtin_contract() -> None:
     io = model_io_from_spec(sphinx_io())
-    assert io == ModelIO("AUDIO", None, "TRANSCRIPT", "CONFIDENCE", None, None)
+    assert io == ModelIO("AUDIO", "AUDIO_LENGTH", "TRANSCRIPT", "CONFIDENCE", None, None)
 
 
 def test_ctc_model_from_an_api_contract() -> None:
