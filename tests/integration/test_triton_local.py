@@ -108,6 +108,59 @@ def test_bad_requests_fail_clearly(triton_server: LocalTriton) -> None:
         g.infer(BASELINE_MODEL, [wrong])
 
 
+def _transcribe(
+    client: grpcclient.InferenceServerClient, model: str, audio: np.ndarray, lengths: np.ndarray | None = None
+) -> list[tuple[str, float]]:
+    inputs = [grpcclient.InferInput("AUDIO", list(audio.shape), "INT16")]
+    inputs[0].set_data_from_numpy(audio)
+    if lengths is not None:
+        inputs.append(grpcclient.InferInput("AUDIO_LENGTH", list(lengths.shape), "INT32"))
+        inputs[1].set_data_from_numpy(lengths)
+    result = client.infer(model, inputs)
+    texts = [t.decode() for t in result.as_numpy("TRANSCRIPT").reshape(-1)]
+    return list(zip(texts, result.as_numpy("CONFIDENCE").reshape(-1).tolist(), strict=True))
+
+
+def test_padded_batch_with_audio_length_equals_single_requests(
+    triton_server: LocalTriton, small_evalset: Path
+) -> None:
+    """Three utterances of different lengths in ONE zero-padded [3, T] request with AUDIO_LENGTH
+    give exactly the transcripts and confidences of the same utterances sent one at a time
+    (without AUDIO_LENGTH), on the baseline and on the degraded (noise-seeded) model."""
+    from stt_operator.speech.evalset import load_evalset
+
+    by_length = sorted(load_evalset(small_evalset), key=lambda u: u.audio.size)
+    utts = [by_length[0], by_length[len(by_length) // 2], by_length[-1]]
+    sizes = [u.audio.size for u in utts]
+    assert len(set(sizes)) == 3
+    batch = np.zeros((3, max(sizes)), np.int16)
+    for row, u in zip(batch, utts, strict=True):
+        row[: u.audio.size] = u.audio
+    lengths = np.array(sizes, np.int32).reshape(3, 1)
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    config = client.get_model_config(BASELINE_MODEL).config
+    assert [(i.name, i.optional) for i in config.input] == [("AUDIO", False), ("AUDIO_LENGTH", True)]
+    for model in (BASELINE_MODEL, DEGRADED_MODEL):
+        singles = [_transcribe(client, model, u.audio.reshape(1, -1))[0] for u in utts]
+        batched = _transcribe(client, model, batch, lengths)
+        assert batched == singles, model
+        assert any(text for text, _ in singles), model  # it recognised speech, not just silence
+    # Without AUDIO_LENGTH the padding is decoded too: the degraded model's noise then differs.
+    assert _transcribe(client, DEGRADED_MODEL, batch) != batched
+    # A zero length is an empty utterance.
+    assert _transcribe(client, BASELINE_MODEL, batch[:1], np.array([[0]], np.int32)) == [("", 0.0)]
+
+
+def test_audio_length_beyond_the_padded_width_fails_naming_it(triton_server: LocalTriton) -> None:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    audio = np.zeros((2, 1600), np.int16)
+    with pytest.raises(InferenceServerException, match=r"AUDIO_LENGTH: row 1 has length 1601"):
+        _transcribe(client, BASELINE_MODEL, audio, np.array([[1600], [1601]], np.int32))
+    with pytest.raises(InferenceServerException, match="AUDIO_LENGTH"):
+        _transcribe(client, DEGRADED_MODEL, audio, np.array([[-5], [3]], np.int32))
+
+
 def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np.ndarray) -> None:
     before_ok = metric_values(triton_server, "nv_inference_request_success")
     before_n = metric_values(triton_server, "nv_inference_count")

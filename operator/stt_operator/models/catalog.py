@@ -16,7 +16,7 @@ from stt_operator.triton.spec import IOSpec, TensorSpec, TritonSpec
 
 MODEL_DIR_NAME = "sphinx_stt"
 GRAMMAR_FILE = "commands.jsgf"
-AUDIO, TRANSCRIPT, CONFIDENCE = "AUDIO", "TRANSCRIPT", "CONFIDENCE"
+AUDIO, AUDIO_LENGTH, TRANSCRIPT, CONFIDENCE = "AUDIO", "AUDIO_LENGTH", "TRANSCRIPT", "CONFIDENCE"
 
 # The degraded variant: noisy input, narrow beams.
 DEGRADED_PARAMETERS: dict[str, str] = {"noise_snr_db": "8", "beam": "1e-20", "wbeam": "1e-12"}
@@ -25,7 +25,11 @@ DEGRADED_PARAMETERS: dict[str, str] = {"noise_snr_db": "8", "beam": "1e-20", "wb
 def sphinx_io(sample_rate: int = 16000) -> IOSpec:
     return IOSpec(
         # 16-bit PCM: half the bytes of float32 on the wire (the evaluator's main cost).
-        inputs=[TensorSpec(AUDIO, "TYPE_INT16", [-1], "audio")],
+        inputs=[
+            TensorSpec(AUDIO, "TYPE_INT16", [-1], "audio"),
+            # Each row's true sample count, so a zero-padded batch transcribes like single requests.
+            TensorSpec(AUDIO_LENGTH, "TYPE_INT32", [1], "audio-length", optional=True),
+        ],
         outputs=[
             TensorSpec(TRANSCRIPT, "TYPE_STRING", [1], "transcript"),
             TensorSpec(CONFIDENCE, "TYPE_FP32", [1], "confidence"),

@@ -1,10 +1,16 @@
 """A real English recogniser (CMU PocketSphinx) as a Triton Python-backend model.
 
 Tensors (names fixed, declared by the STTModel `io` contract):
-  AUDIO       TYPE_INT16 [-1]  mono 16-bit PCM at `sample_rate` (default 16 kHz); a config may
-                               declare TYPE_FP32 instead (samples in [-1, 1])
-  TRANSCRIPT  TYPE_STRING [1]  the recognised words, lower case
-  CONFIDENCE  TYPE_FP32  [1]   posterior probability of the hypothesis, 0..1
+  AUDIO         TYPE_INT16 [-1]  mono 16-bit PCM at `sample_rate` (default 16 kHz); a config may
+                                 declare TYPE_FP32 instead (samples in [-1, 1]). With batching
+                                 a request is [B, T]: B utterances zero-padded to T samples
+  AUDIO_LENGTH  TYPE_INT32 [1]   optional (`optional: true`; TYPE_INT64 also accepted): each
+                                 row's true sample count, [B, 1] with batching. Row i is trimmed
+                                 to it before decoding, so a padded utterance is transcribed
+                                 exactly as if sent alone; 0 gives "" with confidence 0. Without
+                                 it every row is decoded whole
+  TRANSCRIPT    TYPE_STRING [1]  the recognised words, lower case
+  CONFIDENCE    TYPE_FP32  [1]   posterior probability of the hypothesis, 0..1
 
 Model `parameters` (config.pbtxt, all strings):
   grammar       JSGF file in the version directory; the search is restricted to it
@@ -14,7 +20,8 @@ Model `parameters` (config.pbtxt, all strings):
   noise_snr_db  add white noise at this SNR before decoding: the "degraded" variant, a real and
                 reproducible regression for rollback / A-B demos
   noise_seed    seed for that noise (default 0); the noise of an utterance depends only on the
-                seed and the audio, so results do not depend on request order
+                seed and its (trimmed) audio, and the decoder's feature state is reset before each
+                utterance, so results depend neither on request order nor on batching
   dither_snr_db low-level noise added to every input (default 30 dB; "off" disables): espeak
                 and other synthetic audio has exact digital silence, which breaks the
                 decoder's cepstral mean normalisation
@@ -80,6 +87,37 @@ def to_pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(flat, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
+def request_rows(audio: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
+    """The utterances of one request: each row of AUDIO trimmed to its AUDIO_LENGTH.
+
+    With batching AUDIO is [B, T] and AUDIO_LENGTH [B, 1]; without batching [T] and [1].
+    Without AUDIO_LENGTH every row is used whole."""
+    a = np.asarray(audio)
+    rows = a if a.ndim == 2 else a.reshape(1, -1)
+    if lengths is None:
+        return list(rows)
+    n = np.asarray(lengths)
+    if not np.issubdtype(n.dtype, np.integer):
+        raise ValueError(f"AUDIO_LENGTH: must be INT32 or INT64 sample counts, got {n.dtype}")
+    if n.size != len(rows):
+        raise ValueError(
+            f"AUDIO_LENGTH: shape {list(n.shape)} gives {n.size} lengths for {len(rows)} AUDIO rows"
+        )
+    width = rows.shape[1]
+    for i, length in enumerate(n.reshape(-1).tolist()):
+        if not 0 <= length <= width:
+            raise ValueError(
+                f"AUDIO_LENGTH: row {i} has length {length}, outside 0..{width} (the padded AUDIO width)"
+            )
+    return [row[:length] for row, length in zip(rows, n.reshape(-1).tolist(), strict=True)]
+
+
+def noise_rng(seed: int, audio: np.ndarray) -> np.random.Generator:
+    """The noise generator of one utterance: from the seed and its samples only (not its
+    padding, position in a batch or the requests before it)."""
+    return np.random.default_rng([seed, zlib.crc32(as_float(audio).tobytes())])
+
+
 def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """White Gaussian noise at `snr_db` relative to the signal's mean power."""
     x = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -106,10 +144,14 @@ class TritonPythonModel:
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
         audio = as_float(audio)
+        if audio.size == 0:
+            return "", 0.0
         if self.snr_db is not None:
-            rng = np.random.default_rng([self.seed, zlib.crc32(audio.tobytes())])
-            audio = add_noise(audio, self.snr_db, rng)
+            audio = add_noise(audio, self.snr_db, noise_rng(self.seed, audio))
         d = self.decoder
+        # The front end's noise and cepstral-mean statistics carry over from the previous
+        # utterance; reset them so a result depends only on this audio (order, batching).
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(to_pcm16(audio), no_search=False, full_utt=True)
         d.end_utt()
@@ -125,8 +167,9 @@ class TritonPythonModel:
         for request in requests:
             try:
                 audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
+                length = pb_utils.get_input_tensor_by_name(request, "AUDIO_LENGTH")  # optional
                 # With batching the request is [batch, samples]; without it, [samples].
-                rows = audio if audio.ndim == 2 else audio.reshape(1, -1)
+                rows = request_rows(audio, None if length is None else length.as_numpy())
                 texts, confs = zip(*(self.transcribe(row) for row in rows), strict=True)
                 shape = (len(rows), 1) if audio.ndim == 2 else (1,)
                 out_text = np.array([t.encode() for t in texts], dtype=np.object_).reshape(shape)
