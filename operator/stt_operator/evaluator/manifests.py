@@ -39,6 +39,9 @@ class EvaluatorParams:
     image: str = DEFAULT_OPERATOR_IMAGE
     rate: float = 2.0  # utterances per second: a light, steady load on the variants
     concurrency: int = 4
+    # Utterances per request; 1 keeps the latency histogram per utterance, as rollout latency
+    # rules expect (see docs/triton-and-evaluator.md).
+    batch_size: int = 1
     round_interval_s: float = 60.0
     timeout_s: float = 30.0
     max_retries: int = 5
@@ -92,6 +95,7 @@ def evaluator_config(p: EvaluatorParams) -> dict[str, Any]:
         ],
         "rate": p.rate,
         "concurrency": p.concurrency,
+        "batchSize": p.batch_size,
         "timeoutSeconds": p.timeout_s,
         "maxRetries": p.max_retries,
         "rounds": 0,
