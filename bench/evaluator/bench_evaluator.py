@@ -35,6 +35,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
+from stt_operator.evaluator.allocator import keep_large_buffers
 from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
 from stt_operator.evaluator.targets import model_io_from_spec
 from stt_operator.models.catalog import sphinx_io
@@ -207,13 +208,21 @@ def main() -> int:
     ap.add_argument("--utterances", type=int, default=100)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--batch-sizes", default="1,8", help="utterances per request, one run each")
+    ap.add_argument("--batch-sizes", default="1,8,16", help="utterances per request, one run each")
+    ap.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (`stt-operator evaluate` raises them)",
+    )
     ap.add_argument("--instant-rounds", type=int, default=5)
     ap.add_argument("--onnx", action="store_true", help="also measure the project's own ONNX CTC model")
     ap.add_argument("--evalset", help="use an existing evaluation set instead of generating one")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args()
+    # As `stt-operator evaluate` does at start-up (evaluator/allocator.py).
+    tuned = False if a.default_allocator else keep_large_buffers()
     result = asyncio.run(main_async(a))
+    result["allocator_tuned"] = tuned
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:

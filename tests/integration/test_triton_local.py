@@ -71,7 +71,7 @@ def test_served_config_is_the_rendered_one(triton_server: LocalTriton) -> None:
     rendered = (triton_server.repository / DEGRADED_MODEL / "config.pbtxt").read_text()
     cfg = grpcclient.InferenceServerClient(triton_server.grpc_url).get_model_config(DEGRADED_MODEL).config
     assert cfg.backend == "python"
-    assert cfg.max_batch_size == 8
+    assert cfg.max_batch_size == 16
     assert cfg.parameters["noise_snr_db"].string_value in rendered
     assert [o.name for o in cfg.output] == ["TRANSCRIPT", "CONFIDENCE"]
 

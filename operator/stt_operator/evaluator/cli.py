@@ -188,9 +188,11 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     from stt_operator.evaluator import logs
+    from stt_operator.evaluator.allocator import keep_large_buffers
     from stt_operator.evaluator.service import run_evaluator
 
     logs.configure(args.log_level, json_logs=not args.text_logs)
+    keep_large_buffers()
     try:
         config = build_config(args)
     except (ValueError, FileNotFoundError) as exc:
