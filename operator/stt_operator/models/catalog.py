@@ -59,7 +59,7 @@ def sphinx_triton(
     params.update(extra_parameters or {})
     return TritonSpec(
         backend="python",
-        max_batch_size=16,  # rows are decoded one after another; 16 per request amortises a client's call cost
+        max_batch_size=16,  # rows decode one after another; 16 per request amortises a call's cost
         instance_group=Group(kind=kind, count=count),
         warmup=True,  # one second of silence per instance before the model reports ready
         parameters=params,
