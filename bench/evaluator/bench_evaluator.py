@@ -22,11 +22,9 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,21 +43,19 @@ from stt_operator.testing.triton import (
     DEGRADED_MODEL,
     build_onnx_repository,
     local_sphinx_triton,
+    metric_by_model,
     start_triton,
 )
 
 
 def triton_totals(metrics_url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for name in (
+    names = (
         "nv_inference_compute_infer_duration_us",
         "nv_inference_request_duration_us",
         "nv_inference_count",  # inferences: a batch of 8 counts 8
         "nv_inference_request_success",  # requests
-    ):
-        out[name] = sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
-    return out
+    )
+    return {name: sum(metric_by_model(metrics_url, name).values()) for name in names}
 
 
 def cpu_seconds() -> float:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,6 @@ from stt_operator.testing.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTri
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ENDPOINT = "e2e"
-
-
-def triton_counter(server: LocalTriton, name: str, model: str) -> float:
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    return sum(
-        float(m.group(1))
-        for m in re.finditer(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
-    )
 
 
 def scalar(prom: PrometheusServer, promql: str) -> float:
@@ -55,7 +45,7 @@ def evaluation(
     """Run the evaluator once over the set; keep it serving /metrics until Prometheus has it all."""
     work = tmp_path_factory.mktemp("evaluator")
     before = {
-        m: triton_counter(triton_server, "nv_inference_request_success", m)
+        m: triton_server.metric_by_model("nv_inference_request_success").get(m, 0.0)
         for m in (BASELINE_MODEL, DEGRADED_MODEL)
     }
     port = free_port()

@@ -5,8 +5,6 @@ one, count per utterance in the evaluator's metrics, and reach Triton as fewer r
 from __future__ import annotations
 
 import math
-import re
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,14 +20,6 @@ from stt_operator.speech.evalset import load_evalset
 from stt_operator.testing.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-def triton_totals(server: LocalTriton, name: str) -> dict[str, float]:
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for m in re.finditer(rf'^{name}\{{[^}}]*model="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
-        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-    return out
 
 
 async def replay(
@@ -62,11 +52,11 @@ async def test_batched_requests_score_like_single_ones(
     utts = load_evalset(small_evalset)[:10]
     assert len({u.audio.size for u in utts}) > 1  # lengths differ: the batches really are padded
     single, _ = await replay(triton_server, utts, 1)
-    before_requests = triton_totals(triton_server, "nv_inference_request_success")
-    before_inferences = triton_totals(triton_server, "nv_inference_count")
+    before_requests = triton_server.metric_by_model("nv_inference_request_success")
+    before_inferences = triton_server.metric_by_model("nv_inference_count")
     batched, reg = await replay(triton_server, utts, 4)
-    after_requests = triton_totals(triton_server, "nv_inference_request_success")
-    after_inferences = triton_totals(triton_server, "nv_inference_count")
+    after_requests = triton_server.metric_by_model("nv_inference_request_success")
+    after_inferences = triton_server.metric_by_model("nv_inference_count")
 
     def by_key(obs: list[Observation]) -> dict[tuple[str, str], tuple[str, int, int]]:
         return {

@@ -4,7 +4,6 @@ the served config, `nv_inference_*` metrics, and the pod template's restricted-A
 
 from __future__ import annotations
 
-import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -40,15 +39,6 @@ def speech() -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         pcm = synthesise(COMMAND, "en-us", 160, 50, Path(tmp))
     return pcm.reshape(1, -1)  # 16-bit PCM: the model's AUDIO is TYPE_INT16
-
-
-def metric_values(server: LocalTriton, name: str) -> dict[str, float]:
-    """`{model: value}` of one Triton counter, read from its /metrics."""
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for m in re.finditer(rf'^{name}\{{[^}}]*model="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
-        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-    return out
 
 
 def http_status(url: str) -> int:
@@ -162,22 +152,22 @@ def test_audio_length_beyond_the_padded_width_fails_naming_it(triton_server: Loc
 
 
 def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np.ndarray) -> None:
-    before_ok = metric_values(triton_server, "nv_inference_request_success")
-    before_n = metric_values(triton_server, "nv_inference_count")
-    before_us = metric_values(triton_server, "nv_inference_compute_infer_duration_us")
+    before_ok = triton_server.metric_by_model("nv_inference_request_success")
+    before_n = triton_server.metric_by_model("nv_inference_count")
+    before_us = triton_server.metric_by_model("nv_inference_compute_infer_duration_us")
     g = grpcclient.InferenceServerClient(triton_server.grpc_url)
     inp = grpcclient.InferInput("AUDIO", list(speech.shape), "INT16")
     inp.set_data_from_numpy(speech)
     for _ in range(3):
         g.infer(DEGRADED_MODEL, [inp])
-    after_ok = metric_values(triton_server, "nv_inference_request_success")
-    after_n = metric_values(triton_server, "nv_inference_count")
-    after_us = metric_values(triton_server, "nv_inference_compute_infer_duration_us")
+    after_ok = triton_server.metric_by_model("nv_inference_request_success")
+    after_n = triton_server.metric_by_model("nv_inference_count")
+    after_us = triton_server.metric_by_model("nv_inference_compute_infer_duration_us")
     assert after_ok[DEGRADED_MODEL] - before_ok.get(DEGRADED_MODEL, 0) == 3
     assert after_n[DEGRADED_MODEL] - before_n.get(DEGRADED_MODEL, 0) == 3
     assert after_us[DEGRADED_MODEL] > before_us.get(DEGRADED_MODEL, 0)
     assert after_ok[BASELINE_MODEL] == before_ok[BASELINE_MODEL]  # only the model we called moved
-    failures = metric_values(triton_server, "nv_inference_request_failure")
+    failures = triton_server.metric_by_model("nv_inference_request_failure")
     assert DEGRADED_MODEL in failures
 
 
@@ -211,7 +201,7 @@ def test_pod_template_flags_restrict_the_repository_api(tmp_path: Path) -> None:
         assert client.is_model_ready(BASELINE_MODEL, "2")
         assert not client.is_model_ready(BASELINE_MODEL, "1")  # latest: 1
         assert not client.is_model_ready(DEGRADED_MODEL)  # explicit mode: only --load-model
-        assert metric_values(server, "nv_inference_count") == {BASELINE_MODEL: 1.0}  # the warm-up
+        assert server.metric_by_model("nv_inference_count") == {BASELINE_MODEL: 1.0}  # the warm-up
         with pytest.raises(InferenceServerException):
             client.get_model_repository_index()
         index = client.get_model_repository_index(headers={ADMIN_HEADER: key})

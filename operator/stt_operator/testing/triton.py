@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -167,6 +168,10 @@ class LocalTriton:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
+    def metric_by_model(self, name: str) -> dict[str, float]:
+        """`{model: value}` of one of Triton's per-model metrics (summed over versions)."""
+        return metric_by_model(self.metrics_url, name)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -181,6 +186,15 @@ class LocalTriton:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def metric_by_model(metrics_url: str, name: str) -> dict[str, float]:
+    """`{model: value}` of one per-model metric (e.g. `nv_inference_count`) from Triton's /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(rf'^{re.escape(name)}\{{[^}}]*model="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
 
 
 def _http_ok(url: str) -> bool:
