@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
+from stt_operator.builders.routing import GATEWAY_API_VERSION
 from stt_operator.services.kube import Kube
 from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 from stt_operator.testing.cluster_fixtures import scratch_namespace
@@ -40,7 +41,6 @@ from stt_operator.testing.prometheus import running_prometheus, start_exporter
 from stt_operator.testing.resources import API, stt_model
 
 NAME = "asr"
-ROUTE_API = "gateway.networking.k8s.io/v1"
 
 
 class Driver(threading.Thread):
@@ -82,7 +82,7 @@ class Driver(threading.Thread):
 
 
 def canary_weight(kube: Kube, namespace: str) -> int | None:
-    route = kube.get(ROUTE_API, "HTTPRoute", NAME, namespace)
+    route = kube.get(GATEWAY_API_VERSION, "HTTPRoute", NAME, namespace)
     if route is None:
         return None
     return sum(r["weight"] for r in route["spec"]["rules"][0]["backendRefs"] if "model-b" in r["name"])

@@ -21,7 +21,6 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
-from stt_operator.builders.serving import deployment_available
 from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
@@ -29,10 +28,10 @@ from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.kubewait import condition, event_reasons, wait_for
 from stt_operator.testing.prometheus import Exporter, PrometheusServer
 from stt_operator.testing.resources import API, model_deployment, stt_model
+from stt_operator.testing.routewatch import RouteWatch
 
 pytestmark = pytest.mark.integration
 
-ROUTE_API = "gateway.networking.k8s.io/v1"
 MD = "asr"
 AB = "ab"
 MODELS = {"control": "model-a", "candidate": "model-b"}
@@ -114,32 +113,11 @@ def evaluator_factory(
         operator_prometheus.remove_target("abtest-evaluator", ev.exporter.address)
 
 
-class Watch:
-    """Polls the endpoint's HTTPRoute and the namespace's Deployments; fails if the route ever
-    names a backend that never was Available, and records every distinct weight set it saw."""
+class Watch(RouteWatch):
+    """The endpoint's route while the ABTest moves it; each poll returns the ABTest."""
 
     def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
-        self.seen: list[tuple[tuple[str, int], ...]] = []
-        self.ever_available: set[str] = set()
-
-    def poll(self) -> dict[str, Any]:
-        deployments = self.kube.list("apps/v1", "Deployment", self.namespace)
-        self.ever_available |= {d["metadata"]["name"] for d in deployments if deployment_available(d)}
-        route = self.kube.get(ROUTE_API, "HTTPRoute", MD, self.namespace)
-        if route is not None:
-            weights = tuple(
-                sorted((r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"])
-            )
-            assert {n for n, _ in weights} <= self.ever_available, (
-                f"route names a backend that never was Available: {weights}"
-            )
-            if not self.seen or self.seen[-1] != weights:
-                self.seen.append(weights)
-        return self.kube.get(API, "ABTest", AB, self.namespace) or {}
-
-    def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
-        return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
+        super().__init__(kube, namespace, MD, (API, "ABTest", AB))
 
     def split_seen(self, weights: dict[str, int]) -> bool:
         """Was a route with exactly these model -> weight shares observed?"""

@@ -20,16 +20,15 @@ from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
 from stt_operator.builders.common import LABEL_DEPLOYMENT
-from stt_operator.builders.serving import deployment_available
 from stt_operator.services.kube import Kube
 from stt_operator.testing.evalsim import record_paired_utterance
 from stt_operator.testing.kubewait import condition, wait_for
 from stt_operator.testing.prometheus import Exporter, PrometheusServer
 from stt_operator.testing.resources import API, stt_model
+from stt_operator.testing.routewatch import RouteWatch as BaseRouteWatch
 
 pytestmark = pytest.mark.integration
 
-ROUTE_API = "gateway.networking.k8s.io/v1"
 NAME = "asr"
 WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}
 
@@ -120,36 +119,11 @@ def evaluator_factory(
         operator_prometheus.remove_target("evaluator", ev.exporter.address)
 
 
-class RouteWatch:
-    """Polls the HTTPRoute and the revision Deployments; fails if the route ever names a backend
-    that is not Available, and records every distinct weight set it saw."""
+class RouteWatch(BaseRouteWatch):
+    """The endpoint's route while the rollout moves it; each poll returns the ModelDeployment."""
 
     def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
-        self.seen: list[tuple[tuple[str, int], ...]] = []
-        self.ever_available: set[str] = set()
-
-    def poll(self) -> dict[str, Any]:
-        available = {
-            d["metadata"]["name"]
-            for d in self.kube.list("apps/v1", "Deployment", self.namespace, {LABEL_DEPLOYMENT: NAME})
-            if deployment_available(d)
-        }
-        self.ever_available |= available
-        route = self.kube.get(ROUTE_API, "HTTPRoute", NAME, self.namespace)
-        if route is not None:
-            refs = route["spec"]["rules"][0]["backendRefs"]
-            weights = tuple(sorted((r["name"], r["weight"]) for r in refs))
-            # A backend that was Available and then deleted (after the route moved off it) is fine.
-            assert {n for n, _ in weights} <= available | self.ever_available, (
-                f"route names a backend that never was Available: {weights}, available {available}"
-            )
-            if not self.seen or self.seen[-1] != weights:
-                self.seen.append(weights)
-        return self.kube.get(API, "ModelDeployment", NAME, self.namespace) or {}
-
-    def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
-        return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
+        super().__init__(kube, namespace, NAME, (API, "ModelDeployment", NAME), {LABEL_DEPLOYMENT: NAME})
 
     def canary_weights(self) -> list[int]:
         """The canary (model-b) weight of each route seen, in order, repeats folded."""

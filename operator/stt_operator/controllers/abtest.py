@@ -23,7 +23,7 @@ from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
-from stt_operator.builders.routing import route_name, route_weights
+from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
 from stt_operator.builders.serving import deployment_available
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.modeldeployment import model_digest
@@ -52,7 +52,6 @@ from stt_operator.rollout.common import ANNOTATION_HELD_BY
 log = logging.getLogger(__name__)
 
 API = "stt.dev/v1alpha1"
-ROUTE_API = "gateway.networking.k8s.io/v1"
 # Running minima of the always-valid p-values between looks (JSON: variant -> key -> [pFail,
 # pPass]). The status schema has no field for them yet, so they live on the ABTest itself.
 ANNOTATION_P_STATE = "stt.dev/abtest-p-state"
@@ -362,7 +361,7 @@ def _cleanup(inp: ABTestInput, ctx: OperatorContext) -> None:
     """Remove the test's Deployments, Services and evaluator ConfigMap; never one the endpoint's
     route still names (the route moves first)."""
     namespace = inp.namespace
-    route = ctx.kube.get(ROUTE_API, "HTTPRoute", route_name(inp.endpoint.name), namespace)
+    route = ctx.kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(inp.endpoint.name), namespace)
     routed = set(route_weights(route))
     for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"), ("ConfigMap", "v1")):
         for obj in ctx.kube.list(api, kind, namespace, {LABEL_ABTEST: inp.name}):

@@ -1,0 +1,53 @@
+"""Watch an endpoint's HTTPRoute while a rollout or A/B test moves it (integration tests).
+
+Each poll records the set of (backend, weight) the route names when it changes, and fails at
+once if the route names a backend Deployment that was never Available: traffic must only move
+to revisions that can serve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stt_operator.builders.routing import GATEWAY_API_VERSION
+from stt_operator.builders.serving import deployment_available
+from stt_operator.services.kube import Kube
+from stt_operator.testing.kubewait import wait_for
+
+
+class RouteWatch:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        route: str,
+        owner: tuple[str, str, str],
+        deployment_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """`owner`: (apiVersion, kind, name) of the object each poll returns (the one under
+        test); `deployment_labels`: which Deployments count as backends (default: all)."""
+        self.kube, self.namespace, self.route, self.owner = kube, namespace, route, owner
+        self.deployment_labels = dict(deployment_labels) if deployment_labels else None
+        self.seen: list[tuple[tuple[str, int], ...]] = []
+        self.ever_available: set[str] = set()
+
+    def poll(self) -> dict[str, Any]:
+        deployments = self.kube.list("apps/v1", "Deployment", self.namespace, self.deployment_labels)
+        available = {d["metadata"]["name"] for d in deployments if deployment_available(d)}
+        self.ever_available |= available
+        route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", self.route, self.namespace)
+        if route is not None:
+            refs = route["spec"]["rules"][0]["backendRefs"]
+            weights = tuple(sorted((r["name"], r["weight"]) for r in refs))
+            # A backend that was Available and then deleted (after the route moved off it) is fine.
+            assert {n for n, _ in weights} <= self.ever_available, (
+                f"route names a backend that never was Available: {weights}, available {available}"
+            )
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+        api, kind, name = self.owner
+        return self.kube.get(api, kind, name, self.namespace) or {}
+
+    def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
+        return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
