@@ -27,10 +27,10 @@ tools: ## build kube-apiserver, etcd, kwok, kubectl, helm from Go modules into ~
 
 venv: $(VENV)/.installed ## create the Python environment with every extra the tests use
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip wheel
-	$(PY) -m pip install -q -e '.[local-triton,speech,security,dev]'
+	$(PY) -m pip install -q -e '.[local-triton,speech,security,dev]' -e ./harness
 	touch $@
 
 test: deps tools venv ## run every test
@@ -40,12 +40,12 @@ unit: deps tools venv ## unit tests only (no servers; chart tests use helm and p
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator harness tests bench
+	$(VENV)/bin/ruff format --check operator harness tests bench
 
 format: venv
-	$(VENV)/bin/ruff check --fix operator tests bench
-	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator harness tests bench
+	$(VENV)/bin/ruff format operator harness tests bench
 
 crds: venv ## regenerate crds/*.yaml from the API models, and the chart and install bundle copies
 	$(VENV)/bin/stt-operator crds --output-dir crds
@@ -56,10 +56,10 @@ crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
 cluster: deps tools venv ## start a local control plane for a person (Ctrl-C stops it)
-	$(PY) -m stt_operator.testing.cluster
+	$(PY) -m stt_harness.cluster
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
-	$(VENV)/bin/stt-operator demo
+	$(VENV)/bin/stt-demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 
-from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 
 
 def main() -> None:

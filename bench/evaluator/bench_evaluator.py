@@ -38,7 +38,7 @@ from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, Triton
 from stt_operator.evaluator.targets import model_io_from_spec
 from stt_operator.models.catalog import sphinx_io
 from stt_operator.speech.evalset import generate_evalset, load_evalset
-from stt_operator.testing.triton import (
+from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
     build_onnx_repository,

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
-from stt_operator.testing.prometheus import PrometheusServer
+from stt_harness.prometheus import PrometheusServer
 
 NS = "bench"
 SCRAPE = 15.0

@@ -18,7 +18,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("stt_operator.artifacts.validate_cli", "validate a model artifact (six-step report)"),
     "quantize": ("stt_operator.artifacts.quantize_cli", "quantize an ONNX model with an accuracy gate"),
     "evaluate": ("stt_operator.evaluator.cli", "replay a labelled evaluation set against Triton models"),
-    "demo": ("stt_operator.demo", "bring up the local demo"),
 }
 
 

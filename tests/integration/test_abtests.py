@@ -24,11 +24,11 @@ from stt_operator import evalmetrics as em
 from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
-from stt_operator.testing.evalsim import record_paired_utterance
-from stt_operator.testing.kubewait import condition, event_reasons, wait_for
-from stt_operator.testing.prometheus import Exporter, PrometheusServer
-from stt_operator.testing.resources import API, model_deployment, stt_model
-from stt_operator.testing.routewatch import RouteWatch
+from stt_harness.evalsim import record_paired_utterance
+from stt_harness.kubewait import condition, event_reasons, wait_for
+from stt_harness.prometheus import Exporter, PrometheusServer
+from stt_harness.resources import API, model_deployment, stt_model
+from stt_harness.routewatch import RouteWatch
 
 pytestmark = pytest.mark.integration
 

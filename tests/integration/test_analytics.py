@@ -7,8 +7,8 @@ from prometheus_client import CollectorRegistry
 
 from stt_operator.evalmetrics import build_eval_metrics
 from stt_operator.kubectl_plugin import main as kubectl_stt
-from stt_operator.testing.kubewait import wait_for
-from stt_operator.testing.resources import API, stt_model
+from stt_harness.kubewait import wait_for
+from stt_harness.resources import API, stt_model
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import onnx
 import pytest
 import yaml
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.fetch import (
     Credentials,
     FetchError,

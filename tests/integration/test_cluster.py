@@ -27,7 +27,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from stt_operator.testing.cluster import GPU_RESOURCE, LocalCluster
+from stt_harness.cluster import GPU_RESOURCE, LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -225,10 +225,10 @@ def test_garbage_collector_deletes_owned_configmap(kube_api: ApiClient, namespac
 
 
 def test_command_line_cluster_serves_until_interrupted(cluster: LocalCluster) -> None:
-    """`python -m stt_operator.testing.cluster` (what `make cluster` runs) prints a working
+    """`python -m stt_harness.cluster` (what `make cluster` runs) prints a working
     kubeconfig, stays up, and on Ctrl-C stops every component and removes its directory."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stt_operator.testing.cluster", "--nodes", "1", "--no-default-crds"],
+        [sys.executable, "-m", "stt_harness.cluster", "--nodes", "1", "--no-default-crds"],
         env={**cluster.env(), "STT_TOOLS_DIR": str(cluster.tools_dir)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

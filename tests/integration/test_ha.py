@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.testing.kubewait import condition, wait_for
-from stt_operator.testing.operator import OperatorProcess
-from stt_operator.testing.resources import API, stt_model
+from stt_harness.kubewait import condition, wait_for
+from stt_harness.operator import OperatorProcess
+from stt_harness.resources import API, stt_model
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stt_operator.testing.cluster import LocalCluster, free_port
-from stt_operator.testing.resources import model_deployment, stt_model
+from stt_harness.cluster import LocalCluster, free_port
+from stt_harness.resources import model_deployment, stt_model
 
 pytestmark = pytest.mark.integration
 

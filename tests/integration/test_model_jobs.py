@@ -1,7 +1,7 @@
 """STTModel validation and quantization Jobs end to end on the real control plane.
 
 The operator creates real Jobs; kwok schedules their pods; the stand-in kubelet
-(`stt_operator.testing.jobpods`) runs each pod's exact container command locally and kwok
+(`stt_harness.jobpods`) runs each pod's exact container command locally and kwok
 completes the pod with its exit code and termination message, which the operator reads."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.artifacts.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
+from stt_harness.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
-from stt_operator.testing.kubewait import condition, event_reasons, wait_for
+from stt_harness.kubewait import condition, event_reasons, wait_for
 
 pytestmark = pytest.mark.integration
 

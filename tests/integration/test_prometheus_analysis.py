@@ -24,8 +24,8 @@ from stt_operator.analysis.policy import decide
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api.common import AnalysisSpec
 from stt_operator.stats.counts import SRMResult
-from stt_operator.testing.evalsim import record_paired_utterance
-from stt_operator.testing.prometheus import (
+from stt_harness.evalsim import record_paired_utterance
+from stt_harness.prometheus import (
     Exporter,
     PrometheusServer,
     ScrapeTarget,

@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry
 from stt_operator import evalmetrics as em
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
-from stt_operator.testing.evalsim import record_paired_utterance
-from stt_operator.testing.kubewait import condition, wait_for
-from stt_operator.testing.prometheus import Exporter, PrometheusServer
-from stt_operator.testing.resources import API, stt_model
-from stt_operator.testing.routewatch import RouteWatch as BaseRouteWatch
+from stt_harness.evalsim import record_paired_utterance
+from stt_harness.kubewait import condition, wait_for
+from stt_harness.prometheus import Exporter, PrometheusServer
+from stt_harness.resources import API, stt_model
+from stt_harness.routewatch import RouteWatch as BaseRouteWatch
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from stt_operator.models import catalog
 from stt_operator.speech.evalset import synthesise
-from stt_operator.testing.triton import (
+from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
     LocalTriton,
@@ -261,7 +261,7 @@ async def test_onnx_logits_model_through_triton_and_the_evaluator(
     from stt_operator.evaluator.replay import Replayer, Target, TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
     from stt_operator.speech.evalset import load_evalset
-    from stt_operator.testing.triton import build_onnx_repository
+    from stt_harness.triton import build_onnx_repository
 
     vocab = ["<blank>", "turn", "on", "the", "lights"]
     onnx_path = spelling_ctc_onnx(tmp_path / "ctc.onnx", [0, 1, 1, 0, 2, 3, 3, 0, 4], len(vocab))
@@ -317,7 +317,7 @@ async def test_project_onnx_model_through_triton(tmp_path: Path, small_evalset: 
     from stt_operator.speech.ctc import Vocabulary, greedy_decode
     from stt_operator.speech.evalset import load_evalset
     from stt_operator.speech.onnx_stt import DEFAULT_MODEL, DEFAULT_VOCAB
-    from stt_operator.testing.triton import build_onnx_repository
+    from stt_harness.triton import build_onnx_repository
     from stt_operator.triton.spec import InstanceGroup, IOSpec, TensorSpec, TritonSpec
 
     frozen = tmp_path / "model.onnx"  # a copy, so both paths see the same bytes

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stt_operator.testing.cluster import (
+from stt_harness.cluster import (
     GPU_RESOURCE,
     KWOK_NODE_ANNOTATION,
     ClusterError,
@@ -29,7 +29,7 @@ from stt_operator.testing.cluster import (
     parse_crds,
     sweep_stale_dirs,
 )
-from stt_operator.testing.cluster_fixtures import namespace_name
+from stt_harness.cluster_fixtures import namespace_name
 
 CRD = """\
 apiVersion: apiextensions.k8s.io/v1

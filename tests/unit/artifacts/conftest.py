@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 
 
 def sha256_of(path: Path) -> str:

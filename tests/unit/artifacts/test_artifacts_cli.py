@@ -12,7 +12,7 @@ import onnx
 import pytest
 import yaml
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.integrity import sha256_file
 from stt_operator.artifacts.jobs import parse_termination_message
 from stt_operator.cli import main as cli

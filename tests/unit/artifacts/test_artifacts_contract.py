@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.contract import IOContract, architecture_step, onnx_signature
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.dependencies import (
     dependencies_step,
     ort_for_triton,

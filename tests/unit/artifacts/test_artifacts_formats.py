@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.formats import detect, format_step
 
 

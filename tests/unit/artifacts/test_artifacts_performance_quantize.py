@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.contract import IOContract
 from stt_operator.artifacts.performance import load_samples, performance_step, threshold_violations
 from stt_operator.artifacts.quantize import (

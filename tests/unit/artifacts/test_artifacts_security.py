@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from stt_operator.artifacts import samples
+from stt_harness import samples
 from stt_operator.artifacts.security import (
     external_data_findings,
     python_risky_calls,

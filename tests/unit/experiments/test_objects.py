@@ -20,7 +20,7 @@ from stt_operator.experiments.objects import (
     variant_deployment_name,
     variant_objects,
 )
-from stt_operator.testing.resources import model_deployment, stt_model
+from stt_harness.resources import model_deployment, stt_model
 
 AB_BODY = {
     "apiVersion": "stt.dev/v1alpha1",

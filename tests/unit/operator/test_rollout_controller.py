@@ -9,7 +9,7 @@ from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.modeldeployment import run_analysis
 from stt_operator.rollout.plan import AnalysisRequest
 from stt_operator.settings import OperatorSettings
-from stt_operator.testing.cluster import free_port
+from stt_harness.cluster import free_port
 
 
 def md(prometheus: dict[str, str] | None = None) -> ModelDeployment:

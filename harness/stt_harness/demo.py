@@ -1,4 +1,4 @@
-"""`stt-operator demo`: the whole product on one machine, with real parts.
+"""`make demo` (`stt-demo`): the whole product on one machine, with real parts.
 
 Starts a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake
 GPU nodes) built from Go modules, installs the CRDs (this project's, Gateway API's, the
@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stt_operator.artifacts.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
-from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
-from stt_operator.testing.jobpods import LocalJobKubelet
-from stt_operator.testing.operator import OperatorProcess
-from stt_operator.testing.resources import API
+from stt_harness.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
+from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+from stt_harness.jobpods import LocalJobKubelet
+from stt_harness.operator import OperatorProcess
+from stt_harness.resources import API
 
 NAMESPACE = "stt-demo"
 
@@ -184,5 +184,12 @@ def _serve_until_stopped(exit_after: float | None) -> None:
         pass
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`stt-demo` / `python -m stt_harness.demo`: parse the demo's options and run it."""
+    parser = argparse.ArgumentParser(prog="stt-demo", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(argparse.ArgumentParser().parse_args()))
+    sys.exit(cli())

@@ -13,7 +13,7 @@ from typing import Any
 from stt_operator.builders.routing import GATEWAY_API_VERSION
 from stt_operator.builders.serving import deployment_available
 from stt_operator.services.kube import Kube
-from stt_operator.testing.kubewait import wait_for
+from stt_harness.kubewait import wait_for
 
 
 class RouteWatch:

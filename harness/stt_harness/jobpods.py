@@ -22,7 +22,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from stt_operator.artifacts.localjob import run_locally
+from stt_harness.localjob import run_locally
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stt_operator.testing.prometheus import Exporter, PrometheusServer, start_exporter
+from stt_harness.prometheus import Exporter, PrometheusServer, start_exporter
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_operator.testing.triton import LocalTriton, local_sphinx_triton
+from stt_harness.triton import LocalTriton, local_sphinx_triton
 
 
 @pytest.fixture(scope="session")

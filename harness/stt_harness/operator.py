@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from stt_operator.testing.cluster import free_port
+from stt_harness.cluster import free_port
 
 
 class OperatorProcess:

@@ -1,4 +1,4 @@
-"""pytest fixtures for a real local Kubernetes control plane (see ``stt_operator.testing.cluster``).
+"""pytest fixtures for a real local Kubernetes control plane (see ``stt_harness.cluster``).
 
 - ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes, this project's CRDs
   (``crds/``), the Gateway API and Prometheus Operator CRDs. Builds the tools first if needed and
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stt_operator.testing.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -8,7 +8,7 @@ Ready. Everything lives in a temporary directory that is removed on exit.
     with LocalCluster(nodes=2, crd_paths=[...]) as c:
         c.kubectl("get", "nodes")
 
-Run ``python -m stt_operator.testing.cluster`` for a cluster that stays up until Ctrl-C.
+Run ``python -m stt_harness.cluster`` for a cluster that stays up until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -875,7 +875,7 @@ class LocalCluster:
     def _write_kwok_config(self) -> None:
         stage_dir = self.tools_dir / "kwok-stages"
         # The project's own stages replace kwok's where named alike (pod-complete leaves the
-        # operator's Job pods to the stand-in kubelet in stt_operator.testing.jobpods).
+        # operator's Job pods to the stand-in kubelet in stt_harness.jobpods).
         own = {p.name: p for p in sorted(PROJECT_KWOK_STAGES.glob("*.yaml"))}
         docs = [(own.pop(s, None) or stage_dir / s).read_text().strip() for s in KWOK_STAGES]
         docs += [p.read_text().strip() for p in own.values()]
@@ -1019,7 +1019,7 @@ def default_crd_paths(tools_dir: Path, root: Path | None) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m stt_operator.testing.cluster",
+        prog="python -m stt_harness.cluster",
         description="Start a real local Kubernetes control plane with fake GPU nodes until Ctrl-C.",
     )
     ap.add_argument("--nodes", type=int, default=2, help="fake GPU nodes (default 2)")
