@@ -32,12 +32,6 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from stt_operator import evalmetrics as em
-from stt_operator.evaluator.allocator import keep_large_buffers
-from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
-from stt_operator.evaluator.targets import model_io_from_spec
-from stt_operator.models.catalog import sphinx_io
-from stt_operator.speech.evalset import generate_evalset, load_evalset
 from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
@@ -46,6 +40,12 @@ from stt_harness.triton import (
     metric_by_model,
     start_triton,
 )
+from stt_operator import evalmetrics as em
+from stt_operator.evaluator.allocator import keep_large_buffers
+from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+from stt_operator.evaluator.targets import model_io_from_spec
+from stt_operator.models.catalog import sphinx_io
+from stt_operator.speech.evalset import generate_evalset, load_evalset
 
 
 def triton_totals(metrics_url: str) -> dict[str, float]:

@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from stt_operator import evalmetrics as em
-from stt_operator.builders.routing import GATEWAY_API_VERSION
-from stt_operator.services.kube import Kube
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 from stt_harness.cluster_fixtures import scratch_namespace
 from stt_harness.evalsim import record_paired_utterance
 from stt_harness.operator import OperatorProcess
 from stt_harness.prometheus import running_prometheus, start_exporter
 from stt_harness.resources import API, stt_model
+from stt_operator import evalmetrics as em
+from stt_operator.builders.routing import GATEWAY_API_VERSION
+from stt_operator.services.kube import Kube
 
 NAME = "asr"
 

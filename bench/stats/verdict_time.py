@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from stt_harness.prometheus import PrometheusServer
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
-from stt_harness.prometheus import PrometheusServer
 
 NS = "bench"
 SCRAPE = 15.0

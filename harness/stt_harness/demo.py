@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stt_harness.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
 from stt_harness.jobpods import LocalJobKubelet
 from stt_harness.operator import OperatorProcess
 from stt_harness.resources import API
+from stt_harness.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
 
 NAMESPACE = "stt-demo"
 

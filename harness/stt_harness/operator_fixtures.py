@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from stt_operator.services.kube import Kube
 from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import namespace_name, scratch_namespace
 from stt_harness.jobpods import LocalJobKubelet
 from stt_harness.operator import OperatorProcess
 from stt_harness.prometheus import PrometheusServer, running_prometheus
+from stt_operator.services.kube import Kube
 
 OPERATOR_NAMESPACE_PREFIX = "stt-op-"
 

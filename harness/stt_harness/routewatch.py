@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stt_harness.kubewait import wait_for
 from stt_operator.builders.routing import GATEWAY_API_VERSION
 from stt_operator.builders.serving import deployment_available
 from stt_operator.services.kube import Kube
-from stt_harness.kubewait import wait_for
 
 
 class RouteWatch:

@@ -20,15 +20,15 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stt_operator import evalmetrics as em
-from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.rollout.common import ANNOTATION_HELD_BY
-from stt_operator.services.kube import Kube
 from stt_harness.evalsim import record_paired_utterance
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.prometheus import Exporter, PrometheusServer
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_harness.routewatch import RouteWatch
+from stt_operator import evalmetrics as em
+from stt_operator.experiments.objects import LABEL_ABTEST
+from stt_operator.rollout.common import ANNOTATION_HELD_BY
+from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration
 

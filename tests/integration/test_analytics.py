@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stt_operator.evalmetrics import build_eval_metrics
-from stt_operator.kubectl_plugin import main as kubectl_stt
 from stt_harness.kubewait import wait_for
 from stt_harness.resources import API, stt_model
+from stt_operator.evalmetrics import build_eval_metrics
+from stt_operator.kubectl_plugin import main as kubectl_stt
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from stt_operator import evalmetrics as em
 from stt_harness.prometheus import PrometheusServer, ScrapeTarget, free_port
 from stt_harness.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
+from stt_operator import evalmetrics as em
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -201,9 +201,9 @@ async def test_evaluator_rides_out_a_triton_outage(small_evalset: Path, tmp_path
 
     from prometheus_client import CollectorRegistry
 
+    from stt_harness.triton import build_sphinx_repository, start_triton
     from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
     from stt_operator.speech.evalset import load_evalset
-    from stt_harness.triton import build_sphinx_repository, start_triton
 
     utts = load_evalset(small_evalset)[:6]
     port = free_port()

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stt_harness.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
 from stt_operator import evalmetrics as em
 from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
 from stt_operator.evaluator.scoring import Observation
 from stt_operator.evaluator.targets import model_io_from_spec
 from stt_operator.models.catalog import sphinx_io
 from stt_operator.speech.evalset import load_evalset
-from stt_harness.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from stt_operator.builders.common import LABEL_DEPLOYMENT
-from stt_operator.builders.serving import deployment_available
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.resources import API, model_deployment, stt_model
+from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.serving import deployment_available
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from stt_operator import evalmetrics as em
-from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics, p_state
-from stt_operator.analysis.policy import decide
-from stt_operator.analysis.prom import PrometheusClient
-from stt_operator.api.common import AnalysisSpec
-from stt_operator.stats.counts import SRMResult
 from stt_harness.evalsim import record_paired_utterance
 from stt_harness.prometheus import (
     Exporter,
@@ -32,6 +26,12 @@ from stt_harness.prometheus import (
     free_port,
     start_exporter,
 )
+from stt_operator import evalmetrics as em
+from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics, p_state
+from stt_operator.analysis.policy import decide
+from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.api.common import AnalysisSpec
+from stt_operator.stats.counts import SRMResult
 
 pytestmark = pytest.mark.integration
 NS = "analysis-it"

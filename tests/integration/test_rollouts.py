@@ -18,14 +18,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stt_operator import evalmetrics as em
-from stt_operator.builders.common import LABEL_DEPLOYMENT
-from stt_operator.services.kube import Kube
 from stt_harness.evalsim import record_paired_utterance
 from stt_harness.kubewait import condition, wait_for
 from stt_harness.prometheus import Exporter, PrometheusServer
 from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch as BaseRouteWatch
+from stt_operator import evalmetrics as em
+from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,6 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from stt_operator.models import catalog
-from stt_operator.speech.evalset import synthesise
 from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
@@ -24,6 +22,8 @@ from stt_harness.triton import (
     build_sphinx_repository,
     start_triton,
 )
+from stt_operator.models import catalog
+from stt_operator.speech.evalset import synthesise
 from stt_operator.triton.config import render_config_pbtxt
 from stt_operator.triton.pod import ADMIN_HEADER, TritonPodParams, triton_args
 from stt_operator.triton.repository import write_model
@@ -256,12 +256,12 @@ async def test_onnx_logits_model_through_triton_and_the_evaluator(
     Python backend; the evaluator finds its tensors from the STTModel I/O roles and decodes."""
     from prometheus_client import CollectorRegistry
 
+    from stt_harness.triton import build_onnx_repository
     from stt_operator import evalmetrics as em
     from stt_operator.api.sttmodel import STTModelSpec
     from stt_operator.evaluator.replay import Replayer, Target, TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
     from stt_operator.speech.evalset import load_evalset
-    from stt_harness.triton import build_onnx_repository
 
     vocab = ["<blank>", "turn", "on", "the", "lights"]
     onnx_path = spelling_ctc_onnx(tmp_path / "ctc.onnx", [0, 1, 1, 0, 2, 3, 3, 0, 4], len(vocab))
@@ -312,12 +312,12 @@ async def test_project_onnx_model_through_triton(tmp_path: Path, small_evalset: 
     import jiwer
     import onnxruntime as ort
 
+    from stt_harness.triton import build_onnx_repository
     from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
     from stt_operator.speech.ctc import Vocabulary, greedy_decode
     from stt_operator.speech.evalset import load_evalset
     from stt_operator.speech.onnx_stt import DEFAULT_MODEL, DEFAULT_VOCAB
-    from stt_harness.triton import build_onnx_repository
     from stt_operator.triton.spec import InstanceGroup, IOSpec, TensorSpec, TritonSpec
 
     frozen = tmp_path / "model.onnx"  # a copy, so both paths see the same bytes

@@ -21,9 +21,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 import stt_operator
+from stt_harness.cluster import ensure_tools
 from stt_operator import evalmetrics, observability, runner
 from stt_operator.settings import DEFAULT_OPERATOR_IMAGE, DEFAULT_TRITON_IMAGE, OperatorSettings
-from stt_harness.cluster import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stt-operator"

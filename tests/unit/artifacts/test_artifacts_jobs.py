@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from stt_operator.api.sttmodel import ArtifactStatus, QuantizationStatus, ValidationStatus
 from stt_harness import samples
+from stt_operator.api.sttmodel import ArtifactStatus, QuantizationStatus, ValidationStatus
 from stt_operator.artifacts.jobs import (
     derived_model,
     job_finished,
@@ -206,8 +206,8 @@ def test_job_status_helpers() -> None:
 def test_a_job_runs_as_a_local_process_with_its_mounts_mapped(tmp_path) -> None:
     import onnx
 
-    from stt_operator.artifacts.integrity import sha256_file
     from stt_harness.localjob import local_invocation, run_locally
+    from stt_operator.artifacts.integrity import sha256_file
 
     claims = tmp_path / "claims"
     model = claims / "models" / "asr" / "model.onnx"

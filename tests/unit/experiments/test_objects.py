@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stt_harness.resources import model_deployment, stt_model
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import Revision, revision_object_name
 from stt_operator.evaluator.manifests import evaluator_name
@@ -20,7 +21,6 @@ from stt_operator.experiments.objects import (
     variant_deployment_name,
     variant_objects,
 )
-from stt_harness.resources import model_deployment, stt_model
 
 AB_BODY = {
     "apiVersion": "stt.dev/v1alpha1",

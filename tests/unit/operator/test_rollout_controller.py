@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from stt_harness.cluster import free_port
 from stt_operator.api import ModelDeployment
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.modeldeployment import run_analysis
 from stt_operator.rollout.plan import AnalysisRequest
 from stt_operator.settings import OperatorSettings
-from stt_harness.cluster import free_port
 
 
 def md(prometheus: dict[str, str] | None = None) -> ModelDeployment:
