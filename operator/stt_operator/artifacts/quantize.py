@@ -6,7 +6,9 @@
 - static-int8: `quantize_static` in QDQ format, symmetric INT8 activations and weights (what
   TensorRT consumes), calibrated with MinMax on utterances of the evaluation set fed through
   the same contract-driven feeds the performance step uses; those utterances are then held
-  out of the accuracy comparison.
+  out of the accuracy comparison. On x86 CPUs without VNNI the int8 x int8 kernels can
+  saturate their 16-bit intermediate sums, so there weights use 7 bits (`reduce_range`);
+  the report says when it did.
 - fp16: `onnxruntime.transformers.float16.convert_float_to_float16` with float32 I/O kept, so
   the serving contract does not change (a GPU-side optimisation; on CPU it is slower).
 
@@ -30,6 +32,17 @@ from stt_operator.artifacts.report import Metrics, QuantizationReport
 MODES = ("dynamic-int8", "static-int8", "fp16")
 QUANTIZABLE_OP_TYPES = ("MatMul", "Gemm", "Conv", "LSTM", "GRU", "Attention")
 DEFAULT_EXCLUDE = ("Conv",)
+
+
+def cpu_saturates_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on an x86 CPU with AVX2 but no VNNI: ONNX Runtime's CPU int8 x int8 kernels then
+    add pairs of products in 16-bit lanes, which saturate on full-range weights and turn a
+    correct QDQ model into a wrong one (seen as WER 0 -> 1 on the keyed test model)."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return "avx2" in flags and not ({"avx512_vnni", "avx_vnni"} & flags)
 
 
 def op_types_to_quantize(exclude: Sequence[str] = DEFAULT_EXCLUDE) -> list[str]:
@@ -117,6 +130,7 @@ def quantize_static_int8(
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=cpu_saturates_int8(),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
     return dst
@@ -311,6 +325,7 @@ def run_quantization(
             "keptFloat": list(kept_float),
             "attempts": attempts,
             "opTypes": op_types_to_quantize(exclude_op_types) if mode != "fp16" else [],
+            "reduceRange": mode == "static-int8" and cpu_saturates_int8(),
             "floatCer": float_metrics.cer,
             "quantizedCer": quant_metrics.cer,
             "floatCpuMsPerUtterance": float_time.cpu_ms_per_item,

@@ -179,3 +179,18 @@ def test_gate_rejection_falls_back_to_keeping_the_sensitive_node_in_float(tmp_pa
     )
     assert not without_fallback.accepted
     assert without_fallback.message.startswith("WER rose from 0.0000 to 1.0000")
+
+
+def test_int8_saturation_is_detected_from_cpu_flags(tmp_path: Path) -> None:
+    from stt_operator.artifacts.quantize import cpu_saturates_int8
+
+    def cpu(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        return path
+
+    assert cpu_saturates_int8(cpu("avx avx2 fma"))
+    assert not cpu_saturates_int8(cpu("avx2 avx512f avx512_vnni"))
+    assert not cpu_saturates_int8(cpu("avx2 avx_vnni"))
+    assert not cpu_saturates_int8(cpu("asimd"))  # not x86: no such kernels
+    assert not cpu_saturates_int8(tmp_path / "missing")
