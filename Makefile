@@ -42,6 +42,7 @@ unit: deps tools venv ## unit tests only (no servers; chart tests use helm and p
 lint: venv
 	$(VENV)/bin/ruff check operator harness tests bench
 	$(VENV)/bin/ruff format --check operator harness tests bench
+	PYTHONPATH=operator:harness $(VENV)/bin/lint-imports
 
 format: venv
 	$(VENV)/bin/ruff check --fix operator harness tests bench
