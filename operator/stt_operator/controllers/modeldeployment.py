@@ -44,7 +44,13 @@ from stt_operator.builders.serving import (
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.evaluator.manifests import evaluator_name
-from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
+from stt_operator.observability import (
+    PROMOTIONS,
+    ROLLBACKS,
+    ROLLOUTS_IN_FLIGHT,
+    record_route,
+    track_reconcile,
+)
 from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
@@ -304,6 +310,7 @@ def _reconcile_valid(
             owner=owner,
         )
         ctx.kube.apply(route)
+        record_route(namespace, name, {b.service: b.weight for b in backends})
         writer.set(endpoint=name)
 
     for revision_id in plan.delete:
