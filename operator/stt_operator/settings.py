@@ -6,6 +6,7 @@ the Helm chart's values render (retention, concurrency limits, default durations
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
+
+log = logging.getLogger(__name__)
+
+# Keys older settings files may carry. Renamed ones are read under their new name; removed ones
+# never did anything and are dropped with a warning, so an old file still starts the operator.
+RENAMED = {"analytics_retention": "analytics_window"}
+REMOVED = {
+    "revision_history_limit": "the history kept is each ModelDeployment's spec.rollback.revisionHistoryLimit",
+    "default_abtest_duration": "an ABTest without spec.duration runs 24h (the CRD's default)",
+}
 
 
 class OperatorSettings(BaseModel):
@@ -28,14 +39,16 @@ class OperatorSettings(BaseModel):
     triton_image: str = DEFAULT_TRITON_IMAGE
     operator_image: str = DEFAULT_OPERATOR_IMAGE
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
-    revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)
-    analytics_retention: str = Field("7d", pattern=r"^[0-9]+[smhdwy]$", description="PromQL window")
+    analytics_window: str = Field(
+        "7d",
+        pattern=r"^[0-9]+[smhdwy]$",
+        description="how far back STTModel.status.analytics looks (a PromQL range; nothing is stored)",
+    )
     analytics_interval_s: float = Field(
         60.0, gt=0, description="how often STTModel.status.analytics refreshes"
     )
     default_analysis_interval: str = "1m"
-    default_abtest_duration: str = "24h"
     log_format: str = Field("text", pattern="^(text|json)$")
 
     @classmethod
@@ -50,6 +63,13 @@ class OperatorSettings(BaseModel):
             if not isinstance(loaded, dict):
                 raise ValueError(f"settings file {path}: expected a mapping at the top level")
             values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        for old, new in RENAMED.items():
+            if old in values:
+                log.warning("setting %s is now %s", old, new)
+                values.setdefault(new, values.pop(old))
+        for old, why in REMOVED.items():
+            if values.pop(old, None) is not None:
+                log.warning("setting %s is ignored: %s", old, why)
         for name in cls.model_fields:
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:

@@ -211,7 +211,7 @@ def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorC
             meta["name"],
             triton_model_name(meta["name"]),
             spec.get("language") or "und",
-            window=ctx.settings.analytics_retention,
+            window=ctx.settings.analytics_window,
             namespace=meta["namespace"],
         )
     except (PromQueryError, ValueError) as exc:
