@@ -122,3 +122,37 @@ class ArgoCD:
         result = run_script(self.c.actions[obj["kind"]][action], obj)
         assert isinstance(result, dict), result
         return result
+
+
+def merge_patch(live: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns `live` into `new` (how Argo CD writes an action's
+    result back: only what the script changed)."""
+    if not isinstance(live, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch: dict[str, Any] = {}
+    for key in live.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in live:
+            patch[key] = value
+        elif live[key] != value:
+            patch[key] = merge_patch(live[key], value)
+    return patch
+
+
+FIXTURES = ROOT / "tests" / "data" / "argocd"
+CAPTURE_ENV = "STT_CAPTURE_ARGOCD_FIXTURES"
+
+
+def capture(name: str, obj: Mapping[str, Any]) -> None:
+    """With STT_CAPTURE_ARGOCD_FIXTURES=1, keep a live object as tests/data/argocd/<name>.json
+    (the unit tests run the Lua on these); managedFields are dropped, the rest is as served."""
+    import json
+    import os
+
+    if os.environ.get(CAPTURE_ENV) != "1":
+        return
+    body = json.loads(json.dumps(obj))
+    body.get("metadata", {}).pop("managedFields", None)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / f"{name}.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")

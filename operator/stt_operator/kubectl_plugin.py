@@ -11,6 +11,8 @@
     kubectl stt retry    NAME                  let a rolled-back revision roll out again
     kubectl stt undo     NAME --to-revision N  go back to revision N of the recorded history
     kubectl stt results  NAME                  an ABTest's verdict: variants, effect, interval, p
+    kubectl stt promotion abt/NAME             the Git change that promotes an ABTest's winner (a
+                                               ModelDeployment patch; -o json: a merge patch)
     kubectl stt report   NAME|abt/NAME         a self-contained HTML report with plots
     kubectl stt metrics  [MODEL]               per-model, per-language analytics
     kubectl stt status                         models, endpoints and A/B tests at a glance
@@ -428,6 +430,53 @@ def cmd_undo(args: argparse.Namespace, cluster: Cluster) -> int:
     return 0
 
 
+def promotion_patch(ab: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(endpoint, winning model, manifest patch) of an ABTest with a winner, for a Git change."""
+    spec, status = ab.get("spec") or {}, ab.get("status") or {}
+    recorded = status.get("promotion") or {}
+    winner = status.get("winner")
+    model = recorded.get("model") or next(
+        ((v.get("model") or {}).get("name") for v in spec.get("variants") or [] if v.get("name") == winner),
+        None,
+    )
+    if not model:
+        phase = status.get("phase", "-")
+        raise UsageError(f"ABTest {ab['metadata']['name']} has no winner to promote (phase {phase})")
+    endpoint = recorded.get("endpoint") or ((spec.get("endpoint") or {}).get("modelDeploymentRef") or {}).get(
+        "name", ""
+    )
+    manifest = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": endpoint, "namespace": ab["metadata"]["namespace"]},
+        "spec": {"model": {"name": model}},
+    }
+    return endpoint, model, manifest
+
+
+def cmd_promotion(args: argparse.Namespace, cluster: Cluster) -> int:
+    import yaml
+
+    plural, kind, name = parse_ref(args.name, default_kind="abt")
+    _require(kind, ["ABTest"], "promotion")
+    obj = cluster.get(plural, kind, name)
+    endpoint, model, manifest = promotion_patch(obj)
+    if args.output == "json":
+        print(json.dumps({"spec": manifest["spec"]}, separators=(",", ":")))
+        return 0
+    status = obj.get("status") or {}
+    mode = (status.get("promotion") or {}).get("mode", "not promoted")
+    decision = status.get("decision") or {}
+    print(f"# ABTest {name}: winner {status.get('winner')} (model {model}), promotion {mode}")
+    if decision:
+        effect, p = _cell(decision.get("effect")), _cell(decision.get("pValue"))
+        print(f"# {decision.get('outcome')} on {decision.get('metric')}: effect {effect}, p {p},")
+        print(f"# decided {decision.get('decidedAt', '-')}")
+    print(f"# In Git, set spec.model.name of ModelDeployment {endpoint} to {model} (or apply this patch):")
+    print(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+    return 0
+
+
 def cmd_results(args: argparse.Namespace, cluster: Cluster) -> int:
     plural, kind, name = parse_ref(args.name, default_kind="abt")
     _require(kind, ["ABTest"], "results")
@@ -510,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retry": ("let a rolled-back revision roll out again", cmd_retry),
         "undo": ("go back to a recorded revision", cmd_undo),
         "results": ("an ABTest's verdict", cmd_results),
+        "promotion": ("the Git change that promotes an ABTest's winner", cmd_promotion),
         "report": ("write an HTML report with plots", cmd_report),
     }
     for verb, (help_text, func) in verbs.items():
@@ -520,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--to-revision", type=int, help="revision number from `kubectl stt get`")
         if verb == "results":
             p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        if verb == "promotion":
+            p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
         if verb == "report":
             p.add_argument("--prometheus", help="Prometheus base URL (default: $STT_PROMETHEUS_URL)")
             p.add_argument("-o", "--output-file", help="HTML file to write (default: KIND-NAME-report.html)")

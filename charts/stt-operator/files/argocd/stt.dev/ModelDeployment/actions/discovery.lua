@@ -3,7 +3,10 @@ local actions = {}
 local status = obj.status or {}
 local spec = obj.spec or {}
 local phase = status.phase or ""
+-- a rollout is in flight while a canary/preview revision other than the stable one exists
+-- (right after the first deployment canaryRevision names the stable revision itself)
 local in_flight = status.canaryRevision ~= nil and status.canaryRevision ~= ""
+  and status.canaryRevision ~= status.stableRevision
 local held = status.heldBy ~= nil and status.heldBy ~= ""
 local paused = spec.paused == true
 
