@@ -27,6 +27,10 @@ end
 
 local phase = status.phase
 local message = status.message or ""
+local ready = condition(status, "Ready")
+if message == "" and ready ~= nil and ready.message ~= nil then
+  message = ready.message
+end
 if status.declaredModel ~= nil and status.stableModel ~= nil and status.declaredModel ~= status.stableModel
     and phase == "Healthy" then
   -- GitOps-safe promotion: the spec Git owns and what is served differ until Git is updated.
