@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from stt_operator.services.notify import NotificationSettings
+
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
 
@@ -50,6 +52,9 @@ class OperatorSettings(BaseModel):
     )
     default_analysis_interval: str = "1m"
     log_format: str = Field("text", pattern="^(text|json)$")
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="webhook receivers (docs/notifications.md)"
+    )
 
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:
@@ -71,6 +76,8 @@ class OperatorSettings(BaseModel):
             if values.pop(old, None) is not None:
                 log.warning("setting %s is ignored: %s", old, why)
         for name in cls.model_fields:
+            if name == "notifications":
+                continue  # a structure: only from the settings file
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
                 values[name] = env.split(",") if name == "namespaces" else env
