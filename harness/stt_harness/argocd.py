@@ -156,3 +156,38 @@ def capture(name: str, obj: Mapping[str, Any]) -> None:
     body.get("metadata", {}).pop("managedFields", None)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / f"{name}.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+GOPHER_SRC = ROOT / "hack" / "argocd-lua"
+
+
+def build_gopher_lua() -> Path:
+    """Build hack/argocd-lua (gopher-lua, the interpreter Argo CD embeds) into the tools cache,
+    again when its source is newer than the binary."""
+    import os
+    import shutil
+
+    out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stt-operator" / "argocd-lua"
+    sources = [GOPHER_SRC / n for n in ("main.go", "go.mod", "go.sum")]
+    if out.exists() and out.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
+        return out
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "build", "-o", str(out), "."], cwd=GOPHER_SRC, check=True, timeout=600)
+    return out
+
+
+def run_gopher(binary: Path, script: str, obj: Mapping[str, Any]) -> Any:
+    """Run one script in gopher-lua (hack/argocd-lua); returns what it returns, as Python."""
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+        f.write(script)
+        f.flush()
+        res = subprocess.run(
+            [str(binary), f.name], input=json.dumps(obj), capture_output=True, text=True, timeout=30
+        )
+    if res.returncode != 0:
+        raise RuntimeError(f"gopher-lua: {res.stderr}")
+    return json.loads(res.stdout)

@@ -1,6 +1,7 @@
 """The chart's Argo CD health checks and actions, run in real Lua 5.1 (Argo CD's dialect) on
 objects captured from the real control plane by tests/integration/test_gitops.py and
-test_abtests.py (STT_CAPTURE_ARGOCD_FIXTURES=1) into tests/data/argocd."""
+test_abtests.py (STT_CAPTURE_ARGOCD_FIXTURES=1) into tests/data/argocd; and once more in
+gopher-lua itself, the interpreter Argo CD embeds (hack/argocd-lua, built with Go)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from stt_harness.argocd import FIXTURES, ArgoCD, Customizations, merge_patch, render_customizations
+from stt_harness.argocd import (
+    FIXTURES,
+    ArgoCD,
+    Customizations,
+    build_gopher_lua,
+    merge_patch,
+    render_customizations,
+    run_gopher,
+)
 from stt_harness.cluster import ensure_tools
 
 # fixture -> (health status, text in the message, actions offered)
@@ -101,3 +110,28 @@ def test_the_sandbox_is_argo_cds() -> None:
 
     assert run_script("return io == nil and dofile == nil and os.execute == nil", {}) is True
     assert run_script("return _VERSION", {}) == "Lua 5.1"
+
+
+def test_gopher_lua_agrees_on_every_script_and_object() -> None:
+    """Argo CD's own interpreter gives the same health, offered actions and action results."""
+    binary = build_gopher_lua()
+    a = argocd()
+    for name in sorted(EXPECTED):
+        obj = fixture(name)
+        kind = obj["kind"]
+        assert run_gopher(binary, a.c.health[kind], obj) == a.health(obj), name
+        if kind not in a.c.discovery:
+            continue
+        offered = run_gopher(binary, a.c.discovery[kind], obj)
+        assert {k: not v.get("disabled") for k, v in offered.items()} == a.discover(obj), name
+        for action, script in a.c.actions[kind].items():
+            if action == "retry":  # a timestamp: only its shape can agree
+                stamp = run_gopher(binary, script, obj)["metadata"]["annotations"]["stt.dev/retry"]
+                assert stamp.endswith("Z") and len(stamp) == 20
+                continue
+            assert merge_patch(obj, run_gopher(binary, script, obj)) == merge_patch(
+                obj, a.act(obj, action)
+            ), (
+                name,
+                action,
+            )
