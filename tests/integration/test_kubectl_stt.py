@@ -101,8 +101,15 @@ def test_verbs_drive_a_real_rollout(operator, kube, operator_namespace, cluster,
     assert rc == 2 and "--to-revision" in err
     rc, out, _ = run(capsys, cluster, ns, "undo", NAME, "--to-revision", str(revisions[0]))
     assert rc == 0
-    annotations = md_of(kube, ns)["metadata"].get("annotations") or {}
-    assert annotations.get("stt.dev/undo-to-revision") == str(revisions[0])
+    # The operator acts on it (rollout/history.py): spec.model back on that revision's model.
+    wait_for(
+        lambda: (
+            (m := md_of(kube, ns))["spec"]["model"]["name"] == "model-a"
+            and "stt.dev/undo-to-revision" not in (m["metadata"].get("annotations") or {})
+        ),
+        30,
+        "undo acted on",
+    )
     assert run(capsys, cluster, ns, "retry", NAME)[0] == 0
 
 
