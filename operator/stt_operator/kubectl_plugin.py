@@ -524,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--prometheus", help="Prometheus base URL (default: $STT_PROMETHEUS_URL)")
             p.add_argument("-o", "--output-file", help="HTML file to write (default: KIND-NAME-report.html)")
             p.add_argument("--alpha", type=float, default=0.05, help="interval level 1 - alpha")
-            p.add_argument("--since", help="start the window this long ago (e.g. 30m, 2h) instead of the start")
+            p.add_argument(
+                "--since", help="start the window this long ago (e.g. 30m, 2h) instead of the start"
+            )
             p.add_argument(
                 "--no-namespace-label",
                 action="store_true",
