@@ -366,6 +366,7 @@ def _scan_npy(
     return findings + scan_pickle_stream(stream, label, allowed, limits)
 
 
+TORCHSCRIPT_CLASS_GLOBALS = "__torch__.*"
 ZIP_READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_ZIP_DEPTH = 2
 
@@ -428,6 +429,11 @@ def _scan_zip(
 ) -> list[SecurityFinding]:
     try:
         with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if any(n.endswith("constants.pkl") for n in names) and any("code/" in n for n in names):
+                # TorchScript: `__torch__.*` globals name classes compiled from the archive's own
+                # code/ by torch.jit (TorchScript, no Python import); nothing else is widened.
+                allowed = (*allowed, TORCHSCRIPT_CLASS_GLOBALS)
             return _scan_zip_file(zf, rel, allowed, limits or ScanLimits(), 1)
     except (zipfile.BadZipFile, EOFError, zlib_error()) as exc:
         return [SecurityFinding(rel, f"corrupt zip container: {exc}")]
