@@ -11,9 +11,11 @@
 - ONNX external data: each tensor's `location` must be relative, stay inside the model
   directory after `realpath`, and be neither a symlink nor a hard link; only then does
   `onnx.checker.check_model(path, full_check=True)` run.
-- TensorFlow SavedModel: risky ops (`ReadFile`, `WriteFile`, `PyFunc`…) are found as NodeDef
-  `op` fields in `saved_model.pb` without tensorflow: the protobuf encodes them as tag 0x12,
-  a length byte and the name, which is searched in a memory map.
+- TensorFlow SavedModel: `saved_model.pb` is parsed with the protobuf subset schema of
+  artifacts/tfproto.py (no tensorflow) and every NodeDef of the graph and its function library
+  is checked: ops that run Python or touch files (TF_RISKY_OPS) anywhere, the V2 checkpoint ops
+  outside the model's own saver. As a fallback for any `.pb`, op names are also found as NodeDef
+  `op` fields (tag 0x12, a length byte and the name) in a memory map.
 - Keras: `Lambda` layers (arbitrary Python) in `.keras` configs, `.h5` model configs and
   `keras_metadata.pb`.
 - Triton Python models run their code by design; calls that spawn processes, evaluate
@@ -33,6 +35,7 @@ import io
 import json
 import mmap
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Iterable
@@ -92,7 +95,10 @@ class BoundedReader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         position = self.raw.seek(offset, whence)
-        self.used = 0  # a rewind starts a new pass; each pass is bounded on its own
+        if whence == io.SEEK_SET:
+            self.used = 0  # a rewind starts a new pass; each pass is bounded on its own
+        elif whence == io.SEEK_CUR:
+            self.used = max(0, self.used + offset)
         return position
 
     def read(self, n: int | None = -1) -> bytes:  # type: ignore[override]
@@ -321,25 +327,53 @@ _PICKLE_V0_STARTS = frozenset(b"(c}])NIJKLFGSTUVX\x88\x89")
 _SNIFF_BYTES = 1024 * 1024
 
 
+# Opcodes that bring a callable into a pickle, and those that call one: code runs on load
+# only when both occur (REDUCE runs before STOP is ever reached, so STOP proves nothing).
+_IMPORT_OPS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+_CALL_OPS = frozenset({"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _imports(opcode_name: str, arg: object) -> bool:
+    if opcode_name in ("GLOBAL", "INST"):
+        # The text forms carry "module name": only importable identifiers count, so a text
+        # file that starts with "class Model(...)" is not read as GLOBAL.
+        module, _, name = str(arg).partition(" ")
+        return bool(_DOTTED.match(module) and _DOTTED.match(name))
+    return opcode_name in _IMPORT_OPS
+
+
 def sniff_pickle(head: bytes, open_stream) -> bool:  # type: ignore[no-untyped-def]
     """Is this content a pickle, whatever the file is called? Protocol 2+ carries a PROTO
-    header; a protocol 0/1 stream is recognised by disassembling it (never loading) up to its
-    STOP opcode, within the first MiB."""
+    header; for protocol 0/1 the stream is disassembled (never loaded) within the first MiB,
+    across consecutive pickles (joblib and others read several), and counts as one when it
+    imports a callable and calls it — what running code on load takes. Raw tensor bytes that
+    happen to disassemble ("N.") or text are not mistaken for one."""
     import pickletools
 
     if is_pickle(head):
         return True
     if not head or head[0] not in _PICKLE_V0_STARTS:
         return False
+    imported = called = False
     with open_stream() as raw:
         bounded = BoundedReader(raw, _SNIFF_BYTES, "sniff")
         try:
-            for count, (opcode, _arg, _pos) in enumerate(pickletools.genops(bounded), 1):
-                if opcode.name == "STOP":
-                    return count > 1
+            while True:
+                for opcode, arg, _pos in pickletools.genops(bounded):
+                    imported = imported or _imports(opcode.name, arg)
+                    called = called or (imported and opcode.name in _CALL_OPS)
+                    if imported and called:
+                        return True
+                if not bounded.read(1):
+                    return False
+                bounded.seek(-1, io.SEEK_CUR)
         except ScanLimitExceeded:
-            return True  # a protocol-0 stream longer than the sniff window: scan it in full
-        except (ValueError, EOFError, UnicodeDecodeError, OverflowError):
+            # A well-formed stream with an argument longer than the window: unpicklers accept
+            # any opcode in any protocol, so a huge BINBYTES could push the import past the
+            # window. Fail closed; the full scan is bounded by the memory limit.
+            return True
+        except (ValueError, EOFError, UnicodeDecodeError, OverflowError, OSError):
             return False
     return False
 

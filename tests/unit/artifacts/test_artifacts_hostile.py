@@ -471,3 +471,31 @@ def test_unparsable_saved_model_fails_closed(tmp_path: Path) -> None:
     result = security_step(root, "tensorflow-savedmodel", root)
     assert result.result == "failed"
     assert "does not parse as a SavedModel protobuf" in result.message
+
+
+def test_raw_tensor_bytes_that_disassemble_are_not_mistaken_for_pickles(tmp_path: Path) -> None:
+    from stt_operator.artifacts.security import content_kind
+
+    root = tmp_path / "m"
+    root.mkdir()
+    # "N." is NONE, STOP: a valid pickle that imports nothing, as random weights may start.
+    (root / "weights.bin").write_bytes(b"N." + np.arange(1000, dtype=np.float32).tobytes())
+    assert content_kind(root / "weights.bin") is None
+    assert security_step(root, None, None).result == "passed"
+    # A harmless first pickle does not hide a second one that imports.
+    marker = tmp_path / "PWNED"
+    (root / "weights.bin").write_bytes(b"N." + pickle.dumps(_Touch(marker), protocol=0))
+    assert content_kind(root / "weights.bin") == "pickle"
+    assert "posix.system" in security_step(root, None, None).message
+    assert not marker.exists()
+
+
+def test_a_long_argument_cannot_push_the_import_past_the_sniff_window(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    root = tmp_path / "m"
+    root.mkdir()
+    padding = b"B" + struct.pack("<I", 2 * 1024 * 1024) + bytes(2 * 1024 * 1024) + b"0"  # BINBYTES, POP
+    (root / "weights.bin").write_bytes(b"(" + padding + b"1" + pickle.dumps(_Touch(marker), protocol=0))
+    result = security_step(root, None, None)
+    assert "weights.bin: dangerous global (picklescan): posix.system" in result.message
+    assert not marker.exists()
