@@ -398,7 +398,7 @@ class ValidationSpec(ApiModel):
     """Fail validation that runs longer than this."""
     required_steps: list[ValidationStepName] = Field(default_factory=list, max_length=7)
     """Steps that must run (not be skipped) for the model to become Ready, on top of the
-    operator's `validation.requiredSteps` setting (default security, integrity). `digest`
+    operator's `validationRequiredSteps` setting (default security, integrity). `digest`
     requires a pinned source.sha256 instead of the visible DigestNotPinned waiver."""
 
     def timeout_seconds(self) -> float:
