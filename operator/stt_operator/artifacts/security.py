@@ -324,7 +324,6 @@ def _pickle_parse_error(stream: IO[bytes]) -> str | None:
 
 # Opcodes a protocol 0/1 pickle can start with (MARK, GLOBAL, INST, EMPTY_*, NONE, scalars).
 _PICKLE_V0_STARTS = frozenset(b"(c}])NIJKLFGSTUVX\x88\x89")
-_SNIFF_BYTES = 1024 * 1024
 
 
 # Opcodes that bring a callable into a pickle, and those that call one: code runs on load
@@ -343,36 +342,68 @@ def _imports(opcode_name: str, arg: object) -> bool:
     return opcode_name in _IMPORT_OPS
 
 
-def sniff_pickle(head: bytes, open_stream) -> bool:  # type: ignore[no-untyped-def]
-    """Is this content a pickle, whatever the file is called? Protocol 2+ carries a PROTO
-    header; for protocol 0/1 the stream is disassembled (never loaded) within the first MiB,
-    across consecutive pickles (joblib and others read several), and counts as one when it
-    imports a callable and calls it — what running code on load takes. Raw tensor bytes that
-    happen to disassemble ("N.") or text are not mistaken for one."""
+# Length-prefixed arguments (pickletools' TAKEN_FROM_ARGUMENT* markers): width, signed.
+_LENGTH_PREFIX = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8, False)}
+_MAX_TEXT_ARG = 64 * 1024
+_SNIFF_MAX_OPS = 1_000_000
+
+
+def _walk_opcodes(stream: IO[bytes], size: int):  # type: ignore[no-untyped-def]
+    """(opcode name, text argument or None) of a pickle stream, like pickletools.genops but
+    never reading a length-prefixed argument: it is skipped with a seek, so a claimed 4 GiB
+    BINBYTES8 costs nothing and cannot push what follows out of sight. Text arguments
+    (GLOBAL, INST, protocol-0 numbers and strings) are read, bounded, and validated with
+    pickletools' own readers. Raises ValueError / EOFError on what is not a pickle."""
     import pickletools
 
+    code2op = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+    while code := stream.read(1):
+        op = code2op.get(code)
+        if op is None:
+            raise ValueError(f"not a pickle opcode: {code!r}")
+        arg = op.arg
+        if arg is None:
+            yield op.name, None
+        elif arg.n >= 0:
+            if len(stream.read(arg.n)) < arg.n:
+                raise EOFError("truncated argument")
+            yield op.name, None
+        elif arg.n == -1:  # UP_TO_NEWLINE, one line or a "module\nname\n" pair
+            lines = [stream.readline(_MAX_TEXT_ARG) for _ in range(2 if arg.name.endswith("_pair") else 1)]
+            if not all(line.endswith(b"\n") for line in lines):
+                raise ValueError("unterminated text argument")
+            yield op.name, arg.reader(io.BytesIO(b"".join(lines)))
+        else:
+            width, signed = _LENGTH_PREFIX[arg.n]
+            raw = stream.read(width)
+            if len(raw) < width:
+                raise EOFError("truncated length")
+            length = int.from_bytes(raw, "little", signed=signed)
+            if length < 0 or stream.tell() + length > size:
+                raise EOFError("argument longer than the stream")
+            stream.seek(length, io.SEEK_CUR)
+            yield op.name, None
+
+
+def sniff_pickle(head: bytes, open_stream, size: int) -> bool:  # type: ignore[no-untyped-def]
+    """Is this content a pickle, whatever the file is called? Protocol 2+ carries a PROTO
+    header; without one the stream is walked opcode by opcode (never loaded), across
+    consecutive pickles (joblib and others read several), and counts as one when it imports
+    a callable and calls it — what running code on load takes — or stays well formed for
+    a million opcodes (fail closed). Raw tensor bytes that happen to disassemble ("N.") and
+    text are not mistaken for one: random bytes break within a few opcodes."""
     if is_pickle(head):
         return True
     if not head or head[0] not in _PICKLE_V0_STARTS:
         return False
     imported = called = False
-    with open_stream() as raw:
-        bounded = BoundedReader(raw, _SNIFF_BYTES, "sniff")
+    with open_stream() as stream:
         try:
-            while True:
-                for opcode, arg, _pos in pickletools.genops(bounded):
-                    imported = imported or _imports(opcode.name, arg)
-                    called = called or (imported and opcode.name in _CALL_OPS)
-                    if imported and called:
-                        return True
-                if not bounded.read(1):
-                    return False
-                bounded.seek(-1, io.SEEK_CUR)
-        except ScanLimitExceeded:
-            # A well-formed stream with an argument longer than the window: unpicklers accept
-            # any opcode in any protocol, so a huge BINBYTES could push the import past the
-            # window. Fail closed; the full scan is bounded by the memory limit.
-            return True
+            for count, (name, arg) in enumerate(_walk_opcodes(stream, size), 1):
+                imported = imported or _imports(name, arg)
+                called = called or (imported and name in _CALL_OPS)
+                if (imported and called) or count >= _SNIFF_MAX_OPS:
+                    return True
         except (ValueError, EOFError, UnicodeDecodeError, OverflowError, OSError):
             return False
     return False
@@ -433,6 +464,8 @@ def _scan_zip_file(
         def opener(info: zipfile.ZipInfo = info) -> IO[bytes]:
             return zf.open(info)
 
+        size = info.file_size
+
         if head.startswith(b"\x93NUMPY"):
             with zf.open(info) as member:
                 findings += _scan_npy(member, label, allowed, limits)
@@ -452,7 +485,7 @@ def _scan_zip_file(
                     findings += _scan_zip_file(inner, label, allowed, limits, depth + 1)
             except zipfile.BadZipFile as exc:
                 findings.append(SecurityFinding(label, f"corrupt nested zip: {exc}"))
-        elif info.filename.endswith(ZIP_PICKLE_SUFFIXES) or sniff_pickle(head, opener):
+        elif info.filename.endswith(ZIP_PICKLE_SUFFIXES) or sniff_pickle(head, opener, size):
             with zf.open(info) as member:
                 findings += scan_pickle_stream(member, label, allowed, limits)
     return findings
@@ -489,7 +522,7 @@ def content_kind(path: Path) -> str | None:
         return "zip"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if sniff_pickle(head, lambda: path.open("rb")):
+    if sniff_pickle(head, lambda: path.open("rb"), path.stat().st_size):
         return "pickle"
     return None
 

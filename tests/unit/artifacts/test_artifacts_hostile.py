@@ -499,3 +499,44 @@ def test_a_long_argument_cannot_push_the_import_past_the_sniff_window(tmp_path: 
     result = security_step(root, None, None)
     assert "weights.bin: dangerous global (picklescan): posix.system" in result.message
     assert not marker.exists()
+
+
+def test_raw_tensor_storages_are_not_mistaken_for_pickles(tmp_path: Path) -> None:
+    """A checkpoint's raw storages are random-looking bytes; whatever they start with ("N"
+    then a BINBYTES opcode claiming gigabytes, say), they are not read as pickles."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "m"
+    root.mkdir()
+    with zipfile.ZipFile(root / "model.pt", "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        zf.writestr("archive/data/0", b"NB\xff\xff\xff\x7f" + rng.random(4096, np.float32).tobytes())
+        for i in range(1, 200):
+            zf.writestr(f"archive/data/{i}", rng.standard_normal(2048).astype(np.float32).tobytes())
+    (root / "raw.bin").write_bytes(b"(X\x00\x00\x00\x40" + rng.random(1024, np.float32).tobytes())
+    result = security_step(root, "pytorch", root / "model.pt")
+    assert result.result == "passed", result.findings
+
+
+def test_arbitrary_bytes_always_get_a_verdict(tmp_path_factory) -> None:
+    """Property: whatever bytes a file (or a zip member, or a saved_model.pb) holds, the
+    security step returns a verdict; it never raises."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    prefixes = st.sampled_from([b"", b"\x80\x02", b"(", b"c", b"PK\x03\x04", b"\x93NUMPY", b"\x12\x05"])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        prefix=prefixes,
+        body=st.binary(max_size=512),
+        name=st.sampled_from(["w.bin", "saved_model.pb", "m.py"]),
+    )
+    def check(prefix: bytes, body: bytes, name: str) -> None:
+        root = tmp_path_factory.mktemp("fuzz")
+        (root / name).write_bytes(prefix + body)
+        with zipfile.ZipFile(root / "c.zip", "w") as zf:
+            zf.writestr("member", prefix + body)
+        result = security_step(root, None, None)
+        assert result.result in ("passed", "failed")
+
+    check()
