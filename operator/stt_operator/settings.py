@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,13 @@ class OperatorSettings(BaseModel):
     default_analysis_interval: str = "1m"
     default_abtest_duration: str = "24h"
     log_format: str = Field("text", pattern="^(text|json)$")
+    validation_required_steps: list[
+        Literal["format", "architecture", "dependencies", "security", "integrity", "performance", "digest"]
+    ] = Field(
+        default_factory=lambda: ["security", "integrity"],
+        description="validation steps that must run (not be skipped) for any STTModel to become Ready; "
+        "an STTModel's spec.validation.requiredSteps adds to these",
+    )
 
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:
@@ -53,6 +60,6 @@ class OperatorSettings(BaseModel):
         for name in cls.model_fields:
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name == "namespaces" else env
+                values[name] = env.split(",") if name in ("namespaces", "validation_required_steps") else env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
