@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +52,13 @@ class OperatorSettings(BaseModel):
     )
     default_analysis_interval: str = "1m"
     log_format: str = Field("text", pattern="^(text|json)$")
+    validation_required_steps: list[
+        Literal["format", "architecture", "dependencies", "security", "integrity", "performance", "digest"]
+    ] = Field(
+        default_factory=lambda: ["security", "integrity"],
+        description="validation steps that must run (not be skipped) for any STTModel to become Ready; "
+        "an STTModel's spec.validation.requiredSteps adds to these",
+    )
     notifications: NotificationSettings = Field(
         default_factory=NotificationSettings, description="webhook receivers (docs/notifications.md)"
     )
@@ -80,6 +87,6 @@ class OperatorSettings(BaseModel):
                 continue  # a structure: only from the settings file
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name == "namespaces" else env
+                values[name] = env.split(",") if name in ("namespaces", "validation_required_steps") else env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -56,14 +56,28 @@ def _palette(names: Sequence[str]) -> dict[str, str]:
     return {name: _color(i) for i, name in enumerate(sorted(names))}
 
 
-def ratio_figure(bands: Mapping[str, tl.Band], metric: str, alpha: float) -> bytes:
+def _span(ax: Any, window: tuple[float, float] | None) -> None:
+    """Time axes cover the report's whole window, so a short burst of data shows where it was."""
+    if window is not None:
+        ax.set_xlim(*_times(np.array(window)))
+
+
+def ratio_figure(
+    bands: Mapping[str, tl.Band], metric: str, alpha: float, window: tuple[float, float] | None = None
+) -> bytes:
     plt = _plt()
     colors = _palette(list(bands))
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for variant, b in sorted(bands.items()):
         x = _times(b.times)
-        ax.plot(x, b.estimate, color=colors[variant], label=f"{variant}")
-        ax.fill_between(x, b.lower, b.upper, color=colors[variant], alpha=0.18, linewidth=0)
+        color = colors[variant]
+        ax.plot(x, b.estimate, color=color, label=f"{variant}", marker="." if len(x) < 30 else None)
+        ax.fill_between(x, b.lower, b.upper, color=color, alpha=0.18, linewidth=0)
+        if np.isfinite(b.estimate).sum() < 3:  # too few looks for a band to show: draw the intervals
+            ax.errorbar(
+                x, b.estimate, yerr=[b.estimate - b.lower, b.upper - b.estimate], fmt="o", color=color
+            )
+    _span(ax, window)
     ax.set_title(f"{metric} per variant, with its {1 - alpha:.0%} always-valid interval")
     ax.set_ylabel(metric)
     ax.set_ylim(bottom=0)
@@ -77,15 +91,22 @@ def ratio_figure(bands: Mapping[str, tl.Band], metric: str, alpha: float) -> byt
 P_FLOOR = 1e-12
 
 
-def evidence_figure(evidence: Mapping[str, tl.Evidence], alpha: float, colors: Mapping[str, str]) -> bytes:
+def evidence_figure(
+    evidence: Mapping[str, tl.Evidence],
+    alpha: float,
+    colors: Mapping[str, str],
+    window: tuple[float, float] | None = None,
+) -> bytes:
     plt = _plt()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for candidate, ev in sorted(evidence.items()):
         x = _times(ev.times)
         color = colors.get(candidate, _color(1))
-        top.plot(x, ev.effect * 100, color=color, label=f"{candidate} - control")
+        marker = "o" if len(x) < 30 else None
+        top.plot(x, ev.effect * 100, color=color, label=f"{candidate} - control", marker=marker)
         shown = np.clip(ev.p_value, P_FLOOR, 1.0)
-        bottom.plot(x, shown, color=color, label=candidate, drawstyle="steps-post")
+        bottom.plot(x, shown, color=color, label=candidate, drawstyle="steps-post", marker=marker)
+    _span(bottom, window)
     top.axhline(0, color="black", linewidth=0.8)
     top.set_ylabel("ΔWER (points)")
     top.set_title("Paired difference against the control and its evidence over the looks")
@@ -101,7 +122,11 @@ def evidence_figure(evidence: Mapping[str, tl.Evidence], alpha: float, colors: M
     return _png(fig)
 
 
-def split_figure(split: tl.Split, title: str = "Traffic split (share of requests per step)") -> bytes:
+def split_figure(
+    split: tl.Split,
+    title: str = "Traffic split (share of requests per step)",
+    window: tuple[float, float] | None = None,
+) -> bytes:
     """Stacked shares per step; dotted lines at the configured cumulative weights."""
     plt = _plt()
     colors = _palette(list(split.share))
@@ -117,6 +142,7 @@ def split_figure(split: tl.Split, title: str = "Traffic split (share of requests
             boundary += split.weight[v] * 100
             ax.axhline(boundary, color="black", linestyle=":", linewidth=1)
     ax.set_ylim(0, 100)
+    _span(ax, window)
     ax.set_ylabel("% of requests")
     ax.set_title(title + ("; dotted: configured weights" if split.weight else ""))
     ax.grid(alpha=0.3)
@@ -194,7 +220,7 @@ def rollout_timeline_figure(md: Mapping[str, Any], weights: Mapping[str, tl.Poin
 
 
 def _distributions(data: SeriesData) -> dict[str, tl.Distribution]:
-    return {v: tl.latency_distribution(b) for v, b in data.latency_buckets.items()}
+    return {v: tl.latency_distribution(b, data.start) for v, b in data.latency_buckets.items()}
 
 
 def figures_abtest(ab: Mapping[str, Any], data: SeriesData, alpha: float = 0.05) -> dict[str, bytes]:
@@ -202,34 +228,35 @@ def figures_abtest(ab: Mapping[str, Any], data: SeriesData, alpha: float = 0.05)
     out: dict[str, bytes] = {}
     for name, sums in (("WER", data.wer), ("CER", data.cer)):
         if sums is not None:
-            out[name.lower()] = ratio_figure(tl.ratio_over_time(sums, alpha), name, alpha)
+            bands = tl.ratio_over_time(sums, alpha, since=data.start)
+            out[name.lower()] = ratio_figure(bands, name, alpha, (data.start, data.end))
     if data.pairs:
         names = {v["name"] for v in spec.get("variants") or []} | set(data.pairs) | set(data.requests)
         out["evidence"] = evidence_figure(
-            {c: tl.paired_evidence_over_time(p, alpha) for c, p in data.pairs.items()},
+            {c: tl.paired_evidence_over_time(p, alpha, since=data.start) for c, p in data.pairs.items()},
             alpha,
             _palette(list(names)),
+            (data.start, data.end),
         )
     if data.requests:
         weights = {v["name"]: float(v.get("weight", 0)) for v in spec.get("variants") or []}
-        out["split"] = split_figure(tl.split_over_time(data.requests, weights))
+        split = tl.split_over_time(data.requests, weights, since=data.start)
+        out["split"] = split_figure(split, window=(data.start, data.end))
     if data.latency_buckets:
-        out["latency"] = latency_figure(
-            {v: tl.latency_distribution(b) for v, b in data.latency_buckets.items()}
-        )
+        out["latency"] = latency_figure(_distributions(data))
     return out
 
 
 def figures_rollout(md: Mapping[str, Any], data: SeriesData, alpha: float = 0.05) -> dict[str, bytes]:
     out = {"timeline": rollout_timeline_figure(md, data.route_weights)}
     if data.wer is not None:
-        out["wer"] = ratio_figure(tl.ratio_over_time(data.wer, alpha), "WER", alpha)
+        bands = tl.ratio_over_time(data.wer, alpha, since=data.start)
+        out["wer"] = ratio_figure(bands, "WER", alpha, (data.start, data.end))
     if data.requests:
-        out["split"] = split_figure(tl.split_over_time(data.requests), "Evaluator requests per revision")
+        split = tl.split_over_time(data.requests, since=data.start)
+        out["split"] = split_figure(split, "Evaluator requests per revision", (data.start, data.end))
     if data.latency_buckets:
-        out["latency"] = latency_figure(
-            {v: tl.latency_distribution(b) for v, b in data.latency_buckets.items()}
-        )
+        out["latency"] = latency_figure(_distributions(data))
     return out
 
 

@@ -1,8 +1,10 @@
 """What a report plots, computed from Prometheus range data and an object's status (pure).
 
 Prometheus gives cumulative counters sampled on a grid; every figure here starts from the
-increase since the first sample (a drop between two samples is a counter reset: the new value
-counts from zero), so a point at time t shows exactly what a look at t would have judged.
+increase since the window's start (a drop between two samples is a counter reset: the new value
+counts from zero), so a point at time t shows exactly what a look at t would have judged. A
+series first seen after the window started (the evaluator began, or was first scraped, inside
+the window) counts from zero: its first value is part of the increase.
 
 - `ratio_over_time`: per variant, the ratio Σx/Σy (WER, CER) with the two-sided always-valid
   interval of `stats.sequential` around it (the interval the decisions use, not a fixed-horizon
@@ -30,20 +32,24 @@ from stt_operator.stats.ratio import PairedStats, RatioStats
 Points = Sequence[tuple[float, float]]
 
 
-def increases(points: Points) -> tuple[np.ndarray, np.ndarray]:
-    """(times, increase since the first point) of one cumulative counter, resets handled."""
+def increases(points: Points, since: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(times, increase since the window start) of one cumulative counter, resets handled.
+
+    `since`: the window's start; a series whose first sample comes later than one grid step
+    after it appeared inside the window, so its first value counts (it started from zero)."""
     if not points:
         return np.zeros(0), np.zeros(0)
     t = np.array([p[0] for p in points], dtype=float)
     v = np.array([p[1] for p in points], dtype=float)
     step = np.diff(v)
     step = np.where(step >= 0, step, v[1:])  # after a reset the counter restarted from 0
-    return t, np.concatenate([[0.0], np.cumsum(step)])
+    first = v[0] if since is not None and t[0] > since + (t[1] - t[0] if t.size > 1 else 0.0) else 0.0
+    return t, first + np.concatenate([[0.0], np.cumsum(step)])
 
 
-def on_grid(points: Points, grid: np.ndarray) -> np.ndarray:
+def on_grid(points: Points, grid: np.ndarray, since: float | None = None) -> np.ndarray:
     """The increase since the start at each grid time (held at the last known value)."""
-    t, inc = increases(points)
+    t, inc = increases(points, since)
     if t.size == 0:
         return np.full(grid.shape, np.nan)
     idx = np.searchsorted(t, grid, side="right") - 1
@@ -79,12 +85,15 @@ class RatioSums:
     xy: Mapping[str, Points]  # Σe·n
 
 
-def ratio_over_time(sums: RatioSums, alpha: float = 0.05, tuning_n: float = 500.0) -> dict[str, Band]:
+def ratio_over_time(
+    sums: RatioSums, alpha: float = 0.05, tuning_n: float = 500.0, since: float | None = None
+) -> dict[str, Band]:
     grid = common_grid(sums.count)
     out: dict[str, Band] = {}
     for variant in sorted(sums.count):
         cols = [
-            on_grid(getattr(sums, k).get(variant, ()), grid) for k in ("count", "x", "y", "xx", "yy", "xy")
+            on_grid(getattr(sums, k).get(variant, ()), grid, since)
+            for k in ("count", "x", "y", "xx", "yy", "xy")
         ]
         est, lo, hi = (np.full(grid.shape, np.nan) for _ in range(3))
         for i in range(grid.size):
@@ -125,7 +134,9 @@ class Evidence:
     samples: np.ndarray
 
 
-def paired_evidence_over_time(pair: PairSums, alpha: float = 0.05, tuning_n: float = 500.0) -> Evidence:
+def paired_evidence_over_time(
+    pair: PairSums, alpha: float = 0.05, tuning_n: float = 500.0, since: float | None = None
+) -> Evidence:
     grid = common_grid({"p": pair.pairs})
     names = (
         "pairs",
@@ -139,7 +150,7 @@ def paired_evidence_over_time(pair: PairSums, alpha: float = 0.05, tuning_n: flo
         "cand_x_ref",
         "base_x_ref",
     )
-    cols = {k: on_grid(getattr(pair, k), grid) for k in names}
+    cols = {k: on_grid(getattr(pair, k), grid, since) for k in names}
     effect, p = np.full(grid.shape, np.nan), np.full(grid.shape, np.nan)
     running: float | None = None
     for i in range(grid.size):
@@ -170,22 +181,22 @@ def paired_evidence_over_time(pair: PairSums, alpha: float = 0.05, tuning_n: flo
 
 @dataclass(frozen=True)
 class Split:
-    times: np.ndarray  # end of each step
+    times: np.ndarray  # end of each step (the first step runs from the window's start)
     share: dict[str, np.ndarray]  # share of the step's requests per variant (NaN: none sent)
     weight: dict[str, float] = field(default_factory=dict)  # configured weight (fraction)
 
 
-def split_over_time(requests: Mapping[str, Points], weights: Mapping[str, float] | None = None) -> Split:
+def split_over_time(
+    requests: Mapping[str, Points], weights: Mapping[str, float] | None = None, since: float | None = None
+) -> Split:
     grid = common_grid(requests)
-    cum = {v: on_grid(pts, grid) for v, pts in requests.items()}
+    cum = {v: on_grid(pts, grid, since) for v, pts in requests.items()}
     step = {v: np.diff(np.nan_to_num(c, nan=0.0), prepend=0.0) for v, c in cum.items()}
     total = sum(step.values()) if step else np.zeros(grid.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = {v: np.where(total > 0, s / total, np.nan) for v, s in step.items()}
-    # The first point has no step before it.
-    share = {v: s[1:] for v, s in share.items()}
     norm = sum((weights or {}).values()) or 1.0
-    return Split(grid[1:], share, {v: w / norm for v, w in (weights or {}).items()})
+    return Split(grid, share, {v: w / norm for v, w in (weights or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -194,10 +205,10 @@ class Distribution:
     counts: np.ndarray  # observations per bucket (not cumulative)
 
 
-def latency_distribution(buckets: Mapping[str, Points]) -> Distribution:
+def latency_distribution(buckets: Mapping[str, Points], since: float | None = None) -> Distribution:
     """Bucket increments over the window from `le` -> cumulative counter range data."""
     bounds = sorted(buckets, key=lambda le: math.inf if le in ("+Inf", "inf") else float(le))
-    cumulative = np.array([increases(buckets[le])[1][-1] if buckets[le] else 0.0 for le in bounds])
+    cumulative = np.array([increases(buckets[le], since)[1][-1] if buckets[le] else 0.0 for le in bounds])
     counts = np.diff(cumulative, prepend=0.0).clip(min=0.0)
     ub = np.array([math.inf if le in ("+Inf", "inf") else float(le) for le in bounds])
     return Distribution(ub, counts)

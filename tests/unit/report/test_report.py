@@ -107,8 +107,9 @@ def test_split_shares_per_step_and_configured_weight() -> None:
         "b": cumulative(t, np.array([0, 10, 10, 30, 10])),
     }
     split = timeline.split_over_time(requests, {"a": 90, "b": 10})
-    assert split.share["a"][1] == pytest.approx(0.9)
-    assert split.share["b"][3] == pytest.approx(0.25)
+    assert np.isnan(split.share["a"][0])  # nothing sent in the first step
+    assert split.share["a"][2] == pytest.approx(0.9)
+    assert split.share["b"][4] == pytest.approx(0.25)
     assert split.weight == {"a": 0.9, "b": 0.1}
 
 
@@ -246,3 +247,10 @@ def test_refs_and_trees() -> None:
     assert "decision Winner on wer: effect -0.1  interval [-0.15, -0.05]" in abtest_tree(ab)
     table = results_table(ab)
     assert "winner b" in table and "95% interval [-0.15, -0.05], p 0.001" in table
+
+
+def test_a_series_that_appears_inside_the_window_counts_from_zero() -> None:
+    pts = [(100.0, 40.0), (115.0, 50.0)]
+    assert timeline.increases(pts, since=0.0)[1].tolist() == [40, 50]  # first seen at 100 > 0 + 15
+    assert timeline.increases(pts, since=95.0)[1].tolist() == [0, 10]  # already there at the start
+    assert timeline.increases(pts)[1].tolist() == [0, 10]
