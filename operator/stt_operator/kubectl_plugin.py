@@ -179,6 +179,9 @@ def rollout_tree(
     if status.get("currentWeight") is not None:
         head += f"  canary weight {status['currentWeight']}%"
     lines: list[tuple[int, str]] = [(0, head)]
+    declared, served = status.get("declaredModel"), status.get("stableModel")
+    if declared and served and declared != served:  # Git asks for one model, another serves
+        lines.append((1, f"declared model {declared}, serving {served}"))
     if status.get("heldBy"):
         lines.append((1, f"held by ABTest {status['heldBy']}"))
     weights: dict[str, int] = {}

@@ -43,3 +43,16 @@ def test_a_winner_without_promotion_still_gets_a_patch() -> None:
 def test_no_winner_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no winner to promote"):
         promotion_patch({**AB, "status": {"phase": "Running"}})
+
+
+def test_the_tree_says_what_is_declared_and_what_serves() -> None:
+    from stt_operator.kubectl_plugin import rollout_tree
+
+    md = {
+        "metadata": {"name": "asr", "namespace": "team-a"},
+        "spec": {"strategy": {"type": "Canary"}},
+        "status": {"phase": "Paused", "declaredModel": "model-b", "stableModel": "model-a"},
+    }
+    assert "declared model model-b, serving model-a" in rollout_tree(md, None, [], [])
+    md["status"]["declaredModel"] = "model-a"
+    assert "declared model" not in rollout_tree(md, None, [], [])
