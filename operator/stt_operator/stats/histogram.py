@@ -171,11 +171,11 @@ def tail_exceedance_test(
     est = pc - pb
     z = 0.0 if se0 == 0 else est / se0
     alpha = 1 - confidence
-    t = nc + nb
+    t = float(sequential.effective_n(nc, nb))  # unequal arms: the information, not the total
     tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2)
     if sequential_:
         p2, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
-        half = float(sequential.cs_halfwidth(se, t, alpha, tuning))
+        half = sequential.one_sided_halfwidth(se, t, alpha, tuning)
     else:
         p2, pg, pl = sequential.fixed_horizon_p(z)
         half = float(stats.norm.ppf(1 - alpha / 2) * se)
@@ -285,3 +285,53 @@ def one_sample_exceedance(
     else:
         _, pg, pl = sequential.fixed_horizon_p(z)
     return bound, share, float(pg), float(pl)
+
+
+@dataclass(frozen=True)
+class QuantileComparison:
+    bound: float  # the candidate bucket bound compared (after snapping)
+    baseline_quantile: float  # the baseline's interpolated quantile
+    candidate_share: float  # candidate share above `bound`
+    p_greater: float  # small => candidate quantile > factor * baseline quantile + shift
+    p_less: float  # small => candidate quantile < factor * baseline quantile + shift
+
+
+def two_sample_quantile_test(
+    candidate: Buckets,
+    baseline: Buckets,
+    q: float,
+    *,
+    factor: float = 1.0,
+    shift: float = 0.0,
+    snap: str,
+    confidence: float = 0.95,
+    sequential_: bool = True,
+    tuning_n: float | None = None,
+) -> QuantileComparison:
+    """H0: Q_c(q) = factor * Q_b(q) + shift, both quantiles estimated (relative and margin rules).
+
+    The candidate's share above the bound x = factor * Q̂_b(q) + shift is compared with 1 - q.
+    The baseline quantile is itself an estimate: by its Bahadur representation its error moves
+    that share by as much as a binomial share of the baseline's own size, so under H0 (at the
+    boundary, where the candidate is the baseline rescaled) the share has variance
+    q (1 - q) (1/n_c + 1/n_b), not q (1 - q) / n_c as if the baseline were known. The null is the
+    same at every look (the rule), so the always-valid p-values can be carried as running minima.
+    `snap` puts x on a bucket bound on the conservative side: `up` for p_greater (fail), `down`
+    for p_less (pass)."""
+    _same_layout(candidate, baseline)
+    nc, nb = candidate.total, baseline.total
+    xb = quantile(baseline, q)
+    if nc <= 0 or nb <= 0 or not math.isfinite(xb):
+        return QuantileComparison(math.nan, xb, math.nan, 1.0, 1.0)
+    bound, above, _ = exceedance(candidate, factor * xb + shift, snap=snap)
+    share = above / nc
+    se0 = math.sqrt(q * (1 - q) * (1.0 / nc + 1.0 / nb))
+    z = (share - (1 - q)) / se0
+    alpha = 1 - confidence
+    t = float(sequential.effective_n(nc, nb))
+    if sequential_:
+        tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2)
+        _, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
+    else:
+        _, pg, pl = sequential.fixed_horizon_p(z)
+    return QuantileComparison(bound, xb, share, float(pg), float(pl))
