@@ -272,10 +272,24 @@ def table(results: list[CellResult]) -> Iterator[str]:
 
 def run_matrix(runs: int, power_runs: int, looks: int, seed: int, workers: int) -> list[CellResult]:
     jobs = [(c, runs, power_runs, looks, seed + 1000 * i) for i, c in enumerate(cells())]
-    if workers <= 1:
-        return [run_cell(j) for j in jobs]
-    with Pool(workers) as pool:
-        return list(pool.imap(run_cell, jobs))
+    out: list[CellResult] = []
+    with Pool(workers) if workers > 1 else _Serial() as pool:
+        for r in pool.imap(run_cell, jobs):
+            out.append(r)
+            # Progress as each cell ends (a long run on a loaded machine stays readable).
+            print(f"# done: {r.cell.name} in {r.seconds:.0f} s", flush=True)
+    return out
+
+
+class _Serial:
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def imap(self, fn, items):  # type: ignore[no-untyped-def]
+        return map(fn, items)
 
 
 def main() -> None:
