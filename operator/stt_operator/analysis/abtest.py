@@ -7,6 +7,11 @@ significance, Holm-corrected across variants, and passes its guardrails), NoDiff
 variant's confidence sequence lies inside +/- the margin: equivalence, may stop early), or
 Inconclusive (keep running; at the end: not enough evidence either way). A sample-ratio
 mismatch holds the decision.
+
+A winner may be found on either side (a variant better than the control, or the control better
+than every variant), so each side spends alpha/2: the chance of any false winner stays at or
+below alpha. The reported p-value is the two-sided one (twice the adjusted one-sided p-value,
+compared with alpha) and the interval has alpha/2 in each end (`details["ci_ab"]` from the judge).
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ def decide_ab(
     lower = direction != HIGHER
     better = {v: r.details["p_lower" if lower else "p_higher"] for v, r in results.items()}
     worse = {v: r.details["p_higher" if lower else "p_lower"] for v, r in results.items()}
-    adj_better, adj_worse = holm(better, alpha), holm(worse, alpha)
+    half = alpha / 2.0
+    adj_better, adj_worse = holm(better, half), holm(worse, half)
     winners = [v for v, (_, rej) in adj_better.items() if rej and v not in blocked]
     if winners:
         best = min(winners, key=lambda v: (results[v].effect or 0.0) * (1 if lower else -1))
@@ -73,14 +79,14 @@ def decide_ab(
         return ABDecision(
             "Winner",
             best,
-            adj_better[best][0],
+            min(1.0, 2.0 * adj_better[best][0]),
             r.effect,
             _ci(r),
             f"{best} beats {control}: {r.message}",
             True,
         )
     if all(rej for _, rej in adj_worse.values()) and control not in blocked:
-        p = max(p for p, _ in adj_worse.values())
+        p = min(1.0, 2.0 * max(p for p, _ in adj_worse.values()))
         return ABDecision(
             "Winner",
             control,
@@ -91,10 +97,8 @@ def decide_ab(
             True,
         )
     if margin is not None:
-        inside = all(
-            r.ci_low is not None and r.ci_high is not None and -margin <= r.ci_low and r.ci_high <= margin
-            for r in results.values()
-        )
+        cis = [_ci(r) for r in results.values()]
+        inside = all(ci is not None and -margin <= ci[0] and ci[1] <= margin for ci in cis)
         if inside:
             return ABDecision(
                 "NoDifference",
@@ -120,6 +124,8 @@ def decide_ab(
 
 
 def _ci(r: MetricResult) -> tuple[float, float] | None:
-    if r.ci_low is None or r.ci_high is None or math.isnan(r.ci_low):
+    """The interval at the A/B's sidedness (alpha/2 per end) when the judge gave one."""
+    lo, hi = r.details.get("ci_ab") or (r.ci_low, r.ci_high)
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return None
-    return (r.ci_low, r.ci_high)
+    return (float(lo), float(hi))

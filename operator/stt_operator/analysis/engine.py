@@ -21,7 +21,7 @@ from typing import Any
 
 from stt_operator import evalmetrics as em
 from stt_operator.analysis import presets
-from stt_operator.analysis.judge import RuleError, judge, summarize
+from stt_operator.analysis.judge import RuleError, judge, rule_labels, summarize
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricResult, MetricRule, RuleCheck
 from stt_operator.analysis.prom import PromQueryError, QueryClient
 from stt_operator.stats.counts import SRMResult, sample_ratio_mismatch
@@ -83,6 +83,16 @@ def finalize(
     judged = [r for r in results if r.outcome == "Inconclusive" and r.checks]
     raw_fail: dict[str, float] = {}
     raw_pass: dict[str, float] = {}
+    # The Holm family is every statistical rule of every metric, fixed over the analysis's life:
+    # a rule not judged at this look (not enough data, NoData) keeps its running minimum, or 1.
+    family: dict[str, list[str]] = {
+        name: rule_labels(rule, ctx.baseline is not None) for name, rule in rules.items()
+    }
+    for name, labels in family.items():
+        for label in labels:
+            prev = ctx.previous_p.get(_key(name, label))
+            raw_fail[_key(name, label)] = prev[0] if prev else 1.0
+            raw_pass[_key(name, label)] = prev[1] if prev else 1.0
     for r in judged:
         for c in r.checks:
             if c.statistical:
@@ -94,7 +104,13 @@ def finalize(
     out: list[MetricResult] = []
     for r in results:
         if not (r.outcome == "Inconclusive" and r.checks):
-            out.append(r)
+            carried = {
+                label: ctx.previous_p[_key(r.name, label)]
+                for label in family.get(r.name, [])
+                if _key(r.name, label) in ctx.previous_p
+            }
+            # Keep the running minima through looks that could not judge this metric.
+            out.append(replace(r, details={**r.details, "p_raw": carried}) if carried else r)
             continue
         checks: list[RuleCheck] = []
         deciding: float | None = None

@@ -15,9 +15,8 @@ from dataclasses import replace
 from stt_operator.analysis.model import HIGHER, AnalysisContext, MetricResult, MetricRule, RuleCheck
 from stt_operator.analysis.presets import CountData, Data, HistogramData, RatioData, ScalarData
 from stt_operator.stats import histogram as hist
-from stt_operator.stats.counts import compare_event_rates
+from stt_operator.stats.counts import compare_event_rates, proportion_difference_se
 from stt_operator.stats.ratio import (
-    RatioStats,
     one_sample,
     paired_difference,
     paired_relative,
@@ -25,7 +24,7 @@ from stt_operator.stats.ratio import (
     unpaired_relative,
 )
 from stt_operator.stats.results import Comparison, NotEnoughData
-from stt_operator.stats.sequential import default_tuning_n
+from stt_operator.stats.sequential import default_tuning_n, effective_n
 
 NO_RULE = "no-harm"  # no rule given: fail only when significantly worse than the baseline
 
@@ -60,6 +59,17 @@ def _not_enough(rule: MetricRule, have: dict[str, float], unit: str) -> MetricRe
     )
 
 
+def _no_data(rule: MetricRule, why: str, have: dict[str, float], **kw: float | None) -> MetricResult:
+    """Data that cannot be judged (empty denominators, inconsistent counters): NoData, never a
+    verdict, with the reason."""
+    return MetricResult(rule.name, "NoData", f"{rule.name} NoData: {why}", samples=have, **kw)  # type: ignore[arg-type]
+
+
+def _ab_confidence(ctx: AnalysisContext) -> float:
+    """A/B verdicts spend alpha/2 per side (a winner either way): their interval has alpha/2 ends."""
+    return 1.0 - (1.0 - ctx.confidence) / 2.0
+
+
 def _sides(c: Comparison, worse_is_greater: bool) -> tuple[float, float]:
     """(p_fail, p_pass) from a comparison whose test statistic is (effect - bound)."""
     return (c.p_greater, c.p_less) if worse_is_greater else (c.p_less, c.p_greater)
@@ -73,12 +83,31 @@ def judge_ratio(rule: MetricRule, d: RatioData, ctx: AnalysisContext) -> MetricR
     ne = _not_enough(rule, have, d.unit or "samples")
     if ne is not None:
         return replace(ne, value=cand.ratio, baseline=base.ratio if base else None)
+    values = {"value": cand.ratio, "baseline": base.ratio if base else None}
+    arms = [("candidate", cand)] + ([("baseline", base)] if base is not None else [])
+    for arm, rs in arms:
+        if not rs.sum_y > 0:
+            what = (
+                "reference length"
+                if d.unit == "utterances" and rule.preset in ("wer", "cer")
+                else "denominator"
+            )
+            return _no_data(
+                rule, f"empty {what} for the {arm} (sum is {rs.sum_y:g}): nothing to judge", have, **values
+            )
+    for why in [rs.inconsistency(f"{arm} ") for arm, rs in arms] + [ps.inconsistency() if ps else None]:
+        if why:
+            return _no_data(rule, why, have, **values)
     lower = rule.direction != HIGHER
     kw = {"confidence": ctx.confidence, "tuning_n": _tuning(rule, ctx, 1 if ps else 2)}
     checks: list[RuleCheck] = []
     main: Comparison | None = None
+    details: dict[str, object] = {}
     if base is not None:
         main = paired_difference(ps, **kw) if ps else unpaired_difference(cand, base, **kw)
+        kw_ab = {**kw, "confidence": _ab_confidence(ctx)}
+        ab = paired_difference(ps, **kw_ab) if ps else unpaired_difference(cand, base, **kw_ab)
+        details["ci_ab"] = (ab.ci_low, ab.ci_high)
     for bound, is_max in ((rule.threshold_max, True), (rule.threshold_min, False)):
         if bound is None:
             continue
@@ -114,8 +143,9 @@ def judge_ratio(rule: MetricRule, d: RatioData, ctx: AnalysisContext) -> MetricR
         pf, pp = _sides(c, worse_is_greater=lower)
         checks.append(RuleCheck(f"nonInferiorityMargin {rule.non_inferiority_margin:g}", True, pf, pp))
     if not checks and main is not None:
+        # No rule: fail when significantly worse, never pass (there is nothing to pass).
         pf, _ = _sides(main, worse_is_greater=lower)
-        checks.append(RuleCheck(NO_RULE, True, pf, 0.0))
+        checks.append(RuleCheck(NO_RULE, True, pf, 1.0))
     return MetricResult(
         rule.name,
         "Inconclusive",
@@ -128,7 +158,7 @@ def judge_ratio(rule: MetricRule, d: RatioData, ctx: AnalysisContext) -> MetricR
         samples=have,
         method=main.method if main else "one-sample",
         checks=tuple(checks),
-        details={"se": cand.se, "paired": ps is not None, **_main_p(main)},
+        details={"se": cand.se, "paired": ps is not None, **_main_p(main), **details},
     )
 
 
@@ -156,23 +186,9 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
     bounds: list[tuple[str, float]] = []
     if rule.threshold_max is not None:
         bounds.append((f"threshold max {rule.threshold_max:g}ms", rule.threshold_max / 1000.0))
-    if rule.max_relative_increase is not None or rule.non_inferiority_margin is not None:
-        if base_ms is None:
-            raise RuleError("relative / non-inferiority latency rules need a baseline variant")
-        if rule.max_relative_increase is not None:
-            bounds.append(
-                (
-                    f"maxRelativeIncrease {rule.max_relative_increase:g}",
-                    (1 + rule.max_relative_increase) * base_ms / 1000.0,
-                )
-            )
-        if rule.non_inferiority_margin is not None:
-            bounds.append(
-                (
-                    f"nonInferiorityMargin {rule.non_inferiority_margin:g}ms",
-                    (base_ms + rule.non_inferiority_margin) / 1000.0,
-                )
-            )
+    relative = rule.max_relative_increase is not None or rule.non_inferiority_margin is not None
+    if relative and base_ms is None:
+        raise RuleError("relative / non-inferiority latency rules need a baseline variant")
     checks: list[RuleCheck] = []
     for label, c in bounds:
         # "p_q <= c" <=> share above c <= 1 - q; snap to bucket bounds on the conservative side.
@@ -181,6 +197,40 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
         checks.append(
             RuleCheck(label, True, pf, pp, detail=f"{share_up:.1%} above {up * 1000:g}ms (limit {1 - q:.0%})")
         )
+    if d.baseline is not None and base_ms is not None:
+        # Relative and margin rules: the baseline quantile is an estimate too (two-sample test,
+        # one fixed null per rule across looks: Q_c <= (1 + r) Q_b, Q_c <= Q_b + m).
+        kw2 = {"confidence": ctx.confidence, "tuning_n": _tuning(rule, ctx, 2)}
+        two: list[tuple[str, float, float]] = []
+        if rule.max_relative_increase is not None:
+            two.append(
+                (f"maxRelativeIncrease {rule.max_relative_increase:g}", 1 + rule.max_relative_increase, 0.0)
+            )
+        if rule.non_inferiority_margin is not None:
+            two.append(
+                (
+                    f"nonInferiorityMargin {rule.non_inferiority_margin:g}ms",
+                    1.0,
+                    rule.non_inferiority_margin / 1000.0,
+                )
+            )
+        for label, factor, shift in two:
+            up_t = hist.two_sample_quantile_test(
+                d.candidate, d.baseline, q, factor=factor, shift=shift, snap="up", **kw2
+            )
+            dn_t = hist.two_sample_quantile_test(
+                d.candidate, d.baseline, q, factor=factor, shift=shift, snap="down", **kw2
+            )
+            checks.append(
+                RuleCheck(
+                    label,
+                    True,
+                    up_t.p_greater,
+                    dn_t.p_less,
+                    detail=f"{up_t.candidate_share:.1%} above {up_t.bound * 1000:g}ms (limit {1 - q:.0%}, "
+                    "baseline quantile estimated)",
+                )
+            )
     details: dict[str, object] = {"quantile_ci_ms": tuple(x * 1000 for x in hist.quantile_ci(d.candidate, q))}
     effect = ci_low = ci_high = None
     if d.baseline is not None and base_ms is not None:
@@ -195,6 +245,14 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
         mw = hist.mann_whitney_buckets(d.candidate, d.baseline)
         effect, ci_low, ci_high = tail.estimate, tail.ci_low, tail.ci_high
         details |= {"p_two_sided": tail.p_value, "p_higher": tail.p_greater, "p_lower": tail.p_less}
+        tail_ab = hist.tail_exceedance_test(
+            d.candidate,
+            d.baseline,
+            base_ms / 1000.0,
+            confidence=_ab_confidence(ctx),
+            tuning_n=_tuning(rule, ctx, 2),
+        )
+        details["ci_ab"] = (tail_ab.ci_low, tail_ab.ci_high)
         details |= {
             "tail_threshold_ms": tail.threshold * 1000,
             "tail_candidate": tail.candidate_share,
@@ -211,7 +269,7 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
                     NO_RULE,
                     True,
                     tail.p_greater,
-                    0.0,
+                    1.0,
                     detail=f"tail above {tail.threshold * 1000:g}ms "
                     f"{tail.candidate_share:.1%} vs {tail.baseline_share:.1%}",
                 )
@@ -232,10 +290,6 @@ def judge_histogram(rule: MetricRule, d: HistogramData, ctx: AnalysisContext) ->
     )
 
 
-def _bernoulli(events: float, n: float) -> RatioStats:
-    return RatioStats(n, events, n, events, n, events)
-
-
 def judge_counts(rule: MetricRule, d: CountData, ctx: AnalysisContext) -> MetricResult:
     have = {"candidate": d.candidate_exposure}
     if d.baseline_exposure is not None:
@@ -247,12 +301,20 @@ def judge_counts(rule: MetricRule, d: CountData, ctx: AnalysisContext) -> Metric
     ne = _not_enough(rule, have, "requests")
     if ne is not None:
         return replace(ne, value=rate, baseline=base_rate)
+    for arm, ev, ex in (
+        ("candidate", d.candidate_events, d.candidate_exposure),
+        ("baseline", d.baseline_events, d.baseline_exposure),
+    ):
+        if ev is not None and ex is not None and not (0 <= ev <= ex * (1 + 1e-9) + 1e-9):
+            why = f"inconsistent counters for the {arm}: {ev:g} failures out of {ex:g} requests"
+            return _no_data(rule, why, have, value=rate, baseline=base_rate)
     checks: list[RuleCheck] = []
     n = d.candidate_exposure
     for bound, is_max in ((rule.threshold_max, True), (rule.threshold_min, False)):
         if bound is None:
             continue
         b = min(max(bound, 1e-9), 1 - 1e-9)
+        # Score test: the variance under the null (the bound), never zero for a clean arm.
         c = one_sample(
             rate,
             math.sqrt(b * (1 - b) / n),
@@ -266,31 +328,43 @@ def judge_counts(rule: MetricRule, d: CountData, ctx: AnalysisContext) -> Metric
     effect = ci_low = ci_high = None
     details: dict[str, object] = {"source": d.source}
     if d.baseline_events is not None and d.baseline_exposure:
-        cand_s, base_s = _bernoulli(d.candidate_events, n), _bernoulli(d.baseline_events, d.baseline_exposure)
-        diff = unpaired_difference(cand_s, base_s, confidence=ctx.confidence, tuning_n=_tuning(rule, ctx, 2))
+        nb, xc, xb = d.baseline_exposure, d.candidate_events, d.baseline_events
+        t = float(effective_n(n, nb))
+        se = proportion_difference_se(xc, n, xb, nb)
+        kw = {"tuning_n": _tuning(rule, ctx, 2), "method": "two-proportion"}
+        diff = one_sample(rate - base_rate, se, t, null=0.0, confidence=ctx.confidence, **kw)  # type: ignore[operator, arg-type]
+        ab = one_sample(rate - base_rate, se, t, null=0.0, confidence=_ab_confidence(ctx), **kw)  # type: ignore[operator, arg-type]
         effect, ci_low, ci_high = diff.estimate, diff.ci_low, diff.ci_high
-        details |= _main_p(diff)
+        details["ci_ab"] = (ab.ci_low, ab.ci_high)
+        # Which arm each error came from (Lindon & Malek), conditioned on the errors: exact for
+        # rare events and unequal arms, never a zero-variance arm (DESIGN.md section 4).
+        same = compare_event_rates(xc, n, xb, nb)
+        details |= {"p_two_sided": same.p_value, "p_higher": same.p_greater, "p_lower": same.p_less}
+        details["multinomial_p"] = same.p_value
         r = rule.max_relative_increase if rule.max_relative_increase is not None else 0.0
-        if d.candidate_events + d.baseline_events > 0:
-            # Sequential multinomial test (Lindon & Malek) on which arm each error came from.
-            mt = compare_event_rates(d.candidate_events, (1 + r) * n, d.baseline_events, d.baseline_exposure)
-            details["multinomial_p"] = mt.p_value
+        if xc + xb > 0:
+            mt = compare_event_rates(xc, (1 + r) * n, xb, nb) if r else same
             if rule.max_relative_increase is not None:
                 checks.append(RuleCheck(f"maxRelativeIncrease {r:g}", True, mt.p_greater, mt.p_less))
             elif not rule.has_rule:
-                checks.append(RuleCheck(NO_RULE, True, mt.p_greater, 0.0))
+                checks.append(RuleCheck(NO_RULE, True, mt.p_greater, 1.0))
         elif rule.max_relative_increase is not None or not rule.has_rule:
-            # Not one error in either arm after minSamples requests: a rate ratio is undefined,
-            # and nothing points to a regression, so the rule passes rather than wait forever.
+            # Not one error in either arm: a rate ratio is undefined and there is no evidence
+            # either way. Open, never Passed; thresholdRange.max can pass a clean candidate.
             label = f"maxRelativeIncrease {r:g}" if rule.has_rule else NO_RULE
-            checks.append(RuleCheck(label, True, 1.0, 0.0, detail="no errors in either arm"))
+            checks.append(
+                RuleCheck(
+                    label, True, 1.0, 1.0, detail="no errors in either arm: no evidence on a relative rule"
+                )
+            )
         if rule.non_inferiority_margin is not None:
-            c = unpaired_difference(
-                cand_s,
-                base_s,
+            c = one_sample(
+                rate - base_rate,  # type: ignore[operator]
+                se,
+                t,
                 null=rule.non_inferiority_margin,
                 confidence=ctx.confidence,
-                tuning_n=_tuning(rule, ctx, 2),
+                **kw,  # type: ignore[arg-type]
             )
             checks.append(
                 RuleCheck(
@@ -377,6 +451,26 @@ def judge(rule: MetricRule, data: Data, ctx: AnalysisContext) -> MetricResult:
     if isinstance(data, CountData):
         return judge_counts(rule, data, ctx)
     return judge_scalar(rule, data, ctx)
+
+
+def rule_labels(rule: MetricRule, has_baseline: bool) -> list[str]:
+    """The statistical rules (check labels) `judge` gives this metric, whatever the data: the
+    engine's Holm family is fixed to these over the analysis's life (custom queries: none)."""
+    if rule.query is not None or rule.preset is None:
+        return []
+    ms = "ms" if rule.preset in ("latency-p95", "latency-p99") else ""
+    out: list[str] = []
+    if rule.threshold_max is not None:
+        out.append(f"threshold max {rule.threshold_max:g}{ms}")
+    if rule.threshold_min is not None and not ms:
+        out.append(f"threshold min {rule.threshold_min:g}")
+    if rule.max_relative_increase is not None:
+        out.append(f"maxRelativeIncrease {rule.max_relative_increase:g}")
+    if rule.non_inferiority_margin is not None:
+        out.append(f"nonInferiorityMargin {rule.non_inferiority_margin:g}{ms}")
+    if not rule.has_rule and has_baseline:
+        out.append(NO_RULE)
+    return out
 
 
 def value_unit(rule: MetricRule) -> str:

@@ -17,6 +17,8 @@ from scipy import special, stats
 
 DEFAULT_SRM_CONCENTRATION = 1000.0  # tight prior: SRM deviations of interest are ~1 % of traffic
 DEFAULT_RATE_CONCENTRATION = 20.0  # error-rate shifts of interest are large (x1.5, x2)
+# Error-rate comparisons mix Beta priors of these concentrations (see compare_event_rates).
+RARE_EVENT_CONCENTRATIONS = (0.5, 2.0, 8.0, 32.0, 128.0)
 
 
 @dataclass(frozen=True)
@@ -132,46 +134,80 @@ class RateComparison:
     baseline_exposure: float
 
 
+def _log_mean_exp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    if not math.isfinite(m):
+        return m
+    return m + math.log(float(np.mean(np.exp(x - m))))
+
+
+def _p_from_log_bf(lbf: float) -> float:
+    return float(min(1.0, math.exp(-lbf))) if lbf > -700 else 1.0
+
+
 def compare_event_rates(
     candidate_events: float,
     candidate_exposure: float,
     baseline_events: float,
     baseline_exposure: float,
-    concentration: float = DEFAULT_RATE_CONCENTRATION,
+    concentration: float | Sequence[float] = RARE_EVENT_CONCENTRATIONS,
 ) -> RateComparison:
     """Errors per request, candidate vs baseline, as a sequential multinomial test on which arm
-    each error came from; under H0 (equal rates) that share is the arm's share of exposure
-    (requests). Exposure is taken as given (conditioned on)."""
+    each error came from (Lindon & Malek 2022); under H0 (equal rates) that share is the arm's
+    share of exposure (requests), whatever the split. Exposure is taken as given (conditioned on).
+
+    Conditioning on the errors makes the test exact for rare events and unequal arms: an arm
+    with no errors so far is evidence only in proportion to its share of traffic (0/500 vs
+    22/4500 has a null probability of 0.9^22 = 0.098, and the Bayes factor can never exceed its
+    reciprocal). The Beta prior is a mixture over several concentrations (an average of test
+    martingales is one): a small concentration detects lopsided splits of a few errors (12 vs 0
+    in 2,000 requests, which a single wide-shift prior misses), a large one small relative
+    shifts over many errors; the price is log(number of components) in evidence.
+    """
     if candidate_exposure <= 0 or baseline_exposure <= 0:
         raise ValueError("exposure (requests) must be > 0 in both arms")
     x = _as_counts([candidate_events, baseline_events], "events")
     theta0 = np.array([candidate_exposure, baseline_exposure], dtype=float)
-    test = sequential_multinomial_test(x, theta0, concentration)
-    rc, rb = x[0] / candidate_exposure, x[1] / baseline_exposure
-    # One-sided: the same mixture with its prior restricted to "candidate share > null share" is
-    # also a martingale under H0; for two cells its factor is exact with Beta probabilities:
-    # BF+ = BF * P_posterior(theta > theta0) / P_prior(theta > theta0).
-    a = concentration * (theta0 / theta0.sum())
-    share0 = theta0[0] / theta0.sum()
-    log_post = stats.beta.logsf(share0, a[0] + x[0], a[1] + x[1])
-    log_prior = stats.beta.logsf(share0, a[0], a[1])
-    lbf_plus = test.log_bayes_factor + log_post - log_prior
-    p_greater = float(min(1.0, math.exp(-lbf_plus))) if lbf_plus > -700 else 1.0
-    lbf_minus = (
-        test.log_bayes_factor
-        + stats.beta.logcdf(share0, a[0] + x[0], a[1] + x[1])
-        - stats.beta.logcdf(share0, a[0], a[1])
+    share0 = float(theta0[0] / theta0.sum())
+    ks = np.atleast_1d(np.asarray(concentration, dtype=float))
+    if np.any(ks <= 0):
+        raise ValueError(f"concentration must be > 0, got {concentration}")
+    a0, a1 = ks * share0, ks * (1.0 - share0)
+    # log BF of the Beta(k share0, k (1 - share0)) mixture per concentration (two cells).
+    lbf = (
+        special.betaln(a0 + x[0], a1 + x[1])
+        - special.betaln(a0, a1)
+        - x[0] * math.log(share0)
+        - x[1] * math.log1p(-share0)
     )
-    p_less = float(min(1.0, math.exp(-lbf_minus))) if lbf_minus > -700 else 1.0
+    # One-sided: the prior restricted to "candidate share > null share" is also a martingale
+    # under H0; for two cells its factor is exact with Beta tail probabilities:
+    # BF+ = BF * P_posterior(theta > theta0) / P_prior(theta > theta0).
+    with np.errstate(divide="ignore"):
+        log_post_up = np.log(special.betaincc(a0 + x[0], a1 + x[1], share0))
+        log_prior_up = np.log(special.betaincc(a0, a1, share0))
+        log_post_dn = np.log(special.betainc(a0 + x[0], a1 + x[1], share0))
+        log_prior_dn = np.log(special.betainc(a0, a1, share0))
+    rc, rb = x[0] / candidate_exposure, x[1] / baseline_exposure
     return RateComparison(
         candidate_rate=float(rc),
         baseline_rate=float(rb),
         relative=float(rc / rb - 1.0) if rb > 0 else (math.inf if rc > 0 else 0.0),
-        p_value=test.p_value,
-        p_greater=p_greater,
-        p_less=p_less,
+        p_value=_p_from_log_bf(_log_mean_exp(lbf)),
+        p_greater=_p_from_log_bf(_log_mean_exp(lbf + log_post_up - log_prior_up)),
+        p_less=_p_from_log_bf(_log_mean_exp(lbf + log_post_dn - log_prior_dn)),
         candidate_events=float(x[0]),
         baseline_events=float(x[1]),
         candidate_exposure=float(candidate_exposure),
         baseline_exposure=float(baseline_exposure),
     )
+
+
+def proportion_difference_se(
+    candidate_events: float, candidate_exposure: float, baseline_events: float, baseline_exposure: float
+) -> float:
+    """SE of the difference of two proportions with each rate shrunk as (x + 1) / (n + 2)
+    (Agresti-Caffo): never zero for an arm with no events, which would read as certainty."""
+    pc = (candidate_events + 1.0) / (candidate_exposure + 2.0)
+    pb = (baseline_events + 1.0) / (baseline_exposure + 2.0)
+    return math.sqrt(pc * (1 - pc) / (candidate_exposure + 2.0) + pb * (1 - pb) / (baseline_exposure + 2.0))

@@ -171,11 +171,11 @@ def tail_exceedance_test(
     est = pc - pb
     z = 0.0 if se0 == 0 else est / se0
     alpha = 1 - confidence
-    t = nc + nb
+    t = float(sequential.effective_n(nc, nb))  # unequal arms: the information, not the total
     tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2)
     if sequential_:
         p2, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
-        half = float(sequential.cs_halfwidth(se, t, alpha, tuning))
+        half = sequential.one_sided_halfwidth(se, t, alpha, tuning)
     else:
         p2, pg, pl = sequential.fixed_horizon_p(z)
         half = float(stats.norm.ppf(1 - alpha / 2) * se)
@@ -285,3 +285,76 @@ def one_sample_exceedance(
     else:
         _, pg, pl = sequential.fixed_horizon_p(z)
     return bound, share, float(pg), float(pl)
+
+
+def interpolated_share_above(b: Buckets, x: float, side: str = "low") -> float:
+    """Share of observations above x, linear inside x's bucket (histogram_quantile's model).
+    Above the last finite bound the +Inf bucket cannot be split: `low` counts none of it above
+    x, `high` all of it."""
+    n = b.total
+    if n <= 0:
+        return math.nan
+    finite = b.upper[np.isfinite(b.upper)]
+    if finite.size and x >= finite[-1]:
+        inf_count = float(b.counts[~np.isfinite(b.upper)].sum())
+        if x == finite[-1] or side == "high":
+            return inf_count / n
+        return 0.0
+    i = int(np.searchsorted(b.upper, x, side="right"))  # x's bucket: lower <= x < upper
+    lo = float(b.lower()[i])
+    up = float(b.upper[i])
+    inside = float(b.counts[i]) * ((up - x) / (up - lo) if up > lo else 0.0)
+    return (float(b.counts[i + 1 :].sum()) + max(0.0, inside)) / n
+
+
+@dataclass(frozen=True)
+class QuantileComparison:
+    bound: float  # the latency the candidate is compared at: factor * baseline quantile + shift
+    baseline_quantile: float  # the baseline's interpolated quantile
+    candidate_share: float  # candidate share above `bound`
+    p_greater: float  # small => candidate quantile > factor * baseline quantile + shift
+    p_less: float  # small => candidate quantile < factor * baseline quantile + shift
+
+
+def two_sample_quantile_test(
+    candidate: Buckets,
+    baseline: Buckets,
+    q: float,
+    *,
+    factor: float = 1.0,
+    shift: float = 0.0,
+    snap: str,
+    confidence: float = 0.95,
+    sequential_: bool = True,
+    tuning_n: float | None = None,
+) -> QuantileComparison:
+    """H0: Q_c(q) = factor * Q_b(q) + shift, both quantiles estimated (relative and margin rules).
+
+    The candidate's share above the bound x = factor * Q̂_b(q) + shift is compared with 1 - q.
+    The baseline quantile is itself an estimate: by its Bahadur representation its error moves
+    that share by as much as a binomial share of the baseline's own size, so under H0 (at the
+    boundary, where the candidate is the baseline rescaled) the share has variance
+    q (1 - q) (1/n_c + 1/n_b), not q (1 - q) / n_c as if the baseline were known. The null is the
+    same at every look (the rule), so the always-valid p-values can be carried as running minima.
+    The candidate's share above x is interpolated inside x's bucket, as the baseline quantile is
+    (`histogram_quantile`): both arms read the same piecewise-linear CDF, so A/A data meets the
+    null exactly, where snapping x to a bucket bound would lose all power on coarse buckets.
+    Beyond the last finite bound nothing can be interpolated: `snap="up"` (for p_greater, fail)
+    takes the smallest share the buckets allow there, `down` (p_less, pass) the largest."""
+    _same_layout(candidate, baseline)
+    nc, nb = candidate.total, baseline.total
+    xb = quantile(baseline, q)
+    if nc <= 0 or nb <= 0 or not math.isfinite(xb):
+        return QuantileComparison(math.nan, xb, math.nan, 1.0, 1.0)
+    bound = factor * xb + shift
+    share = interpolated_share_above(candidate, bound, side="low" if snap == "up" else "high")
+    se0 = math.sqrt(q * (1 - q) * (1.0 / nc + 1.0 / nb))
+    z = (share - (1 - q)) / se0
+    alpha = 1 - confidence
+    t = float(sequential.effective_n(nc, nb))
+    if sequential_:
+        tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2)
+        _, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
+    else:
+        _, pg, pl = sequential.fixed_horizon_p(z)
+    return QuantileComparison(bound, xb, share, float(pg), float(pl))

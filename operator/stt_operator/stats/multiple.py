@@ -1,12 +1,27 @@
-"""Multiple guardrail metrics: Holm's step-down correction (statsmodels)."""
+"""Multiple guardrail metrics: Holm's step-down correction.
+
+Implemented directly (a sort and a running maximum) rather than through statsmodels'
+`multipletests`: that function runs a full garbage collection on every call (tens of ms on a
+large process), and the engine calls it several times per verdict. The result is the same
+(tests/unit/stats/test_stats_planning.py compares the two).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 
-import numpy as np
-from statsmodels.stats.multitest import multipletests
+
+def holm_adjust(p: list[float]) -> list[float]:
+    """Holm-adjusted p-values in input order: max over the sorted prefix of (m - i) * p_(i), capped at 1."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def holm(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, tuple[float, bool]]:
@@ -14,6 +29,6 @@ def holm(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, tuple[
     if not p_values:
         return {}
     names = list(p_values)
-    p = np.array([1.0 if math.isnan(p_values[n]) else min(1.0, max(0.0, p_values[n])) for n in names])
-    reject, adjusted, _, _ = multipletests(p, alpha=alpha, method="holm")
-    return {n: (float(a), bool(r)) for n, a, r in zip(names, adjusted, reject, strict=True)}
+    p = [1.0 if math.isnan(p_values[n]) else min(1.0, max(0.0, float(p_values[n]))) for n in names]
+    adjusted = holm_adjust(p)
+    return {n: (a, a <= alpha) for n, a in zip(names, adjusted, strict=True)}

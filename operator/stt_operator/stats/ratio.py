@@ -65,6 +65,20 @@ class RatioStats:
     def se(self) -> float:
         return math.sqrt(self.variance)
 
+    def inconsistency(self, what: str = "") -> str | None:
+        """Why these sums cannot come from real data (a stuck or reset counter), or None.
+
+        Sums of squares bound the squared sums (Cauchy-Schwarz): Σx² >= (Σx)²/n, Σy² >= (Σy)²/n,
+        (Σxy)² <= Σx² Σy². A stuck Σx² counter otherwise reads as zero variance: certainty."""
+        return _inconsistency(
+            what,
+            self.n,
+            (("Σx", self.sum_x, self.sum_xx), ("Σy", self.sum_y, self.sum_yy)),
+            self.sum_xy,
+            self.sum_xx,
+            self.sum_yy,
+        )
+
     def naive_binomial_se(self) -> float:
         """The wrong SE that treats each word as a Bernoulli trial (for comparison only)."""
         r = self.ratio
@@ -163,6 +177,46 @@ class PairedStats:
         """sqrt(N/(N-1) Σ(d_i - ΔW n_i)^2) / Σn (DESIGN.md section 4)."""
         return self.contrast(1.0).se
 
+    def inconsistency(self) -> str | None:
+        """Why these paired sums cannot come from real data, or None: each arm's checks, and
+        Σd² >= (Σd)²/N for the per-utterance differences d = c - b."""
+        for arm, rs in (("candidate", self.candidate), ("baseline", self.baseline)):
+            why = rs.inconsistency(f"paired {arm} ")
+            if why:
+                return why
+        sum_d = self.sum_c - self.sum_b
+        sum_dd = self.sum_cc - 2.0 * self.sum_cb + self.sum_bb
+        return _inconsistency("paired ", self.n, (("Σd", sum_d, sum_dd),), None, None, None)
+
+
+_REL_TOL = 1e-6  # counters read through increase() carry float rounding
+
+
+def _inconsistency(
+    prefix: str,
+    n: float,
+    pairs: tuple[tuple[str, float, float], ...],
+    sum_xy: float | None,
+    sum_xx: float | None,
+    sum_yy: float | None,
+) -> str | None:
+    values = [n, *(v for _, s, ss in pairs for v in (s, ss))]
+    if not all(math.isfinite(v) for v in values):
+        return f"{prefix}sums are not finite"
+    if n <= 0:
+        return None
+    for name, s, ss in pairs:
+        floor = s * s / n
+        if ss < 0 or ss < floor * (1.0 - _REL_TOL) - 1e-9:
+            return (
+                f"inconsistent {prefix}counters: {name}² = {ss:.6g} < ({name})²/N = {floor:.6g} "
+                "(a stuck or reset sum-of-squares counter)"
+            )
+    cross = sum_xy is not None and sum_xx is not None and sum_yy is not None
+    if cross and sum_xy * sum_xy > sum_xx * sum_yy * (1.0 + _REL_TOL) + 1e-9:  # type: ignore[operator]
+        return f"inconsistent {prefix}counters: (Σxy)² > Σx² Σy² (a stuck or reset counter)"
+    return None
+
 
 def _compare(
     method: str,
@@ -182,10 +236,12 @@ def _compare(
 ) -> Comparison:
     alpha = 1.0 - confidence
     tuning = tuning_n if tuning_n is not None else sequential.default_tuning_n(t / 2.0)
-    # The test may use a different linear statistic than the reported effect (relative rules).
+    # The test may use a different linear statistic than the reported effect (relative rules):
+    # its SE comes from the test statistic alone. A NaN reported SE (e.g. a relative change
+    # against a baseline with no errors) leaves the interval open but must not block the test.
     te = estimate - null if test_estimate is None else test_estimate
     tse = se if test_se is None else test_se
-    if not (math.isfinite(se) and math.isfinite(tse)) or t < 2:
+    if not (math.isfinite(te) and math.isfinite(tse)) or t < 2:
         return Comparison(
             method,
             estimate,
@@ -202,10 +258,13 @@ def _compare(
             paired,
             confidence,
         )
-    # A zero SE (e.g. identical outputs) with a non-zero effect is overwhelming evidence.
+    # A zero SE (e.g. identical outputs) with a non-zero effect is overwhelming evidence;
+    # counters that only look like that are caught by the consistency checks before.
     z = (0.0 if te == 0 else math.copysign(math.inf, te)) if tse == 0.0 else te / tse
     if sequential_:
-        half = float(sequential.cs_halfwidth(se, t, alpha, tuning))
+        # Each end is the one-sided bound at alpha: the interval excludes the null exactly when
+        # the matching one-sided rule is rejected (before Holm).
+        half = sequential.one_sided_halfwidth(se, t, alpha, tuning) if math.isfinite(se) else math.nan
         p2, pg, pl = sequential.always_valid_p(z, t, alpha, tuning)
     else:
         half = float(stats.norm.ppf(1 - alpha / 2) * se)
@@ -297,7 +356,7 @@ def unpaired_difference(
     """Independent arms (split traffic): Δ = R_c - R_b, Var = Var_c + Var_b."""
     est = candidate.ratio - baseline.ratio
     se = math.sqrt(candidate.variance + baseline.variance)
-    t = candidate.n + baseline.n
+    t = float(sequential.effective_n(candidate.n, baseline.n))
     return _compare(
         "unpaired-delta",
         est,
@@ -332,7 +391,7 @@ def unpaired_relative(
     rel_se = math.nan
     if rc > 0 and rb > 0:
         rel_se = (rc / rb) * math.sqrt(candidate.variance / rc**2 + baseline.variance / rb**2)
-    t = candidate.n + baseline.n
+    t = float(sequential.effective_n(candidate.n, baseline.n))
     return _compare(
         "unpaired-relative",
         rel,

@@ -13,10 +13,11 @@ half-normal prior. All functions accept numpy arrays (the benchmark vectorises o
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 ArrayLike = Any
 
@@ -71,6 +72,45 @@ def always_valid_p(z: ArrayLike, t: ArrayLike, alpha: float, tuning_n: float) ->
     greater = np.minimum(1.0, np.exp(-log_mixture_one_sided(z, t, r2)))
     less = np.minimum(1.0, np.exp(-log_mixture_one_sided(-z, t, r2)))
     return _scalar(two), _scalar(greater), _scalar(less)
+
+
+def one_sided_boundary(t: float, alpha: float, tuning_n: float) -> float:
+    """The z at which the one-sided (half-normal mixture) always-valid p-value reaches `alpha`.
+
+    `estimate -/+ boundary * se` are the lower / upper confidence-sequence bounds dual to the
+    one-sided tests: a rule fails at level alpha exactly when its bound excludes the null, so the
+    reported interval matches the decision's sidedness (each end has error alpha)."""
+    if not t > 0:
+        return math.inf
+    r2 = rho_squared(alpha, tuning_n)
+    target = -math.log(alpha)
+
+    def f(z: float) -> float:
+        return float(log_mixture_one_sided(z, t, r2)) - target
+
+    hi = 4.0
+    while f(hi) < 0 and hi < 1e6:
+        hi *= 2.0
+    return float(optimize.brentq(f, -10.0, hi, xtol=1e-7))
+
+
+def one_sided_halfwidth(se: float, t: float, alpha: float, tuning_n: float) -> float:
+    """Half-width of the interval whose ends are the one-sided always-valid bounds at `alpha` each."""
+    if not (math.isfinite(se) and t > 0):
+        return math.nan
+    return se * one_sided_boundary(t, alpha, tuning_n)
+
+
+def effective_n(n_candidate: ArrayLike, n_baseline: ArrayLike) -> Any:
+    """The time index of a two-arm comparison: 4 n_c n_b / (n_c + n_b), the total for equal arms.
+
+    The information of a difference grows like 1 / (1/n_c + 1/n_b); indexing the mixture by it
+    (rather than n_c + n_b) keeps the confidence sequence tuned where the smaller arm reaches its
+    minimum sample (a 90/10 split has 0.36x the information of 50/50 at the same total)."""
+    nc = np.asarray(n_candidate, dtype=float)
+    nb = np.asarray(n_baseline, dtype=float)
+    tot = nc + nb
+    return _scalar(np.where(tot > 0, 4.0 * nc * nb / np.where(tot > 0, tot, 1.0), 0.0))
 
 
 def fixed_horizon_p(z: ArrayLike) -> tuple[Any, Any, Any]:
