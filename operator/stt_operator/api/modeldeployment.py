@@ -8,24 +8,23 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from stt_operator.api.common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_KEY_PATTERN,
     AnalysisSpec,
     ApiModel,
     Condition,
     CustomResource,
-    Duration,
+    LabelValue,
     Language,
     LanguagePair,
-    DNS_LABEL,
-    DNS_SUBDOMAIN_PATTERN,
-    LABEL_KEY_PATTERN,
-    LabelValue,
     ModelRef,
     ObjectName,
-    bounded_duration,
     ResourcesSpec,
     ShortText,
     StatusModel,
     Timestamp,
+    bounded_duration,
     conditions_field,
     exactly_one_rule,
     parse_duration,
@@ -68,7 +67,7 @@ class ModelSelector(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": f"self.all(k, size(k) <= 316 && k.matches('{LABEL_KEY_PATTERN}'))",
+                    "rule": f"self.all(k, size(k.split('/')[0]) <= 253 && k.matches('{LABEL_KEY_PATTERN}'))",
                     "message": "selector.matchLabels keys must be Kubernetes label keys ([prefix/]name)",
                 }
             ]
@@ -93,9 +92,15 @@ class ModelSelector(ApiModel):
     def _check(self) -> Self:
         if not (self.language or self.language_pair or self.match_labels):
             raise ValueError("selector needs language, languagePair or matchLabels")
-        bad = [k for k in self.match_labels or {} if len(k) > 316 or not re.match(LABEL_KEY_PATTERN, k)]
+        bad = [
+            k
+            for k in self.match_labels or {}
+            if len(k.split("/")[0]) > 253 or not re.match(LABEL_KEY_PATTERN, k)
+        ]
         if bad:
-            raise ValueError(f"selector.matchLabels keys must be Kubernetes label keys ([prefix/]name): {bad}")
+            raise ValueError(
+                f"selector.matchLabels keys must be Kubernetes label keys ([prefix/]name): {bad}"
+            )
         return self
 
 
@@ -106,13 +111,18 @@ class GatewayRef(ApiModel):
     """Gateway name."""
     namespace: DNS_LABEL | None = None
     """Gateway namespace; this namespace when empty."""
-    section_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)
+    section_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253
+    )
     """Listener of the Gateway (a Gateway API SectionName)."""
 
 
 # Gateway API's own rules for an HTTPRoute PathPrefix value (its CRD rejects anything else).
 GATEWAY_PATH_PATTERN = r"^/(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})*$"
-_PATH_MSG = "endpoint.path must be a Gateway API path prefix: no '//', '/./', '/../', '%2f', '#', trailing '/.' or '/..'"
+_PATH_MSG = (
+    "endpoint.path must be a Gateway API path prefix: no '//', '/./', '/../', '%2f', '#',"
+    " trailing '/.' or '/..'"
+)
 GATEWAY_PATH_RULES = [
     {
         "rule": "!self.contains('//') && !self.contains('/./') && !self.contains('/../')"

@@ -93,6 +93,7 @@ def check_no_traversal(uri: str | None, what: str) -> None:
     if uri is not None and re.search(TRAVERSAL_PATTERN, uri):
         raise ValueError(f"{what} {_TRAVERSAL_MSG}")
 
+
 TENSOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:/\-]*$"
 
 
@@ -459,9 +460,7 @@ class QuantizationSpec(ApiModel):
     """Utterances used to calibrate static-int8."""
 
 
-_GPU_MSG = (
-    "resources.gpu 0 needs triton.instanceGroup.kind KIND_CPU (KIND_GPU, the default, needs a GPU)"
-)
+_GPU_MSG = "resources.gpu 0 needs triton.instanceGroup.kind KIND_CPU (KIND_GPU, the default, needs a GPU)"
 
 
 class STTModelSpec(ApiModel):
@@ -553,7 +552,11 @@ class STTModelSpec(ApiModel):
             raise ValueError("triton.tensorrtFp16 is only for format onnx")
         if q is not None:
             check_no_traversal(q.output_uri, "quantization.outputUri")
-        kind = self.effective_triton().instance_group.kind if self.effective_triton().instance_group else "KIND_GPU"
+        kind = (
+            self.effective_triton().instance_group.kind
+            if self.effective_triton().instance_group
+            else "KIND_GPU"
+        )
         if self.resources is not None and self.resources.gpu == 0 and kind != "KIND_CPU":
             raise ValueError(_GPU_MSG)
         return self
