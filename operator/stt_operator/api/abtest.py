@@ -113,8 +113,8 @@ class ABTestSpec(ApiModel):
     )
     stickiness: Stickiness | None = None
     """Session stickiness."""
-    duration: bounded_duration("duration", "1m", "2160h") = Field(  # type: ignore[valid-type]
-        default="24h", description="maximum run time (1m to 90 days)"
+    duration: bounded_duration("duration", "1s", "2160h") = Field(  # type: ignore[valid-type]
+        default="24h", description="maximum run time (1s to 90 days)"
     )
     min_duration: bounded_duration("minDuration", None, "2160h") | None = Field(  # type: ignore[valid-type]
         default=None, description="no decision before this"
