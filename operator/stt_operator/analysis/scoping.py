@@ -36,6 +36,7 @@ _TOKEN = re.compile(
     (?P<space>\s+|\#[^\n]*)
   | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`]*`)
   | (?P<num>0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:(?:ms|[smhdwy])[0-9]*)*)
+  | (?P<step>:(?=[0-9]))
   | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
   | (?P<punct>[{}()\[\],@])
   | (?P<op>==|!=|<=|>=|=~|!~|[-+*/%^<>=:])
@@ -79,7 +80,7 @@ def tokenize(query: str) -> list[_Tok]:
         m = _TOKEN.match(query, pos)
         if not m or m.end() == pos:
             raise ScopeError(f"cannot read the query at character {pos}: {query[pos : pos + 20]!r}")
-        kind = m.lastgroup or "space"
+        kind = {"step": "op"}.get(m.lastgroup or "space", m.lastgroup or "space")
         out.append(_Tok(kind, m.group(), pos))
         pos = m.end()
     return out
