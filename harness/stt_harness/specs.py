@@ -4,6 +4,7 @@ manifest with some fields set, and the fragments the rejection message must cont
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,12 @@ class RejectedCase:
 
 
 def sample(stem: str) -> dict[str, Any]:
+    """A fresh copy of manifests/samples/<stem>.yaml (parsed once)."""
+    return copy.deepcopy(_sample(stem))
+
+
+@functools.cache
+def _sample(stem: str) -> dict[str, Any]:
     return yaml.safe_load((SAMPLES_DIR / f"{stem}.yaml").read_text())
 
 
