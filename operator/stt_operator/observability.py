@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -22,6 +22,23 @@ ROLLOUTS_IN_FLIGHT = Gauge(
 )
 ROLLBACKS = Counter("stt_operator_rollbacks_total", "Automatic and manual rollbacks", ["namespace", "name"])
 PROMOTIONS = Counter("stt_operator_promotions_total", "Revisions promoted to stable", ["namespace", "name"])
+# What the operator last wrote into each endpoint's route: reports draw weights over time from it.
+ROUTE_WEIGHT = Gauge(
+    "stt_operator_route_weight",
+    "Weight (percent) of each backend in the endpoint's route, as last written",
+    ["namespace", "endpoint", "backend"],
+)
+_routed: dict[tuple[str, str], set[str]] = {}
+
+
+def record_route(namespace: str, endpoint: str, weights: Mapping[str, int]) -> None:
+    """Set the route-weight gauge of one endpoint; backends no longer named drop out."""
+    key = (namespace, endpoint)
+    for gone in _routed.get(key, set()) - set(weights):
+        ROUTE_WEIGHT.remove(namespace, endpoint, gone)
+    for backend, weight in weights.items():
+        ROUTE_WEIGHT.labels(namespace, endpoint, backend).set(weight)
+    _routed[key] = set(weights)
 
 
 @contextmanager

@@ -6,15 +6,28 @@ the Helm chart's values render (retention, concurrency limits, default durations
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stt_operator.services.notify import NotificationSettings
+
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
+
+log = logging.getLogger(__name__)
+
+# Keys older settings files may carry. Renamed ones are read under their new name; removed ones
+# never did anything and are dropped with a warning, so an old file still starts the operator.
+RENAMED = {"analytics_retention": "analytics_window"}
+REMOVED = {
+    "revision_history_limit": "the history kept is each ModelDeployment's spec.rollback.revisionHistoryLimit",
+    "default_abtest_duration": "an ABTest without spec.duration runs 24h (the CRD's default)",
+}
 
 
 class OperatorSettings(BaseModel):
@@ -41,15 +54,27 @@ class OperatorSettings(BaseModel):
     triton_image: str = DEFAULT_TRITON_IMAGE
     operator_image: str = DEFAULT_OPERATOR_IMAGE
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
-    revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)
-    analytics_retention: str = Field("7d", pattern=r"^[0-9]+[smhdwy]$", description="PromQL window")
+    analytics_window: str = Field(
+        "7d",
+        pattern=r"^[0-9]+[smhdwy]$",
+        description="how far back STTModel.status.analytics looks (a PromQL range; nothing is stored)",
+    )
     analytics_interval_s: float = Field(
         60.0, gt=0, description="how often STTModel.status.analytics refreshes"
     )
     default_analysis_interval: str = "1m"
-    default_abtest_duration: str = "24h"
     log_format: str = Field("text", pattern="^(text|json)$")
+    validation_required_steps: list[
+        Literal["format", "architecture", "dependencies", "security", "integrity", "performance", "digest"]
+    ] = Field(
+        default_factory=lambda: ["security", "integrity"],
+        description="validation steps that must run (not be skipped) for any STTModel to become Ready; "
+        "an STTModel's spec.validation.requiredSteps adds to these",
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="webhook receivers (docs/notifications.md)"
+    )
 
     @field_validator("prometheus_url", mode="before")
     @classmethod
@@ -94,10 +119,19 @@ class OperatorSettings(BaseModel):
             if not isinstance(loaded, dict):
                 raise ValueError(f"settings file {path}: expected a mapping at the top level")
             values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        for old, new in RENAMED.items():
+            if old in values:
+                log.warning("setting %s is now %s", old, new)
+                values.setdefault(new, values.pop(old))
+        for old, why in REMOVED.items():
+            if values.pop(old, None) is not None:
+                log.warning("setting %s is ignored: %s", old, why)
         for name in cls.model_fields:
+            if name == "notifications":
+                continue  # a structure: only from the settings file
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
-                if name in ("namespaces", "prometheus_allowed_urls"):
+                if name in ("namespaces", "prometheus_allowed_urls", "validation_required_steps"):
                     values[name] = [v for v in env.split(",") if v]
                 elif name == "prometheus_sources":
                     values[name] = dict(kv.split("=", 1) for kv in env.split(",") if "=" in kv)

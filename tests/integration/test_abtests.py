@@ -11,7 +11,9 @@ Available."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,12 +22,15 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from stt_harness.argocd import ArgoCD, Customizations, capture, merge_patch, render_customizations
+from stt_harness.cluster import ensure_tools
 from stt_harness.evalsim import record_paired_utterance
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.prometheus import Exporter, PrometheusServer
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_harness.routewatch import RouteWatch
 from stt_operator import evalmetrics as em
+from stt_operator import kubectl_plugin
 from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
@@ -318,3 +323,99 @@ def test_no_data_pauses_then_a_person_stops_the_test(operator, kube, namespace):
         what="hold released",
     )
     assert md_of(kube, namespace)["spec"]["model"]["name"] == "model-a"  # never promoted
+
+
+@pytest.fixture(scope="module")
+def argocd() -> ArgoCD:
+    return ArgoCD(Customizations(render_customizations(str(ensure_tools() / "bin" / "helm"))))
+
+
+def test_gitops_winner_is_announced_not_written(
+    operator, kube, kubeconfig, namespace, evaluator_factory, argocd, capsys
+):
+    """promotion.mode Announce: the spec Git owns is never written; the winner and the change to
+    make are in status and an Event, `kubectl stt promotion` prints it, and applying that change
+    (as a Git sync would) rolls the winner out. Argo CD's health follows each phase."""
+    serve_endpoint(kube, namespace)
+    evaluator_factory(namespace, gain=0.5)
+    kube.apply(
+        abtest(namespace, duration="2m", minDuration="3s", promotion={"auto": True, "mode": "Announce"})
+    )
+    watch = Watch(kube, namespace)
+    running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+    capture("abtest-running", running)
+    assert argocd.health(running)["status"] == "Progressing" and argocd.discover(running) == {"abort": True}
+    held = wait_for(lambda: (m := md_of(kube, namespace))["status"].get("heldBy") == AB and m, 10, "held")
+    capture("mdep-held-by-abtest", held)
+    assert (
+        argocd.health(held)["status"] == "Healthy"
+        and f"held by ABTest {AB}" in argocd.health(held)["message"]
+    )
+    assert not argocd.discover(held)["promote"]
+    done = watch.until(
+        lambda t: t["status"].get("phase") == "Concluded" and t["status"].get("promotion") and t,
+        90,
+        "announced",
+    )
+    capture("abtest-concluded-announced", done)
+    status = done["status"]
+    assert status["winner"] == "candidate" and status["promotion"]["mode"] == "Announce"
+    assert status["promotion"]["model"] == "model-b" and status["promotion"]["endpoint"] == MD
+    assert json.loads(status["promotion"]["patch"]) == {"spec": {"model": {"name": "model-b"}}}
+    assert condition(done, "Ready")["reason"] == "WinnerAnnounced"
+    health = argocd.health(done)
+    assert health["status"] == "Healthy" and "winner candidate" in health["message"]
+    assert not argocd.discover(done)["abort"]
+    reasons = wait_for(
+        lambda: "WinnerAnnounced" in (r := event_reasons(kube, namespace, AB)) and r, 30, "Event"
+    )
+    assert "WinnerPromoted" not in reasons
+    # The hold is released and the endpoint keeps serving what Git declares.
+    md = wait_for(
+        lambda: (
+            ANNOTATION_HELD_BY not in ((m := md_of(kube, namespace))["metadata"].get("annotations") or {})
+            and not m["status"].get("heldBy")
+            and m
+        ),
+        timeout=30,
+        what="hold released",
+    )
+    assert md["spec"]["model"]["name"] == "model-a"
+    assert md["status"]["declaredModel"] == md["status"]["stableModel"] == "model-a"
+    time.sleep(3)  # more reconciles of the concluded test: still never written
+    assert md_of(kube, namespace)["spec"]["model"]["name"] == "model-a"
+    assert watch.poll()["status"]["phase"] == "Concluded"
+    # kubectl stt promotion: the change for Git, as YAML (for a PR) and as a merge patch.
+    args = ["-n", namespace, "--kubeconfig", str(kubeconfig)]
+    capsys.readouterr()
+    assert kubectl_plugin.main(["promotion", f"abt/{AB}", *args]) == 0
+    text = capsys.readouterr().out
+    manifest = yaml.safe_load(text)
+    assert manifest["kind"] == "ModelDeployment" and manifest["metadata"]["name"] == MD
+    assert manifest["spec"] == {"model": {"name": "model-b"}} and "winner candidate" in text
+    assert kubectl_plugin.main(["promotion", f"abt/{AB}", "-o", "json", *args]) == 0
+    patch = json.loads(capsys.readouterr().out)
+    # Git takes the change (here: the same merge patch a sync would apply); the endpoint rolls it out.
+    kube.dynamic.resources.get(api_version=API, kind="ModelDeployment").patch(
+        body=patch, name=MD, namespace=namespace, content_type="application/merge-patch+json"
+    )
+    wait_for(
+        lambda: (md_of(kube, namespace).get("status") or {}).get("stableModel") == "model-b",
+        timeout=60,
+        what="the endpoint serving the winner after the Git change",
+    )
+
+
+def test_argocd_abort_action_stops_a_running_test(operator, kube, namespace, argocd):
+    serve_endpoint(kube, namespace)
+    kube.apply(abtest(namespace, duration="10m"))
+    watch = Watch(kube, namespace)
+    running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+    patch = merge_patch(running, argocd.act(running, "abort"))
+    assert patch == {"spec": {"stop": True}}
+    kube.dynamic.resources.get(api_version=API, kind="ABTest").patch(
+        body=patch, name=AB, namespace=namespace, content_type="application/merge-patch+json"
+    )
+    stopped = watch.until(lambda t: t["status"].get("phase") == "Stopped" and t, 30, "stopped")
+    capture("abtest-stopped", stopped)
+    assert argocd.health(stopped)["status"] == "Healthy" and argocd.discover(stopped) == {"abort": False}

@@ -296,3 +296,63 @@ def test_validate_job_command_against_s3(s3_endpoint: str, s3_secret: Path, tmp_
     assert (
         result.ok and result.status["artifact"]["digest"] == "sha256:" + hashlib.sha256(archive).hexdigest()
     )
+
+
+def test_gzip_bomb_over_http_ends_in_a_verdict_within_the_jobs_scratch(
+    http_server: FileServer, tmp_path: Path
+) -> None:
+    """A 1 GiB tar member gzipped to about a megabyte, served by a real HTTP server, validated
+    with the scratch size a Job passes (--scratch-bytes): refused at the limit, nothing left."""
+    model = tmp_path / "model.onnx"
+    onnx.save(samples.keyed_ctc_model(), str(model))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        tf.add(model, arcname="asr/model.onnx")
+        info = tarfile.TarInfo("asr/padding.bin")
+        info.size = 1024**3
+
+        class Zeros(io.RawIOBase):
+            left = info.size
+
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+                n = min(len(b), self.left)
+                b[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        tf.addfile(info, io.BufferedReader(Zeros(), 1024 * 1024))
+    bomb = http_server.root / "asr.tar.gz"
+    bomb.write_bytes(buffer.getvalue())
+    assert bomb.stat().st_size < 4 * 1024 * 1024
+    spec = samples.ctc_spec(
+        f"{http_server.url}/files/asr.tar.gz", hashlib.sha256(bomb.read_bytes()).hexdigest()
+    )
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    term, work = tmp_path / "termination-log", tmp_path / "work"
+    scratch = 256 * 1024**2
+    outputs = ["--report", str(tmp_path / "report.json"), "--termination-log", str(term)]
+    code = cli(
+        [
+            "validate",
+            "--spec",
+            str(spec_file),
+            *outputs,
+            "--work-dir",
+            str(work),
+            "--scratch-bytes",
+            str(scratch),
+        ]
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 1, report
+    security = next(s for s in report["steps"] if s["name"] == "security")
+    limit = scratch - bomb.stat().st_size - 64 * 1024**2
+    assert security["result"] == "failed"
+    assert f"unpacks to more than {limit} bytes" in security["message"]
+    result = parse_termination_message(term.read_text())
+    assert not result.ok and result.reason == "ValidationFailed"
+    assert sum(p.stat().st_size for p in work.rglob("*") if p.is_file()) < scratch

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stt_harness.prometheus import PrometheusServer, ScrapeTarget, free_port
@@ -293,3 +294,65 @@ def test_evaluator_and_triton_objects_run_on_a_real_apiserver(kube_api: Any, nam
     pods = core.list_namespaced_pod(namespace, label_selector="app=triton-asr").items
     assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert pods[0].spec.node_name  # scheduled onto a GPU node through the selector and toleration
+
+
+def test_kubectl_stt_report_plots_the_real_evaluator(
+    evaluation: Any, prometheus: PrometheusServer, cluster: Any, namespace: str, tmp_path: Path, capsys: Any
+) -> None:
+    """`kubectl stt report` for an ABTest on this endpoint: a self-contained page whose numbers are
+    the evaluator's (WER per variant at the last point, the paired evidence against the control)."""
+    import base64
+    import re
+
+    from stt_harness.resources import API
+    from stt_operator.kubectl_plugin import main as kubectl_stt
+    from stt_operator.report import collect, timeline
+    from stt_operator.services.kube import Kube
+
+    Kube(cluster.api_client()).apply(
+        {
+            "apiVersion": API,
+            "kind": "ABTest",
+            "metadata": {"name": "e2e-ab", "namespace": namespace},
+            "spec": {
+                "endpoint": {"modelDeploymentRef": {"name": ENDPOINT}},
+                "variants": [
+                    {"name": "stable", "model": {"name": "sphinx-v1"}, "weight": 50},
+                    {"name": "canary", "model": {"name": "sphinx-v2"}, "weight": 50},
+                ],
+                "controlVariant": "stable",
+                "primaryMetric": {"name": "wer", "preset": "wer"},
+            },
+        }
+    )
+    out = tmp_path / "report.html"
+    argv = ["report", "abt/e2e-ab", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)]
+    argv += ["--prometheus", prometheus.url, "--since", "15m", "--no-namespace-label", "-o", str(out)]
+    assert kubectl_stt(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    page = out.read_text()
+    images = re.findall(r'alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert [alt for alt, _ in images] == ["WER", "CER", "Evidence", "Traffic", "Latency"]
+    for alt, data in images:
+        (tmp_path / f"{alt.lower()}.png").write_bytes(base64.b64decode(data))
+        assert base64.b64decode(data).startswith(b"\x89PNG")
+    print(f"report images in {tmp_path}")
+
+    # The plotted numbers are the evaluator's own.
+    now = time.time()
+    data = collect.collect_series(
+        collect.PrometheusRange(prometheus.url), collect.Selector(ENDPOINT), now - 900, now, 15, "stable"
+    )
+    assert data.wer is not None
+    bands = timeline.ratio_over_time(data.wer, since=data.start)
+    variants = evaluation["summary"]["variants"]
+    for variant in ("stable", "canary"):
+        last = bands[variant].estimate[np.isfinite(bands[variant].estimate)][-1]
+        assert last == pytest.approx(variants[variant]["wer"], rel=1e-9)
+        assert bands[variant].lower[-1] <= last <= bands[variant].upper[-1]
+    evidence = timeline.paired_evidence_over_time(data.pairs["canary"], since=data.start)
+    local = evaluation["summary"]["pairs"][0]
+    assert evidence.effect[np.isfinite(evidence.effect)][-1] == pytest.approx(local["delta_wer"], rel=1e-9)
+    split = timeline.split_over_time(data.requests, since=data.start)
+    first = {v: s[np.isfinite(s)][0] for v, s in split.share.items()}
+    assert first == pytest.approx({"stable": 0.5, "canary": 0.5})  # every utterance to both

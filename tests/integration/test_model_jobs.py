@@ -160,3 +160,54 @@ def test_quantization_job_creates_an_owned_derived_model(operator, job_kubelet, 
     # The derived model is a catalogue entry like any other: it is validated in its turn.
     derived = validated(kube, namespace, derived_name, timeout=240)
     assert condition(derived, "Validated")["status"] == "True", condition(derived, "Validated")
+
+
+def test_unpinned_model_is_ready_under_a_visible_waiver_and_skips_are_listed(
+    operator, job_kubelet, kube, namespace, artifacts
+):
+    kube.apply(stt_model("unpinned", namespace, ctc_spec(artifacts["uri"])))
+    model = validated(kube, namespace, "unpinned")
+    verdict = condition(model, "Validated")
+    assert verdict["status"] == "True", verdict
+    assert verdict["reason"] == "ValidationPassedWithWaivers"
+    assert "waived: DigestNotPinned" in verdict["message"]
+    validation = model["status"]["validation"]
+    assert validation["waivers"] == ["DigestNotPinned"]
+    assert validation["skipped"] == ["performance"]  # no evaluation set: listed, not passed
+    assert validation["requiredSteps"] == ["security", "integrity"]
+    assert model["status"]["phase"] == "Ready"
+
+
+def test_required_step_that_was_skipped_keeps_the_model_from_ready(
+    operator, job_kubelet, kube, namespace, artifacts
+):
+    spec = ctc_spec(artifacts["uri"], artifacts["sha256"], validation={"requiredSteps": ["performance"]})
+    kube.apply(stt_model("needs-perf", namespace, spec))
+    model = validated(kube, namespace, "needs-perf")
+    verdict = condition(model, "Validated")
+    assert verdict["status"] == "False" and verdict["reason"] == "RequiredStepSkipped", verdict
+    assert "performance did not run" in verdict["message"]
+    assert model["status"]["phase"] == "Failed"
+    assert condition(model, "Ready")["status"] == "False"
+    job = model["status"]["validation"]["jobName"]
+    assert [r.exit_code for r in job_kubelet.runs if r.job == job] == [1]  # a verdict, not retried
+
+
+def test_fifo_in_a_model_folder_is_a_verdict_through_the_operator(
+    operator, job_kubelet, kube, namespace, tmp_path
+):
+    import os
+
+    import onnx
+
+    folder = tmp_path / "fifo-model"
+    folder.mkdir()
+    onnx.save(keyed_ctc_model(), str(folder / "model.onnx"))
+    os.mkfifo(folder / "weights.bin")
+    kube.apply(stt_model("fifo", namespace, ctc_spec(folder.as_uri())))
+    model = validated(kube, namespace, "fifo")
+    verdict = condition(model, "Validated")
+    assert verdict["status"] == "False" and verdict["reason"] == "ValidationFailed", verdict
+    assert "weights.bin: FIFO (named pipe) in the model folder" in verdict["message"]
+    job = model["status"]["validation"]["jobName"]
+    assert [r.exit_code for r in job_kubelet.runs if r.job == job] == [1]

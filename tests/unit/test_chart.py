@@ -194,7 +194,7 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
         "--set",
         "config.maxConcurrentABTests=7",
         "--set",
-        "config.defaultABTestDuration=36h",
+        "config.analyticsWindow=3d",
         "--set",
         "config.reconcileIntervalSeconds=2.5",
     )
@@ -204,10 +204,9 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     settings = OperatorSettings.load(str(path))
     values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
     assert settings.max_concurrent_abtests == 7
-    assert settings.default_abtest_duration == "36h"
+    assert settings.analytics_window == "3d"
     assert settings.reconcile_interval_s == 2.5
-    assert settings.revision_history_limit == values["revisionHistoryLimit"]
-    assert settings.analytics_retention == values["analyticsRetention"]
+    assert "revisionHistoryLimit" not in values and "defaultABTestDuration" not in values  # did nothing
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
 
 
@@ -403,7 +402,7 @@ def test_standalone_single_replica_never_overlaps() -> None:
     [
         ("config.logFormat=xml", "/config/logFormat"),
         ("config.maxConcurrentABTests=0", "/config/maxConcurrentABTests"),
-        ("config.defaultABTestDuration=tomorrow", "/config/defaultABTestDuration"),
+        ("config.analyticsWindow=tomorrow", "/config/analyticsWindow"),
         ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
         ("image.digest=latest", "/image/digest"),
         ("replicaCount=-1", "/replicaCount"),

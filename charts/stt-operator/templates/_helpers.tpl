@@ -60,3 +60,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "peering.enabled must be true when replicaCount > 1: Kopf replicas without peering would handle every resource twice" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Argo CD's actions block of one kind: discovery.lua and one definition per actions/<name>/action.lua.
+*/}}
+{{- define "stt-operator.argocdActions" -}}
+discovery.lua: |
+  {{- .Files.Get (printf "files/argocd/stt.dev/%s/actions/discovery.lua" .kind) | trim | nindent 2 }}
+definitions:
+{{- range $path, $_ := .Files.Glob (printf "files/argocd/stt.dev/%s/actions/*/action.lua" .kind) }}
+- name: {{ base (dir $path) }}
+  action.lua: |
+    {{- $.Files.Get $path | trim | nindent 4 }}
+{{- end }}
+{{- end }}

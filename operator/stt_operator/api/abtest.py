@@ -62,6 +62,7 @@ class Stickiness(ApiModel):
 
 
 PromotionRule = Literal["winner", "non-inferior"]
+PromotionMode = Literal["PatchSpec", "Announce"]
 
 
 class PromotionSpec(ApiModel):
@@ -70,6 +71,10 @@ class PromotionSpec(ApiModel):
     only_if: PromotionRule = "winner"
     """winner: only a significantly better variant; non-inferior: not worse than the control
     by more than the primary metric's margin."""
+    mode: PromotionMode = "PatchSpec"
+    """PatchSpec: write the winner into the ModelDeployment's spec.model. Announce (GitOps): leave
+    the spec Git owns alone; record the winner and the change to make in status.promotion and
+    post an Event (docs/gitops.md)."""
 
 
 def _immutable(field: str) -> dict[str, Any]:
@@ -232,6 +237,7 @@ REASON_DURATION_REACHED = "DurationReached"
 REASON_SRM_DETECTED = "SampleRatioMismatch"
 REASON_GUARDRAIL_FAILED = "GuardrailFailed"
 REASON_WINNER_PROMOTED = "WinnerPromoted"
+REASON_WINNER_ANNOUNCED = "WinnerAnnounced"  # promotion.mode Announce: the winner is for Git to apply
 REASON_STOPPED = "StoppedByUser"
 REASON_ENDPOINT_NOT_FOUND = "EndpointNotFound"
 REASON_ENDPOINT_BUSY = "EndpointBusy"
@@ -284,6 +290,16 @@ class SampleRatioStatus(StatusModel):
     checked_at: Timestamp | None = None
 
 
+class PromotionStatus(StatusModel):
+    """What happened to the winner: written into the endpoint's spec, or announced for Git."""
+
+    mode: PromotionMode
+    model: str = Field(max_length=253)
+    endpoint: str = Field(max_length=253)
+    patch: ShortText = ""
+    at: Timestamp | None = None
+
+
 class ABTestStatus(StatusModel):
     phase: ABTestPhase | None = None
     observed_generation: int | None = None
@@ -299,6 +315,7 @@ class ABTestStatus(StatusModel):
     decision: Decision | None = None
     sample_ratio: SampleRatioStatus | None = None
     guardrails: list[GuardrailResult] = Field(default_factory=list, max_length=8)
+    promotion: PromotionStatus | None = None
     message: ShortText | None = None
 
 

@@ -565,6 +565,11 @@ class ModelDeploymentStatus(StatusModel):
     stable_model: str | None = Field(default=None, max_length=253)
     canary_model: str | None = Field(default=None, max_length=253)
     selected_model: str | None = Field(default=None, max_length=253)
+    declared_model: str | None = Field(
+        default=None,
+        max_length=253,
+        description="the model the spec asks for (spec.model, or the selector's choice)",
+    )
     step_started_at: Timestamp | None = None
     rollout_started_at: Timestamp | None = None
     analysis: AnalysisState | None = None

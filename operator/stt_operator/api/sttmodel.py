@@ -422,6 +422,11 @@ class SignatureSpec(ApiModel):
         return self
 
 
+ValidationStepName = Literal[
+    "format", "architecture", "dependencies", "security", "integrity", "performance", "digest"
+]
+
+
 class ValidationSpec(ApiModel):
     enabled: bool = True
     """Run the validation Job (format, architecture, dependencies, security, integrity, performance)."""
@@ -435,6 +440,10 @@ class ValidationSpec(ApiModel):
     """Verify a detached signature of the artifact."""
     timeout: bounded_duration("validation.timeout", "1m", "24h") = "30m"  # type: ignore[valid-type]
     """Fail validation that runs longer than this (1m to 24h)."""
+    required_steps: list[ValidationStepName] = Field(default_factory=list, max_length=7)
+    """Steps that must run (not be skipped) for the model to become Ready, on top of the
+    operator's `validationRequiredSteps` setting (default security, integrity). `digest`
+    requires a pinned source.sha256 instead of the visible DigestNotPinned waiver."""
 
     def timeout_seconds(self) -> float:
         return parse_duration(self.timeout)
@@ -591,6 +600,8 @@ REASON_VALIDATION_STARTED = "ValidationStarted"
 REASON_VALIDATION_PASSED = "ValidationPassed"
 REASON_VALIDATION_FAILED = "ValidationFailed"
 REASON_VALIDATION_SKIPPED = "ValidationSkipped"
+REASON_VALIDATION_PASSED_WITH_WAIVERS = "ValidationPassedWithWaivers"
+REASON_REQUIRED_STEP_SKIPPED = "RequiredStepSkipped"
 REASON_QUANTIZATION_STARTED = "QuantizationStarted"
 REASON_QUANTIZATION_PASSED = "QuantizationPassed"
 REASON_QUANTIZATION_FAILED = "QuantizationFailed"
@@ -623,6 +634,12 @@ class ValidationStep(StatusModel):
 
 class ValidationStatus(StatusModel):
     steps: list[ValidationStep] = Field(default_factory=list, max_length=32)
+    skipped: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=32)
+    """Steps that did not run; they never count as passed."""
+    required_steps: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=16)
+    """Steps that had to run for this verdict (operator setting + spec.validation.requiredSteps)."""
+    waivers: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=16)
+    """Checks waived for this model, e.g. DigestNotPinned (no source.sha256)."""
     wer: float | None = None
     cer: float | None = None
     latency_p95_ms: float | None = None

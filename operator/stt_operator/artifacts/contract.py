@@ -6,6 +6,7 @@ dimension, so a model input of rank n+1 whose first axis is dynamic matches n de
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,21 +241,223 @@ def config_signature(config_path: Path) -> tuple[ModelSignature, int]:
     return signature, int(config.max_batch_size)
 
 
+MAX_TORCHSCRIPT_CODE_BYTES = 16 * 1024**2
+MAX_SAVED_MODEL_BYTES = 256 * 1024**2
+
+
+def savedmodel_signature(model_dir: Path, key: str = "serving_default") -> ModelSignature:
+    """Inputs/outputs of a SavedModel's serving signature, read from `saved_model.pb` with the
+    protobuf subset of artifacts/tfproto.py (TensorFlow is neither needed nor run). The meta
+    graph tagged `serve` wins; dims are -1 where unknown. Raises ValueError when absent."""
+    from stt_operator.artifacts.tfproto import parse_saved_model, signature_io
+
+    pb = model_dir / "saved_model.pb" if model_dir.is_dir() else model_dir
+    if pb.stat().st_size > MAX_SAVED_MODEL_BYTES:
+        raise ValueError(f"saved_model.pb is over {MAX_SAVED_MODEL_BYTES} bytes; signature not read")
+    model = parse_saved_model(pb)
+    graphs = sorted(model.meta_graphs, key=lambda g: "serve" not in g.meta_info_def.tags)
+    for graph in graphs:
+        io = signature_io(graph, key)
+        if io is None:
+            continue
+        inputs, outputs = io
+
+        def convert(t: Any) -> TensorSpec:
+            dims = (-1,) if t.dims is None else tuple(d if d >= 0 else -1 for d in t.dims)
+            return TensorSpec(t.name, t.data_type, dims, "other", ())
+
+        return ModelSignature([convert(t) for t in inputs], [convert(t) for t in outputs])
+    keys = sorted({e.key for g in model.meta_graphs for e in g.signature_def})
+    raise ValueError(f"saved_model.pb has no {key!r} signature (signatures: {keys or 'none'})")
+
+
+@dataclass(frozen=True)
+class TorchScriptForward:
+    """The top-level module's `forward` as TorchScript serialised it in the archive's code/."""
+
+    inputs: tuple[tuple[str, str], ...]  # (argument name, annotation)
+    outputs: tuple[str, ...] | None  # annotations of the returned tensors; None: not a tuple/tensor
+    module: str
+
+
+def torchscript_forward(path: Path) -> TorchScriptForward:
+    """Read, never run: the top-level class comes from the first GLOBAL of `data.pkl`
+    (disassembled with pickletools), its source from `code/<module path>.py` (parsed with
+    `ast`). TorchScript code records argument names and types, not shapes or dtypes."""
+    import ast
+    import pickletools
+    import zipfile
+
+    from stt_operator.artifacts.security import BoundedReader
+
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        data_pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
+        if data_pkl is None:
+            raise ValueError(f"{path.name}: no data.pkl in the TorchScript archive")
+        prefix = data_pkl[: -len("data.pkl")]
+        module = name = None
+        strings: list[str] = []
+        with zf.open(data_pkl) as raw:
+            for opcode, arg, _pos in pickletools.genops(BoundedReader(raw, 64 * 1024**2, data_pkl)):
+                if opcode.name == "GLOBAL":
+                    module, _, name = str(arg).partition(" ")
+                    break
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                    strings.append(str(arg))
+                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    module, name = strings[-2], strings[-1]
+                    break
+        if not module or not name or not module.startswith("__torch__"):
+            raise ValueError(f"{path.name}: data.pkl does not start with a TorchScript module class")
+        code_name = f"{prefix}code/{module.replace('.', '/')}.py"
+        if code_name not in names:
+            raise ValueError(f"{path.name}: {code_name} (the code of {module}.{name}) is missing")
+        info = zf.getinfo(code_name)
+        if info.file_size > MAX_TORCHSCRIPT_CODE_BYTES:
+            raise ValueError(f"{code_name} is over {MAX_TORCHSCRIPT_CODE_BYTES} bytes")
+        with zf.open(info) as raw:
+            source = BoundedReader(raw, MAX_TORCHSCRIPT_CODE_BYTES, code_name).read(info.file_size)
+    tree = ast.parse(source.decode("utf-8"))
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    forward = cls and next(
+        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None
+    )
+    if forward is None:
+        raise ValueError(f"{code_name}: class {name} has no forward()")
+    args = [(a.arg, ast.unparse(a.annotation) if a.annotation else "") for a in forward.args.args[1:]]
+    returns = forward.returns
+    outputs: tuple[str, ...] | None = None
+    if returns is not None:
+        text = ast.unparse(returns)
+        if isinstance(returns, ast.Subscript) and ast.unparse(returns.value) in ("Tuple", "typing.Tuple"):
+            elements = returns.slice.elts if isinstance(returns.slice, ast.Tuple) else [returns.slice]
+            outputs = tuple(ast.unparse(e) for e in elements)
+        elif text in ("Tensor", "torch.Tensor"):
+            outputs = (text,)
+    return TorchScriptForward(tuple(args), outputs, f"{module}.{name}")
+
+
+_INDEXED = re.compile(r"^.+__(\d+)$")
+
+
+def _torchscript_problems(contract: IOContract, forward: TorchScriptForward) -> list[str]:
+    """Arity and names against Triton's PyTorch backend conventions: an input is named like
+    the forward argument or `<name>__<index>`; outputs are matched by `<name>__<index>` or
+    by order."""
+    problems: list[str] = []
+    arg_names = [a for a, _ in forward.inputs]
+    if len(contract.inputs) != len(arg_names):
+        problems.append(
+            f"spec.io.inputs declares {len(contract.inputs)} tensor(s) but {forward.module}.forward "
+            f"takes {len(arg_names)} ({', '.join(arg_names) or 'none'})"
+        )
+    for declared in contract.inputs:
+        match = _INDEXED.match(declared.name)
+        if declared.name in arg_names:
+            continue
+        if match and int(match.group(1)) < len(arg_names):
+            continue
+        problems.append(
+            f"spec input {declared.name} is neither a forward() argument ({', '.join(arg_names)}) "
+            f"nor named <name>__<index> below {len(arg_names)}"
+        )
+    for _a, annotation in forward.inputs:
+        if annotation and "Tensor" not in annotation:
+            problems.append(f"forward() argument annotated {annotation}: Triton passes tensors only")
+    if forward.outputs is None:
+        problems.append(f"{forward.module}.forward returns no Tensor or Tuple of Tensors")
+    else:
+        if len(contract.outputs) != len(forward.outputs):
+            problems.append(
+                f"spec.io.outputs declares {len(contract.outputs)} tensor(s) but forward() returns "
+                f"{len(forward.outputs)} ({', '.join(forward.outputs)})"
+            )
+        for declared in contract.outputs:
+            match = _INDEXED.match(declared.name)
+            if match and int(match.group(1)) >= len(forward.outputs):
+                problems.append(f"spec output {declared.name}: forward() has no output {match.group(1)}")
+    return problems
+
+
+def _torchscript_step(model_path: Path, contract: IOContract) -> tuple[StepResult, ModelSignature | None]:
+    try:
+        forward = torchscript_forward(model_path)
+    except (ValueError, SyntaxError, UnicodeDecodeError, EOFError, KeyError) as exc:
+        message = f"TorchScript signature unreadable: {exc}"
+        return StepResult.failed("architecture", message, findings=[message]), None
+    details = {
+        "module": forward.module,
+        "inputs": [f"{a}: {t}" for a, t in forward.inputs],
+        "outputs": list(forward.outputs or ()),
+        "checked": "arity and names (TorchScript code records no shapes or dtypes)",
+    }
+    problems = _torchscript_problems(contract, forward) + _role_problems(
+        contract, ModelSignature([], []), "model"
+    )
+    if problems:
+        message = f"{len(problems)} I/O contract mismatch(es): " + "; ".join(problems[:3])
+        return StepResult.failed("architecture", message, findings=problems, **details), None
+    return (
+        StepResult.passed(
+            "architecture",
+            f"{forward.module}.forward({', '.join(details['inputs'])}) -> "
+            f"{', '.join(details['outputs'])} matches spec.io by arity and names "
+            "(shapes and dtypes are not recorded in TorchScript code)",
+            **details,
+        ),
+        None,
+    )
+
+
+def _savedmodel_step(model_path: Path, contract: IOContract) -> tuple[StepResult, ModelSignature | None]:
+    from google.protobuf.message import DecodeError
+
+    try:
+        signature = savedmodel_signature(model_path)
+    except (ValueError, DecodeError, OSError) as exc:
+        message = f"SavedModel signature unreadable: {exc}"
+        return StepResult.failed("architecture", message, findings=[message]), None
+    details = {
+        "inputs": [t.describe() for t in signature.inputs],
+        "outputs": [t.describe() for t in signature.outputs],
+        "signature": "serving_default",
+    }
+    problems = compare(contract, signature, "serving_default signature")
+    if problems:
+        message = f"{len(problems)} I/O contract mismatch(es): " + "; ".join(problems[:3])
+        return StepResult.failed("architecture", message, findings=problems, **details), signature
+    return (
+        StepResult.passed(
+            "architecture",
+            f"serving_default inputs {', '.join(details['inputs'])}; outputs "
+            f"{', '.join(details['outputs'])} match spec.io",
+            **details,
+        ),
+        signature,
+    )
+
+
 def architecture_step(
     fmt: str | None, model_path: Path | None, contract: IOContract, root: Path | None = None
 ) -> tuple[StepResult, ModelSignature | None]:
-    """Step 2. ONNX is inspected directly; other formats are checked through the
-    `config.pbtxt` they ship, when they ship one; otherwise the step says why it cannot run."""
+    """Step 2. ONNX is inspected directly, a SavedModel through its serving signature, a
+    TorchScript module through the forward() its archive's code/ declares (none of them is
+    run); other formats through the `config.pbtxt` they ship, when they ship one; otherwise
+    the step says why it cannot run."""
+    if fmt == "tensorflow-savedmodel" and model_path is not None:
+        return _savedmodel_step(model_path, contract)
+    if fmt == "torchscript" and model_path is not None:
+        return _torchscript_step(model_path, contract)
     config = _find_config(root) if fmt != "onnx" and root is not None and model_path is not None else None
     if config is not None:
         return _config_step(config, contract, root)
     if fmt != "onnx" or model_path is None:
         reasons = {
             "python": "a Python model's tensors are defined by its config.pbtxt, and none was shipped",
-            "torchscript": "inspecting TorchScript signatures needs torch, not shipped in the validator",
             "pytorch": "a PyTorch state dict has no I/O signature; export to ONNX or TorchScript",
-            "tensorflow-savedmodel": "reading SavedModel signatures needs tensorflow, not installed here",
-            "tensorrt-plan": "reading a TensorRT engine needs tensorrt and a GPU",
+            "tensorrt-plan": "reading a TensorRT engine's bindings needs the tensorrt package (not in the "
+            "validator image) and a GPU of the engine's architecture; ship a config.pbtxt to check it",
         }
         return StepResult.skipped("architecture", reasons.get(fmt or "", "no model file to inspect")), None
     signature = onnx_signature(model_path)

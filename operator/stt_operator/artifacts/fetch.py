@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,15 @@ class FetchError(Exception):
 
 class SizeLimitExceeded(FetchError):
     pass
+
+
+class UnsafeSource(Exception):
+    """A local source holds what must never be copied or opened: FIFOs, sockets, device files,
+    hard links. A verdict (the security step fails), not a transient fetch error."""
+
+    def __init__(self, uri: str, problems: list[str]) -> None:
+        super().__init__(f"{uri}: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
+        self.problems = problems
 
 
 class DigestMismatch(FetchError):
@@ -161,19 +171,93 @@ def _finish(part: Path, target: Path, sink: _Sink, uri: str) -> FetchResult:
     return FetchResult(path=target, sha256=sink.hasher.hexdigest(), size_bytes=sink.size, uri=uri)
 
 
+def _special(mode: int) -> str | None:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        return f"special file (mode {oct(mode)})"
+    return None
+
+
+def walk_local_source(uri: str, source: Path, max_bytes: int) -> list[tuple[Path, os.stat_result]]:
+    """Every entry under a folder source, judged by lstat before anything is opened: a copy
+    would hide hard links (the copy has one link) and block on a FIFO. Raises UnsafeSource
+    listing every FIFO, socket, device and hard-linked file, SizeLimitExceeded over
+    `max_bytes`. Symlinks are kept for the security step to judge; they are never followed."""
+    entries: list[tuple[Path, os.stat_result]] = []
+    problems: list[str] = []
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        dirnames.sort()
+        for name in sorted([*dirnames, *filenames]):
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            rel = path.relative_to(source).as_posix()
+            kind = _special(st.st_mode)
+            if kind:
+                problems.append(f"{rel}: {kind} in the model folder")
+                continue
+            if stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    problems.append(
+                        f"{rel}: hard link ({st.st_nlink} links) may alias a file outside the model folder"
+                    )
+                total += st.st_size
+                if total > max_bytes:
+                    raise SizeLimitExceeded(f"{uri}: more than maxSizeBytes={max_bytes} bytes")
+            entries.append((path, st))
+    if problems:
+        raise UnsafeSource(uri, problems)
+    return entries
+
+
+def _copy_regular(path: Path, st: os.stat_result, dest: Path) -> None:
+    """Copy one file checked by lstat; O_NOFOLLOW|O_NONBLOCK and an fstat comparison refuse a
+    file swapped for a link or FIFO after the walk."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+            raise UnsafeSource(str(path), [f"{path.name}: changed while being copied"])
+        with os.fdopen(fd, "rb", closefd=False) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    finally:
+        os.close(fd)
+
+
 def _fetch_local(uri: str, source: Path, target: Path, options: FetchOptions) -> FetchResult:
-    if not source.exists():
-        raise FetchError(f"source.uri {uri!r}: {source} does not exist")
-    if source.is_dir():
+    try:
+        top = os.lstat(source)
+    except FileNotFoundError:
+        raise FetchError(f"source.uri {uri!r}: {source} does not exist") from None
+    if stat.S_ISLNK(top.st_mode):
+        if not source.exists():
+            raise FetchError(f"source.uri {uri!r}: {source} is a dangling symbolic link")
+        top = os.stat(source)
+    kind = _special(top.st_mode)
+    if kind:
+        raise UnsafeSource(uri, [f"{source.name}: the source is a {kind}"])
+    if stat.S_ISDIR(top.st_mode):
         from stt_operator.artifacts.integrity import build_manifest
 
         if target.exists():
             shutil.rmtree(target)
-        # symlinks=True keeps links as links so the security step can judge them.
-        shutil.copytree(source, target, symlinks=True)
+        entries = walk_local_source(uri, source, options.max_bytes)
+        target.mkdir(parents=True)
+        for path, st in entries:
+            dest = target / path.relative_to(source)
+            if stat.S_ISDIR(st.st_mode):
+                dest.mkdir(exist_ok=True)
+            elif stat.S_ISLNK(st.st_mode):
+                # Kept as a link so the security step can judge where it points.
+                os.symlink(os.readlink(path), dest)
+            else:
+                _copy_regular(path, st, dest)
         manifest = build_manifest(target)
-        if manifest.total_bytes > options.max_bytes:
-            raise SizeLimitExceeded(f"{uri}: more than maxSizeBytes={options.max_bytes} bytes")
         return FetchResult(path=target, sha256=manifest.digest, size_bytes=manifest.total_bytes, uri=uri)
     part = target.with_name(target.name + ".part")
     try:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stt_operator.artifacts.report import FileDigest, StepResult
+from stt_operator.artifacts.report import WAIVER_DIGEST_NOT_PINNED, FileDigest, StepResult
 
 CHUNK = 1024 * 1024
 
@@ -127,6 +127,14 @@ def integrity_step(
     manifest = build_manifest(model_path)
     digest_result = check_pinned_digest(fetched_digest, pinned, what)
     details = {"manifestDigest": manifest.digest, "files": len(manifest.files)}
+    if digest_result.result == "skipped":
+        # The step still ran (manifest, signature); only the pin check is waived, and says so.
+        digest_result = StepResult.passed(
+            "integrity",
+            f"manifest of {len(manifest.files)} file(s) computed; digest check waived "
+            f"({WAIVER_DIGEST_NOT_PINNED}): {digest_result.message}",
+            waiver=WAIVER_DIGEST_NOT_PINNED,
+        )
     if digest_result.result == "failed":
         digest_result.details.update(details)
         return digest_result, manifest
@@ -139,8 +147,11 @@ def integrity_step(
     if reason:
         return StepResult.failed("integrity", reason, findings=[reason], **details), manifest
     message = f"{digest_result.message}; OpenSSF model signature verified with the public key"
-    if digest_result.result == "skipped":
+    waiver = digest_result.details.get("waiver")
+    if waiver:
         message = (
-            f"signature verified with the public key ({len(manifest.files)} files); no source.sha256 pinned"
+            f"signature verified with the public key ({len(manifest.files)} files); "
+            f"no source.sha256 pinned (waived: {waiver})"
         )
+        details["waiver"] = waiver
     return StepResult.passed("integrity", message, **details), manifest

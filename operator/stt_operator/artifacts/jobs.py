@@ -16,11 +16,12 @@ backoff limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.api.common import parse_duration
+from stt_operator.artifacts.report import DEFAULT_REQUIRED_STEPS, WAIVER_DIGEST_NOT_PINNED
 from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, short_hash
 
 KINDS = ("validate", "quantize")
@@ -46,11 +47,28 @@ def job_name(model_name: str, kind: str, spec: Mapping[str, Any]) -> str:
     return dns_name(model_name, kind, spec_hash(spec))
 
 
-def _scratch_size(spec: Mapping[str, Any]) -> str:
+def _scratch_gib(spec: Mapping[str, Any]) -> int:
     max_bytes = int((spec.get("source") or {}).get("maxSizeBytes") or 0)
     # Download + unpacked copy + a quantized copy, with headroom; at least 4 GiB.
-    gib = max(4, -(-3 * max_bytes // 1024**3) + 1)
-    return f"{gib}Gi"
+    return max(4, -(-3 * max_bytes // 1024**3) + 1)
+
+
+def _scratch_size(spec: Mapping[str, Any]) -> str:
+    return f"{_scratch_gib(spec)}Gi"
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (`4Gi`, `512M`, `1e9`) in bytes."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    return int(parse_quantity(quantity))
+
+
+def required_steps(spec: Mapping[str, Any], operator_floor: Sequence[str]) -> list[str]:
+    """Steps that must run for the model to pass: the operator's setting plus what
+    `spec.validation.requiredSteps` adds (a spec asks for more, never for less)."""
+    extra = ((spec.get("validation") or {}).get("requiredSteps")) or []
+    return list(dict.fromkeys([*operator_floor, *extra]))
 
 
 def validation_job(
@@ -67,8 +85,13 @@ def validation_job(
     gpus: int = 0,
     backoff_limit: int = DEFAULT_BACKOFF_LIMIT,
     image_pull_policy: str = "IfNotPresent",
+    required: Sequence[str] = DEFAULT_REQUIRED_STEPS,
 ) -> dict[str, Any]:
-    """The Job manifest running `stt-operator <kind>` for one STTModel spec."""
+    """The Job manifest running `stt-operator <kind>` for one STTModel spec.
+
+    The container is told its own memory limit and scratch size, so what it unpacks and
+    holds in memory stays inside them (a decompression bomb ends in a verdict, not an OOM
+    kill or a full volume)."""
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
     validation = spec.get("validation") or {}
@@ -85,7 +108,14 @@ def validation_job(
         REPORT_PATH,
         "--termination-log",
         TERMINATION_PATH,
+        "--memory-bytes",
+        str(quantity_bytes(memory)),
+        # The emptyDir's size limit; the pod is evicted past it, so the validator stays below.
+        "--scratch-bytes",
+        str(_scratch_gib(spec) * 1024**3),
     ]
+    if kind == "validate":
+        args += ["--required-steps", ",".join(required_steps(spec, required))]
     volumes: list[dict[str, Any]] = [
         {"name": "work", "emptyDir": {"sizeLimit": _scratch_size(spec)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
@@ -248,9 +278,12 @@ def _first_failure(steps: list[Mapping[str, Any]]) -> str:
     return "; ".join(f"{s.get('name')}: {s.get('message', '')}" for s in failed)[:1000]
 
 
-def parse_termination_message(text: str | None, kind: str = "validate") -> JobResult:
+def parse_termination_message(
+    text: str | None, kind: str = "validate", required: Sequence[str] = DEFAULT_REQUIRED_STEPS
+) -> JobResult:
     """Parse the compact report a validate/quantize container left; tolerant of a log tail
-    (FallbackToLogsOnError) or nothing at all."""
+    (FallbackToLogsOnError) or nothing at all. A validation passes only when no step failed
+    and every `required` step ran: a skipped step is never read as a passed one."""
     if not text or not text.strip():
         return JobResult(kind, False, "JobFailed", f"the {kind} container left no result")
     try:
@@ -264,10 +297,12 @@ def parse_termination_message(text: str | None, kind: str = "validate") -> JobRe
         return JobResult(kind, False, "InvalidSpec", str(body["error"])[:1000])
     if body.get("kind") == "quantization" or kind == "quantize":
         return _quantization_result(body)
-    return _validation_result(body)
+    return _validation_result(body, required)
 
 
-def _validation_result(body: Mapping[str, Any]) -> JobResult:
+def _validation_result(
+    body: Mapping[str, Any], required: Sequence[str] = DEFAULT_REQUIRED_STEPS
+) -> JobResult:
     steps = [
         {
             "name": s.get("name", "?"),
@@ -287,6 +322,19 @@ def _validation_result(body: Mapping[str, Any]) -> JobResult:
     }
     if metrics.get("utterances") is not None:
         validation["samples"] = metrics["utterances"]
+    skipped = [s["name"] for s in steps if s["result"] == "skipped"]
+    if body.get("skipped") is not None and not steps:  # a truncated message keeps only names
+        skipped = [str(n) for n in body["skipped"]][:16]
+    waivers = [str(w)[:63] for w in body.get("waivers") or []][:16]
+    ran = {s["name"] for s in steps if s["result"] != "skipped"}
+    if not steps:
+        ran = set(required) - set(skipped)  # truncated: only the skipped names survived
+    if WAIVER_DIGEST_NOT_PINNED not in waivers and "integrity" in ran:
+        ran.add("digest")
+    missing = [name for name in required if name not in ran]
+    validation["skipped"] = skipped
+    validation["waivers"] = waivers
+    validation["requiredSteps"] = list(required)
     artifact = body.get("artifact") or {}
     status: dict[str, Any] = {"validation": validation}
     if artifact.get("digest"):
@@ -295,14 +343,32 @@ def _validation_result(body: Mapping[str, Any]) -> JobResult:
             "sizeBytes": artifact.get("sizeBytes"),
             "files": [{"path": f["path"], "sha256": f["sha256"]} for f in artifact.get("files") or []][:1024],
         }
+    if missing and not any(s["result"] == "failed" for s in steps):
+        message = (
+            f"required step(s) {', '.join(missing)} did not run"
+            + (f" (skipped: {_skip_reasons(steps, missing)})" if _skip_reasons(steps, missing) else "")
+            + "; a skipped step does not count as passed"
+        )
+        return JobResult("validate", False, "RequiredStepSkipped", message[:1000], status)
     if body.get("passed"):
         summary = "all validation steps passed"
+        if skipped:
+            summary = f"all required validation steps passed; skipped (not required): {', '.join(skipped)}"
         if metrics.get("wer") is not None:
             summary += f" (WER {metrics['wer']:.4f})"
-        return JobResult("validate", True, "ValidationPassed", summary, status)
+        if waivers:
+            summary += f"; waived: {', '.join(waivers)}"
+            return JobResult("validate", True, "ValidationPassedWithWaivers", summary[:1000], status)
+        return JobResult("validate", True, "ValidationPassed", summary[:1000], status)
     fetch_failed = any(s["name"] == "fetch" for s in steps)
     reason = "FetchFailed" if fetch_failed else "ValidationFailed"
     return JobResult("validate", False, reason, _first_failure(steps) or "validation failed", status)
+
+
+def _skip_reasons(steps: list[Mapping[str, Any]], names: Sequence[str]) -> str:
+    return "; ".join(
+        f"{s['name']}: {s['message']}" for s in steps if s["name"] in names and s["result"] == "skipped"
+    )[:600]
 
 
 def _quantization_result(body: Mapping[str, Any]) -> JobResult:

@@ -87,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         try:
             prepared = prepare_artifact(args, spec, work)
+        except fetch.UnsafeSource as exc:  # FIFOs, devices, hard links: a verdict, not a retry
+            return _fail(args, name, mode, f"float model refused: {exc}", EXIT_FAILED)
         except (fetch.FetchError, archives.UnsafeArchive) as exc:
             return _fail(args, name, mode, f"cannot fetch the float model: {exc}", EXIT_FETCH)
         pinned = (spec.get("source") or {}).get("sha256")
@@ -100,7 +102,13 @@ def main(args: argparse.Namespace) -> int:
             )
         try:
             samples = load_evaluation_set(args, spec, work)
-        except (fetch.FetchError, archives.UnsafeArchive, ValueError, FileNotFoundError) as exc:
+        except (
+            fetch.FetchError,
+            fetch.UnsafeSource,
+            archives.UnsafeArchive,
+            ValueError,
+            FileNotFoundError,
+        ) as exc:
             return _fail(args, name, mode, f"evaluation set unusable: {exc}", EXIT_FAILED)
         if not samples:
             return _fail(args, name, mode, "the accuracy gate needs validation.evaluationSet", EXIT_FAILED)

@@ -13,6 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 STEP_NAMES = ("format", "architecture", "dependencies", "security", "integrity", "performance")
+# Steps that must run (not be skipped) for a model to pass unless the spec or the operator's
+# settings say otherwise: a skipped step is never counted as a passed one.
+DEFAULT_REQUIRED_STEPS = ("security", "integrity")
+# Waivers the validator grants but records: the model may pass, status says what was waived.
+WAIVER_DIGEST_NOT_PINNED = "DigestNotPinned"
+# What `requiredSteps` may name: the six steps, plus `digest` (a pinned source.sha256, so the
+# DigestNotPinned waiver is refused).
+REQUIRABLE_STEPS = (*STEP_NAMES, "digest")
 TERMINATION_LIMIT = 4096
 
 Result = Literal["passed", "failed", "skipped"]
@@ -75,16 +83,35 @@ class ValidationReport(_Camel):
     artifact: ArtifactInfo | None = None
     steps: list[StepResult] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
+    required_steps: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_STEPS))
+    waivers: list[str] = Field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[str]:
+        return [s.name for s in self.steps if s.result == "skipped"]
+
+    @property
+    def missing_required(self) -> list[str]:
+        """Required steps that did not run: skipped, or absent from the report."""
+        ran = {s.name for s in self.steps if s.result != "skipped"}
+        if WAIVER_DIGEST_NOT_PINNED not in self.waivers and "integrity" in ran:
+            ran.add("digest")
+        return [name for name in self.required_steps if name not in ran]
 
     @property
     def passed(self) -> bool:
-        return bool(self.steps) and all(s.result != "failed" for s in self.steps)
+        return (
+            bool(self.steps) and all(s.result != "failed" for s in self.steps) and not self.missing_required
+        )
 
     def step(self, name: str) -> StepResult | None:
         return next((s for s in self.steps if s.name == name), None)
 
     def to_json(self) -> str:
-        return json.dumps({**self.dump(), "passed": self.passed}, indent=2, sort_keys=False)
+        body = {**self.dump(), "passed": self.passed, "skipped": self.skipped}
+        if self.missing_required:
+            body["missingRequired"] = self.missing_required
+        return json.dumps(body, indent=2, sort_keys=False)
 
     def summary_text(self) -> str:
         head = f"validation of {self.model or 'model'} ({self.format or 'unknown format'}): " + (
@@ -93,6 +120,10 @@ class ValidationReport(_Camel):
         lines = [head]
         for s in self.steps:
             lines.append(f"  {s.name:<13} {s.result:<8} {s.message}")
+        if self.missing_required:
+            lines.append(f"  required but not run: {', '.join(self.missing_required)}")
+        if self.waivers:
+            lines.append(f"  waivers: {', '.join(self.waivers)}")
         m = self.metrics
         if m.wer is not None:
             lines.append(
@@ -117,6 +148,9 @@ class ValidationReport(_Camel):
                 "files": [f.dump() for f in artifact.files],
             },
             "steps": [{"name": s.name, "result": s.result, "message": s.message} for s in self.steps],
+            "skipped": self.skipped,
+            "requiredSteps": self.required_steps,
+            "waivers": self.waivers,
             "metrics": self.metrics.dump(),
         }
         return fit_json(body, limit)
@@ -191,6 +225,17 @@ def fit_json(body: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
         # Last resort keeps it parseable and says so.
         verdict = "accepted" if body.get("kind") == "quantization" else "passed"
         text = encode({"kind": body.get("kind"), verdict: body.get(verdict), "truncated": True})
+        if body.get("skipped") is not None:
+            # Skipped steps must survive: the operator may not count them as passed.
+            text = encode(
+                {
+                    "kind": body.get("kind"),
+                    verdict: body.get(verdict),
+                    "truncated": True,
+                    "skipped": body["skipped"],
+                    "waivers": body.get("waivers") or [],
+                }
+            )
     return text
 
 

@@ -46,7 +46,7 @@ from stt_operator.experiments.planner import (
     backends,
     plan_abtest,
 )
-from stt_operator.observability import track_reconcile
+from stt_operator.observability import record_route, track_reconcile
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,7 @@ def _execute(
     if plan.route is not None and held and md is not None:
         try:
             ctx.kube.apply(endpoint_route(md, plan.route))
+            record_route(namespace, inp.endpoint.name, plan.route)
         except DynamicApiError:
             if not inp.deleting:
                 raise  # keep holding: the release waits until the route is back on stable

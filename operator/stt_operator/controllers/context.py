@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stt_operator.services import notify
 from stt_operator.services.kube import Kube, load_api_client
 from stt_operator.settings import OperatorSettings
 
@@ -24,6 +25,7 @@ _current: OperatorContext | None = None
 def configure(settings: OperatorSettings, kubeconfig: str | None = None) -> OperatorContext:
     global _current
     _current = OperatorContext(settings=settings, kube=Kube(load_api_client(kubeconfig)))
+    notify.configure(settings.notifications)  # webhook senders, off without receivers
     # Import for the side effect of registering handlers, after the context exists.
     from stt_operator.controllers import handlers  # noqa: F401
 

@@ -44,10 +44,17 @@ from stt_operator.builders.serving import (
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.evaluator.manifests import evaluator_name
-from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
+from stt_operator.observability import (
+    PROMOTIONS,
+    ROLLBACKS,
+    ROLLOUTS_IN_FLIGHT,
+    record_route,
+    track_reconcile,
+)
 from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
+from stt_operator.rollout.history import plan_history_requests
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
 from stt_operator.rollout.selection import select_model
 
@@ -199,6 +206,41 @@ def _select(
     return selection.best
 
 
+def _history_requests(
+    ctx: OperatorContext,
+    spec: ModelDeploymentSpec,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    writer: StatusWriter,
+    namespace: str,
+) -> Mapping[str, Any]:
+    """Retry / undo annotations and revisionHistoryLimit (rollout/history.py); returns the body
+    the rest of the reconcile plans from (with the edited history)."""
+
+    def digest(model: str) -> str | None:
+        found = ctx.kube.get(STTMODEL_API, "STTModel", model, namespace)
+        return model_digest(found) if found is not None else None
+
+    status = body.get("status") or {}
+    plan = plan_history_requests(
+        body["metadata"].get("annotations") or {},
+        status,
+        spec.model.name if spec.model else None,
+        spec.rollback.revision_history_limit,
+        digest,
+    )
+    for annotation in plan.consumed:
+        patch.metadata.annotations[annotation] = None
+    for event in plan.events:
+        writer.event(event.type, event.reason, event.message)
+    if plan.model is not None:
+        patch.spec["model"] = {"name": plan.model}
+    if plan.revisions is None:
+        return body
+    writer.set(revisions=plan.revisions)
+    return {**body, "status": {**status, "revisions": plan.revisions}}
+
+
 def _reconcile_valid(
     md: ModelDeployment,
     body: Mapping[str, Any],
@@ -209,6 +251,7 @@ def _reconcile_valid(
     namespace: str,
 ) -> None:
     spec = md.spec
+    body = _history_requests(ctx, spec, body, patch, writer, namespace)
     if spec.model is not None:
         model_name = spec.model.name
     else:
@@ -216,6 +259,8 @@ def _reconcile_valid(
         if selected is None:
             return
         model_name = selected
+    # What Git declares, next to stableModel (what serves): they differ while a rollout runs.
+    writer.set(declaredModel=model_name)
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
     if model is None:
         _wait(writer, "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending")
@@ -311,6 +356,7 @@ def _reconcile_valid(
             owner=owner,
         )
         ctx.kube.apply(route)
+        record_route(namespace, name, {b.service: b.weight for b in backends})
         writer.set(endpoint=name)
 
     for revision_id in plan.delete:

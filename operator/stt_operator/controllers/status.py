@@ -16,6 +16,7 @@ import kopf
 
 from stt_operator.api.common import set_condition
 from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
+from stt_operator.services import notify
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,4 @@ class StatusWriter:
                 kopf.event(self.body, type=event.type, reason=event.reason, message=event.message)
             except Exception:  # an Event is best-effort; never fail a reconcile for it
                 log.exception("could not post event %s", event.reason)
+            notify.publish(self.body, event.type, event.reason, event.message)

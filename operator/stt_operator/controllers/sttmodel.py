@@ -127,6 +127,7 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
         owner_reference(body),
         kind=kind,
         triton_image=ctx.settings.triton_image if kind == "validate" else None,
+        required=ctx.settings.validation_required_steps,
     )
     name = manifest["metadata"]["name"]
     job = ctx.kube.get("batch/v1", "Job", name, meta["namespace"])
@@ -143,7 +144,10 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
     pods = ctx.kube.list("v1", "Pod", meta["namespace"], {"job-name": name})
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
     message = next((m for p in reversed(pods) if (m := jobs.termination_message_of(p))), None)
-    result = jobs.parse_termination_message(message, kind)
+    # The operator re-checks the verdict: a required step that was skipped fails it, whatever
+    # the container said.
+    required = jobs.required_steps(body.get("spec") or {}, ctx.settings.validation_required_steps)
+    result = jobs.parse_termination_message(message, kind, required)
     if not succeeded and not message:
         result.message = f"Job {name} failed ({job_reason}) without a result"
     status_key = "validation" if kind == "validate" else "quantization"
@@ -213,7 +217,7 @@ def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorC
             meta["name"],
             triton_model_name(meta["name"]),
             spec.get("language") or "und",
-            window=ctx.settings.analytics_retention,
+            window=ctx.settings.analytics_window,
             namespace=meta["namespace"],
         )
     except (PromQueryError, ValueError) as exc:

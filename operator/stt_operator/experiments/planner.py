@@ -12,6 +12,7 @@ committed phase at the next reconcile, so a decision is recorded before anything
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from stt_operator.api.abtest import (
     REASON_STOPPED,
     REASON_TEST_STARTED,
     REASON_VARIANT_NOT_READY,
+    REASON_WINNER_ANNOUNCED,
     REASON_WINNER_FOUND,
     REASON_WINNER_PROMOTED,
     ABTestSpec,
@@ -324,8 +326,17 @@ def _terminal(plan: ABTestPlan, inp: ABTestInput, phase: str) -> ABTestPlan:
     _release(plan, inp)
     if phase == PHASE_CONCLUDED:
         model = promotion_target(inp)
+        promotion = inp.spec.promotion
+        if model is not None and promotion is not None and promotion.mode == "Announce":
+            return _announce(plan, inp, model)
         if model is not None:
             plan.promote_model = model
+            plan.status["promotion"] = {
+                "mode": "PatchSpec",
+                "model": model,
+                "endpoint": inp.endpoint.name,
+                "at": iso(inp.now),
+            }
             message = short(
                 f"winner {inp.status.get('winner')} promoted: ModelDeployment {inp.endpoint.name}"
                 f" spec.model set to {model}; its rollout strategy takes it from here"
@@ -333,6 +344,36 @@ def _terminal(plan: ABTestPlan, inp: ABTestInput, phase: str) -> ABTestPlan:
             plan.status.update(phase=PHASE_PROMOTED, message=message)
             plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_PROMOTED, message))
             plan.events.append(EventUpdate("Normal", REASON_WINNER_PROMOTED, message))
+    return plan
+
+
+def promotion_patch(model: str) -> str:
+    """The change to a ModelDeployment manifest that promotes `model`, as a JSON merge patch."""
+    return json.dumps({"spec": {"model": {"name": model}}}, separators=(",", ":"))
+
+
+def _announce(plan: ABTestPlan, inp: ABTestInput, model: str) -> ABTestPlan:
+    """GitOps-safe promotion: the spec belongs to Git, so the winner is recorded and announced,
+    never written; the endpoint keeps serving its declared model until Git changes it."""
+    previous = inp.status.get("promotion") or {}
+    message = short(
+        f"winner {inp.status.get('winner')} (model {model}) announced: set ModelDeployment"
+        f" {inp.endpoint.name} spec.model.name to {model} in Git (`kubectl stt promotion abt/{inp.name}`"
+        " prints the change)"
+    )
+    plan.status.update(
+        message=message,
+        promotion={
+            "mode": "Announce",
+            "model": model,
+            "endpoint": inp.endpoint.name,
+            "patch": promotion_patch(model),
+            "at": previous.get("at") if previous.get("model") == model else iso(inp.now),
+        },
+    )
+    plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_ANNOUNCED, message))
+    if previous.get("model") != model:
+        plan.events.append(EventUpdate("Normal", REASON_WINNER_ANNOUNCED, message))
     return plan
 
 

@@ -179,7 +179,8 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
     reason = (inp.status.get("lastRollback") or {}).get("reason") or "analysis failed"
     message = short(
         f"model {inp.desired.model} (revision {inp.desired.id}) was rolled back ({reason}); serving"
-        f" {stable_model}. Change spec.model or the STTModel to roll out again."
+        f" {stable_model}. Change spec.model or the STTModel, or retry (annotation stt.dev/retry),"
+        " to roll out again."
     )
     plan.status.update(
         canaryRevision=None,

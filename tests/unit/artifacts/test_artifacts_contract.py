@@ -71,7 +71,7 @@ def test_spec_dynamic_but_model_fixed(tmp_path: Path) -> None:
     assert any("spec declares it dynamic (-1) but the model fixes it" in f for f in result.findings)
 
 
-@pytest.mark.parametrize("fmt", ["python", "torchscript", "tensorrt-plan"])
+@pytest.mark.parametrize("fmt", ["python", "tensorrt-plan"])
 def test_other_formats_are_skipped_with_a_reason(fmt: str) -> None:
     result, _ = architecture_step(fmt, Path("/nonexistent"), contract())
     assert result.result == "skipped"

@@ -51,9 +51,12 @@ def test_wrong_digest_names_both(model_dir: Path) -> None:
     assert result.message == f"sha256 mismatch: model.tar.gz is {'a' * 64}, source.sha256 pins {'b' * 64}"
 
 
-def test_unpinned_digest_is_skipped_with_the_digest_to_pin(model_dir: Path) -> None:
+def test_unpinned_digest_is_a_visible_waiver_with_the_digest_to_pin(model_dir: Path) -> None:
     result, _ = integrity_step(model_dir, "c" * 64, None, "model.onnx")
-    assert result.result == "skipped"
+    # The step ran (manifest); only the pin check is waived, and the waiver is named.
+    assert result.result == "passed"
+    assert result.details["waiver"] == "DigestNotPinned"
+    assert "digest check waived (DigestNotPinned)" in result.message
     assert "c" * 64 in result.message
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from stt_harness import samples
 from stt_operator.artifacts.security import (
+    ScanLimits,
     external_data_findings,
     python_risky_calls,
     security_step,
@@ -229,13 +230,17 @@ def test_scanning_large_files_reads_headers_not_payloads(tmp_path: Path) -> None
         handle.write(_saved_model(["PyFunc"]))
     tracemalloc.start()
     try:
-        result = security_step(root, "tensorflow-savedmodel", root)
+        # The graph (64 MiB) is over the parse limit: the byte scan still finds the op, and
+        # the uninspected graph is a finding of its own (fail closed).
+        result = security_step(root, "tensorflow-savedmodel", root, limits=ScanLimits(16 * 1024**2))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert result.result == "failed"
     assert result.findings == [
-        "saved_model.pb: TensorFlow graph uses risky op PyFunc (file system / Python access)"
+        "saved_model.pb: TensorFlow graph uses risky op PyFunc (file system / Python access)",
+        f"saved_model.pb: saved_model.pb is {pb.stat().st_size} bytes, over the 4194304-byte graph "
+        "inspection limit (from the Job's memory); its graph was not inspected",
     ]
     assert peak < 2 * 1024 * 1024
 

@@ -472,3 +472,38 @@ def test_route_written_only_once_the_endpoint_reports_the_hold() -> None:
     w.endpoint = replace(w.endpoint, held_by=None, held_by_status=None)
     plan = plan_abtest(w.inp())
     assert plan.acquire_hold and plan.route is None
+
+
+def test_announce_mode_records_the_winner_and_never_writes_the_spec() -> None:
+    """promotion.mode Announce (GitOps): the winner and the patch go to status and one Event."""
+    w = World(spec=spec(duration="2m", minDuration="1s", promotion={"auto": True, "mode": "Announce"}))
+    w.run()
+    w.later(10)
+    w.step(look(BETTER, SRM_OK))
+    assert w.status["phase"] == "Concluded" and w.status["winner"] == "candidate"
+    w.later(1)
+    plan = w.step()
+    assert plan.promote_model is None and plan.release_hold and w.status["phase"] == "Concluded"
+    promotion = w.status["promotion"]
+    assert promotion["mode"] == "Announce" and promotion["model"] == "model-b"
+    assert promotion["patch"] == '{"spec":{"model":{"name":"model-b"}}}'
+    assert w.cond("Ready") == ("True", "WinnerAnnounced") and w.events.count("WinnerAnnounced") == 1
+    announced_at = promotion["at"]
+    # Later reconciles: still announced once, nothing written, the record unchanged.
+    w.later(30)
+    plan = w.step()
+    assert plan.promote_model is None and w.events.count("WinnerAnnounced") == 1
+    assert w.status["promotion"]["at"] == announced_at and w.promoted is None
+
+
+def test_patch_spec_mode_records_what_it_wrote() -> None:
+    w = World(spec=spec(duration="2m", minDuration="1s", promotion={"auto": True}))
+    w.run()
+    w.later(10)
+    w.step(look(BETTER, SRM_OK))
+    w.later(1)
+    w.step()
+    assert w.promoted == "model-b" and w.status["phase"] == "Promoted"
+    assert (
+        w.status["promotion"]["mode"] == "PatchSpec" and w.status["promotion"]["endpoint"] == w.endpoint.name
+    )

@@ -1,0 +1,3 @@
+-- Continue a paused rollout.
+obj.spec.paused = false
+return obj
