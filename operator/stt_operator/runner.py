@@ -67,6 +67,13 @@ def main(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    if not settings.prometheus_url:
+        # One line, once: no per-object retries against a guessed address.
+        log.warning(
+            "no default Prometheus configured (--prometheus-url / config.prometheusUrl): analytics are"
+            " off, and analysis works only for objects naming one of %d prometheusSources",
+            len(settings.prometheus_sources),
+        )
     log.info(
         "starting stt-operator: namespaces=%s peering=%s",
         settings.namespaces or "all",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stt_operator.services.notify import NotificationSettings
 
@@ -37,7 +37,20 @@ class OperatorSettings(BaseModel):
     peering: str | None = Field(None, description="Kopf peering object name (HA); None = standalone")
     liveness_port: int = 8080
     metrics_port: int = 9090
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Prometheus is reached only at addresses the administrator configures here: a custom
+    # resource names a source or an allowed address, never an arbitrary URL (SSRF).
+    prometheus_url: str | None = Field(
+        None, description="default Prometheus for analysis and analytics; None = both are off"
+    )
+    prometheus_sources: dict[str, str] = Field(
+        default_factory=dict, description="named Prometheus servers spec.analysis.prometheus.source may use"
+    )
+    prometheus_allowed_urls: list[str] = Field(
+        default_factory=list, description="extra addresses spec.analysis.prometheus.address may name"
+    )
+    scope_custom_queries: bool = Field(
+        True, description="enforce the object's namespace on every selector of a custom PromQL query"
+    )
     triton_image: str = DEFAULT_TRITON_IMAGE
     operator_image: str = DEFAULT_OPERATOR_IMAGE
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
@@ -63,6 +76,37 @@ class OperatorSettings(BaseModel):
         default_factory=NotificationSettings, description="webhook receivers (docs/notifications.md)"
     )
 
+    @field_validator("prometheus_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None  # Helm renders an unset address as ""
+
+    @field_validator("prometheus_url", "prometheus_allowed_urls", "prometheus_sources")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        urls = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        for url in urls:
+            if url is not None and not str(url).startswith(("http://", "https://")):
+                raise ValueError(f"Prometheus address {url!r} must start with http:// or https://")
+        return value
+
+    @property
+    def prometheus_configured(self) -> bool:
+        return bool(self.prometheus_url or self.prometheus_sources)
+
+    def prometheus_for(self, source: str | None = None, address: str | None = None) -> str:
+        """The Prometheus URL an object may use (its source / address or the default); raises
+        PromQueryError (not-allowed / not-configured) otherwise, before any request."""
+        from stt_operator.analysis.prom import resolve_prometheus
+
+        return resolve_prometheus(
+            default_url=self.prometheus_url,
+            sources=self.prometheus_sources,
+            allowed_urls=self.prometheus_allowed_urls,
+            source=source,
+            address=address,
+        )
+
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:
         values: dict[str, Any] = {}
@@ -87,6 +131,11 @@ class OperatorSettings(BaseModel):
                 continue  # a structure: only from the settings file
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name in ("namespaces", "validation_required_steps") else env
+                if name in ("namespaces", "prometheus_allowed_urls", "validation_required_steps"):
+                    values[name] = [v for v in env.split(",") if v]
+                elif name == "prometheus_sources":
+                    values[name] = dict(kv.split("=", 1) for kv in env.split(",") if "=" in kv)
+                else:
+                    values[name] = env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

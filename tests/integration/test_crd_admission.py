@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from stt_harness.specs import RejectedCase, rejected_cases
 from stt_operator.api import ABTest, ModelDeployment, STTModel
 from stt_operator.api.abtest import ABTestStatus
 from stt_operator.api.common import CustomResource
@@ -468,3 +469,18 @@ def test_canary_step_rules_agree(objects: Any, crd_namespace: str, steps: list[d
     admitted, message = _admitted(objects, crd_namespace, doc)
     event("admitted" if admitted else "rejected")
     assert admitted == _model_accepts(doc), f"apiserver: {admitted} ({message}); steps={steps}"
+
+
+# --- the corpus of rejected specs (tests/data/rejected_specs.yaml) ------------------------------
+
+REJECTED = rejected_cases()
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=lambda c: c.id)
+def test_rejected_spec_names_the_field(objects: Any, crd_namespace: str, case: RejectedCase) -> None:
+    """Each spec an attacker or a careless user could write that the operator cannot honour is
+    refused at admission, with a message naming the field."""
+    admitted, message = _admitted(objects, crd_namespace, case.doc)
+    assert not admitted, f"{case.id}: the apiserver admitted it"
+    missing = [fragment for fragment in case.expect if fragment not in message]
+    assert not missing, f"{case.id}: {missing} not in the apiserver's message: {message}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.metrics_core import Metric
 
 from stt_harness.evalsim import record_paired_utterance
@@ -399,3 +399,81 @@ def test_custom_queries(lab: Lab) -> None:
         result.metric("unknown").outcome == "Error"
         and "unknown placeholder" in result.metric("unknown").message
     )
+
+
+# --- tenant isolation: custom queries only see the object's namespace ---------------------------
+
+OTHER_NS = "other-tenant"
+
+
+@pytest.fixture(scope="module")
+def tenants(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    """The same series name in two namespaces: 1 in ours, 41 in another tenant's."""
+    exporters = []
+    targets = []
+    for namespace, value in ((NS, 1.0), (OTHER_NS, 41.0)):
+        reg = CollectorRegistry()
+        gauge = Gauge("tenant_probe", "a value only its namespace may read", ["endpoint"], registry=reg)
+        gauge.labels(endpoint="tenant").set(value)
+        exp = start_exporter(reg)
+        exporters.append(exp)
+        targets.append(ScrapeTarget(f"tenant-{namespace}", exp.address, {"namespace": namespace}))
+    prometheus.add_targets(targets)
+    prometheus.wait_for("sum(tenant_probe)", lambda r: float(r[0]["value"][1]) == 42.0)
+    # A few more scrapes, so queries that look back (offset, subqueries) find samples too.
+    prometheus.wait_for("count_over_time(tenant_probe[1m])", lambda r: float(r[0]["value"][1]) >= 4)
+    yield prometheus
+    for exp in exporters:
+        exp.stop()
+
+
+CROSS_TENANT_QUERIES = {
+    "bare": "sum(tenant_probe)",
+    "by-name": 'sum({__name__="tenant_probe"})',
+    "regex-name": 'sum({__name__=~"tenant_.*"})',
+    "other-namespace": f'sum(tenant_probe{{namespace="{OTHER_NS}"}})',
+    "namespace-regex": 'sum(tenant_probe{namespace=~".+"})',
+    "not-ours": 'sum(tenant_probe{namespace!="{{namespace}}"})',
+    "range": "sum(max_over_time(tenant_probe[1m]))",
+    "subquery": "max_over_time(sum(tenant_probe)[30s:1s])",
+    "binary": "sum(tenant_probe) + sum(tenant_probe offset 1s) * 0",
+    "keyword-as-metric": "sum(tenant_probe) or sum(offset)",
+    "relabelled": 'sum(label_replace(tenant_probe, "namespace", "x", "", ""))',
+    "aggregation-by": "sum by (endpoint) (tenant_probe)",
+}
+
+
+def test_custom_queries_cannot_read_another_namespace(tenants: PrometheusServer) -> None:
+    """Every query shape an attacker might use sees only this namespace's series (value 1),
+    never the other tenant's (41): the engine adds namespace="<ns>" to every selector."""
+    specs = [
+        {"name": name, "query": q, "thresholdRange": {"max": 1000}}
+        for name, q in CROSS_TENANT_QUERIES.items()
+    ]
+    ctx = _ctx("tenant", time.time() - 60)
+    ctx.pop("baseline")
+    result = evaluate_metrics(PrometheusClient(tenants.url), specs, ctx)
+    for name in CROSS_TENANT_QUERIES:
+        m = result.metric(name)
+        assert m.value != 41.0 and m.value != 42.0, (name, m.outcome, m.value, m.message)
+        if name in ("other-namespace", "not-ours"):
+            assert m.outcome == "NoData", (name, m.outcome, m.message)
+        else:
+            assert m.outcome == "Passed" and m.value == 1.0, (name, m.outcome, m.value, m.message)
+    # A function that reads series outside the selectors is refused, not sent.
+    info = evaluate_metrics(
+        PrometheusClient(tenants.url),
+        [{"name": "info", "query": "sum(info(tenant_probe))", "thresholdRange": {"max": 1}}],
+        ctx,
+    )
+    assert info.metric("info").outcome == "Error" and "cannot confine" in info.metric("info").message
+
+
+def test_the_administrator_can_opt_out_of_scoping(tenants: PrometheusServer) -> None:
+    """Without scoping (scopeCustomQueries: false) the same query reads every namespace: the
+    isolation above is the engine's doing, not an accident of the data."""
+    ctx = {**_ctx("tenant", time.time() - 60), "scope_queries": False}
+    ctx.pop("baseline")
+    spec = {"name": "bare", "query": CROSS_TENANT_QUERIES["bare"], "thresholdRange": {"max": 1000}}
+    result = evaluate_metrics(PrometheusClient(tenants.url), [spec], ctx)
+    assert result.metric("bare").value == 42.0

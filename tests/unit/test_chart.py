@@ -149,7 +149,8 @@ def test_deployment_runs_the_operator_contract() -> None:
     assert args.config == "/etc/stt-operator/config.yaml"
     assert args.operator_image == DEFAULT_OPERATOR_IMAGE
     assert args.triton_image == DEFAULT_TRITON_IMAGE
-    assert args.prometheus_url == "http://prometheus-operated.monitoring.svc:9090"
+    # No Prometheus address is guessed: analysis/analytics are off until one is configured.
+    assert args.prometheus_url is None
     assert container["image"] == DEFAULT_OPERATOR_IMAGE
 
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
@@ -207,6 +208,44 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert settings.reconcile_interval_s == 2.5
     assert "revisionHistoryLimit" not in values and "defaultABTestDuration" not in values  # did nothing
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
+
+
+def test_prometheus_sources_and_allowlist_reach_the_operator(tmp_path: Path) -> None:
+    """The administrator's Prometheus choices are the only ones the operator uses."""
+    docs = render(
+        "--set",
+        "config.prometheusUrl=http://prom.monitoring.svc:9090",
+        "--set-json",
+        'config.prometheusSources={"team-a": "http://prom-a.monitoring.svc:9090"}',
+        "--set-json",
+        'config.prometheusAllowedUrls=["http://thanos.monitoring.svc:9090"]',
+        "--set",
+        "config.scopeCustomQueries=false",
+    )
+    args = parse_operator_args(operator_container(docs))
+    assert args.prometheus_url == "http://prom.monitoring.svc:9090"
+    path = tmp_path / "config.yaml"
+    path.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    settings = OperatorSettings.load(str(path), prometheus_url=args.prometheus_url)
+    assert settings.prometheus_for(source="team-a") == "http://prom-a.monitoring.svc:9090"
+    assert (
+        settings.prometheus_for(address="http://thanos.monitoring.svc:9090/")
+        == "http://thanos.monitoring.svc:9090/"
+    )
+    assert settings.prometheus_for() == "http://prom.monitoring.svc:9090"
+    assert settings.scope_custom_queries is False
+    defaults = OperatorSettings.load(
+        _write(tmp_path / "d.yaml", one(render(), "ConfigMap")["data"]["config.yaml"])
+    )
+    assert defaults.prometheus_url is None and defaults.prometheus_sources == {}
+    assert defaults.scope_custom_queries is True and not defaults.prometheus_configured
+    with pytest.raises(Exception, match="prometheusUrl"):
+        render("--set", "config.prometheusUrl=gopher://x")
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
 
 
 def test_config_change_rolls_the_pods() -> None:

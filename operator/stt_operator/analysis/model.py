@@ -161,6 +161,8 @@ class AnalysisContext:
     # increase(), whose edge extrapolation is negligible over long windows and whose answer
     # stays small (no transfer of hours of raw samples every interval).
     exact_window_max_s: float = 6 * 3600.0
+    # Enforce `namespace` on every selector of a custom query (the administrator may opt out).
+    scope_queries: bool = True
 
     @classmethod
     def from_any(cls, obj: Any) -> AnalysisContext:
@@ -196,6 +198,7 @@ class AnalysisContext:
             no_data_policy=policy,
             previous_p=dict(get_field(obj, "previous_p", "previousP", {}) or {}),
             exact_window_max_s=float(get_field(obj, "exact_window_max_s", "exactWindowMaxS", 6 * 3600.0)),
+            scope_queries=bool(get_field(obj, "scope_queries", "scopeQueries", True)),
         )
 
     def eval_time(self) -> float:

@@ -23,6 +23,7 @@ import numpy as np
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.model import AnalysisContext, MetricRule
 from stt_operator.analysis.prom import PromQueryError, QueryClient, QueryResult, Sample
+from stt_operator.analysis.scoping import ScopeError, scope_query
 from stt_operator.analysis.templating import escape_label_value, render
 from stt_operator.stats.histogram import Buckets, from_cumulative
 from stt_operator.stats.ratio import PairedStats, RatioStats
@@ -315,6 +316,15 @@ def fetch_custom(f: Fetcher, rule: MetricRule) -> ScalarData:
             "baseline": ctx.baseline.variant if ctx.baseline else "",
         }
         q = render(rule.query or "", values, f"metric {rule.name!r}.query")
+        if ctx.scope_queries:
+            try:
+                q = scope_query(q, ctx.namespace)
+            except ScopeError as e:
+                raise PromQueryError(
+                    "bad-query",
+                    q,
+                    f"metric {rule.name!r}: cannot confine the query to namespace {ctx.namespace}: {e}",
+                ) from e
         res = f.run(q)
         if len(res.samples) > 1:
             raise PromQueryError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +21,10 @@ from urllib3.util.retry import Retry
 
 
 class PromQueryError(Exception):
-    """kind: unreachable | timeout | bad-query | server."""
+    """kind: unreachable | timeout | bad-query | server | not-allowed | not-configured.
+
+    `detail` is always the operator's own words (and an HTTP status code): never bytes of a
+    remote reply, which would let a namespace user read whatever an address answers."""
 
     def __init__(self, kind: str, query: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail} (query: {query})")
@@ -112,21 +116,40 @@ class PrometheusClient:
         except PrometheusApiClientException as e:
             kind, detail = _classify(str(e))
             raise PromQueryError(kind, query, detail) from e
-        return QueryResult(query, parse_result(data, query), time.monotonic() - t0, at)
+        except (ValueError, KeyError, TypeError) as e:  # a 200 that is not a Prometheus API answer
+            raise PromQueryError("server", query, "the reply is not a Prometheus API answer") from e
+        try:
+            samples = parse_result(data, query)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise PromQueryError("server", query, "the reply is not a Prometheus API answer") from e
+        return QueryResult(query, samples, time.monotonic() - t0, at)
 
 
-_ERROR_TYPE = re.compile(r'"errorType":\s*"([a-z_]+)"(?:.*?"error":\s*"(.*)")?')
+_STATUS_CODE = re.compile(r"HTTP Status Code (\d{3})")
+_ERROR_TYPE = re.compile(r'"errorType":\s*"([a-z_]+)"')
+# Prometheus' documented API error types and what each means in our words.
+_ERROR_TYPES = {
+    "timeout": ("timeout", "the query timed out in Prometheus"),
+    "canceled": ("timeout", "Prometheus canceled the query"),
+    "bad_data": ("bad-query", "Prometheus refused the query as invalid PromQL"),
+    "execution": ("server", "Prometheus failed to execute the query"),
+    "internal": ("server", "Prometheus reported an internal error"),
+    "unavailable": ("server", "Prometheus is unavailable"),
+    "not_found": ("server", "Prometheus API endpoint not found"),
+}
 
 
 def _classify(message: str) -> tuple[str, str]:
-    """Map Prometheus' API errorType to our kinds; keep its error text as the detail."""
-    m = _ERROR_TYPE.search(message)
-    if not m:
-        return "server", message[:300]
-    error_type = m.group(1)
-    text = (m.group(2) or "").replace("\\\\", "").replace('\\"', '"')
-    kind = {"timeout": "timeout", "canceled": "timeout", "bad_data": "bad-query"}.get(error_type, "server")
-    return kind, f"{error_type}: {text}"[:300]
+    """Map an error reply to one of our kinds and a detail in our own words plus the HTTP status
+    code: nothing of the reply's body is kept (an address that is not a Prometheus must not get
+    its answer copied into status)."""
+    code_m = _STATUS_CODE.search(message)
+    code = f"HTTP {code_m.group(1)}" if code_m else "an error"
+    type_m = _ERROR_TYPE.search(message)
+    if type_m and type_m.group(1) in _ERROR_TYPES:
+        kind, words = _ERROR_TYPES[type_m.group(1)]
+        return kind, f"{words} ({code})"
+    return "server", f"the address answered {code}, not a Prometheus API answer"
 
 
 def _float(v: Any) -> float:
@@ -150,3 +173,49 @@ def parse_result(data: Any, query: str = "") -> tuple[Sample, ...]:
         else:
             raise PromQueryError("bad-query", query, "result has neither value nor values")
     return tuple(out)
+
+
+# --- which Prometheus: only what the operator's administrator configured ---------------------
+
+
+def resolve_prometheus(
+    *,
+    default_url: str | None,
+    sources: Mapping[str, str],
+    allowed_urls: Sequence[str] = (),
+    source: str | None = None,
+    address: str | None = None,
+) -> str:
+    """The Prometheus base URL an object may use. A named `source` must be one of the
+    configured sources; an `address` must be the default, a source's URL or an allowed URL.
+    Raises PromQueryError (not-configured / not-allowed) in the operator's words."""
+    if source is not None:
+        if source not in sources:
+            known = ", ".join(sorted(sources)) or "none"
+            raise PromQueryError(
+                "not-allowed", "", f"Prometheus source {source!r} is not configured (configured: {known})"
+            )
+        return sources[source]
+    if address is not None:
+        allowed = {_norm(u) for u in (default_url, *sources.values(), *allowed_urls) if u}
+        if _norm(address) not in allowed:
+            raise PromQueryError(
+                "not-allowed",
+                "",
+                "spec.analysis.prometheus.address is not among the addresses the operator allows"
+                " (its prometheusUrl, prometheusSources or prometheusAllowedUrls); no request was sent",
+            )
+        return address
+    if not default_url:
+        raise PromQueryError("not-configured", "", NOT_CONFIGURED)
+    return default_url
+
+
+NOT_CONFIGURED = (
+    "no Prometheus is configured for this operator (Helm value config.prometheusUrl or"
+    " config.prometheusSources): analysis and analytics are off"
+)
+
+
+def _norm(url: str) -> str:
+    return url.rstrip("/")

@@ -11,14 +11,14 @@ from stt_operator.api.common import (
     UNIQUE_NAMES_RULE,
     ApiModel,
     Condition,
+    CRName,
     CustomResource,
-    Duration,
     MetricSpec,
     ModelRef,
-    ObjectName,
     ShortText,
     StatusModel,
     Timestamp,
+    bounded_duration,
     check_unique,
     conditions_field,
     parse_duration,
@@ -28,7 +28,7 @@ from stt_operator.api.common import (
 
 
 class ModelDeploymentRef(ApiModel):
-    name: ObjectName
+    name: CRName
     """Name of a ModelDeployment in the same namespace."""
 
 
@@ -42,8 +42,9 @@ class Variant(ApiModel):
     """Variant name (DNS label), unique in the test."""
     model: ModelRef
     """The STTModel this variant serves."""
-    weight: int = Field(ge=0, le=100)
-    """Share of traffic in percent; all weights sum to 100."""
+    weight: int = Field(ge=1, le=100)
+    """Share of traffic in percent (at least 1: a variant without traffic never gets the samples a
+    decision needs); all weights sum to 100."""
 
 
 HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -117,8 +118,12 @@ class ABTestSpec(ApiModel):
     )
     stickiness: Stickiness | None = None
     """Session stickiness."""
-    duration: Duration = Field(default="24h", description="maximum run time")
-    min_duration: Duration | None = Field(default=None, description="no decision before this")
+    duration: bounded_duration("duration", "1s", "2160h") = Field(  # type: ignore[valid-type]
+        default="24h", description="maximum run time (1s to 90 days)"
+    )
+    min_duration: bounded_duration("minDuration", None, "2160h") | None = Field(  # type: ignore[valid-type]
+        default=None, description="no decision before this"
+    )
     primary_metric: MetricSpec = Field(json_schema_extra=_immutable("primaryMetric"))
     """The metric that decides the winner."""
     guardrail_metrics: list[MetricSpec] = Field(

@@ -11,9 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from stt_operator import API_GROUP, API_VERSION
@@ -133,6 +142,13 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+NAME_MAX_MESSAGE = (
+    "metadata.name must be at most 63 characters: it becomes a label value of every object the"
+    " operator creates for it"
+)
+CR_NAME_MAX = 63
+
+
 class CustomResource(BaseModel):
     """Shared `from_body` for the three kinds. Subclasses set KIND and the spec/status types."""
 
@@ -146,6 +162,18 @@ class CustomResource(BaseModel):
     api_version: str = Field(default=API_VERSION_FULL, alias="apiVersion")
     kind: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Self:
+        name = self.metadata.get("name")
+        if isinstance(name, str) and len(name) > CR_NAME_MAX:
+            raise ValueError(NAME_MAX_MESSAGE)
+        return self
+
+    @classmethod
+    def root_rules(cls) -> list[dict[str, str]]:
+        """CEL rules on the whole object (metadata.name is the only metadata CEL may read)."""
+        return [{"rule": f"size(self.metadata.name) <= {CR_NAME_MAX}", "message": NAME_MAX_MESSAGE}]
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
@@ -223,8 +251,44 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
-# Kubernetes resource quantity (`500m`, `2`, `16Gi`); ints are accepted and kept as strings.
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+def duration_bounds_rule(what: str, minimum: str | None = "1s", maximum: str | None = None) -> dict[str, Any]:
+    """A CEL rule bounding a Duration field (as its own `x-kubernetes-validations`): a `0s` or
+    sub-second timeout or interval is admitted by the pattern but can never work."""
+    parts, words = [], []
+    if minimum:
+        parts.append(f"duration(self) >= duration('{minimum}')")
+        words.append(f"at least {minimum}")
+    if maximum:
+        parts.append(f"duration(self) <= duration('{maximum}')")
+        words.append(f"at most {maximum}")
+    return {"rule": " && ".join(parts), "message": f"{what} must be {' and '.join(words)}"}
+
+
+def bounded_duration(what: str, minimum: str | None = "1s", maximum: str | None = None) -> Any:
+    """`Duration` with admission-time and parse-time bounds (see duration_bounds_rule)."""
+    rule = duration_bounds_rule(what, minimum, maximum)
+    low = parse_duration(minimum) if minimum else None
+    high = parse_duration(maximum) if maximum else None
+
+    def check(value: str) -> str:
+        seconds = parse_duration(value)
+        if (low is not None and seconds < low) or (high is not None and seconds > high):
+            raise ValueError(rule["message"])
+        return value
+
+    return Annotated[
+        str,
+        Field(
+            pattern=DURATION_PATTERN, max_length=32, json_schema_extra={"x-kubernetes-validations": [rule]}
+        ),
+        AfterValidator(check),
+    ]
+
+
+# Kubernetes resource quantity (`500m`, `2`, `16Gi`, `1e3`), as resource.ParseQuantity reads it,
+# without a sign (no resource is negative); ints are accepted and kept as strings.
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$"
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -237,13 +301,36 @@ def _quantity_to_str(value: Any) -> Any:
 
 Quantity = Annotated[
     str,
-    Field(pattern=QUANTITY_PATTERN, max_length=32, json_schema_extra={"x-kubernetes-int-or-string": True}),
+    Field(
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+    ),
     BeforeValidator(_quantity_to_str),
 ]
+
+
+def parse_quantity(value: str | int) -> Decimal:
+    """A Kubernetes quantity as a number (the kubernetes client's parser)."""
+    from kubernetes.utils import parse_quantity as _parse
+
+    return Decimal(_parse(value))
+
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
+# Names of the project's own kinds end up in label values (`app.kubernetes.io/instance`,
+# `stt.dev/model`), which Kubernetes caps at 63 characters; a reference to one is capped alike.
+CRName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=CR_NAME_MAX)]
+DNS_LABEL = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+# Label keys and values as Kubernetes validates them (qualified name; value <= 63).
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 LANGUAGE_PAIR_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*>[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 Language = Annotated[str, Field(pattern=LANGUAGE_PATTERN, max_length=35)]
@@ -277,7 +364,7 @@ def parse_iso(value: str | None) -> datetime | None:
 class ModelRef(ApiModel):
     """An STTModel in the same namespace."""
 
-    name: ObjectName
+    name: CRName
     """Name of an STTModel in the same namespace."""
 
 
@@ -288,6 +375,18 @@ class LocalObjectRef(ApiModel):
     """Name of a Secret in the same namespace."""
 
 
+LIMIT_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _limit_not_below_request(name: str) -> dict[str, str]:
+    return {
+        "rule": f"!has(self.limits) || !has(self.{name}) || !('{name}' in self.limits)"
+        f" || quantity(string(self.limits['{name}'])).compareTo(quantity(string(self.{name}))) >= 0",
+        "message": f"resources.limits.{name} must be >= resources.{name}",
+        "fieldPath": ".limits",
+    }
+
+
 class ResourcesSpec(ApiModel):
     """Requests for a serving pod; `limits` maps resource names to quantities."""
 
@@ -296,9 +395,38 @@ class ResourcesSpec(ApiModel):
     memory: Quantity | None = Field(default=None, description="memory request, e.g. 8Gi")
     limits: dict[str, Quantity] | None = Field(
         default=None,
-        max_length=16,
-        description="limits by resource name, e.g. {cpu: '4', memory: 16Gi}",
+        max_length=3,
+        description="limits by resource name (cpu, memory, ephemeral-storage), e.g. {cpu: '4', memory: 16Gi}",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(k, k in " + repr(list(LIMIT_NAMES)) + ")",
+                    "message": "resources.limits keys must be cpu, memory or ephemeral-storage"
+                    " (the GPU count is resources.gpu)",
+                }
+            ]
+        },
     )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_limit_not_below_request("cpu"), _limit_not_below_request("memory")]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        unknown = sorted(set(self.limits or {}) - set(LIMIT_NAMES))
+        if unknown:
+            raise ValueError(
+                "resources.limits keys must be cpu, memory or ephemeral-storage"
+                f" (the GPU count is resources.gpu); got {unknown}"
+            )
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self, name), (self.limits or {}).get(name)
+            if request is not None and limit is not None and parse_quantity(limit) < parse_quantity(request):
+                raise ValueError(f"resources.limits.{name} must be >= resources.{name}")
+        return self
 
 
 # --- conditions -------------------------------------------------------------------------------
@@ -416,6 +544,10 @@ Direction = Literal["lower-is-better", "higher-is-better"]
 QUERY_PLACEHOLDERS = ("namespace", "service", "model", "variant", "language", "start", "interval")
 # Presets where a larger value is better; the default direction follows the preset.
 HIGHER_IS_BETTER_PRESETS = frozenset({"confidence"})
+# Presets whose values are fractions in [0, 1]; every preset is >= 0.
+UNIT_INTERVAL_PRESETS = ("error-rate", "confidence")
+_NEVER_MET_NEGATIVE = "thresholdRange.max must be >= 0 for a preset (its values are never negative)"
+_NEVER_MET_ABOVE_ONE = "thresholdRange.min must be <= 1 for presets error-rate and confidence (fractions)"
 
 
 class ThresholdRange(ApiModel):
@@ -480,6 +612,19 @@ class MetricSpec(ApiModel):
                     "rule": "has(self.preset) != has(self.query)",
                     "message": "exactly one of preset or query must be set",
                 },
+                {
+                    "rule": "!has(self.preset) || !has(self.thresholdRange) || !has(self.thresholdRange.max)"
+                    " || self.thresholdRange.max >= 0.0",
+                    "message": _NEVER_MET_NEGATIVE,
+                    "fieldPath": ".thresholdRange.max",
+                },
+                {
+                    "rule": "!has(self.preset) || !(self.preset in " + repr(list(UNIT_INTERVAL_PRESETS)) + ")"
+                    " || !has(self.thresholdRange) || !has(self.thresholdRange.min)"
+                    " || self.thresholdRange.min <= 1.0",
+                    "message": _NEVER_MET_ABOVE_ONE,
+                    "fieldPath": ".thresholdRange.min",
+                },
             ]
         }
     )
@@ -488,6 +633,12 @@ class MetricSpec(ApiModel):
     def _check(self) -> Self:
         if (self.preset is None) == (self.query is None):
             raise ValueError("exactly one of preset or query must be set")
+        tr = self.threshold_range
+        if self.preset is not None and tr is not None:
+            if tr.max is not None and tr.max < 0:
+                raise ValueError(_NEVER_MET_NEGATIVE)
+            if self.preset in UNIT_INTERVAL_PRESETS and tr.min is not None and tr.min > 1:
+                raise ValueError(_NEVER_MET_ABOVE_ONE)
         return self
 
     def effective_direction(self) -> str:
@@ -507,14 +658,45 @@ UNIQUE_NAMES_RULE = "self.all(x, self.exists_one(y, y.name == x.name))"
 
 
 class PrometheusSpec(ApiModel):
+    """Which of the Prometheus servers the operator's administrator allows to use."""
+
+    source: DNS_LABEL | None = None
+    """Name of a Prometheus source configured in the operator's settings (`prometheusSources`);
+    the operator-wide default when empty."""
     address: str | None = Field(
         default=None,
-        pattern=r"^https?://.+",
+        pattern=r"^https?://[^/?#@\s]+(/[^?#\s]*)?$",
         max_length=512,
-        description="Prometheus base URL; the operator-wide default when empty",
+        description="Prometheus base URL; only used when it is the operator's default address, one of"
+        " its prometheusSources or listed in its prometheusAllowedUrls (else the analysis errors)",
     )
-    timeout: Duration = "10s"
-    """Query timeout."""
+    timeout: Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)] = Field(
+        default="10s",
+        json_schema_extra={
+            "x-kubernetes-validations": [duration_bounds_rule("prometheus.timeout", "1s", "5m")]
+        },
+    )
+    """Query timeout (1s to 5m)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.source) && has(self.address))",
+                    "message": "prometheus.source and prometheus.address are exclusive",
+                    "fieldPath": ".address",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.source is not None and self.address is not None:
+            raise ValueError("prometheus.source and prometheus.address are exclusive")
+        if not 1.0 <= parse_duration(self.timeout) <= 300.0:
+            raise ValueError("prometheus.timeout must be at least 1s and at most 5m")
+        return self
 
 
 NoDataPolicy = Literal["Pause", "Fail", "Ignore"]
@@ -523,7 +705,7 @@ NoDataPolicy = Literal["Pause", "Fail", "Ignore"]
 class AnalysisSpec(ApiModel):
     """How a rollout is judged between steps."""
 
-    interval: Duration = "1m"
+    interval: bounded_duration("analysis.interval", "1s", "24h") = "1m"  # type: ignore[valid-type]
     """Time between two checks."""
     metrics: list[MetricSpec] = Field(
         default_factory=list,

@@ -180,6 +180,7 @@ def openapi_schema(kind: type[CustomResource]) -> dict[str, Any]:
             "metadata": {"type": "object"},
         },
     }
+    out["x-kubernetes-validations"] = kind.root_rules()
     for key, model in (("spec", spec_type), ("status", status_type)):
         js = model.model_json_schema(by_alias=True, mode="validation", ref_template="#/$defs/{model}")  # type: ignore[union-attr]
         defs = js.pop("$defs", {})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from stt_operator.api.common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_KEY_PATTERN,
     AnalysisSpec,
     ApiModel,
     Condition,
     CustomResource,
-    Duration,
+    LabelValue,
     Language,
     LanguagePair,
     ModelRef,
@@ -20,6 +24,7 @@ from stt_operator.api.common import (
     ShortText,
     StatusModel,
     Timestamp,
+    bounded_duration,
     conditions_field,
     exactly_one_rule,
     parse_duration,
@@ -56,8 +61,19 @@ class ModelSelector(ApiModel):
     """BCP-47 language the model must have."""
     language_pair: LanguagePair | None = None
     """Language pair the model must have (speech translation)."""
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=32)
-    """Labels the STTModel must carry."""
+    match_labels: dict[str, LabelValue] | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(k, size(k.split('/')[0]) <= 253 && k.matches('{LABEL_KEY_PATTERN}'))",
+                    "message": "selector.matchLabels keys must be Kubernetes label keys ([prefix/]name)",
+                }
+            ]
+        },
+    )
+    """Labels the STTModel must carry (Kubernetes label keys and values)."""
     criteria: SelectionCriteria | None = None
     """Constraints and what to optimise."""
 
@@ -76,6 +92,15 @@ class ModelSelector(ApiModel):
     def _check(self) -> Self:
         if not (self.language or self.language_pair or self.match_labels):
             raise ValueError("selector needs language, languagePair or matchLabels")
+        bad = [
+            k
+            for k in self.match_labels or {}
+            if len(k.split("/")[0]) > 253 or not re.match(LABEL_KEY_PATTERN, k)
+        ]
+        if bad:
+            raise ValueError(
+                f"selector.matchLabels keys must be Kubernetes label keys ([prefix/]name): {bad}"
+            )
         return self
 
 
@@ -84,10 +109,33 @@ class GatewayRef(ApiModel):
 
     name: ObjectName
     """Gateway name."""
-    namespace: ObjectName | None = None
+    namespace: DNS_LABEL | None = None
     """Gateway namespace; this namespace when empty."""
-    section_name: str | None = Field(default=None, max_length=253)
-    """Listener of the Gateway."""
+    section_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253
+    )
+    """Listener of the Gateway (a Gateway API SectionName)."""
+
+
+# Gateway API's own rules for an HTTPRoute PathPrefix value (its CRD rejects anything else).
+GATEWAY_PATH_PATTERN = r"^/(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})*$"
+_PATH_MSG = (
+    "endpoint.path must be a Gateway API path prefix: no '//', '/./', '/../', '%2f', '#',"
+    " trailing '/.' or '/..'"
+)
+GATEWAY_PATH_RULES = [
+    {
+        "rule": "!self.contains('//') && !self.contains('/./') && !self.contains('/../')"
+        " && !self.contains('%2f') && !self.contains('%2F') && !self.contains('#')"
+        " && !self.endsWith('/..') && !self.endsWith('/.')",
+        "message": _PATH_MSG,
+    }
+]
+
+
+def _gateway_path_ok(path: str) -> bool:
+    bad = ("//", "/./", "/../", "%2f", "%2F", "#")
+    return not any(b in path for b in bad) and not path.endswith(("/..", "/."))
 
 
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -100,9 +148,20 @@ class EndpointSpec(ApiModel):
         default_factory=list, max_length=16
     )
     """Hostnames the HTTPRoute matches."""
-    path: str = Field(default="/", pattern=r"^/", max_length=1024)
-    """Path prefix the HTTPRoute matches."""
+    path: str = Field(
+        default="/",
+        pattern=GATEWAY_PATH_PATTERN,
+        max_length=1024,
+        json_schema_extra={"x-kubernetes-validations": GATEWAY_PATH_RULES},
+    )
+    """Path prefix the HTTPRoute matches (Gateway API rules: no `//`, `/./`, `/../`, `%2f`, `#`)."""
     port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port behind the Service")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not _gateway_path_ok(self.path):
+            raise ValueError(_PATH_MSG)
+        return self
 
 
 class GradualStrategy(ApiModel):
@@ -112,7 +171,7 @@ class GradualStrategy(ApiModel):
     """Weight added to the new model at each step (percent)."""
     max_weight: int = Field(default=100, ge=1, le=100)
     """Weight at which the new model is promoted."""
-    interval: Duration = "1m"
+    interval: bounded_duration("gradual.interval", "1s", "24h") = "1m"  # type: ignore[valid-type]
     """Time between steps."""
 
     model_config = ConfigDict(
@@ -140,7 +199,9 @@ class GradualStrategy(ApiModel):
 
 
 class PauseStep(ApiModel):
-    duration: Duration | None = Field(default=None, description="empty = until a person resumes")
+    duration: bounded_duration("pause.duration", "1s", "720h") | None = Field(  # type: ignore[valid-type]
+        default=None, description="empty = until a person resumes"
+    )
 
 
 class AnalysisStep(ApiModel):
@@ -335,7 +396,7 @@ class ModelDeploymentSpec(ApiModel):
         json_schema_extra={"default": {"automatic": True, "revisionHistoryLimit": 10}},
     )
     """Automatic rollback and revision history."""
-    scale_down_delay: Duration = "30s"
+    scale_down_delay: bounded_duration("scaleDownDelay", None, "24h") = "30s"  # type: ignore[valid-type]
     """Keep the old revision this long after promotion."""
     paused: bool = False
     """Hold the rollout where it is."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -11,7 +12,6 @@ from stt_operator.api.common import (
     ApiModel,
     Condition,
     CustomResource,
-    Duration,
     Language,
     LanguagePair,
     LocalObjectRef,
@@ -20,6 +20,7 @@ from stt_operator.api.common import (
     ShortText,
     StatusModel,
     Timestamp,
+    bounded_duration,
     check_unique,
     conditions_field,
     exactly_one_rule,
@@ -62,7 +63,37 @@ ALLOWED_BACKENDS: dict[str, tuple[str, ...]] = {
     "tensorrt-plan": ("tensorrt",),
     "python": ("python",),
 }
-URI_PATTERN = r"^(file|pvc|https?|s3|gs)://.+$"
+# Every scheme needs what it addresses: an absolute file path, a PVC name, a bucket, a host.
+URI_PATTERN = (
+    r"^(file:///[^\s]*"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/[^\s]*)?"
+    r"|(s3|gs)://[a-z0-9]([a-z0-9._-]{0,220}[a-z0-9])?(/[^\s]*)?"
+    r"|https?://[^/?#@\s]+([/?#][^\s]*)?)$"
+)
+# A `.` or `..` path segment (also percent-encoded) would leave the claim, bucket or folder.
+TRAVERSAL_PATTERN = r"/([.]|%2[eE])([.]|%2[eE])?(/|[?#]|$)"
+_TRAVERSAL_MSG = "must not contain '.' or '..' path segments"
+
+
+def _uri_field(description: str | None = None, what: str = "uri", **kwargs: Any) -> Any:
+    return Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=description,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"!self.matches('{TRAVERSAL_PATTERN}')", "message": f"{what} {_TRAVERSAL_MSG}"}
+            ]
+        },
+        **kwargs,
+    )
+
+
+def check_no_traversal(uri: str | None, what: str) -> None:
+    if uri is not None and re.search(TRAVERSAL_PATTERN, uri):
+        raise ValueError(f"{what} {_TRAVERSAL_MSG}")
+
+
 TENSOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:/\-]*$"
 
 
@@ -77,10 +108,10 @@ def _cel_map(mapping: dict[str, tuple[str, ...]]) -> str:
 class SourceSpec(ApiModel):
     """Where the artifact comes from and how to check it."""
 
-    uri: str = Field(
-        pattern=URI_PATTERN,
-        max_length=2048,
-        description="file://, pvc://<claim>/<path>, http(s)://, s3:// or gs:// location of the artifact",
+    uri: str = _uri_field(
+        "file:///<path>, pvc://<claim>/<path>, http(s)://<host>/, s3://<bucket>/ or gs://<bucket>/"
+        " location of the artifact",
+        "source.uri",
     )
     sha256: Sha256 | None = Field(default=None, description="pinned digest of the artifact file or archive")
     secret_ref: LocalObjectRef | None = Field(default=None, description="credentials for s3/gs/http")
@@ -105,6 +136,7 @@ class SourceSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_no_traversal(self.uri, "source.uri")
         if self.secret_ref is not None and self.uri.startswith(("file://", "pvc://")):
             raise ValueError("source.secretRef is only for http(s)://, s3:// and gs:// URIs")
         return self
@@ -296,7 +328,9 @@ class TritonSpec(ApiModel):
     warmup: bool = False
     """Send warm-up requests before the model reports ready."""
     tensorrt_fp16: bool = Field(default=False, description="ONNX Runtime TensorRT accelerator with FP16")
-    image: str | None = Field(default=None, max_length=512, description="Triton image override")
+    image: str | None = Field(
+        default=None, pattern=r"^[^\s]+$", max_length=512, description="Triton image override"
+    )
     parameters: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict,
         max_length=64,
@@ -344,11 +378,16 @@ class TritonSpec(ApiModel):
 class EvaluationSet(ApiModel):
     """A labelled evaluation set: audio files plus a manifest of reference transcripts."""
 
-    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    uri: str = _uri_field(what="evaluationSet.uri")
     """Location of the labelled audio (same schemes as source.uri)."""
     manifest: str | None = Field(
         default=None, max_length=1024, description="manifest path inside the set (JSONL/CSV)"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_no_traversal(self.uri, "evaluationSet.uri")
+        return self
 
 
 class ValidationThresholds(ApiModel):
@@ -374,8 +413,13 @@ class SecurityPolicy(ApiModel):
 class SignatureSpec(ApiModel):
     public_key_secret_ref: LocalObjectRef
     """Secret holding the public key that signed the artifact."""
-    signature_uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    signature_uri: str = _uri_field(what="signature.signatureUri")
     """Location of the detached signature."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_no_traversal(self.signature_uri, "signature.signatureUri")
+        return self
 
 
 ValidationStepName = Literal[
@@ -394,8 +438,8 @@ class ValidationSpec(ApiModel):
     """Security scan policy."""
     signature: SignatureSpec | None = None
     """Verify a detached signature of the artifact."""
-    timeout: Duration = "30m"
-    """Fail validation that runs longer than this."""
+    timeout: bounded_duration("validation.timeout", "1m", "24h") = "30m"  # type: ignore[valid-type]
+    """Fail validation that runs longer than this (1m to 24h)."""
     required_steps: list[ValidationStepName] = Field(default_factory=list, max_length=7)
     """Steps that must run (not be skipped) for the model to become Ready, on top of the
     operator's `validationRequiredSteps` setting (default security, integrity). `digest`
@@ -411,7 +455,7 @@ class QuantizationSpec(ApiModel):
     mode: QuantizationMode = "dynamic-int8"
     """dynamic-int8, static-int8 (calibrated on the evaluation set) or fp16."""
     max_wer_increase: float = Field(default=0.005, ge=0, le=1, description="absolute WER increase allowed")
-    output_uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=2048)
+    output_uri: str | None = _uri_field(what="quantization.outputUri", default=None)
     """Where to store the quantized artifact; next to the source when empty."""
     exclude_op_types: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=lambda: ["Conv"],
@@ -423,6 +467,9 @@ class QuantizationSpec(ApiModel):
     """ONNX node names (globs, e.g. `/frontend/*`) left in full precision."""
     calibration_samples: int | None = Field(default=None, ge=1, le=100_000)
     """Utterances used to calibrate static-int8."""
+
+
+_GPU_MSG = "resources.gpu 0 needs triton.instanceGroup.kind KIND_CPU (KIND_GPU, the default, needs a GPU)"
 
 
 class STTModelSpec(ApiModel):
@@ -478,6 +525,13 @@ class STTModelSpec(ApiModel):
                     "fieldPath": ".triton.tensorrtFp16",
                 },
                 {
+                    "rule": "!has(self.resources) || !has(self.resources.gpu) || self.resources.gpu > 0"
+                    " || (has(self.triton) && has(self.triton.instanceGroup)"
+                    " && self.triton.instanceGroup.kind == 'KIND_CPU')",
+                    "message": _GPU_MSG,
+                    "fieldPath": ".resources.gpu",
+                },
+                {
                     "rule": "!has(self.quantization) || !self.quantization.enabled"
                     " || (has(self.validation) && self.validation.enabled"
                     " && has(self.validation.evaluationSet))",
@@ -505,6 +559,15 @@ class STTModelSpec(ApiModel):
                 raise ValueError("quantization needs validation enabled with validation.evaluationSet")
         if self.triton is not None and self.triton.tensorrt_fp16 and self.format != "onnx":
             raise ValueError("triton.tensorrtFp16 is only for format onnx")
+        if q is not None:
+            check_no_traversal(q.output_uri, "quantization.outputUri")
+        kind = (
+            self.effective_triton().instance_group.kind
+            if self.effective_triton().instance_group
+            else "KIND_GPU"
+        )
+        if self.resources is not None and self.resources.gpu == 0 and kind != "KIND_CPU":
+            raise ValueError(_GPU_MSG)
         return self
 
     def effective_backend(self) -> str:

@@ -56,14 +56,18 @@ def short_hash(*parts: str, length: int = 8) -> str:
 
 
 def dns_name(*parts: str, max_length: int = _DNS_LABEL_MAX) -> str:
-    """Join parts into a valid DNS-1035 label, truncating the middle and keeping it unique."""
+    """Join parts into a valid DNS-1035 label that stays unique.
+
+    A name that is already a DNS-1035 label and short enough is used as it is. Any other name
+    (a `.`, an upper-case letter, a leading digit, or too long) gets a short hash of the
+    original appended, so `a.b` and `a-b` (or two long names with one head) never map to the
+    same child object."""
     raw = "-".join(p for p in parts if p)
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     if not name or not name[0].isalpha():
-        name = f"m-{name}"
-    if len(name) <= max_length:
+        name = f"m-{name}".rstrip("-")
+    if name == raw and len(name) <= max_length:
         return name
-    # Keep the head readable and a hash of the whole so two long names never collide.
     suffix = short_hash(raw, length=8)
     return f"{name[: max_length - 9].rstrip('-')}-{suffix}"
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, object_metadata
+from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -20,7 +20,9 @@ class Backend:
 
 
 def route_name(deployment_name: str) -> str:
-    return deployment_name
+    """The HTTPRoute's and endpoint Service's name: a Service name must be a DNS-1035 label,
+    which a ModelDeployment name (a DNS subdomain) need not be."""
+    return dns_name(deployment_name)
 
 
 def http_route(

@@ -20,7 +20,7 @@ import kopf
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, ForbiddenError, NotFoundError
 
 from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
-from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
@@ -116,7 +116,7 @@ def measure(
     across them), and the sample-ratio check. Any failure is a Measurement with `error`."""
     spec = abt.spec
     try:
-        client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=PROMETHEUS_TIMEOUT_S)
+        client = PrometheusClient(ctx.settings.prometheus_for(), timeout_s=PROMETHEUS_TIMEOUT_S)
         by_variant = {b.variant: b for b in backends(inp)}
         control = spec.control().name
 
@@ -136,6 +136,7 @@ def measure(
             "confidence": 1.0 - spec.significance_level,
             "paired": spec.paired_evaluation,
             "no_data_policy": "Pause",
+            "scope_queries": ctx.settings.scope_custom_queries,
         }
         results = {
             v.name: evaluate_metrics(
@@ -160,6 +161,8 @@ def measure(
             services=services,
         )
         return Measurement(results=results, srm=srm)
+    except PromQueryError as exc:  # no Prometheus configured: the operator's words, nothing sent
+        return Measurement(error=exc.detail)
     except Exception as exc:  # a bad address or an engine bug pauses the test, never crashes it
         log.exception("analysis of ABTest %s/%s failed", inp.namespace, inp.name)
         return Measurement(error=f"{type(exc).__name__}: {exc}")

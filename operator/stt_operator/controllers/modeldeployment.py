@@ -19,7 +19,7 @@ import kopf
 
 from stt_operator.analysis.engine import evaluate_metrics
 from stt_operator.analysis.model import AnalysisResult, MetricResult
-from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
@@ -141,7 +141,7 @@ def run_analysis(
     try:
         assert analysis is not None
         prom = analysis.prometheus
-        url = (prom.address if prom else None) or ctx.settings.prometheus_url
+        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
         timeout = parse_duration(prom.timeout) if prom else 10.0
         stable_model = status.get("stableModel") or ""
         context: dict[str, Any] = {
@@ -156,6 +156,7 @@ def run_analysis(
             "interval": analysis.interval,
             "confidence": analysis.confidence,
             "no_data_policy": analysis.no_data_policy,
+            "scope_queries": ctx.settings.scope_custom_queries,
         }
         if request.baseline:
             context["baseline"] = {
@@ -164,6 +165,12 @@ def run_analysis(
                 "model": stable_model,
             }
         return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
+    except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
+        return AnalysisResult(
+            "Error",
+            exc.detail,
+            tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc.detail}") for m in metrics),
+        )
     except Exception as exc:  # a bad address or an engine bug must not stop the reconcile loop
         log.exception("analysis of %s/%s failed", md.namespace, name)
         message = f"analysis could not run: {exc}"

@@ -203,6 +203,8 @@ def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorC
     was known); an error is logged, never raised, so the timer keeps its rhythm."""
     meta = body["metadata"]
     spec = body.get("spec") or {}
+    if not ctx.settings.prometheus_configured or not ctx.settings.prometheus_url:
+        return  # analytics are off; the runner said so once at start
     client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=10.0)
 
     def query(promql: str) -> list[dict[str, Any]]:

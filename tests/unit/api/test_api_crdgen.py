@@ -16,6 +16,7 @@ from stt_operator.api.modeldeployment import RollbackSpec, StrategySpec
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "crds"
+REJECTED_CORPUS = ROOT / "tests" / "data" / "rejected_specs.yaml"
 
 
 @functools.cache
@@ -268,7 +269,7 @@ def test_scalar_defaults_are_in_the_schema() -> None:
 
 
 def test_every_cel_rule_has_an_invalid_manifest() -> None:
-    """Each admission rule is exercised by at least one manifest of the invalid corpus (the
+    """Each admission rule is exercised by at least one manifest of the invalid corpora (the
     integration test then proves the apiserver rejects it with that message). Transition
     rules (`oldSelf`) need an update, so the integration test covers them separately."""
     corpus = ROOT / "tests" / "data" / "invalid_manifests"
@@ -278,6 +279,7 @@ def test_every_cel_rule_has_an_invalid_manifest() -> None:
         for line in path.read_text().splitlines()
         if line.startswith("# expect:")
     ]
+    expected += [f for case in yaml.safe_load(REJECTED_CORPUS.read_text()) for f in case["expect"]]
     messages = [fragment for fragment in expected if not fragment.startswith("spec") and len(fragment) > 12]
     uncovered = []
     for kind in ("STTModel", "ModelDeployment", "ABTest"):

@@ -1,5 +1,6 @@
 from stt_operator.builders.common import dns_name, owner_reference
-from stt_operator.builders.routing import Backend, http_route, route_weights
+from stt_operator.builders.modelconfig import model_config_map_name
+from stt_operator.builders.routing import Backend, http_route, route_name, route_weights
 from stt_operator.builders.serving import (
     Revision,
     ServingParams,
@@ -41,7 +42,18 @@ def test_dns_name_is_valid_and_unique_when_truncated():
     b = dns_name("x" * 40, "model-" + "b" * 40, "rev")
     assert len(a) <= 63 and len(b) <= 63
     assert a != b
-    assert dns_name("123", "Foo_Bar") == "m-123-foo-bar"
+    # A lossy rewrite gets a hash of the original, so it cannot collide with a real name.
+    assert dns_name("123", "Foo_Bar").startswith("m-123-foo-bar-")
+    assert dns_name("123", "Foo_Bar") != dns_name("m-123-foo-bar")
+    assert dns_name("commands-en") == "commands-en"
+
+
+def test_dns_names_differing_only_by_dot_and_dash_do_not_collide():
+    assert dns_name("a.b") != dns_name("a-b")
+    assert revision_object_name("en.v1", "m", "r1") != revision_object_name("en-v1", "m", "r1")
+    assert route_name("en.v1") != route_name("en-v1")
+    assert route_name("commands-en") == "commands-en"
+    assert model_config_map_name("asr.v2") != model_config_map_name("asr-v2")
 
 
 def test_revision_id_changes_with_digest():
