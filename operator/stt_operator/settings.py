@@ -13,8 +13,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from stt_operator.builders.placement import Placement
+
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
+# The Jobs' image (Dockerfile target `jobs`): validation/quantization Jobs, evaluator Deployments
+# and Triton's fetch-model init container. The operator's own image is slim and runs none of them.
+DEFAULT_JOBS_IMAGE = "ghcr.io/stt-operator/stt-operator-jobs:0.1.0"
 
 
 class OperatorSettings(BaseModel):
@@ -26,7 +31,17 @@ class OperatorSettings(BaseModel):
     metrics_port: int = 9090
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     triton_image: str = DEFAULT_TRITON_IMAGE
-    operator_image: str = DEFAULT_OPERATOR_IMAGE
+    operator_image: str = Field(DEFAULT_OPERATOR_IMAGE, description="this operator's own image")
+    jobs_image: str = Field(DEFAULT_JOBS_IMAGE, description="validation/quantization Jobs and evaluators")
+    fetch_image: str | None = Field(
+        None, description="Triton's fetch-model init container; None = the Jobs' image"
+    )
+    jobs_placement: Placement = Field(
+        default_factory=Placement, description="node selector / tolerations of Jobs and evaluators"
+    )
+    serving_placement: Placement = Field(
+        default_factory=Placement, description="node selector / tolerations added to Triton pods"
+    )
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
     revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)
@@ -37,6 +52,10 @@ class OperatorSettings(BaseModel):
     default_analysis_interval: str = "1m"
     default_abtest_duration: str = "24h"
     log_format: str = Field("text", pattern="^(text|json)$")
+
+    @property
+    def fetcher_image(self) -> str:
+        return self.fetch_image or self.jobs_image
 
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:
@@ -53,6 +72,9 @@ class OperatorSettings(BaseModel):
         for name in cls.model_fields:
             env = os.environ.get(f"STT_OPERATOR_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name == "namespaces" else env
+                if name.endswith("_placement"):
+                    values[name] = yaml.safe_load(env)  # JSON or YAML mapping
+                else:
+                    values[name] = env.split(",") if name == "namespaces" else env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -23,6 +23,7 @@ from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
+from stt_operator.builders.placement import place
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
 from stt_operator.builders.serving import deployment_available
 from stt_operator.controllers.context import OperatorContext
@@ -299,9 +300,9 @@ def _execute(
             replicas=int(md_spec.get("replicas", 1)),
             resources_override=md_spec.get("resources"),
             triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.operator_image,
+            operator_image=ctx.settings.fetcher_image,
         ):
-            ctx.kube.apply(obj)
+            ctx.kube.apply(place(obj, ctx.settings.serving_placement))
     if plan.ensure_evaluator:
         _ensure_evaluator(inp, body, models, ctx)
     if plan.route is not None and held and md is not None:
@@ -353,9 +354,9 @@ def _ensure_evaluator(
         models=present,
         control=control.name,
         evalset=evalset,
-        operator_image=ctx.settings.operator_image,
+        operator_image=ctx.settings.jobs_image,
     ):
-        ctx.kube.apply(obj)
+        ctx.kube.apply(place(obj, ctx.settings.jobs_placement))
 
 
 def _cleanup(inp: ABTestInput, ctx: OperatorContext) -> None:

@@ -24,6 +24,7 @@ from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.placement import place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (
     Backend,
@@ -273,10 +274,10 @@ def _reconcile_valid(
             replicas=ratio.get(revision.id, plan.replicas.get(revision.id, spec.replicas)),
             resources_override=resources,
             triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.operator_image,
+            operator_image=ctx.settings.fetcher_image,
             owner=owner,
         )
-        ctx.kube.apply(triton_deployment(params))
+        ctx.kube.apply(place(triton_deployment(params), ctx.settings.serving_placement))
         ctx.kube.apply(triton_service(params))
 
     models_by_revision = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
@@ -375,11 +376,11 @@ def _sync_evaluator(
                 spec,
                 stable=(stable, stable_model),
                 candidate=(candidate, candidate_model),
-                operator_image=ctx.settings.operator_image,
+                operator_image=ctx.settings.jobs_image,
             )
     if objects:
         for obj in objects:
-            ctx.kube.apply(obj)
+            ctx.kube.apply(place(obj, ctx.settings.jobs_placement))
     elif found:
         for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
             ctx.kube.delete(api_version, kind, evaluator_name(name), namespace)
