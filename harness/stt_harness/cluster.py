@@ -989,6 +989,7 @@ class LocalCluster:
             pause_tar=self.tools_dir / "images" / "pause.tar",
             gpus=self.real_node_gpus,
             timeout=self.start_timeout,
+            image_cache=self.tools_dir.parent / "node-images",
         )
 
     def _launch(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Component:

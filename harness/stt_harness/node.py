@@ -142,11 +142,14 @@ def cni_bin_dir() -> str:
     return next((d for d in CNI_BIN_DIRS if Path(d, "bridge").exists()), CNI_BIN_DIRS[0])
 
 
-def containerd_config(root: Path, socket: Path, snapshotter: str) -> str:
-    """containerd 1.6 config: a private instance that only serves CRI for this node."""
+def containerd_config(root: Path, socket: Path, snapshotter: str, image_root: Path | None = None) -> str:
+    """containerd 1.6 config: a private instance that only serves CRI for this node. Its
+    content store and snapshots live in ``image_root`` (default ``root/root``): kept per slot
+    across sessions, so a warm start finds large images already imported and unpacked."""
+    image_root = image_root or root / "root"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
-root = "{root / "root"}"
+root = "{image_root}"
 state = "{root / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
@@ -156,7 +159,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{socket}"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{root / "opt"}"
+  path = "{image_root / "opt"}"
 
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -396,14 +399,15 @@ def _shim_pids(socket: Path) -> list[int]:
     return pids
 
 
-def clean_slot(net: SlotNet, node_dir: Path | None) -> None:
-    """Remove everything a node in slot ``net.slot`` may have left (idempotent)."""
+def clean_slot(net: SlotNet, node_dir: Path | None, image_root: Path | None = None) -> None:
+    """Remove everything a node in slot ``net.slot`` may have left (idempotent); the images
+    under ``image_root`` stay, only mounts there go."""
     _kill_cgroup_procs(net.cgroup_parent)
     if node_dir is not None:
         for pid in _shim_pids(node_dir / "containerd.sock"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        unmount_all([str(node_dir)])
+    unmount_all([str(d) for d in (node_dir, image_root) if d is not None])
     _run("ip", "netns", "delete", net.netns, check=False)
     _run("ip", "link", "delete", net.veth_host, check=False)
     _remove_cgroups(net.cgroup_parent)
@@ -426,6 +430,7 @@ class RealNode:
     net: SlotNet
     _lock: IO[str] | None = field(default=None, repr=False)
     dir: Path | None = None
+    image_root: Path | None = None
     snapshotter: str = "overlayfs"
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -437,10 +442,10 @@ class RealNode:
         node = cls(SlotNet(k), lock)
         try:
             old = json.loads(_record_path(k).read_text())
-            old_dir = Path(old["dir"])
+            old_dir, old_root = Path(old["dir"]), Path(old["image_root"]) if old.get("image_root") else None
         except (OSError, ValueError, KeyError):
-            old_dir = None
-        clean_slot(node.net, old_dir)
+            old_dir = old_root = None
+        clean_slot(node.net, old_dir, old_root)
         return node
 
     # -- addresses and handles --------------------------------------------------------------
@@ -527,11 +532,13 @@ class RealNode:
         pause_tar: Path,
         gpus: int,
         timeout: float,
+        image_cache: Path | None = None,
     ) -> None:
         """Start containerd, import pause, then kubelet, kube-proxy and CoreDNS; wait until the
         node is Ready with GPU capacity and DNS answers. The callables come from LocalCluster:
         ``launch(name, argv)`` starts a component, ``kubeconfig_for(user, group)`` writes a
-        client-cert kubeconfig that reaches the apiserver from the namespace."""
+        client-cert kubeconfig that reaches the apiserver from the namespace. ``image_cache``:
+        where containerd keeps images between sessions (``<image_cache>/slot-<k>``)."""
         self.dir = node_dir
         n = self.net
         mark = time.monotonic()
@@ -543,14 +550,16 @@ class RealNode:
             mark = now
 
         node_dir.mkdir(parents=True, exist_ok=True)
-        _record_path(n.slot).write_text(json.dumps({"dir": str(node_dir), "pid": os.getpid()}))
+        self.image_root = image_cache / f"slot-{n.slot}" if image_cache else None
+        record = {"dir": str(node_dir), "image_root": str(self.image_root or ""), "pid": os.getpid()}
+        _record_path(n.slot).write_text(json.dumps(record))
         cdir = node_dir / "containerd"
         (cdir / "cni").mkdir(parents=True, exist_ok=True)
         (cdir / "cni" / "10-stt-node.conflist").write_text(
             json.dumps(cni_conflist(n, node_dir / "ipam"), indent=1)
         )
         (node_dir / "containerd.toml").write_text(
-            containerd_config(cdir, self.containerd_socket, self.snapshotter)
+            containerd_config(cdir, self.containerd_socket, self.snapshotter, self.image_root)
         )
         launch("containerd", _in_ns(n, "containerd", "--config", str(node_dir / "containerd.toml")))
         wait(lambda: self.containerd_socket.is_socket() and _ctr_ok(self), 60, "containerd socket")
@@ -623,17 +632,21 @@ class RealNode:
     # -- tear-down ----------------------------------------------------------------------------
 
     def stop_containers(self) -> None:
-        """Kill every container through containerd while it still runs (best effort)."""
+        """Kill and delete every container through containerd while it still runs (best effort),
+        so the kept image root holds images only, no containers of this session."""
         if self.dir is None or not self.containerd_socket.is_socket():
             return
         with contextlib.suppress(NodeError, subprocess.TimeoutExpired):
             for task in self.ctr("tasks", "list", "--quiet", timeout=20).split():
                 with contextlib.suppress(NodeError):
-                    self.ctr("tasks", "kill", "--signal", "SIGKILL", task, timeout=20)
+                    self.ctr("tasks", "delete", "--force", task, timeout=20)
+            for container in self.ctr("containers", "list", "--quiet", timeout=20).split():
+                with contextlib.suppress(NodeError):
+                    self.ctr("containers", "delete", container, timeout=20)
 
     def cleanup(self) -> None:
         """After the components stopped: shims, mounts, cgroups, the namespace, the slot."""
-        clean_slot(self.net, self.dir)
+        clean_slot(self.net, self.dir, self.image_root)
         with contextlib.suppress(OSError):
             _record_path(self.net.slot).unlink()
         if self._lock is not None:

@@ -4,6 +4,7 @@ images, readiness probes pass, CoreDNS resolves Service names, kube-proxy makes 
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -211,3 +212,46 @@ def test_gpu_requesting_pod_schedules_on_real_node_and_runs(
         lambda: core.read_namespaced_pod("fake", namespace).spec.node_name, 60, "fake pod scheduled"
     )
     assert node.startswith("kwok-gpu-")
+
+
+def test_pods_reach_the_apiserver_through_the_kubernetes_service(
+    cluster: LocalCluster, real_node: RealNode, web_image: str, core: CoreV1Api, namespace: str
+) -> None:
+    """In-cluster clients (the operator's pod, later) find the apiserver as every cluster offers it."""
+    slices = cluster.kubectl(
+        "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes", "-o", "json"
+    )
+    addresses = {a for s in json.loads(slices)["items"] for e in s["endpoints"] for a in e["addresses"]}
+    assert addresses == {real_node.host_ip}
+    script = (
+        "ip=$(busybox nslookup kubernetes.default.svc.cluster.local"
+        " | busybox awk '/^Address: /{print $2}' | busybox tail -n1)"
+        " && echo resolved=$ip && busybox nc -w 3 $ip 443 </dev/null && echo connected"
+    )
+    pod = {
+        "metadata": {"name": "api-client"},
+        "spec": on_real_node(
+            {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": web_image,
+                        "imagePullPolicy": "Never",
+                        "args": ["sh", "-c", script],
+                    }
+                ],
+            }
+        ),
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def finished() -> str | None:
+        phase = core.read_namespaced_pod("api-client", namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = eventually(finished, 180, "api-client pod to finish")
+    logs = cluster.kubectl("logs", "-n", namespace, "api-client")
+    assert phase == "Succeeded", logs
+    kubernetes_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    assert f"resolved={kubernetes_ip}\n" in logs and logs.endswith("connected\n")
