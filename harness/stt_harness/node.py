@@ -320,7 +320,10 @@ def _in_ns(net: SlotNet, *argv: str) -> list[str]:
 
 
 def _take_slot() -> tuple[int, IO[str]]:
+    """Lock the first free slot. Every free slot that a killed session left a record in is
+    cleaned on the way (its containers would otherwise run on until that slot is reused)."""
     SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    taken: tuple[int, IO[str]] | None = None
     for k in range(SLOTS):
         f = open(SLOT_DIR / f"slot-{k}.lock", "a+")  # noqa: SIM115 - held for the node's life
         try:
@@ -328,8 +331,26 @@ def _take_slot() -> tuple[int, IO[str]]:
         except BlockingIOError:
             f.close()
             continue
-        return k, f
-    raise NodeError(f"all {SLOTS} real-node slots in {SLOT_DIR} are taken")
+        _clean_recorded(k)
+        if taken is None:
+            taken = (k, f)
+        else:
+            f.close()
+    if taken is None:
+        raise NodeError(f"all {SLOTS} real-node slots in {SLOT_DIR} are taken")
+    return taken
+
+
+def _clean_recorded(k: int) -> None:
+    """Clean slot ``k`` after a session that did not stop its node (the caller holds the lock)."""
+    try:
+        old = json.loads(_record_path(k).read_text())
+    except (OSError, ValueError):
+        return
+    root = old.get("image_root")
+    clean_slot(SlotNet(k), Path(old["dir"]) if old.get("dir") else None, Path(root) if root else None)
+    with contextlib.suppress(OSError):
+        _record_path(k).unlink()
 
 
 def _mounts_under(prefixes: list[str]) -> list[str]:
@@ -440,12 +461,7 @@ class RealNode:
     def allocate(cls) -> RealNode:
         k, lock = _take_slot()
         node = cls(SlotNet(k), lock)
-        try:
-            old = json.loads(_record_path(k).read_text())
-            old_dir, old_root = Path(old["dir"]), Path(old["image_root"]) if old.get("image_root") else None
-        except (OSError, ValueError, KeyError):
-            old_dir = old_root = None
-        clean_slot(node.net, old_dir, old_root)
+        clean_slot(node.net, None)  # a namespace or cgroups left without a record
         return node
 
     # -- addresses and handles --------------------------------------------------------------
