@@ -434,6 +434,10 @@ def clean_slot(net: SlotNet, node_dir: Path | None, image_root: Path | None = No
     _run("ip", "netns", "delete", net.netns, check=False)
     _run("ip", "link", "delete", net.veth_host, check=False)
     _remove_cgroups(net.cgroup_parent)
+    # libcni's cache of ADD results, keyed by network name (pods were killed without a DEL).
+    for cached in Path("/var/lib/cni/results").glob(f"{net.netns}-*"):
+        with contextlib.suppress(OSError):
+            cached.unlink()
 
 
 def _record_path(slot: int) -> Path:
@@ -661,6 +665,10 @@ class RealNode:
             for container in self.ctr("containers", "list", "--quiet", timeout=20).split():
                 with contextlib.suppress(NodeError):
                     self.ctr("containers", "delete", container, timeout=20)
+                # libcni's cached ADD results of the sandbox (loopback and bridge), never DELeted.
+                for cached in Path("/var/lib/cni/results").glob(f"*-{container}-*"):
+                    with contextlib.suppress(OSError):
+                        cached.unlink()
 
     def cleanup(self) -> None:
         """After the components stopped: shims, mounts, cgroups, the namespace, the slot."""
