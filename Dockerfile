@@ -27,12 +27,17 @@ FROM base AS build-operator
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer only pyproject.toml invalidates; then the package itself.
+COPY pyproject.toml images/requirements.py ./
+RUN pip install --upgrade pip wheel \
+ && python requirements.py pyproject.toml > requirements.txt \
+ && pip install -r requirements.txt
+COPY README.md ./
 COPY operator/ ./operator/
 # Not editable and no dev extras. Packages' own test suites and the build tools (pip, wheel,
 # setuptools) are removed: nothing imports them at run time.
-RUN pip install --upgrade pip wheel \
- && pip install . \
+RUN pip install --no-deps . \
+ && pip check \
  && stt-operator --help >/dev/null \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
  && { pip uninstall -y pip wheel setuptools >/dev/null 2>&1 || true; }
@@ -42,10 +47,14 @@ FROM base AS build-jobs
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator/ ./operator/
+COPY pyproject.toml images/requirements.py ./
 RUN pip install --upgrade pip wheel \
- && pip install ".[jobs]" \
+ && python requirements.py pyproject.toml jobs > requirements.txt \
+ && pip install -r requirements.txt
+COPY README.md ./
+COPY operator/ ./operator/
+RUN pip install --no-deps ".[jobs]" \
+ && pip check \
  && stt-operator validate --help >/dev/null \
  && python -m stt_operator.models.builtin /opt/stt-models \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \

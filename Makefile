@@ -9,13 +9,14 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets;
 # the real node's runtime (containerd, runc, CNI plugins, iptables, conntrack), gcc + libc for
-# the pause image, busybox-static for the node's test image.
+# the pause image, busybox-static for the node's test image; mmdebstrap + podman + buildah for
+# the project's images (hack/build-images.sh).
 APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all \
 	containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux \
-	gcc libc6-dev busybox-static
+	gcc libc6-dev busybox-static mmdebstrap podman buildah
 PYTEST_ARGS ?=
 
-.PHONY: help deps tools venv test unit lint format crds crds-check cluster demo operator clean
+.PHONY: help deps tools images venv test unit lint format crds crds-check cluster demo operator clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +29,9 @@ deps: ## install the Debian packages the tests need (only the missing ones)
 
 tools: ## build kube-apiserver, etcd, kwok, kubectl, helm from Go modules into ~/.cache (reused)
 	bash hack/build-tools.sh
+
+images: deps ## build the operator, jobs and CPU Triton images (cached by content hash in ~/.cache)
+	bash hack/build-images.sh
 
 venv: $(VENV)/.installed ## create the Python environment with every extra the tests use
 

@@ -39,6 +39,10 @@ class OperatorSettings(BaseModel):
     jobs_placement: Placement = Field(
         default_factory=Placement, description="node selector / tolerations of Jobs and evaluators"
     )
+    job_cpu: str = Field("2", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="validation/quantization Job CPU")
+    job_memory: str = Field(
+        "4Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$", description="and memory (requests = limits)"
+    )
     serving_placement: Placement = Field(
         default_factory=Placement, description="node selector / tolerations added to Triton pods"
     )

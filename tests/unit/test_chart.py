@@ -220,6 +220,7 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert settings.jobs_placement.node_selector == {"pool": "jobs"}
     assert settings.jobs_placement.tolerations == [{"key": "k", "operator": "Exists"}]
     assert settings.serving_placement.empty()
+    assert (settings.job_cpu, settings.job_memory) == ("2", "4Gi")
 
 
 def test_config_change_rolls_the_pods() -> None:
@@ -784,8 +785,10 @@ def test_dockerfile_builds_slim_operator_jobs_and_triton_images() -> None:
         return " ".join(rest for word, rest in stages[stage] if word == "RUN" and "pip install" in rest)
 
     # The operator's environment has the core dependencies only; the Jobs' adds the `jobs` extra.
-    assert "pip install . " in installs("build-operator") + " " and "[" not in installs("build-operator")
-    assert 'pip install ".[jobs]"' in installs("build-jobs")
+    assert "pip install --no-deps . " in installs("build-operator") + " "
+    assert "[" not in installs("build-operator")
+    assert 'pip install --no-deps ".[jobs]"' in installs("build-jobs")
+    assert "requirements.py pyproject.toml jobs" in installs("build-jobs")
     assert "[dev" not in installs("build-operator") + installs("build-jobs")
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'stt-operator = "stt_operator.cli:main"' in pyproject

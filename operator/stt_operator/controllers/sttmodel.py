@@ -128,6 +128,8 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
         owner_reference(body),
         kind=kind,
         triton_image=ctx.settings.triton_image if kind == "validate" else None,
+        cpu=ctx.settings.job_cpu,
+        memory=ctx.settings.job_memory,
     )
     name = manifest["metadata"]["name"]
     job = ctx.kube.get("batch/v1", "Job", name, meta["namespace"])
