@@ -98,16 +98,22 @@ if ! "${PODMAN[@]}" image exists "$BASE_REF"; then
 fi
 
 # --- the project's images -----------------------------------------------------------------
-inputs_hash() {
-  (
-    cd "$ROOT"
-    find Dockerfile .dockerignore pyproject.toml README.md operator images -type f \
-      ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
-      LC_ALL=C sort -z | xargs -0 sha256sum
-    echo "$BASE_REF $PIP_CONF_HASH"
-  ) | sha
-}
-HASH="$(inputs_hash)"
+# The build context is a snapshot of exactly the hashed files, so an edit made while a build
+# runs cannot end up in an image under the old hash.
+CONTEXT="$(mktemp -d "$DIR/context.XXXXXX")"
+trap 'rm -rf "$CONTEXT"' EXIT
+(
+  cd "$ROOT"
+  find Dockerfile .dockerignore pyproject.toml README.md operator images -type f \
+    ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+    LC_ALL=C sort -z | xargs -0 cp --parents -t "$CONTEXT"
+)
+HASH="$(
+  cd "$CONTEXT"
+  find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  echo "$BASE_REF $PIP_CONF_HASH"
+)"
+HASH="$(sha <<<"$HASH")"
 
 declare -A REPO=([operator]=localhost/stt-operator [jobs]=localhost/stt-operator-jobs
   [triton]=localhost/stt-triton-cpu)
@@ -127,7 +133,7 @@ for target in "${TARGETS[@]}"; do
     # --layers reuses unchanged steps between targets and builds; the stages shared by two
     # targets (build-jobs for jobs and triton) are built once.
     "${NICE[@]}" "${PODMAN[@]}" build --layers --target "$target" --tag "$ref" \
-      --build-arg PYTHON_IMAGE="$BASE_REF" "${MOUNTS[@]}" -f "$ROOT/Dockerfile" "$ROOT" >&2
+      --build-arg PYTHON_IMAGE="$BASE_REF" "${MOUNTS[@]}" -f "$CONTEXT/Dockerfile" "$CONTEXT" >&2
   fi
   build_s="$(elapsed "$t0")"
   rm -f "$DIR/$target"-*.tar "$DIR/$target"-*.tar.json # older hashes of this image

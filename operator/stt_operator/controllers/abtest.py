@@ -25,7 +25,7 @@ from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.placement import place
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
-from stt_operator.builders.serving import deployment_available
+from stt_operator.builders.serving import TRITON_HTTP_PORT, deployment_available
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.modeldeployment import model_digest
 from stt_operator.controllers.status import StatusWriter
@@ -299,6 +299,7 @@ def _execute(
             model_digest=inp.models[backend.model].digest,
             replicas=int(md_spec.get("replicas", 1)),
             resources_override=md_spec.get("resources"),
+            http_port=int((md_spec.get("endpoint") or {}).get("port") or TRITON_HTTP_PORT),
             triton_image=ctx.settings.triton_image,
             operator_image=ctx.settings.fetcher_image,
         ):

@@ -36,6 +36,7 @@ from stt_operator.builders.routing import (
     route_name,
 )
 from stt_operator.builders.serving import (
+    TRITON_HTTP_PORT,
     Revision,
     deployment_available,
     revision_object_name,
@@ -264,6 +265,7 @@ def _reconcile_valid(
     # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
     by_ratio = spec.routing == "replica-ratio"
     ratio = ratio_replicas(plan.route, spec.replicas) if by_ratio and plan.route else {}
+    http_port = spec.endpoint.port if spec.endpoint else TRITON_HTTP_PORT
     for revision, role in plan.ensure:
         params = serving_params(
             deployment_name=name,
@@ -276,6 +278,7 @@ def _reconcile_valid(
             triton_image=ctx.settings.triton_image,
             operator_image=ctx.settings.fetcher_image,
             owner=owner,
+            http_port=http_port,
         )
         ctx.kube.apply(place(triton_deployment(params), ctx.settings.serving_placement))
         ctx.kube.apply(triton_service(params))
@@ -284,11 +287,13 @@ def _reconcile_valid(
     if status.get("stableRevision"):
         models_by_revision.setdefault(status["stableRevision"], status.get("stableModel") or "")
     if plan.route is not None and by_ratio:
-        _write_ratio_endpoint(ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision)
+        _write_ratio_endpoint(
+            ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision, http_port
+        )
         writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
     elif plan.route is not None:
         backends = [
-            Backend(revision_object_name(name, models_by_revision[rid], rid), weight)
+            Backend(revision_object_name(name, models_by_revision[rid], rid), weight, http_port)
             for rid, weight in plan.route.items()
         ]
         endpoint = spec.endpoint
@@ -338,6 +343,7 @@ def _write_ratio_endpoint(
     ratio: Mapping[str, int],
     observed: Mapping[str, ObservedRevision],
     models_by_revision: Mapping[str, str],
+    http_port: int = TRITON_HTTP_PORT,
 ) -> None:
     """The no-mesh endpoint: revisions scaled to their weight, one Service over their ready pods."""
     for revision_id, replicas in ratio.items():
@@ -350,7 +356,7 @@ def _write_ratio_endpoint(
         if weight > 0:  # a weight-0 revision (a blue-green preview) takes no traffic
             selector = {LABEL_DEPLOYMENT: name, LABEL_REVISION: revision_id}
             addresses += ready_pod_ips(ctx.kube.list("v1", "Pod", namespace, selector))
-    ctx.kube.apply(endpoint_service(name, namespace, owner))
+    ctx.kube.apply(endpoint_service(name, namespace, owner, http_port))
     ctx.kube.apply(endpoint_slice(name, namespace, addresses, owner))
 
 
