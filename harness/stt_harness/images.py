@@ -58,15 +58,16 @@ def build_images(names: tuple[str, ...] = IMAGE_NAMES, timeout: float = 3600) ->
 
 
 def podman_cmd() -> list[str]:
-    """podman on the build script's private store (vfs, runc: what works on this host)."""
+    """podman on the build script's private store (same driver, runc: what works on this host)."""
+    driver = os.environ.get("STT_IMAGES_DRIVER", "overlay")
     return [
         "podman",
         "--root",
-        str(IMAGES_DIR / "storage"),
+        str(IMAGES_DIR / f"storage-{driver}"),
         "--runroot",
-        str(IMAGES_DIR / "run"),
+        str(IMAGES_DIR / f"run-{driver}"),
         "--storage-driver",
-        "vfs",
+        driver,
         "--runtime",
         "runc",
         "--cgroup-manager",

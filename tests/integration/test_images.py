@@ -42,7 +42,8 @@ def test_operator_image_is_slim_and_runs_as_nonroot(images: dict[str, BuiltImage
     # Every module the operator process loads: the runner and the controllers it registers.
     probe = (
         "import importlib.util, os, json;"
-        "import stt_operator.runner, stt_operator.controllers.handlers;"
+        "import kopf, stt_operator.runner, stt_operator.controllers.sttmodel,"
+        " stt_operator.controllers.modeldeployment, stt_operator.controllers.abtest;"
         "print(json.dumps({'uid': os.getuid(), 'missing': [m for m in "
         "('onnxruntime', 'onnx', 'picklescan', 'fickling', 'boto3', 'pytest') "
         "if importlib.util.find_spec(m) is None]}))"

@@ -123,6 +123,8 @@ def installed(
         "config": {
             "tritonImage": node_images["triton"].ref,
             "logFormat": "text",
+            # The real node has this machine's 2 cores; the default 2-CPU Job would not fit.
+            "jobResources": {"cpu": "1", "memory": "2Gi"},
             "jobsPlacement": on_node,
             "servingPlacement": on_node,
         },
