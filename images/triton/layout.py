@@ -10,6 +10,7 @@ and `caches/`. The pytriton package itself can be uninstalled afterwards.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 import sysconfig
@@ -17,9 +18,11 @@ from pathlib import Path
 
 
 def main(dest: Path) -> None:
-    import pytriton
-
-    pkg = Path(pytriton.__file__).resolve().parent
+    # Located, not imported: the pytriton package's own dependencies are not installed.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("nvidia-pytriton is not installed")
+    pkg = Path(next(iter(spec.submodule_search_locations))).resolve()
     src = pkg / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = src / "python_backend_stubs" / version / "triton_python_backend_stub"
