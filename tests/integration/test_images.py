@@ -63,7 +63,8 @@ def _run_job(ref: str, job: dict, models: Path, out: Path) -> int:
     """The Job's container as the kubelet would start it: same command, args, env, user,
     read-only root, the work and tmp volumes, a termination-message file."""
     container = _job_container(job)
-    (out / "termination-log").touch(mode=0o666)
+    (out / "termination-log").touch()
+    (out / "termination-log").chmod(0o666)  # kubelet's file is writable by the container's user
     args = [
         "--user",
         "65532:65532",
