@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from stt_harness.cluster import GPU_RESOURCE, LocalCluster
 from stt_harness.imagetar import image_tar
-from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
+from stt_harness.node import RealNode, on_real_node
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,6 @@ def eventually(probe: Callable[[], T | None], timeout: float = 120.0, what: str 
 
 
 @pytest.fixture(scope="session")
-def real_node(cluster: LocalCluster) -> RealNode:
-    assert cluster.real_node is not None, "the session cluster starts a real node"
-    return cluster.real_node
-
-
-@pytest.fixture(scope="session")
 def web_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A one-layer image built here (busybox + a page) and imported into the node's containerd."""
     d = tmp_path_factory.mktemp("image")
@@ -58,10 +52,6 @@ def web_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> 
     real_node.import_image(tar)
     assert f"docker.io/{IMAGE}" in real_node.images() or IMAGE in real_node.images()
     return IMAGE
-
-
-def on_real_node(spec: dict[str, Any]) -> dict[str, Any]:
-    return {**spec, "nodeSelector": dict(REAL_NODE_SELECTOR), "tolerations": [dict(REAL_NODE_TOLERATION)]}
 
 
 def web_pod(image: str, labels: dict[str, str] | None = None, gpus: int = 0) -> dict[str, Any]:

@@ -136,3 +136,14 @@ def test_slots_are_exclusive_while_held(tmp_path: Path, monkeypatch: pytest.Monk
     assert c == 0
     lock_b.close()
     lock_c.close()
+
+
+def test_on_real_node_adds_toleration_and_selector_keeping_the_rest() -> None:
+    from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, on_real_node
+
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = {"containers": [], "nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": [gpu]}
+    out = on_real_node(spec)
+    assert out["nodeSelector"] == {"nvidia.com/gpu.present": "true", **REAL_NODE_SELECTOR}
+    assert out["tolerations"] == [gpu, REAL_NODE_TOLERATION]
+    assert spec["tolerations"] == [gpu]  # the input is not changed
