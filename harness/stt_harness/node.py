@@ -646,9 +646,7 @@ class RealNode:
         phase("coredns ready")
 
     def _registered(self, request: Callable[..., dict[str, Any]]) -> bool:
-        return (
-            bool(request("GET", "/api/v1/nodes", None).get("items")) and _node(request, self.name) is not None
-        )
+        return _node(request, self.name) is not None
 
     def _ready(self, request: Callable[..., dict[str, Any]], gpus: int) -> bool:
         node = _node(request, self.name)
