@@ -7,6 +7,8 @@
   fails loudly if they cannot be built.
 - ``kubeconfig`` (session): path of the admin kubeconfig. Pass it to subprocesses
   (``env=cluster.env()`` or ``KUBECONFIG=...``); nothing sets it in this process's environment.
+- ``real_node`` (session): ``cluster.real_node`` (``stt_harness.node.RealNode``): import images
+  with ``real_node.import_image(tar)``, place pods with ``stt_harness.node.on_real_node(spec)``.
 - ``kube_api`` (session): a ``kubernetes.client.ApiClient`` for the cluster.
 - ``namespace`` (function): a fresh namespace whose ``default`` ServiceAccount exists; deleted after.
 """
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+from stt_harness.node import RealNode
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -52,6 +55,12 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: LocalCluster) -> RealNode:
+    assert cluster.real_node is not None, "the session cluster starts a real node"
+    return cluster.real_node
 
 
 @pytest.fixture(scope="session")

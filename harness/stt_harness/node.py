@@ -24,12 +24,14 @@ routes and all iptables rules with it). A slot left by a killed session is clean
 Scheduling. The node is tainted ``stt.dev/real-node=true:NoSchedule`` and labelled
 ``stt.dev/node=real``, so nothing lands on it by accident (tests written for kwok keep their
 fake pods); a pod that should run for real tolerates the taint (``REAL_NODE_TOLERATION``) and
-selects the label (``REAL_NODE_SELECTOR``). The node advertises ``nvidia.com/gpu`` (node
-status capacity, as for any extended resource) so GPU-requesting pods schedule and run on CPU.
+selects the label (``REAL_NODE_SELECTOR``); ``on_real_node(pod_spec)`` adds both. The node
+advertises ``nvidia.com/gpu`` (node status capacity, as for any extended resource) so
+GPU-requesting pods schedule and run on CPU.
 
 Public interface (``RealNode``):
     name, slot, netns, pod_cidr, service_cidr, bridge_ip (node IP and cluster DNS), host_ip
     containerd_socket, ctr(*args), import_image(tar_path), images()
+    (pytest: the ``real_node`` session fixture; pod specs: ``on_real_node(spec)``)
     kubelet/containerd/kube-proxy/coredns logs under ``<cluster dir>/logs/``
 Images are never pulled: import them (``import_image``, a ``docker save`` or OCI archive; see
 ``stt_harness.imagetar``) and use ``imagePullPolicy: Never`` or a non-``latest`` tag.
@@ -78,6 +80,16 @@ HOST_PROGRAMS = (
     "ip",
     "nsenter",
 )
+
+
+def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """``pod_spec`` (a PodSpec dict) with the toleration and node selector that place it on
+    the real node; other tolerations and selectors are kept."""
+    return {
+        **pod_spec,
+        "nodeSelector": {**(pod_spec.get("nodeSelector") or {}), **REAL_NODE_SELECTOR},
+        "tolerations": [*(pod_spec.get("tolerations") or []), dict(REAL_NODE_TOLERATION)],
+    }
 
 
 class NodeError(RuntimeError):
@@ -634,9 +646,7 @@ class RealNode:
         phase("coredns ready")
 
     def _registered(self, request: Callable[..., dict[str, Any]]) -> bool:
-        return (
-            bool(request("GET", "/api/v1/nodes", None).get("items")) and _node(request, self.name) is not None
-        )
+        return _node(request, self.name) is not None
 
     def _ready(self, request: Callable[..., dict[str, Any]], gpus: int) -> bool:
         node = _node(request, self.name)

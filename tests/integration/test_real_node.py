@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes.client import ApiClient, CoreV1Api
 
 from stt_harness.cluster import GPU_RESOURCE, LocalCluster
 from stt_harness.imagetar import image_tar
-from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
+from stt_harness.node import RealNode, on_real_node
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (Makefile deps)
 IMAGE = "stt.local/busybox-web:1"
 PAGE = "served from the real node\n"
@@ -43,12 +45,6 @@ def eventually(probe: Callable[[], T | None], timeout: float = 120.0, what: str 
 
 
 @pytest.fixture(scope="session")
-def real_node(cluster: LocalCluster) -> RealNode:
-    assert cluster.real_node is not None, "the session cluster starts a real node"
-    return cluster.real_node
-
-
-@pytest.fixture(scope="session")
 def web_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A one-layer image built here (busybox + a page) and imported into the node's containerd."""
     d = tmp_path_factory.mktemp("image")
@@ -58,10 +54,6 @@ def web_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> 
     real_node.import_image(tar)
     assert f"docker.io/{IMAGE}" in real_node.images() or IMAGE in real_node.images()
     return IMAGE
-
-
-def on_real_node(spec: dict[str, Any]) -> dict[str, Any]:
-    return {**spec, "nodeSelector": dict(REAL_NODE_SELECTOR), "tolerations": [dict(REAL_NODE_TOLERATION)]}
 
 
 def web_pod(image: str, labels: dict[str, str] | None = None, gpus: int = 0) -> dict[str, Any]:
@@ -255,3 +247,34 @@ def test_pods_reach_the_apiserver_through_the_kubernetes_service(
     assert phase == "Succeeded", logs
     kubernetes_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
     assert f"resolved={kubernetes_ip}\n" in logs and logs.endswith("connected\n")
+
+
+def test_pod_with_the_charts_security_context_and_volumes_runs(
+    cluster: LocalCluster, real_node: RealNode, web_image: str, core: CoreV1Api, namespace: str
+) -> None:
+    """The operator chart's restricted settings (non-root, RuntimeDefault seccomp, read-only
+    root, no capabilities) with ConfigMap, emptyDir and service-account token volumes."""
+    values = yaml.safe_load((REPO / "charts" / "stt-operator" / "values.yaml").read_text())
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"k": "v"}})
+    pod = web_pod(web_image)
+    spec = pod["spec"]
+    spec["securityContext"] = values["podSecurityContext"]
+    container = spec["containers"][0]
+    container["securityContext"] = values["securityContext"]
+    container["volumeMounts"] = [
+        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    spec["volumes"] = [{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "tmp", "emptyDir": {}}]
+    core.create_namespaced_pod(namespace, pod)
+    ready = ready_pod(core, namespace, "web")
+    assert ready.spec.node_name == real_node.name
+    assert fetch(f"http://{ready.status.pod_ip}:8080/index.html") == PAGE
+    script = (
+        "busybox id -u; busybox cat /etc/cfg/k; echo; busybox touch /tmp/ok && echo tmp-ok; "
+        "busybox touch /x 2>/dev/null || echo root-ro; "
+        "busybox test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token"
+    )
+    # kubectl exec goes apiserver -> kubelet -> containerd's stream server, all for real.
+    out = cluster.kubectl("exec", "-n", namespace, "web", "--", "/bin/busybox", "sh", "-c", script)
+    assert out.split() == ["65532", "v", "tmp-ok", "root-ro", "token"], out

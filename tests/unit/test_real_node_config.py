@@ -119,3 +119,31 @@ def test_image_tar_is_deterministic_and_consistent(tmp_path: Path, user: str) ->
         tool = lt.getmember("bin/tool")
         assert tool.mode == 0o755 and tool.mtime == 0 and tool.uid == 0
         assert lt.getmember("tmp").mode == 0o1777
+
+
+def test_slots_are_exclusive_while_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stt_harness import node
+
+    monkeypatch.setattr(node, "SLOT_DIR", tmp_path)
+    monkeypatch.setattr(node, "SLOTS", 2)
+    a, lock_a = node._take_slot()
+    b, lock_b = node._take_slot()
+    assert (a, b) == (0, 1)
+    with pytest.raises(node.NodeError, match="taken"):
+        node._take_slot()
+    lock_a.close()  # a session ends (or dies): its slot is free again
+    c, lock_c = node._take_slot()
+    assert c == 0
+    lock_b.close()
+    lock_c.close()
+
+
+def test_on_real_node_adds_toleration_and_selector_keeping_the_rest() -> None:
+    from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, on_real_node
+
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = {"containers": [], "nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": [gpu]}
+    out = on_real_node(spec)
+    assert out["nodeSelector"] == {"nvidia.com/gpu.present": "true", **REAL_NODE_SELECTOR}
+    assert out["tolerations"] == [gpu, REAL_NODE_TOLERATION]
+    assert spec["tolerations"] == [gpu]  # the input is not changed
