@@ -341,6 +341,17 @@ def test_triton_pod_is_ready_only_with_its_model_loaded(installed: Install, kube
     assert code == 200
     code, body = http_get(f"http://{ip}:8000/v2/models/{model_name}/config")
     assert code == 200 and json.loads(body)["backend"] == "python"
+    # The operator sees the real pod's availability in its own status.
+    md = eventually(
+        lambda: (
+            (m := kube.get(API, "ModelDeployment", "asr", ns))
+            and condition(m, "Available").get("status") == "True"
+            and m
+        ),
+        120,
+        "the ModelDeployment Available",
+    )
+    assert md["status"].get("stableModel") == "sphinx", md["status"]
 
     # Kill the Triton container: the pod leaves Ready until the restarted server has loaded
     # the model again.
