@@ -7,11 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets.
-APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all
+# Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets;
+# the real node's runtime (containerd, runc, CNI plugins, iptables, conntrack), gcc + libc for
+# the pause image, busybox-static for the node's test image; mmdebstrap + podman + buildah for
+# the project's images (hack/build-images.sh).
+APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all \
+	containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux \
+	gcc libc6-dev busybox-static mmdebstrap podman buildah
 PYTEST_ARGS ?=
 
-.PHONY: help deps tools venv test unit lint format crds crds-check cluster demo operator clean
+.PHONY: help deps tools images venv test unit lint format crds crds-check cluster demo operator clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,12 +30,15 @@ deps: ## install the Debian packages the tests need (only the missing ones)
 tools: ## build kube-apiserver, etcd, kwok, kubectl, helm from Go modules into ~/.cache (reused)
 	bash hack/build-tools.sh
 
+images: deps ## build the operator, jobs and CPU Triton images (cached by content hash in ~/.cache)
+	bash hack/build-images.sh
+
 venv: $(VENV)/.installed ## create the Python environment with every extra the tests use
 
 $(VENV)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip wheel
-	$(PY) -m pip install -q -e '.[local-triton,speech,security,report,dev]' -e ./harness
+	$(PY) -m pip install -q -e '.[local-triton,speech,jobs,report,dev]' -e ./harness
 	touch $@
 
 test: deps tools venv ## run every test
@@ -56,8 +64,8 @@ crds: venv ## regenerate crds/*.yaml from the API models, and the chart and inst
 crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
-cluster: deps tools venv ## start a local control plane for a person (Ctrl-C stops it)
-	$(PY) -m stt_harness.cluster
+cluster: deps tools venv ## start a local control plane + real node for a person (Ctrl-C stops it)
+	$(PY) -m stt_harness.cluster --real-node
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
 	$(VENV)/bin/stt-demo

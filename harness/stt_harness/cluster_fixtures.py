@@ -1,10 +1,14 @@
 """pytest fixtures for a real local Kubernetes control plane (see ``stt_harness.cluster``).
 
-- ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes, this project's CRDs
-  (``crds/``), the Gateway API and Prometheus Operator CRDs. Builds the tools first if needed and
+- ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes and a real node
+  (``cluster.real_node``, tainted so only pods that tolerate it run there; see
+  ``stt_harness.node``), this project's CRDs (``crds/``), the Gateway API and Prometheus
+  Operator CRDs. Builds the tools first if needed and
   fails loudly if they cannot be built.
 - ``kubeconfig`` (session): path of the admin kubeconfig. Pass it to subprocesses
   (``env=cluster.env()`` or ``KUBECONFIG=...``); nothing sets it in this process's environment.
+- ``real_node`` (session): ``cluster.real_node`` (``stt_harness.node.RealNode``): import images
+  with ``real_node.import_image(tar)``, place pods with ``stt_harness.node.on_real_node(spec)``.
 - ``kube_api`` (session): a ``kubernetes.client.ApiClient`` for the cluster.
 - ``namespace`` (function): a fresh namespace whose ``default`` ServiceAccount exists; deleted after.
 """
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, repo_root
+from stt_harness.node import RealNode
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -36,11 +41,13 @@ def cluster() -> Iterator[LocalCluster]:
     t0 = time.monotonic()
     tools_dir = ensure_tools()
     t_tools = time.monotonic() - t0
-    c = LocalCluster(nodes=2, crd_paths=default_crd_paths(tools_dir, repo_root()), tools_dir=tools_dir)
+    c = LocalCluster(
+        nodes=2, crd_paths=default_crd_paths(tools_dir, repo_root()), tools_dir=tools_dir, real_node=True
+    )
     c.start()
     line = (
         f"local Kubernetes cluster: tools checked in {t_tools:.1f}s, started in {c.startup_seconds:.1f}s "
-        f"({c.server}, {len(c.node_names)} kwok GPU nodes); phases {c.timings}"
+        f"({c.server}, {len(c.kwok_node_names)} kwok GPU nodes + real node); phases {c.timings}"
     )
     log.info(line)
     _startup_report.append(line)
@@ -48,6 +55,12 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: LocalCluster) -> RealNode:
+    assert cluster.real_node is not None, "the session cluster starts a real node"
+    return cluster.real_node
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A stand-in kubelet for the operator's Job pods on kwok nodes.
+"""A stand-in kubelet for the operator's Job pods on kwok nodes (pods on the real node run for real).
 
 kwok schedules pods and marks them Running, but runs no container. For the operator's
 validation / quantization Jobs the container's work *is* the test, so this runs the pod's
@@ -22,6 +22,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from stt_harness.cluster import KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE
 from stt_harness.localjob import run_locally
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,27 @@ class LocalJobKubelet:
             except Exception:  # the apiserver may be briefly unavailable; try again next tick
                 log.exception("listing pods failed")
                 pods = []
+            kwok_nodes = self._kwok_nodes()
             for pod in pods:
-                if self._runnable(pod):
+                if self._runnable(pod) and pod.spec.node_name in kwok_nodes:
                     self._seen.add(pod.metadata.uid)
                     worker = threading.Thread(target=self._run, args=(pod,), daemon=True)
                     self._workers.append(worker)
                     worker.start()
             self._stop.wait(self.poll_s)
+
+    def _kwok_nodes(self) -> set[str]:
+        """Nodes kwok plays; a pod on the real node runs in its container there, never here."""
+        try:
+            nodes = self.core.list_node().items
+        except Exception:
+            log.exception("listing nodes failed")
+            return set()
+        return {
+            n.metadata.name
+            for n in nodes
+            if (n.metadata.annotations or {}).get(KWOK_NODE_ANNOTATION) == KWOK_NODE_ANNOTATION_VALUE
+        }
 
     def _runnable(self, pod: Any) -> bool:
         owners = pod.metadata.owner_references or []

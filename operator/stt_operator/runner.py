@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prometheus-url", help="Prometheus used for analysis")
     parser.add_argument("--triton-image", help="default Triton image of serving pods")
-    parser.add_argument("--operator-image", help="this operator's image, for Jobs and evaluators")
+    parser.add_argument("--operator-image", help="this operator's own image (informational)")
+    parser.add_argument("--jobs-image", help="image of validation/quantization Jobs and evaluators")
+    parser.add_argument(
+        "--fetch-image", help="image of Triton's fetch-model init container (default: --jobs-image)"
+    )
     parser.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s")
     parser.add_argument("--analytics-interval", type=float, dest="analytics_interval_s")
     parser.add_argument("--log-format", choices=["text", "json"])
@@ -49,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         triton_image=args.triton_image,
         operator_image=args.operator_image,
+        jobs_image=args.jobs_image,
+        fetch_image=args.fetch_image,
         reconcile_interval_s=args.reconcile_interval_s,
         analytics_interval_s=args.analytics_interval_s,
         log_format=args.log_format,

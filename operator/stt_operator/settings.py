@@ -14,10 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stt_operator.builders.placement import Placement
 from stt_operator.services.notify import NotificationSettings
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
+# The Jobs' image (Dockerfile target `jobs`): validation/quantization Jobs, evaluator Deployments
+# and Triton's fetch-model init container. The operator's own image is slim and runs none of them.
+DEFAULT_JOBS_IMAGE = "ghcr.io/stt-operator/stt-operator-jobs:0.1.0"
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,21 @@ class OperatorSettings(BaseModel):
         True, description="enforce the object's namespace on every selector of a custom PromQL query"
     )
     triton_image: str = DEFAULT_TRITON_IMAGE
-    operator_image: str = DEFAULT_OPERATOR_IMAGE
+    operator_image: str = Field(DEFAULT_OPERATOR_IMAGE, description="this operator's own image")
+    jobs_image: str = Field(DEFAULT_JOBS_IMAGE, description="validation/quantization Jobs and evaluators")
+    fetch_image: str | None = Field(
+        None, description="Triton's fetch-model init container; None = the Jobs' image"
+    )
+    jobs_placement: Placement = Field(
+        default_factory=Placement, description="node selector / tolerations of Jobs and evaluators"
+    )
+    job_cpu: str = Field("2", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="validation/quantization Job CPU")
+    job_memory: str = Field(
+        "4Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$", description="and memory (requests = limits)"
+    )
+    serving_placement: Placement = Field(
+        default_factory=Placement, description="node selector / tolerations added to Triton pods"
+    )
     reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
     max_concurrent_abtests: int = Field(5, ge=1)
     analytics_window: str = Field(
@@ -107,6 +125,10 @@ class OperatorSettings(BaseModel):
             address=address,
         )
 
+    @property
+    def fetcher_image(self) -> str:
+        return self.fetch_image or self.jobs_image
+
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:
         values: dict[str, Any] = {}
@@ -135,6 +157,8 @@ class OperatorSettings(BaseModel):
                     values[name] = [v for v in env.split(",") if v]
                 elif name == "prometheus_sources":
                     values[name] = dict(kv.split("=", 1) for kv in env.split(",") if "=" in kv)
+                elif name.endswith("_placement"):
+                    values[name] = yaml.safe_load(env)  # JSON or YAML mapping
                 else:
                     values[name] = env
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -23,7 +23,12 @@ from prometheus_client.metrics import MetricWrapperBase
 import stt_operator
 from stt_harness.cluster import ensure_tools
 from stt_operator import evalmetrics, observability, runner
-from stt_operator.settings import DEFAULT_OPERATOR_IMAGE, DEFAULT_TRITON_IMAGE, OperatorSettings
+from stt_operator.settings import (
+    DEFAULT_JOBS_IMAGE,
+    DEFAULT_OPERATOR_IMAGE,
+    DEFAULT_TRITON_IMAGE,
+    OperatorSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stt-operator"
@@ -148,6 +153,8 @@ def test_deployment_runs_the_operator_contract() -> None:
     assert (args.liveness_port, args.metrics_port) == (8080, 9090)
     assert args.config == "/etc/stt-operator/config.yaml"
     assert args.operator_image == DEFAULT_OPERATOR_IMAGE
+    # Jobs, evaluators and the fetch-model init container run in the Jobs' image, not the slim one.
+    assert args.jobs_image == args.fetch_image == DEFAULT_JOBS_IMAGE
     assert args.triton_image == DEFAULT_TRITON_IMAGE
     # No Prometheus address is guessed: analysis/analytics are off until one is configured.
     assert args.prometheus_url is None
@@ -197,6 +204,8 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
         "config.analyticsWindow=3d",
         "--set",
         "config.reconcileIntervalSeconds=2.5",
+        "--set-json",
+        'config.jobsPlacement={"nodeSelector":{"pool":"jobs"},"tolerations":[{"key":"k","operator":"Exists"}]}',
     )
     path = tmp_path / "config.yaml"
     path.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
@@ -208,6 +217,10 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert settings.reconcile_interval_s == 2.5
     assert "revisionHistoryLimit" not in values and "defaultABTestDuration" not in values  # did nothing
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
+    assert settings.jobs_placement.node_selector == {"pool": "jobs"}
+    assert settings.jobs_placement.tolerations == [{"key": "k", "operator": "Exists"}]
+    assert settings.serving_placement.empty()
+    assert (settings.job_cpu, settings.job_memory) == ("2", "4Gi")
 
 
 def test_prometheus_sources_and_allowlist_reach_the_operator(tmp_path: Path) -> None:
@@ -261,7 +274,17 @@ def test_image_digest_pins_the_operator_and_its_jobs() -> None:
     digest = "sha256:" + "ab" * 32
     container = operator_container(render("--set", f"image.digest={digest}"))
     assert container["image"].endswith(f"@{digest}")
-    assert parse_operator_args(container).operator_image == container["image"]
+    args = parse_operator_args(container)
+    assert args.operator_image == container["image"]
+    assert args.jobs_image == args.fetch_image == "ghcr.io/stt-operator/stt-operator-jobs:0.1.0"
+    jobs_digest = "sha256:" + "cd" * 32
+    args = parse_operator_args(
+        operator_container(
+            render("--set", f"jobsImage.digest={jobs_digest}", "--set", "config.fetchImage=f:1")
+        )
+    )
+    assert args.jobs_image == f"ghcr.io/stt-operator/stt-operator-jobs@{jobs_digest}"
+    assert args.fetch_image == "f:1"
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,32 +780,60 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_dockerfile_builds_a_non_root_slim_image() -> None:
+def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions (FROM included)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, rest in dockerfile_instructions():
+        if word == "FROM":
+            current = []
+            stages[rest.split(" AS ")[-1].strip()] = current
+        current.append((word, rest))
+    return stages
+
+
+def test_dockerfile_builds_slim_operator_jobs_and_triton_images() -> None:
     instructions = dockerfile_instructions()
-    stages = [rest for word, rest in instructions if word == "FROM"]
-    assert len(stages) == 2, "multi-stage: build + runtime"
     args = dict(rest.split("=", 1) for word, rest in instructions if word == "ARG" and "=" in rest)
-    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
-    runtime_start = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
-    runtime = instructions[runtime_start:]
-    users = [rest for word, rest in runtime if word == "USER"]
-    assert users, "the runtime stage must switch to a non-root USER"
-    uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) == 65532, "numeric uid, so runAsNonRoot can verify it"
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim"), "public default base for real users"
+    stages = _dockerfile_stages()
+    assert {"operator", "jobs", "triton"} <= stages.keys()
+    assert list(stages)[-1] == "operator", "a plain `docker build .` gives the operator image"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["podSecurityContext"]["runAsUser"] == int(uid)
-    assert ("ENTRYPOINT", '["stt-operator"]') in runtime
-    assert ("CMD", '["run"]') in runtime
-    assert any(word == "COPY" and rest.startswith("--from=build") for word, rest in runtime)
-    assert any(word == "LABEL" and "org.opencontainers.image.title" in rest for word, rest in runtime)
-    installs = " ".join(rest for word, rest in instructions if word == "RUN" and "pip install" in rest)
-    assert "dev" not in args.get("EXTRAS", "") and "[dev" not in installs
-    # The console script the ENTRYPOINT names exists in the package metadata.
+
+    def users(stage: str) -> list[str]:
+        return [rest for word, rest in stages[stage] if word == "USER"]
+
+    for stage in ("operator", "jobs"):
+        uid = users(stage)[-1].split(":")[0]
+        assert uid.isdigit() and int(uid) == 65532, "numeric uid, so runAsNonRoot can verify it"
+        assert values["podSecurityContext"]["runAsUser"] == int(uid)
+        assert ("ENTRYPOINT", '["stt-operator"]') in stages[stage]
+        assert any(
+            word == "LABEL" and "org.opencontainers.image.title" in rest for word, rest in stages[stage]
+        )
+    assert ("CMD", '["run"]') in stages["operator"]
+    assert ("COPY", "--from=build-operator /opt/venv /opt/venv") in stages["operator"]
+    assert ("COPY", "--from=build-jobs /opt/venv /opt/venv") in stages["jobs"]
+    from stt_operator.triton.pod import TRITON_UID
+
+    assert users("triton")[-1] == f"{TRITON_UID}:{TRITON_UID}", "the uid the operator's Triton pods run as"
+
+    def installs(stage: str) -> str:
+        return " ".join(rest for word, rest in stages[stage] if word == "RUN" and "pip install" in rest)
+
+    # The operator's environment has the core dependencies only; the Jobs' adds the `jobs` extra.
+    assert "pip install --no-deps . " in installs("build-operator") + " "
+    assert "[" not in installs("build-operator")
+    assert 'pip install --no-deps ".[jobs]"' in installs("build-jobs")
+    assert "requirements.py pyproject.toml jobs" in installs("build-jobs")
+    assert "[dev" not in installs("build-operator") + installs("build-jobs")
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'stt-operator = "stt_operator.cli:main"' in pyproject
-    extras = args.get("EXTRAS", "").split(",")
-    for extra in extras:
-        assert re.search(rf"^{extra} = \[", pyproject, re.M), f"extra {extra!r} not in pyproject.toml"
+    assert re.search(r"^jobs = \[", pyproject, re.M), "extra 'jobs' not in pyproject.toml"
+    core = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.M | re.S).group(1)
+    for heavy in ("onnxruntime", '"onnx', "picklescan", "fickling", "boto3"):
+        assert heavy not in core, f"{heavy} would make the operator image heavy"
 
 
 def test_dockerignore_sends_only_the_sources() -> None:
@@ -797,4 +848,5 @@ def test_dockerignore_sends_only_the_sources() -> None:
     for word, rest in dockerfile_instructions():
         if word == "COPY" and not rest.startswith("--from"):
             copied |= {p.rstrip("/") for p in rest.split()[:-1]}
-    assert copied and copied <= included, f"COPY sources not in the build context: {copied - included}"
+    outside = {c for c in copied if not any(c == i or c.startswith(i + "/") for i in included)}
+    assert copied and not outside, f"COPY sources not in the build context: {outside}"

@@ -52,6 +52,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{- define "stt-operator.jobsImage" -}}
+{{- if .Values.jobsImage.digest -}}
+{{- printf "%s@%s" .Values.jobsImage.repository .Values.jobsImage.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.jobsImage.repository (default .Chart.AppVersion .Values.jobsImage.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Peering needs the objects the chart creates; with two or more replicas it is mandatory. */}}
 {{- define "stt-operator.peeringName" -}}
 {{- if .Values.peering.enabled -}}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stt_operator.builders.modelconfig import model_config_map_name, triton_model_name
-from stt_operator.builders.serving import Revision, ServingParams
+from stt_operator.builders.serving import TRITON_HTTP_PORT, Revision, ServingParams
 from stt_operator.triton.pod import TritonPodParams, scrape_metadata, triton_pod_spec
 
 
@@ -22,6 +22,7 @@ def serving_params(
     triton_image: str,
     operator_image: str,
     owner: Mapping[str, Any] | None,
+    http_port: int = TRITON_HTTP_PORT,
 ) -> ServingParams:
     """`model` is the STTModel body as read from the API (camelCase)."""
     model_name = model["metadata"]["name"]
@@ -56,4 +57,5 @@ def serving_params(
         owner=dict(owner) if owner else None,
         pod_labels=scrape["labels"],
         pod_annotations=scrape["annotations"],
+        http_port=http_port,
     )

@@ -86,15 +86,24 @@ def ratio_replicas(weights: Mapping[str, int], total: int) -> dict[str, int]:
 
 
 def endpoint_service(
-    deployment_name: str, namespace: str, owner: Mapping[str, Any] | None = None
+    deployment_name: str,
+    namespace: str,
+    owner: Mapping[str, Any] | None = None,
+    http_port: int = TRITON_HTTP_PORT,
 ) -> dict[str, Any]:
+    """`http_port`: the port clients use (spec.endpoint.port); the slice maps it to Triton's."""
     labels = {**common_labels(deployment_name, "endpoint"), LABEL_DEPLOYMENT: deployment_name}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": object_metadata(route_name(deployment_name), namespace, labels, owner),
         # No selector: the operator owns the endpoints (see endpoint_slice).
-        "spec": {"ports": [{"name": n, "port": p, "targetPort": p} for n, p in ENDPOINT_PORTS]},
+        "spec": {
+            "ports": [
+                {"name": n, "port": http_port if n == "http" else p, "targetPort": p}
+                for n, p in ENDPOINT_PORTS
+            ]
+        },
     }
 
 

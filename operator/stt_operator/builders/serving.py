@@ -46,6 +46,7 @@ class ServingParams:
     owner: dict[str, Any] | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)  # e.g. scrape labels
     pod_annotations: dict[str, str] = field(default_factory=dict)
+    http_port: int = TRITON_HTTP_PORT  # the Service's HTTP port (spec.endpoint.port)
 
 
 def revision_object_name(deployment_name: str, model: str, revision_id: str) -> str:
@@ -98,7 +99,7 @@ def triton_service(params: ServingParams) -> dict[str, Any]:
         "spec": {
             "selector": selector_labels(params.deployment_name, params.revision),
             "ports": [
-                {"name": "http", "port": TRITON_HTTP_PORT, "targetPort": "http"},
+                {"name": "http", "port": params.http_port, "targetPort": "http"},
                 {"name": "grpc", "port": TRITON_GRPC_PORT, "targetPort": "grpc"},
                 {"name": "metrics", "port": TRITON_METRICS_PORT, "targetPort": "metrics"},
             ],

@@ -23,8 +23,9 @@ from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
+from stt_operator.builders.placement import place
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
-from stt_operator.builders.serving import deployment_available
+from stt_operator.builders.serving import TRITON_HTTP_PORT, deployment_available
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.modeldeployment import model_digest
 from stt_operator.controllers.status import StatusWriter
@@ -301,10 +302,11 @@ def _execute(
             model_digest=inp.models[backend.model].digest,
             replicas=int(md_spec.get("replicas", 1)),
             resources_override=md_spec.get("resources"),
+            http_port=int((md_spec.get("endpoint") or {}).get("port") or TRITON_HTTP_PORT),
             triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.operator_image,
+            operator_image=ctx.settings.fetcher_image,
         ):
-            ctx.kube.apply(obj)
+            ctx.kube.apply(place(obj, ctx.settings.serving_placement))
     if plan.ensure_evaluator:
         _ensure_evaluator(inp, body, models, ctx)
     if plan.route is not None and held and md is not None:
@@ -356,9 +358,9 @@ def _ensure_evaluator(
         models=present,
         control=control.name,
         evalset=evalset,
-        operator_image=ctx.settings.operator_image,
+        operator_image=ctx.settings.jobs_image,
     ):
-        ctx.kube.apply(obj)
+        ctx.kube.apply(place(obj, ctx.settings.jobs_placement))
 
 
 def _cleanup(inp: ABTestInput, ctx: OperatorContext) -> None:

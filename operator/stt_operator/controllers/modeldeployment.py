@@ -24,6 +24,7 @@ from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.placement import place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (
     Backend,
@@ -35,6 +36,7 @@ from stt_operator.builders.routing import (
     route_name,
 )
 from stt_operator.builders.serving import (
+    TRITON_HTTP_PORT,
     Revision,
     deployment_available,
     revision_object_name,
@@ -309,6 +311,7 @@ def _reconcile_valid(
     # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
     by_ratio = spec.routing == "replica-ratio"
     ratio = ratio_replicas(plan.route, spec.replicas) if by_ratio and plan.route else {}
+    http_port = spec.endpoint.port if spec.endpoint else TRITON_HTTP_PORT
     for revision, role in plan.ensure:
         params = serving_params(
             deployment_name=name,
@@ -319,21 +322,24 @@ def _reconcile_valid(
             replicas=ratio.get(revision.id, plan.replicas.get(revision.id, spec.replicas)),
             resources_override=resources,
             triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.operator_image,
+            operator_image=ctx.settings.fetcher_image,
             owner=owner,
+            http_port=http_port,
         )
-        ctx.kube.apply(triton_deployment(params))
+        ctx.kube.apply(place(triton_deployment(params), ctx.settings.serving_placement))
         ctx.kube.apply(triton_service(params))
 
     models_by_revision = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
     if status.get("stableRevision"):
         models_by_revision.setdefault(status["stableRevision"], status.get("stableModel") or "")
     if plan.route is not None and by_ratio:
-        _write_ratio_endpoint(ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision)
+        _write_ratio_endpoint(
+            ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision, http_port
+        )
         writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
     elif plan.route is not None:
         backends = [
-            Backend(revision_object_name(name, models_by_revision[rid], rid), weight)
+            Backend(revision_object_name(name, models_by_revision[rid], rid), weight, http_port)
             for rid, weight in plan.route.items()
         ]
         endpoint = spec.endpoint
@@ -383,6 +389,7 @@ def _write_ratio_endpoint(
     ratio: Mapping[str, int],
     observed: Mapping[str, ObservedRevision],
     models_by_revision: Mapping[str, str],
+    http_port: int = TRITON_HTTP_PORT,
 ) -> None:
     """The no-mesh endpoint: revisions scaled to their weight, one Service over their ready pods."""
     for revision_id, replicas in ratio.items():
@@ -395,7 +402,7 @@ def _write_ratio_endpoint(
         if weight > 0:  # a weight-0 revision (a blue-green preview) takes no traffic
             selector = {LABEL_DEPLOYMENT: name, LABEL_REVISION: revision_id}
             addresses += ready_pod_ips(ctx.kube.list("v1", "Pod", namespace, selector))
-    ctx.kube.apply(endpoint_service(name, namespace, owner))
+    ctx.kube.apply(endpoint_service(name, namespace, owner, http_port))
     ctx.kube.apply(endpoint_slice(name, namespace, addresses, owner))
 
 
@@ -421,11 +428,11 @@ def _sync_evaluator(
                 spec,
                 stable=(stable, stable_model),
                 candidate=(candidate, candidate_model),
-                operator_image=ctx.settings.operator_image,
+                operator_image=ctx.settings.jobs_image,
             )
     if objects:
         for obj in objects:
-            ctx.kube.apply(obj)
+            ctx.kube.apply(place(obj, ctx.settings.jobs_placement))
     elif found:
         for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
             ctx.kube.delete(api_version, kind, evaluator_name(name), namespace)

@@ -20,6 +20,7 @@ from stt_operator.api.common import SpecError, get_condition, iso, utcnow
 from stt_operator.artifacts import jobs
 from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, model_config_map_name, triton_model_name
+from stt_operator.builders.placement import place
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.observability import track_reconcile
@@ -123,16 +124,18 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
         meta["name"],
         meta["namespace"],
         body.get("spec") or {},
-        ctx.settings.operator_image,
+        ctx.settings.jobs_image,
         owner_reference(body),
         kind=kind,
         triton_image=ctx.settings.triton_image if kind == "validate" else None,
         required=ctx.settings.validation_required_steps,
+        cpu=ctx.settings.job_cpu,
+        memory=ctx.settings.job_memory,
     )
     name = manifest["metadata"]["name"]
     job = ctx.kube.get("batch/v1", "Job", name, meta["namespace"])
     if job is None:
-        ctx.kube.apply(manifest)
+        ctx.kube.apply(place(manifest, ctx.settings.jobs_placement))
         reason, _ = _EVENT[kind]
         writer.condition(condition_type, "Unknown", reason, f"Job {name} is running")
         writer.event("Normal", reason, f"started Job {name}")

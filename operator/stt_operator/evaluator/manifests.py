@@ -18,7 +18,7 @@ import yaml
 from stt_operator.builders.common import LABEL_COMPONENT, common_labels, dns_name
 from stt_operator.evaluator.replay import Target
 from stt_operator.evaluator.targets import model_io_from_spec, model_io_to_config
-from stt_operator.settings import DEFAULT_OPERATOR_IMAGE
+from stt_operator.settings import DEFAULT_JOBS_IMAGE
 
 METRICS_PORT = 9090  # the port the operator image exposes for /metrics
 CONFIG_DIR = "/etc/evaluator"
@@ -36,7 +36,7 @@ class EvaluatorParams:
     targets: Sequence[Target]
     evalset_uri: str  # file://, pvc://<claim>/<path>, http(s)://, s3://, gs://
     baseline: str | None = None
-    image: str = DEFAULT_OPERATOR_IMAGE
+    image: str = DEFAULT_JOBS_IMAGE
     rate: float = 2.0  # utterances per second: a light, steady load on the variants
     concurrency: int = 4
     # Utterances per request; 1 keeps the latency histogram per utterance, as rollout latency

@@ -19,7 +19,13 @@ from stt_operator.builders.common import dns_name, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import Backend, http_route
-from stt_operator.builders.serving import Revision, revision_object_name, triton_deployment, triton_service
+from stt_operator.builders.serving import (
+    TRITON_HTTP_PORT,
+    Revision,
+    revision_object_name,
+    triton_deployment,
+    triton_service,
+)
 from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects, revision_target
 
 LABEL_ABTEST = f"{API_GROUP}/abtest"
@@ -56,8 +62,9 @@ def variant_objects(
     resources_override: Mapping[str, Any] | None,
     triton_image: str,
     operator_image: str,
+    http_port: int = TRITON_HTTP_PORT,
 ) -> list[dict[str, Any]]:
-    """Deployment and Service serving one owned variant."""
+    """Deployment and Service serving one owned variant (HTTP on the endpoint's port)."""
     name = abtest_body["metadata"]["name"]
     params = serving_params(
         deployment_name=variant_deployment_name(name),
@@ -70,6 +77,7 @@ def variant_objects(
         triton_image=triton_image,
         operator_image=operator_image,
         owner=owner_reference(abtest_body),
+        http_port=http_port,
     )
     objects = [triton_deployment(params), triton_service(params)]
     for obj in objects:
@@ -107,7 +115,10 @@ def endpoint_route(md_body: Mapping[str, Any], weights: Mapping[str, int]) -> di
     return http_route(
         meta["name"],
         meta["namespace"],
-        [Backend(service, weight) for service, weight in weights.items()],
+        [
+            Backend(service, weight, int(endpoint.get("port") or TRITON_HTTP_PORT))
+            for service, weight in weights.items()
+        ],
         parent_refs=parent_refs(endpoint),
         hostnames=endpoint.get("hostnames") or (),
         path=endpoint.get("path") or "/",

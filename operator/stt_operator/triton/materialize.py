@@ -38,6 +38,16 @@ def version_files(artifact: Path, backend: str) -> dict[str, FileContent]:
     return {DEFAULT_MODEL_FILENAME[backend]: artifact}
 
 
+def served_versions(config: object, default: int = 1) -> list[int]:
+    """Version directories the rendered config needs: a `specific` version policy serves exactly
+    its listed versions (each must exist, or Triton never reports the model ready); `latest`
+    and `all` serve whatever is present, so the one artifact goes under `default`."""
+    policy = getattr(config, "version_policy", None)
+    if policy is not None and policy.WhichOneof("policy_choice") == "specific":
+        return sorted(set(policy.specific.versions))
+    return [default]
+
+
 def materialize(
     uri: str,
     model: str,
@@ -59,17 +69,20 @@ def materialize(
     options = FetchOptions(credentials=Credentials.from_dir(credentials_dir))
     if max_bytes:
         options = FetchOptions(max_bytes=max_bytes, credentials=options.credentials)
-    with tempfile.TemporaryDirectory(
-        prefix="fetch-", dir=repository.parent if repository.parent.exists() else None
-    ) as tmp:
+    # The download lands inside the repository volume: in the init container it is the only
+    # writable place (read-only root filesystem, no /tmp). A dot-directory Triton never loads.
+    repository.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=repository) as tmp:
         result = fetch(uri, Path(tmp) / "download", options)
         verify_digest(result, sha256)
         artifact = prepare(result.path, archive, Path(tmp))
         files = version_files(artifact, config.backend or "python")
-        target = repository / model / str(version)
-        if target.exists():
-            shutil.rmtree(target)  # idempotent: a restarted init container starts clean
-        return write_model(repository, model, config_text, files, version)
+        for served in served_versions(config, version):
+            target = repository / model / str(served)
+            if target.exists():
+                shutil.rmtree(target)  # idempotent: a restarted init container starts clean
+            write_model(repository, model, config_text, files, served)
+        return repository / model
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Used by the ModelDeployment builders (`builders.serving.ServingParams.pod_spec`)
   loading only its model, with strict readiness, metrics (GPU metrics on GPU pods) and the
   model-repository / shared-memory HTTP and gRPC APIs restricted behind a header whose value
   only the pod knows (its own UID, or a Secret when the operator needs to call them);
-- gets its repository from an init container that runs the operator image's own fetcher
+- gets its repository from an init container that runs the Jobs image's fetcher
   (`python -m stt_operator.triton.materialize`: pinned digest, size limit, safe unpacking)
   into an emptyDir, or points Triton at a native cloud repository (`s3://`, `gs://`, `as://`);
 - requests `nvidia.com/gpu` (requests = limits), selects GPU nodes and tolerates their taint;
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
-from stt_operator.settings import DEFAULT_OPERATOR_IMAGE, DEFAULT_TRITON_IMAGE
+from stt_operator.settings import DEFAULT_JOBS_IMAGE, DEFAULT_TRITON_IMAGE
 
 REPOSITORY_MOUNT = "/models"
 CONFIG_MOUNT = "/config"
@@ -44,7 +44,7 @@ class TritonPodParams:
     credentials_secret: str | None = None  # Secret with s3/gs/http credentials (mounted as files)
     native_repository: bool = False  # let Triton read s3:// / gs:// itself (no init container)
     image: str = DEFAULT_TRITON_IMAGE
-    fetcher_image: str = DEFAULT_OPERATOR_IMAGE
+    fetcher_image: str = DEFAULT_JOBS_IMAGE
     gpus: int = 1
     cpu: str | None = None
     memory: str | None = None
@@ -157,7 +157,7 @@ def _fetch_init_container(p: TritonPodParams) -> dict[str, Any]:
     return {
         "name": "fetch-model",
         "image": p.fetcher_image,
-        "command": command,  # the operator image's entrypoint is `stt-operator`
+        "command": command,  # the image's entrypoint is `stt-operator`
         "args": args,
         "volumeMounts": mounts,
         "securityContext": {**_security_context(), "readOnlyRootFilesystem": True},

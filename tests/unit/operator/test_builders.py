@@ -207,3 +207,39 @@ def test_kubectl_stt_tables():
         },
     }
     assert status_rows([md], all_namespaces=False) == [["ModelDeployment", "asr", "Healthy", "Serving", "ok"]]
+
+
+def test_endpoint_port_reaches_services_and_route():
+    from stt_operator.builders.revision import serving_params
+    from stt_operator.builders.routing import endpoint_service
+    from stt_operator.builders.serving import triton_service
+    from stt_operator.experiments.objects import endpoint_route
+
+    model = {"metadata": {"name": "m"}, "spec": {"source": {"uri": "file:///m"}}}
+    p = serving_params(
+        deployment_name="asr",
+        namespace="ns",
+        revision=Revision("m", "d"),
+        role="stable",
+        model=model,
+        replicas=1,
+        resources_override=None,
+        triton_image="t:1",
+        operator_image="j:1",
+        owner=None,
+        http_port=8080,
+    )
+    ports = {x["name"]: x for x in triton_service(p)["spec"]["ports"]}
+    # Clients use the endpoint's port; the container keeps Triton's own (named) port.
+    assert ports["http"] == {"name": "http", "port": 8080, "targetPort": "http"}
+    assert ports["grpc"]["port"] == 8001
+    svc = {x["name"]: x for x in endpoint_service("asr", "ns", None, 8080)["spec"]["ports"]}
+    assert svc["http"] == {"name": "http", "port": 8080, "targetPort": 8000}
+    md = {
+        "metadata": {"name": "asr", "namespace": "ns", "uid": "u"},
+        "apiVersion": "stt.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "spec": {"endpoint": {"port": 8080}},
+    }
+    refs = endpoint_route(md, {"asr-m-1": 100})["spec"]["rules"][0]["backendRefs"]
+    assert [r["port"] for r in refs] == [8080]

@@ -81,6 +81,25 @@ def test_materialize_single_file_with_pinned_digest(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "1").iterdir()) == ["model.onnx"]
 
 
+def test_materialize_writes_every_version_a_specific_policy_serves(tmp_path: Path) -> None:
+    from stt_operator.triton.spec import LatestPolicy, SpecificPolicy, VersionPolicy
+
+    artifact = tmp_path / "asr.onnx"
+    artifact.write_bytes(b"onnx bytes")
+    specific = TritonSpec(version_policy=VersionPolicy(specific=SpecificPolicy(versions=[3, 2])))
+    config = render_config_pbtxt("asr", specific, IO, model_format="onnx")
+    out = materialize(f"file://{artifact}", "asr", config, tmp_path / "models")
+    # Triton reports the model ready only when every listed version loads.
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["2", "3"]
+    assert (out / "3" / "model.onnx").read_bytes() == b"onnx bytes"
+    latest = TritonSpec(version_policy=VersionPolicy(latest=LatestPolicy(num_versions=2)))
+    config = render_config_pbtxt("asr", latest, IO, model_format="onnx")
+    out = materialize(f"file://{artifact}", "asr", config, tmp_path / "latest")
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["1"]
+    # Nothing but the model is left in the repository (the download's scratch directory is gone).
+    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["asr"]
+
+
 def test_materialize_unpacks_an_archive(tmp_path: Path) -> None:
     pkg = tmp_path / "pkg" / "sphinx"
     pkg.mkdir(parents=True)
