@@ -27,7 +27,18 @@ class OperatorSettings(BaseModel):
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     triton_image: str = DEFAULT_TRITON_IMAGE
     operator_image: str = DEFAULT_OPERATOR_IMAGE
-    reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="longest wait between looks at a rollout or A/B test in flight"
+    )
+    workers: int = Field(8, ge=1, le=64, description="reconciles running at the same time")
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="after SIGTERM the process exits within this, whatever the apiserver does"
+    )
+    peering_lifetime_s: int = Field(
+        20, ge=5, description="HA: a replica that stops renewing is presumed dead after this"
+    )
+    log_burst: int = Field(20, ge=1, description="log lines of one kind allowed per log_period_s")
+    log_period_s: float = Field(60.0, gt=0)
     revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)
     analytics_retention: str = Field("7d", pattern=r"^[0-9]+[smhdwy]$", description="PromQL window")

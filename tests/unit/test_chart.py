@@ -196,6 +196,8 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
         "config.defaultABTestDuration=36h",
         "--set",
         "config.reconcileIntervalSeconds=2.5",
+        "--set",
+        "terminationGracePeriodSeconds=40",
     )
     path = tmp_path / "config.yaml"
     path.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
@@ -205,6 +207,11 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert settings.max_concurrent_abtests == 7
     assert settings.default_abtest_duration == "36h"
     assert settings.reconcile_interval_s == 2.5
+    # SIGTERM: the operator's own deadline ends before the kubelet's SIGKILL.
+    assert settings.shutdown_timeout_s == 35
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
+    assert settings.workers == values["workers"]
+    assert settings.peering_lifetime_s == values["peeringLifetimeSeconds"]
     assert settings.revision_history_limit == values["revisionHistoryLimit"]
     assert settings.analytics_retention == values["analyticsRetention"]
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
