@@ -104,6 +104,7 @@ def _key_text(key: Hashable) -> str:
     return str(key)
 
 
+_PREFIX = 32
 _VOLATILE = re.compile(r"0x[0-9a-f]+|\d+")
 
 
@@ -116,8 +117,9 @@ class RateLimitFilter(logging.Filter):
     """At most `burst` lines per message shape in any `period` seconds; what is dropped is
     counted and reported on the next line of that shape that gets through.
 
-    A shape is (logger, level, message template with numbers removed), so a storm of one
-    warning from thousands of objects or retries costs `burst` lines a period, not thousands."""
+    A shape is (logger, level, message template with numbers removed; for a message formatted
+    before logging, its first words), so a storm of one warning from thousands of objects,
+    watch streams or retries costs `burst` lines a period, not thousands."""
 
     def __init__(self, burst: int = 20, period: float = 60.0, clock: Any = time.monotonic) -> None:
         super().__init__()
@@ -127,7 +129,10 @@ class RateLimitFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else repr(record.msg)
-        key = (record.name, record.levelno, _shape(template))
+        # Pre-formatted messages (Kopf writes f-strings) carry their URL or object in the text:
+        # their first words are the shape.
+        shape = _shape(template) if record.args else _shape(template)[:_PREFIX]
+        key = (record.name, record.levelno, shape)
         now = self.clock()
         with self._lock:
             window = self._windows.get(key)
@@ -150,7 +155,7 @@ class RateLimitFilter(logging.Filter):
 
 
 def configure_logging(
-    log_format: str, level: int = logging.INFO, burst: int = 20, period: float = 60.0
+    log_format: str, level: int = logging.INFO, burst: int = 10, period: float = 60.0
 ) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RateLimitFilter(burst=burst, period=period))
@@ -165,3 +170,5 @@ def configure_logging(
     # that grows with the object count. Its warnings and errors stay.
     if level > logging.DEBUG:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # urllib3 warns on each connection retry; the reconcile's own failure line says it once.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

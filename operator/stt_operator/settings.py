@@ -37,7 +37,7 @@ class OperatorSettings(BaseModel):
     peering_lifetime_s: int = Field(
         20, ge=5, description="HA: a replica that stops renewing is presumed dead after this"
     )
-    log_burst: int = Field(20, ge=1, description="log lines of one kind allowed per log_period_s")
+    log_burst: int = Field(10, ge=1, description="log lines of one kind allowed per log_period_s")
     log_period_s: float = Field(60.0, gt=0)
     revision_history_limit: int = Field(10, ge=1)
     max_concurrent_abtests: int = Field(5, ge=1)

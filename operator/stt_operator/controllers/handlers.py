@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ConflictError
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
 from stt_operator.controllers import abtest, context, modeldeployment, sttmodel
@@ -77,6 +80,9 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
+    # Kopf gives up on a watch after 8 failed attempts (about a minute) and the operator
+    # stops; an apiserver outage is waited out instead, retrying every 30 s at most.
+    settings.networking.error_backoffs = _Backoffs()
     settings.peering.mandatory = False
     # A SIGKILLed active replica never signs off; the stand-by takes over when its lease ends.
     settings.peering.lifetime = _SETTINGS.peering_lifetime_s
@@ -84,6 +90,14 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.background.cancellation_polling = 1.0
     # Kopf's last resort after SIGTERM; runner.py's own deadline is shorter and exits cleanly.
     settings.process.ultimate_exiting_timeout = _SETTINGS.shutdown_timeout_s + 5
+
+
+class _Backoffs:
+    """Never-ending retry delays, iterable afresh for every request (1, 2, 4, 8, 15, 30, 30, ...)."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 2, 4, 8, 15)
+        yield from itertools.repeat(30)
 
 
 @kopf.on.cleanup()
@@ -138,6 +152,10 @@ def _write_patch(ctx: context.OperatorContext, kind: str, body: Mapping[str, Any
         ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
 
 
+# API and network failures: expected during outages, logged without a traceback.
+_TRANSIENT = (OSError, TimeoutError, urllib3.exceptions.HTTPError, ApiException, DynamicApiError)
+
+
 def _next_delay(requeue: float | None) -> float | None:
     if requeue is None:
         return None  # settled: sleep until woken
@@ -174,7 +192,9 @@ async def _run_loop(
                 continue
             except Exception as exc:  # logged once per change of error, retried with backoff
                 failures += 1
-                _ERRORS.record(key, f"{type(exc).__name__}: {exc}", exc_info=failures == 1)
+                # A traceback only for what looks like a bug, not for an unreachable apiserver.
+                bug = not isinstance(exc, _TRANSIENT)
+                _ERRORS.record(key, f"{type(exc).__name__}: {str(exc)[:300]}", exc_info=bug and failures == 1)
                 delay = min(_MAX_BACKOFF_S, _INTERVAL * 2 ** min(failures, 8))
                 continue
             if failures:

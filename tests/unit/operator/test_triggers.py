@@ -127,6 +127,13 @@ def test_rate_limit_bounds_a_storm_and_reports_what_it_dropped() -> None:
     assert "995 similar lines suppressed" in record.getMessage()
 
 
+def test_rate_limit_groups_preformatted_lines_by_their_first_words() -> None:
+    limit = RateLimitFilter(burst=3, period=60, clock=Clock())
+    urls = [f"https://127.0.0.1:6443/apis/group{i}/v1/things?watch=true" for i in range(50)]
+    lines = [_record(f"Request attempt #4/9 failed; will retry: GET {u} -> refused") for u in urls]
+    assert sum(limit.filter(r) for r in lines) == 3
+
+
 def test_object_state_log_writes_once_per_state_change(caplog) -> None:
     logger = logging.getLogger("test.state")
     states = ObjectStateLog(logger)
