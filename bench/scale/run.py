@@ -131,13 +131,55 @@ class RouteWatcher(threading.Thread):
                 ):
                     obj = event["object"]
                     key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-                    self.first_seen.setdefault(key, time.monotonic())
+                    self.first_seen.setdefault(key, time.time())
                     refs = obj["spec"]["rules"][0]["backendRefs"]
                     self.weights[key] = sum(r["weight"] for r in refs if "model-b" in r["name"])
                     if self.stop.is_set():
                         break
             except Exception:  # a watch timeout or a reconnect
                 time.sleep(0.5)
+
+
+def _ts(value: str | None) -> float | None:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def where_the_time_goes(
+    kube: Kube, created: dict[tuple[str, str], float], routed: dict[tuple[str, str], float]
+) -> dict[str, Any]:
+    """Split create → routed per endpoint: the operator creating the Deployment, the cluster
+    (controller manager, scheduler, kwok) making it Available, the operator routing to it.
+    Kubernetes timestamps have 1 s resolution."""
+    parts: dict[str, list[float]] = {
+        "to_deployment": [],
+        "deployment_to_available": [],
+        "available_to_route": [],
+    }
+    for d in kube.list("apps/v1", "Deployment", None, None):
+        labels = d["metadata"].get("labels") or {}
+        key = (d["metadata"]["namespace"], labels.get("stt.dev/model-deployment", ""))
+        if key not in created or key not in routed:
+            continue
+        made = _ts(d["metadata"].get("creationTimestamp"))
+        available = next(
+            (
+                _ts(c.get("lastTransitionTime"))
+                for c in (d.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Available" and c.get("status") == "True"
+            ),
+            None,
+        )
+        if made is None or available is None or available > routed[key] + 1:
+            continue  # a later revision's Deployment
+        parts["to_deployment"].append(made - created[key])
+        parts["deployment_to_available"].append(available - made)
+        parts["available_to_route"].append(routed[key] - available)
+    return {
+        k: {"n": len(v), "p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
+        for k, v in parts.items()
+    }
 
 
 def list_mds(kube: Kube) -> list[dict[str, Any]]:
@@ -153,6 +195,23 @@ def wait_all(kube: Kube, predicate: Any, count: int, timeout: float, every: floa
     return None
 
 
+def raise_controller_rate_limits() -> None:
+    """The controller manager's client is limited to 20 requests/s by default (the scheduler's
+    to 50), sized for small clusters; at thousands of Deployments that limit, not the operator,
+    sets the pace. Real clusters of that size raise it; so does this bench (--controller-qps)."""
+    import stt_harness.cluster as cluster_mod
+
+    base = cluster_mod.controller_manager_args
+
+    def with_qps(lay: Any, port: int) -> list[str]:
+        return [*base(lay, port), f"--kube-api-qps={QPS}", f"--kube-api-burst={2 * QPS}"]
+
+    cluster_mod.controller_manager_args = with_qps  # type: ignore[assignment]
+
+
+QPS = 20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,11 +222,20 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=200)
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--analytics-interval", type=float, default=86400.0)
+    parser.add_argument(
+        "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
+    )
+    parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     tools = ensure_tools()
     n = args.endpoints
+    if args.controller_qps:
+        global QPS
+        QPS = args.controller_qps
+        raise_controller_rate_limits()
     with LocalCluster(nodes=1, crd_paths=default_crd_paths(tools, repo_root()), tools_dir=tools) as cluster:
         api = cluster.api_client()
         core = CoreV1Api(api)
@@ -185,6 +253,9 @@ def main() -> None:
             cluster.kubeconfig,
             reconcile_interval_s=10.0,  # the default
             namespaces=["scale-*"],
+            # No Prometheus here: the STTModel analytics refresh is kept out of the figures
+            # (with no Prometheus configured it is off; see RESULTS.md).
+            extra_args=["--analytics-interval", str(args.analytics_interval), *args.operator_arg],
         ).start()
         assert op.process is not None
         sampler = ProcSampler(op.process.pid)
@@ -210,8 +281,9 @@ def main() -> None:
         def create(obj: dict[str, Any]) -> None:
             kube.apply(obj)
             if obj["kind"] == "ModelDeployment":
-                created[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.monotonic()
+                created[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
 
+        print(f"creating {len(objects)} objects at {args.rate}/s", flush=True)
         t_start = time.monotonic()
         futures = []
         for k, obj in enumerate(objects):
@@ -223,12 +295,14 @@ def main() -> None:
         for f in futures:
             f.result()
         t_created = time.monotonic()
+        print(f"created in {t_created - t_start:.1f}s; waiting for all Healthy", flush=True)
         t_healthy = wait_all(
             kube, lambda md: (md.get("status") or {}).get("phase") == "Healthy", n, args.timeout
         )
         t_burst_end = time.monotonic()
         latencies = [routes.first_seen[key] - t for key, t in created.items() if key in routes.first_seen]
         burst = sampler.window(t_start, t_burst_end)
+        stages = where_the_time_goes(kube, created, routes.first_seen)
         api1 = apiserver_metrics(cluster)
         op1 = op.metrics()
 
@@ -240,6 +314,7 @@ def main() -> None:
         idle = sampler.window(t_idle, time.monotonic())
         op_idle1 = op.metrics()
 
+        print(f"idle: {idle}", flush=True)
         # -- simultaneous canaries ----------------------------------------------------------------
         m = min(args.canaries, n)
         steps = [
@@ -310,7 +385,16 @@ def main() -> None:
             "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
             "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
             "operator": burst,
+            "stages_s": stages,
             "reconciles": rec_burst,
+            "reconcile_mean_s": round(
+                (
+                    metric_sum(op1, "stt_operator_reconcile_duration_seconds_sum")
+                    - metric_sum(op0, "stt_operator_reconcile_duration_seconds_sum")
+                )
+                / max(1, rec_burst),
+                3,
+            ),
             "operator_api_calls_per_reconcile": round((calls(op1) - calls(op0)) / max(1, rec_burst), 2),
             "apiserver_requests_all_clients": all_requests,
             "apiserver_requests_per_endpoint_all_clients": round(all_requests / n, 1),
@@ -331,6 +415,7 @@ def main() -> None:
             "reconciles": reconciles(op2) - reconciles(op_idle1),
         },
         "operator_log_lines_total": log_lines,
+        "load_average_at_end": os.getloadavg(),
     }
     text = json.dumps(result, indent=2)
     print(text)

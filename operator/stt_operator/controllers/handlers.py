@@ -143,13 +143,15 @@ def reconcile_now(key: Key) -> float | None:
 def _write_patch(ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch) -> None:
     meta = body["metadata"]
     resource = ctx.kube.resource(API, kind)
+    # Metadata first (a consumed promote/abort annotation goes), then the status that records
+    # what was done: whoever sees the new status sees the request consumed.
+    main = {k: v for k, v in patch.items() if k != "status" and v}
+    if main:
+        ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
     if patch.get("status"):
         ctx.kube.merge_patch(
             resource, meta["name"], meta["namespace"], {"status": patch["status"]}, status=True
         )
-    main = {k: v for k, v in patch.items() if k != "status" and v}
-    if main:
-        ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
 
 
 # API and network failures: expected during outages, logged without a traceback.
