@@ -252,7 +252,7 @@ def main() -> None:
         op = OperatorProcess(
             cluster.kubeconfig,
             reconcile_interval_s=10.0,  # the default
-            namespaces=["scale-*"],
+            namespaces=[],  # every namespace, as the chart does by default
             # No Prometheus here: the STTModel analytics refresh is kept out of the figures
             # (with no Prometheus configured it is off; see RESULTS.md).
             extra_args=["--analytics-interval", str(args.analytics_interval), *args.operator_arg],

@@ -77,9 +77,9 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
-    settings.networking.request_timeout = 30
-    settings.networking.connect_timeout = 10
+    # No connect timeouts of our own: under load a TLS handshake with a busy apiserver can take
+    # longer than any short one, and failing it only adds handshakes. Shutdown is bounded by
+    # `begin_shutdown`'s deadline instead.
     # Kopf gives up on a watch after 8 failed attempts (about a minute) and the operator
     # stops; an apiserver outage is waited out instead, retrying every 30 s at most.
     settings.networking.error_backoffs = _Backoffs()
