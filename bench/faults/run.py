@@ -70,10 +70,12 @@ def main() -> None:
                     extra_args=["--prometheus-url", prometheus.url, "--shutdown-timeout", "5"],
                 )
                 t0 = time.monotonic()
-                op.start()
+                op.start(timeout=300)
                 start_s = time.monotonic() - t0
                 try:
-                    report = rollout_under_kills(kube, op, ns, strategy, args.kills, rng, timeout=240)
+                    report = rollout_under_kills(
+                        kube, op, ns, strategy, args.kills, rng, timeout=600, start_timeout=300
+                    )
                 finally:
                     op.stop()
                     if feed:

@@ -243,7 +243,9 @@ def main() -> None:
         # Room for every pod: big kwok nodes (each pod asks one GPU).
         per_node = 1000
         for i in range((n + args.canaries) // per_node + 1):
-            core.create_node(fake_node(f"kwok-big-{i}", gpus=per_node, pods=per_node + 10))
+            core.create_node(
+                fake_node(f"kwok-big-{i}", gpus=per_node, cpu="10000", memory="64Ti", pods=per_node + 10)
+            )
         namespaces = [f"scale-{i}" for i in range(args.namespaces)]
         for ns in namespaces:
             core.create_namespace({"metadata": {"name": ns}})

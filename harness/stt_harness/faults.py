@@ -298,6 +298,7 @@ def rollout_under_kills(
     kills: int,
     rng: random.Random,
     timeout: float = 150.0,
+    start_timeout: float = 60.0,
 ) -> KillReport:
     """model-a stable, then spec.model → model-b; SIGKILL the operator `kills` times at random
     moments of the rollout (0.3 to 4 s apart), restarting it each time; poll invariants throughout."""
@@ -325,7 +326,7 @@ def rollout_under_kills(
         sigkill(op)
         done += 1
         watch.poll()
-        op.start()
+        op.start(timeout=start_timeout)
     md = watch.until(
         lambda md: converged(kube, namespace, md),
         timeout=timeout,
