@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s")
     parser.add_argument("--analytics-interval", type=float, dest="analytics_interval_s")
     parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--workers", type=int, help="reconciles running at the same time (default 8)")
+    parser.add_argument("--workers", type=int, help="reconciles running at the same time (default 32)")
     parser.add_argument(
         "--peering-lifetime",
         type=int,

@@ -30,7 +30,9 @@ class OperatorSettings(BaseModel):
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="longest wait between looks at a rollout or A/B test in flight"
     )
-    workers: int = Field(8, ge=1, le=64, description="reconciles running at the same time")
+    workers: int = Field(
+        32, ge=1, le=128, description="reconciles running at the same time (they wait on API calls)"
+    )
     shutdown_timeout_s: float = Field(
         20.0, gt=0, description="after SIGTERM the process exits within this, whatever the apiserver does"
     )

@@ -22,9 +22,14 @@ from stt_operator.observability import API_CALLS
 log = logging.getLogger(__name__)
 
 
-def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path)."""
+def load_api_client(kubeconfig: str | None = None, pool_size: int | None = None) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path).
+
+    `pool_size`: keep-alive connections to the apiserver; one per concurrent reconcile, or
+    each call past the pool opens (and TLS-handshakes) a fresh connection."""
     configuration = k8s.Configuration()
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except k8s_config.ConfigException:
