@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -41,6 +44,20 @@ def record_route(namespace: str, endpoint: str, weights: Mapping[str, int]) -> N
     _routed[key] = set(weights)
 
 
+WAKEUPS = Counter(
+    "stt_operator_wakeups_total", "Reconciles asked for by a watch event (not by a timer)", ["kind"]
+)
+API_CALLS = Counter(
+    "stt_operator_api_calls_total", "Kubernetes API calls made by the reconcilers", ["verb", "kind"]
+)
+CONFLICTS = Counter(
+    "stt_operator_conflicts_total", "Optimistic writes refused with 409 Conflict, then retried", ["kind"]
+)
+LOG_LINES_SUPPRESSED = Counter(
+    "stt_operator_log_lines_suppressed_total", "Log lines dropped by the rate limit", ["logger"]
+)
+
+
 @contextmanager
 def track_reconcile(kind: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -71,8 +88,96 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(log_format: str, level: int = logging.INFO) -> None:
+class ObjectStateLog:
+    """Log an object's error state once per change (a new kind of error, or recovery), not once
+    per retry: an outage of hours logs one line per object, not one per attempt."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._state: dict[Hashable, str] = {}
+        self._lock = threading.Lock()
+
+    def record(self, key: Hashable, error: str | None, exc_info: bool = False) -> bool:
+        """`error` None = healthy. Returns whether a line was written."""
+        shape = None if error is None else _shape(error)
+        with self._lock:
+            before = self._state.get(key)
+            if shape == before:
+                return False
+            if shape is None:
+                del self._state[key]
+            else:
+                self._state[key] = shape
+        if error is None:
+            self.logger.info("%s: reconciling again after errors", _key_text(key))
+        else:
+            self.logger.warning(
+                "%s: reconcile failed, retrying with backoff: %s", _key_text(key), error, exc_info=exc_info
+            )
+        return True
+
+
+def _key_text(key: Hashable) -> str:
+    if isinstance(key, tuple) and len(key) == 3:
+        return f"{key[0]} {key[1]}/{key[2]}"
+    return str(key)
+
+
+_PREFIX = 32
+_VOLATILE = re.compile(r"0x[0-9a-f]+|\d+")
+
+
+def _shape(text: str) -> str:
+    """A message with its numbers (ports, counts, addresses, durations) taken out."""
+    return _VOLATILE.sub("#", text)[:160]
+
+
+class RateLimitFilter(logging.Filter):
+    """At most `burst` lines per message shape in any `period` seconds; what is dropped is
+    counted and reported on the next line of that shape that gets through.
+
+    A shape is (logger, level, message template with numbers removed; for a message formatted
+    before logging, its first words), so a storm of one warning from thousands of objects,
+    watch streams or retries costs `burst` lines a period, not thousands."""
+
+    def __init__(self, burst: int = 20, period: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.period, self.clock = burst, period, clock
+        self._windows: dict[tuple[str, int, str], list[float]] = {}  # shape -> [start, count, dropped]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = record.msg if isinstance(record.msg, str) else repr(record.msg)
+        # Pre-formatted messages (Kopf writes f-strings) carry their URL or object in the text:
+        # their first words are the shape.
+        shape = _shape(template) if record.args else _shape(template)[:_PREFIX]
+        key = (record.name, record.levelno, shape)
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or now - window[0] >= self.period:
+                dropped = int(window[2]) if window else 0
+                window = self._windows[key] = [now, 0.0, 0.0]
+                if len(self._windows) > 10_000:  # shapes are code-defined; guard anyway
+                    self._windows = {key: window}
+            else:
+                dropped = 0
+            if window[1] >= self.burst:
+                window[2] += 1
+                LOG_LINES_SUPPRESSED.labels(record.name).inc()
+                return False
+            window[1] += 1
+        if dropped:
+            record.msg = f"{record.getMessage()} [{dropped} similar lines suppressed]"
+            record.args = None
+        return True
+
+
+def configure_logging(
+    log_format: str, level: int = logging.INFO, burst: int = 10, period: float = 60.0
+) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RateLimitFilter(burst=burst, period=period))
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -80,3 +185,9 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Kopf writes an INFO line per handler run ("... succeeded"), per object and event: noise
+    # that grows with the object count. Its warnings and errors stay.
+    if level > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # urllib3 warns on each connection retry; the reconcile's own failure line says it once.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

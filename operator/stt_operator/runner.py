@@ -41,6 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s")
     parser.add_argument("--analytics-interval", type=float, dest="analytics_interval_s")
     parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--workers", type=int, help="reconciles running at the same time (default 32)")
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        dest="peering_lifetime_s",
+        help="HA: seconds after which a replica that stopped renewing its peering is presumed dead",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        dest="shutdown_timeout_s",
+        help="after SIGTERM, exit within this many seconds whatever the apiserver does (default 20)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,8 +71,11 @@ def main(args: argparse.Namespace) -> int:
         reconcile_interval_s=args.reconcile_interval_s,
         analytics_interval_s=args.analytics_interval_s,
         log_format=args.log_format,
+        workers=args.workers,
+        shutdown_timeout_s=args.shutdown_timeout_s,
+        peering_lifetime_s=args.peering_lifetime_s,
     )
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, burst=settings.log_burst, period=settings.log_period_s)
     if args.kubeconfig:
         # Before kopf or the kubernetes client are imported: the client reads KUBECONFIG into
         # its default path at import time, and Kopf's login uses that default.
@@ -87,14 +103,23 @@ def main(args: argparse.Namespace) -> int:
     )
     # Kopf pauses every replica whose priority equals another's, so HA replicas must differ.
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            standalone=settings.peering is None,
-            peering_name=settings.peering,
-            priority=priority,
-            liveness_endpoint=liveness,
+    code = 0
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=settings.peering is None,
+                peering_name=settings.peering,
+                priority=priority,
+                liveness_endpoint=liveness,
+            )
         )
-    )
-    return 0
+    except BaseException:
+        log.exception("the operator stopped with an error")
+        code = 1
+    log.info("stt-operator stopped")
+    # Exit now: a reconcile thread still blocked on an unreachable apiserver would otherwise
+    # hold the interpreter's exit (it joins worker threads) past the pod's grace period.
+    logging.shutdown()
+    os._exit(code)

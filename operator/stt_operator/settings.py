@@ -71,7 +71,20 @@ class OperatorSettings(BaseModel):
     serving_placement: Placement = Field(
         default_factory=Placement, description="node selector / tolerations added to Triton pods"
     )
-    reconcile_interval_s: float = Field(10.0, gt=0, description="how often rollouts are re-checked")
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="longest wait between looks at a rollout or A/B test in flight"
+    )
+    workers: int = Field(
+        32, ge=1, le=128, description="reconciles running at the same time (they wait on API calls)"
+    )
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="after SIGTERM the process exits within this, whatever the apiserver does"
+    )
+    peering_lifetime_s: int = Field(
+        20, ge=5, description="HA: a replica that stops renewing is presumed dead after this"
+    )
+    log_burst: int = Field(10, ge=1, description="log lines of one kind allowed per log_period_s")
+    log_period_s: float = Field(60.0, gt=0)
     max_concurrent_abtests: int = Field(5, ge=1)
     analytics_window: str = Field(
         "7d",

@@ -206,6 +206,8 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
         "config.reconcileIntervalSeconds=2.5",
         "--set-json",
         'config.jobsPlacement={"nodeSelector":{"pool":"jobs"},"tolerations":[{"key":"k","operator":"Exists"}]}',
+        "--set",
+        "terminationGracePeriodSeconds=40",
     )
     path = tmp_path / "config.yaml"
     path.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
@@ -216,6 +218,11 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert settings.analytics_window == "3d"
     assert settings.reconcile_interval_s == 2.5
     assert "revisionHistoryLimit" not in values and "defaultABTestDuration" not in values  # did nothing
+    # SIGTERM: the operator's own deadline ends before the kubelet's SIGKILL.
+    assert settings.shutdown_timeout_s == 35
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
+    assert settings.workers == values["workers"]
+    assert settings.peering_lifetime_s == values["peeringLifetimeSeconds"]
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
     assert settings.jobs_placement.node_selector == {"pool": "jobs"}
     assert settings.jobs_placement.tolerations == [{"key": "k", "operator": "Exists"}]

@@ -190,24 +190,26 @@ def _patch_md(ctx: OperatorContext, name: str, namespace: str, body: dict[str, A
 
 def reconcile(
     body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext, *, deleting: bool = False
-) -> None:
+) -> float | None:
+    """Returns when to look again (seconds), or None when only a change elsewhere matters."""
     writer = StatusWriter(body)
     with track_reconcile("ABTest"):
         try:
             abt = ABTest.from_body(body)
         except SpecError as exc:
             if deleting:
-                return
+                return None
             message = str(exc)
             writer.condition("Ready", "False", "InvalidSpec", message)
             writer.set(phase="Failed")
             if writer.changed("Ready"):
                 writer.event("Warning", "InvalidSpec", message)
             writer.commit(patch)
-            return
-        _reconcile_valid(abt, body, patch, writer, ctx, deleting)
+            return None
+        requeue = _reconcile_valid(abt, body, patch, writer, ctx, deleting)
         if not deleting:
             writer.commit(patch)
+    return requeue
 
 
 def _reconcile_valid(
@@ -217,7 +219,7 @@ def _reconcile_valid(
     writer: StatusWriter,
     ctx: OperatorContext,
     deleting: bool,
-) -> None:
+) -> float | None:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = abt.spec
@@ -260,6 +262,7 @@ def _reconcile_valid(
     writer.set(**plan.status)
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)
+    return plan.requeue_after
 
 
 def _execute(

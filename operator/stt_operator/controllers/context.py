@@ -24,7 +24,8 @@ _current: OperatorContext | None = None
 
 def configure(settings: OperatorSettings, kubeconfig: str | None = None) -> OperatorContext:
     global _current
-    _current = OperatorContext(settings=settings, kube=Kube(load_api_client(kubeconfig)))
+    client = load_api_client(kubeconfig, pool_size=settings.workers + 4)
+    _current = OperatorContext(settings=settings, kube=Kube(client))
     notify.configure(settings.notifications)  # webhook senders, off without receivers
     # Import for the side effect of registering handlers, after the context exists.
     from stt_operator.controllers import handlers  # noqa: F401

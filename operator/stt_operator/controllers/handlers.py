@@ -1,21 +1,67 @@
-"""Kopf registrations. Each handler is a thin shell: lock the object, call its reconciler.
+"""Kopf registrations: when each reconciler runs. The reconcilers themselves are level-triggered
+pure-ish functions (observe → plan → apply); this module only decides *when*.
 
-Change handlers (create/update/resume) give a fast reaction to spec edits; a timer re-checks
-the world (Deployments becoming Available, models becoming Ready) because those changes happen
-on other objects. The reconcilers are level-triggered, so it does not matter which one fires.
+No polling: each STTModel, ModelDeployment and ABTest has one waiting loop (a Kopf daemon) that
+reconciles when it starts (creation, or operator start/resume), when a watch event wakes it
+(`triggers.py`: its own spec or control annotations, an owned Deployment/Job/route changing,
+a referenced model or endpoint changing), and when its planner's `requeue_after` is due (pause
+durations, analysis intervals, scale-down delays), never later than `reconcile_interval_s`
+while something is in flight. A settled object costs nothing until something changes.
+
+Daemons are Kopf's, so peering (HA stand-by) and shutdown stop them; the loops are async and
+exit at once when stopped, the reconcile they may be running is given `_CANCEL_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import itertools
+import logging
+import os
 import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
 from stt_operator.controllers import abtest, context, modeldeployment, sttmodel
+from stt_operator.controllers.triggers import (
+    TRIGGERS,
+    Key,
+    Waker,
+    child_fingerprint,
+    dependency_fingerprint,
+    own_fingerprint,
+    stt_owner,
+)
+from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog
 
-_INTERVAL = context.current().settings.reconcile_interval_s
+log = logging.getLogger(__name__)
+
+_SETTINGS = context.current().settings
+_INTERVAL = _SETTINGS.reconcile_interval_s
+_CANCEL_TIMEOUT_S = 2.0
+_MAX_BACKOFF_S = 60.0
+API = f"{API_GROUP}/{API_VERSION}"
+PLURALS = {"STTModel": "sttmodels", "ModelDeployment": "modeldeployments", "ABTest": "abtests"}
+
+# Sync reconcilers run here, bounded; the pool is never joined at exit (runner.py exits hard
+# once Kopf has stopped, so a call hanging on a dead apiserver cannot hold the process).
+_EXECUTOR = ThreadPoolExecutor(max_workers=_SETTINGS.workers, thread_name_prefix="reconcile")
+_LOCKS: dict[Key, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+_ERRORS = ObjectStateLog(log)
+
+
+def _lock(key: Key) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 @kopf.on.startup()
@@ -26,84 +72,235 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
-    settings.posting.level = 20  # INFO and above become Kubernetes Events
+    # Only warnings become Kubernetes Events by themselves; the reconcilers post their own
+    # Events on transitions. (INFO would post one per handler run: an API write each.)
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 60
+    # No connect timeouts of our own: under load a TLS handshake with a busy apiserver can take
+    # longer than any short one, and failing it only adds handshakes. Shutdown is bounded by
+    # `begin_shutdown`'s deadline instead.
+    # Kopf gives up on a watch after 8 failed attempts (about a minute) and the operator
+    # stops; an apiserver outage is waited out instead, retrying every 30 s at most.
+    settings.networking.error_backoffs = _Backoffs()
     settings.peering.mandatory = False
-    # Our handlers are sync; a small pool keeps concurrent reconciles bounded.
-    settings.execution.max_workers = 8
+    # A SIGKILLed active replica never signs off; the stand-by takes over when its lease ends.
+    settings.peering.lifetime = _SETTINGS.peering_lifetime_s
+    settings.execution.max_workers = _SETTINGS.workers
+    settings.background.cancellation_polling = 1.0
+    # Kopf's last resort after SIGTERM; runner.py's own deadline is shorter and exits cleanly.
+    settings.process.ultimate_exiting_timeout = _SETTINGS.shutdown_timeout_s + 5
 
 
-def _locked(memo: kopf.Memo) -> threading.Lock:
-    return memo.setdefault("reconcile_lock", threading.Lock())
+class _Backoffs:
+    """Never-ending retry delays, iterable afresh for every request (1, 2, 4, 8, 15, 30, 30, ...)."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 2, 4, 8, 15)
+        yield from itertools.repeat(30)
 
 
-# --- STTModel -------------------------------------------------------------------------------------
+@kopf.on.cleanup()
+def begin_shutdown(**_: Any) -> None:
+    """Kopf is stopping (SIGTERM, or peering): stop taking work and set a deadline that holds
+    even if the apiserver never answers again (peering sign-off, patches in flight)."""
+    _EXECUTOR.shutdown(wait=False, cancel_futures=True)
+    deadline = threading.Timer(_SETTINGS.shutdown_timeout_s, _exit_now)
+    deadline.daemon = True
+    deadline.start()
 
 
-@kopf.on.create(API_GROUP, API_VERSION, "sttmodels")
-@kopf.on.update(API_GROUP, API_VERSION, "sttmodels", field="spec")
-@kopf.on.resume(API_GROUP, API_VERSION, "sttmodels")
-def sttmodel_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        sttmodel.reconcile(body, patch, context.current())
+def _exit_now() -> None:
+    log.warning("shutdown not finished after %.0fs; exiting now", _SETTINGS.shutdown_timeout_s)
+    logging.shutdown()
+    os._exit(0)
 
 
-@kopf.timer(API_GROUP, API_VERSION, "sttmodels", interval=_INTERVAL * 3, initial_delay=_INTERVAL)
-def sttmodel_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        sttmodel.reconcile(body, patch, context.current())
+# --- one reconcile, outside Kopf's handler machinery -----------------------------------------------
+
+Reconciler = Callable[[Mapping[str, Any], kopf.Patch, context.OperatorContext], float | None]
+_RECONCILERS: dict[str, Reconciler] = {
+    "STTModel": sttmodel.reconcile,
+    "ModelDeployment": modeldeployment.reconcile,
+    "ABTest": abtest.reconcile,
+}
+
+
+def reconcile_now(key: Key) -> float | None:
+    """Read the object fresh, reconcile it, write its patch. Returns the planner's requeue."""
+    kind, namespace, name = key
+    ctx = context.current()
+    with _lock(key):
+        body = ctx.kube.get(API, kind, name, namespace)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # gone, or Kopf's deletion handling owns it now
+        patch = kopf.Patch()
+        requeue = _RECONCILERS[kind](body, patch, ctx)
+        _write_patch(ctx, kind, body, patch)
+    return requeue
+
+
+def _write_patch(ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch) -> None:
+    meta = body["metadata"]
+    resource = ctx.kube.resource(API, kind)
+    # Metadata first (a consumed promote/abort annotation goes), then the status that records
+    # what was done: whoever sees the new status sees the request consumed.
+    main = {k: v for k, v in patch.items() if k != "status" and v}
+    if main:
+        ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
+    if patch.get("status"):
+        ctx.kube.merge_patch(
+            resource, meta["name"], meta["namespace"], {"status": patch["status"]}, status=True
+        )
+
+
+# API and network failures: expected during outages, logged without a traceback.
+_TRANSIENT = (OSError, TimeoutError, urllib3.exceptions.HTTPError, ApiException, DynamicApiError)
+
+
+def _next_delay(requeue: float | None) -> float | None:
+    if requeue is None:
+        return None  # settled: sleep until woken
+    return max(0.2, min(float(requeue), _INTERVAL))
+
+
+async def _run_loop(
+    kind: str, stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str
+) -> None:
+    key: Key = (kind, namespace, name)
+    loop = asyncio.get_running_loop()
+    waker = Waker(loop, body=body)
+    TRIGGERS.register(key, waker)
+    stop = asyncio.ensure_future(stopped.wait())
+    delay: float | None = 0.0
+    failures = 0
+    try:
+        while not stopped:
+            if delay is None or delay > 0:
+                woken = asyncio.ensure_future(waker.event.wait())
+                await asyncio.wait({woken, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+            if stopped:
+                break
+            waker.event.clear()
+            try:
+                requeue = await loop.run_in_executor(
+                    _EXECUTOR, contextvars.copy_context().run, reconcile_now, key
+                )
+            except kopf.TemporaryError as exc:  # e.g. a 409 on an optimistic write: look again soon
+                if isinstance(exc.__cause__, ConflictError):
+                    CONFLICTS.labels(kind).inc()
+                delay = float(exc.delay or _INTERVAL)
+                continue
+            except Exception as exc:  # logged once per change of error, retried with backoff
+                failures += 1
+                # A traceback only for what looks like a bug, not for an unreachable apiserver.
+                bug = not isinstance(exc, _TRANSIENT)
+                _ERRORS.record(key, f"{type(exc).__name__}: {str(exc)[:300]}", exc_info=bug and failures == 1)
+                delay = min(_MAX_BACKOFF_S, _INTERVAL * 2 ** min(failures, 8))
+                continue
+            if failures:
+                _ERRORS.record(key, None)
+            failures = 0
+            delay = _next_delay(requeue)
+    finally:
+        stop.cancel()
+        TRIGGERS.unregister(key, waker)
+
+
+def _daemon(kind: str) -> None:
+    async def loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+        await _run_loop(kind, stopped, body, name, namespace)
+
+    handler_id = f"{PLURALS[kind]}_loop"
+    kopf.daemon(API_GROUP, API_VERSION, PLURALS[kind], id=handler_id, cancellation_timeout=_CANCEL_TIMEOUT_S)(
+        loop
+    )
+
+
+for _kind in PLURALS:
+    _daemon(_kind)
+
+
+# --- wake-ups from watch events ---------------------------------------------------------------------
+
+
+def _wake(key: Key) -> None:
+    if TRIGGERS.wake(key):
+        WAKEUPS.labels(key[0]).inc()
+
+
+def _on_own_event(kind: str) -> None:
+    async def on_event(
+        event: Mapping[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any
+    ) -> None:
+        uid = body.get("metadata", {}).get("uid", "")
+        if event.get("type") == "DELETED":
+            TRIGGERS.forget(uid)
+            for dependent in TRIGGERS.dependents(kind, namespace, name):
+                _wake(dependent)
+            return
+        # A first sighting wakes nobody: a new object's loop starts awake, and so does every
+        # loop after an operator restart.
+        if TRIGGERS.observe(uid, "own", own_fingerprint(body)) == "changed":
+            _wake((kind, namespace, name))
+        if TRIGGERS.observe(uid, "dependency", dependency_fingerprint(kind, body)) == "changed":
+            for dependent in TRIGGERS.dependents(kind, namespace, name):
+                _wake(dependent)
+
+    kopf.on.event(API_GROUP, API_VERSION, PLURALS[kind], id=f"{PLURALS[kind]}_event")(on_event)
+
+
+for _kind in PLURALS:
+    _on_own_event(_kind)
+
+
+def _owned(body: kopf.Body, **_: Any) -> bool:
+    return stt_owner(body) is not None
+
+
+def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
+    async def on_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        owner = stt_owner(body)
+        if owner is None:
+            return
+        uid = body.get("metadata", {}).get("uid", "")
+        if event.get("type") == "DELETED":
+            TRIGGERS.forget(uid)
+            _wake(owner)
+        elif TRIGGERS.observe(uid, "child", child_fingerprint(kind, body)) == "changed":
+            _wake(owner)
+
+    kopf.on.event(group, version, plural, id=f"owned_{plural}_event", when=_owned)(on_event)
+
+
+_on_child_event("apps", "v1", "deployments", "Deployment")
+_on_child_event("batch", "v1", "jobs", "Job")
+_on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+_on_child_event("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+
+
+# --- STTModel analytics (a slow, time-driven refresh) ---------------------------------------------
 
 
 @kopf.timer(
     API_GROUP,
     API_VERSION,
     "sttmodels",
-    interval=context.current().settings.analytics_interval_s,
+    interval=_SETTINGS.analytics_interval_s,
     initial_delay=_INTERVAL,
 )
 def sttmodel_analytics(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     sttmodel.refresh_analytics(body, patch, context.current())
 
 
-# --- ModelDeployment -------------------------------------------------------------------------------
-
-
-@kopf.on.create(API_GROUP, API_VERSION, "modeldeployments")
-@kopf.on.update(API_GROUP, API_VERSION, "modeldeployments", field="spec")
-@kopf.on.resume(API_GROUP, API_VERSION, "modeldeployments")
-def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        modeldeployment.reconcile(body, patch, context.current())
-
-
-@kopf.timer(API_GROUP, API_VERSION, "modeldeployments", interval=_INTERVAL)
-def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        modeldeployment.reconcile(body, patch, context.current())
-
-
-# --- ABTest ---------------------------------------------------------------------------------------
-
-
-@kopf.on.create(API_GROUP, API_VERSION, "abtests")
-@kopf.on.update(API_GROUP, API_VERSION, "abtests", field="spec")
-@kopf.on.resume(API_GROUP, API_VERSION, "abtests")
-def abtest_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        abtest.reconcile(body, patch, context.current())
-
-
-@kopf.timer(API_GROUP, API_VERSION, "abtests", interval=_INTERVAL, initial_delay=_INTERVAL)
-def abtest_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with _locked(memo):
-        abtest.reconcile(body, patch, context.current())
+# --- ABTest deletion -------------------------------------------------------------------------------
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, "abtests")
-def abtest_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def abtest_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     # Give the endpoint back (route to its stable revision, release the hold) before the
     # ABTest's owned variants are garbage-collected.
-    with _locked(memo):
+    meta = body["metadata"]
+    with _lock(("ABTest", meta["namespace"], meta["name"])):
         abtest.reconcile(body, patch, context.current(), deleting=True)

@@ -106,7 +106,8 @@ def _wait(writer: StatusWriter, reason: str, message: str, phase: str, warning: 
         writer.event("Warning" if warning else "Normal", reason, message)
 
 
-def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> None:
+def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> float | None:
+    """Returns when to look again (seconds), or None when only a change elsewhere matters."""
     writer = StatusWriter(body)
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -116,8 +117,8 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
         except SpecError as exc:
             _wait(writer, "InvalidSpec", str(exc), "Failed", warning=True)
             writer.commit(patch)
-            return
-        _reconcile_valid(md, body, patch, writer, ctx, name, namespace)
+            return None
+        requeue = _reconcile_valid(md, body, patch, writer, ctx, name, namespace)
         phase = writer.fields.get("phase", (body.get("status") or {}).get("phase"))
         in_flight = phase in ("Progressing", "Paused")
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
@@ -126,6 +127,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
         if any(e.reason == "RolledBack" for e in writer.events):
             ROLLBACKS.labels(namespace, name).inc()
         writer.commit(patch)
+    return requeue
 
 
 def run_analysis(
@@ -251,7 +253,7 @@ def _reconcile_valid(
     ctx: OperatorContext,
     name: str,
     namespace: str,
-) -> None:
+) -> float | None:
     spec = md.spec
     body = _history_requests(ctx, spec, body, patch, writer, namespace)
     if spec.model is not None:
@@ -259,24 +261,24 @@ def _reconcile_valid(
     else:
         selected = _select(ctx, spec, body, writer, namespace)
         if selected is None:
-            return
+            return None  # a new or changed STTModel wakes this endpoint
         model_name = selected
     # What Git declares, next to stableModel (what serves): they differ while a rollout runs.
     writer.set(declaredModel=model_name)
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
     if model is None:
         _wait(writer, "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending")
-        return
+        return None
     if _condition(model, "Validated").get("status") == "False":
         message = (
             f"STTModel {model_name} failed validation: {_condition(model, 'Validated').get('message', '')}"
         )
         _wait(writer, "ModelFailedValidation", message, "Failed", warning=True)
-        return
+        return None
     if _condition(model, "Ready").get("status") != "True":
         reason = _condition(model, "Ready").get("message") or "not reconciled yet"
         _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
-        return
+        return None
     desired = Revision(model_name, model_digest(model))
     annotations = body["metadata"].get("annotations") or {}
     # An ABTest takes the route with an annotation; status.heldBy shows it to people.
@@ -378,6 +380,7 @@ def _reconcile_valid(
         writer.event(event.type, event.reason, event.message)
     evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
     _sync_evaluator(ctx, body, spec, {**status, **plan.status}, model, evaluator_found)
+    return plan.requeue_after
 
 
 def _write_ratio_endpoint(

@@ -33,7 +33,9 @@ STTMODEL_API = "stt.dev/v1alpha1"
 _EVENT = {"validate": ("ValidationStarted", "Validating"), "quantize": ("QuantizationStarted", "Quantizing")}
 
 
-def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> None:
+def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> float | None:
+    """Returns when to look again: a running Job reports through watch events, this is only a
+    backstop; a settled model waits for a change."""
     writer = StatusWriter(body)
     with track_reconcile("STTModel"):
         try:
@@ -44,10 +46,14 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             if writer.changed("Ready"):
                 writer.event("Warning", "InvalidSpec", str(exc))
             writer.commit(patch)
-            return
+            return None
         if _render(body, model, writer, ctx):
             _validate_and_quantize(body, model, writer, ctx)
         writer.commit(patch)
+    running = any(
+        c.get("status") == "Unknown" for c in writer.conditions if c.get("type") in ("Validated", "Quantized")
+    )
+    return ctx.settings.reconcile_interval_s * 3 if running else None
 
 
 def _render(body: Mapping[str, Any], model: STTModel, writer: StatusWriter, ctx: OperatorContext) -> bool:

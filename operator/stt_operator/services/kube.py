@@ -17,13 +17,19 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from stt_operator.builders.common import FIELD_MANAGER
+from stt_operator.observability import API_CALLS
 
 log = logging.getLogger(__name__)
 
 
-def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path)."""
+def load_api_client(kubeconfig: str | None = None, pool_size: int | None = None) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path).
+
+    `pool_size`: keep-alive connections to the apiserver; one per concurrent reconcile, or
+    each call past the pool opens (and TLS-handshakes) a fresh connection."""
     configuration = k8s.Configuration()
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except k8s_config.ConfigException:
@@ -31,9 +37,15 @@ def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
+# (connect, read) seconds for every call: a hung apiserver must not hang a reconcile (or the
+# operator's shutdown) for ever.
+REQUEST_TIMEOUT = (10, 30)
+
+
 class Kube:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api_client = api_client
+        self.timeout = REQUEST_TIMEOUT
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()
 
@@ -43,6 +55,25 @@ class Kube:
             if self._dynamic is None:
                 self._dynamic = DynamicClient(self.api_client)
             return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        return self._resource(api_version, kind)
+
+    def merge_patch(
+        self, resource: Any, name: str, namespace: str | None, body: Mapping[str, Any], status: bool = False
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object (or of its status subresource)."""
+        API_CALLS.labels("patch", resource.kind).inc()
+        target = resource.subresources["status"] if status else resource
+        result = self.dynamic.patch(
+            target,
+            body=dict(body),
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            _request_timeout=self.timeout,
+        )
+        return result.to_dict()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         try:
@@ -54,6 +85,7 @@ class Kube:
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        API_CALLS.labels("apply", manifest["kind"]).inc()
         meta = manifest["metadata"]
         result = self.dynamic.server_side_apply(
             resource,
@@ -62,13 +94,15 @@ class Kube:
             namespace=meta.get("namespace"),
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
+            _request_timeout=self.timeout,
         )
         return result.to_dict()
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
+        API_CALLS.labels("get", kind).inc()
         try:
-            return resource.get(name=name, namespace=namespace).to_dict()
+            return resource.get(name=name, namespace=namespace, _request_timeout=self.timeout).to_dict()
         except NotFoundError:
             return None
 
@@ -80,20 +114,29 @@ class Kube:
         label_selector: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
+        API_CALLS.labels("list", kind).inc()
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
-        return resource.get(namespace=namespace, label_selector=selector).to_dict().get("items", [])
+        items = resource.get(namespace=namespace, label_selector=selector, _request_timeout=self.timeout)
+        return items.to_dict().get("items", [])
 
     def scale(self, name: str, namespace: str, replicas: int) -> None:
         """Set a Deployment's replicas through its scale subresource (leaves the rest alone)."""
+        API_CALLS.labels("patch", "Deployment/scale").inc()
         k8s.AppsV1Api(self.api_client).patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": replicas}}
+            name, namespace, {"spec": {"replicas": replicas}}, _request_timeout=self.timeout
         )
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         """Delete with background propagation; False when it was already gone."""
         resource = self._resource(api_version, kind)
+        API_CALLS.labels("delete", kind).inc()
         try:
-            resource.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+            resource.delete(
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": "Background"},
+                _request_timeout=self.timeout,
+            )
         except NotFoundError:
             return False
         return True

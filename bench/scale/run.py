@@ -1,0 +1,429 @@
+"""Scale: many STTModels and ModelDeployments on one operator, then simultaneous canaries.
+
+    nice -n 10 python bench/scale/run.py --endpoints 1000 --namespaces 10 --rate 20 \
+        --canaries 200 --idle 60 --json bench/scale/results.json
+
+Everything is real except the nodes: a local control plane (etcd, kube-apiserver, controller
+manager, scheduler) with kwok nodes that have room for every pod, and the operator process
+(`stt-operator run`, default settings apart from the namespaces it watches). STTModels have
+validation off (no Jobs), ModelDeployments are Immediate with one replica each.
+
+Phases:
+1. burst: `--endpoints` STTModels and as many ModelDeployments across `--namespaces`, created at
+   a steady `--rate` objects per second (models and endpoints interleaved);
+   create → route applied = from the ModelDeployment's create call returning to the first
+   watch event of its HTTPRoute; time until all Healthy;
+2. idle: `--idle` seconds with nothing changing: operator CPU and RSS, reconciles and API calls;
+3. canaries: `--canaries` endpoints switched to a second model at once with a Canary strategy
+   (20 % → pause 5 s → 50 % → pause 5 s → promote), time until all are promoted.
+
+Operator CPU and RSS come from /proc of its process; API calls from its own
+`stt_operator_api_calls_total` (the reconcilers' calls; Kopf's watches and finalizer patches are
+not in it) and, for every client together, the apiserver's `apiserver_request_total`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kubernetes import watch as k8s_watch
+from kubernetes.client import CoreV1Api, CustomObjectsApi
+
+from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, repo_root
+from stt_harness.operator import OperatorProcess
+from stt_harness.resources import API, model_deployment, stt_model
+from stt_operator.services.kube import Kube
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ProcSampler(threading.Thread):
+    """CPU seconds and RSS of one process, sampled every second."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float, int]] = []  # (t, cpu seconds, rss bytes)
+        self.stop = threading.Event()
+
+    def read(self) -> tuple[float, int]:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        return cpu, rss
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                cpu, rss = self.read()
+            except OSError:
+                return
+            self.samples.append((time.monotonic(), cpu, rss))
+            self.stop.wait(1.0)
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return {}
+        cpu = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        return {
+            "cpu_cores": round(cpu, 3),
+            "rss_mb_max": round(max(s[2] for s in inside) / 2**20, 1),
+            "rss_mb_end": round(inside[-1][2] / 2**20, 1),
+        }
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def apiserver_metrics(cluster: LocalCluster) -> str:
+    import ssl
+
+    lay = cluster.layout
+    ctx = ssl.create_default_context(cafile=str(lay.cert("ca")))
+    ctx.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
+    with urllib.request.urlopen(f"{cluster.server}/metrics", context=ctx, timeout=30) as r:
+        return r.read().decode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class RouteWatcher(threading.Thread):
+    """First time each HTTPRoute was seen (and the canary weights seen per route)."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(daemon=True)
+        self.custom = CustomObjectsApi(api)
+        self.first_seen: dict[tuple[str, str], float] = {}
+        self.weights: dict[tuple[str, str], int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            w = k8s_watch.Watch()
+            try:
+                for event in w.stream(
+                    self.custom.list_cluster_custom_object,
+                    "gateway.networking.k8s.io",
+                    "v1",
+                    "httproutes",
+                    timeout_seconds=30,
+                ):
+                    obj = event["object"]
+                    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                    self.first_seen.setdefault(key, time.time())
+                    refs = obj["spec"]["rules"][0]["backendRefs"]
+                    self.weights[key] = sum(r["weight"] for r in refs if "model-b" in r["name"])
+                    if self.stop.is_set():
+                        break
+            except Exception:  # a watch timeout or a reconnect
+                time.sleep(0.5)
+
+
+def _ts(value: str | None) -> float | None:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def where_the_time_goes(
+    kube: Kube, created: dict[tuple[str, str], float], routed: dict[tuple[str, str], float]
+) -> dict[str, Any]:
+    """Split create → routed per endpoint: the operator creating the Deployment, the cluster
+    (controller manager, scheduler, kwok) making it Available, the operator routing to it.
+    Kubernetes timestamps have 1 s resolution."""
+    parts: dict[str, list[float]] = {
+        "to_deployment": [],
+        "deployment_to_available": [],
+        "available_to_route": [],
+    }
+    for d in kube.list("apps/v1", "Deployment", None, None):
+        labels = d["metadata"].get("labels") or {}
+        key = (d["metadata"]["namespace"], labels.get("stt.dev/model-deployment", ""))
+        if key not in created or key not in routed:
+            continue
+        made = _ts(d["metadata"].get("creationTimestamp"))
+        available = next(
+            (
+                _ts(c.get("lastTransitionTime"))
+                for c in (d.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Available" and c.get("status") == "True"
+            ),
+            None,
+        )
+        if made is None or available is None or available > routed[key] + 1:
+            continue  # a later revision's Deployment
+        parts["to_deployment"].append(made - created[key])
+        parts["deployment_to_available"].append(available - made)
+        parts["available_to_route"].append(routed[key] - available)
+    return {
+        k: {"n": len(v), "p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
+        for k, v in parts.items()
+    }
+
+
+def list_mds(kube: Kube) -> list[dict[str, Any]]:
+    return kube.list(API, "ModelDeployment", None)
+
+
+def wait_all(kube: Kube, predicate: Any, count: int, timeout: float, every: float = 2.0) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if sum(1 for md in list_mds(kube) if predicate(md)) >= count:
+            return time.monotonic()
+        time.sleep(every)
+    return None
+
+
+def raise_controller_rate_limits() -> None:
+    """The controller manager's client is limited to 20 requests/s by default (the scheduler's
+    to 50), sized for small clusters; at thousands of Deployments that limit, not the operator,
+    sets the pace. Real clusters of that size raise it; so does this bench (--controller-qps)."""
+    import stt_harness.cluster as cluster_mod
+
+    base = cluster_mod.controller_manager_args
+
+    def with_qps(lay: Any, port: int) -> list[str]:
+        return [*base(lay, port), f"--kube-api-qps={QPS}", f"--kube-api-burst={2 * QPS}"]
+
+    cluster_mod.controller_manager_args = with_qps  # type: ignore[assignment]
+
+
+QPS = 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=20.0, help="objects created per second")
+    parser.add_argument("--canaries", type=int, default=200)
+    parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--analytics-interval", type=float, default=86400.0)
+    parser.add_argument(
+        "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
+    )
+    parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    tools = ensure_tools()
+    n = args.endpoints
+    if args.controller_qps:
+        global QPS
+        QPS = args.controller_qps
+        raise_controller_rate_limits()
+    with LocalCluster(nodes=1, crd_paths=default_crd_paths(tools, repo_root()), tools_dir=tools) as cluster:
+        api = cluster.api_client()
+        core = CoreV1Api(api)
+        kube = Kube(api)
+        # Room for every pod: big kwok nodes (each pod asks one GPU).
+        per_node = 1000
+        for i in range((n + args.canaries) // per_node + 1):
+            core.create_node(
+                fake_node(f"kwok-big-{i}", gpus=per_node, cpu="10000", memory="64Ti", pods=per_node + 10)
+            )
+        namespaces = [f"scale-{i}" for i in range(args.namespaces)]
+        for ns in namespaces:
+            core.create_namespace({"metadata": {"name": ns}})
+        time.sleep(3)  # the ServiceAccount controller makes `default` in each
+
+        op = OperatorProcess(
+            cluster.kubeconfig,
+            reconcile_interval_s=10.0,  # the default
+            namespaces=[],  # every namespace, as the chart does by default
+            # No Prometheus here: the STTModel analytics refresh is kept out of the figures
+            # (with no Prometheus configured it is off; see RESULTS.md).
+            extra_args=["--analytics-interval", str(args.analytics_interval), *args.operator_arg],
+        ).start()
+        assert op.process is not None
+        sampler = ProcSampler(op.process.pid)
+        sampler.start()
+        routes = RouteWatcher(api)
+        routes.start()
+        time.sleep(5)
+        idle0 = time.monotonic()
+        time.sleep(10)
+        empty = sampler.window(idle0, time.monotonic())
+        api0 = apiserver_metrics(cluster)
+        op0 = op.metrics()
+
+        # -- burst ------------------------------------------------------------------------------
+        created: dict[tuple[str, str], float] = {}
+        objects: list[dict[str, Any]] = []
+        for i in range(n):
+            ns = namespaces[i % len(namespaces)]
+            objects.append(stt_model(f"m{i}-a", ns))
+            objects.append(model_deployment(f"e{i}", ns, f"m{i}-a"))
+        pool = ThreadPoolExecutor(max_workers=8)
+
+        def create(obj: dict[str, Any]) -> None:
+            kube.apply(obj)
+            if obj["kind"] == "ModelDeployment":
+                created[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
+
+        print(f"creating {len(objects)} objects at {args.rate}/s", flush=True)
+        t_start = time.monotonic()
+        futures = []
+        for k, obj in enumerate(objects):
+            due = t_start + k / args.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(create, obj))
+        for f in futures:
+            f.result()
+        t_created = time.monotonic()
+        print(f"created in {t_created - t_start:.1f}s; waiting for all Healthy", flush=True)
+        t_healthy = wait_all(
+            kube, lambda md: (md.get("status") or {}).get("phase") == "Healthy", n, args.timeout
+        )
+        t_burst_end = time.monotonic()
+        latencies = [routes.first_seen[key] - t for key, t in created.items() if key in routes.first_seen]
+        burst = sampler.window(t_start, t_burst_end)
+        stages = where_the_time_goes(kube, created, routes.first_seen)
+        api1 = apiserver_metrics(cluster)
+        op1 = op.metrics()
+
+        # -- idle -------------------------------------------------------------------------------
+        time.sleep(5)
+        t_idle = time.monotonic()
+        op_idle0 = op.metrics()
+        time.sleep(args.idle)
+        idle = sampler.window(t_idle, time.monotonic())
+        op_idle1 = op.metrics()
+
+        print(f"idle: {idle}", flush=True)
+        # -- simultaneous canaries ----------------------------------------------------------------
+        m = min(args.canaries, n)
+        steps = [
+            {"setWeight": 20},
+            {"pause": {"duration": "5s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "5s"}},
+        ]
+        for i in range(m):
+            ns = namespaces[i % len(namespaces)]
+            model_b = stt_model(f"m{i}-b", ns)
+            model_b["metadata"]["name"] = f"m{i}-b"
+            pool.submit(kube.apply, model_b)
+        pool.shutdown(wait=True)
+        pool = ThreadPoolExecutor(max_workers=8)
+        time.sleep(2)
+        t_canary = time.monotonic()
+        for i in range(m):
+            ns = namespaces[i % len(namespaces)]
+            md = model_deployment(f"e{i}", ns, f"m{i}-b")
+            md["spec"]["strategy"] = {"type": "Canary", "canary": {"steps": steps}}
+            pool.submit(kube.apply, md)
+        pool.shutdown(wait=True)
+        t_canary_sent = time.monotonic()
+        t_promoted = wait_all(
+            kube,
+            lambda md: (
+                (md.get("status") or {}).get("stableModel", "").endswith("-b")
+                and md["status"].get("phase") == "Healthy"
+            ),
+            m,
+            args.timeout,
+        )
+        canary = sampler.window(t_canary, time.monotonic())
+        op2 = op.metrics()
+        routes.stop.set()
+        sampler.stop.set()
+        op.stop(grace=30)
+        log_lines = len(op.log_path.read_text(errors="replace").splitlines())
+
+    def reconciles(text: str) -> float:
+        return metric_sum(text, "stt_operator_reconciles_total")
+
+    def calls(text: str) -> float:
+        return metric_sum(text, "stt_operator_api_calls_total")
+
+    rec_burst = reconciles(op1) - reconciles(op0)
+    all_requests = metric_sum(api1, "apiserver_request_total") - metric_sum(api0, "apiserver_request_total")
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "operator_empty": empty,
+        "burst": {
+            "objects": 2 * n,
+            "create_seconds": round(t_created - t_start, 1),
+            "achieved_rate_per_s": round(2 * n / (t_created - t_start), 1),
+            "route_latency_s": {
+                "n": len(latencies),
+                "p50": round(percentile(latencies, 50), 3),
+                "p99": round(percentile(latencies, 99), 3),
+                "max": round(max(latencies), 3) if latencies else None,
+                "mean": round(statistics.fmean(latencies), 3) if latencies else None,
+            },
+            "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
+            "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
+            "operator": burst,
+            "stages_s": stages,
+            "reconciles": rec_burst,
+            "reconcile_mean_s": round(
+                (
+                    metric_sum(op1, "stt_operator_reconcile_duration_seconds_sum")
+                    - metric_sum(op0, "stt_operator_reconcile_duration_seconds_sum")
+                )
+                / max(1, rec_burst),
+                3,
+            ),
+            "operator_api_calls_per_reconcile": round((calls(op1) - calls(op0)) / max(1, rec_burst), 2),
+            "apiserver_requests_all_clients": all_requests,
+            "apiserver_requests_per_endpoint_all_clients": round(all_requests / n, 1),
+            "wakeups": metric_sum(op1, "stt_operator_wakeups_total")
+            - metric_sum(op0, "stt_operator_wakeups_total"),
+        },
+        "idle": {
+            "seconds": args.idle,
+            "operator": idle,
+            "reconciles": reconciles(op_idle1) - reconciles(op_idle0),
+            "api_calls": calls(op_idle1) - calls(op_idle0),
+        },
+        "canaries": {
+            "count": m,
+            "sent_seconds": round(t_canary_sent - t_canary, 1),
+            "all_promoted_after_s": round(t_promoted - t_canary, 1) if t_promoted else None,
+            "operator": canary,
+            "reconciles": reconciles(op2) - reconciles(op_idle1),
+        },
+        "operator_log_lines_total": log_lines,
+        "load_average_at_end": os.getloadavg(),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""When to reconcile: wake-ups instead of polling.
+
+Each STTModel, ModelDeployment and ABTest has one waiting loop (a Kopf daemon, see
+`handlers.py`) that sleeps until it is woken or its planner's `requeue_after` is due. Wake-ups
+come from watch events, filtered by a fingerprint so that an event which changes nothing the
+reconciler reads (our own status patch, a resync) wakes nobody:
+
+- the object's own spec generation or control annotations (hold, promote, abort);
+- an owned Deployment, Job, HTTPRoute, EndpointSlice or Service changing what matters
+  (availability, replicas, completion, deletion);
+- a referenced object: an STTModel's readiness or digest wakes the ModelDeployments and
+  ABTests that name it, a ModelDeployment's stable revision wakes the ABTests on it.
+
+Pure bookkeeping, no API calls: the only state is in memory and is rebuilt from watch events
+after a restart (every loop reconciles once when it starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stt_operator import API_GROUP
+from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+STT_KINDS = ("STTModel", "ModelDeployment", "ABTest")
+# Annotations a person or an ABTest sets to steer a ModelDeployment (rollout.common); the
+# others (Kopf's bookkeeping, the ABTest's p-value state) are written by us and wake nobody.
+CONTROL_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_HELD_BY)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _control_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
+    annotations = meta.get("annotations") or {}
+    return {k: annotations[k] for k in CONTROL_ANNOTATIONS if k in annotations}
+
+
+def own_fingerprint(body: Mapping[str, Any]) -> str:
+    """What of an stt.dev object's own metadata/spec makes its reconciler act differently."""
+    meta = body.get("metadata") or {}
+    return _digest([meta.get("generation"), _control_annotations(meta), bool(meta.get("deletionTimestamp"))])
+
+
+def dependency_fingerprint(kind: str, body: Mapping[str, Any]) -> str | None:
+    """What other objects' reconcilers read of this one (None: nobody depends on it)."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    if kind == "STTModel":
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        return _digest(
+            [
+                meta.get("generation"),
+                conditions.get("Ready"),
+                conditions.get("Validated"),
+                (status.get("artifact") or {}).get("digest"),
+                status.get("validation"),  # measured WER/latency: what selectors rank by
+                meta.get("labels"),
+            ]
+        )
+    if kind == "ModelDeployment":
+        return _digest(
+            [
+                status.get("stableRevision"),
+                status.get("stableModel"),
+                status.get("canaryRevision"),
+                status.get("phase"),
+                (meta.get("annotations") or {}).get(ANNOTATION_HELD_BY),
+            ]
+        )
+    return None
+
+
+def child_fingerprint(kind: str, body: Mapping[str, Any]) -> str:
+    """What of an owned object the owner's reconciler reads. Deployments and Jobs: readiness
+    and completion; everything else only matters when it disappears."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    deleting = bool(meta.get("deletionTimestamp"))
+    if kind == "Deployment":
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        return _digest(
+            [
+                (body.get("spec") or {}).get("replicas"),
+                status.get("availableReplicas"),
+                status.get("readyReplicas"),
+                status.get("updatedReplicas"),
+                status.get("observedGeneration") == meta.get("generation"),
+                conditions.get("Available"),
+                deleting,
+            ]
+        )
+    if kind == "Job":
+        conditions = sorted(
+            (c.get("type"), c.get("status")) for c in status.get("conditions") or [] if c.get("type")
+        )
+        return _digest([status.get("succeeded"), status.get("failed"), conditions, deleting])
+    return _digest([deleting])
+
+
+def stt_owner(body: Mapping[str, Any]) -> Key | None:
+    """The stt.dev object that controls this one, if any."""
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if str(ref.get("apiVersion", "")).startswith(f"{API_GROUP}/") and ref.get("kind") in STT_KINDS:
+            return (ref["kind"], meta.get("namespace") or "", ref["name"])
+    return None
+
+
+@dataclass
+class Waker:
+    """One object's wake-up signal, set from the event loop (or thread-safely from a worker)."""
+
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    body: Mapping[str, Any] = field(default_factory=dict)  # Kopf's live view of the object
+
+    def wake(self) -> None:
+        self.loop.call_soon_threadsafe(self.event.set)
+
+
+class Triggers:
+    """Registry of the waiting loops and the last fingerprints seen, per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakers: dict[Key, Waker] = {}
+        self._seen: dict[str, dict[str, str]] = {}  # uid -> purpose -> fingerprint
+        self.wakeups = 0  # for the operator's metrics and tests
+
+    # -- loops --------------------------------------------------------------------------------
+
+    def register(self, key: Key, waker: Waker) -> None:
+        with self._lock:
+            self._wakers[key] = waker
+
+    def unregister(self, key: Key, waker: Waker) -> None:
+        with self._lock:
+            if self._wakers.get(key) is waker:
+                del self._wakers[key]
+
+    def wake(self, key: Key) -> bool:
+        with self._lock:
+            waker = self._wakers.get(key)
+        if waker is None:
+            return False  # not running here (another replica, or not started yet): it starts awake
+        self.wakeups += 1
+        waker.wake()
+        return True
+
+    def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
+        with self._lock:
+            return [(k, w.body) for k, w in self._wakers.items() if k[0] == kind and k[1] == namespace]
+
+    # -- fingerprints ---------------------------------------------------------------------------
+
+    def observe(self, uid: str, purpose: str, fingerprint: str | None) -> str:
+        """Record `fingerprint` for (uid, purpose): "new" (first sighting), "changed" or "same"."""
+        with self._lock:
+            if fingerprint is None:
+                return "same"
+            seen = self._seen.setdefault(uid, {})
+            before = seen.get(purpose)
+            seen[purpose] = fingerprint
+            if before is None:
+                return "new"
+            return "same" if before == fingerprint else "changed"
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._seen.pop(uid, None)
+
+    # -- who depends on whom ---------------------------------------------------------------------
+
+    def dependents(self, kind: str, namespace: str, name: str) -> list[Key]:
+        """The objects whose reconcile reads `kind/name` in `namespace`."""
+        out: list[Key] = []
+        if kind == "STTModel":
+            for key, body in self.bodies("ModelDeployment", namespace):
+                spec = body.get("spec") or {}
+                # The stable model of an endpoint is read too (evaluator, selection history).
+                stable = (body.get("status") or {}).get("stableModel")
+                if name in ((spec.get("model") or {}).get("name"), stable) or spec.get("selector"):
+                    out.append(key)
+            for key, body in self.bodies("ABTest", namespace):
+                variants = (body.get("spec") or {}).get("variants") or []
+                if any((v.get("model") or {}).get("name") == name for v in variants):
+                    out.append(key)
+        elif kind == "ModelDeployment":
+            for key, body in self.bodies("ABTest", namespace):
+                ref = ((body.get("spec") or {}).get("endpoint") or {}).get("modelDeploymentRef") or {}
+                if ref.get("name") == name:
+                    out.append(key)
+        return out
+
+
+TRIGGERS = Triggers()

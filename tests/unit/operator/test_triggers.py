@@ -1,0 +1,147 @@
+"""Wake-up bookkeeping (controllers/triggers.py) and the bounded logging (observability.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from stt_operator.controllers.triggers import (
+    Triggers,
+    Waker,
+    child_fingerprint,
+    dependency_fingerprint,
+    own_fingerprint,
+    stt_owner,
+)
+from stt_operator.observability import ObjectStateLog, RateLimitFilter
+
+
+def deployment(available: int, generation: int = 1, observed: int = 1) -> dict:
+    return {
+        "metadata": {
+            "name": "asr-x",
+            "namespace": "ns",
+            "uid": "d1",
+            "generation": generation,
+            "ownerReferences": [{"apiVersion": "stt.dev/v1alpha1", "kind": "ModelDeployment", "name": "asr"}],
+            "resourceVersion": "1",
+        },
+        "spec": {"replicas": 1},
+        "status": {"availableReplicas": available, "observedGeneration": observed},
+    }
+
+
+def test_owner_is_the_controlling_stt_object() -> None:
+    assert stt_owner(deployment(0)) == ("ModelDeployment", "ns", "asr")
+    foreign = deployment(0)
+    foreign["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x"}]
+    assert stt_owner(foreign) is None
+
+
+def test_child_fingerprint_ignores_noise_and_sees_availability() -> None:
+    a = deployment(0)
+    b = deployment(0)
+    b["metadata"]["resourceVersion"] = "2"  # a resync or an unrelated field
+    b["metadata"]["annotations"] = {"x": "y"}
+    assert child_fingerprint("Deployment", a) == child_fingerprint("Deployment", b)
+    assert child_fingerprint("Deployment", a) != child_fingerprint("Deployment", deployment(1))
+    # A spec change not yet observed by the controller is not the same state either.
+    assert child_fingerprint("Deployment", a) != child_fingerprint("Deployment", deployment(0, 2, 1))
+
+
+def test_own_fingerprint_sees_spec_and_control_annotations_only() -> None:
+    body = {"metadata": {"generation": 3, "annotations": {"stt.dev/last-handled-configuration": "{}"}}}
+    same = {"metadata": {"generation": 3, "annotations": {"stt.dev/abtest-p-state": "{}"}}}
+    assert own_fingerprint(body) == own_fingerprint(same)
+    promoted = {"metadata": {"generation": 3, "annotations": {"stt.dev/promote": "1"}}}
+    assert own_fingerprint(body) != own_fingerprint(promoted)
+    assert own_fingerprint(body) != own_fingerprint({"metadata": {"generation": 4}})
+
+
+def test_model_dependency_fingerprint_follows_readiness() -> None:
+    model = {"metadata": {"generation": 1}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    ready = {"metadata": {"generation": 1}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    analytics = {**ready, "status": {**ready["status"], "analytics": {"wer": 0.1}}}
+    assert dependency_fingerprint("STTModel", model) != dependency_fingerprint("STTModel", ready)
+    assert dependency_fingerprint("STTModel", ready) == dependency_fingerprint("STTModel", analytics)
+    assert dependency_fingerprint("ABTest", ready) is None
+
+
+def test_observe_reports_new_changed_same() -> None:
+    t = Triggers()
+    assert t.observe("u", "child", "a") == "new"
+    assert t.observe("u", "child", "a") == "same"
+    assert t.observe("u", "child", "b") == "changed"
+    t.forget("u")
+    assert t.observe("u", "child", "b") == "new"
+
+
+def test_wake_sets_the_registered_loop_and_dependents_are_found() -> None:
+    async def scenario() -> None:
+        t = Triggers()
+        loop = asyncio.get_running_loop()
+        md = Waker(loop, body={"spec": {"model": {"name": "m1"}}})
+        other = Waker(loop, body={"spec": {"model": {"name": "m2"}}})
+        ab = Waker(loop, body={"spec": {"endpoint": {"modelDeploymentRef": {"name": "asr"}}, "variants": []}})
+        t.register(("ModelDeployment", "ns", "asr"), md)
+        t.register(("ModelDeployment", "ns", "other"), other)
+        t.register(("ABTest", "ns", "ab"), ab)
+        assert t.dependents("STTModel", "ns", "m1") == [("ModelDeployment", "ns", "asr")]
+        assert t.dependents("ModelDeployment", "ns", "asr") == [("ABTest", "ns", "ab")]
+        assert t.dependents("STTModel", "elsewhere", "m1") == []
+        assert t.wake(("ModelDeployment", "ns", "asr"))
+        await asyncio.sleep(0)
+        assert md.event.is_set() and not other.event.is_set()
+        t.unregister(("ModelDeployment", "ns", "asr"), md)
+        assert not t.wake(("ModelDeployment", "ns", "asr"))
+
+    asyncio.run(scenario())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(msg: str, *args: object, name: str = "kopf.objects") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+
+
+def test_rate_limit_bounds_a_storm_and_reports_what_it_dropped() -> None:
+    clock = Clock()
+    limit = RateLimitFilter(burst=5, period=60, clock=clock)
+    # 1,000 objects failing the same way in one minute: 5 lines get out.
+    passed = [
+        limit.filter(_record("Timer for %s failed: port %d refused", f"ns/obj-{i}", 6443))
+        for i in range(1000)
+    ]
+    assert sum(passed) == 5
+    # Another kind of line has its own budget.
+    assert limit.filter(_record("something else entirely"))
+    clock.now = 61
+    record = _record("Timer for %s failed: port %d refused", "ns/obj-1", 6443)
+    assert limit.filter(record)
+    assert "995 similar lines suppressed" in record.getMessage()
+
+
+def test_rate_limit_groups_preformatted_lines_by_their_first_words() -> None:
+    limit = RateLimitFilter(burst=3, period=60, clock=Clock())
+    urls = [f"https://127.0.0.1:6443/apis/group{i}/v1/things?watch=true" for i in range(50)]
+    lines = [_record(f"Request attempt #4/9 failed; will retry: GET {u} -> refused") for u in urls]
+    assert sum(limit.filter(r) for r in lines) == 3
+
+
+def test_object_state_log_writes_once_per_state_change(caplog) -> None:
+    logger = logging.getLogger("test.state")
+    states = ObjectStateLog(logger)
+    key = ("ModelDeployment", "ns", "asr")
+    with caplog.at_level(logging.INFO, logger="test.state"):
+        written = [states.record(key, f"MaxRetryError: port 6443 attempt {i}") for i in range(50)]
+        assert written.count(True) == 1  # the same error, whatever its attempt number
+        assert states.record(key, "NotFoundError: route gone")  # a different error is news
+        assert states.record(key, None)  # recovery is news
+        assert not states.record(key, None)
+    assert len(caplog.records) == 3
