@@ -7,8 +7,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets.
-APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all
+# Debian packages the tests and demo use: Prometheus, speech synthesis for evaluation sets;
+# the real node's runtime (containerd, runc, CNI plugins, iptables, conntrack), gcc + libc for
+# the pause image, busybox-static for the node's test image.
+APT_PACKAGES := prometheus espeak-ng sox libsox-fmt-all \
+	containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux \
+	gcc libc6-dev busybox-static
 PYTEST_ARGS ?=
 
 .PHONY: help deps tools venv test unit lint format crds crds-check cluster demo operator clean
@@ -56,8 +60,8 @@ crds: venv ## regenerate crds/*.yaml from the API models, and the chart and inst
 crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
-cluster: deps tools venv ## start a local control plane for a person (Ctrl-C stops it)
-	$(PY) -m stt_harness.cluster
+cluster: deps tools venv ## start a local control plane + real node for a person (Ctrl-C stops it)
+	$(PY) -m stt_harness.cluster --real-node
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
 	$(VENV)/bin/stt-demo

@@ -10,6 +10,7 @@
 #   Prometheus Operator ServiceMonitor/PodMonitor/PrometheusRule CRDs from its module.
 #   kwok's stock Stage files (node init + lease heartbeat, pod ready/complete/delete): the kwok
 #   binary ships no default stages, so the local cluster hands these to it with --config.
+#   The local real node (kubelet, kube-proxy, coredns, the pause image): hack/build-node-tools.sh.
 #
 # Go: the installed toolchain (1.26.x) satisfies every `go` directive pinned here, so no
 # toolchain switch is needed (GOTOOLCHAIN=local makes that explicit).
@@ -108,4 +109,6 @@ copy_once "$tools_dir/kwok-stages-$KWOK_VERSION" "$tools_dir/kwok-stages" "sigs.
   kustomize/stage/pod/fast/pod-ready.yaml \
   kustomize/stage/pod/fast/pod-complete.yaml \
   kustomize/stage/pod/fast/pod-delete.yaml
+
+source "$here/build-node-tools.sh"
 echo "$bin"

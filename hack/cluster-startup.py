@@ -1,7 +1,8 @@
 """Measure how long the local control plane takes to start, as the pytest ``cluster`` fixture
-starts it (2 kwok GPU nodes, this checkout's CRDs + Gateway API + Prometheus Operator CRDs).
+starts it (2 kwok GPU nodes, the real node, this checkout's CRDs + Gateway API + Prometheus
+Operator CRDs).
 
-    .venv/bin/python hack/cluster-startup.py [--runs 3]
+    .venv/bin/python hack/cluster-startup.py [--runs 3] [--no-real-node]
 
 Prints each run's per-phase seconds, then the median start and stop times and the load average.
 """
@@ -20,12 +21,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--no-real-node", action="store_true", help="kwok nodes only")
     args = ap.parse_args()
     tools = ensure_tools()
     crds = default_crd_paths(tools, repo_root())
     starts, stops = [], []
     for i in range(args.runs):
-        c = LocalCluster(nodes=args.nodes, crd_paths=crds, tools_dir=tools)
+        c = LocalCluster(nodes=args.nodes, crd_paths=crds, tools_dir=tools, real_node=not args.no_real_node)
         c.start()
         starts.append(c.startup_seconds)
         t0 = time.monotonic()

@@ -8,6 +8,10 @@ Ready. Everything lives in a temporary directory that is removed on exit.
     with LocalCluster(nodes=2, crd_paths=[...]) as c:
         c.kubectl("get", "nodes")
 
+``LocalCluster(real_node=True)`` adds a real node (kubelet + containerd + kube-proxy + CoreDNS,
+``c.real_node``, see ``stt_harness.node``): the apiserver then also listens on the node's
+host-side address so pods and the node reach it, and Services use the node's range.
+
 Run ``python -m stt_harness.cluster`` for a cluster that stays up until Ctrl-C.
 """
 
@@ -32,11 +36,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from stt_harness.node import RealNode, missing_node_prereqs, unmount_all
 
 if TYPE_CHECKING:  # the client library is only needed by api_client()
     from kubernetes.client import ApiClient
@@ -152,17 +158,34 @@ def etcd_args(lay: Layout, client_port: int, peer_port: int) -> list[str]:
     ]
 
 
-def apiserver_args(lay: Layout, port: int, etcd_url: str) -> list[str]:
+def apiserver_args(
+    lay: Layout, port: int, etcd_url: str, service_cidr: str = SERVICE_CIDR, node_host_ip: str | None = None
+) -> list[str]:
+    """``node_host_ip``: a real node's host-side address; the apiserver then listens on every
+    address (the node's namespace reaches the host only there, never through loopback) and
+    advertises it, so the ``kubernetes`` Service sends pods to it."""
+    if node_host_ip:
+        where = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={node_host_ip}",
+            "--endpoint-reconciler-type=lease",
+        ]
+    else:
+        # The kubernetes Service cannot point at a loopback address; nothing here needs it.
+        where = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+        ]
     return [
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        *where,
         f"--secure-port={port}",
         f"--cert-dir={lay.pki}",
         f"--tls-cert-file={lay.cert('apiserver')}",
         f"--tls-private-key-file={lay.key('apiserver')}",
         f"--client-ca-file={lay.cert('ca')}",
         f"--etcd-servers={etcd_url}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={lay.cert('sa-pub')}",
         f"--service-account-signing-key-file={lay.key('sa')}",
@@ -175,8 +198,11 @@ def apiserver_args(lay: Layout, port: int, etcd_url: str) -> list[str]:
         "--requestheader-group-headers=X-Remote-Group",
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         "--allow-privileged=true",
-        # The kubernetes Service cannot point at a loopback address; nothing here needs it.
-        "--endpoint-reconciler-type=none",
+        # kubectl logs/exec/port-forward through the real node's kubelet.
+        f"--kubelet-client-certificate={lay.cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={lay.key('apiserver-kubelet-client')}",
+        # The node's name resolves nowhere; its InternalIP is the address to dial.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--profiling=false",
         "--v=1",
     ]
@@ -196,7 +222,7 @@ def _control_loop_args(lay: Layout, user: str, port: int, cert_dir: str) -> list
     ]
 
 
-def controller_manager_args(lay: Layout, port: int) -> list[str]:
+def controller_manager_args(lay: Layout, port: int, service_cidr: str = SERVICE_CIDR) -> list[str]:
     return [
         *_control_loop_args(lay, "kube-controller-manager", port, "kcm-serving"),
         "--use-service-account-credentials=true",
@@ -204,7 +230,7 @@ def controller_manager_args(lay: Layout, port: int) -> list[str]:
         f"--service-account-private-key-file={lay.key('sa')}",
         f"--cluster-signing-cert-file={lay.cert('ca')}",
         f"--cluster-signing-key-file={lay.key('ca')}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr}",
         "--controllers=*",
         "--profiling=false",
         "--v=1",
@@ -377,7 +403,7 @@ def tail(path: Path, lines: int = 40) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_pki(lay: Layout) -> None:
+def _write_pki(lay: Layout, service_cidr: str = SERVICE_CIDR, extra_ips: Sequence[str] = ()) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -454,7 +480,7 @@ def _write_pki(lay: Layout) -> None:
             )
         )
         if server:
-            service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+            service_ip = next(ipaddress.ip_network(service_cidr).hosts())
             dns = [
                 "localhost",
                 "kubernetes",
@@ -464,6 +490,7 @@ def _write_pki(lay: Layout) -> None:
             ]
             sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
             sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip)]
+            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips]
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         save_key(name, key)
         lay.cert(name).write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
@@ -474,6 +501,10 @@ def _write_pki(lay: Layout) -> None:
     issue("kube-scheduler", name_of("system:kube-scheduler"), server=False)
     # kwok writes node status, leases and pod status for any pod: cluster-admin is the honest fit.
     issue("kwok", name_of("kwok-controller", "system:masters"), server=False)
+    # The apiserver's identity towards kubelets (logs, exec); kubelet's webhook authorizes it.
+    issue(
+        "apiserver-kubelet-client", name_of("kube-apiserver-kubelet-client", "system:masters"), server=False
+    )
 
     sa_key = ec.generate_private_key(ec.SECP256R1())
     save_key("sa", sa_key)
@@ -482,6 +513,42 @@ def _write_pki(lay: Layout) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def issue_client_cert(lay: Layout, name: str, cn: str, org: str | None = None) -> None:
+    """A client certificate ``name`` (CN ``cn``, O ``org``) signed by the cluster CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(lay.cert("ca").read_bytes())
+    ca_key = serialization.load_pem_private_key(lay.key("ca").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    lay.key(name).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    lay.key(name).chmod(0o600)
+    lay.cert(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,6 +580,7 @@ def sweep_stale_dirs(tmp: Path | None = None) -> list[Path]:
         except (OSError, ValueError):
             continue  # not ours, or just being created
         if not _pid_alive(pid):
+            unmount_all([str(d)])  # a real node's kubelet and containerd mounts, if any
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
@@ -591,8 +659,11 @@ class LocalCluster:
     start_timeout: float = 180.0
     keep_dir: bool = False
     workdir: Path | None = None
+    # Start a real node too (``stt_harness.node``); afterwards ``real_node`` is that RealNode.
+    real_node: InitVar[bool] = False
+    real_node_gpus: int = 4
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, real_node: bool) -> None:
         self.bin_dir = self.tools_dir / "bin"
         self.components: list[Component] = []
         self.server = ""
@@ -602,6 +673,8 @@ class LocalCluster:
         self._ssl: ssl.SSLContext | None = None
         self._owns_dir = False
         self._crd_bundles: list[CRDBundle] = []
+        self._want_real_node = real_node
+        self.real_node: RealNode | None = None  # set while a real node runs
 
     # -- public API ----------------------------------------------------------------------
 
@@ -616,8 +689,17 @@ class LocalCluster:
         return self._lay
 
     @property
-    def node_names(self) -> list[str]:
+    def kwok_node_names(self) -> list[str]:
         return [f"kwok-gpu-{i}" for i in range(self.nodes)]
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node: the kwok GPU nodes, then the real node if there is one."""
+        return self.kwok_node_names + ([self.real_node.name] if self.real_node else [])
+
+    @property
+    def service_cidr(self) -> str:
+        return self.real_node.service_cidr if self.real_node else SERVICE_CIDR
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """An environment for subprocesses (kubectl, helm, the operator) that targets this cluster.
@@ -746,6 +828,10 @@ class LocalCluster:
             raise ClusterError(
                 f"tools missing in {self.tools_dir}: {', '.join(missing)}; run hack/build-tools.sh"
             )
+        if self._want_real_node and (missing := missing_node_prereqs(self.bin_dir)):
+            raise ClusterError(
+                f"the real node needs {', '.join(missing)}: run `make deps` and hack/build-tools.sh as root"
+            )
         # Ports are free when picked but another process may bind one before our component does;
         # then start again from scratch on fresh ports.
         for attempt in range(1, 4):
@@ -786,10 +872,15 @@ class LocalCluster:
         self.stop()
 
     def stop(self) -> None:
-        # Reverse order: kwok and controllers first, etcd last, so nothing logs a storm of errors.
+        # Reverse order: the node and controllers first, etcd last, so nothing logs a storm of errors.
         for c in reversed(self.components):
+            if c.name == "containerd" and self.real_node is not None:
+                self.real_node.stop_containers()  # kubelet is already gone: nothing restarts them
             c.stop()
         self.components.clear()
+        if self.real_node is not None:
+            self.real_node.cleanup()
+            self.real_node = None
         if self._lay is not None and self._owns_dir and not self.keep_dir:
             shutil.rmtree(self._lay.root, ignore_errors=True)
 
@@ -797,7 +888,12 @@ class LocalCluster:
 
     def _start_all(self) -> None:
         lay = self.layout
-        _write_pki(lay)
+        node_ip: str | None = None
+        if self._want_real_node:
+            self.real_node = RealNode.allocate()
+            self.real_node.setup_network()
+            node_ip = self.real_node.host_ip
+        _write_pki(lay, self.service_cidr, [node_ip] if node_ip else [])
         self._ssl = ssl.create_default_context(cafile=str(lay.cert("ca")))
         self._ssl.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
 
@@ -822,7 +918,9 @@ class LocalCluster:
             lay.kubeconfig(user).chmod(0o600)
 
         kcm_port, sched_port = free_port(), free_port()
-        kcm = self._launch("kube-controller-manager", controller_manager_args(lay, kcm_port))
+        kcm = self._launch(
+            "kube-controller-manager", controller_manager_args(lay, kcm_port, self.service_cidr)
+        )
         sched = self._launch("kube-scheduler", scheduler_args(lay, sched_port))
         self._write_kwok_config()
         # kwok reads ~/.kwok/kwok.yaml if present; a private HOME keeps a person's settings out.
@@ -830,7 +928,7 @@ class LocalCluster:
         self._launch("kwok", kwok_args(lay), env=kwok_env)
 
         # While the controllers start: register the nodes and hand the CRDs to the apiserver.
-        for name in self.node_names:
+        for name in self.kwok_node_names:
             self._request("POST", "/api/v1/nodes", fake_node(name, gpus=self.gpus_per_node))
         crds = self._apply_bundles(self._crd_bundles)
         phase("nodes+crds applied")
@@ -850,6 +948,49 @@ class LocalCluster:
         phase("default serviceaccount")
         self._wait_crds(crds, self.start_timeout)
         phase("crds served")
+        if self.real_node is not None:
+            self._start_real_node(self.real_node)
+            self.timings.update({f"node: {k}": v for k, v in self.real_node.timings.items()})
+            phase("real node")
+
+    def _start_real_node(self, node: RealNode) -> None:
+        lay = self.layout
+        port = self.server.rsplit(":", 1)[1]
+        node_server = f"https://{node.host_ip}:{port}"  # the namespace reaches the host only there
+        ca_pem = lay.cert("ca").read_bytes()
+
+        def kubeconfig_for(user: str, group: str | None) -> Path:
+            name = user.replace(":", "-")
+            issue_client_cert(lay, name, user, group)
+            doc = kubeconfig_doc(
+                node_server,
+                ca_pem,
+                user,
+                cert_credentials(lay.cert(name).read_bytes(), lay.key(name).read_bytes()),
+            )
+            path = lay.kubeconfig(name)
+            path.write_text(yaml.safe_dump(doc))
+            path.chmod(0o600)
+            return path
+
+        def launch(name: str, argv: list[str]) -> None:
+            comp = Component(name, argv, lay.log(name))
+            self.components.append(comp)
+            comp.start()
+
+        node.start(
+            lay.root / "node",
+            ca=lay.cert("ca"),
+            launch=launch,
+            kubeconfig_for=kubeconfig_for,
+            request=self._request,
+            wait=lambda ok, timeout, what: self._wait(ok, timeout, what),
+            bin_dir=self.bin_dir,
+            pause_tar=self.tools_dir / "images" / "pause.tar",
+            gpus=self.real_node_gpus,
+            timeout=self.start_timeout,
+            image_cache=self.tools_dir.parent / "node-images",
+        )
 
     def _launch(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Component:
         comp = Component(name, [str(self.bin_dir / name), *args], self.layout.log(name), env=env)
@@ -867,7 +1008,10 @@ class LocalCluster:
     def _start_apiserver(self, etcd_url: str) -> None:
         port = free_port()
         self.server = f"https://127.0.0.1:{port}"
-        self._launch("kube-apiserver", apiserver_args(self.layout, port, etcd_url))
+        node_ip = self.real_node.host_ip if self.real_node else None
+        self._launch(
+            "kube-apiserver", apiserver_args(self.layout, port, etcd_url, self.service_cidr, node_ip)
+        )
         self._wait(
             lambda: self._healthy(f"{self.server}/readyz"), self.start_timeout, "kube-apiserver /readyz"
         )
@@ -921,10 +1065,12 @@ class LocalCluster:
         except urllib.error.HTTPError:
             return False
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            f"{self.server}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+            f"{self.server}{path}", data=data, method=method, headers={"Content-Type": content_type}
         )
         try:
             with urllib.request.urlopen(req, timeout=30, context=self._ssl) as r:
@@ -945,7 +1091,7 @@ class LocalCluster:
 
     def _nodes_ready(self) -> bool:
         items = {n["metadata"]["name"]: n for n in self._request("GET", "/api/v1/nodes")["items"]}
-        for name in self.node_names:
+        for name in self.kwok_node_names:
             node = items.get(name)
             if node is None:
                 return False
@@ -1037,6 +1183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="skip the defaults: this checkout's crds/, Gateway API, Prometheus Operator CRDs",
     )
+    ap.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start a real node (kubelet, containerd, kube-proxy, CoreDNS; root + `make deps`)",
+    )
     ap.add_argument("--tools-dir", type=Path, default=None, help="default: $STT_TOOLS_DIR or ~/.cache/...")
     ap.add_argument(
         "--workdir",
@@ -1060,6 +1211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             crd_paths=crds,
             tools_dir=tools_dir,
             workdir=args.workdir,
+            real_node=args.real_node,
         )
         stop = False
 
@@ -1075,6 +1227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kubeconfig: {cluster.kubeconfig}")
             print(f"export KUBECONFIG={cluster.kubeconfig}")
             print(f"export PATH={cluster.bin_dir}:$PATH")
+            if node := cluster.real_node:
+                print(
+                    f"real node {node.name}: pods {node.pod_cidr}, Services {node.service_cidr}, "
+                    f"containerd {node.containerd_socket} (ctr -n k8s.io); pods tolerate "
+                    "stt.dev/real-node and select stt.dev/node=real",
+                    flush=True,
+                )
             print(f"logs: {cluster.layout.root / 'logs'}   (Ctrl-C to stop)", flush=True)
             while not stop:
                 cluster.check_alive()

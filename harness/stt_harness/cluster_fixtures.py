@@ -1,7 +1,9 @@
 """pytest fixtures for a real local Kubernetes control plane (see ``stt_harness.cluster``).
 
-- ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes, this project's CRDs
-  (``crds/``), the Gateway API and Prometheus Operator CRDs. Builds the tools first if needed and
+- ``cluster`` (session): a started ``LocalCluster`` with 2 fake GPU nodes and a real node
+  (``cluster.real_node``, tainted so only pods that tolerate it run there; see
+  ``stt_harness.node``), this project's CRDs (``crds/``), the Gateway API and Prometheus
+  Operator CRDs. Builds the tools first if needed and
   fails loudly if they cannot be built.
 - ``kubeconfig`` (session): path of the admin kubeconfig. Pass it to subprocesses
   (``env=cluster.env()`` or ``KUBECONFIG=...``); nothing sets it in this process's environment.
@@ -36,11 +38,13 @@ def cluster() -> Iterator[LocalCluster]:
     t0 = time.monotonic()
     tools_dir = ensure_tools()
     t_tools = time.monotonic() - t0
-    c = LocalCluster(nodes=2, crd_paths=default_crd_paths(tools_dir, repo_root()), tools_dir=tools_dir)
+    c = LocalCluster(
+        nodes=2, crd_paths=default_crd_paths(tools_dir, repo_root()), tools_dir=tools_dir, real_node=True
+    )
     c.start()
     line = (
         f"local Kubernetes cluster: tools checked in {t_tools:.1f}s, started in {c.startup_seconds:.1f}s "
-        f"({c.server}, {len(c.node_names)} kwok GPU nodes); phases {c.timings}"
+        f"({c.server}, {len(c.kwok_node_names)} kwok GPU nodes + real node); phases {c.timings}"
     )
     log.info(line)
     _startup_report.append(line)

@@ -1,7 +1,9 @@
 """`make demo` (`stt-demo`): the whole product on one machine, with real parts.
 
 Starts a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake
-GPU nodes) built from Go modules, installs the CRDs (this project's, Gateway API's, the
+GPU nodes) and a real node (kubelet + containerd + kube-proxy + CoreDNS, see
+``stt_harness.node``; tainted, so the walk-through below still runs on kwok) built from Go
+modules, installs the CRDs (this project's, Gateway API's, the
 Prometheus Operator's), runs the operator as its own process and the stand-in kubelet for its
 Job pods, then walks through the product:
 
@@ -41,6 +43,7 @@ NAMESPACE = "stt-demo"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=2, help="fake GPU nodes")
+    parser.add_argument("--no-real-node", action="store_true", help="kwok nodes only (no root needed)")
     parser.add_argument("--exit-after", type=float, help="stop after N seconds (for scripted runs)")
 
 
@@ -110,14 +113,21 @@ def _show(cluster: LocalCluster, title: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     tools = ensure_tools()
-    print("starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…")
+    print(
+        "starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+        + ("…" if args.no_real_node else " and a real node…")
+    )
     with (
         tempfile.TemporaryDirectory(prefix="stt-demo-") as tmp,
         LocalCluster(
-            nodes=args.nodes, crd_paths=default_crd_paths(tools, repo_root()), tools_dir=tools
+            nodes=args.nodes,
+            crd_paths=default_crd_paths(tools, repo_root()),
+            tools_dir=tools,
+            real_node=not args.no_real_node,
         ) as cluster,
     ):
         print(f"  up in {cluster.startup_seconds:.1f}s; kubeconfig: {cluster.kubeconfig}")
+        print(cluster.kubectl("get", "nodes", "-o", "wide"), flush=True)
         with (
             OperatorProcess(cluster.kubeconfig, reconcile_interval_s=1.0) as operator,
             LocalJobKubelet(cluster.api_client()),
