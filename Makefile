@@ -34,7 +34,7 @@ venv: $(VENV)/.installed ## create the Python environment with every extra the t
 $(VENV)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip wheel
-	$(PY) -m pip install -q -e '.[local-triton,speech,security,report,dev]' -e ./harness
+	$(PY) -m pip install -q -e '.[local-triton,local-gateway,speech,security,report,dev]' -e ./harness
 	touch $@
 
 test: deps tools venv ## run every test
