@@ -7,4 +7,5 @@ pytest_plugins = [
     "stt_harness.triton_fixtures",
     "stt_harness.operator_fixtures",
     "stt_harness.gateway_fixtures",
+    "stt_harness.promoperator_fixtures",
 ]

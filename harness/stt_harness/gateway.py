@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from stt_harness.cluster import ClusterError, Component, free_port
+from stt_harness.cluster import Component, free_port
 
 if TYPE_CHECKING:
     from stt_harness.cluster import LocalCluster
@@ -266,7 +266,7 @@ class TraefikGateway:
     def _get(self, path: str) -> dict[str, Any] | None:
         try:
             return self.cluster._request("GET", path)
-        except ClusterError:  # not there yet (404) or a transient error: the caller polls
+        except RuntimeError:  # ClusterError (also as __main__.ClusterError under -m): not there yet
             return None
 
     def _pinged(self) -> bool:
