@@ -61,7 +61,7 @@ crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
 cluster: deps tools venv ## start a local control plane + real node for a person (Ctrl-C stops it)
-	$(PY) -m stt_harness.cluster --real-node
+	$(PY) -m stt_harness.cluster --real-node --gateway --prometheus-operator
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
 	$(VENV)/bin/stt-demo
