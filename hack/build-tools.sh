@@ -8,6 +8,12 @@
 #   helm      (helm.sh/helm/v3)
 #   Gateway API CRDs copied from the sigs.k8s.io/gateway-api module.
 #   Prometheus Operator ServiceMonitor/PodMonitor/PrometheusRule CRDs from its module.
+#   prometheus-operator, prometheus-config-reloader (github.com/prometheus-operator/prometheus-operator,
+#             built through hack/tools/prometheus-operator) plus its remaining CRDs and the
+#             upstream RBAC examples, used by the local cluster's Prometheus (stt_harness.promoperator).
+#   prometheus-k8s  Prometheus from github.com/prometheus/prometheus at the version the operator's
+#             module requires, with only Kubernetes service discovery (hack/tools/prometheus);
+#             Debian's package is built without Kubernetes discovery, which ServiceMonitors need.
 #   kwok's stock Stage files (node init + lease heartbeat, pod ready/complete/delete): the kwok
 #   binary ships no default stages, so the local cluster hands these to it with --config.
 #   The local real node (kubelet, kube-proxy, coredns, the pause image): hack/build-node-tools.sh.
@@ -64,6 +70,40 @@ if fresh etcd "$etcd_stamp"; then log "etcd up to date"; else
   mark etcd "$etcd_stamp"; log "etcd built in $((SECONDS-start))s"
 fi
 
+# The Prometheus Operator and its config reloader: one tools module, same pin as the CRDs below.
+po_pin=$(sed -n 's/^[[:space:]]*\(require[[:space:]]*\)\{0,1\}github.com\/prometheus-operator\/prometheus-operator \(v[^ ]*\).*/\2/p' "$here/tools/prometheus-operator/go.mod" | head -1)
+if [[ "$po_pin" != "$PROMETHEUS_OPERATOR_VERSION" ]]; then
+  log "hack/tools/prometheus-operator pins $po_pin, expected $PROMETHEUS_OPERATOR_VERSION"; exit 1
+fi
+po_stamp=$(stamp_of "$PROMETHEUS_OPERATOR_VERSION" "$(cat "$here/tools/prometheus-operator/go.mod" "$here/tools/prometheus-operator/go.sum")" "$(go env GOVERSION)")
+po_ldflags="-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION#v}"
+for spec in prometheus-operator:operator prometheus-config-reloader:prometheus-config-reloader; do
+  name=${spec%%:*}; cmd=${spec#*:}
+  if fresh "$name" "$po_stamp"; then log "$name up to date"; continue; fi
+  log "building $name ($PROMETHEUS_OPERATOR_VERSION)"; start=$SECONDS
+  (cd "$here/tools/prometheus-operator" && nice -n 10 go build -ldflags "$po_ldflags" -o "$bin/$name" \
+    "github.com/prometheus-operator/prometheus-operator/cmd/$cmd")
+  mark "$name" "$po_stamp"; log "$name built in $((SECONDS-start))s"
+done
+
+# Prometheus itself, at the version the operator's module requires (v0.305.0 = Prometheus 3.5.0),
+# built from a writable copy of the module with our plugin list (hack/tools/prometheus/plugins.go).
+PROMETHEUS_MODULE=v0.305.0
+PROMETHEUS_VERSION=3.5.0
+prom_stamp=$(stamp_of "$PROMETHEUS_MODULE" "$(cat "$here/tools/prometheus/plugins.go")" "$(go env GOVERSION)")
+if fresh prometheus-k8s "$prom_stamp"; then log "prometheus-k8s up to date"; else
+  log "building prometheus-k8s (github.com/prometheus/prometheus@$PROMETHEUS_MODULE)"; start=$SECONDS
+  src=$(cd "$here/tools/prometheus-operator" && go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -n "$src" ]] || { log "cannot download github.com/prometheus/prometheus@$PROMETHEUS_MODULE"; exit 1; }
+  work=$(mktemp -d)
+  cp -r "$src" "$work/prometheus" && chmod -R u+w "$work/prometheus"
+  cp "$here/tools/prometheus/plugins.go" "$work/prometheus/plugins/plugins.go"
+  (cd "$work/prometheus" && nice -n 10 go build -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    -o "$bin/prometheus-k8s" ./cmd/prometheus)
+  rm -rf "$work"
+  mark prometheus-k8s "$prom_stamp"; log "prometheus-k8s built in $((SECONDS-start))s"
+fi
+
 # helm built from source assumes Kubernetes 1.20 for `template`/`lint` unless told otherwise,
 # as its release builds are: tell it the release this control plane runs.
 helm_k8s="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36"
@@ -102,6 +142,20 @@ copy_once "$tools_dir/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" "$t
   'example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml' \
   'example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml' \
   'example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml'
+
+# What the operator itself needs at run time (only its fixture installs these): the other CRDs
+# it watches and the upstream ClusterRoles of the operator and of Prometheus.
+copy_once "$tools_dir/prometheus-operator-runtime-$PROMETHEUS_OPERATOR_VERSION" "$tools_dir/prometheus-operator-runtime" \
+  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+  'example/prometheus-operator-crd/monitoring.coreos.com_prometheuses.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_prometheusagents.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_alertmanagers.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_alertmanagerconfigs.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_probes.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_scrapeconfigs.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_thanosrulers.yaml' \
+  'example/rbac/prometheus-operator/prometheus-operator-cluster-role.yaml' \
+  'example/rbac/prometheus/prometheus-cluster-role.yaml'
 
 copy_once "$tools_dir/kwok-stages-$KWOK_VERSION" "$tools_dir/kwok-stages" "sigs.k8s.io/kwok@$KWOK_VERSION" \
   kustomize/stage/node/fast/node-initialize.yaml \

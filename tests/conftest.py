@@ -6,4 +6,6 @@ pytest_plugins = [
     "stt_harness.prometheus_fixtures",
     "stt_harness.triton_fixtures",
     "stt_harness.operator_fixtures",
+    "stt_harness.gateway_fixtures",
+    "stt_harness.promoperator_fixtures",
 ]

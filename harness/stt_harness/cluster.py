@@ -1188,6 +1188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also start a real node (kubelet, containerd, kube-proxy, CoreDNS; root + `make deps`)",
     )
+    ap.add_argument(
+        "--gateway",
+        action="store_true",
+        help="also run Traefik (Gateway API data plane), Gateway stt-gateway in `default`; needs --real-node",
+    )
+    ap.add_argument(
+        "--prometheus-operator",
+        action="store_true",
+        help="also run the Prometheus Operator and its Prometheus on the real node; needs --real-node",
+    )
     ap.add_argument("--tools-dir", type=Path, default=None, help="default: $STT_TOOLS_DIR or ~/.cache/...")
     ap.add_argument(
         "--workdir",
@@ -1200,6 +1210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--nodes must be >= 0")
     if args.gpus_per_node < 0:
         ap.error("--gpus-per-node must be >= 0")
+    if (args.gateway or args.prometheus_operator) and not args.real_node:
+        ap.error("--gateway and --prometheus-operator need --real-node (their backends run there)")
 
     try:
         tools_dir = ensure_tools(args.tools_dir)
@@ -1219,7 +1231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nonlocal stop
             stop = True
 
-        with cluster:
+        with cluster, contextlib.ExitStack() as extras:
             # Ctrl-C during start-up raises KeyboardInterrupt, which stops what had started.
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
@@ -1234,6 +1246,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "stt.dev/real-node and select stt.dev/node=real",
                     flush=True,
                 )
+            if args.gateway:
+                from stt_harness.gateway import GATEWAY_NAME, running_gateway
+
+                gw = extras.enter_context(running_gateway(cluster, cluster.layout.root / "traefik"))
+                gw.create_gateway("default")
+                print(
+                    f"gateway: Traefik at {gw.url} (Gateway default/{GATEWAY_NAME}; log {gw.log_path})",
+                    flush=True,
+                )
+            if args.prometheus_operator:
+                from stt_harness.promoperator import running_prometheus_operator
+
+                prom = extras.enter_context(
+                    running_prometheus_operator(cluster, cluster.layout.root / "prom-op")
+                )
+                print(f"prometheus: {prom.url} (Prometheus Operator log {prom.log_path})", flush=True)
             print(f"logs: {cluster.layout.root / 'logs'}   (Ctrl-C to stop)", flush=True)
             while not stop:
                 cluster.check_alive()

@@ -1,0 +1,161 @@
+"""The Gateway API data plane: Traefik accepts the HTTPRoute the operator renders
+(``stt_operator.builders.routing.http_route``) and its weights split real requests between
+pods on the real node."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from scipy.stats import binomtest
+
+from stt_harness.gateway import GATEWAY_GROUP, GATEWAY_NAME, TraefikGateway, route_parent_conditions
+from stt_harness.imagetar import image_tar
+from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
+from stt_operator.builders.routing import Backend, http_route
+from stt_operator.builders.serving import TRITON_HTTP_PORT
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (Makefile deps)
+IMAGE = "stt.local/busybox-pages:1"
+HOST = "stt.example.test"
+REQUESTS = 200  # bounded: the whole split check sends at most 2 * REQUESTS requests
+
+
+@pytest.fixture(scope="session")
+def pages_image(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """busybox with a page per revision (``/www/<rev>/index.html`` says ``<rev>``)."""
+    node: RealNode = cluster.real_node
+    d = tmp_path_factory.mktemp("pages")
+    files = {"bin/busybox": BUSYBOX}
+    for rev in ("rev-a", "rev-b"):
+        (d / rev).write_text(rev)
+        files[f"www/{rev}/index.html"] = d / rev
+    image_tar(d / "pages.tar", IMAGE, files, ["/bin/busybox"])
+    node.import_image(d / "pages.tar")
+    return IMAGE
+
+
+def revision_objects(rev: str, image: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pod answering every path with its revision's name, and its Service on Triton's port."""
+    labels = {"app": "pages", "rev": rev}
+    pod = {
+        "metadata": {"name": rev, "labels": labels},
+        "spec": {
+            "nodeSelector": dict(REAL_NODE_SELECTOR),
+            "tolerations": [dict(REAL_NODE_TOLERATION)],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "args": ["httpd", "-f", "-p", "8080", "-h", f"/www/{rev}"],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+                }
+            ],
+        },
+    }
+    service = {
+        "metadata": {"name": rev},
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "port": TRITON_HTTP_PORT, "targetPort": 8080}],
+        },
+    }
+    return pod, service
+
+
+@pytest.fixture
+def backends(kube_api: ApiClient, namespace: str, pages_image: str) -> Iterator[list[str]]:
+    core = CoreV1Api(kube_api)
+    revs = ["rev-a", "rev-b"]
+    for rev in revs:
+        pod, service = revision_objects(rev, pages_image)
+        core.create_namespaced_pod(namespace, pod)
+        core.create_namespaced_service(namespace, service)
+    deadline = time.monotonic() + 180
+    while True:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=pages").items
+        ready = [
+            p for p in pods if {c.type: c.status for c in p.status.conditions or []}.get("Ready") == "True"
+        ]
+        if len(ready) == len(revs):
+            break
+        assert time.monotonic() < deadline, "backend pods did not become Ready in 180s"
+        time.sleep(0.5)
+    yield revs
+
+
+def apply_route(kube_api: ApiClient, namespace: str, weights: dict[str, int]) -> dict[str, Any]:
+    """The operator's own rendering, with the parentRef the controller adds for gatewayRef."""
+    route = http_route(
+        "asr",
+        namespace,
+        [Backend(rev, w) for rev, w in weights.items()],
+        parent_refs=[{"group": GATEWAY_GROUP, "kind": "Gateway", "name": GATEWAY_NAME}],
+        hostnames=[HOST],
+    )
+    api = CustomObjectsApi(kube_api)
+    try:
+        current = api.get_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", "asr")
+        route["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return api.replace_namespaced_custom_object(
+            GATEWAY_GROUP, "v1", namespace, "httproutes", "asr", route
+        )
+    except Exception as exc:
+        if getattr(exc, "status", None) != 404:
+            raise
+        return api.create_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", route)
+
+
+def sample(gw: TraefikGateway, n: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for _ in range(n):
+        status, body = gw.request("/", host=HOST)
+        counts[body.decode() if status == 200 else f"HTTP {status}"] += 1
+    return counts
+
+
+def wait_for(gw: TraefikGateway, predicate: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_traefik_accepts_operator_route_and_weights_split_requests(
+    stt_gateway: TraefikGateway, kube_api: ApiClient, namespace: str, backends: list[str]
+) -> None:
+    gw = stt_gateway
+    apply_route(kube_api, namespace, {"rev-a": 80, "rev-b": 20})
+
+    # Traefik reports the route Accepted by the Gateway with every backend resolved.
+    wait_for(
+        gw,
+        lambda: (
+            route_parent_conditions(gw.http_route(namespace, "asr"))
+            == {"Accepted": "True", "ResolvedRefs": "True"}
+        ),
+        "HTTPRoute Accepted and ResolvedRefs",
+    )
+    # The router exists once both pages answer.
+    wait_for(gw, lambda: set(sample(gw, 20)) == {"rev-a", "rev-b"}, "both revisions to answer")
+
+    counts = sample(gw, REQUESTS)
+    assert set(counts) == {"rev-a", "rev-b"}, counts
+    # Weighted round robin is close to exact; a binomial test keeps the check honest either way.
+    assert binomtest(counts["rev-a"], REQUESTS, 0.8).pvalue > 1e-3, counts
+    # A request for another host is not routed.
+    assert gw.request("/", host="other.example.test")[0] == 404
+
+    # A weight edit (what every rollout step is) moves all traffic.
+    apply_route(kube_api, namespace, {"rev-a": 0, "rev-b": 100})
+    wait_for(gw, lambda: set(sample(gw, 10)) == {"rev-b"}, "all traffic on rev-b")
+    assert sample(gw, REQUESTS) == Counter({"rev-b": REQUESTS})
