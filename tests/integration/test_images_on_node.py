@@ -217,8 +217,8 @@ def _onnx_model(name: str, ns: str, sha256: str) -> dict[str, Any]:
                 ],
                 "vocabulary": vocabulary,
             },
-            "triton": {"maxBatchSize": 8},
-            "resources": {"gpu": 0},
+            "triton": {"maxBatchSize": 8, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
+            "resources": {"gpu": 0},  # gpu 0 needs KIND_CPU instances (admission rule)
         },
     }
 
