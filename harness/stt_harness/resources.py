@@ -29,7 +29,14 @@ def stt_model(name: str, namespace: str, language: str = "en-US") -> dict[str, A
     }
 
 
-def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
+# A canary that stops at an indefinite pause until a person (or a tool) promotes it.
+PAUSED_CANARY: dict[str, Any] = {"type": "Canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
+
+
+def model_deployment(
+    name: str, namespace: str, model: str, strategy: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A one-replica endpoint behind `stt-gateway`; `strategy` defaults to Immediate, `spec` adds fields."""
     return {
         "apiVersion": API,
         "kind": "ModelDeployment",
@@ -37,8 +44,9 @@ def model_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
         "spec": {
             "model": {"name": model},
             "replicas": 1,
-            "strategy": {"type": "Immediate"},
+            "strategy": strategy or {"type": "Immediate"},
             "scaleDownDelay": "0s",
             "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
+            **spec,
         },
     }

@@ -36,11 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from stt_operator import API_GROUP, API_VERSION
-
-ANNOTATION_PROMOTE = f"{API_GROUP}/promote"
-ANNOTATION_ABORT = f"{API_GROUP}/abort"
-ANNOTATION_RETRY = f"{API_GROUP}/retry"
-ANNOTATION_UNDO = f"{API_GROUP}/undo-to-revision"
+from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_PROMOTE
+from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
 
 ANALYTICS_COLUMNS = (
     ("MODEL", "model"),

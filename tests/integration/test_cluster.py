@@ -12,9 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes.client import (
@@ -28,22 +27,9 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from stt_harness.cluster import GPU_RESOURCE, LocalCluster
+from stt_harness.kubewait import wait_for
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll until probe returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def pod_spec(gpus: int) -> dict[str, Any]:
@@ -96,7 +82,7 @@ def test_deployment_becomes_available_on_kwok_nodes(
         st = apps.read_namespaced_deployment_status("triton", namespace).status
         return st.available_replicas == 3
 
-    eventually(available, what="Deployment triton to have 3 available replicas")
+    wait_for(available, what="Deployment triton to have 3 available replicas")
     pods = CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector="app=triton").items
     assert len(pods) == 3
     for pod in pods:
@@ -126,7 +112,7 @@ def test_gpu_capacity_limits_scheduling(cluster: LocalCluster, kube_api: ApiClie
         pods = core.list_namespaced_pod(namespace, label_selector="app=greedy").items
         return pods if len(pods) == 9 and sum(bool(p.spec.node_name) for p in pods) == 8 else None
 
-    pods = eventually(placed, what="8 of 9 GPU pods scheduled")
+    pods = wait_for(placed, what="8 of 9 GPU pods scheduled")
     pending = [p for p in pods if not p.spec.node_name]
     assert len(pending) == 1
 
@@ -135,7 +121,7 @@ def test_gpu_capacity_limits_scheduling(cluster: LocalCluster, kube_api: ApiClie
         conds = {c.type: c for c in pod.status.conditions or []}
         return "PodScheduled" in conds and conds["PodScheduled"].reason == "Unschedulable"
 
-    eventually(unschedulable, what="the 9th pod to be marked Unschedulable")
+    wait_for(unschedulable, what="the 9th pod to be marked Unschedulable")
 
 
 def test_job_runs_a_pod_to_completion(kube_api: ApiClient, namespace: str) -> None:
@@ -149,7 +135,7 @@ def test_job_runs_a_pod_to_completion(kube_api: ApiClient, namespace: str) -> No
             },
         },
     )
-    pods = eventually(
+    pods = wait_for(
         lambda: CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector="job-name=validate").items,
         what="the Job's pod",
     )
@@ -160,7 +146,7 @@ def test_job_runs_a_pod_to_completion(kube_api: ApiClient, namespace: str) -> No
         st = BatchV1Api(kube_api).read_namespaced_job_status("validate", namespace).status
         return any(c.type == "Complete" and c.status == "True" for c in st.conditions or [])
 
-    eventually(complete, what="Job validate to complete (kwok marks Job pods Succeeded)")
+    wait_for(complete, what="Job validate to complete (kwok marks Job pods Succeeded)")
 
 
 def test_httproute_with_weighted_backends(kube_api: ApiClient, namespace: str) -> None:
@@ -221,7 +207,7 @@ def test_garbage_collector_deletes_owned_configmap(kube_api: ApiClient, namespac
             return exc.status == 404
         return False
 
-    eventually(gone, what="the garbage collector to delete ConfigMap owned")
+    wait_for(gone, what="the garbage collector to delete ConfigMap owned")
 
 
 def test_command_line_cluster_serves_until_interrupted(cluster: LocalCluster) -> None:
@@ -314,4 +300,4 @@ def test_rbac_is_enforced_for_service_accounts(
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         },
     )
-    eventually(lambda: can_list_pods().returncode == 0, what="the RoleBinding to grant list pods")
+    wait_for(lambda: can_list_pods().returncode == 0, what="the RoleBinding to grant list pods")

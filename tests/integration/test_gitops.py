@@ -18,7 +18,7 @@ import pytest
 from stt_harness.argocd import ArgoCD, Customizations, capture, merge_patch, render_customizations
 from stt_harness.cluster import ensure_tools
 from stt_harness.kubewait import condition, event_reasons, wait_for
-from stt_harness.resources import API, stt_model
+from stt_harness.resources import API, PAUSED_CANARY, model_deployment, stt_model
 from stt_operator import kubectl_plugin
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
@@ -38,21 +38,7 @@ def namespace(operator_namespace: str) -> str:
     return operator_namespace
 
 
-def manifest(namespace: str, model: str) -> dict[str, Any]:
-    """A canary that stops at an indefinite pause: a person (or Argo CD's action) promotes."""
-    return {
-        "apiVersion": API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "model": {"name": model},
-            "replicas": 1,
-            "strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
-            "scaleDownDelay": "0s",
-            "rollback": {"automatic": True, "revisionHistoryLimit": 3},
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
-        },
-    }
+ROLLBACK = {"automatic": True, "revisionHistoryLimit": 3}
 
 
 def md(kube: Kube, namespace: str) -> dict[str, Any]:
@@ -98,7 +84,7 @@ def test_argocd_actions_retry_and_undo_on_a_live_rollout(operator, kube, kubecon
     capture("sttmodel-ready", model)
     assert argocd.health(model)["status"] == "Healthy"
 
-    kube.apply(manifest(namespace, "model-a"))
+    kube.apply(model_deployment(NAME, namespace, "model-a", PAUSED_CANARY, rollback=ROLLBACK))
     healthy = until(kube, namespace, lambda o: status(o).get("phase") == "Healthy", "model-a serving")
     capture("mdep-healthy", healthy)
     assert argocd.health(healthy)["status"] == "Healthy"
@@ -107,7 +93,7 @@ def test_argocd_actions_retry_and_undo_on_a_live_rollout(operator, kube, kubecon
     assert not offered["promote"] and not offered["abort"] and not offered["retry"] and offered["pause"]
 
     # Git moves to model-b: the canary stops at its indefinite pause.
-    kube.apply(manifest(namespace, "model-b"))
+    kube.apply(model_deployment(NAME, namespace, "model-b", PAUSED_CANARY, rollback=ROLLBACK))
     paused = until(kube, namespace, lambda o: status(o).get("phase") == "Paused", "canary at its pause")
     capture("mdep-paused-at-step", paused)
     health = argocd.health(paused)

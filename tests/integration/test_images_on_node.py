@@ -21,17 +21,17 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from stt_harness.cluster import LocalCluster
 from stt_harness.images import BuiltImage, build_images
-from stt_harness.kubewait import condition
+from stt_harness.kubewait import condition, wait_for
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
 from stt_operator.models import catalog
 from stt_operator.services.kube import Kube
@@ -42,18 +42,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stt-operator"
 API = "stt.dev/v1alpha1"
 ONNX_MODEL = ROOT / "operator" / "stt_operator" / "speech" / "assets" / "model.onnx"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(1)
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -185,7 +173,7 @@ def test_chart_runs_the_operator_image_on_the_real_node(installed: Install, kube
     service = next(s for s in kube.list("v1", "Service", ns) if s["spec"]["selector"] == selector)
     ip = service["spec"]["clusterIP"]
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-    eventually(
+    wait_for(
         lambda: (r := http_get(f"http://{ip}:{ports['healthz']}/healthz"))[0] == 200 and r,
         60,
         "/healthz through the Service",
@@ -224,7 +212,7 @@ def _onnx_model(name: str, ns: str, sha256: str) -> dict[str, Any]:
 
 
 def _verdict(kube: Kube, ns: str, name: str, timeout: float = 420) -> dict[str, Any]:
-    return eventually(
+    return wait_for(
         lambda: (
             (m := kube.get(API, "STTModel", name, ns))
             and condition(m, "Validated").get("status") in ("True", "False")
@@ -327,7 +315,7 @@ def test_triton_pod_is_ready_only_with_its_model_loaded(installed: Install, kube
         ]
         return pods[0] if pods else None
 
-    pod = eventually(lambda: (p := triton_pod()) and _ready(p) and p, 600, "a Ready Triton pod")
+    pod = wait_for(lambda: (p := triton_pod()) and _ready(p) and p, 600, "a Ready Triton pod")
     assert pod["spec"]["nodeName"] == installed.node.name
     triton = next(c for c in pod["spec"]["containers"] if c["name"] == "triton")
     assert triton["image"] == installed.images["triton"].ref
@@ -342,7 +330,7 @@ def test_triton_pod_is_ready_only_with_its_model_loaded(installed: Install, kube
     code, body = http_get(f"http://{ip}:8000/v2/models/{model_name}/config")
     assert code == 200 and json.loads(body)["backend"] == "python"
     # The operator sees the real pod's availability in its own status.
-    md = eventually(
+    md = wait_for(
         lambda: (
             (m := kube.get(API, "ModelDeployment", "asr", ns))
             and condition(m, "Available").get("status") == "True"
@@ -359,12 +347,12 @@ def test_triton_pod_is_ready_only_with_its_model_loaded(installed: Install, kube
     container_id = status["containerID"].split("://", 1)[1]
     restarts = status["restartCount"]
     installed.node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
-    eventually(
+    wait_for(
         lambda: (p := kube.get("v1", "Pod", pod["metadata"]["name"], ns)) and not _ready(p),
         60,
         "readiness to drop after the kill",
     )
-    back = eventually(
+    back = wait_for(
         lambda: (p := kube.get("v1", "Pod", pod["metadata"]["name"], ns)) and _ready(p) and p,
         600,
         "the restarted Triton to load its model",

@@ -9,28 +9,13 @@ from typing import Any
 import pytest
 
 from stt_harness.kubewait import condition, wait_for
-from stt_harness.resources import API, stt_model
+from stt_harness.resources import API, model_deployment, stt_model
 from stt_operator.kubectl_plugin import main as kubectl_stt
 from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration
 
 NAME = "asr"
-
-
-def manifest(namespace: str, model: str, strategy: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "model": {"name": model},
-            "replicas": 1,
-            "strategy": strategy,
-            "scaleDownDelay": "0s",
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
-        },
-    }
 
 
 def run(capsys: pytest.CaptureFixture[str], cluster: Any, namespace: str, *argv: str) -> tuple[int, str, str]:
@@ -49,7 +34,7 @@ def test_verbs_drive_a_real_rollout(operator, kube, operator_namespace, cluster,
     kube.apply(stt_model("model-a", ns))
     kube.apply(stt_model("model-b", ns))
     steps = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]
-    md = manifest(ns, "model-a", {"type": "Canary", "canary": {"steps": steps}})
+    md = model_deployment(NAME, ns, "model-a", {"type": "Canary", "canary": {"steps": steps}})
     kube.apply(md)
     wait_for(lambda: (md_of(kube, ns).get("status") or {}).get("phase") == "Healthy", 90, "model-a stable")
 
@@ -128,7 +113,7 @@ def test_bad_input_gets_a_message_and_a_non_zero_exit(operator, kube, operator_n
     )
     assert rc == 2 and "--alpha" in err
     kube.apply(stt_model("model-a", ns))
-    kube.apply(manifest(ns, "model-a", {"type": "Immediate"}))
+    kube.apply(model_deployment(NAME, ns, "model-a"))
     rc, _, err = run(capsys, cluster, ns, "retry", NAME)
     assert rc == 2 and "no rolled-back revision" in err
     with pytest.raises(SystemExit) as exc:

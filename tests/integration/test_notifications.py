@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +16,7 @@ from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import namespace_name, scratch_namespace
 from stt_harness.kubewait import wait_for
 from stt_harness.operator import OperatorProcess
-from stt_harness.resources import API, stt_model
+from stt_harness.resources import API, PAUSED_CANARY, model_deployment, stt_model
 from stt_harness.webhook import WebhookReceiver
 from stt_operator.services.kube import Kube
 
@@ -75,21 +74,6 @@ def notifying_operator(
     assert alive, f"the operator died:\n{proc.log_tail()}"
 
 
-def manifest(namespace: str, model: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "model": {"name": model},
-            "replicas": 1,
-            "strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
-            "scaleDownDelay": "0s",
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
-        },
-    }
-
-
 def annotate(kube: Kube, namespace: str, key: str, value: str = "true") -> None:
     kube.dynamic.resources.get(api_version=API, kind="ModelDeployment").patch(
         body={"metadata": {"annotations": {key: value}}},
@@ -107,9 +91,9 @@ def test_rollback_and_promotion_reach_the_subscribed_receivers(notifying_operato
     with scratch_namespace(kube_api, namespace_name(f"{PREFIX}rollout")) as namespace:
         kube.apply(stt_model("model-a", namespace))
         kube.apply(stt_model("model-b", namespace, language="en-GB"))
-        kube.apply(manifest(namespace, "model-a"))
+        kube.apply(model_deployment(NAME, namespace, "model-a", PAUSED_CANARY))
         wait_for(lambda: phase(kube, namespace) == "Healthy", timeout=90, what="model-a serving")
-        kube.apply(manifest(namespace, "model-b"))
+        kube.apply(model_deployment(NAME, namespace, "model-b", PAUSED_CANARY))
         wait_for(lambda: phase(kube, namespace) == "Paused", timeout=90, what="canary at its pause")
         annotate(kube, namespace, "stt.dev/abort")
         wait_for(lambda: phase(kube, namespace) == "RolledBack", timeout=60, what="rolled back")

@@ -5,11 +5,10 @@ images, readiness probes pass, CoreDNS resolves Service names, kube-proxy makes 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -17,11 +16,11 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from stt_harness.cluster import GPU_RESOURCE, LocalCluster
 from stt_harness.imagetar import image_tar
+from stt_harness.kubewait import wait_for
 from stt_harness.node import RealNode, on_real_node
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (Makefile deps)
 IMAGE = "stt.local/busybox-web:1"
@@ -31,17 +30,6 @@ CLIENT_SCRIPT = (
     " && echo resolved=$ip"
     " && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 $ip 80"
 )
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 120.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +72,7 @@ def ready_pod(core: CoreV1Api, ns: str, name: str, timeout: float = 180.0) -> An
         conds = {c.type: c.status for c in pod.status.conditions or []}
         return pod if conds.get("Ready") == "True" else None
 
-    return eventually(probe, timeout, f"pod {ns}/{name} Ready")
+    return wait_for(probe, timeout, f"pod {ns}/{name} Ready")
 
 
 @pytest.fixture
@@ -135,7 +123,7 @@ def test_pod_resolves_service_name_and_reaches_cluster_ip(
     svc = core.read_namespaced_service("web", namespace)
     assert svc.spec.cluster_ip.startswith(real_node.service_cidr.rsplit(".", 2)[0])
     # From the host: kube-proxy's rules in the node's namespace carry the ClusterIP.
-    assert eventually(lambda: _try_fetch(f"http://{svc.spec.cluster_ip}/index.html"), 60, "ClusterIP") == PAGE
+    assert wait_for(lambda: _try_fetch(f"http://{svc.spec.cluster_ip}/index.html"), 60, "ClusterIP") == PAGE
 
     fqdn = f"web.{namespace}.svc.cluster.local"
     client = {
@@ -162,7 +150,7 @@ def test_pod_resolves_service_name_and_reaches_cluster_ip(
         phase = core.read_namespaced_pod("client", namespace).status.phase
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = eventually(finished, 180, "client pod to finish")
+    phase = wait_for(finished, 180, "client pod to finish")
     logs = cluster.kubectl("logs", "-n", namespace, "client")
     assert phase == "Succeeded", logs
     assert f"resolved={svc.spec.cluster_ip}\n" in logs  # CoreDNS answered with the ClusterIP
@@ -193,14 +181,14 @@ def test_gpu_requesting_pod_schedules_on_real_node_and_runs(
         conds = core.read_namespaced_pod("too-big", namespace).status.conditions or []
         return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conds)
 
-    eventually(unschedulable, 60, "pod asking for 5 GPUs to be Unschedulable")
+    wait_for(unschedulable, 60, "pod asking for 5 GPUs to be Unschedulable")
     # A pod that does not tolerate the real node's taint is faked by kwok as before.
     fake = {
         "metadata": {"name": "fake"},
         "spec": {"containers": [{"name": "c", "image": "example.invalid/x:1"}]},
     }
     core.create_namespaced_pod(namespace, fake)
-    node = eventually(
+    node = wait_for(
         lambda: core.read_namespaced_pod("fake", namespace).spec.node_name, 60, "fake pod scheduled"
     )
     assert node.startswith("kwok-gpu-")
@@ -242,7 +230,7 @@ def test_pods_reach_the_apiserver_through_the_kubernetes_service(
         phase = core.read_namespaced_pod("api-client", namespace).status.phase
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = eventually(finished, 180, "api-client pod to finish")
+    phase = wait_for(finished, 180, "api-client pod to finish")
     logs = cluster.kubectl("logs", "-n", namespace, "api-client")
     assert phase == "Succeeded", logs
     kubernetes_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip

@@ -5,7 +5,7 @@ Each STTModel, ModelDeployment and ABTest has one waiting loop (a Kopf daemon, s
 come from watch events, filtered by a fingerprint so that an event which changes nothing the
 reconciler reads (our own status patch, a resync) wakes nobody:
 
-- the object's own spec generation or control annotations (hold, promote, abort);
+- the object's own spec generation or control annotations (hold, promote, abort, retry, undo);
 - an owned Deployment, Job, HTTPRoute, EndpointSlice or Service changing what matters
   (availability, replicas, completion, deletion);
 - a referenced object: an STTModel's readiness or digest wakes the ModelDeployments and
@@ -28,6 +28,7 @@ from typing import Any
 
 from stt_operator import API_GROUP
 from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
+from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,13 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 STT_KINDS = ("STTModel", "ModelDeployment", "ABTest")
 # Annotations a person or an ABTest sets to steer a ModelDeployment (rollout.common); the
 # others (Kopf's bookkeeping, the ABTest's p-value state) are written by us and wake nobody.
-CONTROL_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_HELD_BY)
+CONTROL_ANNOTATIONS = (
+    ANNOTATION_PROMOTE,
+    ANNOTATION_ABORT,
+    ANNOTATION_HELD_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_UNDO,
+)
 
 
 def _digest(value: Any) -> str:

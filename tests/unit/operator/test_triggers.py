@@ -56,6 +56,10 @@ def test_own_fingerprint_sees_spec_and_control_annotations_only() -> None:
     promoted = {"metadata": {"generation": 3, "annotations": {"stt.dev/promote": "1"}}}
     assert own_fingerprint(body) != own_fingerprint(promoted)
     assert own_fingerprint(body) != own_fingerprint({"metadata": {"generation": 4}})
+    # retry and undo wake a rolled-back endpoint that has nothing else in flight
+    for key in ("stt.dev/retry", "stt.dev/undo-to-revision"):
+        steered = {"metadata": {**body["metadata"], "annotations": {key: "1"}}}
+        assert own_fingerprint(body) != own_fingerprint(steered)
 
 
 def test_model_dependency_fingerprint_follows_readiness() -> None:
