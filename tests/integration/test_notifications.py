@@ -92,7 +92,8 @@ def test_rollback_and_promotion_reach_the_subscribed_receivers(notifying_operato
         kube.apply(stt_model("model-a", namespace))
         kube.apply(stt_model("model-b", namespace, language="en-GB"))
         kube.apply(model_deployment(NAME, namespace, "model-a", PAUSED_CANARY))
-        wait_for(lambda: phase(kube, namespace) == "Healthy", timeout=90, what="model-a serving")
+        # 180 s: this test starts its own operator process, slow to come up on a loaded machine.
+        wait_for(lambda: phase(kube, namespace) == "Healthy", timeout=180, what="model-a serving")
         kube.apply(model_deployment(NAME, namespace, "model-b", PAUSED_CANARY))
         wait_for(lambda: phase(kube, namespace) == "Paused", timeout=90, what="canary at its pause")
         annotate(kube, namespace, "stt.dev/abort")

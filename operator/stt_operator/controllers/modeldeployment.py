@@ -98,6 +98,12 @@ def _observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, Observed
     return observed
 
 
+# Waiting on a model that is missing or not Ready yet: its events normally wake this endpoint,
+# but a wake-up that races the first look (seen once under load in CI) must not leave it asleep
+# for good, so look again at this pace until the model is there. Settled endpoints still sleep.
+WAITING_REQUEUE_S = 5.0
+
+
 def _wait(writer: StatusWriter, reason: str, message: str, phase: str, warning: bool = False) -> None:
     writer.condition("Ready", "False", reason, message)
     writer.condition("Progressing", "False", reason, message)
@@ -268,7 +274,7 @@ def _reconcile_valid(
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
     if model is None:
         _wait(writer, "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending")
-        return None
+        return WAITING_REQUEUE_S
     if _condition(model, "Validated").get("status") == "False":
         message = (
             f"STTModel {model_name} failed validation: {_condition(model, 'Validated').get('message', '')}"
@@ -278,7 +284,7 @@ def _reconcile_valid(
     if _condition(model, "Ready").get("status") != "True":
         reason = _condition(model, "Ready").get("message") or "not reconciled yet"
         _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
-        return None
+        return WAITING_REQUEUE_S
     desired = Revision(model_name, model_digest(model))
     annotations = body["metadata"].get("annotations") or {}
     # An ABTest takes the route with an annotation; status.heldBy shows it to people.
