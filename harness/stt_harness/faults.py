@@ -30,7 +30,7 @@ from stt_harness.evalsim import record_paired_utterance
 from stt_harness.operator import OperatorProcess
 from stt_harness.prometheus import Exporter, PrometheusServer, start_exporter
 from stt_harness.resources import API, stt_model
-from stt_harness.routewatch import RouteWatch
+from stt_harness.routewatch import RouteWatch, serve_then_switch
 from stt_operator import evalmetrics as em
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_REVISION
 from stt_operator.services.kube import Kube
@@ -304,18 +304,8 @@ def rollout_under_kills(
     moments of the rollout (0.3 to 4 s apart), restarting it each time; poll invariants throughout."""
     strategy = STRATEGIES[strategy_name]
     manifest = endpoint_manifest(namespace, strategy)
-    kube.apply(manifest)
     watch = InvariantWatch(kube, namespace, strategy)
-    watch.until(
-        lambda md: (
-            (md.get("status") or {}).get("phase") == "Healthy"
-            and md["status"].get("stableModel") == "model-a"
-        ),
-        timeout=90,
-        what="model-a stable",
-    )
-    manifest["spec"]["model"]["name"] = "model-b"
-    kube.apply(manifest)
+    serve_then_switch(kube, manifest, watch)
     started = time.monotonic()
     done = 0
     while done < kills:

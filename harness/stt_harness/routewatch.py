@@ -51,3 +51,20 @@ class RouteWatch:
 
     def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
         return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
+
+
+def serve_then_switch(
+    kube: Kube, manifest: dict[str, Any], watch: RouteWatch, to_model: str = "model-b"
+) -> None:
+    """Apply the endpoint, wait until model-a is its stable Healthy model, then move spec.model."""
+    kube.apply(manifest)
+    watch.until(
+        lambda md: (
+            (md.get("status") or {}).get("phase") == "Healthy"
+            and md["status"].get("stableModel") == "model-a"
+        ),
+        timeout=90,
+        what="model-a stable",
+    )
+    manifest["spec"]["model"]["name"] = to_model
+    kube.apply(manifest)

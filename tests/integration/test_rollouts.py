@@ -23,6 +23,7 @@ from stt_harness.kubewait import condition, wait_for
 from stt_harness.prometheus import Exporter, PrometheusServer
 from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch as BaseRouteWatch
+from stt_harness.routewatch import serve_then_switch
 from stt_operator import evalmetrics as em
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
@@ -152,18 +153,8 @@ def start_rollout(
     if evalset:
         model_b["spec"]["validation"]["evaluationSet"] = {"uri": evalset}
     kube.apply(model_b)
-    kube.apply(manifest)
     watch = RouteWatch(kube, namespace)
-    watch.until(
-        lambda md: (
-            (md.get("status") or {}).get("phase") == "Healthy"
-            and md["status"].get("stableModel") == "model-a"
-        ),
-        timeout=90,
-        what="model-a stable",
-    )
-    manifest["spec"]["model"]["name"] = "model-b"
-    kube.apply(manifest)
+    serve_then_switch(kube, manifest, watch)
     return watch
 
 
