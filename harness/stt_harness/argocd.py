@@ -119,9 +119,23 @@ class ArgoCD:
 
     def act(self, obj: Mapping[str, Any], action: str) -> dict[str, Any]:
         """The object as the action leaves it (Argo CD patches the live object to this)."""
-        result = run_script(self.c.actions[obj["kind"]][action], obj)
+        result = keep_empty_shapes(run_script(self.c.actions[obj["kind"]][action], obj), obj)
         assert isinstance(result, dict), result
         return result
+
+
+def keep_empty_shapes(new: Any, old: Any) -> Any:
+    """Lua has one empty table for both `[]` and `{}`. Argo CD gives an empty table returned by an
+    action the shape the live object had there, so a script that never touched `status.x: []`
+    does not patch it to `{}`; this does the same."""
+    empty = (list, dict)
+    if isinstance(new, empty) and not new and isinstance(old, empty) and not old:
+        return type(old)()
+    if isinstance(new, dict) and isinstance(old, Mapping):
+        return {k: keep_empty_shapes(v, old[k]) if k in old else v for k, v in new.items()}
+    if isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
+        return [keep_empty_shapes(n, o) for n, o in zip(new, old, strict=True)]
+    return new
 
 
 def merge_patch(live: Any, new: Any) -> Any:

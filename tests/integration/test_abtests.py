@@ -272,16 +272,17 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
 def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, evaluator_factory):
     serve_endpoint(kube, namespace)
     evaluator_factory(namespace, gain=0.5, control_requests=2)
-    kube.apply(abtest(namespace, duration="20s", minDuration="2s", promotion={"auto": True}))
+    # The duration leaves room for a loaded machine: the alarm must come before the test ends.
+    kube.apply(abtest(namespace, duration="60s", minDuration="2s", promotion={"auto": True}))
     watch = Watch(kube, namespace)
     held = watch.until(
-        lambda t: condition(t, "SampleRatioMismatch").get("status") == "True" and t, 60, "sample-ratio alarm"
+        lambda t: condition(t, "SampleRatioMismatch").get("status") == "True" and t, 55, "sample-ratio alarm"
     )
     status = held["status"]
     assert status["phase"] == "Running" and "winner" not in status
     assert status["sampleRatio"]["detected"] is True and status["sampleRatio"]["pValue"] < 0.001
     assert "decision held" in condition(held, "SampleRatioMismatch")["message"]
-    done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 60, "end of the duration")
+    done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 90, "end of the duration")
     # A clearly better candidate, but the split was broken: no winner, nothing promoted.
     assert "winner" not in done["status"] and done["status"]["decision"]["outcome"] == "Inconclusive"
     assert "SampleRatioMismatch" in event_reasons(kube, namespace, AB)
