@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from stt_harness.kubewait import wait_for
 from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
@@ -23,7 +24,6 @@ from stt_harness.triton import (
     build_sphinx_repository,
     start_triton,
 )
-from stt_harness.kubewait import wait_for
 from stt_operator.models import catalog
 from stt_operator.speech.evalset import synthesise
 from stt_operator.triton.config import render_config_pbtxt
@@ -165,9 +165,11 @@ def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np
     # Triton counts a request once its response is out, so the last one may land a moment after
     # the client has it: wait for the count to settle, then require it to be exactly 3.
     wait_for(
-        lambda: triton_server.metric_by_model("nv_inference_request_success").get(DEGRADED_MODEL, 0)
-        - before_ok.get(DEGRADED_MODEL, 0)
-        >= 3,
+        lambda: (
+            triton_server.metric_by_model("nv_inference_request_success").get(DEGRADED_MODEL, 0)
+            - before_ok.get(DEGRADED_MODEL, 0)
+            >= 3
+        ),
         timeout=10,
         what="three requests counted",
     )
