@@ -50,7 +50,21 @@ class RouteWatch:
         return self.kube.get(api, kind, name, self.namespace) or {}
 
     def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
-        return wait_for(lambda: check(self.poll()), timeout=timeout, what=what, every=0.2)
+        last: dict[str, Any] = {}
+
+        def probe() -> Any:
+            nonlocal last
+            last = self.poll()
+            return check(last)
+
+        try:
+            return wait_for(probe, timeout=timeout, what=what, every=0.2)
+        except AssertionError as exc:
+            # A timeout says what the object looked like, so a CI failure can be read afterwards.
+            raise AssertionError(
+                f"{exc}\n{self.owner[1]} status at the end: {last.get('status')!r}"
+                f"\nroutes seen: {self.seen!r}"
+            ) from None
 
 
 def serve_then_switch(
