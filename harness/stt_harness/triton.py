@@ -1,6 +1,6 @@
 """Start a real `tritonserver` locally: the binary shipped in the `nvidia-pytriton` wheel.
 
-It has the Python backend only and runs models on KIND_CPU. What it needs (DESIGN.md section 5):
+It has the Python backend only and runs models on KIND_CPU. What it needs (docs/triton-and-evaluator.md):
 the wheel's bundled shared libraries and the interpreter's `libpython3.x.so` on
 `LD_LIBRARY_PATH`, a backend directory holding the Python backend plus the stub built for this
 interpreter's version, and the models' Python dependencies importable by the stub (it does not

@@ -4,7 +4,7 @@ The evaluator (which exports them) and the analysis engine (which queries them) 
 this module, so a name lives in exactly one place.
 
 Ratio metrics (WER, CER, RTF) are exported as *sufficient statistics* so the delta-method
-variance is computable from PromQL over cumulative counters (DESIGN.md section 4):
+variance is computable from PromQL over cumulative counters (docs/statistics.md):
 per variant Σe, Σn, Σe², Σn², Σe·n; per (candidate, baseline) pair of variants that saw the
 same utterance Σd, Σd², Σd·n and the pair count. Prometheus counters must never decrease, and a
 paired difference d = e(candidate) - e(baseline) can be negative, so the signed sums are

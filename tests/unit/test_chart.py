@@ -572,7 +572,7 @@ def test_monitoring_refers_only_to_metrics_that_exist() -> None:
     ours = {m for m in METRIC.findall(text) if not m.startswith("nv_")}
     assert ours, "no operator or evaluator metric referenced"
     assert ours <= known, f"unknown metric names: {sorted(ours - known)}"
-    # Triton's own series (DESIGN.md section 5).
+    # Triton's own series (docs/triton-and-evaluator.md).
     triton = {m for m in METRIC.findall(text) if m.startswith("nv_")}
     assert triton <= {
         "nv_inference_request_success",

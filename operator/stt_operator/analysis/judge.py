@@ -337,7 +337,7 @@ def judge_counts(rule: MetricRule, d: CountData, ctx: AnalysisContext) -> Metric
         effect, ci_low, ci_high = diff.estimate, diff.ci_low, diff.ci_high
         details["ci_ab"] = (ab.ci_low, ab.ci_high)
         # Which arm each error came from (Lindon & Malek), conditioned on the errors: exact for
-        # rare events and unequal arms, never a zero-variance arm (DESIGN.md section 4).
+        # rare events and unequal arms, never a zero-variance arm (docs/statistics.md).
         same = compare_event_rates(xc, n, xb, nb)
         details |= {"p_two_sided": same.p_value, "p_higher": same.p_greater, "p_lower": same.p_less}
         details["multinomial_p"] = same.p_value

@@ -1,6 +1,6 @@
 """Replay an evaluation set against every target variant, paired, at a bounded rate.
 
-Each utterance goes to every variant (paired design: DESIGN.md section 4). Requests are sent
+Each utterance goes to every variant (paired design: docs/statistics.md). Requests are sent
 at most `rate` utterances per second with at most `concurrency` requests in flight. A failed
 request is counted (requests + failures{reason}) and retried with capped exponential backoff
 and jitter, so a Triton outage slows the evaluator down instead of losing utterances; only

@@ -7,7 +7,7 @@ jiwer aligns with: the counts equal jiwer's S + D + I (a unit test checks it on 
 without building jiwer's alignment objects, which cost ~20x more per utterance and were a
 third of the evaluator's own CPU time. References repeat every round, so normalised text is
 cached. Aggregates are
-ratios of sums (DESIGN.md section 4), the same quantities the exported counters carry, so the
+ratios of sums (docs/statistics.md), the same quantities the exported counters carry, so the
 evaluator's own summary and what PromQL computes can be compared exactly.
 """
 
@@ -149,7 +149,7 @@ class PairDelta:
     baseline: str
     pairs: int
     delta_wer: float | None  # Σd / Σn
-    se: float | None  # delta-method standard error (DESIGN.md section 4)
+    se: float | None  # delta-method standard error (docs/statistics.md)
 
 
 def paired_delta(

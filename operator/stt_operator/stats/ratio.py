@@ -1,6 +1,6 @@
 """Ratio-of-sums metrics (WER, CER, RTF) with delta-method variances.
 
-WER = Σe / Σn over utterances (DESIGN.md section 4): the utterance, not the word, is the
+WER = Σe / Σn over utterances (docs/statistics.md): the utterance, not the word, is the
 independent unit, so the variance comes from the delta method on per-utterance (e_i, n_i):
 
     Var(R) = N/(N-1) * Σ(e_i - R n_i)^2 / (Σn)^2,   Σ(e - R n)^2 = Σe² - 2RΣen + R²Σn².
@@ -174,7 +174,7 @@ class PairedStats:
 
     @property
     def difference_se(self) -> float:
-        """sqrt(N/(N-1) Σ(d_i - ΔW n_i)^2) / Σn (DESIGN.md section 4)."""
+        """sqrt(N/(N-1) Σ(d_i - ΔW n_i)^2) / Σn (docs/statistics.md)."""
         return self.contrast(1.0).se
 
     def inconsistency(self) -> str | None:

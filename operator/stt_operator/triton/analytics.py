@@ -7,7 +7,7 @@ counters (labelled by language); throughput, success rate, request totals, GPU u
 memory come from Triton's own metrics, which have no language, so they are model-wide and
 repeated on every language entry.
 
-Ratios are ratios of sums of cumulative counters (DESIGN.md section 4); latency p95 is
+Ratios are ratios of sums of cumulative counters (docs/statistics.md); latency p95 is
 `histogram_quantile` over the summed bucket increments in the window, never an average of
 per-pod quantiles.
 """
