@@ -322,6 +322,22 @@ def _run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Comp
     return res
 
 
+# Each kubelet (cAdvisor, certificate watchers) and containerd take inotify instances; several
+# local clusters at once exhaust the default 128 per user and the kubelet exits with "too many
+# open files". Only ever raised, never lowered (the setting is host-wide).
+INOTIFY_FLOORS = {"max_user_instances": 8192, "max_user_watches": 1048576}
+
+
+def _raise_inotify_limits() -> None:
+    for key, floor in INOTIFY_FLOORS.items():
+        path = Path("/proc/sys/fs/inotify") / key
+        try:
+            if int(path.read_text()) < floor:
+                path.write_text(str(floor))
+        except (OSError, ValueError):
+            pass  # not ours to change here: the kubelet's own error will say so
+
+
 def _in_ns(net: SlotNet, *argv: str) -> list[str]:
     # nsenter switches only the network namespace: mounts kubelet makes stay visible to
     # containerd and runc (`ip netns exec` would give each process a mount namespace of its own).
@@ -531,6 +547,7 @@ class RealNode:
 
     def setup_network(self) -> None:
         """The namespace, the veth pair, the bridge and the host's two routes."""
+        _raise_inotify_limits()
         n = self.net
         _run("ip", "netns", "add", n.netns)
         _run("ip", "link", "add", n.veth_host, "type", "veth", "peer", "name", n.veth_node)
