@@ -237,7 +237,7 @@ def test_abtest_through_kills_and_409s_from_a_concurrent_writer(
                 time.sleep(0.1)
             sigkill(op)
             op.start()
-        done = watch.until(lambda t: t["status"].get("phase") == "Promoted" and t, 150, "winner promoted")
+        done = watch.until(lambda t: t["status"].get("phase") == "Promoted" and t, 240, "winner promoted")
         assert done["status"]["winner"] == "candidate"
         md = kube.get(API, "ModelDeployment", ENDPOINT, namespace)
         assert md["spec"]["model"]["name"] == "model-b"
