@@ -16,12 +16,11 @@ short when they do not all fit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-from kubernetes.utils.quantity import parse_quantity
 
 GPU = "nvidia.com/gpu"
 # The condition reason for each short resource (others: InsufficientResources).
@@ -29,6 +28,32 @@ REASONS = {GPU: "InsufficientGPU", "cpu": "InsufficientCPU", "memory": "Insuffic
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 Resources = dict[str, Decimal]
+
+# Kubernetes resource.Quantity: a decimal number, then a binary (Ki..Ei) or decimal (n..E)
+# suffix or an exponent. Parsed here rather than with the Kubernetes client's helper because
+# planners import no Kubernetes client (pyproject.toml, import-linter).
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def parse_quantity(value: Any) -> Decimal:
+    """`500m` -> 0.5, `16Gi` -> 17179869184, `1e3` -> 1000 (as resource.ParseQuantity reads them)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(str(value))
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix in _BINARY:
+        return number * Decimal(1024) ** _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number.scaleb(_DECIMAL[suffix])
+    if suffix:
+        return number.scaleb(int(suffix[1:]))
+    return number
 
 
 def _quantities(values: Mapping[str, Any] | None) -> Resources:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stt_operator.builders.placement import Placement, place
-from stt_operator.rollout.capacity import GPU, fit, free_by_node, node_matches, pod_requests
+from stt_operator.rollout.capacity import GPU, fit, free_by_node, node_matches, parse_quantity, pod_requests
 
 
 def node(name: str, gpus: int = 4, cpu: str = "32", memory: str = "256Gi", **extra: Any) -> dict[str, Any]:
@@ -129,3 +129,14 @@ def test_fits_exactly_when_whole_pods_fit_in_free_gpus(
     pods = [bound(pod_spec(u), f"n{i}") for i, u in enumerate(used[: len(nodes)]) if u]
     free = [max(0, g - (used[i] if i < len(used) else 0)) for i, g in enumerate(gpus_per_node)]
     assert fit(pod_spec(per_pod), replicas, nodes, pods).fits == (sum(f // per_pod for f in free) >= replicas)
+
+
+@given(
+    number=st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False, allow_infinity=False),
+    suffix=st.sampled_from(["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "Ti", "e3", "E2", "n", "u"]),
+)
+def test_quantities_read_as_the_kubernetes_client_reads_them(number: Decimal, suffix: str) -> None:
+    from kubernetes.utils.quantity import parse_quantity as reference
+
+    text = f"{number}{suffix}"
+    assert parse_quantity(text) == reference(text)
