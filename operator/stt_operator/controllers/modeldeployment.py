@@ -321,9 +321,8 @@ def _reconcile_valid(
             "spec"
         ]
         # A canary that scales with its weight starts with one pod; anything else with all.
-        replicas = (
-            1 if spec.scale_replicas_with_weight and spec.strategy.type != "BlueGreen" else spec.replicas
-        )
+        scaled = spec.scale_replicas_with_weight and spec.strategy.type in ("Canary", "Gradual")
+        replicas = 1 if scaled else spec.replicas
         capacity = _capacity_observer(ctx).verdict(pod_spec, replicas)
     smoke = spec.smoke_test.enabled if spec.smoke_test else None
     inputs = RolloutInput(
@@ -434,12 +433,13 @@ def _needs_preflight(
     observed: Mapping[str, ObservedRevision],
     held_by: str | None,
 ) -> bool:
-    """Only before a canary / preview stack exists: a rollout from a serving stable revision
-    whose new revision has no Deployment yet (and was not rolled back)."""
+    """Only before a new revision's stack exists (canary, preview, or Immediate's new stack):
+    a rollout from a serving stable revision whose new revision has no Deployment yet (and was
+    not rolled back)."""
     stable = status.get("stableRevision")
     if not ctx.settings.capacity_preflight or not stable or desired.id == stable or held_by:
         return False
-    if spec.strategy.type == "Immediate" or desired.id in observed:
+    if desired.id in observed:
         return False
     history = status.get("revisions") or []
     return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)

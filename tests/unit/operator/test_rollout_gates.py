@@ -172,3 +172,35 @@ def test_defaults_are_off_for_smoke_and_ten_minutes_for_the_deadline() -> None:
     world.begin()
     world.step()
     assert world.status["currentWeight"] == 20 and world.smoke_calls == 0
+
+
+def test_immediate_switch_waits_for_room_and_is_aborted_at_the_deadline() -> None:
+    world = GatedWorld(spec_of({"type": "Immediate"}, progressDeadline="1m"), capacity=SHORT)
+    world.step()
+    world.step(advance_s=30)
+    assert NEW.id not in world.observed and world.routes[-1] == {OLD.id: 100}
+    assert world.condition("CapacityAvailable")["reason"] == "InsufficientGPU"
+    world.step(advance_s=40)
+    assert world.condition("Progressing")["reason"] == "ProgressDeadlineExceeded"
+    world.capacity = FITS  # rolled back: not tried again until the spec changes
+    world.step(advance_s=10)
+    assert NEW.id not in world.observed and world.status["stableRevision"] == OLD.id
+
+
+def test_immediate_switch_happens_after_a_passed_smoke_test_and_keeps_its_record() -> None:
+    world = GatedWorld(spec_of({"type": "Immediate"}), capacity=FITS, smoke="Passed")
+    world.step()  # the new stack comes up
+    assert world.routes[-1] == {OLD.id: 100} and world.status.get("rolloutStartedAt")
+    world.step()  # smoke-tested, then all traffic
+    assert world.smoke_calls == 1 and world.routes[-1] == {NEW.id: 100}
+    assert world.status["stableRevision"] == NEW.id and world.status["smokeTest"]["outcome"] == "Passed"
+    assert world.condition("SmokeTest")["status"] == "True" and "SmokeTestPassed" in world.reasons()
+
+
+def test_immediate_switch_is_refused_on_a_wrong_transcript() -> None:
+    world = GatedWorld(spec_of({"type": "Immediate"}), capacity=FITS, smoke="Failed")
+    world.step()
+    world.step()
+    world.step()
+    assert world.status["stableRevision"] == OLD.id and all(r == {OLD.id: 100} for r in world.routes if r)
+    assert world.condition("Progressing")["reason"] == "SmokeTestFailed" and world.smoke_calls == 1
