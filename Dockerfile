@@ -70,7 +70,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # (the built-in recogniser), onnxruntime on CPU (the ONNX runner).
 RUN pip install --upgrade pip \
  && pip install --no-deps "nvidia-pytriton==${PYTRITON_VERSION}" \
- && pip install numpy pocketsphinx onnxruntime \
+ && pip install "numpy<2" pocketsphinx onnxruntime \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 COPY images/triton/layout.py /tmp/layout.py
 RUN python /tmp/layout.py /opt/tritonserver \

@@ -71,6 +71,16 @@ class OperatorSettings(BaseModel):
     serving_placement: Placement = Field(
         default_factory=Placement, description="node selector / tolerations added to Triton pods"
     )
+    capacity_preflight: bool = Field(
+        True,
+        description="before a canary/preview/new revision is created, check that its pods fit on the"
+        " nodes they may use (reads Nodes and the pods bound to them)",
+    )
+    smoke_test_default: bool = Field(
+        False,
+        description="smoke-transcribe each new revision before it gets weight when its ModelDeployment"
+        " leaves spec.smokeTest.enabled empty (the built-in utterance is English)",
+    )
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="longest wait between looks at a rollout or A/B test in flight"
     )

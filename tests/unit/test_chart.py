@@ -326,7 +326,9 @@ def test_rbac_is_least_privilege() -> None:
         assert not rule.get("nonResourceURLs"), rule
     assert grants(docs, "", "secrets") == set()
     assert grants(docs, "", "pods") == {"get", "list", "watch"}
-    assert grants(docs, "", "nodes") == set()
+    # The capacity pre-flight reads Nodes (allocatable), never writes them; off, it reads none.
+    assert grants(docs, "", "nodes") == {"get", "list"}
+    assert grants(render("--set", "config.capacityPreflight=false"), "", "nodes") == set()
     assert grants(docs, "rbac.authorization.k8s.io", "clusterroles") == set()
     for kind in ("sttmodels", "modeldeployments", "abtests"):
         assert {"get", "list", "watch", "patch"} <= grants(docs, "stt.dev", kind)

@@ -364,6 +364,16 @@ class RollbackSpec(ApiModel):
     """Revisions kept in status.revisions."""
 
 
+class SmokeTestSpec(ApiModel):
+    """A known utterance through the new revision's own Service before it gets any weight."""
+
+    enabled: bool | None = None
+    """Run the smoke transcription; empty = the operator's `smoke_test_default` setting (off
+    unless the administrator turns it on)."""
+    timeout: bounded_duration("smokeTest.timeout", "1s", "5m") = "30s"  # type: ignore[valid-type]
+    """How long one smoke inference may take."""
+
+
 _ANALYSIS_NEEDED = "(has(self.analysis) && size(self.analysis.metrics) > 0)"
 
 
@@ -400,6 +410,11 @@ class ModelDeploymentSpec(ApiModel):
     """Keep the old revision this long after promotion."""
     paused: bool = False
     """Hold the rollout where it is."""
+    progress_deadline: bounded_duration("progressDeadline", "10s", "24h") = "10m"  # type: ignore[valid-type]
+    """How long a new revision may take to become ready for traffic (scheduled, Available and
+    smoke-tested) before the rollout is aborted with reason ProgressDeadlineExceeded."""
+    smoke_test: SmokeTestSpec | None = None
+    """Transcribe a known utterance through each new revision before it gets weight."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -472,6 +487,9 @@ class ModelDeploymentSpec(ApiModel):
     def scale_down_delay_seconds(self) -> float:
         return parse_duration(self.scale_down_delay)
 
+    def progress_deadline_seconds(self) -> float:
+        return parse_duration(self.progress_deadline)
+
 
 # --- status -----------------------------------------------------------------------------------
 
@@ -514,6 +532,9 @@ REASON_NO_MODEL_SELECTED = "NoModelSelected"
 REASON_MODEL_SELECTED = "ModelSelected"
 REASON_SERVING = "Serving"
 REASON_REVISION_RETIRED = "RevisionRetired"
+REASON_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+REASON_INSUFFICIENT_GPU = "InsufficientGPU"
+REASON_SMOKE_TEST_FAILED = "SmokeTestFailed"
 
 
 class AnalysisRun(StatusModel):
@@ -552,6 +573,21 @@ class RollbackRecord(StatusModel):
     from_model: str | None = Field(default=None, max_length=253)
     to_model: str | None = Field(default=None, max_length=253)
     reason: ShortText | None = None
+    code: str | None = Field(
+        default=None, max_length=64, description="the reason code: RolledBack, ProgressDeadlineExceeded, ..."
+    )
+
+
+class SmokeTestStatus(StatusModel):
+    """The last smoke transcription of the revision in flight."""
+
+    revision: str | None = Field(default=None, max_length=63)
+    outcome: Literal["Passed", "Failed", "Error"] | None = None
+    expected: ShortText | None = None
+    transcript: ShortText | None = None
+    message: ShortText | None = None
+    at: Timestamp | None = None
+    attempts: int = Field(default=0, ge=0)
 
 
 class ModelDeploymentStatus(StatusModel):
@@ -577,6 +613,7 @@ class ModelDeploymentStatus(StatusModel):
     revisions: list[RevisionRecord] = Field(default_factory=list, max_length=100)
     last_rollback: RollbackRecord | None = None
     held_by: str | None = Field(default=None, max_length=253)
+    smoke_test: SmokeTestStatus | None = None
     endpoint: str | None = Field(default=None, max_length=1024)
     message: ShortText | None = None
 

@@ -24,6 +24,7 @@ from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (
@@ -36,6 +37,7 @@ from stt_operator.builders.routing import (
     route_name,
 )
 from stt_operator.builders.serving import (
+    TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
     Revision,
     deployment_available,
@@ -57,8 +59,10 @@ from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, AN
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.history import plan_history_requests
-from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision
+from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision, SmokeRequest, SmokeResult
 from stt_operator.rollout.selection import select_model
+from stt_operator.services.capacity import CapacityObserver
+from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +299,32 @@ def _reconcile_valid(
     writer.set(heldBy=held_by)
     deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name})
     observed = _observed_revisions(deployments)
+    owner = owner_reference(body)
+    resources = spec.resources.to_dict() if spec.resources else None
+    http_port = spec.endpoint.port if spec.endpoint else TRITON_HTTP_PORT
+    capacity = None
+    if _needs_preflight(ctx, spec, status, desired, observed, held_by):
+        params = serving_params(
+            deployment_name=name,
+            namespace=namespace,
+            revision=desired,
+            role="canary",
+            model=model,
+            replicas=spec.replicas,
+            resources_override=resources,
+            triton_image=ctx.settings.triton_image,
+            operator_image=ctx.settings.fetcher_image,
+            owner=owner,
+            http_port=http_port,
+        )
+        pod_spec = place(triton_deployment(params), ctx.settings.serving_placement)["spec"]["template"][
+            "spec"
+        ]
+        # A canary that scales with its weight starts with one pod; anything else with all.
+        scaled = spec.scale_replicas_with_weight and spec.strategy.type in ("Canary", "Gradual")
+        replicas = 1 if scaled else spec.replicas
+        capacity = _capacity_observer(ctx).verdict(pod_spec, replicas)
+    smoke = spec.smoke_test.enabled if spec.smoke_test else None
     inputs = RolloutInput(
         desired=desired,
         spec=spec,
@@ -303,23 +333,29 @@ def _reconcile_valid(
         now=datetime.now(UTC),
         promote_requested=ANNOTATION_PROMOTE in annotations,
         abort_requested=ANNOTATION_ABORT in annotations,
+        capacity=capacity,
+        smoke_enabled=ctx.settings.smoke_test_default if smoke is None else smoke,
     )
     plan = plan_rollout(inputs)
-    if plan.analysis_request is not None:
-        # The planner needs a look at Prometheus first; it plans again with the verdict.
-        result = run_analysis(ctx, md, plan.analysis_request, status, model_name)
-        plan = plan_rollout(replace(inputs, analysis=(plan.analysis_request, result)))
-        if plan.analysis_request is not None:  # cannot happen: the planner is deterministic
-            raise RuntimeError("the rollout planner asked for a second analysis in one reconcile")
+    # The planner may need a look at Prometheus or a smoke transcription first; it plans again
+    # with the answer (each at most once per reconcile: the planner is deterministic).
+    for _ in range(3):
+        if plan.analysis_request is not None and inputs.analysis is None:
+            result = run_analysis(ctx, md, plan.analysis_request, status, model_name)
+            inputs = replace(inputs, analysis=(plan.analysis_request, result))
+        elif plan.smoke_request is not None and inputs.smoke is None:
+            inputs = replace(inputs, smoke=run_smoke(ctx, name, namespace, model, plan.smoke_request))
+        elif plan.analysis_request is not None or plan.smoke_request is not None:
+            raise RuntimeError("the rollout planner asked for the same look twice in one reconcile")
+        else:
+            break
+        plan = plan_rollout(inputs)
     for annotation in plan.consumed:  # a person's request is acted on once
         patch.metadata.annotations[annotation] = None
 
-    owner = owner_reference(body)
-    resources = spec.resources.to_dict() if spec.resources else None
     # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
     by_ratio = spec.routing == "replica-ratio"
     ratio = ratio_replicas(plan.route, spec.replicas) if by_ratio and plan.route else {}
-    http_port = spec.endpoint.port if spec.endpoint else TRITON_HTTP_PORT
     for revision, role in plan.ensure:
         params = serving_params(
             deployment_name=name,
@@ -387,6 +423,51 @@ def _reconcile_valid(
     evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
     _sync_evaluator(ctx, body, spec, {**status, **plan.status}, model, evaluator_found)
     return plan.requeue_after
+
+
+def _needs_preflight(
+    ctx: OperatorContext,
+    spec: ModelDeploymentSpec,
+    status: Mapping[str, Any],
+    desired: Revision,
+    observed: Mapping[str, ObservedRevision],
+    held_by: str | None,
+) -> bool:
+    """Only before a new revision's stack exists (canary, preview, or Immediate's new stack):
+    a rollout from a serving stable revision whose new revision has no Deployment yet (and was
+    not rolled back)."""
+    stable = status.get("stableRevision")
+    if not ctx.settings.capacity_preflight or not stable or desired.id == stable or held_by:
+        return False
+    if desired.id in observed:
+        return False
+    history = status.get("revisions") or []
+    return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)
+
+
+_OBSERVERS: dict[int, CapacityObserver] = {}
+
+
+def _capacity_observer(ctx: OperatorContext) -> CapacityObserver:
+    """One node cache per API facade (the operator has one)."""
+    return _OBSERVERS.setdefault(id(ctx.kube), CapacityObserver(ctx.kube))
+
+
+def run_smoke(
+    ctx: OperatorContext, name: str, namespace: str, model: Mapping[str, Any], request: SmokeRequest
+) -> SmokeResult:
+    """The smoke transcription through the revision's own Service (its ClusterIP, gRPC port)."""
+    service_name = revision_object_name(name, request.model, request.revision)
+    service = ctx.kube.get("v1", "Service", service_name, namespace)
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if not ip or ip == "None":
+        expected, _ = builtin_utterance()
+        return SmokeResult(
+            request.revision, "Error", expected, None, f"Service {service_name} has no ClusterIP"
+        )
+    io = (model.get("spec") or {}).get("io") or {}
+    triton_model = triton_model_name(model["metadata"]["name"])
+    return smoke_transcribe(f"{ip}:{TRITON_GRPC_PORT}", triton_model, io, request.revision, request.timeout_s)
 
 
 def _write_ratio_endpoint(

@@ -22,6 +22,7 @@ from stt_operator.rollout.common import (
     short,
     true_reason,
 )
+from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 from stt_operator.rollout.progressive import hold_if_paused, start_or_resume
 
@@ -49,6 +50,9 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
         plan.conditions += serving_conditions(status.get("stableModel") or "")
     if hold_if_paused(inp, plan, plan.route):
         return plan
+    stopped = pre_traffic(inp, plan, available=preview_ok, weight=0)
+    if stopped is not None:
+        return stopped
     if not preview_ok:
         waiting = f"waiting for preview revision {desired.id} (model {desired.model}) to become Available"
         plan.status.update(phase="Progressing", message=waiting)

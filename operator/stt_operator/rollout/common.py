@@ -20,6 +20,7 @@ from stt_operator.analysis.policy import Decision, decide
 from stt_operator.api.common import iso, parse_iso
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.serving import Revision
+from stt_operator.rollout.capacity import CapacityVerdict
 from stt_operator.rollout.immediate import record_promotion
 from stt_operator.rollout.plan import (
     AnalysisRequest,
@@ -27,6 +28,7 @@ from stt_operator.rollout.plan import (
     EndpointPlan,
     EventUpdate,
     ObservedRevision,
+    SmokeResult,
 )
 
 MAX_ANALYSIS_RUNS = 100  # status.analysisRuns maxItems
@@ -57,6 +59,10 @@ class RolloutInput:
     promote_requested: bool = False
     abort_requested: bool = False
     analysis: tuple[AnalysisRequest, AnalysisResult] | None = None
+    # Capacity pre-flight of the desired revision (None: not checked, e.g. its pods exist).
+    capacity: CapacityVerdict | None = None
+    smoke_enabled: bool = False  # spec.smokeTest.enabled, or the operator's default
+    smoke: SmokeResult | None = None  # the result of the smoke request of the previous plan
 
     @property
     def stable_id(self) -> str | None:
@@ -176,7 +182,9 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
     if inp.available(stable_id):
         plan.route = {stable_id: 100}
     plan.delete = others
-    reason = (inp.status.get("lastRollback") or {}).get("reason") or "analysis failed"
+    last = inp.status.get("lastRollback") or {}
+    reason = last.get("reason") or "analysis failed"
+    code = last.get("code") or "RolledBack"  # e.g. ProgressDeadlineExceeded stays visible
     message = short(
         f"model {inp.desired.model} (revision {inp.desired.id}) was rolled back ({reason}); serving"
         f" {stable_model}. Change spec.model or the STTModel, or retry (annotation stt.dev/retry),"
@@ -193,8 +201,8 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
     )
     plan.conditions += [
         *serving_conditions(stable_model),
-        ConditionUpdate("Degraded", "True", "RolledBack", message),
-        ConditionUpdate("Progressing", "False", "RolledBack", message),
+        ConditionUpdate("Degraded", "True", code, message),
+        ConditionUpdate("Progressing", "False", code, message),
         not_paused(),
     ]
     if others:
@@ -241,8 +249,9 @@ def promote(inp: RolloutInput, plan: EndpointPlan, how: str) -> EndpointPlan:
     return plan
 
 
-def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str) -> EndpointPlan:
-    """Send everything back to stable, delete the new revision, remember why."""
+def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = "RolledBack") -> EndpointPlan:
+    """Send everything back to stable, delete the new revision, remember why (`code`: the
+    reason of the Degraded/Progressing conditions, e.g. ProgressDeadlineExceeded)."""
     desired, now = inp.desired, inp.now
     stable_id = inp.stable_id or ""
     stable_model = inp.status.get("stableModel") or ""
@@ -276,16 +285,21 @@ def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str) -> EndpointPlan
             "fromModel": desired.model,
             "toModel": stable_model,
             "reason": short(reason),
+            "code": code,
         },
         phase="Degraded",
         message=message,
     )
+    if code != "RolledBack":
+        plan.events.append(EventUpdate("Warning", code, message))
     plan.events.append(EventUpdate("Warning", "RolledBack", message))
+    kept = [c for c in plan.conditions if c.type in ("CapacityAvailable", "SmokeTest")]
     plan.conditions = [
         *serving_conditions(stable_model),
-        ConditionUpdate("Degraded", "True", "RolledBack", message),
-        ConditionUpdate("Progressing", "False", "RolledBack", message),
+        ConditionUpdate("Degraded", "True", code, message),
+        ConditionUpdate("Progressing", "False", code, message),
         not_paused(),
+        *kept,
     ]
     plan.requeue_after = WAIT_REQUEUE_S
     return plan

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from stt_operator.api.common import iso
 from stt_operator.rollout.bluegreen import plan_blue_green
 from stt_operator.rollout.common import (
     ANNOTATION_ABORT,
@@ -18,7 +19,9 @@ from stt_operator.rollout.common import (
     plan_steady,
     rollback,
     rolled_back,
+    serving_conditions,
 )
+from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.immediate import plan_immediate
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan
 from stt_operator.rollout.progressive import plan_progressive, steps_for
@@ -76,8 +79,35 @@ HELD_STATUS_KEYS = (
 )
 
 
+def _immediate_gates(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
+    """Immediate from a serving stable: the same pre-traffic gates as the other strategies
+    (capacity, progressDeadline, smoke test) before the switch; a revision they rolled back
+    stays so until the spec changes. None: go on with the Immediate planner (what the gates
+    recorded in `plan` is kept)."""
+    entry = rolled_back(inp)
+    if entry is not None:
+        return _nothing_in_flight(inp, plan_rolled_back(inp, entry))
+    plan.ensure.append((inp.desired, "canary"))
+    if inp.status.get("canaryRevision") != inp.desired.id or not inp.status.get("rolloutStartedAt"):
+        plan.status.update(canaryRevision=inp.desired.id, canaryModel=inp.desired.model)
+        plan.status["rolloutStartedAt"] = iso(inp.now)
+    if inp.available(inp.stable_id):
+        plan.conditions += serving_conditions(inp.status.get("stableModel") or "")
+    gated = pre_traffic(inp, plan, available=inp.available(inp.desired.id), weight=0)
+    if gated is not None:
+        return _nothing_in_flight(inp, gated)
+    return None
+
+
 def _plan(inp: RolloutInput) -> EndpointPlan:
     spec, stable_id = inp.spec, inp.stable_id
+    started: dict[str, object] = {}
+    gates = EndpointPlan()
+    if stable_id is not None and spec.strategy.type == "Immediate" and inp.desired.id != stable_id:
+        gated = _immediate_gates(inp, gates)
+        if gated is not None:
+            return gated
+        started = {"rolloutStartedAt": inp.status.get("rolloutStartedAt") or iso(inp.now)}
     if stable_id is None or spec.strategy.type == "Immediate":
         plan = plan_immediate(
             inp.desired,
@@ -92,6 +122,13 @@ def _plan(inp: RolloutInput) -> EndpointPlan:
             plan.status.update(
                 currentStepIndex=None, stepStartedAt=None, rolloutStartedAt=None, analysis=None
             )
+        elif started:
+            plan.status.update(started)  # the progressDeadline counts from here
+        # What the gates found (a passed smoke test, the capacity verdict) is kept.
+        if "smokeTest" in gates.status:
+            plan.status["smokeTest"] = gates.status["smokeTest"]
+        plan.conditions += [c for c in gates.conditions if c.type in ("CapacityAvailable", "SmokeTest")]
+        plan.events += gates.events
         return _nothing_in_flight(inp, plan)
     if inp.desired.id == stable_id:
         return _nothing_in_flight(inp, plan_steady(inp, scale_down_delay_s(inp)))

@@ -49,6 +49,25 @@ class AnalysisRequest:
     start: datetime  # counts are cumulative since then
 
 
+@dataclass(frozen=True)
+class SmokeRequest:
+    """A smoke transcription the controller must run through the revision's own Service
+    before the planner can go on (the controller plans again with the `SmokeResult`)."""
+
+    revision: str
+    model: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    revision: str
+    outcome: str  # Passed | Failed (a wrong transcript) | Error (no answer)
+    expected: str
+    transcript: str | None
+    message: str
+
+
 @dataclass
 class EndpointPlan:
     """What the controller should do in this reconcile, in order.
@@ -65,4 +84,5 @@ class EndpointPlan:
     requeue_after: float | None = None
     replicas: dict[str, int] = field(default_factory=dict)  # revision id -> replicas (else spec.replicas)
     analysis_request: AnalysisRequest | None = None  # set: nothing else in this plan is meant to apply
+    smoke_request: SmokeRequest | None = None  # set: likewise, the controller runs it and plans again
     consumed: list[str] = field(default_factory=list)  # annotations the plan acted on: clear them

@@ -29,6 +29,7 @@ from stt_operator.rollout.common import (
     short,
     true_reason,
 )
+from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 
 
@@ -150,6 +151,9 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     plan.conditions += serving_conditions(stable_model) if stable_ok else []
     if hold_if_paused(inp, plan, route(weight)):
         return plan
+    stopped = pre_traffic(inp, plan, available=canary_ok, weight=weight)
+    if stopped is not None:
+        return stopped
     if not canary_ok:
         waiting = f"waiting for revision {desired.id} (model {desired.model}) to become Available"
         plan.route = route(weight)

@@ -112,11 +112,15 @@ class Kube:
         kind: str,
         namespace: str | None,
         label_selector: Mapping[str, str] | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
         API_CALLS.labels("list", kind).inc()
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
-        items = resource.get(namespace=namespace, label_selector=selector, _request_timeout=self.timeout)
+        extra = {"field_selector": field_selector} if field_selector else {}
+        items = resource.get(
+            namespace=namespace, label_selector=selector, _request_timeout=self.timeout, **extra
+        )
         return items.to_dict().get("items", [])
 
     def scale(self, name: str, namespace: str, replicas: int) -> None:

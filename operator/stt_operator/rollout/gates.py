@@ -1,0 +1,170 @@
+"""What a new revision must pass before it gets any traffic (Canary, Gradual, BlueGreen).
+
+1. Capacity pre-flight: its pods fit on the nodes they may use (`rollout/capacity.py`; the
+   controller observes, this decides). While they do not, its stack is not created: the
+   rollout waits with `CapacityAvailable=False` (reason InsufficientGPU, ...) and a Warning
+   Event naming what is short, and the stable keeps all traffic.
+2. `spec.progressDeadline`: a revision that is not scheduled, Available and smoke-tested within
+   the deadline after its rollout started is rolled back with reason ProgressDeadlineExceeded,
+   instead of the rollout waiting for ever.
+3. Smoke transcription (`spec.smokeTest`): the controller sends a known utterance through the
+   revision's own Service (`SmokeRequest`); a wrong transcript rolls it back (reason
+   SmokeTestFailed, the transcript in the message), no answer is retried until the deadline.
+
+`pre_traffic(...)` returns a finished plan when the rollout stops here in this reconcile, or
+None when the strategy goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stt_operator.api.common import iso, parse_duration, parse_iso
+from stt_operator.rollout.common import RolloutInput, not_paused, rollback, short
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, SmokeRequest
+
+CAPACITY_RECHECK_S = 10.0  # a blocked revision looks at the nodes again at this pace
+SMOKE_RETRY_S = 5.0
+REASON_DEADLINE = "ProgressDeadlineExceeded"
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+def deadline_exceeded(inp: RolloutInput, plan: EndpointPlan) -> float | None:
+    """Seconds past `spec.progressDeadline` since the rollout started (None: not past it)."""
+    started = parse_iso(plan.status.get("rolloutStartedAt") or inp.status.get("rolloutStartedAt"))
+    if started is None:
+        return None
+    late = inp.now.timestamp() - started.timestamp() - inp.spec.progress_deadline_seconds()
+    return late if late >= 0 else None
+
+
+def _abort_late(inp: RolloutInput, plan: EndpointPlan, what: str) -> EndpointPlan | None:
+    if deadline_exceeded(inp, plan) is None:
+        return None
+    reason = (
+        f"revision {inp.desired.id} (model {inp.desired.model}) {what} within"
+        f" progressDeadline {inp.spec.progress_deadline}"
+    )
+    return rollback(inp, plan, reason, code=REASON_DEADLINE)
+
+
+def _stable_route(inp: RolloutInput) -> dict[str, int] | None:
+    stable = inp.stable_id
+    return {stable: 100} if stable and inp.available(stable) else None
+
+
+def _wait(inp: RolloutInput, plan: EndpointPlan, reason: str, message: str, requeue: float) -> EndpointPlan:
+    plan.route = _stable_route(inp)
+    plan.status.update(phase="Progressing", message=short(message), currentWeight=0)
+    plan.conditions += [ConditionUpdate("Progressing", "True", reason, short(message)), not_paused()]
+    plan.requeue_after = requeue
+    return plan
+
+
+def capacity_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
+    verdict = inp.capacity
+    if verdict is None or inp.desired.id in inp.observed:
+        return None  # not checked, or its stack exists already (the scheduler has it)
+    if verdict.fits:
+        plan.conditions.append(ConditionUpdate("CapacityAvailable", "True", verdict.reason, verdict.message))
+        return None
+    desired = inp.desired
+    message = short(f"revision {desired.id} (model {desired.model}) cannot be scheduled: {verdict.message}")
+    plan.ensure = [(r, role) for r, role in plan.ensure if r.id != desired.id]
+    plan.conditions.append(ConditionUpdate("CapacityAvailable", "False", verdict.reason, message))
+    late = _abort_late(inp, plan, "found no room for its pods")
+    if late is not None:
+        return late
+    before = _condition(inp.status, "CapacityAvailable")
+    if (before.get("status"), before.get("reason")) != ("False", verdict.reason):
+        plan.events.append(EventUpdate("Warning", verdict.reason, message))
+    return _wait(inp, plan, verdict.reason, message, CAPACITY_RECHECK_S)
+
+
+def _smoke_state(inp: RolloutInput) -> dict[str, Any]:
+    state = inp.status.get("smokeTest") or {}
+    return dict(state) if state.get("revision") == inp.desired.id else {}
+
+
+def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
+    if not inp.smoke_enabled:
+        return None
+    desired = inp.desired
+    state = _smoke_state(inp)
+    result = inp.smoke if inp.smoke is not None and inp.smoke.revision == desired.id else None
+    if result is None:
+        if state.get("outcome") == "Passed":
+            return None
+        if state.get("outcome") == "Failed":  # automatic rollback is off: a person decides
+            message = short(f"smoke test of revision {desired.id} failed: {state.get('message', '')}")
+            plan.route = _stable_route(inp)
+            plan.status.update(phase="Degraded", message=message, currentWeight=0)
+            plan.conditions += [
+                ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
+                ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),
+            ]
+            return plan
+        late = _abort_late(inp, plan, "gave no smoke-test answer")
+        if late is not None:
+            return late
+        timeout = inp.spec.smoke_test.timeout if inp.spec.smoke_test else "30s"
+        plan.smoke_request = SmokeRequest(desired.id, desired.model, parse_duration(timeout))
+        return plan
+    attempts = int(state.get("attempts", 0)) + 1
+    plan.status["smokeTest"] = {
+        "revision": desired.id,
+        "outcome": result.outcome,
+        "expected": short(result.expected),
+        "transcript": short(result.transcript) if result.transcript is not None else None,
+        "message": short(result.message),
+        "at": iso(inp.now),
+        "attempts": attempts,
+    }
+    if result.outcome == "Passed":
+        message = short(f"revision {desired.id} (model {desired.model}): {result.message}")
+        plan.conditions.append(ConditionUpdate("SmokeTest", "True", "SmokeTestPassed", message))
+        plan.events.append(EventUpdate("Normal", "SmokeTestPassed", message))
+        return None
+    if result.outcome == "Failed":
+        message = short(f"revision {desired.id} (model {desired.model}): {result.message}")
+        plan.conditions.append(ConditionUpdate("SmokeTest", "False", "SmokeTestFailed", message))
+        if inp.spec.rollback.automatic:
+            return rollback(inp, plan, f"smoke test failed: {result.message}", code="SmokeTestFailed")
+        plan.events.append(EventUpdate("Warning", "SmokeTestFailed", message))
+        plan.route = _stable_route(inp)
+        plan.status.update(phase="Degraded", message=message, currentWeight=0)
+        plan.conditions += [
+            ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
+            ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),
+        ]
+        return plan
+    message = short(f"revision {desired.id} (model {desired.model}), attempt {attempts}: {result.message}")
+    plan.conditions.append(ConditionUpdate("SmokeTest", "False", "SmokeTestError", message))
+    late = _abort_late(inp, plan, "gave no smoke-test answer")
+    if late is not None:
+        return late
+    if _condition(inp.status, "SmokeTest").get("reason") != "SmokeTestError":
+        plan.events.append(EventUpdate("Warning", "SmokeTestError", message))
+    return _wait(inp, plan, "SmokeTestError", message, SMOKE_RETRY_S)
+
+
+def pre_traffic(
+    inp: RolloutInput, plan: EndpointPlan, *, available: bool, weight: int
+) -> EndpointPlan | None:
+    """The gates in order; `available`: the revision's Deployment is Available; `weight`: its
+    current weight (a revision that already has traffic passed them)."""
+    if weight > 0:
+        return None
+    stopped = capacity_gate(inp, plan)
+    if stopped is not None:
+        return stopped
+    if not available:
+        late = _abort_late(inp, plan, "did not become Available")
+        if late is not None:
+            return late
+        return None  # the strategy's own "waiting for the revision" plan
+    return smoke_gate(inp, plan)
