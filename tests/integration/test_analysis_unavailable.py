@@ -32,15 +32,13 @@ def namespace(operator_namespace: str) -> str:
 def test_canary_holds_when_its_prometheus_is_not_allowed(operator, kube, namespace):
     kube.apply(stt_model("model-a", namespace))
     kube.apply(stt_model("model-b", namespace, language="en-GB"))
-    kube.apply(model_deployment("asr", namespace, "model-a", CANARY, analysis=ANALYSIS))
-    wait_for(
-        lambda: (
-            (kube.get(API, "ModelDeployment", "asr", namespace) or {}).get("status", {}).get("stableModel")
-            == "model-a"
-        ),
-        timeout=120,
-        what="model-a serving",
-    )
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+
+    def serving_a():
+        md = kube.get(API, "ModelDeployment", "asr", namespace) or {}
+        return (md.get("status") or {}).get("stableModel") == "model-a" and md
+
+    wait_for(serving_a, timeout=180, what="model-a serving")
     kube.apply(model_deployment("asr", namespace, "model-b", CANARY, analysis=ANALYSIS))
 
     def held():
