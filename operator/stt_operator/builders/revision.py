@@ -38,15 +38,22 @@ def served_instance_kind(model: Mapping[str, Any], gpus: int) -> str | None:
 
 
 def gpu_required_reason(model: Mapping[str, Any], gpus: int) -> str | None:
-    """Why the STTModel cannot be served by pods with `gpus` GPUs (None: it can).
+    """Why the STTModel cannot be served by pods with `gpus` GPUs (None: it can): none at all
+    for a GPU-only model, or fewer than its pinned GPU ids need.
 
     Admission checks each object on its own; this is the check across the two (a
     ModelDeployment's `spec.resources.gpu` against the STTModel it serves)."""
-    if gpus > 0:
-        return None
     spec = model.get("spec") or {}
     triton = spec.get("triton") or {}
     name = (model.get("metadata") or {}).get("name", "")
+    ids = [int(g) for g in (triton.get("instanceGroup") or {}).get("gpus") or []]
+    if gpus > 0:
+        if ids and max(ids) >= gpus:  # a pod sees only its own GPUs, numbered from 0
+            return (
+                f"spec.resources.gpu is {gpus} but STTModel {name} pins GPU ids {ids} in"
+                f" triton.instanceGroup.gpus; set spec.resources.gpu to at least {max(ids) + 1}"
+            )
+        return None
     fmt = spec.get("format")
     backend = triton.get("backend")
     why: str | None = None

@@ -133,3 +133,11 @@ def test_materialize_writes_the_rewritten_config(tmp_path: Path) -> None:
     out = materialize(f"file://{artifact}", "asr", config, tmp_path / "models", instance_kind="KIND_CPU")
     served = (out / "config.pbtxt").read_text()
     assert "KIND_CPU" in served and "KIND_GPU" not in served
+
+
+def test_pinned_gpu_ids_need_as_many_gpus_in_the_pod() -> None:
+    model = _model(instanceGroup={"kind": "KIND_GPU", "gpus": [0, 2]})
+    assert gpu_required_reason(model, 3) is None
+    reason = gpu_required_reason(model, effective_gpus(model, {"gpu": 2}))
+    assert reason is not None and reason.startswith("spec.resources.gpu is 2") and "[0, 2]" in reason
+    assert "at least 3" in reason
