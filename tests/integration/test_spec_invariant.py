@@ -130,6 +130,11 @@ HOSTNAMES = st.one_of(
 )
 
 
+# The attack axes added last are drawn one time in four, so most specs stay admissible and
+# their children get checked too.
+RARELY = st.sampled_from([False, False, False, True])
+
+
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """None (leave the sample's value) most of the time, else a drawn value."""
     return st.one_of(st.none(), st.none(), strategy)
@@ -155,22 +160,22 @@ def sttmodel_docs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         triton["instanceGroup"] = {"kind": draw(st.sampled_from(["KIND_GPU", "KIND_CPU"])), "count": 1}
         triton["tensorrtFp16"] = False
-        if triton["instanceGroup"]["kind"] == "KIND_GPU" and draw(st.booleans()):
+        if triton["instanceGroup"]["kind"] == "KIND_GPU" and draw(RARELY):
             triton["instanceGroup"]["gpus"] = draw(st.lists(st.integers(0, 3), min_size=1, max_size=2))
-    if draw(st.booleans()):  # Triton's TensorRT backend: GPU instances only
+    if draw(RARELY):  # Triton's TensorRT backend: GPU instances only
         spec["format"], triton["backend"], triton["tensorrtFp16"] = "tensorrt-plan", "tensorrt", False
-    if draw(st.booleans()):
+    if draw(RARELY):
         keys = st.sampled_from(["", "grammar", "EXECUTION_ENV_PATH"])
         triton["parameters"] = draw(st.dictionaries(keys, st.just("v"), max_size=2))
-    if draw(st.booleans()):  # no batching: every tensor needs a dim of its own
+    if draw(RARELY):  # no batching: every tensor needs a dim of its own
         triton["maxBatchSize"] = 0
         triton.pop("dynamicBatching", None)
         if draw(st.booleans()):
             spec["io"]["inputs"][0]["dims"] = []
-    if draw(st.booleans()):
+    if draw(RARELY):
         audio = next(t for t in spec["io"]["inputs"] if t.get("role") == "audio")
         audio["dataType"] = draw(st.sampled_from(["TYPE_FP32", "TYPE_INT16", "TYPE_STRING", "TYPE_INT64"]))
-    if spec["io"].get("vocabulary") and draw(st.booleans()):
+    if spec["io"].get("vocabulary") and draw(RARELY):
         spec["io"]["vocabulary"] = spec["io"]["vocabulary"][
             : draw(st.integers(1, len(spec["io"]["vocabulary"])))
         ]
