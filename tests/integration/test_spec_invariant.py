@@ -41,7 +41,7 @@ from stt_operator.api.modeldeployment import GATEWAY_PATH_PATTERN
 from stt_operator.artifacts import jobs
 from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, triton_model_name
-from stt_operator.builders.revision import serving_params
+from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
 from stt_operator.builders.routing import Backend, endpoint_service, endpoint_slice, http_route
 from stt_operator.builders.serving import Revision, revision_object_name, triton_deployment, triton_service
 from stt_operator.experiments.objects import (
@@ -130,6 +130,11 @@ HOSTNAMES = st.one_of(
 )
 
 
+# The attack axes added last are drawn one time in four, so most specs stay admissible and
+# their children get checked too.
+RARELY = st.sampled_from([False, False, False, True])
+
+
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """None (leave the sample's value) most of the time, else a drawn value."""
     return st.one_of(st.none(), st.none(), strategy)
@@ -155,6 +160,25 @@ def sttmodel_docs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         triton["instanceGroup"] = {"kind": draw(st.sampled_from(["KIND_GPU", "KIND_CPU"])), "count": 1}
         triton["tensorrtFp16"] = False
+        if triton["instanceGroup"]["kind"] == "KIND_GPU" and draw(RARELY):
+            triton["instanceGroup"]["gpus"] = draw(st.lists(st.integers(0, 3), min_size=1, max_size=2))
+    if draw(RARELY):  # Triton's TensorRT backend: GPU instances only
+        spec["format"], triton["backend"], triton["tensorrtFp16"] = "tensorrt-plan", "tensorrt", False
+    if draw(RARELY):
+        keys = st.sampled_from(["", "grammar", "EXECUTION_ENV_PATH"])
+        triton["parameters"] = draw(st.dictionaries(keys, st.just("v"), max_size=2))
+    if draw(RARELY):  # no batching: every tensor needs a dim of its own
+        triton["maxBatchSize"] = 0
+        triton.pop("dynamicBatching", None)
+        if draw(st.booleans()):
+            spec["io"]["inputs"][0]["dims"] = []
+    if draw(RARELY):
+        audio = next(t for t in spec["io"]["inputs"] if t.get("role") == "audio")
+        audio["dataType"] = draw(st.sampled_from(["TYPE_FP32", "TYPE_INT16", "TYPE_STRING", "TYPE_INT64"]))
+    if spec["io"].get("vocabulary") and draw(RARELY):
+        spec["io"]["vocabulary"] = spec["io"]["vocabulary"][
+            : draw(st.integers(1, len(spec["io"]["vocabulary"])))
+        ]
     if (
         image := draw(maybe(st.sampled_from(["img:1", "registry.local/triton@sha256:" + "a" * 64, "a b"])))
     ) is not None:
@@ -375,6 +399,11 @@ def modeldeployment_children(body: dict[str, Any]) -> list[dict[str, Any]]:
     model = _model_body(model_name, namespace)
     stable = _model_body("stable-model", namespace)
     revision = Revision(model_name, DIGEST)
+    refused = gpu_required_reason(model, effective_gpus(model, spec.get("resources")))
+    if refused is not None:
+        # The operator serves nothing (condition GPURequired) rather than an impossible pod.
+        assert refused.startswith("spec.resources.gpu is "), refused
+        return []
     params = serving_params(
         deployment_name=name,
         namespace=namespace,

@@ -259,6 +259,9 @@ class AnalysisResult:
     metrics: tuple[MetricResult, ...]
     elapsed_s: float = 0.0
     at: float = 0.0
+    # Set when no look was possible at all (no Prometheus configured or allowed): the reason
+    # (NoPrometheus / PrometheusNotAllowed). Such a result is not counted as a look.
+    unavailable: str | None = None
 
     def metric(self, name: str) -> MetricResult:
         for m in self.metrics:

@@ -193,7 +193,10 @@ def resolve_prometheus(
         if source not in sources:
             known = ", ".join(sorted(sources)) or "none"
             raise PromQueryError(
-                "not-allowed", "", f"Prometheus source {source!r} is not configured (configured: {known})"
+                "not-allowed",
+                "",
+                f"Prometheus source {source!r} is not configured (operator setting prometheusSources,"
+                f" Helm value config.prometheusSources; configured: {known})",
             )
         return sources[source]
     if address is not None:

@@ -174,6 +174,10 @@ class TensorSpec(ApiModel):
         return self
 
 
+# What clients and the evaluator send as audio (the validator checks the model against the same).
+AUDIO_DATA_TYPES = ("TYPE_FP32", "TYPE_FP16", "TYPE_INT16")
+_AUDIO_TYPE_MSG = "io.inputs: the audio tensor's dataType must be TYPE_FP32, TYPE_FP16 or TYPE_INT16"
+_VOCAB_MSG = "io.vocabulary must have as many entries as the logits tensor's last dim (unless it is -1)"
 _TENSOR_LIST_RULES = [{"rule": UNIQUE_NAMES_RULE, "message": "tensor names must be unique"}]
 
 
@@ -214,6 +218,20 @@ class IOSpec(ApiModel):
                     "message": "io.outputs must not set optional: only inputs may be optional",
                     "fieldPath": ".outputs",
                 },
+                {
+                    "rule": "self.inputs.all(t, t.role != 'audio' || t.dataType in "
+                    + repr(list(AUDIO_DATA_TYPES))
+                    + ")",
+                    "message": _AUDIO_TYPE_MSG,
+                    "fieldPath": ".inputs",
+                },
+                {
+                    "rule": "!has(self.vocabulary) || self.outputs.all(t, t.role != 'logits'"
+                    " || size(t.dims) == 0 || t.dims[size(t.dims) - 1] == -1"
+                    " || t.dims[size(t.dims) - 1] == size(self.vocabulary))",
+                    "message": _VOCAB_MSG,
+                    "fieldPath": ".vocabulary",
+                },
             ]
         }
     )
@@ -232,6 +250,12 @@ class IOSpec(ApiModel):
         roles = {t.role for t in self.outputs}
         if "transcript" not in roles and not ("logits" in roles and self.vocabulary):
             raise ValueError("io.outputs needs a transcript tensor, or a logits tensor plus io.vocabulary")
+        if any(t.role == "audio" and t.data_type not in AUDIO_DATA_TYPES for t in self.inputs):
+            raise ValueError(_AUDIO_TYPE_MSG)
+        if self.vocabulary is not None:
+            for t in self.outputs:
+                if t.role == "logits" and t.dims and t.dims[-1] not in (-1, len(self.vocabulary)):
+                    raise ValueError(f"{_VOCAB_MSG} (vocabulary {len(self.vocabulary)}, logits {t.dims})")
         return self
 
     def tensor(self, role: str) -> TensorSpec | None:
@@ -335,6 +359,11 @@ class TritonSpec(ApiModel):
         default_factory=dict,
         max_length=64,
         description="backend parameters (string -> string)",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.all(k, size(k) > 0)", "message": "triton.parameters keys must not be empty"}
+            ]
+        },
     )
 
     model_config = ConfigDict(
@@ -372,6 +401,8 @@ class TritonSpec(ApiModel):
         ig = self.instance_group
         if self.tensorrt_fp16 and ig is not None and ig.kind != "KIND_GPU":
             raise ValueError("triton.tensorrtFp16 needs triton.instanceGroup.kind KIND_GPU")
+        if any(not k for k in self.parameters):
+            raise ValueError("triton.parameters keys must not be empty")
         return self
 
 
@@ -469,6 +500,17 @@ class QuantizationSpec(ApiModel):
     """Utterances used to calibrate static-int8."""
 
 
+_TRT_CPU_MSG = (
+    "triton.instanceGroup.kind KIND_CPU cannot serve format tensorrt-plan or triton.backend tensorrt"
+    " (Triton's TensorRT backend runs only on a GPU)"
+)
+_GPU_IDS_MSG = (
+    "triton.instanceGroup.gpus must name GPU ids below resources.gpu (default 1):"
+    " a pod sees only its own GPUs, numbered from 0"
+)
+_NO_BATCH_DIMS_MSG = (
+    "io: with triton.maxBatchSize 0 every tensor needs at least one dim (dims must not be empty)"
+)
 _GPU_MSG = "resources.gpu 0 needs triton.instanceGroup.kind KIND_CPU (KIND_GPU, the default, needs a GPU)"
 
 
@@ -532,6 +574,28 @@ class STTModelSpec(ApiModel):
                     "fieldPath": ".resources.gpu",
                 },
                 {
+                    "rule": "!has(self.triton) || !has(self.triton.instanceGroup)"
+                    " || self.triton.instanceGroup.kind != 'KIND_CPU'"
+                    " || (self.format != 'tensorrt-plan'"
+                    " && !(has(self.triton.backend) && self.triton.backend == 'tensorrt'))",
+                    "message": _TRT_CPU_MSG,
+                    "fieldPath": ".triton.instanceGroup.kind",
+                },
+                {
+                    "rule": "!has(self.triton) || !has(self.triton.instanceGroup)"
+                    " || !has(self.triton.instanceGroup.gpus) || self.triton.instanceGroup.gpus.all(g,"
+                    " g < (has(self.resources) && has(self.resources.gpu) ? self.resources.gpu : 1))",
+                    "message": _GPU_IDS_MSG,
+                    "fieldPath": ".triton.instanceGroup.gpus",
+                },
+                {
+                    "rule": "!has(self.triton) || !has(self.triton.maxBatchSize)"
+                    " || self.triton.maxBatchSize > 0 || (self.io.inputs.all(t, size(t.dims) > 0)"
+                    " && self.io.outputs.all(t, size(t.dims) > 0))",
+                    "message": _NO_BATCH_DIMS_MSG,
+                    "fieldPath": ".io",
+                },
+                {
                     "rule": "!has(self.quantization) || !self.quantization.enabled"
                     " || (has(self.validation) && self.validation.enabled"
                     " && has(self.validation.evaluationSet))",
@@ -568,6 +632,15 @@ class STTModelSpec(ApiModel):
         )
         if self.resources is not None and self.resources.gpu == 0 and kind != "KIND_CPU":
             raise ValueError(_GPU_MSG)
+        if kind == "KIND_CPU" and (self.format == "tensorrt-plan" or backend == "tensorrt"):
+            raise ValueError(_TRT_CPU_MSG)
+        ig = self.effective_triton().instance_group
+        pod_gpus = self.effective_resources().gpu
+        if ig is not None and ig.gpus and max(ig.gpus) >= pod_gpus:
+            raise ValueError(f"{_GPU_IDS_MSG} (ids {ig.gpus}, resources.gpu {pod_gpus})")
+        unbatched = self.triton is not None and self.triton.max_batch_size == 0
+        if unbatched and any(not t.dims for t in (*self.io.inputs, *self.io.outputs)):
+            raise ValueError(_NO_BATCH_DIMS_MSG)
         return self
 
     def effective_backend(self) -> str:

@@ -442,7 +442,8 @@ def architecture_step(
     fmt: str | None, model_path: Path | None, contract: IOContract, root: Path | None = None
 ) -> tuple[StepResult, ModelSignature | None]:
     """Step 2. ONNX is inspected directly, a SavedModel through its serving signature, a
-    TorchScript module through the forward() its archive's code/ declares (none of them is
+    TorchScript module through the forward() its archive's code/ declares, a TensorRT plan
+    through the engine's bindings where TensorRT and a GPU are present (none of them is
     run); other formats through the `config.pbtxt` they ship, when they ship one; otherwise
     the step says why it cannot run."""
     if fmt == "tensorflow-savedmodel" and model_path is not None:
@@ -450,14 +451,21 @@ def architecture_step(
     if fmt == "torchscript" and model_path is not None:
         return _torchscript_step(model_path, contract)
     config = _find_config(root) if fmt != "onnx" and root is not None and model_path is not None else None
+    if fmt == "tensorrt-plan" and model_path is not None and model_path.is_file():
+        from stt_operator.artifacts.trtplan import tensorrt_step  # imports this module
+
+        def shipped() -> StepResult:
+            assert config is not None and root is not None
+            return _config_step(config, contract, root)[0]
+
+        return tensorrt_step(model_path, contract, shipped_config=shipped if config is not None else None)
     if config is not None:
         return _config_step(config, contract, root)
     if fmt != "onnx" or model_path is None:
         reasons = {
             "python": "a Python model's tensors are defined by its config.pbtxt, and none was shipped",
             "pytorch": "a PyTorch state dict has no I/O signature; export to ONNX or TorchScript",
-            "tensorrt-plan": "reading a TensorRT engine's bindings needs the tensorrt package (not in the "
-            "validator image) and a GPU of the engine's architecture; ship a config.pbtxt to check it",
+            "tensorrt-plan": "no TensorRT plan file to inspect",
         }
         return StepResult.skipped("architecture", reasons.get(fmt or "", "no model file to inspect")), None
     signature = onnx_signature(model_path)

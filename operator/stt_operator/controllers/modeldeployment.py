@@ -26,7 +26,7 @@ from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
-from stt_operator.builders.revision import serving_params
+from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
 from stt_operator.builders.routing import (
     Backend,
     endpoint_service,
@@ -55,7 +55,13 @@ from stt_operator.observability import (
     record_route,
     track_reconcile,
 )
-from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE, RolloutInput
+from stt_operator.rollout.common import (
+    ANALYSIS_UNAVAILABLE,
+    ANNOTATION_ABORT,
+    ANNOTATION_HELD_BY,
+    ANNOTATION_PROMOTE,
+    RolloutInput,
+)
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.history import plan_history_requests
@@ -106,6 +112,12 @@ def _observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, Observed
 # but a wake-up that races the first look (seen once under load in CI) must not leave it asleep
 # for good, so look again at this pace until the model is there. Settled endpoints still sleep.
 WAITING_REQUEUE_S = 5.0
+
+
+REASON_GPU_REQUIRED = "GPURequired"
+# PromQueryError kinds that mean no Prometheus can be asked at all -> AnalysisUnavailable reasons.
+UNAVAILABLE_REASONS = {"not-configured": "NoPrometheus", "not-allowed": "PrometheusNotAllowed"}
+CONDITION_ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
 
 
 def _wait(writer: StatusWriter, reason: str, message: str, phase: str, warning: bool = False) -> None:
@@ -180,6 +192,8 @@ def run_analysis(
             }
         return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
     except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
+        if exc.kind in UNAVAILABLE_REASONS:  # configuration, not a failed look: the rollout holds
+            return AnalysisResult("Error", exc.detail, (), unavailable=UNAVAILABLE_REASONS[exc.kind])
         return AnalysisResult(
             "Error",
             exc.detail,
@@ -190,6 +204,36 @@ def run_analysis(
         message = f"analysis could not run: {exc}"
         return AnalysisResult(
             "Error", message, tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc}") for m in metrics)
+        )
+
+
+def _analysis_availability(
+    writer: StatusWriter, namespace: str, name: str, result: AnalysisResult | None
+) -> None:
+    """One AnalysisUnavailable condition, True while no Prometheus can be asked (`result` is
+    this reconcile's look, None when none was due), with an Event and one log line when it
+    turns True or changes reason: not one per interval."""
+    was = writer.old_condition(CONDITION_ANALYSIS_UNAVAILABLE) or {}
+    if result is not None and result.unavailable:
+        message = f"{result.message}; the rollout holds (no promotion, no rollback) until one is"
+        writer.condition(CONDITION_ANALYSIS_UNAVAILABLE, "True", result.unavailable, message)
+        if writer.changed(CONDITION_ANALYSIS_UNAVAILABLE):
+            log.warning("analysis of %s/%s unavailable: %s", namespace, name, result.message)
+            writer.event("Warning", result.unavailable, message)
+        return
+    if was.get("status") != "True":
+        return
+    held = any(
+        c.get("type") == "Paused" and c.get("reason") == ANALYSIS_UNAVAILABLE for c in writer.conditions
+    )
+    if result is not None:
+        writer.condition(
+            CONDITION_ANALYSIS_UNAVAILABLE, "False", "PrometheusAvailable", "Prometheus answered"
+        )
+        log.info("analysis of %s/%s: Prometheus answers again", namespace, name)
+    elif not held:  # promoted, aborted or rolled back by a person meanwhile: nothing waits for it
+        writer.condition(
+            CONDITION_ANALYSIS_UNAVAILABLE, "False", "AnalysisNotRunning", "no analysis is waiting"
         )
 
 
@@ -289,6 +333,12 @@ def _reconcile_valid(
         reason = _condition(model, "Ready").get("message") or "not reconciled yet"
         _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
         return WAITING_REQUEUE_S
+    resources = spec.resources.to_dict() if spec.resources else None
+    # Admission sees one object at a time; `resources.gpu: 0` over a GPU-only model is caught here.
+    gpu_conflict = gpu_required_reason(model, effective_gpus(model, resources))
+    if gpu_conflict is not None:
+        _wait(writer, REASON_GPU_REQUIRED, gpu_conflict, "Failed", warning=True)
+        return None  # a change to either object wakes this endpoint
     desired = Revision(model_name, model_digest(model))
     annotations = body["metadata"].get("annotations") or {}
     # An ABTest takes the route with an annotation; status.heldBy shows it to people.
@@ -339,9 +389,10 @@ def _reconcile_valid(
     plan = plan_rollout(inputs)
     # The planner may need a look at Prometheus or a smoke transcription first; it plans again
     # with the answer (each at most once per reconcile: the planner is deterministic).
+    looked: AnalysisResult | None = None
     for _ in range(3):
         if plan.analysis_request is not None and inputs.analysis is None:
-            result = run_analysis(ctx, md, plan.analysis_request, status, model_name)
+            result = looked = run_analysis(ctx, md, plan.analysis_request, status, model_name)
             inputs = replace(inputs, analysis=(plan.analysis_request, result))
         elif plan.smoke_request is not None and inputs.smoke is None:
             inputs = replace(inputs, smoke=run_smoke(ctx, name, namespace, model, plan.smoke_request))
@@ -417,6 +468,7 @@ def _reconcile_valid(
         ctx.kube.delete("v1", "Service", object_name, namespace)
 
     writer.apply_conditions(plan.conditions)
+    _analysis_availability(writer, namespace, name, looked)
     writer.set(**plan.status)
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)

@@ -9,6 +9,7 @@ one switch of all traffic; the old stack stays for `scaleDownDelaySeconds`.
 from __future__ import annotations
 
 from stt_operator.rollout.common import (
+    ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
     RolloutInput,
@@ -98,6 +99,8 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
                     paused_reason = "AnalysisNoData" if "no data" in outcome.reason else "AnalysisPaused"
                 elif outcome.action == "Hold":
                     paused_reason = "AnalysisFailed"
+                elif outcome.action == "Unavailable":
+                    paused_reason = ANALYSIS_UNAVAILABLE
         else:
             index = STEP_AWAIT_PROMOTION
 

@@ -360,13 +360,14 @@ def record_look(
 class StepOutcome:
     """What an analysis step decided in this reconcile."""
 
-    action: str  # Request | Wait | Advance | Rollback | Pause | Hold
+    action: str  # Request | Wait | Advance | Rollback | Pause | Hold | Unavailable
     reason: str = ""
     requeue_after: float | None = None
     kept: tuple[str, str] | None = None  # between looks: the Paused condition (reason, message) stays
 
 
-ANALYSIS_PAUSE_REASONS = ("AnalysisNoData", "AnalysisPaused", "AnalysisFailed")
+ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
+ANALYSIS_PAUSE_REASONS = ("AnalysisNoData", "AnalysisPaused", "AnalysisFailed", ANALYSIS_UNAVAILABLE)
 
 
 def run_analysis_step(
@@ -418,6 +419,11 @@ def run_analysis_step(
         plan.analysis_request = request
         return StepOutcome("Request")
     result = inp.analysis[1]
+    if result.unavailable:
+        # No Prometheus to ask: not a look (no counters, no runs), so the rollout neither
+        # promotes nor rolls back on it; it holds where it is and asks again next interval.
+        plan.status["analysis"] = {**state, "lastCheckedAt": iso(now)}
+        return StepOutcome("Unavailable", short(result.message), analysis.interval_seconds())
     new_state, runs, decision = record_look(inp, step, result, state)
     plan.status.update(analysis=new_state, analysisRuns=runs)
     reason = short(decision.reason)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from stt_operator.api.common import parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.rollout.common import (
+    ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
     RolloutInput,
@@ -241,6 +242,8 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
                         "AnalysisFailed",
                         f"{where}: {outcome.reason}; automatic rollback is off, a person decides",
                     )
+                elif outcome.action == "Unavailable":
+                    paused_why = (ANALYSIS_UNAVAILABLE, f"{where}: {outcome.reason}")
                 else:
                     progressing = ("Progressing", "AnalysisRunning", f"{where}: {outcome.reason}")
                 break

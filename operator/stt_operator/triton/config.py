@@ -211,6 +211,31 @@ def parse_config_pbtxt(text: str) -> mc.ModelConfig:
         raise ConfigError(f"config.pbtxt: {exc}") from exc
 
 
+def with_instance_kind(config_text: str, kind: str) -> str:
+    """`config_text` with every instance group of kind `kind` (KIND_CPU or KIND_GPU).
+
+    Serving a KIND_GPU model on a pod without GPUs (a ModelDeployment's `resources.gpu: 0`)
+    needs KIND_CPU instances, or Triton fails the load. GPU ids and GPU-only execution
+    accelerators cannot be rewritten: the operator refuses such models before it gets here
+    (`builders.revision.gpu_required_reason`), and this raises ConfigError naming them."""
+    if kind not in ("KIND_GPU", "KIND_CPU"):
+        raise ConfigError(f"instance kind {kind!r} is not KIND_GPU or KIND_CPU")
+    cfg = parse_config_pbtxt(config_text)
+    if kind == "KIND_CPU":
+        if cfg.backend == "tensorrt" or cfg.platform == "tensorrt_plan":
+            raise ConfigError("instance kind KIND_CPU: Triton's TensorRT backend runs only on a GPU")
+        if any(g.gpus for g in cfg.instance_group):
+            raise ConfigError("instance kind KIND_CPU: triton.instanceGroup.gpus pins GPU ids")
+        if len(cfg.optimization.execution_accelerators.gpu_execution_accelerator):
+            raise ConfigError("instance kind KIND_CPU: triton.tensorrtFp16 needs a GPU")
+    value = mc.ModelInstanceGroup.Kind.Value(kind)
+    if not cfg.instance_group:  # Triton's default is a GPU instance where GPUs exist
+        cfg.instance_group.add(count=1, kind=value, name=f"{cfg.name}-{kind.lower()}")
+    for group in cfg.instance_group:
+        group.kind = value
+    return text_format.MessageToString(cfg)
+
+
 def render_for_model(name: str, spec: Any) -> str:
     """`config.pbtxt` from a whole STTModel spec (pydantic model or mapping)."""
     return render_config_pbtxt(

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stt_operator.triton.config import DEFAULT_MODEL_FILENAME, parse_config_pbtxt
+from stt_operator.triton.config import DEFAULT_MODEL_FILENAME, parse_config_pbtxt, with_instance_kind
 from stt_operator.triton.repository import FileContent, write_model
 
 
@@ -59,10 +59,13 @@ def materialize(
     archive: str | None = None,
     credentials_dir: str | None = None,
     max_bytes: int | None = None,
+    instance_kind: str | None = None,
 ) -> Path:
     from stt_operator.artifacts.archives import prepare
     from stt_operator.artifacts.fetch import Credentials, FetchOptions, fetch, verify_digest
 
+    if instance_kind:  # a pod without GPUs serves a KIND_GPU model on CPU instances
+        config_text = with_instance_kind(config_text, instance_kind)
     config = parse_config_pbtxt(config_text)
     if config.name and config.name != model:
         raise ValueError(f"--config: model name {config.name!r} does not match --model {model!r}")
@@ -98,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--archive", choices=["none", "tar", "tar.gz", "zip"])
     ap.add_argument("--credentials-dir")
     ap.add_argument("--max-bytes", type=int)
+    ap.add_argument(
+        "--instance-kind", choices=["KIND_CPU", "KIND_GPU"], help="rewrite the config's instance groups"
+    )
     a = ap.parse_args(argv)
     try:
         config_text = Path(a.config).read_text()
@@ -111,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             archive=a.archive,
             credentials_dir=a.credentials_dir,
             max_bytes=a.max_bytes,
+            instance_kind=a.instance_kind,
         )
     except Exception as exc:  # the init container's termination message names the cause
         print(f"materialize: {exc}", file=sys.stderr)

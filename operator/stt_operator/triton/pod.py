@@ -60,6 +60,8 @@ class TritonPodParams:
     labels: Mapping[str, str] = field(default_factory=dict)
     service_account: str | None = None
     max_fetch_bytes: int | None = None
+    # Rewrite the served config's instance groups to this kind (KIND_CPU on a pod without GPUs).
+    instance_kind: str | None = None
 
 
 def _check(p: TritonPodParams) -> None:
@@ -71,6 +73,11 @@ def _check(p: TritonPodParams) -> None:
         raise ValueError(
             f"startup deadline {p.startup_deadline_s}s is shorter than the probe period {p.probe_period_s}s"
         )
+    if p.instance_kind not in (None, "KIND_CPU", "KIND_GPU"):
+        raise ValueError(f"instance_kind: {p.instance_kind!r} is not KIND_CPU or KIND_GPU")
+    if p.instance_kind and p.native_repository:
+        # Triton reads config.pbtxt from the bucket itself: nothing can rewrite it on the way.
+        raise ValueError("instance_kind: cannot rewrite the config of a native cloud repository")
     if p.native_repository and not p.artifact_uri.startswith(NATIVE_SCHEMES):
         raise ValueError(f"source.uri {p.artifact_uri!r}: Triton reads only {NATIVE_SCHEMES} natively")
 
@@ -144,6 +151,8 @@ def _fetch_init_container(p: TritonPodParams) -> dict[str, Any]:
         args.append(f"--archive={p.archive}")
     if p.max_fetch_bytes:
         args.append(f"--max-bytes={p.max_fetch_bytes}")
+    if p.instance_kind:
+        args.append(f"--instance-kind={p.instance_kind}")
     mounts = [
         {"name": "model-repository", "mountPath": REPOSITORY_MOUNT},
         {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True},

@@ -42,6 +42,7 @@ def test_unreachable_prometheus_is_an_error_outcome() -> None:
     assert result.outcome == "Error"
     assert [m.outcome for m in result.metrics] == ["Error"]
     assert "unreachable" in result.metrics[0].message.lower()
+    assert result.unavailable is None  # configured but down: an Error look, counted by the policy
 
 
 SECRET = "internal-secret-7f3a"
@@ -98,6 +99,7 @@ def test_address_outside_the_allowlist_is_refused_without_a_request() -> None:
         # A named source that is not configured is refused the same way.
         named = run_analysis(ctx(internal.url), md({"source": "team-b"}), REQUEST, STATUS, "model-b")
         assert named.outcome == "Error" and "not configured" in named.message and internal.hits == 0
+        assert result.unavailable == named.unavailable == "PrometheusNotAllowed"
     finally:
         internal.close()
 
@@ -150,8 +152,9 @@ def test_no_prometheus_configured_is_one_clear_error_not_a_guess() -> None:
         "model-b",
     )
     assert result.outcome == "Error"
-    assert "no Prometheus is configured" in result.message
-    assert result.metrics[0].name == "wer"
+    assert "no Prometheus is configured" in result.message and "config.prometheusUrl" in result.message
+    # Not a failed look but no look at all: the planner holds the rollout (AnalysisUnavailable).
+    assert result.unavailable == "NoPrometheus" and result.metrics == ()
 
 
 def test_settings_refuse_non_http_prometheus_addresses() -> None:

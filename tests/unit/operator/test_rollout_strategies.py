@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stt_operator.analysis.model import AnalysisResult, MetricResult
+from stt_operator.analysis.prom import NOT_CONFIGURED
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.common import RolloutInput
@@ -597,3 +598,42 @@ def test_abtest_hold_freezes_an_immediate_switch() -> None:
     del w.status["heldBy"]
     plan = w.step(advance_s=1)
     assert plan.route == {NEW.id: 100} and w.status["stableRevision"] == NEW.id
+
+
+# --- no Prometheus to ask: the rollout holds ---------------------------------------------------------
+
+UNAVAILABLE = AnalysisResult("Error", NOT_CONFIGURED, (), unavailable="NoPrometheus")
+
+
+def test_canary_holds_without_prometheus_and_goes_on_when_it_answers() -> None:
+    w = World(canary({"setWeight": 30}, {"analysis": {}}, **ANALYSIS))
+    w.begin()
+    for _ in range(8):
+        plan = w.step(lambda r: UNAVAILABLE, advance_s=10)
+        assert plan.route == {OLD.id: 70, NEW.id: 30}  # held at the step's weight
+        assert plan.delete == []
+    assert w.status["phase"] == "Paused"
+    paused = w.condition("Paused")
+    assert paused["reason"] == "AnalysisUnavailable" and "config.prometheusUrl" in paused["message"]
+    # Not a look: nothing counted, no Error runs piling up, nothing rolled back or promoted.
+    assert not w.status.get("analysisRuns")
+    assert w.status["analysis"]["failures"] == 0 and w.status["analysis"]["inconclusive"] == 0
+    assert "lastRollback" not in w.status and w.status["stableRevision"] == OLD.id
+    assert w.reasons().count("AnalysisUnavailable") == 1  # one Event, when the hold begins
+    # Between looks the hold stays (reconciles come more often than looks).
+    for _ in range(3):
+        w.step(advance_s=2)
+        assert w.condition("Paused")["reason"] == "AnalysisUnavailable"
+    w.step(lambda r: result("Passed"), advance_s=10)
+    assert w.status["stableRevision"] == NEW.id
+
+
+def test_blue_green_pre_promotion_analysis_holds_without_prometheus() -> None:
+    spec = spec_of({"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True}}, **ANALYSIS)
+    w = World(spec)
+    w.begin()
+    for _ in range(5):
+        plan = w.step(lambda r: UNAVAILABLE, advance_s=10)
+        assert plan.route == {OLD.id: 100, NEW.id: 0}
+    assert w.condition("Paused")["reason"] == "AnalysisUnavailable"
+    assert w.status["stableRevision"] == OLD.id and "lastRollback" not in w.status
