@@ -24,6 +24,7 @@ from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (
@@ -347,7 +348,12 @@ def _reconcile_valid(
         writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
     elif plan.route is not None:
         backends = [
-            Backend(revision_object_name(name, models_by_revision[rid], rid), weight, http_port)
+            Backend(
+                revision_object_name(name, models_by_revision[rid], rid),
+                weight,
+                http_port,
+                model=triton_model_name(models_by_revision[rid]),
+            )
             for rid, weight in plan.route.items()
         ]
         endpoint = spec.endpoint
@@ -368,6 +374,8 @@ def _reconcile_valid(
             hostnames=endpoint.hostnames if endpoint else (),
             path=endpoint.path if endpoint else "/",
             owner=owner,
+            # Clients call /v2/models/<endpoint name>/... whichever revision answers.
+            alias=name,
         )
         ctx.kube.apply(route)
         record_route(namespace, name, {b.service: b.weight for b in backends})
