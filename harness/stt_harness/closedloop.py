@@ -383,11 +383,14 @@ class RolloutObserver:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; status:\n{status}")
             time.sleep(0.5)
 
-    def candidate_weights(self, stable_model: str) -> list[int]:
-        """The new revision's weight in each route seen, repeats folded."""
+    def candidate_weights(self, model: str) -> list[int]:
+        """The weight of `model`'s revision (Services `<endpoint>-<model>-<revision id>`) in each
+        route seen, repeats folded."""
         out: list[int] = []
         for change in self.changes:
-            w = sum(wt for name, wt in change.weights.items() if stable_model not in name)
+            w = sum(
+                wt for name, wt in change.weights.items() if name.rsplit("-", 1)[0] == f"{ENDPOINT}-{model}"
+            )
             if not out or out[-1] != w:
                 out.append(w)
         return out
