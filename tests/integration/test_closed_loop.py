@@ -16,7 +16,6 @@ must never weight a revision without a ready Triton pod (readiness = model ready
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,8 +112,6 @@ def start_load(load: cl.LoadGenerator) -> None:
     """Start the client once a request through the Gateway is transcribed."""
     deadline = time.monotonic() + 60
     while load.failed(r := load.send()):
-        if os.environ.get("STT_LOOP_DEBUG"):
-            time.sleep(900)
         assert time.monotonic() < deadline, f"no transcription through the Gateway: {r}"
         time.sleep(1)
     load.start()
