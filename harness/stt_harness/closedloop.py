@@ -10,7 +10,7 @@ operator's HTTPRoute. The operator itself runs as a host process (`OperatorProce
 settings a Helm install would give it (images, placement on the real node, Prometheus source).
 
 Pieces:
-- `LoopOperator`: the operator process with those settings, watching `stt-loop-*` namespaces.
+- `loop_operator`: the operator process with those settings, watching `stt-loop-*` namespaces.
 - `prepare_namespace`: the Gateway, the chart's workload ServiceMonitor, and the labelled set
   as a hostPath PersistentVolume + claim (what `pvc://evalset` names).
 - `LoadGenerator`: client transcriptions through the Gateway, bounded in count and time.

@@ -31,6 +31,7 @@ from stt_harness.images import BuiltImage, build_images
 from stt_harness.kubewait import wait_for
 from stt_harness.operator import OperatorProcess
 from stt_harness.promoperator import PrometheusStack
+from stt_operator.builders.common import LABEL_COMPONENT
 from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.services.kube import Kube
 from stt_operator.speech.evalset import load_evalset
@@ -153,8 +154,15 @@ def test_worse_model_canary_rolls_back_on_real_wer(
         kube.apply(manifest)
         switched_at = time.time()
         targets: dict[str, str] = {}
+        evaluator_pods: dict[str, tuple[str, str]] = {}  # pod -> (image, node)
 
         def rolled_back(md: dict[str, Any]) -> Any:
+            for pod in kube.list("v1", "Pod", ns, {LABEL_COMPONENT: "evaluator"}):
+                (container,) = pod["spec"]["containers"]
+                evaluator_pods[pod["metadata"]["name"]] = (
+                    container["image"],
+                    pod["spec"].get("nodeName", ""),
+                )
             # While the evaluator runs, note how Prometheus scrapes it (the ServiceMonitor's pool).
             with contextlib.suppress(OSError, ValueError):
                 for t in prometheus_stack.active_targets():
@@ -207,6 +215,10 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     assert labels["service"] == evaluator_name(cl.ENDPOINT) and labels["pod"].startswith(
         evaluator_name(cl.ENDPOINT)
     )
+    assert evaluator_pods, "no evaluator pod was seen during the rollout"
+    assert cluster.real_node is not None
+    assert set(evaluator_pods.values()) == {(loop_images["jobs"].ref, cluster.real_node.name)}, evaluator_pods
+    assert labels["pod"] in evaluator_pods, (labels, evaluator_pods)
     assert targets and all(p.startswith(f"serviceMonitor/{ns}/") for p in targets), targets
     assert "up" in targets.values(), targets
     pairs = float(series[0]["value"][1])
