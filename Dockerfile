@@ -67,7 +67,9 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # Only the wheel's server binary and libraries are used (not the pytriton Python API), so
 # its own dependencies are skipped. The models' Python dependencies: numpy, pocketsphinx
-# (the built-in recogniser), onnxruntime on CPU (the ONNX runner).
+# (the built-in recogniser), onnxruntime on CPU (the ONNX runner). numpy 1.x: with numpy 2
+# this tritonserver's Python backend (2.51) hands back an empty buffer for a BYTES output, so
+# every transcript failed ("output tensor shape does not match size of output").
 RUN pip install --upgrade pip \
  && pip install --no-deps "nvidia-pytriton==${PYTRITON_VERSION}" \
  && pip install "numpy<2" pocketsphinx onnxruntime \

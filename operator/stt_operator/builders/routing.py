@@ -17,6 +17,12 @@ class Backend:
     service: str
     weight: int
     port: int = TRITON_HTTP_PORT
+    model: str | None = None  # the Triton model this revision serves (for the endpoint's alias path)
+
+
+def model_path(model: str) -> str:
+    """Triton's HTTP path prefix of one model (KServe v2 protocol)."""
+    return f"/v2/models/{model}"
 
 
 def route_name(deployment_name: str) -> str:
@@ -34,11 +40,18 @@ def http_route(
     hostnames: Sequence[str] = (),
     path: str = "/",
     owner: Mapping[str, Any] | None = None,
+    alias: str | None = None,
 ) -> dict[str, Any]:
     """An HTTPRoute sending `path` on the parents to the weighted backends.
 
     Backends with weight 0 stay listed, so Gateway implementations keep their clusters warm
-    and a later weight change is a pure weight edit."""
+    and a later weight change is a pure weight edit.
+
+    `alias`: a model name clients may call whatever revision answers. Each revision's Triton
+    serves its own STTModel's name, so a client calling `/v2/models/<old model>/infer` fails on
+    the new revision's pods during a switch; a second rule with the same weights matches
+    `/v2/models/<alias>` and each backend rewrites it to its own model's path (per-backend
+    URLRewrite, Gateway API Extended). The first rule stays the plain split."""
     if not backends:
         raise ValueError("an HTTPRoute needs at least one backend; build it once a backend is ready")
     labels = common_labels(deployment_name, "endpoint")
@@ -56,6 +69,32 @@ def http_route(
             }
         ],
     }
+    if alias and all(b.model for b in backends):
+        spec["rules"].append(
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": model_path(alias)}}],
+                "backendRefs": [
+                    {
+                        "kind": "Service",
+                        "name": b.service,
+                        "port": b.port,
+                        "weight": b.weight,
+                        "filters": [
+                            {
+                                "type": "URLRewrite",
+                                "urlRewrite": {
+                                    "path": {
+                                        "type": "ReplacePrefixMatch",
+                                        "replacePrefixMatch": model_path(b.model or ""),
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                    for b in backends
+                ],
+            }
+        )
     if hostnames:
         spec["hostnames"] = list(hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}

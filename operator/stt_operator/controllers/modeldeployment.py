@@ -434,7 +434,12 @@ def _reconcile_valid(
         writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
     elif plan.route is not None:
         backends = [
-            Backend(revision_object_name(name, models_by_revision[rid], rid), weight, http_port)
+            Backend(
+                revision_object_name(name, models_by_revision[rid], rid),
+                weight,
+                http_port,
+                model=triton_model_name(models_by_revision[rid]),
+            )
             for rid, weight in plan.route.items()
         ]
         endpoint = spec.endpoint
@@ -455,6 +460,8 @@ def _reconcile_valid(
             hostnames=endpoint.hostnames if endpoint else (),
             path=endpoint.path if endpoint else "/",
             owner=owner,
+            # Clients call /v2/models/<endpoint name>/... whichever revision answers.
+            alias=name,
         )
         ctx.kube.apply(route)
         record_route(namespace, name, {b.service: b.weight for b in backends})
@@ -473,7 +480,17 @@ def _reconcile_valid(
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)
     evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
-    _sync_evaluator(ctx, body, spec, {**status, **plan.status}, model, evaluator_found)
+    after = {**status, **plan.status}
+    candidate = observed.get(after.get("canaryRevision") or "")
+    _sync_evaluator(
+        ctx,
+        body,
+        spec,
+        after,
+        model,
+        evaluator_found,
+        candidate_serves=candidate is not None and candidate.available,
+    )
     return plan.requeue_after
 
 
@@ -555,12 +572,17 @@ def _sync_evaluator(
     status: Mapping[str, Any],
     candidate_model: Mapping[str, Any],
     found: bool,
+    candidate_serves: bool = True,
 ) -> None:
     """Run the rollout's evaluator while a revision is in flight and the analysis reads its
-    series; remove it otherwise."""
+    series; remove it otherwise. It starts once the new revision is Available: a replay
+    against a revision still loading its model only fails, backs off and wastes its first round
+    (the canary on the real node took a minute to load; the next round came 60 s later)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     candidate, stable = status.get("canaryRevision"), status.get("stableRevision")
+    if candidate and stable and needs_evaluator(spec) and not (candidate_serves or found):
+        return
     objects = None
     if candidate and stable and needs_evaluator(spec):
         stable_model = ctx.kube.get(STTMODEL_API, "STTModel", status.get("stableModel") or "", namespace)

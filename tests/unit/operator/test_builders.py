@@ -93,6 +93,28 @@ def test_http_route_weights_round_trip():
     assert route["spec"]["hostnames"] == ["stt.example.com"]
 
 
+def test_http_route_alias_rewrites_to_each_revisions_model():
+    route = http_route(
+        "asr",
+        "ns",
+        [Backend("asr-a", 80, model="model-a"), Backend("asr-b", 20, model="model-b")],
+        alias="asr",
+    )
+    plain, aliased = route["spec"]["rules"]
+    # The first rule is the plain split (what route_weights reads); the alias rule has the same
+    # weights and rewrites /v2/models/asr to each backend's own model.
+    assert route_weights(route) == {"asr-a": 80, "asr-b": 20}
+    assert aliased["matches"] == [{"path": {"type": "PathPrefix", "value": "/v2/models/asr"}}]
+    rewrites = {
+        ref["name"]: (ref["weight"], ref["filters"][0]["urlRewrite"]["path"]["replacePrefixMatch"])
+        for ref in aliased["backendRefs"]
+    }
+    assert rewrites == {"asr-a": (80, "/v2/models/model-a"), "asr-b": (20, "/v2/models/model-b")}
+    assert "filters" not in plain["backendRefs"][0]
+    # No alias (or a backend whose model is unknown): one rule, as before.
+    assert len(http_route("asr", "ns", [Backend("asr-a", 100)], alias="asr")["spec"]["rules"]) == 1
+
+
 def test_http_route_refuses_no_backend():
     import pytest
 

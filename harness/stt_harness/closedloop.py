@@ -1,0 +1,440 @@
+"""The closed loop on real parts (integration tests and `bench/e2e`).
+
+Everything a rollout's decision depends on runs for real on the real node: Triton pods from the
+CPU Triton image serving the pocketsphinx recogniser (baseline or degraded), the evaluator
+Deployment the operator creates (jobs image) replaying a labelled set to both revisions through
+their Services, Prometheus run by the Prometheus Operator scraping the evaluator through the
+chart's workload ServiceMonitor, the operator's analysis querying that Prometheus through an
+administrator-configured Prometheus source, and Traefik carrying client requests through the
+operator's HTTPRoute. The operator itself runs as a host process (`OperatorProcess`) with the
+settings a Helm install would give it (images, placement on the real node, Prometheus source).
+
+Pieces:
+- `loop_operator`: the operator process with those settings, watching `stt-loop-*` namespaces.
+- `prepare_namespace`: the Gateway, the chart's workload ServiceMonitor, and the labelled set
+  as a hostPath PersistentVolume + claim (what `pvc://evalset` names).
+- `LoadGenerator`: client transcriptions through the Gateway, bounded in count and time.
+- `RolloutObserver`: polls the HTTPRoute, the ModelDeployment and the revisions' Deployments;
+  records every route with its time and fails if a weighted backend has no ready Triton pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from stt_harness.cluster import repo_root
+from stt_harness.images import BuiltImage
+from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
+from stt_harness.operator import OperatorProcess
+from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name
+from stt_operator.models import catalog
+
+if TYPE_CHECKING:
+    from stt_harness.cluster import LocalCluster
+    from stt_operator.services.kube import Kube
+
+API = "stt.dev/v1alpha1"
+NAMESPACE_PREFIX = "stt-loop-"
+PROMETHEUS_SOURCE = "cluster"  # the operator setting's name for the Prometheus Operator's server
+HOST = "stt.example.test"
+ENDPOINT = "asr"
+EVALSET_CLAIM = "evalset"
+SCRAPE_INTERVAL = "5s"
+
+
+# --- the operator, as an administrator would configure it ------------------------------------
+
+
+def operator_settings(images: dict[str, BuiltImage], prometheus_url: str) -> dict[str, Any]:
+    on_node = {"nodeSelector": dict(REAL_NODE_SELECTOR), "tolerations": [dict(REAL_NODE_TOLERATION)]}
+    return {
+        "triton_image": images["triton"].ref,
+        "jobs_image": images["jobs"].ref,
+        "operator_image": images["operator"].ref,
+        "jobs_placement": on_node,
+        "serving_placement": on_node,
+        # Analysis names this source; there is no default Prometheus.
+        "prometheus_sources": {PROMETHEUS_SOURCE: prometheus_url},
+        "analytics_interval_s": 30,
+    }
+
+
+@contextlib.contextmanager
+def loop_operator(
+    cluster: LocalCluster, images: dict[str, BuiltImage], prometheus_url: str, workdir: Path
+) -> Iterator[OperatorProcess]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "settings.yaml"
+    config.write_text(yaml.safe_dump(operator_settings(images, prometheus_url)))
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        reconcile_interval_s=1.0,
+        namespaces=[f"{NAMESPACE_PREFIX}*"],
+        extra_args=["--config", str(config)],
+        log_path=workdir / "operator.log",
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# --- the namespace: Gateway, ServiceMonitor, labelled set --------------------------------------
+
+
+def chart_workload_servicemonitor(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
+    """The chart's workload ServiceMonitor as helm renders it (scraping every few seconds)."""
+    root = repo_root()
+    assert root is not None
+    out = cluster.helm(
+        "template",
+        "stt",
+        str(root / "charts" / "stt-operator"),
+        "--namespace",
+        namespace,
+        "--set",
+        "workloadServiceMonitor.enabled=true",
+        "--set",
+        f"workloadServiceMonitor.interval={SCRAPE_INTERVAL}",
+        "--show-only",
+        "templates/workload-servicemonitor.yaml",
+    )
+    (doc,) = [d for d in yaml.safe_load_all(out) if d]
+    return doc
+
+
+def evalset_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume (the real node is this machine) bound to claim `evalset`."""
+    pv_name = f"{namespace}-evalset"
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"stt.dev/test": "true"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(host_dir), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": EVALSET_CLAIM},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": EVALSET_CLAIM, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    return [pv, pvc]
+
+
+def readable_copy(evalset: Path, dest_root: Path) -> Path:
+    """A copy of the set every user can read (the evaluator runs as uid 65532)."""
+    dest = Path(tempfile.mkdtemp(prefix="evalset-", dir=dest_root))
+    shutil.copytree(evalset, dest, dirs_exist_ok=True)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def prepare_namespace(cluster: LocalCluster, gateway: Any, namespace: str, evalset_dir: Path) -> None:
+    gateway.create_gateway(namespace)
+    objects = [chart_workload_servicemonitor(cluster, namespace), *evalset_volume(namespace, evalset_dir)]
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
+
+
+def delete_volume(cluster: LocalCluster, namespace: str) -> None:
+    cluster.kubectl("delete", "pv", f"{namespace}-evalset", "--wait=false", check=False)
+
+
+# --- models and endpoint ---------------------------------------------------------------------
+
+
+def sphinx_model(name: str, namespace: str, *, degraded: bool = False) -> dict[str, Any]:
+    """The built-in pocketsphinx recogniser from the images (`file:///opt/stt-models/...`), CPU,
+    with the labelled set on the claim as its evaluation set."""
+    io = catalog.sphinx_io()
+    tensors = [
+        {
+            "name": t.name,
+            "dataType": t.data_type,
+            "dims": list(t.dims),
+            "role": t.role,
+            **({"optional": True} if t.optional else {}),
+        }
+        for t in (*io.inputs, *io.outputs)
+    ]
+    triton = catalog.sphinx_triton(degraded=degraded)
+    return {
+        "apiVersion": API,
+        "kind": "STTModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "language": "en-US",
+            "format": "python",
+            "source": {"uri": f"file:///opt/stt-models/{catalog.MODEL_DIR_NAME}"},
+            "io": {
+                "inputs": tensors[: len(io.inputs)],
+                "outputs": tensors[len(io.inputs) :],
+                "sampleRate": io.sample_rate,
+            },
+            "triton": {
+                "backend": "python",
+                "maxBatchSize": triton.max_batch_size,
+                "instanceGroup": {"kind": "KIND_CPU", "count": 1},
+                "warmup": triton.warmup,
+                "parameters": dict(triton.parameters),
+            },
+            "resources": {"gpu": 0},
+            "validation": {"enabled": False, "evaluationSet": {"uri": f"pvc://{EVALSET_CLAIM}"}},
+        },
+    }
+
+
+def canary_endpoint(
+    namespace: str, model: str, steps: list[dict[str, Any]], *, margin: float, min_samples: int
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": ENDPOINT, "namespace": namespace},
+        "spec": {
+            "model": {"name": model},
+            "replicas": 1,
+            "strategy": {"type": "Canary", "canary": {"steps": steps}},
+            "scaleDownDelay": "0s",
+            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [HOST]},
+            "analysis": {
+                "interval": "5s",
+                "prometheus": {"source": PROMETHEUS_SOURCE},
+                "metrics": [
+                    {
+                        "name": "wer",
+                        "preset": "wer",
+                        "nonInferiorityMargin": margin,
+                        "minSamples": min_samples,
+                    }
+                ],
+            },
+        },
+    }
+
+
+# --- client load through the Gateway --------------------------------------------------------
+
+
+@dataclass
+class Request:
+    t: float  # monotonic, at send
+    status: int  # HTTP status, 0 = no response
+    transcript: str | None  # None = no TRANSCRIPT in the answer
+    seconds: float
+    error: str = ""  # the start of an error answer
+
+
+@dataclass
+class LoadGenerator:
+    """One client sending transcriptions of `audio` through the Gateway to the endpoint's alias
+    path (`/v2/models/<endpoint>/infer`) every `period_s`, at most `max_requests` and `max_seconds`."""
+
+    gateway_url: str
+    audio: np.ndarray  # int16 PCM
+    period_s: float = 0.5
+    max_requests: int = 1000
+    max_seconds: float = 600.0
+    timeout_s: float = 30.0
+    requests: list[Request] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="loadgen")
+        self._body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": catalog.AUDIO,
+                        "shape": [1, int(self.audio.size)],
+                        "datatype": "INT16",
+                        "data": self.audio.astype(int).tolist(),
+                    }
+                ],
+                "outputs": [{"name": catalog.TRANSCRIPT}],
+            }
+        ).encode()
+
+    def start(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 5)
+
+    def send(self) -> Request:
+        url = f"{self.gateway_url}/v2/models/{ENDPOINT}/infer"
+        req = urllib.request.Request(
+            url, data=self._body, headers={"Host": HOST, "Content-Type": "application/json"}
+        )
+        t0 = time.monotonic()
+        status, transcript, error = 0, None, ""
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                status = resp.status
+                body = json.load(resp)
+            for out in body.get("outputs") or []:
+                if out.get("name") == catalog.TRANSCRIPT and out.get("data"):
+                    transcript = str(out["data"][0])
+        except urllib.error.HTTPError as exc:
+            status, error = exc.code, exc.read()[:300].decode(errors="replace")
+        except (OSError, ValueError) as exc:
+            status, error = 0, str(exc)[:300]
+        return Request(t0, status, transcript, time.monotonic() - t0, error)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and len(self.requests) < self.max_requests:
+            if time.monotonic() > deadline:
+                break
+            self.requests.append(self.send())
+            self._stop.wait(self.period_s)
+
+    @staticmethod
+    def failed(r: Request) -> bool:
+        return not 200 <= r.status < 300 or r.transcript is None
+
+    def counts(self, t0: float = float("-inf"), t1: float = float("inf")) -> tuple[int, int]:
+        """(requests sent in [t0, t1), failed ones)."""
+        window = [r for r in self.requests if t0 <= r.t < t1]
+        return len(window), sum(self.failed(r) for r in window)
+
+
+# --- watching the rollout ---------------------------------------------------------------------
+
+
+@dataclass
+class RouteChange:
+    t: float  # monotonic
+    weights: dict[str, int]  # backend Service -> weight (first rule)
+
+
+class RolloutObserver:
+    """Polls the endpoint's HTTPRoute, ModelDeployment and revision Deployments. Every route
+    seen is recorded with its time; a backend with weight > 0 must have a ready Triton pod (the
+    pod's readiness is its model's `/v2/models/<m>/ready`), else `violations` records it."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.changes: list[RouteChange] = []
+        self.violations: list[str] = []
+        self.last: dict[str, Any] = {}
+
+    def poll(self) -> dict[str, Any]:
+        route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(ENDPOINT), self.namespace)
+        if route is not None:
+            weights: dict[str, int] = {}
+            for rule in route["spec"]["rules"]:
+                for ref in rule["backendRefs"]:
+                    weights.setdefault(ref["name"], int(ref.get("weight", 1)))
+            ready = {
+                d["metadata"]["name"]
+                for d in self.kube.list("apps/v1", "Deployment", self.namespace, {LABEL_DEPLOYMENT: ENDPOINT})
+                if (d.get("status") or {}).get("readyReplicas", 0) >= 1
+            }
+            for name, weight in weights.items():
+                if weight > 0 and name not in ready:
+                    self.violations.append(f"route sends {weight}% to {name}, which has no ready Triton pod")
+            if not self.changes or self.changes[-1].weights != weights:
+                self.changes.append(RouteChange(time.monotonic(), weights))
+        self.last = self.kube.get(API, "ModelDeployment", ENDPOINT, self.namespace) or {}
+        return self.last
+
+    def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = check(self.poll())
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                status = json.dumps((self.last or {}).get("status"), indent=1)[:3000]
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; status:\n{status}")
+            time.sleep(0.5)
+
+    def candidate_weights(self, model: str) -> list[int]:
+        """The weight of `model`'s revision (Services `<endpoint>-<model>-<revision id>`) in each
+        route seen, repeats folded."""
+        out: list[int] = []
+        for change in self.changes:
+            w = sum(
+                wt for name, wt in change.weights.items() if name.rsplit("-", 1)[0] == f"{ENDPOINT}-{model}"
+            )
+            if not out or out[-1] != w:
+                out.append(w)
+        return out
+
+
+def switches(observer: RolloutObserver, load: LoadGenerator) -> list[dict[str, Any]]:
+    """Requests and failures while each route was in force (the route a switch put in place)."""
+    rows = []
+    for i, change in enumerate(observer.changes):
+        end = observer.changes[i + 1].t if i + 1 < len(observer.changes) else float("inf")
+        sent, failed = load.counts(change.t, end)
+        rows.append({"route": dict(change.weights), "requests": sent, "failed": failed})
+    return rows
+
+
+def prometheus_at(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    params = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
+    with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=10) as resp:
+        body = json.load(resp)
+    return list(body["data"]["result"])
+
+
+def epoch(timestamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 status timestamp."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def pairs_at(prometheus_url: str, namespace: str, at: float) -> float:
+    """Utterances both revisions had transcribed (paired, word unit) by `at`, per Prometheus."""
+    q = f'sum(stt_eval_pairs_total{{namespace="{namespace}",endpoint="{ENDPOINT}",unit="word"}})'
+    result = prometheus_at(prometheus_url, q, at)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def record(scenario: str, figures: dict[str, Any]) -> None:
+    """Add a scenario's figures to the JSON file `$STT_E2E_RESULTS` names (bench/e2e), if any."""
+    import os
+
+    path = os.environ.get("STT_E2E_RESULTS")
+    if not path:
+        return
+    p = Path(path)
+    data = json.loads(p.read_text()) if p.exists() else {}
+    data[scenario] = figures
+    p.write_text(json.dumps(data, indent=2) + "\n")
