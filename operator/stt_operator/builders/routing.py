@@ -8,6 +8,7 @@ from typing import Any
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
+from stt_operator.experiments.assignment import bucket_regex, bucket_slices
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -34,11 +35,18 @@ def http_route(
     hostnames: Sequence[str] = (),
     path: str = "/",
     owner: Mapping[str, Any] | None = None,
+    session_header: str | None = None,
 ) -> dict[str, Any]:
     """An HTTPRoute sending `path` on the parents to the weighted backends.
 
     Backends with weight 0 stay listed, so Gateway implementations keep their clusters warm
-    and a later weight change is a pure weight edit."""
+    and a later weight change is a pure weight edit.
+
+    `session_header` (ABTest stickiness): one more rule per weighted backend matching the
+    header's value against that backend's run of buckets (`experiments.assignment`), so a
+    session always reaches one backend. Gateway API gives a rule with more header matches
+    precedence over the plain rule, which keeps the weighted split for requests without a
+    session id. The plain rule stays first (`route_weights` reads it)."""
     if not backends:
         raise ValueError("an HTTPRoute needs at least one backend; build it once a backend is ready")
     labels = common_labels(deployment_name, "endpoint")
@@ -56,9 +64,30 @@ def http_route(
             }
         ],
     }
+    if session_header and sum(1 for b in backends if b.weight > 0) > 1:  # a split to stick to
+        spec["rules"] += sticky_rules(backends, session_header, path)
     if hostnames:
         spec["hostnames"] = list(hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}
+
+
+def sticky_rules(backends: Sequence[Backend], header: str, path: str = "/") -> list[dict[str, Any]]:
+    """Per weighted backend, a rule sending the sessions whose `header` value falls in its bucket
+    run to it alone (Gateway API session persistence is experimental-channel only, and header
+    matches are standard: docs/abtests.md)."""
+    weights = {b.service: b.weight for b in backends}
+    by_service = {b.service: b for b in backends}
+    rules = []
+    for service, (first, end) in bucket_slices(weights).items():
+        b = by_service[service]
+        match = {
+            "path": {"type": "PathPrefix", "value": path},
+            "headers": [{"type": "RegularExpression", "name": header, "value": bucket_regex(first, end)}],
+        }
+        rules.append(
+            {"matches": [match], "backendRefs": [{"kind": "Service", "name": b.service, "port": b.port}]}
+        )
+    return rules
 
 
 def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:

@@ -107,9 +107,11 @@ def parent_refs(endpoint: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return [parent]
 
 
-def endpoint_route(md_body: Mapping[str, Any], weights: Mapping[str, int]) -> dict[str, Any]:
+def endpoint_route(
+    md_body: Mapping[str, Any], weights: Mapping[str, int], session_header: str | None = None
+) -> dict[str, Any]:
     """The endpoint's HTTPRoute (same name, owner and match as the ModelDeployment writes) with
-    `weights` (Service name -> weight)."""
+    `weights` (Service name -> weight); `session_header`: the test's sticky header rules."""
     meta = md_body["metadata"]
     endpoint = (md_body.get("spec") or {}).get("endpoint") or {}
     return http_route(
@@ -123,6 +125,7 @@ def endpoint_route(md_body: Mapping[str, Any], weights: Mapping[str, int]) -> di
         hostnames=endpoint.get("hostnames") or (),
         path=endpoint.get("path") or "/",
         owner=owner_reference(md_body),
+        session_header=session_header,
     )
 
 
