@@ -277,7 +277,7 @@ def check_live_split(
     services: Mapping[str, str],
     *,
     threshold: float = 0.001,
-    min_requests: float = 1.0,
+    min_requests: float = 10.0,
 ) -> SRMResult | str:
     """Sample-ratio mismatch of the live split: Triton's request counters per variant Service
     (`nv_inference_request_success` + `_failure` since the start) minus the evaluator's replay
