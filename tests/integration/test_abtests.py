@@ -335,6 +335,7 @@ def test_better_candidate_wins_and_is_promoted(operator, kube, namespace, evalua
     )
     sent = evaluator.requests(namespace)
     assert min(sent.values()) >= by_name["candidate"]["samples"], sent
+    print(f"A/B verdict on real measurements: {decision}; variants {status['variants']}; requests {sent}")
     # Promotion went through the ModelDeployment: spec.model switched, hold released.
     md = md_of(kube, namespace)
     assert md["spec"]["model"]["name"] == "model-b"
@@ -433,6 +434,7 @@ def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, eva
     assert status["sampleRatio"]["detected"] is True and status["sampleRatio"]["pValue"] < 0.05
     message = condition(held, "SampleRatioMismatch")["message"]
     assert "decision held" in message and "live sample ratio mismatch" in message, message
+    print(f"live sample-ratio alarm: {status['sampleRatio']}: {message}")
     done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 120, "end of the duration")
     # A clearly better candidate, but the split was broken: no winner, nothing promoted.
     assert "winner" not in done["status"] and done["status"]["decision"]["outcome"] == "Inconclusive"
