@@ -1,45 +1,60 @@
-"""A/B tests end to end: the real operator process, a real kube-apiserver (kwok makes the Triton
-pods Ready) and a real Prometheus scraping a prometheus_client exporter that exports the
-evaluator's `stt_eval_*` series for each variant of the endpoint (labels endpoint / variant /
-model / language, pairs against the control).
+"""A/B tests end to end: the real operator process, a real kube-apiserver (kwok makes the
+variants' Triton pods Ready), and the measurement chain on real parts: two local tritonservers
+(one per variant Service) serving the pocketsphinx recognisers, the real evaluator process
+(`stt-operator evaluate`, run with the ConfigMap the operator wrote) replaying a synthesised
+labelled set to both, and a real Prometheus scraping the evaluator's `stt_eval_*` series and each
+Triton's `nv_inference_*` counters (labelled with the namespace and Service of its variant, as a
+ServiceMonitor would).
 
-The verdicts come from the operator's own queries: a clearly better candidate wins and is
-promoted through the ModelDeployment; equal variants end with NoDifference at the duration; a
-sample-ratio mismatch holds the decision. The route carries the split while the test runs and
-goes back to the endpoint's stable revision afterwards, never naming a backend that is not
-Available."""
+The verdicts come from the operator's own queries over those real measurements: the degraded
+recogniser as control and the baseline as candidate, the candidate wins and is promoted through
+the ModelDeployment; the same recogniser on both ends with NoDifference at the duration; a
+skewed live split (requests to the Triton servers out of the route's proportions) is a
+sample-ratio mismatch that holds the decision. The route carries the split while the test runs,
+with the sticky-session rules when stickiness is on, and goes back to the endpoint's stable
+revision afterwards, never naming a backend that is not Available.
+
+Why local tritonservers rather than pods on the real node: the variants' Deployments here run on
+kwok nodes (fast, no image pulls), and the evaluator and Triton processes are the same binaries
+the images carry; the Gateway's part (stickiness, the split) is tested on the real node through
+Traefik in test_gateway.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from stt_harness.argocd import ArgoCD, Customizations, capture, merge_patch, render_customizations
 from stt_harness.cluster import ensure_tools
-from stt_harness.evalsim import record_paired_utterance
 from stt_harness.kubewait import condition, event_reasons, wait_for
-from stt_harness.prometheus import Exporter, PrometheusServer
+from stt_harness.prometheus import PrometheusServer, ScrapeTarget, free_port
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_harness.routewatch import RouteWatch
+from stt_harness.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton, local_sphinx_triton
 from stt_operator import evalmetrics as em
 from stt_operator import kubectl_plugin
+from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
 from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MD = "asr"
 AB = "ab"
 MODELS = {"control": "model-a", "candidate": "model-b"}
+UTTERANCES = 16  # per round; the evaluator loops over them until stopped
 
 
 @pytest.fixture
@@ -47,75 +62,168 @@ def namespace(operator_namespace: str) -> str:
     return operator_namespace
 
 
-class Evaluator:
-    """Replays a synthetic labelled set to both variants, as the evaluator does: every utterance
-    to both (paired), the candidate `gain` fewer errors (0 = the same difficulty model), and
-    `control_requests` requests to the control per candidate request (1 = as configured)."""
+@pytest.fixture(scope="module")
+def variant_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalTriton]]:
+    """One tritonserver per variant Service, each serving both recognisers (the test picks which
+    one a variant's evaluator target calls), so Triton's counters tell the variants apart."""
+    with (
+        local_sphinx_triton(tmp_path_factory.mktemp("triton-control")) as control,
+        local_sphinx_triton(tmp_path_factory.mktemp("triton-candidate")) as candidate,
+    ):
+        yield {"control": control, "candidate": candidate}
+
+
+class LiveEvaluator:
+    """The real evaluator process, configured from the operator's ConfigMap, its targets pointed
+    at the local tritonservers (the Services' pods are kwok's); scraped with its Tritons."""
 
     def __init__(
-        self, exporter: Exporter, metrics: em.EvalMetrics, gain: float, control_requests: int
+        self,
+        kube: Kube,
+        prometheus: PrometheusServer,
+        servers: dict[str, LocalTriton],
+        evalset: Path,
+        workdir: Path,
     ) -> None:
-        self.exporter, self.metrics = exporter, metrics
-        self.gain, self.control_requests = gain, control_requests
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.kube, self.prometheus, self.servers = kube, prometheus, servers
+        self.evalset, self.workdir = evalset, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.targets: list[ScrapeTarget] = []
+        self.services: dict[str, str] = {}
 
-    @staticmethod
-    def labels(variant: str) -> dict[str, str]:
-        return {
-            "endpoint": MD,
-            "variant": variant,
-            "model": MODELS[variant],
-            "language": "en-US",
-            "baseline": "control",
-        }
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(11)
-        control, candidate = self.labels("control"), self.labels("candidate")
-        m = self.metrics
-        while not self.stop.is_set():
-            for _ in range(40):
-                words = int(rng.integers(4, 25))
-                difficulty = rng.beta(2, 16)
-                b = int(rng.binomial(words, difficulty))
-                # gain 0: the same model, an independent draw at the same difficulty
-                c = b - int(rng.binomial(b, self.gain)) if self.gain else int(rng.binomial(words, difficulty))
-                for _ in range(self.control_requests):
-                    m.record_request(control)
-                m.record_request(candidate)
-                record_paired_utterance(
-                    m, control, candidate, words=words, baseline_errors=b, candidate_errors=c
+    def start(
+        self,
+        namespace: str,
+        recognisers: dict[str, str],
+        before_replay: Callable[[LiveEvaluator], None] | None = None,
+    ) -> LiveEvaluator:
+        """`recognisers`: variant -> Triton model (sphinx baseline or degraded) it answers with.
+        `before_replay` runs once the Tritons are scraped, before the evaluator starts."""
+        cm = wait_for(
+            lambda: self.kube.list("v1", "ConfigMap", namespace, {LABEL_ABTEST: AB}),
+            timeout=60,
+            what="the evaluator ConfigMap",
+        )
+        config = yaml.safe_load(cm[0]["data"]["config.yaml"])
+        config_path = self.workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        route = wait_for(
+            lambda: (
+                len(
+                    w := route_weights(
+                        self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(MD), namespace)
+                    )
                 )
-            self.stop.wait(0.5)
+                == 2
+                and w
+            ),
+            timeout=60,
+            what="the split route",
+        )
+        # The route names each variant's Service; its Triton is scraped under that name.
+        self.services = {v: next(s for s in route if m in s) for v, m in MODELS.items()}
+        self.targets = [
+            ScrapeTarget(
+                "triton",
+                f"127.0.0.1:{self.servers[v].metrics_port}",
+                {"namespace": namespace, "service": self.services[v]},
+            )
+            for v in MODELS
+        ]
+        self.prometheus.add_targets(self.targets, timeout=60)
+        if before_replay is not None:
+            before_replay(self)
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "stt_operator.cli", "evaluate", "--config", str(config_path),
+            "--evalset", str(self.evalset), "--max-utterances", str(UTTERANCES),
+            *(
+                arg
+                for v in MODELS
+                for arg in ("--target", f"{v}={recognisers[v]}@{self.servers[v].grpc_url}/{MODELS[v]}")
+            ),
+            "--rounds", "0", "--round-interval", "0", "--concurrency", "4",
+            "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+        ]  # fmt: skip
+        self.log = (self.workdir / "evaluator.log").open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        evaluator = ScrapeTarget("abtest-evaluator", f"127.0.0.1:{port}", {"namespace": namespace})
+        self.targets.append(evaluator)
+        self.prometheus.add_targets([evaluator], timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.log.close()
+        for t in self.targets:
+            self.prometheus.remove_target(t.job, t.address)
+
+    def requests(self, namespace: str) -> dict[str, float]:
+        """The evaluator's request counter per variant, as Prometheus has it."""
+        q = f"sum by (variant) ({em.REQUESTS}{{namespace='{namespace}',endpoint='{MD}'}})"
+        return {r["metric"]["variant"]: float(r["value"][1]) for r in self.prometheus.query(q)}
+
+
+def send_live(server: LocalTriton, triton_model: str, evalset: Path, rounds: int) -> int:
+    """Client requests straight to one variant's Triton (what a broken split would send it):
+    `rounds` passes over the set; returns how many were answered."""
+    from prometheus_client import CollectorRegistry
+
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.speech.evalset import load_evalset
+
+    utterances = load_evalset(evalset)[:UTTERANCES]
+
+    async def run() -> int:
+        transcriber = TritonTranscriber(timeout_s=30)
+        replayer = Replayer(
+            [Target("live", triton_model, server.grpc_url)],
+            transcriber,
+            endpoint="live-clients",  # not this endpoint's series: only Triton counts these
+            config=ReplayConfig(concurrency=4),
+            metrics=em.build_eval_metrics(CollectorRegistry()),
+        )
+        try:
+            return sum([len(await replayer.run_round(utterances)) for _ in range(rounds)])
+        finally:
+            await transcriber.close()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture
 def evaluator_factory(
-    operator_prometheus: PrometheusServer, exporter_factory: Callable[..., Exporter]
-) -> Iterator[Callable[..., Evaluator]]:
-    started: list[Evaluator] = []
+    kube: Kube,
+    operator_prometheus: PrometheusServer,
+    variant_servers: dict[str, LocalTriton],
+    small_evalset: Path,
+    tmp_path: Path,
+) -> Iterator[Callable[..., LiveEvaluator]]:
+    started: list[LiveEvaluator] = []
 
-    def make(namespace: str, gain: float = 0.0, control_requests: int = 1) -> Evaluator:
-        registry = CollectorRegistry()
-        metrics = em.build_eval_metrics(registry)
-        ev = Evaluator(exporter_factory(registry), metrics, gain, control_requests)
-        for variant in MODELS:
-            metrics.init_variant(ev.labels(variant))
-        metrics.init_pair(ev.labels("candidate"))
-        # As a ServiceMonitor would, the target carries the namespace of the evaluator's Service.
-        operator_prometheus.add_target(
-            "abtest-evaluator", ev.exporter.address, labels={"namespace": namespace}
-        )
-        ev.thread.start()
+    def make(
+        namespace: str,
+        recognisers: dict[str, str],
+        before_replay: Callable[[LiveEvaluator], None] | None = None,
+    ) -> LiveEvaluator:
+        ev = LiveEvaluator(kube, operator_prometheus, variant_servers, small_evalset, tmp_path)
         started.append(ev)
-        return ev
+        return ev.start(namespace, recognisers, before_replay)
 
     yield make
     for ev in started:
-        ev.stop.set()
-        ev.thread.join(5)
-        operator_prometheus.remove_target("abtest-evaluator", ev.exporter.address)
+        ev.stop()
+
+
+# The degraded recogniser serves the control, the baseline the candidate: a better candidate.
+BETTER = {"control": DEGRADED_MODEL, "candidate": BASELINE_MODEL}
+EQUAL = {"control": BASELINE_MODEL, "candidate": BASELINE_MODEL}
 
 
 class Watch(RouteWatch):
@@ -178,10 +286,18 @@ def md_of(kube: Kube, namespace: str) -> dict[str, Any]:
 
 def test_better_candidate_wins_and_is_promoted(operator, kube, namespace, evaluator_factory):
     serve_endpoint(kube, namespace)
-    evaluator_factory(namespace, gain=0.5)
-    kube.apply(abtest(namespace, duration="2m", minDuration="3s", promotion={"auto": True}))
+    kube.apply(
+        abtest(
+            namespace,
+            duration="3m",
+            minDuration="3s",
+            promotion={"auto": True},
+            stickiness={"enabled": True, "sessionHeader": "x-session-id"},
+        )
+    )
     watch = Watch(kube, namespace)
     running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+    evaluator = evaluator_factory(namespace, BETTER)
     assert md_of(kube, namespace)["metadata"]["annotations"][ANNOTATION_HELD_BY] == AB
     # The ModelDeployment reports the hold (and leaves the route alone meanwhile).
     wait_for(lambda: md_of(kube, namespace)["status"].get("heldBy") == AB, timeout=10, what="status.heldBy")
@@ -195,7 +311,12 @@ def test_better_candidate_wins_and_is_promoted(operator, kube, namespace, evalua
     watch.until(
         lambda t: watch.split_seen({"model-a": 50, "model-b": 50}), 30, "the 50/50 split in the route"
     )
-    done = watch.until(lambda t: t["status"].get("phase") == "Promoted" and t, 90, "winner promoted")
+    # Stickiness on: after the split, one rule per variant matching its session-header buckets.
+    route = kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(MD), namespace)
+    sticky = [r for r in route["spec"]["rules"] if "headers" in r["matches"][0]]
+    assert sorted(r["backendRefs"][0]["name"] for r in sticky) == sorted(evaluator.services.values())
+    assert {r["matches"][0]["headers"][0]["name"] for r in sticky} == {"x-session-id"}
+    done = watch.until(lambda t: t["status"].get("phase") == "Promoted" and t, 180, "winner promoted")
     status = done["status"]
     assert status["winner"] == "candidate"
     decision = status["decision"]
@@ -206,6 +327,15 @@ def test_better_candidate_wins_and_is_promoted(operator, kube, namespace, evalua
     assert by_name["candidate"]["wer"] < by_name["control"]["wer"]
     assert by_name["candidate"]["samples"] >= 50 and by_name["control"]["samples"] >= 50
     assert condition(done, "Concluded")["status"] == "True" and status["sampleRatio"]["detected"] is False
+    # Real measurements: the paired effect is the recognisers' WER gap, and every sample the
+    # decision used was a real request the evaluator sent (and Prometheus scraped).
+    assert by_name["control"]["wer"] - by_name["candidate"]["wer"] > 0.05
+    assert decision["effect"] == pytest.approx(
+        by_name["candidate"]["wer"] - by_name["control"]["wer"], abs=0.02
+    )
+    sent = evaluator.requests(namespace)
+    assert min(sent.values()) >= by_name["candidate"]["samples"], sent
+    print(f"A/B verdict on real measurements: {decision}; variants {status['variants']}; requests {sent}")
     # Promotion went through the ModelDeployment: spec.model switched, hold released.
     md = md_of(kube, namespace)
     assert md["spec"]["model"]["name"] == "model-b"
@@ -230,10 +360,10 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
     operator, kube, namespace, evaluator_factory
 ):
     serve_endpoint(kube, namespace)
-    evaluator_factory(namespace)
-    kube.apply(abtest(namespace, (60, 40), duration="20s", minDuration="5s", significanceLevel=0.01))
+    kube.apply(abtest(namespace, (60, 40), duration="100s", minDuration="5s", significanceLevel=0.01))
     watch = Watch(kube, namespace)
     running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+    evaluator_factory(namespace, EQUAL)
     watch.until(
         lambda t: watch.split_seen({"model-a": 60, "model-b": 40}), 30, "the 60/40 split in the route"
     )
@@ -241,7 +371,7 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
     operator.stop()
     operator.start()
     done = watch.until(
-        lambda t: t["status"].get("phase") == "Concluded" and t, 60, "concluded at the duration"
+        lambda t: t["status"].get("phase") == "Concluded" and t, 150, "concluded at the duration"
     )
     status = done["status"]
     assert "winner" not in status
@@ -270,19 +400,42 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
 
 
 def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, evaluator_factory):
+    """The evaluator replays evenly, but live clients reach the control's Triton seven times as
+    often as the candidate's under a 50/50 route: Triton's counters (less the replay) are a
+    sample-ratio mismatch, and a clearly better candidate is not declared the winner."""
     serve_endpoint(kube, namespace)
-    evaluator_factory(namespace, gain=0.5, control_requests=2)
-    # The duration leaves room for a loaded machine: the alarm must come before the test ends.
-    kube.apply(abtest(namespace, duration="60s", minDuration="2s", promotion={"auto": True}))
+    # srmThreshold 0.05: the always-valid test needs a few hundred requests to reach 0.001, more
+    # than this machine sends in the test's time. The duration leaves room for a loaded machine.
+    kube.apply(
+        abtest(namespace, duration="90s", minDuration="2s", promotion={"auto": True}, srmThreshold=0.05)
+    )
     watch = Watch(kube, namespace)
+    watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+
+    def skewed_clients(ev: LiveEvaluator) -> None:
+        for variant, rounds in (("control", 7), ("candidate", 1)):
+            before = ev.servers[variant].metric_by_model("nv_inference_request_success")
+            n = send_live(ev.servers[variant], BETTER[variant], ev.evalset, rounds)
+            assert n == rounds * UTTERANCES
+            total = sum(before.values()) + n
+            sel = f"namespace='{namespace}',service='{ev.services[variant]}'"
+            ev.prometheus.wait_for(
+                f"sum(nv_inference_request_success{{{sel}}})",
+                lambda r, total=total: bool(r) and float(r[0]["value"][1]) >= total,
+                timeout=30,
+            )
+
+    evaluator_factory(namespace, BETTER, before_replay=skewed_clients)
     held = watch.until(
-        lambda t: condition(t, "SampleRatioMismatch").get("status") == "True" and t, 55, "sample-ratio alarm"
+        lambda t: condition(t, "SampleRatioMismatch").get("status") == "True" and t, 80, "sample-ratio alarm"
     )
     status = held["status"]
     assert status["phase"] == "Running" and "winner" not in status
-    assert status["sampleRatio"]["detected"] is True and status["sampleRatio"]["pValue"] < 0.001
-    assert "decision held" in condition(held, "SampleRatioMismatch")["message"]
-    done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 90, "end of the duration")
+    assert status["sampleRatio"]["detected"] is True and status["sampleRatio"]["pValue"] < 0.05
+    message = condition(held, "SampleRatioMismatch")["message"]
+    assert "decision held" in message and "live sample ratio mismatch" in message, message
+    print(f"live sample-ratio alarm: {status['sampleRatio']}: {message}")
+    done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 120, "end of the duration")
     # A clearly better candidate, but the split was broken: no winner, nothing promoted.
     assert "winner" not in done["status"] and done["status"]["decision"]["outcome"] == "Inconclusive"
     assert "SampleRatioMismatch" in event_reasons(kube, namespace, AB)
@@ -338,12 +491,12 @@ def test_gitops_winner_is_announced_not_written(
     make are in status and an Event, `kubectl stt promotion` prints it, and applying that change
     (as a Git sync would) rolls the winner out. Argo CD's health follows each phase."""
     serve_endpoint(kube, namespace)
-    evaluator_factory(namespace, gain=0.5)
     kube.apply(
-        abtest(namespace, duration="2m", minDuration="3s", promotion={"auto": True, "mode": "Announce"})
+        abtest(namespace, duration="3m", minDuration="3s", promotion={"auto": True, "mode": "Announce"})
     )
     watch = Watch(kube, namespace)
     running = watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running" and t, 60, "Running")
+    evaluator_factory(namespace, BETTER)
     capture("abtest-running", running)
     assert argocd.health(running)["status"] == "Progressing" and argocd.discover(running) == {"abort": True}
     held = wait_for(lambda: (m := md_of(kube, namespace))["status"].get("heldBy") == AB and m, 10, "held")
@@ -355,7 +508,7 @@ def test_gitops_winner_is_announced_not_written(
     assert not argocd.discover(held)["promote"]
     done = watch.until(
         lambda t: t["status"].get("phase") == "Concluded" and t["status"].get("promotion") and t,
-        90,
+        180,
         "announced",
     )
     capture("abtest-concluded-announced", done)

@@ -5,6 +5,7 @@ pods on the real node."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from stt_harness.imagetar import image_tar
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
 from stt_operator.builders.routing import Backend, http_route
 from stt_operator.builders.serving import TRITON_HTTP_PORT
+from stt_operator.experiments.assignment import sticky_assign
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +95,9 @@ def backends(kube_api: ApiClient, namespace: str, pages_image: str) -> Iterator[
     yield revs
 
 
-def apply_route(kube_api: ApiClient, namespace: str, weights: dict[str, int]) -> dict[str, Any]:
+def apply_route(
+    kube_api: ApiClient, namespace: str, weights: dict[str, int], session_header: str | None = None
+) -> dict[str, Any]:
     """The operator's own rendering, with the parentRef the controller adds for gatewayRef."""
     route = http_route(
         "asr",
@@ -101,6 +105,7 @@ def apply_route(kube_api: ApiClient, namespace: str, weights: dict[str, int]) ->
         [Backend(rev, w) for rev, w in weights.items()],
         parent_refs=[{"group": GATEWAY_GROUP, "kind": "Gateway", "name": GATEWAY_NAME}],
         hostnames=[HOST],
+        session_header=session_header,
     )
     api = CustomObjectsApi(kube_api)
     try:
@@ -115,10 +120,10 @@ def apply_route(kube_api: ApiClient, namespace: str, weights: dict[str, int]) ->
         return api.create_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", route)
 
 
-def sample(gw: TraefikGateway, n: int) -> Counter[str]:
+def sample(gw: TraefikGateway, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
     counts: Counter[str] = Counter()
     for _ in range(n):
-        status, body = gw.request("/", host=HOST)
+        status, body = gw.request("/", host=HOST, headers=headers)
         counts[body.decode() if status == 200 else f"HTTP {status}"] += 1
     return counts
 
@@ -159,3 +164,45 @@ def test_traefik_accepts_operator_route_and_weights_split_requests(
     apply_route(kube_api, namespace, {"rev-a": 0, "rev-b": 100})
     wait_for(gw, lambda: set(sample(gw, 10)) == {"rev-b"}, "all traffic on rev-b")
     assert sample(gw, REQUESTS) == Counter({"rev-b": REQUESTS})
+
+
+SESSIONS = 60  # bounded: SESSIONS * PER_SESSION requests with a session id, REQUESTS without
+PER_SESSION = 4
+
+
+def test_sticky_sessions_through_the_gateway(
+    stt_gateway: TraefikGateway, kube_api: ApiClient, namespace: str, backends: list[str]
+) -> None:
+    """ABTest stickiness as the operator renders it (header-value buckets, one rule per variant):
+    every request of a session reaches the same revision, the one the documented assignment
+    names; sessions split near the weights; requests without a session keep the weighted split."""
+    gw = stt_gateway
+    weights = {"rev-a": 70, "rev-b": 30}
+    route = apply_route(kube_api, namespace, weights, session_header="x-session-id")
+    assert len(route["spec"]["rules"]) == 3  # the split + one sticky rule per revision
+    wait_for(
+        gw,
+        lambda: (
+            route_parent_conditions(gw.http_route(namespace, "asr"))
+            == {"Accepted": "True", "ResolvedRefs": "True"}
+        ),
+        "HTTPRoute Accepted and ResolvedRefs",
+    )
+    wait_for(gw, lambda: set(sample(gw, 20)) == {"rev-a", "rev-b"}, "both revisions to answer")
+    probe = {"rev-a": "probe-00", "rev-b": "probe-ff"}  # bucket 0 -> rev-a, bucket 255 -> rev-b
+    wait_for(
+        gw,
+        lambda: all(sample(gw, 4, {"x-session-id": sid}) == Counter({rev: 4}) for rev, sid in probe.items()),
+        "the sticky rules to be programmed",
+    )
+    sessions = [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 % 2**128)) for i in range(SESSIONS)]
+    seen: dict[str, Counter[str]] = {s: sample(gw, PER_SESSION, {"x-session-id": s}) for s in sessions}
+    # 100 % stickiness: each session saw one revision only, the one the assignment names.
+    for sid, counts in seen.items():
+        assert counts == Counter({sticky_assign(sid, weights): PER_SESSION}), (sid, counts)
+    on_a = sum(1 for c in seen.values() if "rev-a" in c)
+    assert binomtest(on_a, SESSIONS, 0.7).pvalue > 1e-3, (on_a, SESSIONS)
+    # Without a session id: the weighted split, per request.
+    counts = sample(gw, REQUESTS)
+    assert set(counts) == {"rev-a", "rev-b"}, counts
+    assert binomtest(counts["rev-a"], REQUESTS, 0.7).pvalue > 1e-3, counts

@@ -24,7 +24,7 @@ from stt_operator.analysis import presets
 from stt_operator.analysis.judge import RuleError, judge, rule_labels, summarize
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricResult, MetricRule, RuleCheck
 from stt_operator.analysis.prom import PromQueryError, QueryClient
-from stt_operator.stats.counts import SRMResult, sample_ratio_mismatch
+from stt_operator.stats.counts import SRMResult, live_counts, sample_ratio_mismatch
 from stt_operator.stats.multiple import holm
 from stt_operator.stats.sequential import running_min
 
@@ -267,4 +267,40 @@ def check_sample_ratio(
                 counts[variant] = v
     except PromQueryError as e:
         return f"Prometheus {e.kind}: {e.detail}"
+    return sample_ratio_mismatch(counts, weights, threshold)
+
+
+def check_live_split(
+    client: QueryClient,
+    context: Any,
+    weights: Mapping[str, float],
+    services: Mapping[str, str],
+    *,
+    threshold: float = 0.001,
+    min_requests: float = 10.0,
+) -> SRMResult | str:
+    """Sample-ratio mismatch of the live split: Triton's request counters per variant Service
+    (`nv_inference_request_success` + `_failure` since the start) minus the evaluator's replay
+    requests to that variant, against the route's weights. A string when there is no live
+    traffic to judge (fewer than `min_requests` live requests in all)."""
+    ctx = AnalysisContext.from_any(context)
+    if ctx.now is None:
+        ctx = replace(ctx, now=time.time())
+    f = presets.Fetcher(client, ctx)
+    served: dict[str, float] = {}
+    try:
+        for variant, svc in services.items():
+            sel = "{" + presets.matchers(namespace=ctx.namespace, service=svc) + "}"
+            ok, q = f.increase(f"{presets.TRITON_SUCCESS}{sel}")
+            bad, _ = f.increase(f"{presets.TRITON_FAILURE}{sel}")
+            v = ok.get(())
+            if v is None or math.isnan(v):
+                return f"no Triton request counts for variant {variant} (query: {q})"
+            served[variant] = v + (bad.get(()) or 0.0)
+        replayed, _ = presets.sum_by_variant(f, em.REQUESTS)
+    except PromQueryError as e:
+        return f"Prometheus {e.kind}: {e.detail}"
+    counts = live_counts(served, {k: v for k, v in replayed.items() if not math.isnan(v)})
+    if sum(counts.values()) < min_requests:
+        return f"no live traffic yet (Triton counted {sum(served.values()):.0f} requests, all replay)"
     return sample_ratio_mismatch(counts, weights, threshold)

@@ -8,6 +8,7 @@ from typing import Any
 
 from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
+from stt_operator.experiments.assignment import bucket_regex, bucket_slices
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -41,6 +42,7 @@ def http_route(
     path: str = "/",
     owner: Mapping[str, Any] | None = None,
     alias: str | None = None,
+    session_header: str | None = None,
 ) -> dict[str, Any]:
     """An HTTPRoute sending `path` on the parents to the weighted backends.
 
@@ -51,7 +53,14 @@ def http_route(
     serves its own STTModel's name, so a client calling `/v2/models/<old model>/infer` fails on
     the new revision's pods during a switch; a second rule with the same weights matches
     `/v2/models/<alias>` and each backend rewrites it to its own model's path (per-backend
-    URLRewrite, Gateway API Extended). The first rule stays the plain split."""
+    URLRewrite, Gateway API Extended). The first rule stays the plain split.
+
+    `session_header` (ABTest stickiness): one more rule per weighted backend matching the
+    header's value against that backend's run of buckets (`experiments.assignment`), so a
+    session always reaches one backend. Gateway API gives a rule with more header matches
+    precedence over the plain rule, which keeps the weighted split for requests without a
+    session id. The plain rule stays first (`route_weights` reads it). With an alias the sticky
+    rules are repeated for the alias path (a longer path wins over more header matches)."""
     if not backends:
         raise ValueError("an HTTPRoute needs at least one backend; build it once a backend is ready")
     labels = common_labels(deployment_name, "endpoint")
@@ -69,35 +78,64 @@ def http_route(
             }
         ],
     }
-    if alias and all(b.model for b in backends):
+    aliased = bool(alias) and all(b.model for b in backends)
+    if aliased:
         spec["rules"].append(
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": model_path(alias)}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": model_path(alias or "")}}],
                 "backendRefs": [
                     {
                         "kind": "Service",
                         "name": b.service,
                         "port": b.port,
                         "weight": b.weight,
-                        "filters": [
-                            {
-                                "type": "URLRewrite",
-                                "urlRewrite": {
-                                    "path": {
-                                        "type": "ReplacePrefixMatch",
-                                        "replacePrefixMatch": model_path(b.model or ""),
-                                    }
-                                },
-                            }
-                        ],
+                        "filters": _rewrite_to(b),
                     }
                     for b in backends
                 ],
             }
         )
+    if session_header and sum(1 for b in backends if b.weight > 0) > 1:  # a split to stick to
+        spec["rules"] += sticky_rules(backends, session_header, path)
+        if aliased:
+            spec["rules"] += sticky_rules(backends, session_header, model_path(alias or ""), rewrite=True)
     if hostnames:
         spec["hostnames"] = list(hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}
+
+
+def _rewrite_to(b: Backend) -> list[dict[str, Any]]:
+    """The filter turning the endpoint's alias path into this backend's own model path."""
+    return [
+        {
+            "type": "URLRewrite",
+            "urlRewrite": {
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": model_path(b.model or "")}
+            },
+        }
+    ]
+
+
+def sticky_rules(
+    backends: Sequence[Backend], header: str, path: str = "/", rewrite: bool = False
+) -> list[dict[str, Any]]:
+    """Per weighted backend, a rule sending the sessions whose `header` value falls in its bucket
+    run to it alone (Gateway API session persistence is experimental-channel only, and header
+    matches are standard: docs/abtests.md)."""
+    weights = {b.service: b.weight for b in backends}
+    by_service = {b.service: b for b in backends}
+    rules = []
+    for service, (first, end) in bucket_slices(weights).items():
+        b = by_service[service]
+        match = {
+            "path": {"type": "PathPrefix", "value": path},
+            "headers": [{"type": "RegularExpression", "name": header, "value": bucket_regex(first, end)}],
+        }
+        ref: dict[str, Any] = {"kind": "Service", "name": b.service, "port": b.port}
+        if rewrite:
+            ref["filters"] = _rewrite_to(b)
+        rules.append({"matches": [match], "backendRefs": [ref]})
+    return rules
 
 
 def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:

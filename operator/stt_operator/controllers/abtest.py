@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, ForbiddenError, NotFoundError
 
-from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
+from stt_operator.analysis.engine import check_live_split, check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
@@ -45,10 +45,12 @@ from stt_operator.experiments.planner import (
     active_tests,
     analysis_interval_s,
     backends,
+    live_weights,
     plan_abtest,
 )
 from stt_operator.observability import record_route, track_reconcile
 from stt_operator.rollout.common import ANNOTATION_HELD_BY
+from stt_operator.stats.counts import SRMResult, combine_sample_ratios
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +148,27 @@ def measure(
             for v in spec.variants
             if v.name != control
         }
-        # Paired replay sends every utterance to every variant: equal request counts expected.
-        # Live traffic (unpaired): Triton's request counters per variant Service vs the weights.
+        # Two splits are checked and either alarm holds the decision: the evaluator's replay
+        # (every utterance to every variant: equal counts expected) and the live traffic the
+        # route splits (Triton's request counters per variant Service, less the replay).
+        checks: dict[str, SRMResult | str] = {}
         if spec.paired_evaluation:
-            weights = {v.name: 1.0 for v in spec.variants}
-            services = None
-        else:
-            weights = {k: float(w) for k, w in spec.weights().items()}
-            services = {v: by_variant[v].service for v in weights}
-        srm = check_sample_ratio(
-            client,
-            {**base, "candidate": arm(control)},
-            weights,
-            threshold=spec.srm_threshold,
-            services=services,
-        )
+            checks["replay"] = check_sample_ratio(
+                client,
+                {**base, "candidate": arm(control)},
+                {v.name: 1.0 for v in spec.variants},
+                threshold=spec.srm_threshold,
+            )
+        live = live_weights(inp, list(by_variant.values()))
+        if live is not None:
+            checks["live"] = check_live_split(
+                client,
+                {**base, "candidate": arm(control)},
+                live,
+                {v: by_variant[v].service for v in live},
+                threshold=spec.srm_threshold,
+            )
+        srm = combine_sample_ratios(checks)
         return Measurement(results=results, srm=srm)
     except PromQueryError as exc:  # no Prometheus configured: the operator's words, nothing sent
         return Measurement(error=exc.detail)
@@ -314,7 +322,10 @@ def _execute(
         _ensure_evaluator(inp, body, models, ctx)
     if plan.route is not None and held and md is not None:
         try:
-            ctx.kube.apply(endpoint_route(md, plan.route))
+            sticky = inp.spec.stickiness
+            header = sticky.session_header if sticky is not None and sticky.enabled else None
+            served = {b.service: b.model for b in backends(inp)}
+            ctx.kube.apply(endpoint_route(md, plan.route, session_header=header, models=served))
             record_route(namespace, inp.endpoint.name, plan.route)
         except DynamicApiError:
             if not inp.deleting:

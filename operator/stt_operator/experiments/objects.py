@@ -107,22 +107,37 @@ def parent_refs(endpoint: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return [parent]
 
 
-def endpoint_route(md_body: Mapping[str, Any], weights: Mapping[str, int]) -> dict[str, Any]:
+def endpoint_route(
+    md_body: Mapping[str, Any],
+    weights: Mapping[str, int],
+    session_header: str | None = None,
+    models: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The endpoint's HTTPRoute (same name, owner and match as the ModelDeployment writes) with
-    `weights` (Service name -> weight)."""
+    `weights` (Service name -> weight); `session_header`: the test's sticky header rules;
+    `models` (Service name -> STTModel name): keeps the endpoint's `/v2/models/<endpoint>` alias
+    rule during the test, as the ModelDeployment renders it."""
     meta = md_body["metadata"]
     endpoint = (md_body.get("spec") or {}).get("endpoint") or {}
+    models = models or {}
     return http_route(
         meta["name"],
         meta["namespace"],
         [
-            Backend(service, weight, int(endpoint.get("port") or TRITON_HTTP_PORT))
+            Backend(
+                service,
+                weight,
+                int(endpoint.get("port") or TRITON_HTTP_PORT),
+                model=triton_model_name(models[service]) if service in models else None,
+            )
             for service, weight in weights.items()
         ],
+        alias=meta["name"] if models else None,
         parent_refs=parent_refs(endpoint),
         hostnames=endpoint.get("hostnames") or (),
         path=endpoint.get("path") or "/",
         owner=owner_reference(md_body),
+        session_header=session_header,
     )
 
 

@@ -218,6 +218,17 @@ def route_weights(inp: ABTestInput, bks: Sequence[VariantBackend]) -> dict[str, 
     return route
 
 
+def live_weights(inp: ABTestInput, bks: Sequence[VariantBackend]) -> dict[str, float] | None:
+    """variant -> the share of live traffic the route gives it now (a variant that is down has
+    its share on the control), for the live sample-ratio check; None when fewer than two
+    variants take traffic (nothing to compare)."""
+    route = route_weights(inp, bks)
+    if route is None:
+        return None
+    weights = {b.variant: float(route.get(b.service, 0)) for b in bks}
+    return weights if sum(1 for w in weights.values() if w > 0) >= 2 else None
+
+
 def hold_acknowledged(inp: ABTestInput) -> bool:
     """The ModelDeployment reports our hold in status.heldBy: its reconciles that could still
     write the route are over (Kopf handles one object serially), so we are the only writer."""

@@ -120,6 +120,31 @@ def sample_ratio_mismatch(
     return SRMResult(mismatch, test.p_value, test.chi2_p_value, observed, expected, msg)
 
 
+def live_counts(served: Mapping[str, float], replayed: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Live requests per arm: what the servers counted minus the evaluator's own replay to them
+    (the replay goes straight to every variant's Service, equally, whatever the weights; left
+    in, it would pull a 90/10 split toward 50/50 and hide or fake a mismatch)."""
+    replayed = replayed or {}
+    return {arm: max(0.0, float(n) - float(replayed.get(arm, 0.0))) for arm, n in served.items()}
+
+
+def combine_sample_ratios(checks: Mapping[str, SRMResult | str]) -> SRMResult | str:
+    """One verdict from several sample-ratio checks (source -> result, or why it has no data):
+    the first that alarms, else the one closest to alarming; the sources are named in the
+    message. A check without data does not clear another's alarm."""
+    results = {source: r for source, r in checks.items() if isinstance(r, SRMResult)}
+    if not results:
+        return "; ".join(f"{source}: {r}" for source, r in checks.items()) or "no sample-ratio check"
+    alarmed = [(source, r) for source, r in results.items() if r.mismatch]
+    source, worst = alarmed[0] if alarmed else min(results.items(), key=lambda sr: sr[1].p_value)
+    notes = [f"{s}: {r}" for s, r in checks.items() if isinstance(r, str)]
+    others = [f"{s} p={r.p_value:.2g}" for s, r in results.items() if s != source]
+    message = f"{source} {worst.message}" + "".join(f"; {x}" for x in [*others, *notes])
+    return SRMResult(
+        worst.mismatch, worst.p_value, worst.chi2_p_value, worst.observed, worst.expected_share, message
+    )
+
+
 @dataclass(frozen=True)
 class RateComparison:
     candidate_rate: float

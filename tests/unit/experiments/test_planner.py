@@ -22,9 +22,11 @@ from stt_operator.experiments.planner import (
     ModelInfo,
     active_tests,
     analysis_interval_s,
+    backends,
+    live_weights,
     plan_abtest,
 )
-from stt_operator.stats.counts import SRMResult
+from stt_operator.stats.counts import SRMResult, combine_sample_ratios, sample_ratio_mismatch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STABLE = Revision("model-a", "sha256:a")
@@ -507,3 +509,34 @@ def test_patch_spec_mode_records_what_it_wrote() -> None:
     assert (
         w.status["promotion"]["mode"] == "PatchSpec" and w.status["promotion"]["endpoint"] == w.endpoint.name
     )
+
+
+# --- live split (sample-ratio mismatch from Triton's counters) ---------------------------------
+
+
+def test_live_weights_follow_the_route() -> None:
+    world = World()
+    world.run()
+    inp = world.inp()
+    assert live_weights(inp, backends(inp)) == {"control": 50.0, "candidate": 50.0}
+    # The candidate is down: the route gives its share to the control, nothing to compare.
+    down = replace(inp, available={B_SVC: False})
+    assert live_weights(down, backends(down)) is None
+
+
+@pytest.mark.parametrize("live_alarm", [True, False])
+def test_a_live_mismatch_holds_the_decision(live_alarm: bool) -> None:
+    live = sample_ratio_mismatch(
+        {"control": 800, "candidate": 200} if live_alarm else {"control": 500, "candidate": 500},
+        {"control": 50, "candidate": 50},
+    )
+    world = World()
+    world.run()
+    world.now += timedelta(minutes=2)  # past minDuration
+    world.step(look(BETTER, combine_sample_ratios({"replay": SRM_OK, "live": live})))
+    if live_alarm:
+        assert world.cond("SampleRatioMismatch") == ("True", "SampleRatioMismatch")
+        assert world.status["phase"] == "Running" and "winner" not in world.status
+        assert world.status["sampleRatio"]["detected"] is True
+    else:
+        assert world.status.get("winner") == "candidate"
