@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import itertools
 import logging
 import os
@@ -126,32 +127,80 @@ _RECONCILERS: dict[str, Reconciler] = {
 }
 
 
+# What our own last write of each object returned, and the objects whose next reconcile must
+# read the apiserver (after a failure or a conflict: our view may be stale).
+_WRITTEN: dict[Key, dict[str, Any]] = {}
+_MUST_READ: set[Key] = set()
+
+
+def _resource_version(body: Mapping[str, Any] | None) -> int | None:
+    try:
+        return int((body or {}).get("metadata", {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _known_body(key: Key) -> dict[str, Any] | None:
+    """The newest copy of the object this process already holds, without an API call: Kopf's
+    live view (kept current by the watch) or the response to our own last write, whichever
+    has the higher resourceVersion (the watch may not have delivered that write yet). None
+    when neither is usable; the caller reads the apiserver then."""
+    if key in _MUST_READ:
+        return None
+    candidates = [b for b in (TRIGGERS.body(key), _WRITTEN.get(key)) if b]
+    versions = [_resource_version(b) for b in candidates]
+    if not candidates or None in versions:
+        return None  # resourceVersions are etcd revisions; anything else is compared by a GET
+    newest = candidates[versions.index(max(v for v in versions if v is not None))]
+    return copy.deepcopy(dict(newest))
+
+
 def reconcile_now(key: Key) -> float | None:
-    """Read the object fresh, reconcile it, write its patch. Returns the planner's requeue."""
+    """Reconcile the object as last seen, write its patch. Returns the planner's requeue.
+
+    Reading the object costs no API call in the normal case: each reconcile is woken by a watch
+    event that carried the object (or its loop just started with it), and our own writes return
+    it. A reconcile on a stale copy is harmless anyway: its writes are idempotent applies and
+    merge patches, and the next watch event wakes it again (level-triggered)."""
     kind, namespace, name = key
     ctx = context.current()
     with _lock(key):
-        body = ctx.kube.get(API, kind, name, namespace)
+        body = _known_body(key)
+        if body is None:
+            body = ctx.kube.get(API, kind, name, namespace)
+            _MUST_READ.discard(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            _WRITTEN.pop(key, None)
             return None  # gone, or Kopf's deletion handling owns it now
         patch = kopf.Patch()
-        requeue = _RECONCILERS[kind](body, patch, ctx)
-        _write_patch(ctx, kind, body, patch)
+        try:
+            requeue = _RECONCILERS[kind](body, patch, ctx)
+            written = _write_patch(ctx, kind, body, patch)
+        except BaseException:
+            _MUST_READ.add(key)  # a 409 or an outage: look at the apiserver's copy next time
+            raise
+        if written is not None:
+            _WRITTEN[key] = written
     return requeue
 
 
-def _write_patch(ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch) -> None:
+def _write_patch(
+    ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch
+) -> dict[str, Any] | None:
+    """Write the patch; returns the object as the last write left it (None: nothing written)."""
     meta = body["metadata"]
     resource = ctx.kube.resource(API, kind)
+    written = None
     # Metadata first (a consumed promote/abort annotation goes), then the status that records
     # what was done: whoever sees the new status sees the request consumed.
     main = {k: v for k, v in patch.items() if k != "status" and v}
     if main:
-        ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
+        written = ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
     if patch.get("status"):
-        ctx.kube.merge_patch(
+        written = ctx.kube.merge_patch(
             resource, meta["name"], meta["namespace"], {"status": patch["status"]}, status=True
         )
+    return written
 
 
 # API and network failures: expected during outages, logged without a traceback.
@@ -206,6 +255,8 @@ async def _run_loop(
     finally:
         stop.cancel()
         TRIGGERS.unregister(key, waker)
+        _WRITTEN.pop(key, None)
+        _MUST_READ.discard(key)
 
 
 def _daemon(kind: str) -> None:

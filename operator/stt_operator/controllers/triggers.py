@@ -167,6 +167,12 @@ class Triggers:
         waker.wake()
         return True
 
+    def body(self, key: Key) -> Mapping[str, Any] | None:
+        """Kopf's live view of a running loop's object (None: no loop here)."""
+        with self._lock:
+            waker = self._wakers.get(key)
+        return waker.body if waker is not None else None
+
     def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
         with self._lock:
             return [(k, w.body) for k, w in self._wakers.items() if k[0] == kind and k[1] == namespace]

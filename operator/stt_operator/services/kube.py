@@ -48,6 +48,10 @@ class Kube:
         self.timeout = REQUEST_TIMEOUT
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()
+        # Discovery's search walks every group on each lookup (7 % of the operator's CPU in a
+        # burst, bench/scale/RESULTS.md); the (apiVersion, kind) → resource map never changes
+        # while a CRD stays installed.
+        self._resources: dict[tuple[str, str], Any] = {}
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -76,12 +80,17 @@ class Kube:
         return result.to_dict()
 
     def _resource(self, api_version: str, kind: str) -> Any:
+        found = self._resources.get((api_version, kind))
+        if found is not None:
+            return found
         try:
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            found = self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
             # A CRD installed after start-up (e.g. Gateway API): refresh discovery once.
             self.dynamic.resources.invalidate_cache()
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        self._resources[(api_version, kind)] = found
+        return found
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
