@@ -315,6 +315,7 @@ def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
         owner = stt_owner(body)
         if owner is None:
             return
+        context.current().kube.observed(kind, body, deleted=event.get("type") == "DELETED")
         uid = body.get("metadata", {}).get("uid", "")
         if event.get("type") == "DELETED":
             TRIGGERS.forget(uid)
@@ -325,6 +326,8 @@ def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
     kopf.on.event(group, version, plural, id=f"owned_{plural}_event", when=_owned)(on_event)
 
 
+# Unchanged applies of these kinds are skipped: their watches tell `Kube` when to apply again.
+context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute"})
 _on_child_event("apps", "v1", "deployments", "Deployment")
 _on_child_event("batch", "v1", "jobs", "Job")
 _on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
