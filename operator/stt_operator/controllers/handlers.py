@@ -155,6 +155,18 @@ def _known_body(key: Key) -> dict[str, Any] | None:
     return copy.deepcopy(dict(newest))
 
 
+def _watched_copy(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+    """`Kube.get` of an stt.dev object another reconciler reads (an endpoint's STTModel): the
+    copy its own loop holds, if it runs here. A stale copy only delays: the referenced object's
+    next status change wakes its dependents (`triggers.dependency_fingerprint`)."""
+    if api_version != API or kind not in PLURALS or namespace is None:
+        return None
+    return _known_body((kind, namespace, name))
+
+
+context.current().kube.known = _watched_copy
+
+
 def reconcile_now(key: Key) -> float | None:
     """Reconcile the object as last seen, write its patch. Returns the planner's requeue.
 

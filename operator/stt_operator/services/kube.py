@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
@@ -60,6 +60,9 @@ class Kube:
         # deleted or edited by someone else (`observed`).
         self.watched_kinds: frozenset[str] = frozenset()
         self._applied: dict[tuple[str, str, str], tuple[str, int]] = {}
+        # Objects the process already holds a current copy of (the controllers' watches):
+        # (apiVersion, kind, name, namespace) → a copy, or None to ask the apiserver.
+        self.known: Callable[[str, str, str, str | None], dict[str, Any] | None] | None = None
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -145,6 +148,11 @@ class Kube:
             self._applied.pop(key, None)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        if self.known is not None:
+            found = self.known(api_version, kind, name, namespace)
+            if found is not None:
+                API_CALLS.labels("get-watched", kind).inc()
+                return found
         resource = self._resource(api_version, kind)
         API_CALLS.labels("get", kind).inc()
         try:
