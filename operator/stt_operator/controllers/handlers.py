@@ -38,6 +38,7 @@ from stt_operator.controllers.triggers import (
     Waker,
     child_fingerprint,
     dependency_fingerprint,
+    newest_copy,
     own_fingerprint,
     stt_owner,
 )
@@ -133,13 +134,6 @@ _WRITTEN: dict[Key, dict[str, Any]] = {}
 _MUST_READ: set[Key] = set()
 
 
-def _resource_version(body: Mapping[str, Any] | None) -> int | None:
-    try:
-        return int((body or {}).get("metadata", {}).get("resourceVersion"))
-    except (TypeError, ValueError):
-        return None
-
-
 def _known_body(key: Key) -> dict[str, Any] | None:
     """The newest copy of the object this process already holds, without an API call: Kopf's
     live view (kept current by the watch) or the response to our own last write, whichever
@@ -147,12 +141,8 @@ def _known_body(key: Key) -> dict[str, Any] | None:
     when neither is usable; the caller reads the apiserver then."""
     if key in _MUST_READ:
         return None
-    candidates = [b for b in (TRIGGERS.body(key), _WRITTEN.get(key)) if b]
-    versions = [_resource_version(b) for b in candidates]
-    if not candidates or None in versions:
-        return None  # resourceVersions are etcd revisions; anything else is compared by a GET
-    newest = candidates[versions.index(max(v for v in versions if v is not None))]
-    return copy.deepcopy(dict(newest))
+    newest = newest_copy(TRIGGERS.body(key), _WRITTEN.get(key))
+    return copy.deepcopy(dict(newest)) if newest is not None else None
 
 
 def _watched_copy(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
