@@ -329,8 +329,9 @@ def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
 
 
 # Unchanged applies of these kinds are skipped: their watches tell `Kube` when to apply again.
-context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute"})
+context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute", "Service"})
 _on_child_event("apps", "v1", "deployments", "Deployment")
+_on_child_event("", "v1", "services", "Service")
 _on_child_event("batch", "v1", "jobs", "Job")
 _on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 _on_child_event("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
