@@ -39,6 +39,19 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int | None = None)
     return k8s.ApiClient(configuration)
 
 
+def _version(body: Mapping[str, Any]) -> int | None:
+    """What tells an edit of an object apart from our apply: its generation (bumped by spec
+    changes, not by status updates) or, for kinds without one (Service), its resourceVersion."""
+    meta = body.get("metadata") or {}
+    value = meta.get("generation")
+    if value is None:
+        value = meta.get("resourceVersion")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 # (connect, read) seconds for every call: a hung apiserver must not hang a reconcile (or the
 # operator's shutdown) for ever.
 REQUEST_TIMEOUT = (10, 30)
@@ -55,7 +68,7 @@ class Kube:
         # while a CRD stays installed.
         self._resources: dict[tuple[str, str], Any] = {}
         # Server-side applies this process made of kinds in `watched_kinds`, by (kind, namespace,
-        # name): the manifest's digest and the generation the apply left. Applying the same
+        # name): the manifest's digest and the version the apply left (`_version`). Applying the same
         # manifest again is a no-op round trip, skipped until a watch event shows the object
         # deleted or edited by someone else (`observed`).
         self.watched_kinds: frozenset[str] = frozenset()
@@ -112,8 +125,7 @@ class Kube:
             digest = hashlib.sha1(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
             known = self._applied.get(key)
             if known is not None and known[0] == digest:
-                API_CALLS.labels("apply-unchanged", kind).inc()
-                return
+                return  # not an API call: not counted in API_CALLS
         resource = self._resource(manifest["apiVersion"], kind)
         API_CALLS.labels("apply", kind).inc()
         result = self.dynamic.server_side_apply(
@@ -126,32 +138,29 @@ class Kube:
             _request_timeout=self.timeout,
         )
         if digest:
-            generation = result.metadata.generation
-            if isinstance(generation, int):
-                self._applied[key] = (digest, generation)
+            meta_out = result.metadata
+            version = _version(
+                {"metadata": {"generation": meta_out.generation, "resourceVersion": meta_out.resourceVersion}}
+            )
+            if version is not None:
+                self._applied[key] = (digest, version)
 
     def observed(self, kind: str, body: Mapping[str, Any], deleted: bool = False) -> None:
         """A watch event of an object we may have applied: forget the apply when the object is
-        gone or its spec changed since (a newer generation), so the next reconcile applies it."""
+        gone or changed since (a newer version), so the next reconcile applies it."""
         meta = body.get("metadata") or {}
         key = (kind, meta.get("namespace") or "", meta.get("name") or "")
         known = self._applied.get(key)
         if known is None:
             return
-        generation = meta.get("generation")
-        if (
-            deleted
-            or meta.get("deletionTimestamp")
-            or not isinstance(generation, int)
-            or generation > known[1]
-        ):
+        version = _version(body)
+        if deleted or meta.get("deletionTimestamp") or version is None or version > known[1]:
             self._applied.pop(key, None)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         if self.known is not None:
             found = self.known(api_version, kind, name, namespace)
             if found is not None:
-                API_CALLS.labels("get-watched", kind).inc()
                 return found
         resource = self._resource(api_version, kind)
         API_CALLS.labels("get", kind).inc()

@@ -36,7 +36,10 @@ class _Dynamic:
 
     def server_side_apply(self, resource: Any, body: dict[str, Any], **_: Any) -> Any:
         self.applied.append(body)
-        return SimpleNamespace(metadata=SimpleNamespace(generation=len(self.applied)))
+        generation = len(self.applied) if body["kind"] != "Service" else None
+        return SimpleNamespace(
+            metadata=SimpleNamespace(generation=generation, resourceVersion=str(100 + len(self.applied)))
+        )
 
 
 def _kube() -> tuple[Kube, _Dynamic]:
@@ -45,7 +48,7 @@ def _kube() -> tuple[Kube, _Dynamic]:
     kube._dynamic = fake  # type: ignore[assignment]
     kube._resources[("apps/v1", "Deployment")] = object()
     kube._resources[("v1", "Service")] = object()
-    kube.watched_kinds = frozenset({"Deployment"})
+    kube.watched_kinds = frozenset({"Deployment", "Service"})
     return kube, fake
 
 
@@ -78,9 +81,21 @@ def test_unchanged_apply_of_a_watched_kind_is_skipped_until_the_watch_says_other
     assert len(fake.applied) == 4
 
 
-def test_kinds_without_a_watch_are_always_applied() -> None:
+def test_kinds_without_a_generation_are_compared_by_resource_version() -> None:
     kube, fake = _kube()
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "ns"}}
+    kube.apply(service)  # left resourceVersion 101
+    kube.observed("Service", {"metadata": {"name": "s", "namespace": "ns", "resourceVersion": "101"}})
     kube.apply(service)
+    assert len(fake.applied) == 1
+    kube.observed("Service", {"metadata": {"name": "s", "namespace": "ns", "resourceVersion": "140"}})
     kube.apply(service)
+    assert len(fake.applied) == 2
+
+
+def test_kinds_without_a_watch_are_always_applied() -> None:
+    kube, fake = _kube()
+    kube.watched_kinds = frozenset()
+    kube.apply(_deployment(1))
+    kube.apply(_deployment(1))
     assert len(fake.applied) == 2
