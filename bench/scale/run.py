@@ -144,8 +144,10 @@ class RouteWatcher(threading.Thread):
 class HealthyWatcher(threading.Thread):
     """First time each object of a custom resource reported `status.phase: Healthy`."""
 
-    def __init__(self, api: Any, group: str, version: str, plural: str) -> None:
+    def __init__(self, api: Any, group: str, version: str, plural: str, min_available: int = 0) -> None:
         super().__init__(daemon=True)
+        # Argo reports a new Rollout Healthy before its pod is up; count it once one is available.
+        self.min_available = min_available
         self.custom = CustomObjectsApi(api)
         self.resource = (group, version, plural)
         self.first_healthy: dict[tuple[str, str], float] = {}
@@ -158,7 +160,11 @@ class HealthyWatcher(threading.Thread):
                     self.custom.list_cluster_custom_object, *self.resource, timeout_seconds=30
                 ):
                     obj = event["object"]
-                    if (obj.get("status") or {}).get("phase") == "Healthy":
+                    st = obj.get("status") or {}
+                    if (
+                        st.get("phase") == "Healthy"
+                        and (st.get("availableReplicas") or 0) >= self.min_available
+                    ):
                         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
                         self.first_healthy.setdefault(key, time.time())
                     if self.stop.is_set():
@@ -237,7 +243,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
     try:
         sampler = ProcSampler(proc.pid)
         sampler.start()
-        watcher = HealthyWatcher(api, "argoproj.io", "v1alpha1", "rollouts")
+        watcher = HealthyWatcher(api, "argoproj.io", "v1alpha1", "rollouts", min_available=1)
         watcher.start()
         time.sleep(15)
         t_empty = time.monotonic()

@@ -141,7 +141,10 @@ def _known_body(key: Key) -> dict[str, Any] | None:
     when neither is usable; the caller reads the apiserver then."""
     if key in _MUST_READ:
         return None
-    newest = newest_copy(TRIGGERS.body(key), _WRITTEN.get(key))
+    live, written = TRIGGERS.body(key), _WRITTEN.get(key)
+    newest = newest_copy(live, written)
+    if written is not None and newest is live:
+        _WRITTEN.pop(key, None)  # the watch has caught up: hold one copy per object, not two
     return copy.deepcopy(dict(newest)) if newest is not None else None
 
 
