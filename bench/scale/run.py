@@ -17,6 +17,9 @@ Phases:
 3. canaries: `--canaries` endpoints switched to a second model at once with a Canary strategy
    (20 % → pause 5 s → 50 % → pause 5 s → promote), time until all are promoted.
 
+With `--argo`, then the same burst, idle and canaries with the Argo Rollouts controller on the same
+cluster (`bench/scale/build-argo-rollouts.sh` builds it): 1,000 Rollouts with the same canary steps.
+
 Operator CPU and RSS come from /proc of its process; API calls from its own
 `stt_operator_api_calls_total` (the reconcilers' calls; Kopf's watches and finalizer patches are
 not in it) and, for every client together, the apiserver's `apiserver_request_total`.
