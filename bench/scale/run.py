@@ -17,6 +17,9 @@ Phases:
 3. canaries: `--canaries` endpoints switched to a second model at once with a Canary strategy
    (20 % → pause 5 s → 50 % → pause 5 s → promote), time until all are promoted.
 
+With `--argo`, then the same burst, idle and canaries with the Argo Rollouts controller on the same
+cluster (`bench/scale/build-argo-rollouts.sh` builds it): 1,000 Rollouts with the same canary steps.
+
 Operator CPU and RSS come from /proc of its process; API calls from its own
 `stt_operator_api_calls_total` (the reconcilers' calls; Kopf's watches and finalizer patches are
 not in it) and, for every client together, the apiserver's `apiserver_request_total`.
@@ -29,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import threading
 import time
 import urllib.request
@@ -40,7 +44,7 @@ import numpy as np
 from kubernetes import watch as k8s_watch
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
-from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, repo_root
+from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, free_port, repo_root
 from stt_harness.operator import OperatorProcess
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_operator.services.kube import Kube
@@ -140,6 +144,207 @@ class RouteWatcher(threading.Thread):
                 time.sleep(0.5)
 
 
+class HealthyWatcher(threading.Thread):
+    """First time each object of a custom resource reported `status.phase: Healthy`."""
+
+    def __init__(self, api: Any, group: str, version: str, plural: str, min_available: int = 0) -> None:
+        super().__init__(daemon=True)
+        # Argo reports a new Rollout Healthy before its pod is up; count it once one is available.
+        self.min_available = min_available
+        self.custom = CustomObjectsApi(api)
+        self.resource = (group, version, plural)
+        self.first_healthy: dict[tuple[str, str], float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for event in k8s_watch.Watch().stream(
+                    self.custom.list_cluster_custom_object, *self.resource, timeout_seconds=30
+                ):
+                    obj = event["object"]
+                    st = obj.get("status") or {}
+                    if (
+                        st.get("phase") == "Healthy"
+                        and (st.get("availableReplicas") or 0) >= self.min_available
+                    ):
+                        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                        self.first_healthy.setdefault(key, time.time())
+                    if self.stop.is_set():
+                        break
+            except Exception:  # a watch timeout or a reconnect
+                time.sleep(0.5)
+
+
+def latency_summary(
+    created: dict[tuple[str, str], float], seen: dict[tuple[str, str], float]
+) -> dict[str, Any]:
+    values = [seen[key] - t for key, t in created.items() if key in seen]
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
+        "max": round(max(values), 3) if values else None,
+    }
+
+
+ARGO_DIR = Path.home() / ".cache/stt-operator/tools/argo-rollouts"
+
+
+def argo_rollout(name: str, namespace: str, image: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """An Argo Rollout shaped like the operator's serving Deployment: one replica, one GPU."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": "triton", "image": image, "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                    ]
+                },
+            },
+            "strategy": {"canary": {"steps": steps}},
+        },
+    }
+
+
+def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same burst and canaries against the Argo Rollouts controller, on the same cluster
+    (the operator stopped): create → Healthy, all Healthy, CPU/RSS, apiserver requests."""
+    binary = ARGO_DIR / "bin/rollouts-controller"
+    core = CoreV1Api(api)
+    for i in range((args.endpoints + args.canaries) // 1000 + 1):  # room for these pods too
+        core.create_node(fake_node(f"kwok-argo-{i}", gpus=1000, cpu="10000", memory="64Ti", pods=1010))
+    for ns in ["argo-rollouts", *[f"argo-{i}" for i in range(args.namespaces)]]:
+        core.create_namespace({"metadata": {"name": ns}})
+    time.sleep(3)
+    log_path = Path(cluster.layout.root) / "argo-rollouts.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--leader-elect=false",
+            "--loglevel",
+            "warn",
+            "--metricsPort",
+            str(free_port()),
+            "--healthzPort",
+            str(free_port()),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "POD_NAMESPACE": "argo-rollouts"},
+    )
+    try:
+        sampler = ProcSampler(proc.pid)
+        sampler.start()
+        watcher = HealthyWatcher(api, "argoproj.io", "v1alpha1", "rollouts", min_available=1)
+        watcher.start()
+        time.sleep(15)
+        t_empty = time.monotonic()
+        time.sleep(10)
+        empty = sampler.window(t_empty, time.monotonic())
+        api0 = apiserver_metrics(cluster)
+        n = args.endpoints
+        created: dict[tuple[str, str], float] = {}
+        pool = ThreadPoolExecutor(max_workers=8)
+
+        def create(obj: dict[str, Any]) -> None:
+            kube.apply(obj)
+            created[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
+
+        load_start = os.getloadavg()
+        t_start = time.monotonic()
+        futures = []
+        for i in range(n):
+            due = t_start + 2 * i / args.rate  # the operator's burst sent two objects per endpoint
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(
+                pool.submit(create, argo_rollout(f"e{i}", f"argo-{i % args.namespaces}", "triton:a", steps))
+            )
+        for f in futures:
+            f.result()
+        t_created = time.monotonic()
+        print(f"argo: created {n} Rollouts in {t_created - t_start:.1f}s", flush=True)
+        deadline = time.monotonic() + args.timeout
+        while len(watcher.first_healthy) < n and time.monotonic() < deadline:
+            time.sleep(2)
+        t_healthy = time.monotonic() if len(watcher.first_healthy) >= n else None
+        burst = sampler.window(t_start, time.monotonic())
+        api1 = apiserver_metrics(cluster)
+        load_burst_end = os.getloadavg()
+        time.sleep(5)
+        t_idle = time.monotonic()
+        time.sleep(args.idle)
+        idle = sampler.window(t_idle, time.monotonic())
+
+        m = min(args.canaries, n)
+        t_canary = time.monotonic()
+        for i in range(m):
+            pool.submit(kube.apply, argo_rollout(f"e{i}", f"argo-{i % args.namespaces}", "triton:b", steps))
+        pool.shutdown(wait=True)
+
+        def promoted(r: dict[str, Any]) -> bool:
+            st = r.get("status") or {}
+            image = r["spec"]["template"]["spec"]["containers"][0]["image"]
+            return (
+                image == "triton:b"
+                and st.get("phase") == "Healthy"
+                and st.get("stableRS") == st.get("currentPodHash")
+                and str(st.get("observedGeneration")) == str(r["metadata"]["generation"])
+            )
+
+        t_promoted = None
+        while m and time.monotonic() - t_canary < args.timeout:
+            if sum(1 for r in kube.list("argoproj.io/v1alpha1", "Rollout", None) if promoted(r)) >= m:
+                t_promoted = time.monotonic()
+                break
+            time.sleep(2)
+        canary = sampler.window(t_canary, time.monotonic())
+        watcher.stop.set()
+        sampler.stop.set()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    requests = metric_sum(api1, "apiserver_request_total") - metric_sum(api0, "apiserver_request_total")
+    return {
+        "controller": str(binary),
+        "controller_empty": empty,
+        "burst": {
+            "objects": n,
+            "create_seconds": round(t_created - t_start, 1),
+            "create_to_healthy_s": latency_summary(created, watcher.first_healthy),
+            "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
+            "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
+            "controller": burst,
+            "apiserver_requests_all_clients": requests,
+            "apiserver_requests_per_rollout_all_clients": round(requests / n, 1),
+        },
+        "idle": {"seconds": args.idle, "controller": idle},
+        "canaries": {
+            "count": m,
+            "all_promoted_after_s": round(t_promoted - t_canary, 1) if t_promoted else None,
+            "controller": canary,
+        },
+        "log_lines": len(log_path.read_text(errors="replace").splitlines()),
+        "load_average": {"burst_start": load_start, "burst_end": load_burst_end, "end": os.getloadavg()},
+    }
+
+
 def _ts(value: str | None) -> float | None:
     from datetime import datetime
 
@@ -227,6 +432,11 @@ def main() -> None:
         "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
     )
     parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
+    parser.add_argument(
+        "--argo",
+        action="store_true",
+        help="then the same burst and canaries with Argo Rollouts (bench/scale/build-argo-rollouts.sh)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -236,7 +446,10 @@ def main() -> None:
         global QPS
         QPS = args.controller_qps
         raise_controller_rate_limits()
-    with LocalCluster(nodes=1, crd_paths=default_crd_paths(tools, repo_root()), tools_dir=tools) as cluster:
+    crds = default_crd_paths(tools, repo_root())
+    if args.argo:  # the CRDs of the module the controller was built from
+        crds += sorted((ARGO_DIR / "src/manifests/crds").glob("*-crd.yaml"))
+    with LocalCluster(nodes=1, crd_paths=crds, tools_dir=tools) as cluster:
         api = cluster.api_client()
         core = CoreV1Api(api)
         kube = Kube(api)
@@ -264,6 +477,8 @@ def main() -> None:
         sampler.start()
         routes = RouteWatcher(api)
         routes.start()
+        healthy = HealthyWatcher(api, "stt.dev", "v1alpha1", "modeldeployments")
+        healthy.start()
         time.sleep(5)
         idle0 = time.monotonic()
         time.sleep(10)
@@ -286,6 +501,7 @@ def main() -> None:
                 created[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
 
         print(f"creating {len(objects)} objects at {args.rate}/s", flush=True)
+        load_start = os.getloadavg()
         t_start = time.monotonic()
         futures = []
         for k, obj in enumerate(objects):
@@ -302,6 +518,7 @@ def main() -> None:
             kube, lambda md: (md.get("status") or {}).get("phase") == "Healthy", n, args.timeout
         )
         t_burst_end = time.monotonic()
+        load_burst_end = os.getloadavg()
         latencies = [routes.first_seen[key] - t for key, t in created.items() if key in routes.first_seen]
         burst = sampler.window(t_start, t_burst_end)
         stages = where_the_time_goes(kube, created, routes.first_seen)
@@ -354,8 +571,10 @@ def main() -> None:
         op2 = op.metrics()
         routes.stop.set()
         sampler.stop.set()
+        healthy.stop.set()
         op.stop(grace=30)
         log_lines = len(op.log_path.read_text(errors="replace").splitlines())
+        argo = argo_phase(cluster, api, kube, args, steps) if args.argo else None
 
     def reconciles(text: str) -> float:
         return metric_sum(text, "stt_operator_reconciles_total")
@@ -384,6 +603,7 @@ def main() -> None:
                 "max": round(max(latencies), 3) if latencies else None,
                 "mean": round(statistics.fmean(latencies), 3) if latencies else None,
             },
+            "create_to_healthy_s": latency_summary(created, healthy.first_healthy),
             "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
             "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
             "operator": burst,
@@ -417,7 +637,13 @@ def main() -> None:
             "reconciles": reconciles(op2) - reconciles(op_idle1),
         },
         "operator_log_lines_total": log_lines,
-        "load_average_at_end": os.getloadavg(),
+        "argo_rollouts": argo,
+        # The machine is shared: (1, 5, 15)-minute load averages next to every figure.
+        "load_average": {
+            "burst_start": load_start,
+            "burst_end": load_burst_end,
+            "end": os.getloadavg(),
+        },
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import itertools
 import logging
 import os
@@ -37,6 +38,7 @@ from stt_operator.controllers.triggers import (
     Waker,
     child_fingerprint,
     dependency_fingerprint,
+    newest_copy,
     own_fingerprint,
     stt_owner,
 )
@@ -126,32 +128,84 @@ _RECONCILERS: dict[str, Reconciler] = {
 }
 
 
+# What our own last write of each object returned, and the objects whose next reconcile must
+# read the apiserver (after a failure or a conflict: our view may be stale).
+_WRITTEN: dict[Key, dict[str, Any]] = {}
+_MUST_READ: set[Key] = set()
+
+
+def _known_body(key: Key) -> dict[str, Any] | None:
+    """The newest copy of the object this process already holds, without an API call: Kopf's
+    live view (kept current by the watch) or the response to our own last write, whichever
+    has the higher resourceVersion (the watch may not have delivered that write yet). None
+    when neither is usable; the caller reads the apiserver then."""
+    if key in _MUST_READ:
+        return None
+    live, written = TRIGGERS.body(key), _WRITTEN.get(key)
+    newest = newest_copy(live, written)
+    if written is not None and newest is live:
+        _WRITTEN.pop(key, None)  # the watch has caught up: hold one copy per object, not two
+    return copy.deepcopy(dict(newest)) if newest is not None else None
+
+
+def _watched_copy(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+    """`Kube.get` of an stt.dev object another reconciler reads (an endpoint's STTModel): the
+    copy its own loop holds, if it runs here. A stale copy only delays: the referenced object's
+    next status change wakes its dependents (`triggers.dependency_fingerprint`)."""
+    if api_version != API or kind not in PLURALS or namespace is None:
+        return None
+    return _known_body((kind, namespace, name))
+
+
+context.current().kube.known = _watched_copy
+
+
 def reconcile_now(key: Key) -> float | None:
-    """Read the object fresh, reconcile it, write its patch. Returns the planner's requeue."""
+    """Reconcile the object as last seen, write its patch. Returns the planner's requeue.
+
+    Reading the object costs no API call in the normal case: each reconcile is woken by a watch
+    event that carried the object (or its loop just started with it), and our own writes return
+    it. A reconcile on a stale copy is harmless anyway: its writes are idempotent applies and
+    merge patches, and the next watch event wakes it again (level-triggered)."""
     kind, namespace, name = key
     ctx = context.current()
     with _lock(key):
-        body = ctx.kube.get(API, kind, name, namespace)
+        body = _known_body(key)
+        if body is None:
+            body = ctx.kube.get(API, kind, name, namespace)
+            _MUST_READ.discard(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            _WRITTEN.pop(key, None)
             return None  # gone, or Kopf's deletion handling owns it now
         patch = kopf.Patch()
-        requeue = _RECONCILERS[kind](body, patch, ctx)
-        _write_patch(ctx, kind, body, patch)
+        try:
+            requeue = _RECONCILERS[kind](body, patch, ctx)
+            written = _write_patch(ctx, kind, body, patch)
+        except BaseException:
+            _MUST_READ.add(key)  # a 409 or an outage: look at the apiserver's copy next time
+            raise
+        if written is not None:
+            _WRITTEN[key] = written
     return requeue
 
 
-def _write_patch(ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch) -> None:
+def _write_patch(
+    ctx: context.OperatorContext, kind: str, body: Mapping[str, Any], patch: kopf.Patch
+) -> dict[str, Any] | None:
+    """Write the patch; returns the object as the last write left it (None: nothing written)."""
     meta = body["metadata"]
     resource = ctx.kube.resource(API, kind)
+    written = None
     # Metadata first (a consumed promote/abort annotation goes), then the status that records
     # what was done: whoever sees the new status sees the request consumed.
     main = {k: v for k, v in patch.items() if k != "status" and v}
     if main:
-        ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
+        written = ctx.kube.merge_patch(resource, meta["name"], meta["namespace"], main)
     if patch.get("status"):
-        ctx.kube.merge_patch(
+        written = ctx.kube.merge_patch(
             resource, meta["name"], meta["namespace"], {"status": patch["status"]}, status=True
         )
+    return written
 
 
 # API and network failures: expected during outages, logged without a traceback.
@@ -206,6 +260,8 @@ async def _run_loop(
     finally:
         stop.cancel()
         TRIGGERS.unregister(key, waker)
+        _WRITTEN.pop(key, None)
+        _MUST_READ.discard(key)
 
 
 def _daemon(kind: str) -> None:
@@ -264,6 +320,7 @@ def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
         owner = stt_owner(body)
         if owner is None:
             return
+        context.current().kube.observed(kind, body, deleted=event.get("type") == "DELETED")
         uid = body.get("metadata", {}).get("uid", "")
         if event.get("type") == "DELETED":
             TRIGGERS.forget(uid)
@@ -274,7 +331,10 @@ def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
     kopf.on.event(group, version, plural, id=f"owned_{plural}_event", when=_owned)(on_event)
 
 
+# Unchanged applies of these kinds are skipped: their watches tell `Kube` when to apply again.
+context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute", "Service"})
 _on_child_event("apps", "v1", "deployments", "Deployment")
+_on_child_event("", "v1", "services", "Service")
 _on_child_event("batch", "v1", "jobs", "Job")
 _on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 _on_child_event("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")

@@ -126,6 +126,24 @@ def stt_owner(body: Mapping[str, Any]) -> Key | None:
     return None
 
 
+def _resource_version(body: Mapping[str, Any]) -> int | None:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
+
+
+def newest_copy(*bodies: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """Of several copies of one object (the watch's, the response to our last write), the one
+    with the highest resourceVersion; None if there is none or a version is not a number (the
+    apiserver's resourceVersions are etcd revisions; anything else is left to a fresh read)."""
+    candidates = [b for b in bodies if b]
+    versions = [_resource_version(b) for b in candidates]
+    if not candidates or any(v is None for v in versions):
+        return None
+    return max(zip(versions, range(len(candidates)), candidates, strict=True))[2]
+
+
 @dataclass
 class Waker:
     """One object's wake-up signal, set from the event loop (or thread-safely from a worker)."""
@@ -166,6 +184,12 @@ class Triggers:
         self.wakeups += 1
         waker.wake()
         return True
+
+    def body(self, key: Key) -> Mapping[str, Any] | None:
+        """Kopf's live view of a running loop's object (None: no loop here)."""
+        with self._lock:
+            waker = self._wakers.get(key)
+        return waker.body if waker is not None else None
 
     def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
         with self._lock:
