@@ -355,7 +355,37 @@ def _terminal(plan: ABTestPlan, inp: ABTestInput, phase: str) -> ABTestPlan:
             plan.status.update(phase=PHASE_PROMOTED, message=message)
             plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_PROMOTED, message))
             plan.events.append(EventUpdate("Normal", REASON_WINNER_PROMOTED, message))
+        elif _promoted_before_recorded(inp):
+            # The ModelDeployment patch landed but the operator stopped before writing this
+            # status (the patch is applied first): finish the record instead of staying Concluded.
+            winner_model = next(v.model.name for v in inp.spec.variants if v.name == inp.status["winner"])
+            message = short(
+                f"winner {inp.status['winner']} promoted: ModelDeployment {inp.endpoint.name}"
+                f" spec.model is {winner_model}; its rollout strategy takes it from here"
+            )
+            plan.status.update(phase=PHASE_PROMOTED, message=message)
+            plan.status["promotion"] = {
+                "mode": "PatchSpec",
+                "model": winner_model,
+                "endpoint": inp.endpoint.name,
+                "at": iso(inp.now),
+            }
+            plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_PROMOTED, message))
+            plan.events.append(EventUpdate("Normal", REASON_WINNER_PROMOTED, message))
     return plan
+
+
+def _promoted_before_recorded(inp: ABTestInput) -> bool:
+    """A candidate (not the control) won with auto PatchSpec promotion, and the endpoint's spec
+    already names its model: the promotion happened and only its status record is missing."""
+    promotion = inp.spec.promotion
+    winner = inp.status.get("winner")
+    if not (promotion and promotion.auto and promotion.mode != "Announce" and winner and inp.endpoint.exists):
+        return False
+    if winner == inp.spec.control().name or inp.status.get("promotion"):
+        return False
+    model = next((v.model.name for v in inp.spec.variants if v.name == winner), None)
+    return model is not None and model == inp.endpoint.spec_model
 
 
 def promotion_patch(model: str) -> str:

@@ -329,6 +329,26 @@ def test_better_candidate_wins_after_min_duration_then_is_promoted() -> None:
     assert plan.promote_model is None and not plan.release_hold and plan.route is None and plan.cleanup
 
 
+def test_killed_between_the_promotion_patch_and_the_status_write_still_ends_promoted() -> None:
+    """The controller patches the ModelDeployment before it writes the ABTest's status: an
+    operator killed in between comes back to a Concluded test whose winner is already served."""
+    w = World(spec=spec(promotion={"auto": True}))
+    w.run()
+    w.later(11)
+    w.step(look(BETTER, SRM_OK))
+    w.later(60)
+    w.step(look(BETTER, SRM_OK))
+    assert w.status["phase"] == "Concluded" and w.status["winner"] == "candidate"
+    w.later(1)
+    lost = plan_abtest(w.inp())  # its ModelDeployment patch lands; its status write does not
+    assert lost.promote_model == "model-b"
+    w.endpoint = replace(w.endpoint, spec_model="model-b", held_by=None, held_by_status=None)
+    w.later(1)
+    plan = w.step()
+    assert plan.promote_model is None and w.status["phase"] == "Promoted"
+    assert w.status["promotion"]["model"] == "model-b" and w.events[-1] == "WinnerPromoted"
+
+
 def test_no_difference_at_duration_concludes_without_winner_and_routes_back() -> None:
     w = World(spec=spec(duration="2m", promotion={"auto": True}))
     w.run()
