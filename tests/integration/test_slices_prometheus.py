@@ -31,7 +31,21 @@ from stt_operator.evaluator.scoring import Observation, score_utterance
 pytestmark = pytest.mark.integration
 NS = "slices-it"
 EP = "slices"
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+]
 
 
 @dataclass(frozen=True)
