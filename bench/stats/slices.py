@@ -59,7 +59,7 @@ def run_once(
     weights = np.linspace(1.0, 2.0, k) / np.linspace(1.0, 2.0, k).sum()  # unequal slice sizes
     base_wers = np.linspace(0.06, 0.2, k)
     names = [slice_name(SLICED.name, "noise", f"s{i}") for i in range(k)]
-    ctx = AnalysisContext("ns", "ep", candidate=_arm("canary"), baseline=_arm("stable"), confidence=1 - ALPHA)
+    ctx = AnalysisContext("ns", "ep", candidate=Arm("canary"), baseline=Arm("stable"), confidence=1 - ALPHA)
     ctx_alone = [ctx] * k
     ctx_whole = ctx
     acc: list[list[np.ndarray]] = [[np.zeros(0, int)] * 3 for _ in range(k)]
@@ -91,12 +91,6 @@ def run_once(
         if outcome == "Failed":
             break
     return outcome, whole_outcome
-
-
-def _arm(v: str):
-    from stt_operator.analysis.model import Arm
-
-    return Arm(v)
 
 
 def _data(ps: PairedStats) -> RatioData:
