@@ -242,9 +242,17 @@ class TraefikGateway:
     def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(f"/apis/{GATEWAY_GROUP}/v1/namespaces/{namespace}/httproutes/{name}")
 
-    def request(self, path: str = "/", host: str | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    def request(
+        self,
+        path: str = "/",
+        host: str | None = None,
+        timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         """GET ``path`` through the Gateway's listener; (status, body), errors as their status."""
-        req = urllib.request.Request(self.url + path, headers={"Host": host} if host else {})
+        req = urllib.request.Request(
+            self.url + path, headers={**({"Host": host} if host else {}), **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read()

@@ -34,8 +34,11 @@ def http_route(
     hostnames: Sequence[str] = (),
     path: str = "/",
     owner: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An HTTPRoute sending `path` on the parents to the weighted backends.
+    """An HTTPRoute sending `path` on the parents to the weighted backends; with `headers`, only
+    requests carrying every one of them exactly (one ModelDeployment per language pair sharing a
+    path: the Gateway prefers the rule with header matches, docs/rollouts.md).
 
     Backends with weight 0 stay listed, so Gateway implementations keep their clusters warm
     and a later weight change is a pure weight edit."""
@@ -48,7 +51,7 @@ def http_route(
         "parentRefs": [dict(p) for p in parent_refs],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "matches": [_match(path, headers or {})],
                 "backendRefs": [
                     {"kind": "Service", "name": b.service, "port": b.port, "weight": b.weight}
                     for b in backends
@@ -59,6 +62,13 @@ def http_route(
     if hostnames:
         spec["hostnames"] = list(hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}
+
+
+def _match(path: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    match: dict[str, Any] = {"path": {"type": "PathPrefix", "value": path}}
+    if headers:
+        match["headers"] = [{"type": "Exact", "name": k, "value": v} for k, v in sorted(headers.items())]
+    return match
 
 
 def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:

@@ -368,6 +368,7 @@ def _reconcile_valid(
             hostnames=endpoint.hostnames if endpoint else (),
             path=endpoint.path if endpoint else "/",
             owner=owner,
+            headers=endpoint.header_matches() if endpoint else None,
         )
         ctx.kube.apply(route)
         record_route(namespace, name, {b.service: b.weight for b in backends})

@@ -243,3 +243,18 @@ def test_endpoint_port_reaches_services_and_route():
     }
     refs = endpoint_route(md, {"asr-m-1": 100})["spec"]["rules"][0]["backendRefs"]
     assert [r["port"] for r in refs] == [8080]
+
+
+def test_http_route_header_match_only_with_a_language_pair() -> None:
+    from stt_operator.api.modeldeployment import EndpointSpec
+
+    plain = http_route("asr", "ns", [Backend("a", 100)], headers=EndpointSpec().header_matches())
+    assert plain["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    ep = EndpointSpec.model_validate({"path": "/v2", "languagePair": "en>es"})
+    route = http_route("asr-es", "ns", [Backend("b", 100)], path=ep.path, headers=ep.header_matches())
+    assert route["spec"]["rules"][0]["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/v2"},
+            "headers": [{"type": "Exact", "name": "x-language-pair", "value": "en>es"}],
+        }
+    ]
