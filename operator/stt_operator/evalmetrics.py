@@ -32,13 +32,14 @@ LABEL_REASON = "reason"  # failures: timeout | http | empty | decode | other
 LABEL_SLICE = "slice"  # sliced series: the slice dimension (one of SLICE_KEYS)
 LABEL_SLICE_VALUE = "slice_value"  # sliced series: the utterance's value of that dimension
 
-# Slice dimensions the evaluator exports per value (docs/analysis.md, "Per-slice guardrails"):
+# Slice dimensions the evaluator exports per value (docs/statistics.md, "Per-slice guardrails"):
 # noise = the evaluation set's `slice` field (clean / noisy), speaker = its `speaker` field,
-# language = its `language` field.
+# language = its `language` field, languagePair = its optional `language_pair` field (en>es).
 SLICE_NOISE = "noise"
 SLICE_SPEAKER = "speaker"
 SLICE_LANGUAGE = "language"
-SLICE_KEYS = (SLICE_NOISE, SLICE_SPEAKER, SLICE_LANGUAGE)
+SLICE_LANGUAGE_PAIR = "languagePair"
+SLICE_KEYS = (SLICE_NOISE, SLICE_SPEAKER, SLICE_LANGUAGE, SLICE_LANGUAGE_PAIR)
 SLICE_PREFIX = f"{PREFIX}_slice"
 
 UNIT_WORD = "word"

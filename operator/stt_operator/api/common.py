@@ -582,7 +582,7 @@ class ThresholdRange(ApiModel):
         return self
 
 
-SliceKey = Literal["noise", "speaker", "language"]
+SliceKey = Literal["noise", "speaker", "language", "languagePair"]
 _SLICE_PRESETS = "slice needs a preset other than error-rate (the evaluator exports those per slice)"
 
 
@@ -610,7 +610,7 @@ class MetricSpec(ApiModel):
     """Samples (utterances or requests) per arm before a verdict; fewer gives Inconclusive."""
     slice: SliceKey | None = None
     """Judge the metric per value of this evaluation-set label (noise: clean / noisy, speaker,
-    language), each value against the same rule, Holm-corrected with every other rule: one
+    language, languagePair), each value against the same rule, Holm-corrected with every other rule: one
     regressed slice fails the analysis. Presets exported by the evaluator only (not error-rate)."""
 
     model_config = ConfigDict(

@@ -174,9 +174,14 @@ class ReplayState:
 
 
 def utterance_slices(utt: Any) -> dict[str, str]:
-    """An evaluation-set utterance's slice values: noise (its `slice` field), speaker, language."""
+    """An evaluation-set utterance's slice values: noise (its `slice` field), speaker, language,
+    and languagePair when its manifest line has a `language_pair` field."""
     fields = {em.SLICE_NOISE: "slice", em.SLICE_SPEAKER: "speaker", em.SLICE_LANGUAGE: "language"}
-    return {key: str(v) for key, attr in fields.items() if (v := getattr(utt, attr, ""))}
+    out = {key: str(v) for key, attr in fields.items() if (v := getattr(utt, attr, ""))}
+    pair = getattr(utt, "language_pair", "") or (getattr(utt, "extra", None) or {}).get("language_pair")
+    if pair:
+        out[em.SLICE_LANGUAGE_PAIR] = str(pair)
+    return out
 
 
 class Replayer:

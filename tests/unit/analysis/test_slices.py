@@ -67,6 +67,8 @@ def test_evaluator_records_each_slice_once_and_the_whole_set_unchanged() -> None
     text = generate_latest(reg).decode()
     assert "stt_eval_slice_errors_total{" in text and 'slice_value="noisy"' in text
     assert utterance_slices(utts[0]) == {"noise": "noisy", "speaker": "v1", "language": "en-US"}
+    utts[0].extra = {"language_pair": "en>es"}  # an optional manifest field lands in `extra`
+    assert utterance_slices(utts[0])["languagePair"] == "en>es"
 
 
 def test_slice_rule_validation() -> None:
