@@ -45,6 +45,7 @@ from stt_operator.stats.selection import METRICS
 ANALYTICS_COLUMNS = (
     ("MODEL", "model"),
     ("LANGUAGE", "language"),
+    ("PAIR", "languagePair"),
     ("WER", "wer"),
     ("CER", "cer"),
     ("CONFIDENCE", "confidence"),

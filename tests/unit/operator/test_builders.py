@@ -194,7 +194,7 @@ def test_kubectl_stt_tables():
         "status": {"analytics": [{"language": "en-US", "wer": 0.123456, "requests": 10.0}]},
     }
     rows = analytics_rows([model, {"metadata": {"name": "quiet", "namespace": "ns"}}], all_namespaces=True)
-    assert rows[0][:4] == ["ns/m", "en-US", 0.123456, None]
+    assert rows[0][:5] == ["ns/m", "en-US", None, 0.123456, None]  # no languagePair: PAIR empty
     assert rows[1][0] == "ns/quiet" and rows[1][1] is None  # no analytics yet: one row of dashes
     table = format_table(["A", "B"], [["x", 0.123456], ["longer", None]]).splitlines()
     assert table == ["A       B", "x       0.1235", "longer  -"]
