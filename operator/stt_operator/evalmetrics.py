@@ -13,8 +13,8 @@ exported as two monotone halves: Σd = Σe_cand - Σe_base and Σd·n = Σe_cand
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,6 +29,18 @@ LABEL_LANGUAGE = "language"  # BCP-47 tag of the evaluation set, e.g. en-US
 LABEL_UNIT = "unit"  # "word" (WER) or "char" (CER)
 LABEL_BASELINE = "baseline"  # paired metrics: the variant the candidate is compared with
 LABEL_REASON = "reason"  # failures: timeout | http | empty | decode | other
+LABEL_SLICE = "slice"  # sliced series: the slice dimension (one of SLICE_KEYS)
+LABEL_SLICE_VALUE = "slice_value"  # sliced series: the utterance's value of that dimension
+
+# Slice dimensions the evaluator exports per value (docs/statistics.md, "Per-slice guardrails"):
+# noise = the evaluation set's `slice` field (clean / noisy), speaker = its `speaker` field,
+# language = its `language` field, languagePair = its optional `language_pair` field (en>es).
+SLICE_NOISE = "noise"
+SLICE_SPEAKER = "speaker"
+SLICE_LANGUAGE = "language"
+SLICE_LANGUAGE_PAIR = "languagePair"
+SLICE_KEYS = (SLICE_NOISE, SLICE_SPEAKER, SLICE_LANGUAGE, SLICE_LANGUAGE_PAIR)
+SLICE_PREFIX = f"{PREFIX}_slice"
 
 UNIT_WORD = "word"
 UNIT_CHAR = "char"
@@ -137,8 +149,23 @@ HELP: dict[str, str] = {
 }
 
 
+def sliced(name: str) -> str:
+    """The per-slice twin of an exported name: stt_eval_X -> stt_eval_slice_X. Sliced series are
+    a separate family (not an extra label on the whole-set series) so that every existing sum over
+    stt_eval_* keeps counting each utterance once."""
+    if not name.startswith(PREFIX + "_"):
+        raise ValueError(f"{name} is not an evaluator metric")
+    return SLICE_PREFIX + name[len(PREFIX) :]
+
+
+def _help(name: str) -> str:
+    if name.startswith(SLICE_PREFIX + "_"):
+        return HELP[PREFIX + name[len(SLICE_PREFIX) :]] + " Per slice value (labels slice, slice_value)."
+    return HELP[name]
+
+
 def _counter(name: str, labels: tuple[str, ...], registry: CollectorRegistry) -> Counter:
-    return Counter(name, HELP[name], labelnames=labels, registry=registry)
+    return Counter(name, _help(name), labelnames=labels, registry=registry)
 
 
 class _VariantSeries:
@@ -222,22 +249,27 @@ class EvalMetrics:
     processing_x_audio: Counter
     latency: Histogram
     # Children per label set, filled on first use (the evaluator's label sets are few and fixed).
+    # Label names of this family's series (the sliced family adds slice and slice_value).
+    variant_labels: tuple[str, ...] = VARIANT_LABELS
+    pair_labels: tuple[str, ...] = PAIR_LABELS
+    # The per-slice family (stt_eval_slice_*), when this is the whole-set family.
+    sliced: EvalMetrics | None = field(default=None, repr=False)
     _variant_cache: dict[tuple[str, ...], _VariantSeries] = field(default_factory=dict, repr=False)
     _pair_cache: dict[tuple[str, ...], tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
     def _variant(self, labels: Mapping[str, str]) -> _VariantSeries:
-        key = _key(labels, VARIANT_LABELS)
+        key = _key(labels, self.variant_labels)
         series = self._variant_cache.get(key)
         if series is None:
-            lv = dict(zip(VARIANT_LABELS, key, strict=True))
+            lv = dict(zip(self.variant_labels, key, strict=True))
             series = self._variant_cache[key] = _VariantSeries(self, lv)
         return series
 
     def _pair(self, labels: Mapping[str, str], unit: str) -> tuple[Any, ...]:
-        key = (*_key(labels, PAIR_LABELS), unit)
+        key = (*_key(labels, self.pair_labels), unit)
         children = self._pair_cache.get(key)
         if children is None:
-            lp = {**dict(zip(PAIR_LABELS, key[:-1], strict=True)), LABEL_UNIT: unit}
+            lp = {**dict(zip(self.pair_labels, key[:-1], strict=True)), LABEL_UNIT: unit}
             children = self._pair_cache[key] = tuple(c.labels(**lp) for c in self._pair_counters())
         return children
 
@@ -385,37 +417,52 @@ def _check_nonneg(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def build_eval_metrics(registry: CollectorRegistry) -> EvalMetrics:
-    """Create and register every evaluator metric on `registry` (one call per registry)."""
-    v, vu, pu = VARIANT_LABELS, (*VARIANT_LABELS, LABEL_UNIT), (*PAIR_LABELS, LABEL_UNIT)
+def build_eval_metrics(registry: CollectorRegistry, *, slices: bool = True) -> EvalMetrics:
+    """Create and register every evaluator metric on `registry` (one call per registry); with
+    `slices`, also the per-slice family (`sliced`), which `record_*` of the sliced family fill."""
+    whole = _build(registry, lambda n: n, VARIANT_LABELS, PAIR_LABELS)
+    if not slices:
+        return whole
+    extra = (LABEL_SLICE, LABEL_SLICE_VALUE)
+    return replace(whole, sliced=_build(registry, sliced, (*VARIANT_LABELS, *extra), (*PAIR_LABELS, *extra)))
+
+
+def _build(
+    registry: CollectorRegistry, nm: Callable[[str], str], v: tuple[str, ...], p: tuple[str, ...]
+) -> EvalMetrics:
+    vu, pu = (*v, LABEL_UNIT), (*p, LABEL_UNIT)
     return EvalMetrics(
-        requests=_counter(REQUESTS, v, registry),
-        failures=_counter(FAILURES, (*v, LABEL_REASON), registry),
-        utterances=_counter(UTTERANCES, v, registry),
-        errors=_counter(ERRORS, vu, registry),
-        ref_len=_counter(REF_LEN, vu, registry),
-        errors_sq=_counter(ERRORS_SQ, vu, registry),
-        ref_len_sq=_counter(REF_LEN_SQ, vu, registry),
-        errors_x_ref=_counter(ERRORS_X_REF, vu, registry),
-        pairs=_counter(PAIRS, pu, registry),
-        pair_ref_len=_counter(PAIR_REF_LEN, pu, registry),
-        pair_ref_len_sq=_counter(PAIR_REF_LEN_SQ, pu, registry),
-        pair_cand_errors=_counter(PAIR_CAND_ERRORS, pu, registry),
-        pair_base_errors=_counter(PAIR_BASE_ERRORS, pu, registry),
-        pair_diff_sq=_counter(PAIR_DIFF_SQ, pu, registry),
-        pair_cand_errors_sq=_counter(PAIR_CAND_ERRORS_SQ, pu, registry),
-        pair_base_errors_sq=_counter(PAIR_BASE_ERRORS_SQ, pu, registry),
-        pair_cand_errors_x_ref=_counter(PAIR_CAND_ERRORS_X_REF, pu, registry),
-        pair_base_errors_x_ref=_counter(PAIR_BASE_ERRORS_X_REF, pu, registry),
-        pair_worse=_counter(PAIR_WORSE, pu, registry),
-        pair_better=_counter(PAIR_BETTER, pu, registry),
-        confidence=_counter(CONFIDENCE, v, registry),
-        confidence_sq=_counter(CONFIDENCE_SQ, v, registry),
-        confidence_count=_counter(CONFIDENCE_COUNT, v, registry),
-        processing_seconds=_counter(PROCESSING_SECONDS, v, registry),
-        audio_seconds=_counter(AUDIO_SECONDS, v, registry),
-        processing_seconds_sq=_counter(PROCESSING_SECONDS_SQ, v, registry),
-        audio_seconds_sq=_counter(AUDIO_SECONDS_SQ, v, registry),
-        processing_x_audio=_counter(PROCESSING_X_AUDIO, v, registry),
-        latency=Histogram(LATENCY, HELP[LATENCY], labelnames=v, buckets=LATENCY_BUCKETS, registry=registry),
+        requests=_counter(nm(REQUESTS), v, registry),
+        failures=_counter(nm(FAILURES), (*v, LABEL_REASON), registry),
+        utterances=_counter(nm(UTTERANCES), v, registry),
+        errors=_counter(nm(ERRORS), vu, registry),
+        ref_len=_counter(nm(REF_LEN), vu, registry),
+        errors_sq=_counter(nm(ERRORS_SQ), vu, registry),
+        ref_len_sq=_counter(nm(REF_LEN_SQ), vu, registry),
+        errors_x_ref=_counter(nm(ERRORS_X_REF), vu, registry),
+        pairs=_counter(nm(PAIRS), pu, registry),
+        pair_ref_len=_counter(nm(PAIR_REF_LEN), pu, registry),
+        pair_ref_len_sq=_counter(nm(PAIR_REF_LEN_SQ), pu, registry),
+        pair_cand_errors=_counter(nm(PAIR_CAND_ERRORS), pu, registry),
+        pair_base_errors=_counter(nm(PAIR_BASE_ERRORS), pu, registry),
+        pair_diff_sq=_counter(nm(PAIR_DIFF_SQ), pu, registry),
+        pair_cand_errors_sq=_counter(nm(PAIR_CAND_ERRORS_SQ), pu, registry),
+        pair_base_errors_sq=_counter(nm(PAIR_BASE_ERRORS_SQ), pu, registry),
+        pair_cand_errors_x_ref=_counter(nm(PAIR_CAND_ERRORS_X_REF), pu, registry),
+        pair_base_errors_x_ref=_counter(nm(PAIR_BASE_ERRORS_X_REF), pu, registry),
+        pair_worse=_counter(nm(PAIR_WORSE), pu, registry),
+        pair_better=_counter(nm(PAIR_BETTER), pu, registry),
+        confidence=_counter(nm(CONFIDENCE), v, registry),
+        confidence_sq=_counter(nm(CONFIDENCE_SQ), v, registry),
+        confidence_count=_counter(nm(CONFIDENCE_COUNT), v, registry),
+        processing_seconds=_counter(nm(PROCESSING_SECONDS), v, registry),
+        audio_seconds=_counter(nm(AUDIO_SECONDS), v, registry),
+        processing_seconds_sq=_counter(nm(PROCESSING_SECONDS_SQ), v, registry),
+        audio_seconds_sq=_counter(nm(AUDIO_SECONDS_SQ), v, registry),
+        processing_x_audio=_counter(nm(PROCESSING_X_AUDIO), v, registry),
+        latency=Histogram(
+            nm(LATENCY), _help(nm(LATENCY)), labelnames=v, buckets=LATENCY_BUCKETS, registry=registry
+        ),
+        variant_labels=v,
+        pair_labels=p,
     )

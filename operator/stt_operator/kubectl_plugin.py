@@ -15,6 +15,8 @@
                                                ModelDeployment patch; -o json: a merge patch)
     kubectl stt report   NAME|abt/NAME         a self-contained HTML report with plots
     kubectl stt metrics  [MODEL]               per-model, per-language analytics
+    kubectl stt compare  [--language-pair P]   models ranked per language pair, best marked (the
+                                               selector's own selection, --optimize METRIC)
     kubectl stt status                         models, endpoints and A/B tests at a glance
 
 Common flags: -n NAMESPACE, -A (get-less listing verbs), --kubeconfig. It talks to the
@@ -38,10 +40,12 @@ from typing import Any
 from stt_operator import API_GROUP, API_VERSION
 from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_PROMOTE
 from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
+from stt_operator.stats.selection import METRICS
 
 ANALYTICS_COLUMNS = (
     ("MODEL", "model"),
     ("LANGUAGE", "language"),
+    ("PAIR", "languagePair"),
     ("WER", "wer"),
     ("CER", "cer"),
     ("CONFIDENCE", "confidence"),
@@ -95,6 +99,41 @@ def analytics_rows(models: Iterable[Mapping[str, Any]], all_namespaces: bool) ->
         entries = (model.get("status") or {}).get("analytics") or [{}]
         for entry in entries:
             rows.append([name if key == "model" else entry.get(key) for _, key in ANALYTICS_COLUMNS])
+    return rows
+
+
+def compare_rows(
+    models: Sequence[Mapping[str, Any]], optimize: str = "wer", pair: str | None = None
+) -> list[list[Any]]:
+    """STTModels grouped by spec.languagePair (else spec.language), each group ranked by the
+    same selection a ModelDeployment selector runs (stt_operator.stats.selection)."""
+    from stt_operator.rollout.selection import summary
+    from stt_operator.stats.selection import select_best_model
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for m in models:
+        spec = m.get("spec") or {}
+        key = spec.get("languagePair") or spec.get("language") or "-"
+        if pair is None or key == pair:
+            groups.setdefault(key, []).append(m)
+    rows: list[list[Any]] = []
+    for key in sorted(groups):
+        summaries = {m["metadata"]["name"]: summary(m) for m in groups[key]}
+        sel = select_best_model(summaries.values(), {"optimize": optimize})
+        for v in sel.candidates:
+            sm = summaries[v.name]
+            rows.append(
+                [
+                    key,
+                    v.name,
+                    sm.wer,
+                    sm.cer,
+                    sm.latency_p95_ms,
+                    v.rank,
+                    "*" if v.name == sel.best else "",
+                    "; ".join(v.reasons),
+                ]
+            )
     return rows
 
 
@@ -537,6 +576,12 @@ def cmd_metrics(args: argparse.Namespace, cluster: Cluster) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, cluster: Cluster) -> int:
+    rows = compare_rows(cluster.list("sttmodels"), args.optimize, args.language_pair)
+    print(format_table(["PAIR", "MODEL", "WER", "CER", "P95 MS", "RANK", "BEST", "NOTE"], rows))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
     objects = [o for plural in ("sttmodels", "modeldeployments", "abtests") for o in cluster.list(plural)]
     rows = status_rows(objects, cluster.all_namespaces)
@@ -587,10 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, help_text, func in (
         ("metrics", "per-model, per-language analytics", cmd_metrics),
         ("status", "phases and reasons at a glance", cmd_status),
+        ("compare", "models ranked per language pair, best marked", cmd_compare),
     ):
         p = sub.add_parser(verb, help=help_text, parents=[common])
         if verb == "metrics":
             p.add_argument("name", nargs="?", help="an STTModel")
+        if verb == "compare":
+            p.add_argument("--language-pair", help="only this pair (e.g. en>es)")
+            p.add_argument("--optimize", default="wer", choices=sorted(METRICS))
         p.add_argument("-A", "--all-namespaces", action="store_true")
         p.set_defaults(func=func)
     return parser

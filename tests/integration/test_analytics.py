@@ -46,7 +46,9 @@ def test_analytics_summarised_into_status(
     operator_prometheus.add_target("evaluator", exporter.address, labels={"namespace": namespace})
     replay(20)
 
-    kube.apply(stt_model("live-model", namespace))
+    model_body = stt_model("live-model", namespace)
+    model_body["spec"]["languagePair"] = "en>es"
+    kube.apply(model_body)
 
     def analytics():
         model = kube.get(API, "STTModel", "live-model", namespace)
@@ -54,7 +56,7 @@ def test_analytics_summarised_into_status(
         return entries if entries and "latencyP95Ms" in entries[0] else None
 
     (entry,) = wait_for(analytics, timeout=60, what="status.analytics from Prometheus")
-    assert entry["language"] == "en-US"
+    assert entry["language"] == "en-US" and entry["languagePair"] == "en>es"
     assert entry["wer"] == pytest.approx(0.1)
     assert entry["cer"] == pytest.approx(0.04)
     assert entry["confidence"] == pytest.approx(0.9)
@@ -66,6 +68,12 @@ def test_analytics_summarised_into_status(
         kubectl_stt(["metrics", "live-model", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)]) == 0
     )
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split()[:4] == ["MODEL", "LANGUAGE", "WER", "CER"]
-    assert row.split()[:4] == ["live-model", "en-US", "0.1", "0.04"]
+    assert header.split()[:5] == ["MODEL", "LANGUAGE", "PAIR", "WER", "CER"]
+    assert row.split()[:5] == ["live-model", "en-US", "en>es", "0.1", "0.04"]
+    # `kubectl stt compare` groups by pair and ranks with the selector's selection (its WER from
+    # the live analytics here): the only Ready model of en>es is its best.
+    assert kubectl_stt(["compare", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:7] == ["PAIR", "MODEL", "WER", "CER", "P95", "MS", "RANK"]
+    assert row.split()[:3] == ["en>es", "live-model", "0.1"] and row.split()[-2:] == ["1", "*"]
     operator_prometheus.remove_target("evaluator", exporter.address)

@@ -356,3 +356,25 @@ def test_kubectl_stt_report_plots_the_real_evaluator(
     split = timeline.split_over_time(data.requests, since=data.start)
     first = {v: s[np.isfinite(s)][0] for v, s in split.share.items()}
     assert first == pytest.approx({"stable": 0.5, "canary": 0.5})  # every utterance to both
+
+
+def test_real_evaluator_exports_per_slice_series(evaluation: Any, prometheus: PrometheusServer) -> None:
+    """The running evaluator's stt_eval_slice_* series (per-slice guardrails) agree with its own
+    local per-slice WER and partition the whole set."""
+    variants = evaluation["summary"]["variants"]
+    sel = f"endpoint='{ENDPOINT}',unit='word',slice='noise'"
+    rows = prometheus.query(
+        f"sum by (variant, slice_value) ({em.sliced(em.ERRORS)}{{{sel}}})"
+        f" / sum by (variant, slice_value) ({em.sliced(em.REF_LEN)}{{{sel}}})"
+    )
+    got = {(r["metric"]["variant"], r["metric"]["slice_value"]): float(r["value"][1]) for r in rows}
+    assert {v for v, _ in got} == {"stable", "canary"}, got
+    for (variant, value), wer in got.items():
+        assert wer == pytest.approx(variants[variant]["wer_by_slice"][value], rel=1e-9), (variant, value)
+    for key in ("noise", "speaker", "language"):
+        parts = by_variant(
+            prometheus,
+            f"sum by (variant) ({em.sliced(em.UTTERANCES)}{{endpoint='{ENDPOINT}',slice='{key}'}})",
+        )
+        whole = by_variant(prometheus, f"sum by (variant) ({em.UTTERANCES}{{endpoint='{ENDPOINT}'}})")
+        assert parts == whole, key

@@ -96,24 +96,28 @@ def backends(kube_api: ApiClient, namespace: str, pages_image: str) -> Iterator[
 
 
 def apply_route(
-    kube_api: ApiClient, namespace: str, weights: dict[str, int], session_header: str | None = None
+    kube_api: ApiClient,
+    namespace: str,
+    weights: dict[str, int],
+    session_header: str | None = None,
+    name: str = "asr",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The operator's own rendering, with the parentRef the controller adds for gatewayRef."""
     route = http_route(
-        "asr",
+        name,
         namespace,
         [Backend(rev, w) for rev, w in weights.items()],
         parent_refs=[{"group": GATEWAY_GROUP, "kind": "Gateway", "name": GATEWAY_NAME}],
         hostnames=[HOST],
         session_header=session_header,
+        headers=headers,
     )
     api = CustomObjectsApi(kube_api)
     try:
-        current = api.get_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", "asr")
+        current = api.get_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", name)
         route["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return api.replace_namespaced_custom_object(
-            GATEWAY_GROUP, "v1", namespace, "httproutes", "asr", route
-        )
+        return api.replace_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", name, route)
     except Exception as exc:
         if getattr(exc, "status", None) != 404:
             raise
@@ -206,3 +210,38 @@ def test_sticky_sessions_through_the_gateway(
     counts = sample(gw, REQUESTS)
     assert set(counts) == {"rev-a", "rev-b"}, counts
     assert binomtest(counts["rev-a"], REQUESTS, 0.7).pvalue > 1e-3, counts
+
+
+def test_language_pair_routes_share_one_path_by_header(
+    stt_gateway: TraefikGateway, kube_api: ApiClient, namespace: str, backends: list[str]
+) -> None:
+    """Two ModelDeployments on one host and path: the plain one (no endpoint.languagePair, the
+    same-language case) and one with endpoint.languagePair en>es, whose route matches the
+    x-language-pair header. Traefik sends each request to the model of its pair."""
+    gw = stt_gateway
+    apply_route(kube_api, namespace, {"rev-a": 100, "rev-b": 0}, name="asr")
+    apply_route(kube_api, namespace, {"rev-b": 100}, name="asr-en-es", headers={"x-language-pair": "en>es"})
+    for name in ("asr", "asr-en-es"):
+        wait_for(
+            gw,
+            lambda name=name: (
+                route_parent_conditions(gw.http_route(namespace, name))
+                == {"Accepted": "True", "ResolvedRefs": "True"}
+            ),
+            f"HTTPRoute {name} Accepted and ResolvedRefs",
+        )
+
+    def pair(value: str | None, n: int) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for _ in range(n):
+            status, body = gw.request("/", host=HOST, headers={"x-language-pair": value} if value else None)
+            counts[body.decode() if status == 200 else f"HTTP {status}"] += 1
+        return counts
+
+    # The plain route's weight edit (rev-b held all of it after the test above) reaches Traefik.
+    wait_for(gw, lambda: set(pair(None, 5)) == {"rev-a"}, "plain requests on rev-a")
+    wait_for(gw, lambda: set(pair("en>es", 5)) == {"rev-b"}, "en>es requests on rev-b")
+    assert pair("en>es", 50) == Counter({"rev-b": 50})
+    # No header, or another pair: the plain route of the same path.
+    assert pair(None, 50) == Counter({"rev-a": 50})
+    assert pair("en>fr", 20) == Counter({"rev-a": 20})

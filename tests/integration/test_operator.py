@@ -241,3 +241,46 @@ def test_replica_ratio_routing_without_a_mesh(operator, cluster, kube, namespace
         ),
         what="model-b stable",
     )
+
+
+def test_language_pairs_share_one_path_by_header(operator, kube, namespace):
+    """Two ModelDeployments, one per pair, on the same host and path: the operator writes each
+    HTTPRoute rule with its x-language-pair header match; the plain one keeps the path match only.
+    (tests/integration/test_gateway.py sends requests through Traefik with such routes.)"""
+    gw = {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"], "path": "/v2"}
+    kube.apply(stt_model("model-es", namespace))
+    kube.apply(stt_model("model-fr", namespace))
+    kube.apply(model_deployment("asr-es", namespace, "model-es", endpoint={**gw, "languagePair": "en>es"}))
+    kube.apply(model_deployment("asr-plain", namespace, "model-fr", endpoint=gw))
+
+    def routes():
+        got = {
+            n: kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", n, namespace)
+            for n in ("asr-es", "asr-plain")
+        }
+        return got if all(got.values()) else None
+
+    got = wait_for(routes, timeout=120, what="both HTTPRoutes")
+    es = got["asr-es"]["spec"]["rules"][0]["matches"]
+    assert es == [
+        {
+            "path": {"type": "PathPrefix", "value": "/v2"},
+            "headers": [{"type": "Exact", "name": "x-language-pair", "value": "en>es"}],
+        }
+    ]
+    assert got["asr-plain"]["spec"]["rules"][0]["matches"] == [
+        {"path": {"type": "PathPrefix", "value": "/v2"}}
+    ]
+    # Each pair has its own rollout state.
+    for name, model in (("asr-es", "model-es"), ("asr-plain", "model-fr")):
+        md = wait_for(
+            lambda name=name: (
+                m
+                if (m := kube.get(API, "ModelDeployment", name, namespace))
+                and (m.get("status") or {}).get("stableModel")
+                else None
+            ),
+            timeout=120,
+            what=f"{name} serving",
+        )
+        assert md["status"]["stableModel"] == model

@@ -93,6 +93,11 @@ def finalize(
             prev = ctx.previous_p.get(_key(name, label))
             raw_fail[_key(name, label)] = prev[0] if prev else 1.0
             raw_pass[_key(name, label)] = prev[1] if prev else 1.0
+    # A slice value seen at an earlier look stays in the family although absent now: the family
+    # only grows, so dropping a slice can never make the correction milder.
+    for k, (pf, pp) in ctx.previous_p.items():
+        if "[" in k.split("/", 1)[0] and k not in raw_fail:
+            raw_fail[k], raw_pass[k] = pf, pp
     for r in judged:
         for c in r.checks:
             if c.statistical:
@@ -199,14 +204,37 @@ def evaluate_metrics(
         if rule.name in rules:
             results[i] = MetricResult(rule.name, "Error", f"{rule.name} Error: duplicate metric name")
             continue
+        if rule.slice:
+            # One rule per slice value, each judged on its own series (docs/analysis.md).
+            try:
+                values = presets.slice_values(presets.Fetcher(client, ctx), rule.slice)
+            except PromQueryError as e:
+                results[i] = MetricResult(rule.name, "Error", f"{rule.name} Error: {e.detail}")
+                continue
+            if not values:
+                results[i] = MetricResult(
+                    rule.name, "NoData", f"{rule.name} NoData: no {rule.slice} slices exported yet"
+                )
+                continue
+            rules[rule.name] = rule  # reserves the name; its results are the slices'
+            for value in values:
+                sub = replace(rule, name=slice_name(rule.name, rule.slice, value), slice=None)
+                rules[sub.name] = sub
+                todo.append((i, sub, replace(ctx, slice_key=rule.slice, slice_value=value)))
+            continue
         rules[rule.name] = rule
-        todo.append((i, rule))
+        todo.append((i, rule, ctx))
+    extra: dict[int, list[MetricResult]] = {}
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo)))) as pool:
-            futures = [(i, pool.submit(_fetch_and_judge, client, rule, ctx)) for i, rule in todo]
+            futures = [(i, pool.submit(_fetch_and_judge, client, rule, c)) for i, rule, c in todo]
             for i, fut in futures:
-                results[i] = fut.result()
-    final = finalize([r for r in results if r is not None], rules, ctx)
+                extra.setdefault(i, []).append(fut.result())
+    flat: list[MetricResult] = []
+    for i, r in enumerate(results):
+        flat.extend([r] if r is not None else extra.get(i, []))
+    judged_rules = {n: r for n, r in rules.items() if not r.slice}
+    final = finalize(flat, judged_rules, ctx)
     outcome = aggregate((m.outcome for m in final), ctx.no_data_policy)
     lead = [m for m in final if m.outcome == outcome] or final
     message = lead[0].message if lead else "no metrics to analyse"
@@ -218,6 +246,11 @@ def evaluate_metrics(
         tally = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
         message = f"{outcome} ({tally}): {message}"
     return AnalysisResult(outcome, message, tuple(final), time.monotonic() - t0, ctx.eval_time())
+
+
+def slice_name(metric: str, key: str, value: str) -> str:
+    """Name of one slice's result, e.g. wer[noise=noisy] (status and Holm family key)."""
+    return f"{metric}[{key}={value}]"
 
 
 def p_state(result: AnalysisResult) -> dict[str, tuple[float, float]]:

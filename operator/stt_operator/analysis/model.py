@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stt_operator.evalmetrics import SLICE_KEYS
+
 PRESETS = ("wer", "cer", "latency-p95", "latency-p99", "error-rate", "confidence", "rtf")
 Outcome = Literal["Passed", "Failed", "Inconclusive", "NoData", "Error"]
 OUTCOMES: tuple[str, ...] = ("Passed", "Failed", "Inconclusive", "NoData", "Error")
@@ -70,6 +72,7 @@ class MetricRule:
     non_inferiority_margin: float | None = None
     direction: str = LOWER
     min_samples: int = 200
+    slice: str | None = None  # judge per value of this slice dimension (evalmetrics.SLICE_KEYS)
 
     @classmethod
     def from_any(cls, spec: Any, index: int | None = None) -> MetricRule:
@@ -106,7 +109,12 @@ class MetricRule:
         min_samples = get_field(spec, "min_samples", "minSamples", 200)
         if not isinstance(min_samples, int) or min_samples < 1:
             raise ValueError(f"{where}.minSamples must be an integer >= 1, got {min_samples!r}")
-        return cls(str(name), preset, query, tmin, tmax, rel, margin, direction, min_samples)
+        slice_key = get_field(spec, "slice")
+        if slice_key is not None and slice_key not in SLICE_KEYS:
+            raise ValueError(f"{where}.slice {slice_key!r} is not one of {list(SLICE_KEYS)}")
+        if slice_key is not None and (preset is None or preset == "error-rate"):
+            raise ValueError(f"{where}.slice needs a preset other than error-rate")
+        return cls(str(name), preset, query, tmin, tmax, rel, margin, direction, min_samples, slice_key)
 
     @property
     def has_rule(self) -> bool:
@@ -163,6 +171,9 @@ class AnalysisContext:
     exact_window_max_s: float = 6 * 3600.0
     # Enforce `namespace` on every selector of a custom query (the administrator may opt out).
     scope_queries: bool = True
+    # Set by the engine for one slice of a sliced metric: read stt_eval_slice_* of this value.
+    slice_key: str = ""
+    slice_value: str = ""
 
     @classmethod
     def from_any(cls, obj: Any) -> AnalysisContext:

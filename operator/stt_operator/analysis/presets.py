@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -113,10 +113,30 @@ def matchers(**labels: str) -> str:
     return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items() if v)
 
 
+def _slice_matchers(ctx: AnalysisContext) -> dict[str, str]:
+    if not ctx.slice_key:
+        return {}
+    return {em.LABEL_SLICE: ctx.slice_key, em.LABEL_SLICE_VALUE: ctx.slice_value}
+
+
+def _name(ctx: AnalysisContext, metric: str) -> str:
+    """The evaluator series to read: the per-slice family when judging one slice value."""
+    return em.sliced(metric) if ctx.slice_key else metric
+
+
 def _eval_selector(ctx: AnalysisContext, **extra: str) -> str:
-    return (
-        "{" + matchers(namespace=ctx.namespace, endpoint=ctx.endpoint, language=ctx.language, **extra) + "}"
+    lv = {"namespace": ctx.namespace, "endpoint": ctx.endpoint, "language": ctx.language}
+    return "{" + matchers(**lv, **_slice_matchers(ctx), **extra) + "}"
+
+
+def slice_values(f: Fetcher, key: str) -> list[str]:
+    """The values of slice dimension `key` the evaluator has exported for this endpoint."""
+    ctx = replace(f.ctx, slice_key=key, slice_value="")
+    sel = (
+        "{" + matchers(namespace=ctx.namespace, endpoint=ctx.endpoint, language=ctx.language, slice=key) + "}"
     )
+    q = f"count by ({em.LABEL_SLICE_VALUE}) ({_name(ctx, em.UTTERANCES)}{sel})"
+    return sorted(v for v in f.run(q).by(em.LABEL_SLICE_VALUE) if v)
 
 
 def _arms(ctx: AnalysisContext) -> list[str]:
@@ -132,7 +152,7 @@ def _finite(value: float | None, what: str, query: str) -> float:
 
 
 def sum_by_variant(f: Fetcher, metric: str, **extra: str) -> tuple[dict[str, float], str]:
-    got, q = f.increase(f"{metric}{_eval_selector(f.ctx, **extra)}", (em.LABEL_VARIANT,))
+    got, q = f.increase(f"{_name(f.ctx, metric)}{_eval_selector(f.ctx, **extra)}", (em.LABEL_VARIANT,))
     return {k[0]: v for k, v in got.items()}, q
 
 
@@ -140,7 +160,7 @@ def _check_fresh(f: Fetcher, metric: str, **extra: str) -> None:
     """A series that stopped being scraped has a staleness marker: it is absent from an instant
     query although increase() over the window still sees its old samples. Judging on data that
     stopped arriving could promote a dead variant, so stale is no data."""
-    q = f"count by (variant) ({metric}{_eval_selector(f.ctx, **extra)})"
+    q = f"count by (variant) ({_name(f.ctx, metric)}{_eval_selector(f.ctx, **extra)})"
     present = f.run(q).by(em.LABEL_VARIANT)
     stale = [v for v in _arms(f.ctx) if v not in present]
     if stale:
@@ -180,12 +200,13 @@ def _paired(f: Fetcher, unit: str) -> PairedStats | None:
             variant=ctx.candidate.variant,
             baseline=ctx.baseline.variant,
             unit=unit,
+            **_slice_matchers(ctx),
         )
         + "}"
     )
 
     def total(metric: str) -> float | None:
-        return f.increase(f"{metric}{sel}")[0].get(())
+        return f.increase(f"{_name(ctx, metric)}{sel}")[0].get(())
 
     pairs = total(em.PAIRS)
     if pairs is None or math.isnan(pairs) or pairs < 2:
@@ -253,7 +274,7 @@ def fetch_confidence(f: Fetcher) -> RatioData:
 
 def fetch_latency(f: Fetcher, q: float) -> HistogramData:
     ctx = f.ctx
-    got, query = f.increase(f"{em.LATENCY}_bucket{_eval_selector(ctx)}", (em.LABEL_VARIANT, "le"))
+    got, query = f.increase(f"{_name(ctx, em.LATENCY)}_bucket{_eval_selector(ctx)}", (em.LABEL_VARIANT, "le"))
     per_arm: dict[str, dict[str, float]] = {}
     for (variant, le), value in got.items():
         per_arm.setdefault(variant, {})[le] = value
@@ -264,7 +285,7 @@ def fetch_latency(f: Fetcher, q: float) -> HistogramData:
         if any(math.isnan(v) for v in per_arm[arm].values()):
             raise NoDataError(f"latency histogram of variant {arm} has NaN buckets (query: {query})")
         out[arm] = from_cumulative(per_arm[arm])
-    _check_fresh(f, f"{em.LATENCY}_count")
+    _check_fresh(f, f"{em.LATENCY}_count")  # _name() maps it to the sliced family too
     base = out.get(ctx.baseline.variant) if ctx.baseline else None
     return HistogramData(out[ctx.candidate.variant], base, q)
 
@@ -273,6 +294,8 @@ def fetch_error_rate(f: Fetcher) -> CountData:
     """Failed / all requests. From Triton (`nv_inference_request_*`, selected by each arm's
     Service) when the arms name a Service, else from the evaluator's request counters."""
     ctx = f.ctx
+    if ctx.slice_key:
+        raise ValueError("error-rate is not exported per slice")
     arms = [ctx.candidate] + ([ctx.baseline] if ctx.baseline else [])
     counts: list[tuple[float, float]] = []
     if all(a.service for a in arms):

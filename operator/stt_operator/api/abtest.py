@@ -77,6 +77,11 @@ class PromotionSpec(ApiModel):
     post an Event (docs/gitops.md)."""
 
 
+# One winner is chosen on the whole set; slices guard it (a sliced guardrail blocks a variant
+# that regresses in any slice).
+_PRIMARY_SLICE = "primaryMetric.slice is not supported: put the slice on a guardrail metric"
+
+
 def _immutable(field: str) -> dict[str, Any]:
     # Changing what is compared mid-test would mix samples of two experiments.
     return {
@@ -163,6 +168,11 @@ class ABTestSpec(ApiModel):
                     "fieldPath": ".minDuration",
                 },
                 {
+                    "rule": "!has(self.primaryMetric.slice)",
+                    "message": _PRIMARY_SLICE,
+                    "fieldPath": ".primaryMetric.slice",
+                },
+                {
                     "rule": "!has(self.guardrailMetrics)"
                     " || self.guardrailMetrics.all(m, m.name != self.primaryMetric.name)",
                     "message": "guardrailMetrics names must differ from primaryMetric.name",
@@ -193,6 +203,8 @@ class ABTestSpec(ApiModel):
         ):
             raise ValueError("minDuration must be <= duration")
         check_unique([m.name for m in self.guardrail_metrics], "guardrailMetrics names")
+        if self.primary_metric.slice is not None:
+            raise ValueError(_PRIMARY_SLICE)
         if any(m.name == self.primary_metric.name for m in self.guardrail_metrics):
             raise ValueError("guardrailMetrics names must differ from primaryMetric.name")
         p = self.promotion

@@ -582,6 +582,10 @@ class ThresholdRange(ApiModel):
         return self
 
 
+SliceKey = Literal["noise", "speaker", "language", "languagePair"]
+_SLICE_PRESETS = "slice needs a preset other than error-rate (the evaluator exports those per slice)"
+
+
 class MetricSpec(ApiModel):
     """One analysis metric: a preset or a custom PromQL query, and the rules it must satisfy."""
 
@@ -604,6 +608,10 @@ class MetricSpec(ApiModel):
     )
     min_samples: int = Field(default=200, ge=1, le=100_000_000)
     """Samples (utterances or requests) per arm before a verdict; fewer gives Inconclusive."""
+    slice: SliceKey | None = None
+    """Judge the metric per value of this evaluation-set label (noise: clean / noisy, speaker,
+    language, languagePair), each value against the same rule, Holm-corrected with every other rule: one
+    regressed slice fails the analysis. Presets exported by the evaluator only (not error-rate)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -611,6 +619,11 @@ class MetricSpec(ApiModel):
                 {
                     "rule": "has(self.preset) != has(self.query)",
                     "message": "exactly one of preset or query must be set",
+                },
+                {
+                    "rule": "!has(self.slice) || (has(self.preset) && self.preset != 'error-rate')",
+                    "message": _SLICE_PRESETS,
+                    "fieldPath": ".slice",
                 },
                 {
                     "rule": "!has(self.preset) || !has(self.thresholdRange) || !has(self.thresholdRange.max)"
@@ -633,6 +646,8 @@ class MetricSpec(ApiModel):
     def _check(self) -> Self:
         if (self.preset is None) == (self.query is None):
             raise ValueError("exactly one of preset or query must be set")
+        if self.slice is not None and (self.preset is None or self.preset == "error-rate"):
+            raise ValueError(_SLICE_PRESETS)
         tr = self.threshold_range
         if self.preset is not None and tr is not None:
             if tr.max is not None and tr.max < 0:

@@ -138,6 +138,11 @@ def _gateway_path_ok(path: str) -> bool:
     return not any(b in path for b in bad) and not path.endswith(("/..", "/."))
 
 
+# Gateway API's HTTPHeaderName (an RFC 7230 token).
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$"
+LANGUAGE_PAIR_HEADER = "x-language-pair"
+_PAIR_MISMATCH = "endpoint.languagePair must equal selector.languagePair when both are set"
+
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
@@ -156,12 +161,24 @@ class EndpointSpec(ApiModel):
     )
     """Path prefix the HTTPRoute matches (Gateway API rules: no `//`, `/./`, `/../`, `%2f`, `#`)."""
     port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port behind the Service")
+    language_pair: LanguagePair | None = None
+    """Serve only requests whose language-pair header (languagePairHeader) equals this pair, so
+    several ModelDeployments (one per pair, each with its own rollout) share one path and host.
+    Unset: every request on the path (one language, as before)."""
+    language_pair_header: str = Field(
+        default=LANGUAGE_PAIR_HEADER, pattern=HEADER_NAME_PATTERN, max_length=256
+    )
+    """Request header that carries the language pair (used with languagePair)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not _gateway_path_ok(self.path):
             raise ValueError(_PATH_MSG)
         return self
+
+    def header_matches(self) -> dict[str, str]:
+        """The exact header matches of the endpoint's HTTPRoute rule (none without languagePair)."""
+        return {self.language_pair_header: self.language_pair} if self.language_pair else {}
 
 
 class GradualStrategy(ApiModel):
@@ -445,6 +462,19 @@ class ModelDeploymentSpec(ApiModel):
                     "fieldPath": ".analysis",
                 },
                 {
+                    "rule": "!has(self.endpoint) || !has(self.endpoint.languagePair) || !has(self.selector)"
+                    " || !has(self.selector.languagePair)"
+                    " || self.endpoint.languagePair == self.selector.languagePair",
+                    "message": _PAIR_MISMATCH,
+                    "fieldPath": ".endpoint.languagePair",
+                },
+                {
+                    "rule": "!has(self.endpoint) || !has(self.endpoint.languagePair)"
+                    " || self.routing == 'gateway-api'",
+                    "message": "endpoint.languagePair routes by header: it needs routing gateway-api",
+                    "fieldPath": ".endpoint.languagePair",
+                },
+                {
                     "rule": "!has(self.endpoint) || !has(self.endpoint.gatewayRef)"
                     " || self.routing == 'gateway-api'",
                     "message": "endpoint.gatewayRef is only used with routing gateway-api",
@@ -458,6 +488,11 @@ class ModelDeploymentSpec(ApiModel):
     def _check(self) -> Self:
         if (self.model is None) == (self.selector is None):
             raise ValueError("exactly one of spec.model or spec.selector must be set")
+        pair = self.endpoint.language_pair if self.endpoint else None
+        if pair and self.selector and self.selector.language_pair and self.selector.language_pair != pair:
+            raise ValueError(_PAIR_MISMATCH)
+        if pair and self.routing != "gateway-api":
+            raise ValueError("endpoint.languagePair routes by header: it needs routing gateway-api")
         metrics = {m.name for m in self.analysis.metrics} if self.analysis else set()
         if self.strategy.canary is not None:
             for i, step in enumerate(self.strategy.canary.steps):

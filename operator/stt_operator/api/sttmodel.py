@@ -740,6 +740,8 @@ class QuantizationStatus(StatusModel):
 
 class LanguageAnalytics(StatusModel):
     language: str = Field(max_length=71)
+    language_pair: str | None = Field(default=None, max_length=71)
+    """The model's spec.languagePair, so analytics and `kubectl stt compare` read per pair."""
     wer: float | None = None
     cer: float | None = None
     confidence: float | None = None

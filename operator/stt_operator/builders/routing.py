@@ -43,8 +43,11 @@ def http_route(
     owner: Mapping[str, Any] | None = None,
     alias: str | None = None,
     session_header: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An HTTPRoute sending `path` on the parents to the weighted backends.
+    """An HTTPRoute sending `path` on the parents to the weighted backends; with `headers`, only
+    requests carrying every one of them exactly (one ModelDeployment per language pair sharing a
+    path: the Gateway prefers the rule with header matches, docs/rollouts.md).
 
     Backends with weight 0 stay listed, so Gateway implementations keep their clusters warm
     and a later weight change is a pure weight edit.
@@ -70,7 +73,7 @@ def http_route(
         "parentRefs": [dict(p) for p in parent_refs],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "matches": [_match(path, headers or {})],
                 "backendRefs": [
                     {"kind": "Service", "name": b.service, "port": b.port, "weight": b.weight}
                     for b in backends
@@ -82,7 +85,7 @@ def http_route(
     if aliased:
         spec["rules"].append(
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": model_path(alias or "")}}],
+                "matches": [_match(model_path(alias or ""), headers or {})],
                 "backendRefs": [
                     {
                         "kind": "Service",
@@ -96,9 +99,10 @@ def http_route(
             }
         )
     if session_header and sum(1 for b in backends if b.weight > 0) > 1:  # a split to stick to
-        spec["rules"] += sticky_rules(backends, session_header, path)
+        spec["rules"] += sticky_rules(backends, session_header, path, headers=headers)
         if aliased:
-            spec["rules"] += sticky_rules(backends, session_header, model_path(alias or ""), rewrite=True)
+            alias_path = model_path(alias or "")
+            spec["rules"] += sticky_rules(backends, session_header, alias_path, rewrite=True, headers=headers)
     if hostnames:
         spec["hostnames"] = list(hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}
@@ -117,7 +121,11 @@ def _rewrite_to(b: Backend) -> list[dict[str, Any]]:
 
 
 def sticky_rules(
-    backends: Sequence[Backend], header: str, path: str = "/", rewrite: bool = False
+    backends: Sequence[Backend],
+    header: str,
+    path: str = "/",
+    rewrite: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per weighted backend, a rule sending the sessions whose `header` value falls in its bucket
     run to it alone (Gateway API session persistence is experimental-channel only, and header
@@ -127,15 +135,23 @@ def sticky_rules(
     rules = []
     for service, (first, end) in bucket_slices(weights).items():
         b = by_service[service]
-        match = {
-            "path": {"type": "PathPrefix", "value": path},
-            "headers": [{"type": "RegularExpression", "name": header, "value": bucket_regex(first, end)}],
-        }
+        match = _match(path, headers or {})  # the endpoint's own header matches (language pair) too
+        match["headers"] = [
+            *match.get("headers", []),
+            {"type": "RegularExpression", "name": header, "value": bucket_regex(first, end)},
+        ]
         ref: dict[str, Any] = {"kind": "Service", "name": b.service, "port": b.port}
         if rewrite:
             ref["filters"] = _rewrite_to(b)
         rules.append({"matches": [match], "backendRefs": [ref]})
     return rules
+
+
+def _match(path: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    match: dict[str, Any] = {"path": {"type": "PathPrefix", "value": path}}
+    if headers:
+        match["headers"] = [{"type": "Exact", "name": k, "value": v} for k, v in sorted(headers.items())]
+    return match
 
 
 def route_weights(route: Mapping[str, Any] | None) -> dict[str, int]:

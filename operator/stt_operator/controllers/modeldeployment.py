@@ -462,6 +462,7 @@ def _reconcile_valid(
             owner=owner,
             # Clients call /v2/models/<endpoint name>/... whichever revision answers.
             alias=name,
+            headers=endpoint.header_matches() if endpoint else None,
         )
         ctx.kube.apply(route)
         record_route(namespace, name, {b.service: b.weight for b in backends})

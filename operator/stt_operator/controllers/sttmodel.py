@@ -226,6 +226,7 @@ def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorC
             meta["name"],
             triton_model_name(meta["name"]),
             spec.get("language") or "und",
+            language_pair=spec.get("languagePair"),
             window=ctx.settings.analytics_window,
             namespace=meta["namespace"],
         )

@@ -173,6 +173,17 @@ class ReplayState:
     summaries: dict[str, VariantSummary] = field(default_factory=dict)
 
 
+def utterance_slices(utt: Any) -> dict[str, str]:
+    """An evaluation-set utterance's slice values: noise (its `slice` field), speaker, language,
+    and languagePair when its manifest line has a `language_pair` field."""
+    fields = {em.SLICE_NOISE: "slice", em.SLICE_SPEAKER: "speaker", em.SLICE_LANGUAGE: "language"}
+    out = {key: str(v) for key, attr in fields.items() if (v := getattr(utt, attr, ""))}
+    pair = getattr(utt, "language_pair", "") or (getattr(utt, "extra", None) or {}).get("language_pair")
+    if pair:
+        out[em.SLICE_LANGUAGE_PAIR] = str(pair)
+    return out
+
+
 class Replayer:
     def __init__(
         self,
@@ -347,17 +358,19 @@ class Replayer:
                 continue
             self.state.summaries[target.variant].add(obs)
             if self.metrics is not None:
-                self.metrics.record_utterance(
-                    self._labels(target, utt.language),
-                    word_errors=obs.score.word_errors,
-                    ref_words=obs.score.ref_words,
-                    char_errors=obs.score.char_errors,
-                    ref_chars=obs.score.ref_chars,
-                    latency_seconds=obs.latency_s,
-                    audio_seconds=obs.audio_s,
-                    confidence=obs.confidence,
-                    processing_seconds=obs.processing_seconds,
-                )
+                labels = self._labels(target, utt.language)
+                for family, lv in self._families(labels, utt):
+                    family.record_utterance(
+                        lv,
+                        word_errors=obs.score.word_errors,
+                        ref_words=obs.score.ref_words,
+                        char_errors=obs.score.char_errors,
+                        ref_chars=obs.score.ref_chars,
+                        latency_seconds=obs.latency_s,
+                        audio_seconds=obs.audio_s,
+                        confidence=obs.confidence,
+                        processing_seconds=obs.processing_seconds,
+                    )
         base = results.get(self.baseline)
         if base is None or self.metrics is None:
             return
@@ -375,7 +388,19 @@ class Replayer:
                 (em.UNIT_WORD, cand.score.word_errors, base.score.word_errors, cand.score.ref_words),
                 (em.UNIT_CHAR, cand.score.char_errors, base.score.char_errors, cand.score.ref_chars),
             ):
-                self.metrics.record_pair(labels, unit=unit, candidate_errors=c, baseline_errors=b, ref_len=n)
+                for family, lp in self._families(labels, utt):
+                    family.record_pair(lp, unit=unit, candidate_errors=c, baseline_errors=b, ref_len=n)
+
+    def _families(self, labels: dict[str, str], utt: Any) -> list[tuple[em.EvalMetrics, dict[str, str]]]:
+        """The whole-set series, then one per slice dimension the utterance has a value for (the
+        analysis judges a guardrail per slice value from these; docs/analysis.md)."""
+        assert self.metrics is not None
+        out = [(self.metrics, labels)]
+        part = self.metrics.sliced
+        if part is not None:
+            for key, value in utterance_slices(utt).items():
+                out.append((part, {**labels, em.LABEL_SLICE: key, em.LABEL_SLICE_VALUE: value}))
+        return out
 
     async def _chunk(self, utts: Sequence[Any], slots: asyncio.Semaphore) -> list[Observation]:
         """Consecutive utterances (one, or a batch) sent to every variant, then recorded paired."""
@@ -414,9 +439,32 @@ class Replayer:
                         }
                     )
 
+    def init_slices(self, utterances: Sequence[Any]) -> None:
+        """Create the per-slice series of every slice value in `utterances` at zero (as
+        `init_series` does for the whole set)."""
+        part = self.metrics.sliced if self.metrics is not None else None
+        if part is None:
+            return
+        seen = {(u.language, key, value) for u in utterances for key, value in utterance_slices(u).items()}
+        for language, key, value in sorted(seen):
+            extra = {em.LABEL_SLICE: key, em.LABEL_SLICE_VALUE: value}
+            for target in self.targets:
+                part.init_variant({**self._labels(target, language), **extra})
+                if target.variant != self.baseline and self.baseline is not None:
+                    part.init_pair(
+                        {
+                            em.LABEL_ENDPOINT: self.endpoint,
+                            em.LABEL_VARIANT: target.variant,
+                            em.LABEL_BASELINE: self.baseline,
+                            em.LABEL_LANGUAGE: language,
+                            **extra,
+                        }
+                    )
+
     async def run_round(self, utterances: Sequence[Any]) -> list[Observation]:
         """Send every utterance to every target once; returns the scored observations."""
         self.init_series(sorted({u.language for u in utterances}))
+        self.init_slices(utterances)
         offsets = start_offsets(len(utterances), self.config.rate)
         # Enough chunks in flight to keep `concurrency` requests busy, no more.
         slots = asyncio.Semaphore(max(1, math.ceil(self.config.concurrency / len(self.targets))))

@@ -155,6 +155,7 @@ async def run_evaluator(
             normaliser_version=config.normaliser_version or version,
         )
         replayer.init_series(sorted({u.language for u in utterances}))
+        replayer.init_slices(utterances)
         loaded["ready"] = True
         log.info(
             "evaluation set loaded",

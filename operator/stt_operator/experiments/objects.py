@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stt_operator import API_GROUP
+from stt_operator.api.modeldeployment import LANGUAGE_PAIR_HEADER
 from stt_operator.builders.common import dns_name, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.revision import serving_params
@@ -138,6 +139,11 @@ def endpoint_route(
         path=endpoint.get("path") or "/",
         owner=owner_reference(md_body),
         session_header=session_header,
+        headers=(
+            {endpoint.get("languagePairHeader") or LANGUAGE_PAIR_HEADER: endpoint["languagePair"]}
+            if endpoint.get("languagePair")
+            else None
+        ),
     )
 
 

@@ -590,6 +590,18 @@ def _guardrails(inp: ABTestInput, m: Measurement) -> tuple[list[dict[str, Any]],
         seen: list[tuple[str, MetricResult]] = []
         for variant, result in m.results.items():
             metric = _primary(result, spec.name)
+            if metric is None and spec.slice:
+                # A sliced guardrail reports per slice value (`name[slice=value]`): the worst one
+                # speaks for the metric, and a failed slice blocks the variant.
+                slices = [r for r in result.metrics if r.name.startswith(f"{spec.name}[")]
+                for r in slices:
+                    if r.outcome == "Failed":
+                        failures.setdefault(variant, []).append(r.name)
+                metric = max(slices, key=lambda r: rank.get(r.outcome, 1), default=None)
+                if metric is None:
+                    continue
+                seen.append((variant, metric))
+                continue
             if metric is None:
                 continue
             seen.append((variant, metric))

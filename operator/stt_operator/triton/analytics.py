@@ -103,6 +103,7 @@ def summarise_analytics(
     default_language: str,
     now: datetime | None = None,
     precision: int = 6,
+    language_pair: str | None = None,
 ) -> list[dict[str, Any]]:
     """Instant-query results (`data.result` vectors by query name) -> `status.analytics` entries.
 
@@ -130,8 +131,9 @@ def summarise_analytics(
     if not per_language:
         per_language[default_language] = {}
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pair = {"languagePair": language_pair} if language_pair else {}
     return [
-        {"language": lang, **fields, **model_wide, "updatedAt": stamp}
+        {"language": lang, **pair, **fields, **model_wide, "updatedAt": stamp}
         for lang, fields in sorted(per_language.items())
     ]
 
@@ -141,8 +143,10 @@ def collect_analytics(
     model: str,
     triton_model: str,
     default_language: str,
+    language_pair: str | None = None,
     **query_options: Any,
 ) -> list[dict[str, Any]]:
     """Run every query through `query` (e.g. `PrometheusConnect(url).custom_query`) and summarise."""
     queries = analytics_queries(model, triton_model, **query_options)
-    return summarise_analytics({name: query(q) for name, q in queries.items()}, default_language)
+    results = {name: query(q) for name, q in queries.items()}
+    return summarise_analytics(results, default_language, language_pair=language_pair)

@@ -560,3 +560,25 @@ def test_a_live_mismatch_holds_the_decision(live_alarm: bool) -> None:
         assert world.status["sampleRatio"]["detected"] is True
     else:
         assert world.status.get("winner") == "candidate"
+
+
+def test_a_failed_slice_of_a_sliced_guardrail_blocks_the_winner() -> None:
+    w = World(
+        spec=spec(
+            guardrailMetrics=[
+                {"name": "wer-noise", "preset": "wer", "slice": "noise", "nonInferiorityMargin": 0.01}
+            ]
+        )
+    )
+    w.run()
+    w.later(61)
+    clean = MetricResult("wer-noise[noise=clean]", "Passed", "wer-noise[noise=clean] Passed", p_value=0.9)
+    noisy = MetricResult(
+        "wer-noise[noise=noisy]", "Failed", "wer-noise[noise=noisy] Failed: +6 points", p_value=0.002
+    )
+    m = Measurement({"candidate": AnalysisResult("Failed", "x", (BETTER, clean, noisy))}, SRM_OK)
+    w.step(m)
+    assert w.status["phase"] == "Running" and "winner" not in w.status
+    (g,) = w.status["guardrails"]
+    assert g["metric"] == "wer-noise" and g["outcome"] == "Failed" and "noise=noisy" in g["message"]
+    assert "GuardrailFailed" in w.events

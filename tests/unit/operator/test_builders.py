@@ -216,7 +216,7 @@ def test_kubectl_stt_tables():
         "status": {"analytics": [{"language": "en-US", "wer": 0.123456, "requests": 10.0}]},
     }
     rows = analytics_rows([model, {"metadata": {"name": "quiet", "namespace": "ns"}}], all_namespaces=True)
-    assert rows[0][:4] == ["ns/m", "en-US", 0.123456, None]
+    assert rows[0][:5] == ["ns/m", "en-US", None, 0.123456, None]  # no languagePair: PAIR empty
     assert rows[1][0] == "ns/quiet" and rows[1][1] is None  # no analytics yet: one row of dashes
     table = format_table(["A", "B"], [["x", 0.123456], ["longer", None]]).splitlines()
     assert table == ["A       B", "x       0.1235", "longer  -"]
@@ -265,3 +265,18 @@ def test_endpoint_port_reaches_services_and_route():
     }
     refs = endpoint_route(md, {"asr-m-1": 100})["spec"]["rules"][0]["backendRefs"]
     assert [r["port"] for r in refs] == [8080]
+
+
+def test_http_route_header_match_only_with_a_language_pair() -> None:
+    from stt_operator.api.modeldeployment import EndpointSpec
+
+    plain = http_route("asr", "ns", [Backend("a", 100)], headers=EndpointSpec().header_matches())
+    assert plain["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    ep = EndpointSpec.model_validate({"path": "/v2", "languagePair": "en>es"})
+    route = http_route("asr-es", "ns", [Backend("b", 100)], path=ep.path, headers=ep.header_matches())
+    assert route["spec"]["rules"][0]["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/v2"},
+            "headers": [{"type": "Exact", "name": "x-language-pair", "value": "en>es"}],
+        }
+    ]

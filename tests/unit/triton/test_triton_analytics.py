@@ -59,3 +59,9 @@ def test_only_triton_data_gives_one_entry_and_nothing_gives_none() -> None:
     assert summarise_analytics({"wer": [], "requests": [vec("NaN")]}, "en-US", NOW) == []
     with pytest.raises(ValueError, match="unknown queries"):
         summarise_analytics({"wat": []}, "en-US")
+
+
+def test_analytics_entries_carry_the_models_language_pair() -> None:
+    out = summarise_analytics({"requests": [vec("10")]}, "en-US", NOW, language_pair="en>es")
+    assert [(e["language"], e["languagePair"]) for e in out] == [("en-US", "en>es")]
+    assert "languagePair" not in summarise_analytics({"requests": [vec("10")]}, "en-US", NOW)[0]
