@@ -280,3 +280,29 @@ def test_http_route_header_match_only_with_a_language_pair() -> None:
             "headers": [{"type": "Exact", "name": "x-language-pair", "value": "en>es"}],
         }
     ]
+
+
+def test_http_route_alias_sticky_and_language_pair_rules_compose():
+    """An A/B split with stickiness on a language-pair endpoint: every rule keeps the pair's
+    header match; the alias path gets its own sticky rules, each rewriting to its backend's model."""
+    backends = [Backend("rev-a", 50, model="model-a"), Backend("rev-b", 50, model="model-b")]
+    route = http_route(
+        "asr",
+        "ns",
+        backends,
+        alias="asr",
+        session_header="x-session-id",
+        headers={"x-language-pair": "en>es"},
+    )
+    rules = route["spec"]["rules"]
+    assert len(rules) == 6  # split, alias split, 2 sticky on "/", 2 sticky on the alias path
+    for rule in rules:
+        (match,) = rule["matches"]
+        assert {"type": "Exact", "name": "x-language-pair", "value": "en>es"} in match.get("headers", [])
+    alias_sticky = [r for r in rules[2:] if r["matches"][0]["path"]["value"] == "/v2/models/asr"]
+    assert len(alias_sticky) == 2
+    for rule in alias_sticky:
+        (ref,) = rule["backendRefs"]
+        rewrite = ref["filters"][0]["urlRewrite"]["path"]["replacePrefixMatch"]
+        assert rewrite == {"rev-a": "/v2/models/model-a", "rev-b": "/v2/models/model-b"}[ref["name"]]
+    assert route_weights(route) == {"rev-a": 50, "rev-b": 50}
