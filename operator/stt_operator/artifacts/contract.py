@@ -418,24 +418,27 @@ def _savedmodel_step(model_path: Path, contract: IOContract) -> tuple[StepResult
     except (ValueError, DecodeError, OSError) as exc:
         message = f"SavedModel signature unreadable: {exc}"
         return StepResult.failed("architecture", message, findings=[message]), None
+    return signature_verdict(
+        contract, signature, "serving_default signature", "serving_default ", signature="serving_default"
+    )
+
+
+def signature_verdict(
+    contract: IOContract, found: ModelSignature, source: str = "model", prefix: str = "", **extra: Any
+) -> tuple[StepResult, ModelSignature]:
+    """The architecture step for a signature read from the artifact (ONNX graph, SavedModel
+    signature, TensorRT engine) against spec.io: passed, or failed with every mismatch found."""
     details = {
-        "inputs": [t.describe() for t in signature.inputs],
-        "outputs": [t.describe() for t in signature.outputs],
-        "signature": "serving_default",
+        "inputs": [t.describe() for t in found.inputs],
+        "outputs": [t.describe() for t in found.outputs],
+        **extra,
     }
-    problems = compare(contract, signature, "serving_default signature")
+    problems = compare(contract, found, source)
     if problems:
         message = f"{len(problems)} I/O contract mismatch(es): " + "; ".join(problems[:3])
-        return StepResult.failed("architecture", message, findings=problems, **details), signature
-    return (
-        StepResult.passed(
-            "architecture",
-            f"serving_default inputs {', '.join(details['inputs'])}; outputs "
-            f"{', '.join(details['outputs'])} match spec.io",
-            **details,
-        ),
-        signature,
-    )
+        return StepResult.failed("architecture", message, findings=problems, **details), found
+    summary = f"{prefix}inputs {', '.join(details['inputs'])}; outputs {', '.join(details['outputs'])}"
+    return StepResult.passed("architecture", f"{summary} match spec.io", **details), found
 
 
 def architecture_step(
@@ -479,18 +482,7 @@ def architecture_step(
         return StepResult.failed(
             "architecture", "spec.io declares no inputs or outputs", **details
         ), signature
-    problems = compare(contract, signature)
-    if problems:
-        message = f"{len(problems)} I/O contract mismatch(es): " + "; ".join(problems[:3])
-        return StepResult.failed("architecture", message, findings=problems, **details), signature
-    return (
-        StepResult.passed(
-            "architecture",
-            f"inputs {', '.join(details['inputs'])}; outputs {', '.join(details['outputs'])} match spec.io",
-            **details,
-        ),
-        signature,
-    )
+    return signature_verdict(contract, signature, dynamicAxes=details["dynamicAxes"])
 
 
 def _find_config(root: Path) -> Path | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stt_operator.artifacts.contract import IOContract, ModelSignature, TensorSpec, compare
+from stt_operator.artifacts.contract import IOContract, ModelSignature, TensorSpec, signature_verdict
 from stt_operator.artifacts.report import StepResult
 
 # TensorRT DataType names -> Triton data types (what spec.io declares).
@@ -140,21 +140,5 @@ def tensorrt_step(
     except ValueError as exc:
         return StepResult.failed("architecture", str(exc), findings=[str(exc)]), None
     signature = signature_from_bindings(bindings)
-    details = {
-        "inputs": [t.describe() for t in signature.inputs],
-        "outputs": [t.describe() for t in signature.outputs],
-        "tensorrt": str(getattr(rt.module, "__version__", "")),
-    }
-    problems = compare(contract, signature, "TensorRT engine")
-    if problems:
-        message = f"{len(problems)} I/O contract mismatch(es): " + "; ".join(problems[:3])
-        return StepResult.failed("architecture", message, findings=problems, **details), signature
-    return (
-        StepResult.passed(
-            "architecture",
-            f"engine inputs {', '.join(details['inputs'])}; "
-            f"outputs {', '.join(details['outputs'])} match spec.io",
-            **details,
-        ),
-        signature,
-    )
+    version = str(getattr(rt.module, "__version__", ""))
+    return signature_verdict(contract, signature, "TensorRT engine", "engine ", tensorrt=version)
