@@ -101,13 +101,7 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
             return None
         if state.get("outcome") == "Failed":  # automatic rollback is off: a person decides
             message = short(f"smoke test of revision {desired.id} failed: {state.get('message', '')}")
-            plan.route = _stable_route(inp)
-            plan.status.update(phase="Degraded", message=message, currentWeight=0)
-            plan.conditions += [
-                ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
-                ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),
-            ]
-            return plan
+            return _held_at_zero(inp, plan, message)
         late = _abort_late(inp, plan, "gave no smoke-test answer")
         if late is not None:
             return late
@@ -135,13 +129,7 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
         if inp.spec.rollback.automatic:
             return rollback(inp, plan, f"smoke test failed: {result.message}", code="SmokeTestFailed")
         plan.events.append(EventUpdate("Warning", "SmokeTestFailed", message))
-        plan.route = _stable_route(inp)
-        plan.status.update(phase="Degraded", message=message, currentWeight=0)
-        plan.conditions += [
-            ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
-            ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),
-        ]
-        return plan
+        return _held_at_zero(inp, plan, message)
     message = short(f"revision {desired.id} (model {desired.model}), attempt {attempts}: {result.message}")
     plan.conditions.append(ConditionUpdate("SmokeTest", "False", "SmokeTestError", message))
     late = _abort_late(inp, plan, "gave no smoke-test answer")
@@ -168,3 +156,15 @@ def pre_traffic(
             return late
         return None  # the strategy's own "waiting for the revision" plan
     return smoke_gate(inp, plan)
+
+
+def _held_at_zero(inp: RolloutInput, plan: EndpointPlan, message: str) -> EndpointPlan:
+    """A failed smoke test with automatic rollback off: the revision keeps weight 0 and the
+    endpoint says Degraded until a person aborts or changes the spec."""
+    plan.route = _stable_route(inp)
+    plan.status.update(phase="Degraded", message=message, currentWeight=0)
+    plan.conditions += [
+        ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
+        ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),
+    ]
+    return plan
