@@ -96,6 +96,44 @@ def ctc_spec(
     return spec
 
 
+def sphinx_spec(parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """An STTModel spec (camelCase) for the built-in pocketsphinx recogniser (Python backend)
+    that the jobs and Triton images carry under /opt/stt-models; validation is off (no Job)."""
+    from stt_operator.models import catalog
+
+    io = catalog.sphinx_io()
+    tensors = [
+        {
+            "name": t.name,
+            "dataType": t.data_type,
+            "dims": list(t.dims),
+            "role": t.role,
+            **({"optional": True} if t.optional else {}),
+        }
+        for t in (*io.inputs, *io.outputs)
+    ]
+    triton = catalog.sphinx_triton()
+    return {
+        "language": "en-US",
+        "format": "python",
+        "source": {"uri": "file:///opt/stt-models/sphinx_stt"},
+        "io": {
+            "inputs": tensors[: len(io.inputs)],
+            "outputs": tensors[len(io.inputs) :],
+            "sampleRate": io.sample_rate,
+        },
+        "triton": {
+            "backend": "python",
+            "maxBatchSize": triton.max_batch_size,
+            "instanceGroup": {"kind": "KIND_CPU", "count": 1},
+            "warmup": triton.warmup,
+            "parameters": {**triton.parameters, **(parameters or {})},
+        },
+        "resources": {"gpu": 0},
+        "validation": {"enabled": False},
+    }
+
+
 def write_evalset(
     directory: str | Path, texts: Sequence[str] = ("lights on", "fan off", "lights off"), seconds: float = 0.5
 ) -> Path:

@@ -1,189 +1,195 @@
-"""Prometheus the way users run it: the Prometheus Operator turns the chart's workload
-ServiceMonitor and PrometheusRule into a running Prometheus's configuration (on the real node).
-Nothing here adds a scrape target: a pod's metrics arrive only because the chart's
-ServiceMonitor selects its Service, and the alert fires only because the chart's rule sees the
-pod's counter rise."""
+"""Prometheus the way users run it: the Prometheus Operator turns the chart's ServiceMonitor and
+PrometheusRule into a running Prometheus's configuration (on the real node).
+
+The scraped pod is the operator itself, installed by `helm install` from the built operator
+image: its `/metrics` arrive only because the chart's ServiceMonitor selects its Service (no
+test adds a scrape target), and the chart's `STTModelDeploymentRolledBack` alert fires only
+because the operator really rolled a ModelDeployment back (a person's abort of a paused canary).
+The Triton Deployments of that ModelDeployment run on kwok nodes (their readiness is simulated;
+the real Triton pod is covered by test_images_on_node.py): the rollback is the operator's own.
+"""
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import ApiClient, CoreV1Api
 
 from stt_harness.cluster import LocalCluster, repo_root
-from stt_harness.imagetar import image_tar
+from stt_harness.images import build_images
+from stt_harness.kubewait import condition, wait_for
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
 from stt_harness.promoperator import PrometheusStack
+from stt_harness.samples import sphinx_spec
+from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration
 
-BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (Makefile deps)
-IMAGE = "stt.local/busybox:1"
-# Labels the operator puts on an evaluator's pods and Service (what the workload ServiceMonitor
-# selects).
-EVALUATOR_LABELS = {
-    "app.kubernetes.io/part-of": "stt-operator",
-    "app.kubernetes.io/managed-by": "stt-operator",
-    "app.kubernetes.io/component": "evaluator",
-    "app.kubernetes.io/name": "asr-eval",
-}
-# A tiny exporter: every 2 s it rewrites the page with a growing request counter; its rollback
-# counter goes from 0 to 1 once /tmp/rolled-back exists (the test creates it with `kubectl exec`
-# after Prometheus has seen 0), as the operator's counter does when it rolls a ModelDeployment back.
-EXPORTER = r"""
-i=0
-while true; do
-  r=0; [ -e /tmp/rolled-back ] && r=1
-  {
-    echo '# TYPE stt_eval_requests_total counter'
-    echo "stt_eval_requests_total{endpoint=\"asr\",variant=\"stable\",model=\"m\",language=\"en\"} $i"
-    echo '# TYPE stt_operator_rollbacks_total counter'
-    echo "stt_operator_rollbacks_total{namespace=\"NAMESPACE\",name=\"asr\"} $r"
-  } > /tmp/www/metrics.new
-  busybox mv /tmp/www/metrics.new /tmp/www/metrics
-  i=$((i+1))
-  busybox sleep 2
-done &
-# busybox httpd sends no Content-Type for an extension-less /metrics, which Prometheus 3
-# refuses; a persistent nc server answers every request with the page as text/plain 0.0.4.
-{
-  echo '#!/bin/busybox sh'
-  echo 'while read -r l && [ ${#l} -gt 1 ]; do :; done'
-  echo "printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n\r\n'"
-  echo 'busybox cat /tmp/www/metrics'
-} > /tmp/serve
-busybox chmod +x /tmp/serve
-exec busybox nc -ll -p 8080 -e /tmp/serve
-"""
+API = "stt.dev/v1alpha1"
+ALERT = "STTModelDeploymentRolledBack"
 
 
-@pytest.fixture(scope="session")
-def busybox_image(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert cluster.real_node is not None
-    tar = tmp_path_factory.mktemp("busybox") / "busybox.tar"
-    image_tar(tar, IMAGE, {"bin/busybox": BUSYBOX}, ["/bin/busybox"])
-    cluster.real_node.import_image(tar)
-    return IMAGE
-
-
-def chart_monitoring(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
-    """The chart's workload ServiceMonitor and PrometheusRule, rendered by helm as installed."""
-    root = repo_root()
-    assert root is not None
-    out = cluster.helm(
-        "template",
-        "stt",
-        str(root / "charts" / "stt-operator"),
-        "--namespace",
-        namespace,
-        "--set",
-        "workloadServiceMonitor.enabled=true",
-        "--set",
-        "prometheusRule.enabled=true",
-        "--show-only",
-        "templates/workload-servicemonitor.yaml",
-        "--show-only",
-        "templates/prometheusrule.yaml",
-    )
-    return [d for d in yaml.safe_load_all(out) if d]
+@dataclass
+class Release:
+    name: str
+    namespace: str
 
 
 @pytest.fixture
-def exporter_pod(kube_api: ApiClient, namespace: str, busybox_image: str) -> Iterator[str]:
-    core = CoreV1Api(kube_api)
-    script = EXPORTER.replace("NAMESPACE", namespace)
-    core.create_namespaced_pod(
+def operator_release(
+    cluster: LocalCluster, prometheus_stack: PrometheusStack, namespace: str, tmp_path: Path
+) -> Iterator[Release]:
+    """The chart, from the built operator image, with its ServiceMonitor and PrometheusRule."""
+    node = cluster.real_node
+    assert node is not None
+    image = build_images(("operator",))["operator"]
+    if image.ref not in set(node.images()):
+        node.import_image(image.archive)
+    repository, tag = image.ref.rsplit(":", 1)
+    release = Release("stt", namespace)
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "watchNamespaces": [namespace],
+        "peering": {"enabled": False},
+        "nodeSelector": dict(REAL_NODE_SELECTOR),
+        "tolerations": [dict(REAL_NODE_TOLERATION)],
+        "serviceMonitor": {"enabled": True, "interval": "5s", "scrapeTimeout": "4s"},
+        "prometheusRule": {"enabled": True},
+        "config": {"logFormat": "text"},
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    root = repo_root()
+    assert root is not None
+    chart = str(root / "charts" / "stt-operator")
+    t0 = time.monotonic()
+    cluster.helm(
+        "install",
+        release.name,
+        chart,
+        "-n",
         namespace,
-        {
-            "metadata": {"name": "asr-eval", "labels": EVALUATOR_LABELS},
-            "spec": {
-                "nodeSelector": dict(REAL_NODE_SELECTOR),
-                "tolerations": [dict(REAL_NODE_TOLERATION)],
-                "terminationGracePeriodSeconds": 1,
-                "containers": [
-                    {
-                        "name": "exporter",
-                        "image": busybox_image,
-                        "imagePullPolicy": "Never",
-                        "args": ["sh", "-c", "busybox mkdir -p /tmp/www && " + script],
-                        "ports": [{"name": "metrics", "containerPort": 8080}],
-                        "readinessProbe": {"httpGet": {"path": "/metrics", "port": 8080}, "periodSeconds": 1},
-                    }
-                ],
-            },
-        },
+        "-f",
+        str(values_file),
+        "--wait",
+        "--timeout",
+        "240s",
+        timeout=300,
     )
-    core.create_namespaced_service(
-        namespace,
-        {
-            "metadata": {"name": "asr-eval", "labels": EVALUATOR_LABELS},
-            "spec": {
-                "selector": EVALUATOR_LABELS,
-                "ports": [{"name": "metrics", "port": 9400, "targetPort": 8080}],
-            },
-        },
-    )
-    yield "asr-eval"
+    print(f"helm install of the operator image: {time.monotonic() - t0:.1f}s")
+    try:
+        yield release
+    finally:
+        cluster.helm("uninstall", release.name, "-n", namespace, "--wait", "--timeout", "120s", check=False)
 
 
-def test_servicemonitor_brings_pod_metrics_and_chart_alert_fires(
-    cluster: LocalCluster, prometheus_stack: PrometheusStack, namespace: str, exporter_pod: str
+def _model(name: str, ns: str, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "STTModel",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": sphinx_spec(parameters),
+    }
+
+
+def _deployment(ns: str, model: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": "asr", "namespace": ns, **({"annotations": annotations} if annotations else {})},
+        "spec": {
+            "model": {"name": model},
+            "replicas": 1,
+            # A canary that waits at 10 % for a person (no analysis: this test needs no evaluator).
+            "strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}},
+        },
+    }
+
+
+def test_chart_servicemonitor_scrapes_the_operator_pod_and_rollback_alert_fires(
+    cluster: LocalCluster,
+    prometheus_stack: PrometheusStack,
+    operator_release: Release,
+    kube_api: Any,
 ) -> None:
-    prom = prometheus_stack
-    chart_objects = {"apiVersion": "v1", "kind": "List", "items": chart_monitoring(cluster, namespace)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(chart_objects))
+    prom, ns = prometheus_stack, operator_release.namespace
+    kube = Kube(kube_api)
 
-    # The operator wrote a scrape job for the chart's ServiceMonitor; Prometheus found the pod
-    # through the Service's EndpointSlice and scrapes it.
+    # The Prometheus Operator wrote a scrape job for the chart's ServiceMonitor; Prometheus found
+    # the operator pod through its Service's EndpointSlice and scrapes it.
     def target() -> dict[str, Any] | None:
         for t in prom.active_targets():
-            labels = t["labels"]
-            if labels.get("namespace") == namespace and labels.get("service") == "asr-eval":
+            if t["labels"].get("namespace") == ns and t["scrapePool"].startswith(f"serviceMonitor/{ns}/"):
                 return t if t["health"] == "up" else None
         return None
 
-    t = prom.wait_for(target, "the ServiceMonitor's target to be up", timeout=180)
-    assert t["scrapePool"].startswith(f"serviceMonitor/{namespace}/stt-stt-operator-workloads/")
-    assert t["labels"]["pod"] == "asr-eval"
+    t = prom.wait_for(target, "the operator pod's target to be up", timeout=180)
+    (pod,) = [p for p in kube.list("v1", "Pod", ns) if p["metadata"]["name"] == t["labels"]["pod"]]
+    assert pod["spec"]["nodeName"] == cluster.real_node.name  # type: ignore[union-attr]
+    # The scrape pool is the chart's ServiceMonitor (named after the release), the target its
+    # metrics Service.
+    fullname = f"{operator_release.name}-stt-operator"
+    assert t["scrapePool"] == f"serviceMonitor/{ns}/{fullname}/0", t["scrapePool"]
+    assert t["labels"]["service"] == f"{fullname}-metrics", t["labels"]
 
-    series = prom.wait_for(
-        lambda: prom.query(f'stt_eval_requests_total{{namespace="{namespace}",service="asr-eval"}} > 0'),
-        "stt_eval_requests_total from the pod",
-    )
-    assert series[0]["metric"]["endpoint"] == "asr" and series[0]["metric"]["pod"] == "asr-eval"
-
-    # The chart's rules are loaded from the PrometheusRule...
+    # The chart's rules are loaded from the PrometheusRule.
     groups = prom.wait_for(
-        lambda: (
-            {g["name"] for g in prom.rule_groups()} >= {"stt-operator.operator", "stt-operator.recording"}
-            and prom.rule_groups()
-        ),
+        lambda: {g["name"] for g in prom.rule_groups()} >= {"stt-operator.operator"} and prom.rule_groups(),
         "the chart's rule groups",
     )
-    assert any(r.get("name") == "STTModelDeploymentRolledBack" for g in groups for r in g["rules"])
+    assert any(r.get("name") == ALERT for g in groups for r in g["rules"])
 
-    # ...and STTModelDeploymentRolledBack fires once the pod's rollback counter rises from 0.
+    # A real rollout: model a serves, model b starts as a canary and waits at 10 %.
+    kube.apply(_model("sphinx-a", ns))
+    kube.apply(_model("sphinx-b", ns, {"noise_snr_db": "20"}))
+    kube.apply(_deployment(ns, "sphinx-a"))
+
+    def md() -> dict[str, Any]:
+        return kube.get(API, "ModelDeployment", "asr", ns) or {}
+
+    wait_for(lambda: md().get("status", {}).get("phase") == "Healthy", 180, "model a to serve")
+    # The operator pod's own series, as scraped (the reconciles it has just done).
+    series = prom.wait_for(
+        lambda: prom.query(f'stt_operator_reconciles_total{{pod="{pod["metadata"]["name"]}"}} > 0'),
+        "the operator's own series",
+    )
+    assert {s["metric"]["kind"] for s in series} >= {"ModelDeployment", "STTModel"}, series
+    # The operator exports its rollback counter at 0 from the first reconcile, so the rise is seen.
     prom.wait_for(
-        lambda: prom.query(f'stt_operator_rollbacks_total{{namespace="{namespace}"}} == 0'),
+        lambda: prom.query(f'stt_operator_rollbacks_total{{namespace="{ns}",name="asr"}} == 0'),
         "the rollback counter scraped at 0",
     )
-    assert not [a for a in prom.alerts() if a["labels"].get("alertname") == "STTModelDeploymentRolledBack"]
-    cluster.kubectl("exec", "-n", namespace, "asr-eval", "--", "/bin/busybox", "touch", "/tmp/rolled-back")
+    kube.apply(_deployment(ns, "sphinx-b"))
+    wait_for(
+        lambda: (s := md().get("status", {})).get("phase") == "Paused" and s.get("currentWeight") == 10,
+        180,
+        "the canary paused at 10 %",
+    )
+    assert not [a for a in prom.alerts() if a["labels"].get("alertname") == ALERT]
+
+    # A person aborts; the operator rolls back and counts it.
+    kube.apply(_deployment(ns, "sphinx-b", {"stt.dev/abort": "true"}))
+    rolled = wait_for(
+        lambda: (m := md()).get("status", {}).get("phase") == "RolledBack" and m, 120, "the rollback"
+    )
+    assert rolled["status"]["stableModel"] == "sphinx-a"
+    assert condition(rolled, "Degraded")["reason"] == "RolledBack"
 
     def firing() -> dict[str, Any] | None:
         for a in prom.alerts():
-            if a["labels"].get("alertname") == "STTModelDeploymentRolledBack" and a["state"] == "firing":
+            if a["labels"].get("alertname") == ALERT and a["state"] == "firing":
                 return a
         return None
 
-    alert = prom.wait_for(firing, "STTModelDeploymentRolledBack to fire", timeout=180)
-    assert alert["labels"]["namespace"] == namespace and alert["labels"]["name"] == "asr"
+    alert = prom.wait_for(firing, f"{ALERT} to fire", timeout=180)
+    assert alert["labels"]["namespace"] == ns and alert["labels"]["name"] == "asr"
     assert alert["labels"]["severity"] == "warning"
     # Prometheus saw the counter at 0 before it rose: the alert is the rise, not a constant.
-    low = prom.query(f'min_over_time(stt_operator_rollbacks_total{{namespace="{namespace}"}}[15m])')
-    assert [float(s["value"][1]) for s in low] == [0.0]
+    low = prom.query(f'min_over_time(stt_operator_rollbacks_total{{namespace="{ns}",name="asr"}}[15m])')
+    high = prom.query(f'max_over_time(stt_operator_rollbacks_total{{namespace="{ns}",name="asr"}}[15m])')
+    assert [float(s["value"][1]) for s in low] == [0.0] and [float(s["value"][1]) for s in high] == [1.0]

@@ -144,6 +144,10 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
         phase = writer.fields.get("phase", (body.get("status") or {}).get("phase"))
         in_flight = phase in ("Progressing", "Paused")
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
+        # Export both counters at 0 from the first reconcile: `increase()` in the chart's alerts
+        # cannot see a series whose first sample is already 1 (the first rollback would be missed).
+        PROMOTIONS.labels(namespace, name)
+        ROLLBACKS.labels(namespace, name)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
         if any(e.reason == "RolledBack" for e in writer.events):

@@ -94,6 +94,9 @@ def plan_immediate(
         ]
         return plan
 
+    if desired_obs is not None and stable_id == desired.id:
+        return _plan_stable_lost(plan, desired, desired_obs, status)
+
     # The desired revision is not Available yet: keep traffic where it is.
     stable_obs = observed.get(stable_id) if stable_id else None
     if stable_obs is not None and stable_obs.available:
@@ -122,4 +125,36 @@ def plan_immediate(
             EventUpdate("Normal", "RolloutStarted", f"starting model {desired.model} ({desired.id})")
         )
     plan.requeue_after = 2.0
+    return plan
+
+
+def _plan_stable_lost(
+    plan: EndpointPlan, stable: Revision, observed: ObservedRevision, status: Mapping[str, Any]
+) -> EndpointPlan:
+    """The serving revision lost ready replicas (a crashed or restarting Triton): no rollout.
+
+    While some replicas are ready the endpoint serves, degraded. With none the route keeps
+    naming the revision at weight 0 (a pure weight edit brings it back) so no request is sent
+    to a backend without ready endpoints, and status says the endpoint is not serving."""
+    wanted = observed.replicas if observed.replicas is not None else "?"
+    ready = f"{observed.ready_replicas} of {wanted} replicas of revision {stable.id} ready"
+    plan.status.update(canaryRevision=None, canaryModel=None, phase="Degraded")
+    plan.conditions.append(ConditionUpdate("Progressing", "False", "StableDegraded", ready))
+    if observed.ready_replicas > 0:
+        plan.route = {stable.id: 100}
+        plan.status.update(currentWeight=100)
+        plan.conditions += [
+            ConditionUpdate("Available", "True", "ReplicasMissing", ready),
+            ConditionUpdate("Ready", "True", "Serving", f"model {stable.model} serves with {ready}"),
+        ]
+    else:
+        plan.route = {stable.id: 0}
+        plan.status.update(currentWeight=0)
+        plan.conditions += [
+            ConditionUpdate("Available", "False", "NoReadyReplicas", ready),
+            ConditionUpdate("Ready", "False", "NotServing", f"model {stable.model} is not serving: {ready}"),
+        ]
+        if status.get("phase") != "Degraded" or status.get("currentWeight") != 0:
+            plan.events.append(EventUpdate("Warning", "NotServing", f"no ready replica: {ready}"))
+    plan.requeue_after = 5.0
     return plan

@@ -76,3 +76,30 @@ def test_history_limit():
     for i in range(5):
         history = record_promotion(history, Revision("m", str(i)), NOW, 3)
     assert [h["revision"] for h in history] == [3, 4, 5]
+
+
+def test_stable_losing_every_replica_drops_its_weight_and_says_not_serving():
+    served = plan_immediate(OLD, {}, obs(OLD, True), NOW)
+    status = dict(served.status)
+    lost = {OLD.id: ObservedRevision(OLD.id, OLD.model, False, replicas=1, ready_replicas=0)}
+    plan = plan_immediate(OLD, status, lost, NOW)
+    assert plan.route == {OLD.id: 0}  # named (a weight edit brings it back), but no traffic
+    assert plan.status["phase"] == "Degraded" and plan.status["canaryRevision"] is None
+    assert conditions(plan) == {"Progressing": "False", "Available": "False", "Ready": "False"}
+    assert [e.reason for e in plan.events] == ["NotServing"]
+    assert plan.ensure == [(OLD, "stable")] and not plan.delete
+    # Recovery: back to all traffic, Healthy, no second history entry and no promotion event.
+    status.update(plan.status)
+    back = plan_immediate(OLD, status, obs(OLD, True), NOW)
+    assert back.route == {OLD.id: 100} and back.status["phase"] == "Healthy"
+    assert len(back.status["revisions"]) == 1 and not back.events
+
+
+def test_stable_with_some_replicas_ready_keeps_serving_degraded():
+    status = dict(plan_immediate(OLD, {}, obs(OLD, True), NOW).status)
+    partial = {OLD.id: ObservedRevision(OLD.id, OLD.model, False, replicas=3, ready_replicas=2)}
+    plan = plan_immediate(OLD, status, partial, NOW)
+    assert plan.route == {OLD.id: 100}
+    assert plan.status["phase"] == "Degraded"
+    assert conditions(plan)["Available"] == "True" and conditions(plan)["Ready"] == "True"
+    assert not plan.events
