@@ -51,6 +51,9 @@ lint: venv
 	$(VENV)/bin/ruff check operator harness tests bench
 	$(VENV)/bin/ruff format --check operator harness tests bench
 	PYTHONPATH=operator:harness $(VENV)/bin/lint-imports
+	@# pytest's default import mode needs unique test file names across tests/
+	@dups="$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d)"; \
+	if [ -n "$$dups" ]; then echo "test files sharing a name: $$dups"; exit 1; fi
 
 format: venv
 	$(VENV)/bin/ruff check --fix operator harness tests bench
