@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 import pytest
 import yaml
@@ -275,7 +276,10 @@ COMMAND = "turn off the kitchen lights"
 
 
 def _transcribe_through(gateway: TraefikGateway, model: str, speech: np.ndarray) -> tuple[int, str]:
-    """One Triton HTTP/JSON inference request sent to the Gateway's listener."""
+    """One Triton HTTP/JSON inference request sent to the Gateway's listener: (status, text).
+
+    The text is "" when the answer carries no TRANSCRIPT data (what the image did before its
+    models' numpy was pinned below 2, see docs/images.md)."""
     body = {
         "inputs": [
             {
@@ -285,9 +289,7 @@ def _transcribe_through(gateway: TraefikGateway, model: str, speech: np.ndarray)
                 "data": speech.ravel().tolist(),
             }
         ],
-        # Binary output: the JSON form of TRANSCRIPT fails in this Triton ("output tensor shape
-        # does not match size of output"), the binary form is what tritonclient asks for too.
-        "outputs": [{"name": "TRANSCRIPT", "parameters": {"binary_data": True}}],
+        "outputs": [{"name": "TRANSCRIPT"}],
     }
     req = urllib.request.Request(
         f"{gateway.url}/v2/models/{model}/infer",
@@ -297,21 +299,18 @@ def _transcribe_through(gateway: TraefikGateway, model: str, speech: np.ndarray)
     )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            raw = resp.read()
-            if resp.headers.get("Inference-Header-Content-Length") is None:
-                # Known defect (see docs/images.md): this image's recogniser answers with an
-                # empty TRANSCRIPT tensor (binary_data_size 0) to an HTTP/JSON request.
-                meta = json.loads(raw)
-                (out,) = meta["outputs"]
-                return resp.status, f"{meta['model_name']}:{out['name']}:{out['shape']}"
-            header = int(resp.headers["Inference-Header-Content-Length"])
-            # One BYTES element: a 4-byte little-endian length, then the text.
-            size = int.from_bytes(raw[header : header + 4], "little")
-            return resp.status, raw[header + 4 : header + 4 + size].decode()
+            answer = json.load(resp)
+            data = [o.get("data") or [] for o in answer["outputs"] if o["name"] == "TRANSCRIPT"]
+            return resp.status, str(data[0][0]) if data and data[0] else ""
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
     except OSError as exc:
         return 0, str(exc)
+
+
+def _understood(text: str) -> bool:
+    """The recogniser's answer is the spoken command, up to a word error or two."""
+    return bool(text) and jiwer.wer(COMMAND, text) <= 0.4
 
 
 def _route_weights(gateway: TraefikGateway, ns: str) -> dict[str, int]:
@@ -409,8 +408,8 @@ def test_triton_pod_serves_through_the_gateway_and_the_operator_reacts_to_its_lo
         raise AssertionError(
             f"{exc}\nlast replies {replies[-2:]}\nroute {json.dumps(route)[-3000:]}"
         ) from None
-    # The request went through the Gateway to the pod's model (see _transcribe_through).
-    assert reply[1] in (COMMAND, f"{model_name}:TRANSCRIPT:[1, 1]"), reply
+    # The request went through the Gateway to the pod's model, which recognised the command.
+    assert _understood(reply[1]), reply
 
     # Kill the Triton container: the pod leaves Ready until the restarted server has loaded
     # the model again; meanwhile the operator says the endpoint is not serving and takes the
@@ -469,5 +468,5 @@ def test_triton_pod_serves_through_the_gateway_and_the_operator_reacts_to_its_lo
         120,
         "a transcription through the Gateway after the restart",
     )
-    # The request went through the Gateway to the pod's model (see _transcribe_through).
-    assert reply[1] in (COMMAND, f"{model_name}:TRANSCRIPT:[1, 1]"), reply
+    # The request went through the Gateway to the pod's model, which recognised the command.
+    assert _understood(reply[1]), reply
