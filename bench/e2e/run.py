@@ -36,7 +36,7 @@ def table(results: dict[str, dict]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
-        seconds = r.get("detection_s", r.get("promotion_s"))
+        seconds = r.get("decision_s", r.get("detection_s", r.get("promotion_s")))
         lines.append(
             f"| {name} | {seconds} s | {r['utterances_at_decision']:.0f} |"
             f" {r['wer_canary']:.3f} / {r['wer_stable']:.3f} | {r['requests']} | {r['failed']} |"

@@ -41,6 +41,7 @@ from stt_harness.cluster import repo_root
 from stt_harness.images import BuiltImage
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
 from stt_harness.operator import OperatorProcess
+from stt_harness.samples import sphinx_spec
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name
 from stt_operator.models import catalog
@@ -177,47 +178,28 @@ def delete_volume(cluster: LocalCluster, namespace: str) -> None:
 def sphinx_model(name: str, namespace: str, *, degraded: bool = False) -> dict[str, Any]:
     """The built-in pocketsphinx recogniser from the images (`file:///opt/stt-models/...`), CPU,
     with the labelled set on the claim as its evaluation set."""
-    io = catalog.sphinx_io()
-    tensors = [
-        {
-            "name": t.name,
-            "dataType": t.data_type,
-            "dims": list(t.dims),
-            "role": t.role,
-            **({"optional": True} if t.optional else {}),
-        }
-        for t in (*io.inputs, *io.outputs)
-    ]
-    triton = catalog.sphinx_triton(degraded=degraded)
+    spec = sphinx_spec(degraded=degraded)
+    spec["validation"]["evaluationSet"] = {"uri": f"pvc://{EVALSET_CLAIM}"}
     return {
         "apiVersion": API,
         "kind": "STTModel",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "language": "en-US",
-            "format": "python",
-            "source": {"uri": f"file:///opt/stt-models/{catalog.MODEL_DIR_NAME}"},
-            "io": {
-                "inputs": tensors[: len(io.inputs)],
-                "outputs": tensors[len(io.inputs) :],
-                "sampleRate": io.sample_rate,
-            },
-            "triton": {
-                "backend": "python",
-                "maxBatchSize": triton.max_batch_size,
-                "instanceGroup": {"kind": "KIND_CPU", "count": 1},
-                "warmup": triton.warmup,
-                "parameters": dict(triton.parameters),
-            },
-            "resources": {"gpu": 0},
-            "validation": {"enabled": False, "evaluationSet": {"uri": f"pvc://{EVALSET_CLAIM}"}},
-        },
+        "spec": spec,
     }
 
 
 def canary_endpoint(
     namespace: str, model: str, steps: list[dict[str, Any]], *, margin: float, min_samples: int
 ) -> dict[str, Any]:
+    strategy = {"type": "Canary", "canary": {"steps": steps}}
+    return analysed_endpoint(namespace, model, strategy, margin=margin, min_samples=min_samples)
+
+
+def analysed_endpoint(
+    namespace: str, model: str, strategy: dict[str, Any], *, margin: float, min_samples: int
+) -> dict[str, Any]:
+    """The loop's ModelDeployment: one replica behind the Gateway, the given rollout strategy, and
+    a WER non-inferiority analysis read from the Prometheus Operator's Prometheus."""
     return {
         "apiVersion": API,
         "kind": "ModelDeployment",
@@ -225,7 +207,7 @@ def canary_endpoint(
         "spec": {
             "model": {"name": model},
             "replicas": 1,
-            "strategy": {"type": "Canary", "canary": {"steps": steps}},
+            "strategy": strategy,
             "scaleDownDelay": "0s",
             "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [HOST]},
             "analysis": {

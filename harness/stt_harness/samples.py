@@ -96,9 +96,10 @@ def ctc_spec(
     return spec
 
 
-def sphinx_spec(parameters: dict[str, str] | None = None) -> dict[str, Any]:
+def sphinx_spec(parameters: dict[str, str] | None = None, *, degraded: bool = False) -> dict[str, Any]:
     """An STTModel spec (camelCase) for the built-in pocketsphinx recogniser (Python backend)
-    that the jobs and Triton images carry under /opt/stt-models; validation is off (no Job)."""
+    that the jobs and Triton images carry under /opt/stt-models; validation is off (no Job).
+    `degraded`: the really worse variant (noisy input, narrow beams)."""
     from stt_operator.models import catalog
 
     io = catalog.sphinx_io()
@@ -112,11 +113,11 @@ def sphinx_spec(parameters: dict[str, str] | None = None) -> dict[str, Any]:
         }
         for t in (*io.inputs, *io.outputs)
     ]
-    triton = catalog.sphinx_triton()
+    triton = catalog.sphinx_triton(degraded=degraded)
     return {
         "language": "en-US",
         "format": "python",
-        "source": {"uri": "file:///opt/stt-models/sphinx_stt"},
+        "source": {"uri": f"file:///opt/stt-models/{catalog.MODEL_DIR_NAME}"},
         "io": {
             "inputs": tensors[: len(io.inputs)],
             "outputs": tensors[len(io.inputs) :],

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,103 @@ def reasons(kube: Kube, ns: str) -> list[str]:
     ]
 
 
+@dataclass
+class Rollout:
+    """What one rollout under client load left: the ModelDeployment when its decision was seen,
+    the one whose route names a single revision again, the routes and the client."""
+
+    decided: dict[str, Any]
+    final: dict[str, Any]
+    observer: cl.RolloutObserver
+    load: cl.LoadGenerator
+    started_at: float  # epoch seconds of the spec.model change
+
+
+def roll_out(
+    kube: Kube,
+    traefik: TraefikGateway,
+    evalset: Path,
+    manifest: dict[str, Any],
+    new_model: str,
+    decided: Callable[[dict[str, Any]], Any],
+    *,
+    timeout: float,
+    what: str,
+) -> Rollout:
+    """Serve `manifest`'s model, start the client, change the model to `new_model`, wait for the
+    decision and for the route to name one revision again, then let the client send a few more
+    requests on that route."""
+    ns = manifest["metadata"]["namespace"]
+    observer = cl.RolloutObserver(kube, ns)
+    serve_stable(kube, ns, manifest, observer)
+    load = client(traefik, evalset)
+    start_load(load)
+    try:
+        manifest["spec"]["model"]["name"] = new_model
+        kube.apply(manifest)
+        started_at = time.time()
+        md = observer.until(decided, timeout=timeout, what=what)
+        final = observer.until(
+            lambda md: len(observer.changes[-1].weights) == 1 and md,
+            timeout=60,
+            what="the route on one revision again",
+        )
+        after_switch(load)
+    finally:
+        load.stop()
+    return Rollout(md, final, observer, load, started_at)
+
+
+def promoted(model: str) -> Callable[[dict[str, Any]], Any]:
+    def check(md: dict[str, Any]) -> Any:
+        status = md.get("status") or {}
+        return status.get("stableModel") == model and status.get("phase") == "Healthy" and md
+
+    return check
+
+
+def served_through_every_switch(run: Rollout) -> list[dict[str, Any]]:
+    """Zero failed client requests on every route the rollout put in place, requests on the
+    last one, and never a weighted revision without a ready Triton pod; the per-route rows."""
+    rows = cl.switches(run.observer, run.load)
+    sent, failed_requests = run.load.counts()
+    print(f"client requests {sent}, failed {failed_requests}; per route: {rows}")
+    assert sent >= 20
+    assert failed_requests == 0, [r for r in run.load.requests if run.load.failed(r)][:5]
+    assert rows[-1]["requests"] > 0, rows  # requests on the route the rollout ended with
+    assert run.observer.violations == [], run.observer.violations[:5]
+    return rows
+
+
+def analysis_runs(md: dict[str, Any], outcome: str) -> list[dict[str, Any]]:
+    return [r for r in md["status"]["analysisRuns"] if r["outcome"] == outcome]
+
+
+def promoted_at(md: dict[str, Any], model: str) -> float:
+    return cl.epoch(next(r for r in md["status"]["revisions"] if r["model"] == model)["promotedAt"])
+
+
+def record(
+    scenario: str, run: Rollout, rows: list[dict[str, Any]], prometheus_url: str, at: float, decided_at: float
+) -> None:
+    """The scenario's figures for bench/e2e: the decision's delay after the model change, the
+    pairs Prometheus had at the analysis that decided (`at`), the WERs compared, the requests."""
+    last = (analysis_runs(run.final, "Failed") or analysis_runs(run.final, "Passed"))[-1]
+    sent, failed_requests = run.load.counts()
+    cl.record(
+        scenario,
+        {
+            "decision_s": round(decided_at - run.started_at, 1),
+            "utterances_at_decision": cl.pairs_at(prometheus_url, run.final["metadata"]["namespace"], at),
+            "wer_canary": last["value"],
+            "wer_stable": last["baseline"],
+            "requests": sent,
+            "failed": failed_requests,
+            "per_route": rows,
+        },
+    )
+
+
 def test_worse_model_canary_rolls_back_on_real_wer(
     cluster: LocalCluster,
     kube: Kube,
@@ -145,65 +243,48 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     manifest = cl.canary_endpoint(
         ns, BASELINE, [{"setWeight": 50}, {"analysis": {}}], margin=MARGIN, min_samples=20
     )
-    observer = cl.RolloutObserver(kube, ns)
-    serve_stable(kube, ns, manifest, observer)
-    load = client(traefik, loop_evalset)
-    start_load(load)
-    try:
-        manifest["spec"]["model"]["name"] = DEGRADED
-        kube.apply(manifest)
-        switched_at = time.time()
-        targets: dict[str, str] = {}
-        evaluator_pods: dict[str, tuple[str, str]] = {}  # pod -> (image, node)
+    targets: dict[str, str] = {}
+    evaluator_pods: dict[str, tuple[str, str]] = {}  # pod -> (image, node)
 
-        def rolled_back(md: dict[str, Any]) -> Any:
-            for pod in kube.list("v1", "Pod", ns, {LABEL_COMPONENT: "evaluator"}):
-                (container,) = pod["spec"]["containers"]
-                evaluator_pods[pod["metadata"]["name"]] = (
-                    container["image"],
-                    pod["spec"].get("nodeName", ""),
-                )
-            # While the evaluator runs, note how Prometheus scrapes it (the ServiceMonitor's pool).
-            with contextlib.suppress(OSError, ValueError):
-                for t in prometheus_stack.active_targets():
-                    labels = t["labels"]
-                    if labels.get("namespace") == ns and labels.get("service") == evaluator_name(cl.ENDPOINT):
-                        targets[t["scrapePool"]] = t["health"]
-            return (md.get("status") or {}).get("lastRollback") and md
+    def rolled_back(md: dict[str, Any]) -> Any:
+        for pod in kube.list("v1", "Pod", ns, {LABEL_COMPONENT: "evaluator"}):
+            (container,) = pod["spec"]["containers"]
+            evaluator_pods[pod["metadata"]["name"]] = (container["image"], pod["spec"].get("nodeName", ""))
+        # While the evaluator runs, note how Prometheus scrapes it (the ServiceMonitor's pool).
+        with contextlib.suppress(OSError, ValueError):
+            for t in prometheus_stack.active_targets():
+                labels = t["labels"]
+                if labels.get("namespace") == ns and labels.get("service") == evaluator_name(cl.ENDPOINT):
+                    targets[t["scrapePool"]] = t["health"]
+        return (md.get("status") or {}).get("lastRollback") and md
 
-        md = observer.until(rolled_back, timeout=360, what="the degraded canary rolled back")
-        final = observer.until(
-            lambda md: len(observer.changes[-1].weights) == 1 and md,
-            timeout=60,
-            what="the route back on the stable revision alone",
-        )
-        after_switch(load)
-        sent_before_stop = len(load.requests)
-    finally:
-        load.stop()
-
-    status = final["status"]
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        DEGRADED,
+        rolled_back,
+        timeout=360,
+        what="the degraded canary rolled back",
+    )
+    md, status = run.decided, run.final["status"]
     # The analysis failed on WER measured by the evaluator, and the endpoint is back on stable.
-    failed = [r for r in status["analysisRuns"] if r["outcome"] == "Failed"]
+    failed = analysis_runs(run.final, "Failed")
     assert failed and failed[-1]["metric"] == "wer", status["analysisRuns"]
     assert failed[-1]["value"] > failed[-1]["baseline"] + MARGIN, failed[-1]
     assert md["status"]["lastRollback"]["toModel"] == BASELINE
     assert "wer" in md["status"]["lastRollback"]["reason"], md["status"]["lastRollback"]
     assert status["stableModel"] == BASELINE and status["phase"] == "RolledBack", status
-    (only,) = observer.changes[-1].weights.items()
-    assert BASELINE in only[0] and only[1] == 100, observer.changes[-1]
-    assert observer.candidate_weights(DEGRADED) == [0, 50, 0], [c.weights for c in observer.changes]
+    (only,) = run.observer.changes[-1].weights.items()
+    assert BASELINE in only[0] and only[1] == 100, run.observer.changes[-1]
+    assert run.observer.candidate_weights(DEGRADED) == [0, 50, 0], [c.weights for c in run.observer.changes]
     wait_for(lambda: "RolledBack" in reasons(kube, ns), 30, "the RolledBack event")
 
     # Zero failed client requests through every switch; the route never weighted an unready pod.
-    rows = cl.switches(observer, load)
-    sent, failed_requests = load.counts()
-    print(f"client requests {sent}, failed {failed_requests}; per route: {rows}")
-    assert sent >= 20 and sent_before_stop <= 600
-    assert failed_requests == 0, [r for r in load.requests if load.failed(r)][:5]
+    rows = served_through_every_switch(run)
+    assert len(run.load.requests) <= 600
     assert any(r["requests"] > 0 and len(r["route"]) == 2 for r in rows), rows
-    assert rows[-1]["requests"] > 0, rows  # requests after the rollback, on stable alone
-    assert observer.violations == [], observer.violations[:5]
 
     # The evaluator that decided ran in the jobs image on the real node (it is gone after the
     # rollback, so its pod is checked through Prometheus' labels); its series carry the
@@ -221,22 +302,10 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     assert labels["pod"] in evaluator_pods, (labels, evaluator_pods)
     assert targets and all(p.startswith(f"serviceMonitor/{ns}/") for p in targets), targets
     assert "up" in targets.values(), targets
-    pairs = float(series[0]["value"][1])
-    assert pairs >= 20, series
+    assert float(series[0]["value"][1]) >= 20, series
 
     decided_at = cl.epoch(md["status"]["lastRollback"]["at"])
-    cl.record(
-        "canary-degraded-rollback",
-        {
-            "detection_s": round(decided_at - switched_at, 1),
-            "utterances_at_decision": cl.pairs_at(prometheus_stack.url, ns, decided_at),
-            "wer_canary": failed[-1]["value"],
-            "wer_stable": failed[-1]["baseline"],
-            "requests": sent,
-            "failed": failed_requests,
-            "per_route": rows,
-        },
-    )
+    record("canary-degraded-rollback", run, rows, prometheus_stack.url, decided_at, decided_at)
 
 
 def test_healthy_canary_is_promoted_through_every_step(
@@ -251,59 +320,164 @@ def test_healthy_canary_is_promoted_through_every_step(
     kube.apply(cl.sphinx_model(BASELINE_B, ns))
     steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
     manifest = cl.canary_endpoint(ns, BASELINE, steps, margin=0.05, min_samples=20)
-    observer = cl.RolloutObserver(kube, ns)
-    serve_stable(kube, ns, manifest, observer)
-    load = client(traefik, loop_evalset)
-    start_load(load)
-    try:
-        manifest["spec"]["model"]["name"] = BASELINE_B
-        kube.apply(manifest)
-        switched_at = time.time()
-        md = observer.until(
-            lambda md: (
-                (md.get("status") or {}).get("stableModel") == BASELINE_B
-                and md["status"].get("phase") == "Healthy"
-                and md
-            ),
-            timeout=420,
-            what="the canary promoted",
-        )
-        observer.until(
-            lambda md: len(observer.changes[-1].weights) == 1 and md,
-            timeout=60,
-            what="the old revision retired",
-        )
-        after_switch(load)
-    finally:
-        load.stop()
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        BASELINE_B,
+        promoted(BASELINE_B),
+        timeout=420,
+        what="the canary promoted",
+    )
 
-    status = md["status"]
-    assert observer.candidate_weights(BASELINE_B) == [0, 25, 50, 100], [c.weights for c in observer.changes]
-    passed = [r for r in status["analysisRuns"] if r["outcome"] == "Passed"]
+    status = run.decided["status"]
+    assert run.observer.candidate_weights(BASELINE_B) == [0, 25, 50, 100], [
+        c.weights for c in run.observer.changes
+    ]
+    passed = analysis_runs(run.decided, "Passed")
     assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
     assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
     assert not status.get("lastRollback")
-
-    rows = cl.switches(observer, load)
-    sent, failed_requests = load.counts()
-    print(f"client requests {sent}, failed {failed_requests}; per route: {rows}")
-    assert sent >= 20
-    assert failed_requests == 0, [r for r in load.requests if load.failed(r)][:5]
+    rows = served_through_every_switch(run)
     assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
-    assert rows[-1]["requests"] > 0, rows  # requests after the promotion, on the new model alone
-    assert observer.violations == [], observer.violations[:5]
 
-    promoted_at = cl.epoch(next(r for r in status["revisions"] if r["model"] == BASELINE_B)["promotedAt"])
     last_pass = max(cl.epoch(r["at"]) for r in passed)
-    cl.record(
+    record(
         "canary-healthy-promoted",
-        {
-            "promotion_s": round(promoted_at - switched_at, 1),
-            "utterances_at_decision": cl.pairs_at(prometheus_stack.url, ns, last_pass),
-            "wer_canary": passed[-1]["value"],
-            "wer_stable": passed[-1]["baseline"],
-            "requests": sent,
-            "failed": failed_requests,
-            "per_route": rows,
-        },
+        run,
+        rows,
+        prometheus_stack.url,
+        last_pass,
+        promoted_at(run.decided, BASELINE_B),
+    )
+
+
+BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}}
+
+
+def test_blue_green_preview_analysed_on_real_wer_then_switched_at_once(
+    kube: Kube,
+    loop_ns: str,
+    traefik: TraefikGateway,
+    prometheus_stack: PrometheusStack,
+    loop_evalset: Path,
+) -> None:
+    ns = loop_ns
+    kube.apply(cl.sphinx_model(BASELINE, ns))
+    kube.apply(cl.sphinx_model(BASELINE_B, ns))
+    manifest = cl.analysed_endpoint(ns, BASELINE, BLUE_GREEN, margin=0.05, min_samples=20)
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        BASELINE_B,
+        promoted(BASELINE_B),
+        timeout=420,
+        what="the preview switched",
+    )
+
+    status = run.decided["status"]
+    # The preview stood at weight 0 while the evaluator measured it, then took everything at once.
+    assert run.observer.candidate_weights(BASELINE_B) == [0, 100], [c.weights for c in run.observer.changes]
+    passed = analysis_runs(run.decided, "Passed")
+    assert passed and all(r["step"] == 0 and r["metric"] == "wer" for r in passed), status["analysisRuns"]
+    assert passed[-1]["value"] <= passed[-1]["baseline"] + 0.05, passed[-1]
+    assert not status.get("lastRollback")
+    rows = served_through_every_switch(run)
+    # The analysis passed before the switch: the preview was judged while it served no client.
+    switched = promoted_at(run.decided, BASELINE_B)
+    assert cl.epoch(passed[-1]["at"]) <= switched, (passed[-1], switched)
+
+    record(
+        "bluegreen-preview-analysed-switched",
+        run,
+        rows,
+        prometheus_stack.url,
+        cl.epoch(passed[-1]["at"]),
+        switched,
+    )
+
+
+def test_blue_green_worse_preview_never_gets_traffic(
+    kube: Kube,
+    loop_ns: str,
+    traefik: TraefikGateway,
+    prometheus_stack: PrometheusStack,
+    loop_evalset: Path,
+) -> None:
+    ns = loop_ns
+    kube.apply(cl.sphinx_model(BASELINE, ns))
+    kube.apply(cl.sphinx_model(DEGRADED, ns, degraded=True))
+    manifest = cl.analysed_endpoint(ns, BASELINE, BLUE_GREEN, margin=MARGIN, min_samples=20)
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        DEGRADED,
+        lambda md: (md.get("status") or {}).get("lastRollback") and md,
+        timeout=360,
+        what="the degraded preview rejected",
+    )
+
+    status = run.final["status"]
+    failed = analysis_runs(run.final, "Failed")
+    assert failed and failed[-1]["metric"] == "wer" and failed[-1]["step"] == 0, status["analysisRuns"]
+    assert failed[-1]["value"] > failed[-1]["baseline"] + MARGIN, failed[-1]
+    assert status["stableModel"] == BASELINE and status["phase"] == "RolledBack", status
+    assert run.decided["status"]["lastRollback"]["toModel"] == BASELINE
+    # The degraded preview was listed at weight 0 and never weighted: no client request reached it.
+    assert run.observer.candidate_weights(DEGRADED) == [0], [c.weights for c in run.observer.changes]
+    rows = served_through_every_switch(run)
+    wait_for(lambda: "RolledBack" in reasons(kube, ns), 30, "the RolledBack event")
+
+    decided_at = cl.epoch(run.decided["status"]["lastRollback"]["at"])
+    record("bluegreen-degraded-preview-rejected", run, rows, prometheus_stack.url, decided_at, decided_at)
+
+
+def test_gradual_steps_analysed_on_real_wer_then_promoted(
+    kube: Kube,
+    loop_ns: str,
+    traefik: TraefikGateway,
+    prometheus_stack: PrometheusStack,
+    loop_evalset: Path,
+) -> None:
+    ns = loop_ns
+    kube.apply(cl.sphinx_model(BASELINE, ns))
+    kube.apply(cl.sphinx_model(BASELINE_B, ns))
+    strategy = {"type": "Gradual", "gradual": {"stepWeight": 50, "interval": "5s"}}
+    manifest = cl.analysed_endpoint(ns, BASELINE, strategy, margin=0.05, min_samples=20)
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        BASELINE_B,
+        promoted(BASELINE_B),
+        timeout=420,
+        what="the gradual rollout promoted",
+    )
+
+    status = run.decided["status"]
+    # stepWeight 50: 50 % then 100 %, each step held for an analysis of real WER.
+    assert run.observer.candidate_weights(BASELINE_B) == [0, 50, 100], [
+        c.weights for c in run.observer.changes
+    ]
+    passed = analysis_runs(run.decided, "Passed")
+    assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
+    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
+    assert not status.get("lastRollback")
+    rows = served_through_every_switch(run)
+    assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
+
+    last_pass = max(cl.epoch(r["at"]) for r in passed)
+    record(
+        "gradual-healthy-promoted",
+        run,
+        rows,
+        prometheus_stack.url,
+        last_pass,
+        promoted_at(run.decided, BASELINE_B),
     )

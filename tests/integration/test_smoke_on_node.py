@@ -27,8 +27,8 @@ from stt_harness.kubewait import condition, wait_for
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
 from stt_harness.operator import OperatorProcess
 from stt_harness.routewatch import RouteWatch
+from stt_harness.samples import sphinx_spec
 from stt_operator.builders.common import LABEL_DEPLOYMENT
-from stt_operator.models import catalog
 from stt_operator.services.kube import Kube
 from stt_operator.services.smoke import builtin_utterance
 
@@ -84,37 +84,8 @@ def smoke_ns(cluster: LocalCluster, node_images: dict[str, BuiltImage]) -> Itera
 
 
 def sphinx_model(name: str, ns: str, degraded: bool = False) -> dict[str, Any]:
-    io = catalog.sphinx_io()
-    tensors = [
-        {"name": t.name, "dataType": t.data_type, "dims": list(t.dims), "role": t.role}
-        | ({"optional": True} if t.optional else {})
-        for t in (*io.inputs, *io.outputs)
-    ]
-    triton = catalog.sphinx_triton(degraded=degraded)
-    return {
-        "apiVersion": API,
-        "kind": "STTModel",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "language": "en-US",
-            "format": "python",
-            "source": {"uri": "file:///opt/stt-models/sphinx_stt"},
-            "io": {
-                "inputs": tensors[: len(io.inputs)],
-                "outputs": tensors[len(io.inputs) :],
-                "sampleRate": io.sample_rate,
-            },
-            "triton": {
-                "backend": "python",
-                "maxBatchSize": triton.max_batch_size,
-                "instanceGroup": {"kind": "KIND_CPU", "count": 1},
-                "warmup": triton.warmup,
-                "parameters": dict(triton.parameters),
-            },
-            "resources": {"gpu": 0},
-            "validation": {"enabled": False},
-        },
-    }
+    spec = sphinx_spec(degraded=degraded)
+    return {"apiVersion": API, "kind": "STTModel", "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
 def test_smoke_transcription_gates_each_new_revision(cluster: LocalCluster, kube_api, smoke_ns: str) -> None:
