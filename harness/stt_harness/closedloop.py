@@ -73,6 +73,7 @@ def operator_settings(images: dict[str, BuiltImage], prometheus_url: str) -> dic
         # Analysis names this source; there is no default Prometheus.
         "prometheus_sources": {PROMETHEUS_SOURCE: prometheus_url},
         "analytics_interval_s": 30,
+        "log_watch_streams": True,  # a late event is then visible in the log (watch renewals)
     }
 
 

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="HA: seconds after which a replica that stopped renewing its peering is presumed dead",
     )
     parser.add_argument(
+        "--watch-timeout",
+        type=int,
+        dest="watch_timeout_s",
+        help="renew each watch stream after this many seconds (default 60)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=float,
         dest="shutdown_timeout_s",
@@ -74,8 +80,11 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
         shutdown_timeout_s=args.shutdown_timeout_s,
         peering_lifetime_s=args.peering_lifetime_s,
+        watch_timeout_s=args.watch_timeout_s,
     )
     configure_logging(settings.log_format, burst=settings.log_burst, period=settings.log_period_s)
+    if settings.log_watch_streams:  # Kopf logs stream starts/stops at DEBUG
+        logging.getLogger("kopf._cogs.clients.watching").setLevel(logging.DEBUG)
     if args.kubeconfig:
         # Before kopf or the kubernetes client are imported: the client reads KUBECONFIG into
         # its default path at import time, and Kopf's login uses that default.

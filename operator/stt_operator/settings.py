@@ -93,6 +93,17 @@ class OperatorSettings(BaseModel):
     peering_lifetime_s: int = Field(
         20, ge=5, description="HA: a replica that stops renewing is presumed dead after this"
     )
+    watch_timeout_s: int = Field(
+        60,
+        ge=10,
+        le=1800,
+        description="each watch stream is renewed after this many seconds (resuming where it"
+        " stopped), so a stream the apiserver keeps open but stops feeding delays events by at most"
+        " this",
+    )
+    log_watch_streams: bool = Field(
+        False, description="log each watch stream's start and stop (diagnosing late events)"
+    )
     log_burst: int = Field(10, ge=1, description="log lines of one kind allowed per log_period_s")
     log_period_s: float = Field(60.0, gt=0)
     max_concurrent_abtests: int = Field(5, ge=1)

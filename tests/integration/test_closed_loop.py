@@ -89,6 +89,8 @@ def loop_ns(
         try:
             yield name
         finally:
+            # pytest shows this only for a failed test: what the operator said meanwhile.
+            print(f"operator log (last lines):\n{loop_operator.log_tail(80)}")
             cl.delete_volume(cluster, name)
 
 

@@ -223,6 +223,7 @@ def test_settings_configmap_is_read_by_the_operator(tmp_path: Path) -> None:
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
     assert settings.workers == values["workers"]
     assert settings.peering_lifetime_s == values["peeringLifetimeSeconds"]
+    assert settings.watch_timeout_s == values["watchTimeoutSeconds"]
     assert settings.default_analysis_interval == values["defaultAnalysisInterval"]
     assert settings.jobs_placement.node_selector == {"pool": "jobs"}
     assert settings.jobs_placement.tolerations == [{"key": "k", "operator": "Exists"}]

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
-import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +31,7 @@ from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
 from stt_operator.controllers import abtest, context, modeldeployment, sttmodel
+from stt_operator.controllers.kopf_tuning import tune_kopf
 from stt_operator.controllers.triggers import (
     TRIGGERS,
     Key,
@@ -68,38 +68,7 @@ def _lock(key: Key) -> threading.Lock:
 
 @kopf.on.startup()
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Kopf's bookkeeping goes to annotations, never into `status` (the API owns status).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
-    # Only warnings become Kubernetes Events by themselves; the reconcilers post their own
-    # Events on transitions. (INFO would post one per handler run: an API write each.)
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    # No connect timeouts of our own: under load a TLS handshake with a busy apiserver can take
-    # longer than any short one, and failing it only adds handshakes. Shutdown is bounded by
-    # `begin_shutdown`'s deadline instead.
-    # Kopf gives up on a watch after 8 failed attempts (about a minute) and the operator
-    # stops; an apiserver outage is waited out instead, retrying every 30 s at most.
-    settings.networking.error_backoffs = _Backoffs()
-    settings.peering.mandatory = False
-    # A SIGKILLed active replica never signs off; the stand-by takes over when its lease ends.
-    settings.peering.lifetime = _SETTINGS.peering_lifetime_s
-    settings.execution.max_workers = _SETTINGS.workers
-    settings.background.cancellation_polling = 1.0
-    # Kopf's last resort after SIGTERM; runner.py's own deadline is shorter and exits cleanly.
-    settings.process.ultimate_exiting_timeout = _SETTINGS.shutdown_timeout_s + 5
-
-
-class _Backoffs:
-    """Never-ending retry delays, iterable afresh for every request (1, 2, 4, 8, 15, 30, 30, ...)."""
-
-    def __iter__(self) -> Iterator[float]:
-        yield from (1, 2, 4, 8, 15)
-        yield from itertools.repeat(30)
+    tune_kopf(settings, _SETTINGS)
 
 
 @kopf.on.cleanup()

@@ -1,0 +1,56 @@
+"""How Kopf is set up for this operator: where its bookkeeping goes, how long a watch stream
+lives, how API failures are retried. A pure function of the operator's settings, so it is
+testable without starting Kopf."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+
+import kopf
+
+from stt_operator import API_GROUP
+from stt_operator.settings import OperatorSettings
+
+# The client side gives up this much later than the server ends a stream, so a healthy stream
+# always ends server-side and resumes from its last resourceVersion.
+CLIENT_WATCH_MARGIN_S = 30
+
+
+class Backoffs:
+    """Never-ending retry delays, iterable afresh for every request (1, 2, 4, 8, 15, 30, 30, ...)."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 2, 4, 8, 15)
+        yield from itertools.repeat(30)
+
+
+def tune_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    # Kopf's bookkeeping goes to annotations, never into `status` (the API owns status).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    # Only warnings become Kubernetes Events by themselves; the reconcilers post their own
+    # Events on transitions. (INFO would post one per handler run: an API write each.)
+    settings.posting.level = logging.WARNING
+    # A watch the apiserver keeps open but stops feeding is only noticed when it ends: renewing
+    # every stream after `watch_timeout_s` bounds that delay (in CI a stalled stream once hid
+    # a new namespace's objects for the whole 300 s the renewal used to take).
+    settings.watching.server_timeout = ours.watch_timeout_s
+    settings.watching.client_timeout = ours.watch_timeout_s + CLIENT_WATCH_MARGIN_S
+    # No connect timeouts of our own: under load a TLS handshake with a busy apiserver can take
+    # longer than any short one, and failing it only adds handshakes. Shutdown is bounded by
+    # handlers.begin_shutdown's deadline instead.
+    # Kopf gives up on a watch after 8 failed attempts (about a minute) and the operator
+    # stops; an apiserver outage is waited out instead, retrying every 30 s at most.
+    settings.networking.error_backoffs = Backoffs()
+    settings.peering.mandatory = False
+    # A SIGKILLed active replica never signs off; the stand-by takes over when its lease ends.
+    settings.peering.lifetime = ours.peering_lifetime_s
+    settings.execution.max_workers = ours.workers
+    settings.background.cancellation_polling = 1.0
+    # Kopf's last resort after SIGTERM; runner.py's own deadline is shorter and exits cleanly.
+    settings.process.ultimate_exiting_timeout = ours.shutdown_timeout_s + 5
