@@ -12,6 +12,7 @@ from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
+from stt_operator.controllers.kopf_tuning import FINALIZER
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +285,25 @@ def test_language_pairs_share_one_path_by_header(operator, kube, namespace):
             what=f"{name} serving",
         )
         assert md["status"]["stableModel"] == model
+
+
+def test_deleting_a_namespace_releases_the_operators_finalizers(operator, kube, namespace):
+    """Kopf puts a finalizer on every object with a daemon, and an operator limited to namespace
+    patterns stops serving a namespace once it is marked for deletion, often before it has
+    removed them: the namespace then stayed Terminating for good. The operator releases them."""
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+    objects = [("STTModel", "model-a"), ("ModelDeployment", "asr")]
+
+    def finalized() -> bool:
+        found = [kube.get(API, kind, name, namespace) for kind, name in objects]
+        return all(o and FINALIZER in (o["metadata"].get("finalizers") or []) for o in found)
+
+    wait_for(finalized, timeout=60, what="Kopf's finalizer on the STTModel and the ModelDeployment")
+    kube.delete("v1", "Namespace", namespace, None)
+    try:
+        wait_for(
+            lambda: kube.get("v1", "Namespace", namespace, None) is None, 90, f"namespace {namespace} gone"
+        )
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail(30)}") from exc

@@ -30,8 +30,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
-from stt_operator.controllers import abtest, context, modeldeployment, sttmodel
-from stt_operator.controllers.kopf_tuning import tune_kopf
+from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
+from stt_operator.controllers.kopf_tuning import FINALIZER, tune_kopf
 from stt_operator.controllers.triggers import (
     TRIGGERS,
     Key,
@@ -307,6 +307,36 @@ _on_child_event("", "v1", "services", "Service")
 _on_child_event("batch", "v1", "jobs", "Job")
 _on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 _on_child_event("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+
+
+# --- a served namespace being deleted ----------------------------------------------------------------
+
+
+def _terminating(body: kopf.Body, **_: Any) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+
+@kopf.on.event("", "v1", "namespaces", id="namespace_terminating", when=_terminating)
+def namespace_terminating(name: str, **_: Any) -> None:
+    # Kopf may stop serving a terminating namespace before it releases our finalizers
+    # (namespaces.py); whatever is left of ours there goes with the namespace anyway.
+    if not namespaces.served(name, _SETTINGS.namespaces):
+        return
+    ctx = context.current()
+    try:
+        released = namespaces.release_finalizers(ctx.kube, name, FINALIZER)
+    except Exception as exc:
+        if not namespaces.forbidden(exc):
+            raise  # Kopf logs it; the namespace controller's next status update retries
+        log.warning(
+            "namespace %s is being deleted but its stt.dev objects cannot be listed or patched (403):"
+            " remove the finalizer %s from them by hand",
+            name,
+            FINALIZER,
+        )
+        return
+    if released:
+        log.info("namespace %s is being deleted: released %s", name, ", ".join(released))
 
 
 # --- STTModel analytics (a slow, time-driven refresh) ---------------------------------------------

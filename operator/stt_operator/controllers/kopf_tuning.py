@@ -16,6 +16,8 @@ from stt_operator.settings import OperatorSettings
 # The client side gives up this much later than the server ends a stream, so a healthy stream
 # always ends server-side and resumes from its last resourceVersion.
 CLIENT_WATCH_MARGIN_S = 30
+# Kopf's finalizer on every object with a daemon (all three kinds here).
+FINALIZER = f"{API_GROUP}/finalizer"
 
 
 class Backoffs:
@@ -32,7 +34,7 @@ def tune_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     # Only warnings become Kubernetes Events by themselves; the reconcilers post their own
     # Events on transitions. (INFO would post one per handler run: an API write each.)
     settings.posting.level = logging.WARNING
