@@ -230,6 +230,22 @@ def record(
     )
 
 
+def promoted_step_by_step(run: Rollout, weights: list[int], scenario: str, prometheus_url: str) -> None:
+    """A healthy rollout of BASELINE_B: weighted `weights` in turn, a passed WER analysis (within
+    0.05 of the stable) at steps 1 and 3, no rollback, no failed request, some requests while
+    both revisions were weighted; its figures recorded for bench/e2e."""
+    status = run.decided["status"]
+    assert run.observer.candidate_weights(BASELINE_B) == weights, [c.weights for c in run.observer.changes]
+    passed = analysis_runs(run.decided, "Passed")
+    assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
+    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
+    assert not status.get("lastRollback")
+    rows = served_through_every_switch(run)
+    assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
+    last_pass = max(cl.epoch(r["at"]) for r in passed)
+    record(scenario, run, rows, prometheus_url, last_pass, promoted_at(run.decided, BASELINE_B))
+
+
 def test_worse_model_canary_rolls_back_on_real_wer(
     cluster: LocalCluster,
     kube: Kube,
@@ -333,26 +349,7 @@ def test_healthy_canary_is_promoted_through_every_step(
         what="the canary promoted",
     )
 
-    status = run.decided["status"]
-    assert run.observer.candidate_weights(BASELINE_B) == [0, 25, 50, 100], [
-        c.weights for c in run.observer.changes
-    ]
-    passed = analysis_runs(run.decided, "Passed")
-    assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
-    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
-    assert not status.get("lastRollback")
-    rows = served_through_every_switch(run)
-    assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
-
-    last_pass = max(cl.epoch(r["at"]) for r in passed)
-    record(
-        "canary-healthy-promoted",
-        run,
-        rows,
-        prometheus_stack.url,
-        last_pass,
-        promoted_at(run.decided, BASELINE_B),
-    )
+    promoted_step_by_step(run, [0, 25, 50, 100], "canary-healthy-promoted", prometheus_stack.url)
 
 
 BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}}
@@ -462,24 +459,5 @@ def test_gradual_steps_analysed_on_real_wer_then_promoted(
         what="the gradual rollout promoted",
     )
 
-    status = run.decided["status"]
     # stepWeight 50: 50 % then 100 %, each step held for an analysis of real WER.
-    assert run.observer.candidate_weights(BASELINE_B) == [0, 50, 100], [
-        c.weights for c in run.observer.changes
-    ]
-    passed = analysis_runs(run.decided, "Passed")
-    assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
-    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
-    assert not status.get("lastRollback")
-    rows = served_through_every_switch(run)
-    assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
-
-    last_pass = max(cl.epoch(r["at"]) for r in passed)
-    record(
-        "gradual-healthy-promoted",
-        run,
-        rows,
-        prometheus_stack.url,
-        last_pass,
-        promoted_at(run.decided, BASELINE_B),
-    )
+    promoted_step_by_step(run, [0, 50, 100], "gradual-healthy-promoted", prometheus_stack.url)
