@@ -307,7 +307,11 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     # The evaluator that decided ran in the jobs image on the real node (it is gone after the
     # rollback, so its pod is checked through Prometheus' labels); its series carry the
     # namespace the ServiceMonitor's target gives them.
-    series = prometheus_stack.query(f'stt_eval_pairs_total{{namespace="{ns}",unit="word"}}')
+    # last_over_time: once the evaluator's target is gone Prometheus marks its series stale, and
+    # an instant query would find nothing; the range keeps the last real sample.
+    series = prometheus_stack.query(
+        f'last_over_time(stt_eval_pairs_total{{namespace="{ns}",unit="word"}}[15m])'
+    )
     assert series, "no stt_eval_pairs_total in the Prometheus Operator's Prometheus"
     labels = series[0]["metric"]
     assert labels["namespace"] == ns and labels["endpoint"] == cl.ENDPOINT and labels["variant"] == "canary"

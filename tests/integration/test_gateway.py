@@ -133,9 +133,19 @@ def sample(gw: TraefikGateway, n: int, headers: dict[str, str] | None = None) ->
 
 
 def wait_for(gw: TraefikGateway, predicate: Any, what: str, timeout: float = 60.0) -> None:
+    """Until `predicate()`; a request that times out meanwhile (a backend or route still being
+    set up on a busy machine) counts as not yet, and is named if the wait runs out."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+    last_error: OSError | None = None
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError as exc:
+            last_error = exc
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout:.0f}s waiting for {what} ({last_error!r})"
+        )
         time.sleep(0.5)
 
 
