@@ -32,14 +32,22 @@ class RouteWatch:
         self.seen: list[tuple[tuple[str, int], ...]] = []
         self.ever_available: set[str] = set()
 
-    def poll(self) -> dict[str, Any]:
+    def _available(self) -> set[str]:
         deployments = self.kube.list("apps/v1", "Deployment", self.namespace, self.deployment_labels)
         available = {d["metadata"]["name"] for d in deployments if deployment_available(d)}
         self.ever_available |= available
+        return available
+
+    def poll(self) -> dict[str, Any]:
+        available = self._available()
         route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", self.route, self.namespace)
         if route is not None:
             refs = route["spec"]["rules"][0]["backendRefs"]
             weights = tuple(sorted((r["name"], r["weight"]) for r in refs))
+            if not {n for n, _ in weights} <= self.ever_available:
+                # The backend may have turned Available (and been routed) between the two reads:
+                # look again, after the route; a backend routed while never Available still fails.
+                available = self._available()
             # A backend that was Available and then deleted (after the route moved off it) is fine.
             assert {n for n, _ in weights} <= self.ever_available, (
                 f"route names a backend that never was Available: {weights}, available {available}"
