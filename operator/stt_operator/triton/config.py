@@ -23,6 +23,8 @@ DEFAULT_MODEL_FILENAME: dict[str, str] = {
     "python": "model.py",
 }
 TRT_WORKSPACE_BYTES = 1 << 30
+# The config parameter naming the ONNX file the Python-backend runner loads.
+ONNX_FILE_PARAMETER = "onnx_file"
 
 
 class ConfigError(ValueError):
@@ -191,6 +193,11 @@ def build_model_config(
         accel.parameters["precision_mode"] = "FP16"
         accel.parameters["max_workspace_size_bytes"] = str(TRT_WORKSPACE_BYTES)
 
+    if model_format == "onnx" and backend == "python":
+        # ONNX on the Python backend: the built-in runner (models/onnx_runner) loads this file;
+        # the materializer lays the runner's model.py beside it (a Triton image without the
+        # onnxruntime backend serves ONNX this way). A user parameter below may rename it.
+        cfg.parameters[ONNX_FILE_PARAMETER].string_value = DEFAULT_MODEL_FILENAME["onnxruntime"]
     for key, value in sorted((_get(triton, "parameters", {}) or {}).items()):
         if not isinstance(key, str) or not key:
             raise ConfigError(f"triton.parameters: key {key!r} must be a non-empty string")

@@ -19,12 +19,24 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stt_operator.triton.config import DEFAULT_MODEL_FILENAME, parse_config_pbtxt, with_instance_kind
+from stt_operator.models import model_source
+from stt_operator.triton.config import (
+    DEFAULT_MODEL_FILENAME,
+    ONNX_FILE_PARAMETER,
+    parse_config_pbtxt,
+    with_instance_kind,
+)
 from stt_operator.triton.repository import FileContent, write_model
 
+ONNX_RUNNER = "onnx_runner"  # stt_operator/models/onnx_runner/model.py
 
-def version_files(artifact: Path, backend: str) -> dict[str, FileContent]:
-    """What goes into `<model>/<version>/` for a fetched (and unpacked) artifact."""
+
+def version_files(artifact: Path, backend: str, onnx_file: str | None = None) -> dict[str, FileContent]:
+    """What goes into `<model>/<version>/` for a fetched (and unpacked) artifact.
+
+    `onnx_file` set (the rendered config's `onnx_file` parameter: an ONNX model on the Python
+    backend) means the built-in ONNX runner serves it: a single file is laid out under that
+    name, and the runner's `model.py` is added unless the artifact brings its own."""
     if artifact.is_dir():
         files: dict[str, FileContent] = {}
         for path in sorted(artifact.rglob("*")):
@@ -34,8 +46,23 @@ def version_files(artifact: Path, backend: str) -> dict[str, FileContent]:
                 files[path.relative_to(artifact).as_posix()] = path
         if not files:
             raise ValueError(f"artifact {artifact}: directory is empty")
-        return files
-    return {DEFAULT_MODEL_FILENAME[backend]: artifact}
+    elif onnx_file:
+        files = {onnx_file: artifact}
+    else:
+        return {DEFAULT_MODEL_FILENAME[backend]: artifact}
+    if onnx_file:
+        if onnx_file not in files:
+            raise ValueError(f"artifact {artifact}: no {onnx_file} for the ONNX runner to load")
+        files.setdefault(DEFAULT_MODEL_FILENAME["python"], model_source(ONNX_RUNNER) / "model.py")
+    return files
+
+
+def onnx_runner_file(config: object) -> str | None:
+    """The ONNX file the built-in runner loads, when the config serves ONNX on the Python backend."""
+    if getattr(config, "backend", "") != "python":
+        return None
+    parameter = getattr(config, "parameters", {}).get(ONNX_FILE_PARAMETER)
+    return parameter.string_value if parameter is not None and parameter.string_value else None
 
 
 def served_versions(config: object, default: int = 1) -> list[int]:
@@ -79,7 +106,7 @@ def materialize(
         result = fetch(uri, Path(tmp) / "download", options)
         verify_digest(result, sha256)
         artifact = prepare(result.path, archive, Path(tmp))
-        files = version_files(artifact, config.backend or "python")
+        files = version_files(artifact, config.backend or "python", onnx_runner_file(config))
         for served in served_versions(config, version):
             target = repository / model / str(served)
             if target.exists():

@@ -112,6 +112,37 @@ def test_materialize_unpacks_an_archive(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "1").iterdir()) == ["commands.jsgf", "model.py"]
 
 
+def test_onnx_on_the_python_backend_is_served_by_the_built_in_runner(tmp_path: Path) -> None:
+    """A Triton image without the onnxruntime backend serves ONNX through the Python backend:
+    the config names the file and the materializer adds the runner's model.py beside it."""
+    from stt_operator.models import model_source
+
+    python = TritonSpec(backend="python")
+    config = render_config_pbtxt("asr", python, IO, model_format="onnx")
+    parsed = parse_config_pbtxt(config)
+    assert parsed.backend == "python" and parsed.parameters["onnx_file"].string_value == "model.onnx"
+    artifact = tmp_path / "quantized.onnx"
+    artifact.write_bytes(b"onnx bytes")
+    out = materialize(f"file://{artifact}", "asr", config, tmp_path / "models")
+    assert sorted(p.name for p in (out / "1").iterdir()) == ["model.onnx", "model.py"]
+    assert (out / "1" / "model.onnx").read_bytes() == b"onnx bytes"
+    runner = (model_source("onnx_runner") / "model.py").read_text()
+    assert (out / "1" / "model.py").read_text() == runner
+    # A directory artifact keeps its own model.py; one without the ONNX file is refused.
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "model.onnx").write_bytes(b"x")
+    (own / "model.py").write_text("# custom\n")
+    assert version_files(own, "python", "model.onnx")["model.py"] == own / "model.py"
+    (own / "model.onnx").unlink()
+    with pytest.raises(ValueError, match=r"no model\.onnx"):
+        version_files(own, "python", "model.onnx")
+    # Other formats on the Python backend are unchanged: no runner, no parameter.
+    plain = parse_config_pbtxt(render_config_pbtxt("asr", python, IO, model_format="python"))
+    assert "onnx_file" not in plain.parameters
+    assert version_files(artifact, "python") == {"model.py": artifact}
+
+
 def test_materialize_rejects_a_wrong_digest_and_a_wrong_name(tmp_path: Path) -> None:
     artifact = tmp_path / "asr.onnx"
     artifact.write_bytes(b"x")
