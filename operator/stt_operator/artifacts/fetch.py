@@ -126,9 +126,20 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
         raise FetchError(
             f"source.uri {uri!r}: unsupported scheme {scheme or '(none)'!r}; use one of {SCHEMES}"
         )
-    if scheme in ("s3", "gs", "pvc") and (not parsed.netloc or not parsed.path.strip("/")):
-        raise FetchError(f"source.uri {uri!r}: expected {scheme}://<bucket-or-claim>/<path>")
+    if scheme in ("s3", "gs") and (not parsed.netloc or not parsed.path.strip("/")):
+        raise FetchError(f"source.uri {uri!r}: expected {scheme}://<bucket>/<path>")
+    if scheme == "pvc" and not parsed.netloc:  # `pvc://<claim>` alone names the claim's root
+        raise FetchError(f"source.uri {uri!r}: expected pvc://<claim>[/<path>]")
     return scheme, parsed.netloc, unquote(parsed.path)
+
+
+def target_in(uri: str, name: str) -> str:
+    """Where a file called `name` goes when published to `uri`: inside it when `uri` names a
+    folder (a trailing '/', or a bare `pvc://<claim>`, the claim's root), else `uri` itself."""
+    if uri.endswith("/"):
+        return uri + name
+    scheme, _, path = parse_uri(uri)
+    return f"{uri}/{name}" if scheme == "pvc" and not path.strip("/") else uri
 
 
 def local_path_for(uri: str, pvc_root: str = DEFAULT_PVC_ROOT) -> Path | None:
@@ -488,11 +499,11 @@ def verify_digest(result: FetchResult, expected: str | None) -> None:
 def publish(path: Path, uri: str, options: FetchOptions | None = None) -> str:
     """Upload one file to `uri` (the quantized artifact's `outputUri`); returns its sha256.
 
-    A URI ending in '/' names a folder: the file keeps its name inside it.
+    A URI ending in '/' (or a bare `pvc://<claim>`) names a folder: the file keeps its name
+    inside it.
     """
     options = options or FetchOptions()
-    if uri.endswith("/"):
-        uri = uri + path.name
+    uri = target_in(uri, path.name)
     scheme, authority, remote = parse_uri(uri)
     digest = hashlib.sha256()
     for chunk in iter_file_chunks(path):

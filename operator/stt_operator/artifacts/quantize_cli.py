@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
                 return _fail(
                     args, name, mode, f"quantized model accepted but not published: {exc}", EXIT_FETCH
                 )
-            report.output_uri = target + (out_path.name if target.endswith("/") else "")
+            report.output_uri = fetch.target_in(target, out_path.name)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,13 @@ from stt_operator.artifacts.integrity import build_manifest
     [
         ("ftp://host/model.onnx", "unsupported scheme 'ftp'"),
         ("model.onnx", "unsupported scheme '(none)'"),
-        ("s3://bucket-only", "expected s3://<bucket-or-claim>/<path>"),
+        ("s3://bucket-only", "expected s3://<bucket>/<path>"),
+        ("pvc:///no-claim", "expected pvc://<claim>[/<path>]"),
         ("pvc://claim/../../etc/passwd", "'..' is not allowed in a pvc:// path"),
     ],
 )
 def test_bad_uris_are_named(uri: str, message: str) -> None:
-    with pytest.raises(FetchError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(FetchError, match=re.escape(message)):
         local_path_for(uri) if uri.startswith("pvc") else parse_uri(uri)
 
 
@@ -39,6 +41,21 @@ def test_local_paths_for_file_and_pvc() -> None:
         "/mnt/pvc/models/asr/1/model.onnx"
     )
     assert local_path_for("s3://b/k") is None
+    # A bare claim (what the API admits) is the claim's root: an evaluation set or model folder.
+    assert local_path_for("pvc://evalset", "/mnt/pvc") == Path("/mnt/pvc/evalset")
+
+
+def test_publishing_into_a_folder_or_a_claim_root(tmp_path: Path) -> None:
+    from stt_operator.artifacts.fetch import target_in
+
+    assert target_in("pvc://models", "m.onnx") == "pvc://models/m.onnx"
+    assert target_in("pvc://models/int8/", "m.onnx") == "pvc://models/int8/m.onnx"
+    assert target_in("pvc://models/int8.onnx", "m.onnx") == "pvc://models/int8.onnx"
+    artifact = tmp_path / "m.onnx"
+    artifact.write_bytes(b"int8")
+    (tmp_path / "claims" / "models").mkdir(parents=True)
+    publish(artifact, "pvc://models", FetchOptions(pvc_root=str(tmp_path / "claims")))
+    assert (tmp_path / "claims" / "models" / "m.onnx").read_bytes() == b"int8"
 
 
 def test_gcs_and_s3_settings_from_a_secret() -> None:
