@@ -56,6 +56,7 @@ PROMETHEUS_SOURCE = "cluster"  # the operator setting's name for the Prometheus 
 HOST = "stt.example.test"
 ENDPOINT = "asr"
 EVALSET_CLAIM = "evalset"
+MODELS_CLAIM = "models"
 SCRAPE_INTERVAL = "5s"
 
 
@@ -69,6 +70,9 @@ def operator_settings(images: dict[str, BuiltImage], prometheus_url: str) -> dic
         "jobs_image": images["jobs"].ref,
         "operator_image": images["operator"].ref,
         "jobs_placement": on_node,
+        # One core per validation / quantization Job: the real node has two, shared with
+        # Prometheus, the Triton pods and the evaluators (the default asks for both).
+        "job_cpu": "1",
         "serving_placement": on_node,
         # Analysis names this source; there is no default Prometheus.
         "prometheus_sources": {PROMETHEUS_SOURCE: prometheus_url},
@@ -77,9 +81,26 @@ def operator_settings(images: dict[str, BuiltImage], prometheus_url: str) -> dic
     }
 
 
+def node_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
+    """Build (or reuse, cached by content) the images and import them into the real node."""
+    from stt_harness.images import build_images
+
+    assert cluster.real_node is not None
+    built = build_images()
+    present = set(cluster.real_node.images())
+    for image in built.values():
+        if image.ref not in present:
+            cluster.real_node.import_image(image.archive)
+    return built
+
+
 @contextlib.contextmanager
 def loop_operator(
-    cluster: LocalCluster, images: dict[str, BuiltImage], prometheus_url: str, workdir: Path
+    cluster: LocalCluster,
+    images: dict[str, BuiltImage],
+    prometheus_url: str,
+    workdir: Path,
+    namespaces: tuple[str, ...] = (f"{NAMESPACE_PREFIX}*",),
 ) -> Iterator[OperatorProcess]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "settings.yaml"
@@ -87,7 +108,7 @@ def loop_operator(
     proc = OperatorProcess(
         cluster.kubeconfig,
         reconcile_interval_s=1.0,
-        namespaces=[f"{NAMESPACE_PREFIX}*"],
+        namespaces=list(namespaces),
         extra_args=["--config", str(config)],
         log_path=workdir / "operator.log",
     )
@@ -152,6 +173,40 @@ def evalset_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
     return [pv, pvc]
 
 
+def model_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
+    """A writable hostPath PersistentVolume bound to claim `models`: where the quantization Job
+    publishes (`pvc://models/...`) and Triton's fetch-model init container reads from."""
+    host_dir.mkdir(parents=True, exist_ok=True)
+    host_dir.chmod(0o777)  # the Job runs as uid 65532, the init container as Triton's user
+    pv_name = f"{namespace}-{MODELS_CLAIM}"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name, "labels": {"stt.dev/test": "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(host_dir), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": MODELS_CLAIM, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+
+
 def readable_copy(evalset: Path, dest_root: Path) -> Path:
     """A copy of the set every user can read (the evaluator runs as uid 65532)."""
     dest = Path(tempfile.mkdtemp(prefix="evalset-", dir=dest_root))
@@ -161,16 +216,25 @@ def readable_copy(evalset: Path, dest_root: Path) -> Path:
     return dest
 
 
-def prepare_namespace(cluster: LocalCluster, gateway: Any, namespace: str, evalset_dir: Path) -> None:
+def prepare_namespace(
+    cluster: LocalCluster, gateway: Any, namespace: str, evalset_dir: Path, models_dir: Path | None = None
+) -> None:
+    """The Gateway, the workload ServiceMonitor, the labelled set's claim and, given
+    `models_dir`, a writable `models` claim for quantized artifacts."""
     gateway.create_gateway(namespace)
     objects = [chart_workload_servicemonitor(cluster, namespace), *evalset_volume(namespace, evalset_dir)]
+    if models_dir is not None:
+        objects += model_volume(namespace, models_dir)
     cluster.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
     )
 
 
 def delete_volume(cluster: LocalCluster, namespace: str) -> None:
-    cluster.kubectl("delete", "pv", f"{namespace}-evalset", "--wait=false", check=False)
+    for claim in (EVALSET_CLAIM, MODELS_CLAIM):
+        cluster.kubectl(
+            "delete", "pv", f"{namespace}-{claim}", "--wait=false", "--ignore-not-found", check=False
+        )
 
 
 # --- models and endpoint ---------------------------------------------------------------------
@@ -189,28 +253,92 @@ def sphinx_model(name: str, namespace: str, *, degraded: bool = False) -> dict[s
     }
 
 
+CTC_ASSETS = Path(__file__).resolve().parents[2] / "operator" / "stt_operator" / "speech" / "assets"
+
+
+def ctc_vocabulary() -> list[str]:
+    return list(json.loads((CTC_ASSETS / "vocab.json").read_text())["tokens"])
+
+
+def ctc_model(name: str, namespace: str, *, quantize_to: str | None = None) -> dict[str, Any]:
+    """The project's ONNX CTC model as the images carry it (`/opt/stt-models/onnx_ctc`), pinned by
+    digest, served on CPU through Triton's Python backend (the built-in ONNX runner: the local
+    Triton image has no onnxruntime backend), validated on the labelled set; `quantize_to`: a
+    dynamic-INT8 quantization Job publishes to that path on the `models` claim."""
+    import hashlib
+
+    vocabulary = ctc_vocabulary()
+    spec: dict[str, Any] = {
+        "language": "en-US",
+        "format": "onnx",
+        "source": {
+            "uri": "file:///opt/stt-models/onnx_ctc/model.onnx",
+            "sha256": hashlib.sha256((CTC_ASSETS / "model.onnx").read_bytes()).hexdigest(),
+        },
+        "io": {
+            "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],
+            "outputs": [
+                {"name": "logits", "dataType": "TYPE_FP32", "dims": [-1, len(vocabulary)], "role": "logits"}
+            ],
+            "vocabulary": vocabulary,
+        },
+        "triton": {"backend": "python", "maxBatchSize": 8, "instanceGroup": {"kind": "KIND_CPU", "count": 1}},
+        "resources": {"gpu": 0},
+        "validation": {"enabled": True, "evaluationSet": {"uri": f"pvc://{EVALSET_CLAIM}"}},
+    }
+    if quantize_to:
+        spec["quantization"] = {
+            "enabled": True,
+            "mode": "dynamic-int8",
+            "outputUri": f"pvc://{MODELS_CLAIM}/{quantize_to}",
+            "maxWerIncrease": 0.05,
+        }
+    return {
+        "apiVersion": API,
+        "kind": "STTModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def canary_endpoint(
-    namespace: str, model: str, steps: list[dict[str, Any]], *, margin: float, min_samples: int
+    namespace: str,
+    model: str,
+    steps: list[dict[str, Any]],
+    *,
+    margin: float,
+    min_samples: int,
+    name: str = ENDPOINT,
+    host: str = HOST,
 ) -> dict[str, Any]:
     strategy = {"type": "Canary", "canary": {"steps": steps}}
-    return analysed_endpoint(namespace, model, strategy, margin=margin, min_samples=min_samples)
+    return analysed_endpoint(
+        namespace, model, strategy, margin=margin, min_samples=min_samples, name=name, host=host
+    )
 
 
 def analysed_endpoint(
-    namespace: str, model: str, strategy: dict[str, Any], *, margin: float, min_samples: int
+    namespace: str,
+    model: str,
+    strategy: dict[str, Any],
+    *,
+    margin: float,
+    min_samples: int,
+    name: str = ENDPOINT,
+    host: str = HOST,
 ) -> dict[str, Any]:
     """The loop's ModelDeployment: one replica behind the Gateway, the given rollout strategy, and
     a WER non-inferiority analysis read from the Prometheus Operator's Prometheus."""
     return {
         "apiVersion": API,
         "kind": "ModelDeployment",
-        "metadata": {"name": ENDPOINT, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "model": {"name": model},
             "replicas": 1,
             "strategy": strategy,
             "scaleDownDelay": "0s",
-            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [HOST]},
+            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [host]},
             "analysis": {
                 "interval": "5s",
                 "prometheus": {"source": PROMETHEUS_SOURCE},
@@ -250,24 +378,37 @@ class LoadGenerator:
     max_requests: int = 1000
     max_seconds: float = 600.0
     timeout_s: float = 30.0
+    # None: the recogniser's protocol (INT16 AUDIO in, TRANSCRIPT out); a CTC vocabulary: the
+    # ONNX CTC model's (FP32 `audio` in, `logits` out, decoded greedily here).
+    vocabulary: list[str] | None = None
+    endpoint: str = ENDPOINT  # the ModelDeployment: its alias path is /v2/models/<endpoint>/infer
+    host: str = HOST
     requests: list[Request] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="loadgen")
-        self._body = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": catalog.AUDIO,
-                        "shape": [1, int(self.audio.size)],
-                        "datatype": "INT16",
-                        "data": self.audio.astype(int).tolist(),
-                    }
-                ],
-                "outputs": [{"name": catalog.TRANSCRIPT}],
-            }
-        ).encode()
+        if self.vocabulary is None:
+            tensor = {"name": catalog.AUDIO, "datatype": "INT16", "data": self.audio.astype(int).tolist()}
+            self._output = catalog.TRANSCRIPT
+        else:
+            scaled = (self.audio.astype(np.float32) / 32768.0).tolist()
+            tensor = {"name": "audio", "datatype": "FP32", "data": scaled}
+            self._output = "logits"
+        tensor["shape"] = [1, int(self.audio.size)]
+        self._body = json.dumps({"inputs": [tensor], "outputs": [{"name": self._output}]}).encode()
+
+    def _transcript(self, out: dict[str, Any]) -> str | None:
+        """The text of an answer's output (None: the output is missing or empty)."""
+        if not out.get("data"):
+            return None
+        if self.vocabulary is None:
+            return str(out["data"][0])
+        from stt_operator.evaluator.targets import vocabulary_from_tokens
+        from stt_operator.speech.ctc import greedy_decode
+
+        logits = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])[0]
+        return greedy_decode(logits, vocabulary_from_tokens(self.vocabulary)).text
 
     def start(self) -> LoadGenerator:
         self._thread.start()
@@ -278,9 +419,11 @@ class LoadGenerator:
         self._thread.join(self.timeout_s + 5)
 
     def send(self) -> Request:
-        url = f"{self.gateway_url}/v2/models/{ENDPOINT}/infer"
+        url = f"{self.gateway_url}/v2/models/{self.endpoint}/infer"
         req = urllib.request.Request(
-            url, data=self._body, headers={"Host": HOST, "Content-Type": "application/json"}
+            url,
+            data=self._body,
+            headers={"Host": self.host, "Content-Type": "application/json"},
         )
         t0 = time.monotonic()
         status, transcript, error = 0, None, ""
@@ -289,8 +432,8 @@ class LoadGenerator:
                 status = resp.status
                 body = json.load(resp)
             for out in body.get("outputs") or []:
-                if out.get("name") == catalog.TRANSCRIPT and out.get("data"):
-                    transcript = str(out["data"][0])
+                if out.get("name") == self._output:
+                    transcript = self._transcript(out)
         except urllib.error.HTTPError as exc:
             status, error = exc.code, exc.read()[:300].decode(errors="replace")
         except (OSError, ValueError) as exc:
@@ -329,14 +472,14 @@ class RolloutObserver:
     seen is recorded with its time; a backend with weight > 0 must have a ready Triton pod (the
     pod's readiness is its model's `/v2/models/<m>/ready`), else `violations` records it."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
+    def __init__(self, kube: Kube, namespace: str, endpoint: str = ENDPOINT) -> None:
+        self.kube, self.namespace, self.endpoint = kube, namespace, endpoint
         self.changes: list[RouteChange] = []
         self.violations: list[str] = []
         self.last: dict[str, Any] = {}
 
     def poll(self) -> dict[str, Any]:
-        route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(ENDPOINT), self.namespace)
+        route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", route_name(self.endpoint), self.namespace)
         if route is not None:
             weights: dict[str, int] = {}
             for rule in route["spec"]["rules"]:
@@ -344,7 +487,9 @@ class RolloutObserver:
                     weights.setdefault(ref["name"], int(ref.get("weight", 1)))
             ready = {
                 d["metadata"]["name"]
-                for d in self.kube.list("apps/v1", "Deployment", self.namespace, {LABEL_DEPLOYMENT: ENDPOINT})
+                for d in self.kube.list(
+                    "apps/v1", "Deployment", self.namespace, {LABEL_DEPLOYMENT: self.endpoint}
+                )
                 if (d.get("status") or {}).get("readyReplicas", 0) >= 1
             }
             for name, weight in weights.items():
@@ -352,7 +497,7 @@ class RolloutObserver:
                     self.violations.append(f"route sends {weight}% to {name}, which has no ready Triton pod")
             if not self.changes or self.changes[-1].weights != weights:
                 self.changes.append(RouteChange(time.monotonic(), weights))
-        self.last = self.kube.get(API, "ModelDeployment", ENDPOINT, self.namespace) or {}
+        self.last = self.kube.get(API, "ModelDeployment", self.endpoint, self.namespace) or {}
         return self.last
 
     def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
@@ -372,7 +517,9 @@ class RolloutObserver:
         out: list[int] = []
         for change in self.changes:
             w = sum(
-                wt for name, wt in change.weights.items() if name.rsplit("-", 1)[0] == f"{ENDPOINT}-{model}"
+                wt
+                for name, wt in change.weights.items()
+                if name.rsplit("-", 1)[0] == f"{self.endpoint}-{model}"
             )
             if not out or out[-1] != w:
                 out.append(w)

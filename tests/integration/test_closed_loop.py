@@ -28,8 +28,8 @@ from stt_harness import closedloop as cl
 from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import namespace_name, scratch_namespace
 from stt_harness.gateway import TraefikGateway
-from stt_harness.images import BuiltImage, build_images
-from stt_harness.kubewait import wait_for
+from stt_harness.images import BuiltImage
+from stt_harness.kubewait import condition, wait_for
 from stt_harness.operator import OperatorProcess
 from stt_harness.promoperator import PrometheusStack
 from stt_operator.builders.common import LABEL_COMPONENT
@@ -40,19 +40,14 @@ from stt_operator.speech.evalset import load_evalset
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BASELINE, DEGRADED, BASELINE_B = "sphinx-base", "sphinx-degraded", "sphinx-base-b"
+CTC = "ctc"  # the project's ONNX CTC model (its INT8 twin comes from the quantization Job)
 MARGIN = 0.03  # WER points the canary may lose before it fails (non-inferiority)
 
 
 @pytest.fixture(scope="module")
 def loop_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
     """Build (or reuse) the images and import them into the real node's containerd."""
-    assert cluster.real_node is not None
-    built = build_images()
-    present = set(cluster.real_node.images())
-    for image in built.values():
-        if image.ref not in present:
-            cluster.real_node.import_image(image.archive)
-    return built
+    return cl.node_images(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +77,12 @@ def loop_ns(
     traefik: TraefikGateway,
     loop_operator: OperatorProcess,
     loop_evalset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     name = namespace_name(f"{cl.NAMESPACE_PREFIX}{request.node.name.removeprefix('test_')}")
     with scratch_namespace(kube_api, name):
-        cl.prepare_namespace(cluster, traefik, name, loop_evalset)
+        models = tmp_path_factory.mktemp("models")  # the writable claim quantized artifacts go to
+        cl.prepare_namespace(cluster, traefik, name, loop_evalset, models)
         try:
             yield name
         finally:
@@ -94,10 +91,13 @@ def loop_ns(
             cl.delete_volume(cluster, name)
 
 
-def client(traefik: TraefikGateway, evalset: Path) -> cl.LoadGenerator:
-    """A client transcribing the set's shortest utterance: bounded to 600 requests / 420 s."""
+def client(traefik: TraefikGateway, evalset: Path, vocabulary: list[str] | None = None) -> cl.LoadGenerator:
+    """A client transcribing the set's shortest utterance: bounded to 600 requests / 420 s
+    (`vocabulary`: it speaks the ONNX CTC model's protocol)."""
     shortest = min(load_evalset(evalset), key=lambda u: u.duration_s)
-    return cl.LoadGenerator(traefik.url, shortest.audio, period_s=0.5, max_requests=600, max_seconds=420)
+    return cl.LoadGenerator(
+        traefik.url, shortest.audio, period_s=0.5, max_requests=600, max_seconds=420, vocabulary=vocabulary
+    )
 
 
 def serve_stable(kube: Kube, ns: str, manifest: dict[str, Any], observer: cl.RolloutObserver) -> None:
@@ -155,6 +155,7 @@ def roll_out(
     *,
     timeout: float,
     what: str,
+    vocabulary: list[str] | None = None,
 ) -> Rollout:
     """Serve `manifest`'s model, start the client, change the model to `new_model`, wait for the
     decision and for the route to name one revision again, then let the client send a few more
@@ -162,7 +163,7 @@ def roll_out(
     ns = manifest["metadata"]["namespace"]
     observer = cl.RolloutObserver(kube, ns)
     serve_stable(kube, ns, manifest, observer)
-    load = client(traefik, evalset)
+    load = client(traefik, evalset, vocabulary)
     start_load(load)
     try:
         manifest["spec"]["model"]["name"] = new_model
@@ -230,12 +231,14 @@ def record(
     )
 
 
-def promoted_step_by_step(run: Rollout, weights: list[int], scenario: str, prometheus_url: str) -> None:
-    """A healthy rollout of BASELINE_B: weighted `weights` in turn, a passed WER analysis (within
+def promoted_step_by_step(
+    run: Rollout, weights: list[int], scenario: str, prometheus_url: str, model: str = BASELINE_B
+) -> None:
+    """A healthy rollout of `model`: weighted `weights` in turn, a passed WER analysis (within
     0.05 of the stable) at steps 1 and 3, no rollback, no failed request, some requests while
     both revisions were weighted; its figures recorded for bench/e2e."""
     status = run.decided["status"]
-    assert run.observer.candidate_weights(BASELINE_B) == weights, [c.weights for c in run.observer.changes]
+    assert run.observer.candidate_weights(model) == weights, [c.weights for c in run.observer.changes]
     passed = analysis_runs(run.decided, "Passed")
     assert {r["step"] for r in passed} == {1, 3}, status["analysisRuns"]
     assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.05 for r in passed)
@@ -243,7 +246,7 @@ def promoted_step_by_step(run: Rollout, weights: list[int], scenario: str, prome
     rows = served_through_every_switch(run)
     assert sum(r["requests"] for r in rows if len(r["route"]) == 2) > 0, rows
     last_pass = max(cl.epoch(r["at"]) for r in passed)
-    record(scenario, run, rows, prometheus_url, last_pass, promoted_at(run.decided, BASELINE_B))
+    record(scenario, run, rows, prometheus_url, last_pass, promoted_at(run.decided, model))
 
 
 def test_worse_model_canary_rolls_back_on_real_wer(
@@ -465,3 +468,63 @@ def test_gradual_steps_analysed_on_real_wer_then_promoted(
 
     # stepWeight 50: 50 % then 100 %, each step held for an analysis of real WER.
     promoted_step_by_step(run, [0, 50, 100], "gradual-healthy-promoted", prometheus_stack.url)
+
+
+@pytest.mark.timeout(1200)
+def test_int8_canary_made_by_the_quantization_job_is_promoted(
+    kube: Kube,
+    loop_ns: str,
+    traefik: TraefikGateway,
+    prometheus_stack: PrometheusStack,
+    loop_evalset: Path,
+) -> None:
+    """The project's ONNX CTC model, validated by its Job on the real node, quantized to dynamic
+    INT8 by the quantization Job (WER-gated on the labelled set, published to the `models`
+    claim); the derived STTModel it becomes goes out as a canary, judged on real WER by the
+    evaluator replaying the set to both revisions, and is promoted through every step."""
+    ns = loop_ns
+    kube.apply(cl.ctc_model(CTC, ns, quantize_to="ctc-int8.onnx"))
+    verdict = wait_for(
+        lambda: (
+            (m := kube.get(cl.API, "STTModel", CTC, ns))
+            and (
+                (m.get("status") or {}).get("quantizedModel")
+                or condition(m, "Quantized").get("status") == "False"
+                or condition(m, "Validated").get("status") == "False"
+            )
+            and m
+        ),
+        600,
+        "the float model validated and quantized by its Jobs",
+    )
+    status = verdict["status"]
+    assert condition(verdict, "Validated")["status"] == "True", condition(verdict, "Validated")
+    assert condition(verdict, "Quantized")["status"] == "True", condition(verdict, "Quantized")
+    quantization = status["quantization"]
+    derived_name = status["quantizedModel"]
+    assert derived_name == f"{CTC}-int8"
+    derived = kube.get(cl.API, "STTModel", derived_name, ns)
+    assert (
+        derived is not None and derived["spec"]["source"]["uri"] == f"pvc://{cl.MODELS_CLAIM}/ctc-int8.onnx"
+    )
+    assert derived["spec"]["source"]["sha256"] == quantization["outputDigest"], (
+        derived["spec"],
+        quantization,
+    )
+    print(f"quantization: {quantization}")
+
+    steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
+    manifest = cl.canary_endpoint(ns, CTC, steps, margin=0.05, min_samples=20)
+    run = roll_out(
+        kube,
+        traefik,
+        loop_evalset,
+        manifest,
+        derived_name,
+        promoted(derived_name),
+        timeout=480,
+        what="the INT8 canary promoted",
+        vocabulary=cl.ctc_vocabulary(),
+    )
+
+    promoted_step_by_step(run, [0, 25, 50, 100], "canary-int8-promoted", prometheus_stack.url, derived_name)
