@@ -1,0 +1,277 @@
+"""Monitoring after promotion (rollout/monitoring.py through the dispatcher), reconcile by
+reconcile from status only: hold on no data, breach -> verdict, rollback vs condition only,
+restart resume, no second verdict after one."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stt_operator.analysis.monitoring import MonitoringLook, WindowCounts, window_counts
+from stt_operator.analysis.prom import QueryResult, Sample
+from stt_operator.api.common import iso
+from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
+from stt_operator.builders.serving import Revision
+from stt_operator.rollout.common import RolloutInput
+from stt_operator.rollout.dispatch import plan_rollout
+from stt_operator.rollout.monitoring import MonitoringRequest
+from stt_operator.rollout.plan import ObservedRevision
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+OLD = Revision("model-a", "sha256:a")
+NEW = Revision("model-b", "sha256:b")
+INTERVAL = timedelta(minutes=5)
+Answer = Callable[[MonitoringRequest], MonitoringLook]
+
+
+def spec_of(rollback: bool = False, **monitoring: Any) -> Any:
+    mon = {
+        "interval": "5m",
+        "minSamples": 500,
+        "maxFalseAlarmsPerDay": 0.01,
+        "rollback": rollback,
+        "metrics": [{"name": "errors", "preset": "error-rate", "thresholdRange": {"max": 0.01}}],
+        **monitoring,
+    }
+    return ModelDeployment.spec_from({"model": {"name": NEW.model}, "monitoring": mon}, name="asr")
+
+
+def promoted_status(with_previous: bool = True) -> dict[str, Any]:
+    stamp = iso(T0 - timedelta(hours=2))
+    old = {"revision": 1, "revisionId": OLD.id, "model": OLD.model, "modelDigest": OLD.model_digest}
+    new = {"revision": 2, "revisionId": NEW.id, "model": NEW.model, "modelDigest": NEW.model_digest}
+    history = [
+        {**old, "createdAt": stamp, "promotedAt": stamp, "outcome": "Superseded"},
+        {**new, "createdAt": stamp, "promotedAt": stamp, "outcome": "Serving"},
+    ]
+    return {
+        "stableRevision": NEW.id,
+        "stableModel": NEW.model,
+        "currentWeight": 100,
+        "phase": "Healthy",
+        "revisions": history[1:] if not with_previous else history,
+    }
+
+
+def counts(events: float | None, trials: float | None) -> Answer:
+    message = "" if trials else "no series"
+    return lambda req: MonitoringLook((WindowCounts("errors", events, trials, message),))
+
+
+UNAVAILABLE: Answer = lambda req: MonitoringLook((), "NoPrometheus", "no Prometheus is configured")  # noqa: E731
+
+
+class World:
+    """status + the cluster as the planner sees them; `step()` is one reconcile."""
+
+    def __init__(self, spec: Any, status: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.status = status if status is not None else promoted_status()
+        self.observed = {NEW.id: ObservedRevision(NEW.id, NEW.model, True, 1, 1)}
+        self.now = T0
+        self.requests: list[MonitoringRequest] = []
+        self.events: list[tuple[str, str]] = []
+        self.undo: list[int] = []
+        self.requeue: float | None = None
+
+    def step(self, answer: Answer | None = None) -> None:
+        inp = RolloutInput(NEW, self.spec, copy.deepcopy(self.status), self.observed, self.now)
+        plan = plan_rollout(inp)
+        if plan.monitoring_request is not None:
+            assert answer is not None, "a look was requested"
+            self.requests.append(plan.monitoring_request)
+            inp = replace(inp, monitoring=(plan.monitoring_request, answer(plan.monitoring_request)))
+            plan = plan_rollout(inp)
+            assert plan.monitoring_request is None
+        for key, value in plan.status.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = value
+        conditions = {c.get("type"): c for c in self.status.get("conditions") or []}
+        for c in plan.conditions:
+            conditions[c.type] = {
+                "type": c.type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+            }
+        self.status["conditions"] = list(conditions.values())
+        self.events += [(e.type, e.reason) for e in plan.events]
+        if plan.undo_to_revision is not None:
+            self.undo.append(plan.undo_to_revision)
+        self.requeue = plan.requeue_after
+        ModelDeploymentStatus.model_validate(self.status)  # status stays typed
+
+    def after(self, delta: timedelta = INTERVAL, answer: Answer | None = None) -> None:
+        self.now += delta
+        self.step(answer)
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == type_)
+
+    @property
+    def mon(self) -> dict[str, Any]:
+        return self.status["monitoring"]
+
+
+def test_first_reconcile_opens_a_window_and_waits_one_interval() -> None:
+    w = World(spec_of())
+    w.step()
+    assert w.mon == {"revision": NEW.id, "windowStart": iso(T0), "looks": 0}
+    assert w.requests == [] and w.requeue == pytest.approx(300.0)
+    w.after(timedelta(minutes=2))  # not due yet
+    assert w.requests == []
+    w.after(timedelta(minutes=3), counts(2, 1000))
+    assert [(r.start, r.end, r.revision, r.metrics) for r in w.requests] == [
+        (T0, T0 + INTERVAL, NEW.id, (("errors", "error-rate"),))
+    ]
+    assert w.mon["lastOutcome"] == "Passed" and w.mon["looks"] == 1
+    assert w.mon["windowStart"] == iso(T0 + INTERVAL)  # the next window starts where this one ended
+    assert w.condition("Monitoring")["status"] == "True"
+    assert w.status["phase"] == "Healthy" and w.events == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [(counts(None, None), "NoData"), (UNAVAILABLE, "Unavailable"), (counts(40, 100), "InsufficientData")],
+)
+def test_no_data_unavailable_or_too_few_requests_hold_and_never_judge(answer: Answer, outcome: str) -> None:
+    # 40 failures in 100 requests is far above 1 %, but 100 < minSamples: no verdict.
+    w = World(spec_of(rollback=True))
+    w.step()
+    for _ in range(3):
+        w.after(answer=answer)
+    assert w.mon["lastOutcome"] == outcome
+    assert w.mon["windowStart"] == iso(T0)  # the window keeps growing
+    assert [r.start for r in w.requests] == [T0, T0, T0]
+    assert w.mon["looks"] == 0 and "verdict" not in w.mon
+    assert w.condition("Monitoring")["status"] == "False"
+    assert w.condition("Monitoring")["reason"] == "MonitoringHold"
+    assert w.status["phase"] == "Healthy" and w.events == [] and w.undo == []
+
+
+def test_breach_without_rollback_sets_degraded_and_one_event() -> None:
+    w = World(spec_of(rollback=False))
+    w.step()
+    w.after(answer=counts(40, 1000))  # 4 % against an SLO of 1 %
+    assert w.mon["verdict"] == "Degraded" and w.mon["lastOutcome"] == "Breached"
+    assert w.status["phase"] == "Degraded"
+    assert w.condition("Degraded") | {"message": ""} == {
+        "type": "Degraded",
+        "status": "True",
+        "reason": "SLOBreached",
+        "message": "",
+    }
+    assert w.events == [("Warning", "SLOBreached")] and w.undo == []
+    assert "lastRollback" not in w.status
+    for _ in range(3):  # judged once: no new look, no new Event, still Degraded
+        w.after()
+    assert len(w.requests) == 1 and w.events == [("Warning", "SLOBreached")]
+    assert w.status["phase"] == "Degraded" and w.condition("Degraded")["status"] == "True"
+
+
+def test_breach_with_rollback_goes_back_to_the_previous_good_revision() -> None:
+    w = World(spec_of(rollback=True))
+    w.step()
+    w.after(answer=counts(3, 1000))  # 0.3 %: within the SLO
+    w.after(answer=counts(60, 1500))
+    assert w.undo == [1]
+    assert w.events == [("Warning", "SLOBreached"), ("Warning", "MonitoringRollback")]
+    assert [h["outcome"] for h in w.status["revisions"]] == ["Superseded", "RolledBack"]
+    assert w.status["lastRollback"]["code"] == "MonitoringRollback"
+    last = w.status["lastRollback"]
+    assert (last["fromModel"], last["toModel"]) == (NEW.model, OLD.model)
+    assert w.mon["rollbackToRevision"] == 1
+    w.after()
+    w.after()  # the undo has not rolled out yet: the verdict is not repeated
+    assert w.undo == [1] and len(w.events) == 2 and len(w.requests) == 2
+
+
+def test_breach_with_rollback_but_no_previous_revision_only_reports() -> None:
+    w = World(spec_of(rollback=True), promoted_status(with_previous=False))
+    w.step()
+    w.after(answer=counts(60, 1000))
+    assert w.undo == [] and w.mon["verdict"] == "Degraded"
+    assert [e for e in w.events if e[1] == "SLOBreached"] == [("Warning", "SLOBreached")] * 2
+    assert "lastRollback" not in w.status and w.status["revisions"][-1]["outcome"] == "Serving"
+
+
+def test_a_restarted_operator_resumes_the_same_window_from_status() -> None:
+    w = World(spec_of())
+    w.step()
+    w.after(answer=counts(1, 100))  # too few: the window from T0 keeps growing
+    saved = copy.deepcopy(w.status)
+    restarted = World(spec_of(), saved)  # nothing but status survives
+    restarted.now = w.now + timedelta(minutes=1)
+    restarted.step()
+    assert restarted.requests == []  # the interval counts from the last look, not the restart
+    restarted.after(timedelta(minutes=4), counts(2, 800))
+    assert restarted.requests[0].start == T0
+    assert restarted.mon["looks"] == 1 and restarted.mon["windowStart"] == iso(restarted.now)
+
+
+def test_planning_twice_gives_the_same_plan() -> None:
+    w = World(spec_of(rollback=True))
+    w.step()
+    w.now += INTERVAL
+    inp = RolloutInput(NEW, w.spec, copy.deepcopy(w.status), w.observed, w.now)
+    first = plan_rollout(inp)
+    assert first.monitoring_request is not None
+    look = (first.monitoring_request, counts(60, 1000)(first.monitoring_request))
+    a, b = plan_rollout(replace(inp, monitoring=look)), plan_rollout(replace(inp, monitoring=look))
+    assert (a.status, a.events, a.undo_to_revision) == (b.status, b.events, b.undo_to_revision)
+
+
+def test_a_new_stable_revision_starts_afresh() -> None:
+    w = World(spec_of())
+    w.step()
+    w.after(answer=counts(60, 1000))
+    assert w.mon["verdict"] == "Degraded"
+    w.status["monitoring"] = {**w.mon, "revision": OLD.id}  # as if another revision had been judged
+    w.after()
+    assert w.mon == {"revision": NEW.id, "windowStart": iso(w.now), "looks": 0}
+    assert w.status["phase"] == "Healthy"
+
+
+def test_no_monitoring_during_a_rollout_and_removed_spec_clears_status() -> None:
+    w = World(spec_of())
+    w.step()
+    assert "monitoring" in w.status
+    w.spec = ModelDeployment.spec_from({"model": {"name": NEW.model}}, name="asr")
+    w.after()
+    assert "monitoring" not in w.status
+    # A rollout in flight (desired is not the stable revision): no look.
+    spec = spec_of()
+    inp = RolloutInput(OLD, spec, promoted_status(), w.observed, T0 + timedelta(hours=1))
+    assert plan_rollout(inp).monitoring_request is None
+
+
+def test_the_look_reads_the_stable_services_triton_counters_over_the_window() -> None:
+    queries: list[str] = []
+
+    class Client:
+        def instant(self, query: str, at: float | None = None) -> QueryResult:
+            queries.append(query)
+            assert at == (T0 + INTERVAL).timestamp()
+            if "nv_inference_request_failure" in query:
+                return QueryResult(query, (Sample({}, 5.0, ((0.0, 10.0), (1.0, 15.0))),), 0.0)
+            return QueryResult(query, (Sample({}, 1500.0, ((0.0, 500.0), (1.0, 1490.0))),), 0.0)
+
+    look = window_counts(
+        Client(),
+        (("errors", "error-rate"),),
+        namespace="ns",
+        endpoint="asr",
+        service="asr-model-b-1234",
+        model=NEW.model,
+        start=T0,
+        end=T0 + INTERVAL,
+    )
+    assert look.unavailable is None and look.counts == (WindowCounts("errors", 5.0, 995.0),)
+    assert all('service="asr-model-b-1234"' in q and "[300s]" in q for q in queries)
