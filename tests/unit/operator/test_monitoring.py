@@ -12,15 +12,19 @@ from typing import Any
 
 import pytest
 
+from stt_harness.cluster import free_port
 from stt_operator.analysis.monitoring import MonitoringLook, WindowCounts, window_counts
 from stt_operator.analysis.prom import QueryResult, Sample
 from stt_operator.api.common import iso
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import Revision
+from stt_operator.controllers.context import OperatorContext
+from stt_operator.controllers.modeldeployment import run_monitoring_look
 from stt_operator.rollout.common import RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import ObservedRevision
+from stt_operator.settings import OperatorSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OLD = Revision("model-a", "sha256:a")
@@ -275,3 +279,30 @@ def test_the_look_reads_the_stable_services_triton_counters_over_the_window() ->
     )
     assert look.unavailable is None and look.counts == (WindowCounts("errors", 5.0, 995.0),)
     assert all('service="asr-model-b-1234"' in q and "[300s]" in q for q in queries)
+
+
+def _md() -> ModelDeployment:
+    mon = {"metrics": [{"name": "errors", "thresholdRange": {"max": 0.01}}], "rollback": True}
+    return ModelDeployment.from_body(
+        {
+            "metadata": {"name": "asr", "namespace": "ns"},
+            "spec": {"model": {"name": NEW.model}, "monitoring": mon},
+        }
+    )
+
+
+REQUEST = MonitoringRequest(NEW.id, NEW.model, (("errors", "error-rate"),), T0, T0 + INTERVAL)
+
+
+def test_the_controllers_look_holds_when_prometheus_is_down_or_missing() -> None:
+    def ctx(url: str) -> OperatorContext:
+        return OperatorContext(settings=OperatorSettings(prometheus_url=url), kube=None)  # type: ignore[arg-type]
+
+    down = run_monitoring_look(ctx(f"http://127.0.0.1:{free_port()}"), _md(), REQUEST)
+    assert down.unavailable == "unreachable" and down.counts == ()
+    missing = run_monitoring_look(ctx(""), _md(), REQUEST)
+    assert missing.unavailable == "NoPrometheus" and missing.counts == ()
+    w = World(spec_of(rollback=True))
+    w.step()
+    w.after(answer=lambda req: down)
+    assert w.mon["lastOutcome"] == "Unavailable" and w.undo == [] and w.events == []
