@@ -15,6 +15,8 @@ from stt_operator.analysis.model import AnalysisContext, Arm
 from stt_operator.analysis.presets import Fetcher, NoDataError, fetch_error_rate
 from stt_operator.analysis.prom import PromQueryError, QueryClient
 
+EXACT_WINDOW_MAX_S = 24 * 3600.0  # spec.monitoring.interval is at most 24h
+
 
 @dataclass(frozen=True)
 class WindowCounts:
@@ -54,6 +56,10 @@ def window_counts(
         candidate=Arm("stable", service, model),
         start=start.timestamp(),
         now=end.timestamp(),
+        # Exact increases (raw samples, no edge extrapolation) for every window up to the longest
+        # interval, so consecutive windows share no increment; a window grown by holds beyond a
+        # day uses increase(), whose extrapolation is negligible at that length.
+        exact_window_max_s=EXACT_WINDOW_MAX_S,
     )
     out: list[WindowCounts] = []
     try:

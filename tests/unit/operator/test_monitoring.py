@@ -33,7 +33,7 @@ INTERVAL = timedelta(minutes=5)
 Answer = Callable[[MonitoringRequest], MonitoringLook]
 
 
-def spec_of(rollback: bool = False, **monitoring: Any) -> Any:
+def spec_of(rollback: bool = False, strategy: str = "Canary", **monitoring: Any) -> Any:
     mon = {
         "interval": "5m",
         "minSamples": 500,
@@ -42,7 +42,8 @@ def spec_of(rollback: bool = False, **monitoring: Any) -> Any:
         "metrics": [{"name": "errors", "preset": "error-rate", "thresholdRange": {"max": 0.01}}],
         **monitoring,
     }
-    return ModelDeployment.spec_from({"model": {"name": NEW.model}, "monitoring": mon}, name="asr")
+    body = {"model": {"name": NEW.model}, "monitoring": mon, "strategy": {"type": strategy}}
+    return ModelDeployment.spec_from(body, name="asr")
 
 
 def promoted_status(with_previous: bool = True) -> dict[str, Any]:
@@ -111,6 +112,7 @@ class World:
             self.undo.append(plan.undo_to_revision)
         self.requeue = plan.requeue_after
         ModelDeploymentStatus.model_validate(self.status)  # status stays typed
+        assert ModelDeploymentStatus.unknown_fields(self.status) == []  # nothing the apiserver prunes
 
     def after(self, delta: timedelta = INTERVAL, answer: Answer | None = None) -> None:
         self.now += delta
@@ -139,6 +141,14 @@ def test_first_reconcile_opens_a_window_and_waits_one_interval() -> None:
     assert w.mon["windowStart"] == iso(T0 + INTERVAL)  # the next window starts where this one ended
     assert w.condition("Monitoring")["status"] == "True"
     assert w.status["phase"] == "Healthy" and w.events == []
+
+
+@pytest.mark.parametrize("strategy", ["Immediate", "BlueGreen"])
+def test_every_strategys_steady_state_is_monitored(strategy: str) -> None:
+    w = World(spec_of(rollback=True, strategy=strategy))
+    w.step()
+    w.after(answer=counts(60, 1000))
+    assert len(w.requests) == 1 and w.undo == [1] and w.status["phase"] == "Degraded"
 
 
 @pytest.mark.parametrize(
