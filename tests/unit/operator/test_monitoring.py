@@ -316,3 +316,92 @@ def test_the_controllers_look_holds_when_prometheus_is_down_or_missing() -> None
     w.step()
     w.after(answer=lambda req: down)
     assert w.mon["lastOutcome"] == "Unavailable" and w.undo == [] and w.events == []
+
+
+class _Kube:
+    """Just enough of the API facade for one ModelDeployment reconcile in steady state."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+        self.applied: list[dict[str, Any]] = []
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
+        return next(
+            (o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name),
+            None,
+        )
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, labels: Any = None) -> Any:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.applied.append(obj)
+
+    def delete(self, *args: Any) -> None:
+        raise AssertionError(f"nothing is deleted in steady state: {args}")
+
+
+def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller path (controllers/modeldeployment.py): the planner's look is taken, the
+    verdict is written to status and the undo annotation is set for rollout/history.py."""
+    import kopf
+
+    from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION
+    from stt_operator.controllers import modeldeployment as controller
+
+    model = {
+        "apiVersion": "stt.dev/v1alpha1",
+        "kind": "STTModel",
+        "metadata": {"name": NEW.model, "namespace": "ns"},
+        "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    desired = Revision(NEW.model, controller.model_digest(model))
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "asr-b",
+            "generation": 1,
+            "labels": {LABEL_DEPLOYMENT: "asr", LABEL_REVISION: desired.id, LABEL_MODEL: NEW.model},
+        },
+        "spec": {"replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "availableReplicas": 1,
+            "updatedReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True"}],
+        },
+    }
+    status = promoted_status()
+    status["stableRevision"] = desired.id
+    status["revisions"][1]["revisionId"] = desired.id
+    status["monitoring"] = {"revision": desired.id, "windowStart": "2026-01-01T00:00:00Z", "looks": 3}
+    mon = {"metrics": [{"name": "errors", "thresholdRange": {"max": 0.01}}], "rollback": True}
+    body = {
+        "apiVersion": "stt.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "asr", "namespace": "ns", "generation": 1, "uid": "u1", "annotations": {}},
+        "spec": {"model": {"name": NEW.model}, "strategy": {"type": "Immediate"}, "monitoring": mon},
+        "status": status,
+    }
+    seen: list[MonitoringRequest] = []
+
+    def look(ctx: Any, md: Any, request: MonitoringRequest) -> MonitoringLook:
+        seen.append(request)
+        return counts(80, 2000)(request)
+
+    monkeypatch.setattr(controller, "run_monitoring_look", look)
+    monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
+    ctx = OperatorContext(
+        settings=OperatorSettings(capacity_preflight=False), kube=_Kube([model, deployment])
+    )  # type: ignore[arg-type]
+    patch = kopf.Patch()
+    controller.reconcile(body, patch, ctx)
+    assert [r.revision for r in seen] == [desired.id]
+    assert patch["metadata"]["annotations"] == {"stt.dev/undo-to-revision": "1"}
+    assert patch["status"]["phase"] == "Degraded"
+    assert patch["status"]["monitoring"]["verdict"] == "Degraded"
+    assert patch["status"]["lastRollback"]["code"] == "MonitoringRollback"
+    assert [h["outcome"] for h in patch["status"]["revisions"]] == ["Superseded", "RolledBack"]
+    degraded = next(c for c in patch["status"]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "SLOBreached")
