@@ -405,3 +405,35 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
     assert [h["outcome"] for h in patch["status"]["revisions"]] == ["Superseded", "RolledBack"]
     degraded = next(c for c in patch["status"]["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "SLOBreached")
+
+
+def test_the_next_reconcile_undoes_to_the_previous_revision_through_history() -> None:
+    """The annotation the verdict sets is planned by rollout/history.py like `kubectl stt undo`:
+    spec.model goes back to the previous good model, which then rolls out through the strategy."""
+    from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
+
+    w = World(spec_of(rollback=True))
+    w.step()
+    w.after(answer=counts(60, 1000))
+    digests = {OLD.model: OLD.model_digest, NEW.model: NEW.model_digest}
+    plan = plan_history_requests({ANNOTATION_UNDO: str(w.undo[0])}, w.status, NEW.model, 10, digests.get)
+    assert plan.model == OLD.model and plan.consumed == [ANNOTATION_UNDO]
+    assert [e.reason for e in plan.events] == ["UndoRequested"]
+
+
+@pytest.mark.parametrize("old_available", [False, True])
+def test_the_rollback_rollout_serves_the_old_revision_before_switching(old_available: bool) -> None:
+    w = World(spec_of(rollback=True, strategy="Immediate"))
+    w.step()
+    w.after(answer=counts(60, 1000))
+    observed = dict(w.observed)
+    observed[OLD.id] = ObservedRevision(OLD.id, OLD.model, old_available, 1, 1 if old_available else 0)
+    # After the undo spec.model names the old model again: it is desired, the degraded one serves.
+    inp = RolloutInput(OLD, spec_of(rollback=True, strategy="Immediate"), w.status, observed, w.now)
+    plan = plan_rollout(inp)
+    assert [r for r, _ in plan.ensure] == [OLD]
+    assert plan.monitoring_request is None  # no look while the rollback rolls out
+    if old_available:
+        assert plan.route == {OLD.id: 100}
+    else:
+        assert plan.route in (None, {NEW.id: 100})  # the degraded one serves until the old is ready
