@@ -23,7 +23,7 @@ from stt_operator.analysis.monitoring import MonitoringLook, window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
@@ -152,7 +152,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
         ROLLBACKS.labels(namespace, name)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
-        if any(e.reason == "RolledBack" for e in writer.events):
+        if any(e.reason in ("RolledBack", REASON_MONITORING_ROLLBACK) for e in writer.events):
             ROLLBACKS.labels(namespace, name).inc()
         writer.commit(patch)
     return requeue

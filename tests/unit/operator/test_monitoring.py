@@ -396,7 +396,10 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
         settings=OperatorSettings(capacity_preflight=False), kube=_Kube([model, deployment])
     )  # type: ignore[arg-type]
     patch = kopf.Patch()
+    rollbacks = controller.ROLLBACKS.labels("ns", "asr")
+    before = rollbacks._value.get()
     controller.reconcile(body, patch, ctx)
+    assert rollbacks._value.get() == before + 1  # stt_operator_rollbacks_total counts it
     assert [r.revision for r in seen] == [desired.id]
     assert patch["metadata"]["annotations"] == {"stt.dev/undo-to-revision": "1"}
     assert patch["status"]["phase"] == "Degraded"
