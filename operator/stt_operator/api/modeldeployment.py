@@ -11,6 +11,7 @@ from stt_operator.api.common import (
     DNS_LABEL,
     DNS_SUBDOMAIN_PATTERN,
     LABEL_KEY_PATTERN,
+    UNIQUE_NAMES_RULE,
     AnalysisSpec,
     ApiModel,
     Condition,
@@ -20,11 +21,13 @@ from stt_operator.api.common import (
     LanguagePair,
     ModelRef,
     ObjectName,
+    PrometheusSpec,
     ResourcesSpec,
     ShortText,
     StatusModel,
     Timestamp,
     bounded_duration,
+    check_unique,
     conditions_field,
     exactly_one_rule,
     parse_duration,
@@ -391,6 +394,93 @@ class SmokeTestSpec(ApiModel):
     """How long one smoke inference may take."""
 
 
+# --- monitoring after promotion ----------------------------------------------------------------
+
+# Only metrics whose served-revision series support an exact test: error-rate is failed / all
+# requests from Triton's own counters (nv_inference_request_failure / _success of the stable
+# revision's Service), tested with the exact binomial test (stats/monitoring.py). WER needs
+# reference transcripts (the evaluator runs only during rollouts) and Triton exports no latency
+# histogram, so neither is offered: the enum rejects them at admission.
+MonitoringPreset = Literal["error-rate"]
+MONITORING_PRESETS: tuple[str, ...] = MonitoringPreset.__args__  # type: ignore[attr-defined]
+_SLO_MIN = "monitoring.metrics[].thresholdRange.min is not used: the SLO is an upper bound (max)"
+
+
+class SloThreshold(ApiModel):
+    """The SLO of one monitored metric: the largest acceptable event probability."""
+
+    max: float = Field(ge=0, lt=1)
+    """Largest acceptable value, e.g. 0.01 = at most 1 % of requests fail."""
+    min: float | None = Field(default=None, description="not allowed: the SLO is an upper bound")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "!has(self.min)", "message": _SLO_MIN, "fieldPath": ".min"}]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.min is not None:
+            raise ValueError(_SLO_MIN)
+        return self
+
+
+class MonitoringMetric(ApiModel):
+    """One metric of the served revision and its absolute SLO."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=63)
+    """Unique name of the metric (used in status and Events)."""
+    preset: MonitoringPreset = "error-rate"
+    """What is measured; only error-rate (failed / all requests, from Triton's counters)."""
+    threshold_range: SloThreshold
+    """The SLO: thresholdRange.max."""
+
+
+class MonitoringSpec(ApiModel):
+    """Keep checking the promoted (stable) revision against absolute SLOs.
+
+    Each look tests every metric on the requests of its own window since the previous look,
+    at a level that keeps false alarms per day at most `maxFalseAlarmsPerDay` while the SLO
+    holds (docs/rollouts.md, "Monitoring after promotion")."""
+
+    interval: bounded_duration("monitoring.interval", "10s", "24h") = "5m"  # type: ignore[valid-type]
+    """Time between two looks (each look judges the requests since the previous one)."""
+    metrics: list[MonitoringMetric] = Field(
+        min_length=1,
+        max_length=8,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": UNIQUE_NAMES_RULE, "message": "monitoring.metrics names must be unique"}
+            ]
+        },
+    )
+    """The metrics and their SLOs."""
+    min_samples: int = Field(default=500, ge=1, le=100_000_000)
+    """Requests a look needs before it is tested; fewer: the window keeps growing until the
+    next look (a hold, never a verdict)."""
+    max_false_alarms_per_day: float = Field(default=0.01, ge=1e-6, le=1)
+    """False-alarm budget: expected alarms per day while every metric is exactly at its SLO
+    (0.01 = one in 100 days at worst)."""
+    rollback: bool = False
+    """On a breach roll back to the previous good revision (true, needs spec.model), or only
+    set the Degraded condition and emit an Event (false)."""
+    prometheus: PrometheusSpec | None = None
+    """Where to query; spec.analysis.prometheus, else the operator-wide Prometheus, when empty."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_unique([m.name for m in self.metrics], "monitoring.metrics names")
+        return self
+
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+
+_MONITORING_ROLLBACK = (
+    "monitoring.rollback needs spec.model: the rollback points spec.model at the previous revision"
+    " (with spec.selector set monitoring.rollback false)"
+)
 _ANALYSIS_NEEDED = "(has(self.analysis) && size(self.analysis.metrics) > 0)"
 
 
@@ -432,6 +522,9 @@ class ModelDeploymentSpec(ApiModel):
     smoke-tested) before the rollout is aborted with reason ProgressDeadlineExceeded."""
     smoke_test: SmokeTestSpec | None = None
     """Transcribe a known utterance through each new revision before it gets weight."""
+    monitoring: MonitoringSpec | None = None
+    """After promotion: keep checking the served revision against absolute SLOs, and roll back
+    or report when it degrades."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -475,6 +568,11 @@ class ModelDeploymentSpec(ApiModel):
                     "fieldPath": ".endpoint.languagePair",
                 },
                 {
+                    "rule": "!has(self.monitoring) || !self.monitoring.rollback || has(self.model)",
+                    "message": _MONITORING_ROLLBACK,
+                    "fieldPath": ".monitoring.rollback",
+                },
+                {
                     "rule": "!has(self.endpoint) || !has(self.endpoint.gatewayRef)"
                     " || self.routing == 'gateway-api'",
                     "message": "endpoint.gatewayRef is only used with routing gateway-api",
@@ -509,6 +607,8 @@ class ModelDeploymentSpec(ApiModel):
         bg = self.strategy.blue_green
         if bg is not None and bg.pre_promotion_analysis and not metrics:
             raise ValueError("strategy.blueGreen.prePromotionAnalysis needs spec.analysis.metrics")
+        if self.monitoring is not None and self.monitoring.rollback and self.model is None:
+            raise ValueError(_MONITORING_ROLLBACK)
         if self.endpoint and self.endpoint.gateway_ref and self.routing != "gateway-api":
             raise ValueError("endpoint.gatewayRef is only used with routing gateway-api")
         return self
@@ -570,6 +670,52 @@ REASON_REVISION_RETIRED = "RevisionRetired"
 REASON_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 REASON_INSUFFICIENT_GPU = "InsufficientGPU"
 REASON_SMOKE_TEST_FAILED = "SmokeTestFailed"
+
+
+# Monitoring after promotion (spec.monitoring): condition type, outcomes and reasons.
+COND_MONITORING = "Monitoring"  # True: the last look judged; False: it held (and why)
+MonitoringOutcome = Literal["Passed", "Breached", "InsufficientData", "NoData", "Unavailable"]
+MONITOR_PASSED = "Passed"
+MONITOR_BREACHED = "Breached"
+MONITOR_INSUFFICIENT = "InsufficientData"
+MONITOR_NO_DATA = "NoData"
+MONITOR_UNAVAILABLE = "Unavailable"
+MonitoringVerdict = Literal["Healthy", "Degraded"]
+VERDICT_HEALTHY = "Healthy"
+VERDICT_DEGRADED = "Degraded"
+REASON_SLO_BREACHED = "SLOBreached"
+REASON_MONITORING_ROLLBACK = "MonitoringRollback"
+REASON_MONITORING_HOLD = "MonitoringHold"
+REASON_MONITORING_OK = "WithinSLO"
+
+
+class MonitoringMetricStatus(StatusModel):
+    """The last tested window of one monitored metric."""
+
+    name: str = Field(max_length=63)
+    events: int = Field(default=0, ge=0)
+    trials: int = Field(default=0, ge=0)
+    observed: float | None = None
+    threshold: float | None = None
+    p_value: float | None = None
+    alpha: float | None = None
+    outcome: MonitoringOutcome | None = None
+
+
+class MonitoringStatus(StatusModel):
+    """Where monitoring of the served revision stands; a restarted operator resumes from it."""
+
+    revision: str | None = Field(default=None, max_length=63, description="the stable revision watched")
+    window_start: Timestamp | None = None
+    """Counts of the next look start here (the end of the last tested window)."""
+    last_look_at: Timestamp | None = None
+    looks: int = Field(default=0, ge=0, description="tested windows of this revision")
+    last_outcome: MonitoringOutcome | None = None
+    metrics: list[MonitoringMetricStatus] = Field(default_factory=list, max_length=8)
+    verdict: MonitoringVerdict | None = None
+    verdict_at: Timestamp | None = None
+    rollback_to_revision: int | None = Field(default=None, ge=0)
+    message: ShortText | None = None
 
 
 class AnalysisRun(StatusModel):
@@ -649,6 +795,7 @@ class ModelDeploymentStatus(StatusModel):
     last_rollback: RollbackRecord | None = None
     held_by: str | None = Field(default=None, max_length=253)
     smoke_test: SmokeTestStatus | None = None
+    monitoring: MonitoringStatus | None = None
     endpoint: str | None = Field(default=None, max_length=1024)
     message: ShortText | None = None
 

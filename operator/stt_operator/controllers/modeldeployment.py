@@ -19,10 +19,11 @@ import kopf
 
 from stt_operator.analysis.engine import evaluate_metrics
 from stt_operator.analysis.model import AnalysisResult, MetricResult
+from stt_operator.analysis.monitoring import MonitoringLook, window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError, parse_duration
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
@@ -64,7 +65,8 @@ from stt_operator.rollout.common import (
 )
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
-from stt_operator.rollout.history import plan_history_requests
+from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
+from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision, SmokeRequest, SmokeResult
 from stt_operator.rollout.selection import select_model
 from stt_operator.services.capacity import CapacityObserver
@@ -150,7 +152,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
         ROLLBACKS.labels(namespace, name)
         if any(e.reason == "Promoted" for e in writer.events):
             PROMOTIONS.labels(namespace, name).inc()
-        if any(e.reason == "RolledBack" for e in writer.events):
+        if any(e.reason in ("RolledBack", REASON_MONITORING_ROLLBACK) for e in writer.events):
             ROLLBACKS.labels(namespace, name).inc()
         writer.commit(patch)
     return requeue
@@ -209,6 +211,34 @@ def run_analysis(
         return AnalysisResult(
             "Error", message, tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc}") for m in metrics)
         )
+
+
+def run_monitoring_look(
+    ctx: OperatorContext, md: ModelDeployment, request: MonitoringRequest
+) -> MonitoringLook:
+    """One monitoring look (rollout/monitoring.py): the stable revision's counts over the
+    request's window. Any failure is `unavailable` (a hold), never a crash or a verdict."""
+    monitoring, analysis = md.spec.monitoring, md.spec.analysis
+    prom = (monitoring.prometheus if monitoring else None) or (analysis.prometheus if analysis else None)
+    try:
+        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
+        timeout = parse_duration(prom.timeout) if prom else 10.0
+        service = revision_object_name(md.name, request.model, request.revision)
+        return window_counts(
+            PrometheusClient(url, timeout_s=timeout),
+            request.metrics,
+            namespace=md.namespace,
+            endpoint=md.name,
+            service=service,
+            model=request.model,
+            start=request.start,
+            end=request.end,
+        )
+    except PromQueryError as exc:
+        return MonitoringLook((), UNAVAILABLE_REASONS.get(exc.kind, exc.kind), exc.detail)
+    except Exception as exc:  # a bad address or a bug must not stop the reconcile loop
+        log.exception("monitoring look of %s/%s failed", md.namespace, md.name)
+        return MonitoringLook((), "LookFailed", f"monitoring look could not run: {exc}")
 
 
 def _analysis_availability(
@@ -400,13 +430,18 @@ def _reconcile_valid(
             inputs = replace(inputs, analysis=(plan.analysis_request, result))
         elif plan.smoke_request is not None and inputs.smoke is None:
             inputs = replace(inputs, smoke=run_smoke(ctx, name, namespace, model, plan.smoke_request))
-        elif plan.analysis_request is not None or plan.smoke_request is not None:
+        elif plan.monitoring_request is not None and inputs.monitoring is None:
+            look = run_monitoring_look(ctx, md, plan.monitoring_request)
+            inputs = replace(inputs, monitoring=(plan.monitoring_request, look))
+        elif any(r is not None for r in (plan.analysis_request, plan.smoke_request, plan.monitoring_request)):
             raise RuntimeError("the rollout planner asked for the same look twice in one reconcile")
         else:
             break
         plan = plan_rollout(inputs)
     for annotation in plan.consumed:  # a person's request is acted on once
         patch.metadata.annotations[annotation] = None
+    if plan.undo_to_revision is not None:  # monitoring's rollback: the same path as `kubectl stt undo`
+        patch.metadata.annotations[ANNOTATION_UNDO] = str(plan.undo_to_revision)
 
     # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
     by_ratio = spec.routing == "replica-ratio"

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stt_operator.analysis.engine import aggregate
 from stt_operator.analysis.model import AnalysisResult
@@ -30,6 +30,10 @@ from stt_operator.rollout.plan import (
     ObservedRevision,
     SmokeResult,
 )
+
+if TYPE_CHECKING:  # rollout/monitoring.py is planned after this module's planners
+    from stt_operator.analysis.monitoring import MonitoringLook
+    from stt_operator.rollout.monitoring import MonitoringRequest
 
 MAX_ANALYSIS_RUNS = 100  # status.analysisRuns maxItems
 MAX_TEXT = 1000  # ShortText fields hold 1024 characters
@@ -63,6 +67,8 @@ class RolloutInput:
     capacity: CapacityVerdict | None = None
     smoke_enabled: bool = False  # spec.smokeTest.enabled, or the operator's default
     smoke: SmokeResult | None = None  # the result of the smoke request of the previous plan
+    # The answer to the previous plan's monitoring_request, with that request.
+    monitoring: tuple[MonitoringRequest, MonitoringLook] | None = None
 
     @property
     def stable_id(self) -> str | None:

@@ -23,6 +23,7 @@ from stt_operator.rollout.common import (
 )
 from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.immediate import plan_immediate
+from stt_operator.rollout.monitoring import plan_monitoring
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan
 from stt_operator.rollout.progressive import plan_progressive, steps_for
 
@@ -46,6 +47,8 @@ def _nothing_in_flight(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan:
 def plan_rollout(inp: RolloutInput) -> EndpointPlan:
     plan = _plan(inp)
     held_by = inp.status.get("heldBy")
+    if not held_by:
+        _monitor(inp, plan)
     if held_by:
         # Exactly one controller writes an endpoint's weights: while an ABTest holds the route,
         # this one leaves it alone and says so. Nothing moves either: the test's route may name
@@ -60,6 +63,40 @@ def plan_rollout(inp: RolloutInput) -> EndpointPlan:
         plan.conditions = [c for c in plan.conditions if c.type != "Paused"]
         plan.conditions.append(ConditionUpdate("Paused", "True", "HeldByABTest", message))
     return plan
+
+
+def _monitor(inp: RolloutInput, plan: EndpointPlan) -> None:
+    """spec.monitoring on a Healthy endpoint (the desired revision serves, nothing in flight):
+    one look per interval, judged by rollout/monitoring.py, merged into the steady plan."""
+    monitoring = inp.spec.monitoring
+    if monitoring is None:
+        if inp.status.get("monitoring") is not None:
+            plan.status["monitoring"] = None  # removed from the spec: re-adding starts afresh
+        return
+    stable = inp.stable_id
+    phase = plan.status.get("phase", inp.status.get("phase"))
+    in_flight = plan.status.get("canaryRevision", inp.status.get("canaryRevision"))
+    if not stable or inp.desired.id != stable or phase != "Healthy" or in_flight:
+        return
+    if plan.analysis_request is not None or plan.smoke_request is not None:
+        return
+    stable_model = plan.status.get("stableModel") or inp.status.get("stableModel") or inp.desired.model
+    mon = plan_monitoring(monitoring, inp.status, stable, stable_model, inp.now, inp.monitoring)
+    if mon.status is not None:
+        plan.status["monitoring"] = mon.status
+    plan.monitoring_request = mon.request
+    plan.conditions = [c for c in plan.conditions if c.type not in {m.type for m in mon.conditions}]
+    plan.conditions += mon.conditions
+    plan.events += mon.events
+    if mon.phase is not None:
+        plan.status["phase"] = mon.phase
+    if mon.revisions is not None:
+        plan.status["revisions"] = mon.revisions
+    if mon.last_rollback is not None:
+        plan.status["lastRollback"] = mon.last_rollback
+    plan.undo_to_revision = mon.undo_to_revision
+    if mon.requeue_after is not None:
+        plan.requeue_after = min(plan.requeue_after or mon.requeue_after, mon.requeue_after)
 
 
 # Status that says which revision serves and how far a rollout got: frozen while an ABTest holds.

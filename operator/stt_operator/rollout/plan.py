@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stt_operator.builders.serving import Revision
+
+if TYPE_CHECKING:  # rollout/monitoring.py imports this module
+    from stt_operator.rollout.monitoring import MonitoringRequest
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,8 @@ class EndpointPlan:
     analysis_request: AnalysisRequest | None = None  # set: nothing else in this plan is meant to apply
     smoke_request: SmokeRequest | None = None  # set: likewise, the controller runs it and plans again
     consumed: list[str] = field(default_factory=list)  # annotations the plan acted on: clear them
+    # Monitoring after promotion (rollout/monitoring.py): a look to take (the controller takes it
+    # and plans again, like analysis_request) and a revision to go back to (the controller sets
+    # the stt.dev/undo-to-revision annotation; rollout/history.py plans it on the next reconcile).
+    monitoring_request: MonitoringRequest | None = None
+    undo_to_revision: int | None = None
