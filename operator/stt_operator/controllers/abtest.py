@@ -84,6 +84,7 @@ def _endpoint_info(
         return EndpointInfo(name, exists=False)
     status = md.get("status") or {}
     spec = md.get("spec") or {}
+    prometheus = (spec.get("analysis") or {}).get("prometheus") or {}
     info = EndpointInfo(
         name,
         held_by=(md["metadata"].get("annotations") or {}).get(ANNOTATION_HELD_BY),
@@ -93,6 +94,8 @@ def _endpoint_info(
         stable_revision=status.get("stableRevision"),
         canary_revision=status.get("canaryRevision"),
         routing=spec.get("routing") or "gateway-api",
+        prometheus_source=prometheus.get("source"),
+        prometheus_address=prometheus.get("address"),
     )
     if info.stable_service:
         deployment = ctx.kube.get("apps/v1", "Deployment", info.stable_service, namespace)
@@ -119,7 +122,8 @@ def measure(
     across them), and the sample-ratio check. Any failure is a Measurement with `error`."""
     spec = abt.spec
     try:
-        client = PrometheusClient(ctx.settings.prometheus_for(), timeout_s=PROMETHEUS_TIMEOUT_S)
+        url = ctx.settings.prometheus_for(inp.endpoint.prometheus_source, inp.endpoint.prometheus_address)
+        client = PrometheusClient(url, timeout_s=PROMETHEUS_TIMEOUT_S)
         by_variant = {b.variant: b for b in backends(inp)}
         control = spec.control().name
 

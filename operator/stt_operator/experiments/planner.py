@@ -118,6 +118,10 @@ class EndpointInfo:
     canary_revision: str | None = None
     routing: str = "gateway-api"
     stable_available: bool = False
+    # The endpoint's `spec.analysis.prometheus`: the test reads the same Prometheus its
+    # rollouts do (None: the operator's default).
+    prometheus_source: str | None = None
+    prometheus_address: str | None = None
 
     @property
     def stable_service(self) -> str | None:
