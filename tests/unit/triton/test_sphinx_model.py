@@ -131,3 +131,17 @@ def test_recogniser_transcribes_synthesised_commands(tmp_path: Path) -> None:
     assert model.transcribe(other)[0] == "turn on the fan"
     assert model.transcribe(audio) == (text, confidence)
     assert model.transcribe(np.zeros(0, np.float32)) == ("", 0.0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 1 / 3, 1.0])
+def test_the_fault_knob_fails_an_exact_evenly_spread_share(fraction: float) -> None:
+    failed = [m.injected_fault(i, fraction) for i in range(300)]
+    for n in (1, 7, 40, 300):  # every prefix has exactly floor(n * fraction) failures
+        assert sum(failed[:n]) == int(n * fraction)
+    assert m.fault_fraction({"fault_error_fraction": str(fraction)}) == pytest.approx(fraction)
+    assert m.fault_fraction({}) == 0.0
+
+
+def test_the_fault_knob_rejects_a_share_outside_zero_to_one() -> None:
+    with pytest.raises(ValueError, match="not in"):
+        m.fault_fraction({"fault_error_fraction": "1.5"})

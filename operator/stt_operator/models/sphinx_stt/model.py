@@ -26,6 +26,9 @@ Model `parameters` (config.pbtxt, all strings):
                 and other synthetic audio has exact digital silence, which breaks the
                 decoder's cepstral mean normalisation
   sample_rate   Hz (default 16000)
+  fault_error_fraction  fail this fraction (0..1) of requests with an error, spread evenly over
+                the requests the instance receives (deterministic): the fault knob that makes
+                a served model "start failing" for post-promotion monitoring tests
   extra_sys_path  os.pathsep-separated directories added to sys.path (the stub does not
                 inherit a virtualenv; alternatively use EXECUTION_ENV_PATH)
 
@@ -71,6 +74,20 @@ def input_snr_db(params: dict[str, str]) -> float | None:
         return float(params["noise_snr_db"])
     dither = params.get("dither_snr_db", "30")
     return None if dither.lower() in ("", "off", "none") else float(dither)
+
+
+def fault_fraction(params: dict[str, str]) -> float:
+    """The share of requests to fail on purpose (0 unless `fault_error_fraction` is set)."""
+    value = float(params.get("fault_error_fraction") or 0.0)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"fault_error_fraction {value} is not in [0, 1]")
+    return value
+
+
+def injected_fault(index: int, fraction: float) -> bool:
+    """Whether request number `index` (0, 1, ...) fails: exactly floor(n * fraction) of the
+    first n requests do, evenly spread."""
+    return int((index + 1) * fraction) > int(index * fraction)
 
 
 def as_float(audio: np.ndarray) -> np.ndarray:
@@ -141,6 +158,8 @@ class TritonPythonModel:
         self.decoder = Decoder(**decoder_options(params, version_dir))
         self.snr_db = input_snr_db(params)
         self.seed = int(params.get("noise_seed", "0"))
+        self.fault_fraction = fault_fraction(params)
+        self.requests_seen = 0
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
         audio = as_float(audio)
@@ -165,6 +184,11 @@ class TritonPythonModel:
 
         responses = []
         for request in requests:
+            index, self.requests_seen = self.requests_seen, self.requests_seen + 1
+            if injected_fault(index, self.fault_fraction):
+                error = pb_utils.TritonError("sphinx_stt: injected fault (fault_error_fraction)")
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
             try:
                 audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
                 length = pb_utils.get_input_tensor_by_name(request, "AUDIO_LENGTH")  # optional
