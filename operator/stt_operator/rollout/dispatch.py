@@ -73,7 +73,9 @@ def _monitor(inp: RolloutInput, plan: EndpointPlan) -> None:
         if inp.status.get("monitoring") is not None:
             plan.status["monitoring"] = None  # removed from the spec: re-adding starts afresh
         return
-    stable = inp.stable_id
+    # The plan's own stable revision when it promotes one in this reconcile: nothing else
+    # would wake a Healthy endpoint to start watching it (reconciles are event-driven).
+    stable = plan.status.get("stableRevision") or inp.stable_id
     phase = plan.status.get("phase", inp.status.get("phase"))
     in_flight = plan.status.get("canaryRevision", inp.status.get("canaryRevision"))
     if not stable or inp.desired.id != stable or phase != "Healthy" or in_flight:

@@ -440,3 +440,21 @@ def test_the_rollback_rollout_serves_the_old_revision_before_switching(old_avail
         assert plan.route == {OLD.id: 100}
     else:
         assert plan.route in (None, {NEW.id: 100})  # the degraded one serves until the old is ready
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_the_reconcile_that_promotes_a_revision_starts_watching_it(first: bool) -> None:
+    """Reconciles are event-driven: the one that makes a revision stable must open its window
+    and ask to be woken after one interval, or a Healthy endpoint would never be looked at."""
+    if first:  # the endpoint's first revision turns Available
+        status: dict[str, Any] = {}
+    else:  # an Immediate switch from OLD to NEW, NEW now Available
+        status = {**promoted_status(), "stableRevision": OLD.id, "stableModel": OLD.model}
+        status["revisions"] = [{**status["revisions"][0], "outcome": "Serving"}]
+    w = World(spec_of(strategy="Immediate"), status)
+    if not first:
+        w.observed = {**w.observed, OLD.id: ObservedRevision(OLD.id, OLD.model, True, 1, 1)}
+    w.step()
+    assert w.status["stableRevision"] == NEW.id and w.status["phase"] == "Healthy", w.status
+    assert w.mon == {"revision": NEW.id, "windowStart": iso(T0), "looks": 0}
+    assert w.requeue is not None and 0 < w.requeue <= 300.0  # woken within one interval
