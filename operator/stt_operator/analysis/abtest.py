@@ -87,13 +87,17 @@ def decide_ab(
         )
     if all(rej for _, rej in adj_worse.values()) and control not in blocked:
         p = min(1.0, 2.0 * max(p for p, _ in adj_worse.values()))
+        # The effect and interval reported are those of the variant closest to the control
+        # (the largest adjusted p, the one that sets `p`): how much the control wins by at least.
+        closest = max(adj_worse, key=lambda v: adj_worse[v][0])
+        r = results[closest]
         return ABDecision(
             "Winner",
             control,
             p,
-            None,
-            None,
-            f"control {control} beats every variant (max adjusted p={p:.2g})",
+            r.effect,
+            _ci(r),
+            f"control {control} beats every variant (max adjusted p={p:.2g}; closest {closest}: {r.message})",
             True,
         )
     if margin is not None:

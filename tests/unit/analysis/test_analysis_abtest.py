@@ -45,8 +45,14 @@ def test_guardrail_failure_blocks_the_winner() -> None:
 
 
 def test_control_wins_when_every_variant_is_worse() -> None:
-    d = decide_ab("a", {"b": _result("b", 0.3, 3), "c": _result("c", 0.35, 4)})
+    results = {"b": _result("b", 0.3, 3), "c": _result("c", 0.35, 4)}
+    d = decide_ab("a", results)
     assert d.outcome == "Winner" and d.winner == "a"
+    # Its effect and interval are those of the variant with the weakest evidence against it
+    # (candidate - control > 0: worse), named in the reason.
+    (closest,) = [v for v in results if f"closest {v}:" in d.reason]
+    assert d.effect is not None and d.effect == results[closest].effect and d.effect > 0
+    assert d.confidence_interval is not None and d.confidence_interval[0] > 0
 
 
 def test_equivalence_and_end_without_difference() -> None:
