@@ -70,7 +70,7 @@ crds-check: venv
 cluster: deps tools venv ## start a local control plane + real node for a person (Ctrl-C stops it)
 	$(PY) -m stt_harness.cluster --real-node --gateway --prometheus-operator
 
-demo: deps tools venv ## local control plane + CRDs + operator + samples
+demo: deps tools venv ## the loop on a real node: WER rollback, INT8 canary, A/B verdict, HTML reports
 	$(VENV)/bin/stt-demo
 
 clean:
