@@ -37,10 +37,24 @@ def table(results: dict[str, dict]) -> str:
     ]
     for name, r in results.items():
         seconds = r.get("decision_s", r.get("detection_s", r.get("promotion_s")))
+        if "utterances_at_decision" not in r:  # monitoring: judged on request counts, not WER
+            continue
         lines.append(
             f"| {name} | {seconds} s | {r['utterances_at_decision']:.0f} |"
             f" {r['wer_canary']:.3f} / {r['wer_stable']:.3f} | {r['requests']} | {r['failed']} |"
         )
+    monitored = {n: r for n, r in results.items() if "error_rate_at_verdict" in r}
+    if monitored:
+        lines += [
+            "",
+            "| scenario | detection after | looks | error rate / requests at verdict | requests | failed |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, r in monitored.items():
+            lines.append(
+                f"| {name} | {r['detection_s']} s | {r['looks']} | {r['error_rate_at_verdict']:.3f} /"
+                f" {r['requests_at_verdict']} | {r['requests']} | {r['failed']} |"
+            )
     lines += ["", "| scenario | route in force | requests | failed |", "| --- | --- | --- | --- |"]
     for name, r in results.items():
         for row in r["per_route"]:
