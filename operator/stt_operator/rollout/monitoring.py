@@ -123,8 +123,13 @@ def plan_monitoring(
     plan = MonitoringPlan()
     state = dict(status.get("monitoring") or {})
     if state.get("revision") != stable_id:  # first look at this revision (or a new one serves)
-        state = _fresh(stable_id, now)
-        plan.status = state
+        previous, state = state, _fresh(stable_id, now)
+        # Status is written as a merge patch: every field of the previous revision's state is
+        # removed explicitly, or its verdict would stick to the revision now serving.
+        plan.status = {**{key: None for key in previous if key not in state}, **state}
+        if previous.get("verdict") == VERDICT_DEGRADED:
+            message = f"revision {stable_id} serves; the SLO breach was revision {previous.get('revision')}'s"
+            plan.conditions.append(ConditionUpdate(COND_DEGRADED, "False", "Healthy", message))
     if state.get("verdict") == VERDICT_DEGRADED:  # judged once: no new look, no new Event
         plan.conditions = _degraded_conditions(state)
         plan.phase = PHASE_DEGRADED

@@ -5,7 +5,7 @@ restart resume, no second verdict after one."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +71,17 @@ def counts(events: float | None, trials: float | None) -> Answer:
 UNAVAILABLE: Answer = lambda req: MonitoringLook((), "NoPrometheus", "no Prometheus is configured")  # noqa: E731
 
 
+def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386: nested objects merge key by key, None removes a key."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 class World:
     """status + the cluster as the planner sees them; `step()` is one reconcile."""
 
@@ -93,11 +104,7 @@ class World:
             inp = replace(inp, monitoring=(plan.monitoring_request, answer(plan.monitoring_request)))
             plan = plan_rollout(inp)
             assert plan.monitoring_request is None
-        for key, value in plan.status.items():
-            if value is None:
-                self.status.pop(key, None)
-            else:
-                self.status[key] = value
+        merge_patch(self.status, plan.status)  # what the controller writes: a merge patch
         conditions = {c.get("type"): c for c in self.status.get("conditions") or []}
         for c in plan.conditions:
             conditions[c.type] = {
@@ -249,8 +256,12 @@ def test_a_new_stable_revision_starts_afresh() -> None:
     assert w.mon["verdict"] == "Degraded"
     w.status["monitoring"] = {**w.mon, "revision": OLD.id}  # as if another revision had been judged
     w.after()
+    # Nothing of the judged revision's state is left (the verdict would stick otherwise).
     assert w.mon == {"revision": NEW.id, "windowStart": iso(w.now), "looks": 0}
     assert w.status["phase"] == "Healthy"
+    assert w.condition("Degraded")["status"] == "False"
+    w.after(answer=counts(2, 1000))  # the new revision is judged on its own counts
+    assert w.mon["lastOutcome"] == "Passed" and w.status["phase"] == "Healthy"
 
 
 def test_no_monitoring_during_a_rollout_and_removed_spec_clears_status() -> None:
