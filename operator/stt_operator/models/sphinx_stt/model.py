@@ -26,9 +26,10 @@ Model `parameters` (config.pbtxt, all strings):
                 and other synthetic audio has exact digital silence, which breaks the
                 decoder's cepstral mean normalisation
   sample_rate   Hz (default 16000)
-  fault_error_fraction  fail this fraction (0..1) of requests with an error, spread evenly over
-                the requests the instance receives (deterministic): the fault knob that makes
-                a served model "start failing" for post-promotion monitoring tests
+  fault_error_fraction  fail this fraction (0..1) of requests, spread evenly over the requests
+                the instance receives (deterministic; a batch holding a failed request fails
+                whole): the fault knob that makes a served model "start failing" for
+                post-promotion monitoring tests
   extra_sys_path  os.pathsep-separated directories added to sys.path (the stub does not
                 inherit a virtualenv; alternatively use EXECUTION_ENV_PATH)
 
@@ -182,13 +183,14 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils
 
+        first, self.requests_seen = self.requests_seen, self.requests_seen + len(requests)
+        if any(injected_fault(first + i, self.fault_fraction) for i in range(len(requests))):
+            # Raised, not answered with an error response: Triton counts a request failed
+            # (nv_inference_request_failure) only when execute raises; an error response from
+            # the Python backend is counted as a success. The whole batch fails.
+            raise RuntimeError("sphinx_stt: injected fault (fault_error_fraction)")
         responses = []
         for request in requests:
-            index, self.requests_seen = self.requests_seen, self.requests_seen + 1
-            if injected_fault(index, self.fault_fraction):
-                error = pb_utils.TritonError("sphinx_stt: injected fault (fault_error_fraction)")
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
             try:
                 audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
                 length = pb_utils.get_input_tensor_by_name(request, "AUDIO_LENGTH")  # optional
