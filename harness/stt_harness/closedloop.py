@@ -240,10 +240,13 @@ def delete_volume(cluster: LocalCluster, namespace: str) -> None:
 # --- models and endpoint ---------------------------------------------------------------------
 
 
-def sphinx_model(name: str, namespace: str, *, degraded: bool = False) -> dict[str, Any]:
+def sphinx_model(
+    name: str, namespace: str, *, degraded: bool = False, parameters: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The built-in pocketsphinx recogniser from the images (`file:///opt/stt-models/...`), CPU,
-    with the labelled set on the claim as its evaluation set."""
-    spec = sphinx_spec(degraded=degraded)
+    with the labelled set on the claim as its evaluation set; `parameters` are added to its
+    Triton model parameters (e.g. the `fault_error_fraction` knob)."""
+    spec = sphinx_spec(parameters, degraded=degraded)
     spec["validation"]["evaluationSet"] = {"uri": f"pvc://{EVALSET_CLAIM}"}
     return {
         "apiVersion": API,

@@ -249,6 +249,35 @@ def promoted_step_by_step(
     record(scenario, run, rows, prometheus_url, last_pass, promoted_at(run.decided, model))
 
 
+def canary_promoted_step_by_step(
+    kube: Kube,
+    traefik: TraefikGateway,
+    evalset: Path,
+    ns: str,
+    stable: str,
+    new: str,
+    scenario: str,
+    prometheus_url: str,
+    vocabulary: list[str] | None = None,
+) -> None:
+    """Serve `stable`, roll `new` out as a canary (25 %, analysis, 50 %, analysis) under client
+    load and check it was promoted step by step (`promoted_step_by_step`)."""
+    steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
+    manifest = cl.canary_endpoint(ns, stable, steps, margin=0.05, min_samples=20)
+    run = roll_out(
+        kube,
+        traefik,
+        evalset,
+        manifest,
+        new,
+        promoted(new),
+        timeout=480,
+        what=f"the canary of {new} promoted",
+        vocabulary=vocabulary,
+    )
+    promoted_step_by_step(run, [0, 25, 50, 100], scenario, prometheus_url, new)
+
+
 def test_worse_model_canary_rolls_back_on_real_wer(
     cluster: LocalCluster,
     kube: Kube,
@@ -343,20 +372,9 @@ def test_healthy_canary_is_promoted_through_every_step(
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
     kube.apply(cl.sphinx_model(BASELINE_B, ns))
-    steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
-    manifest = cl.canary_endpoint(ns, BASELINE, steps, margin=0.05, min_samples=20)
-    run = roll_out(
-        kube,
-        traefik,
-        loop_evalset,
-        manifest,
-        BASELINE_B,
-        promoted(BASELINE_B),
-        timeout=420,
-        what="the canary promoted",
+    canary_promoted_step_by_step(
+        kube, traefik, loop_evalset, ns, BASELINE, BASELINE_B, "canary-healthy-promoted", prometheus_stack.url
     )
-
-    promoted_step_by_step(run, [0, 25, 50, 100], "canary-healthy-promoted", prometheus_stack.url)
 
 
 BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}}
@@ -513,18 +531,129 @@ def test_int8_canary_made_by_the_quantization_job_is_promoted(
     )
     print(f"quantization: {quantization}")
 
-    steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
-    manifest = cl.canary_endpoint(ns, CTC, steps, margin=0.05, min_samples=20)
-    run = roll_out(
+    canary_promoted_step_by_step(
         kube,
         traefik,
         loop_evalset,
-        manifest,
+        ns,
+        CTC,
         derived_name,
-        promoted(derived_name),
-        timeout=480,
-        what="the INT8 canary promoted",
+        "canary-int8-promoted",
+        prometheus_stack.url,
         vocabulary=cl.ctc_vocabulary(),
     )
 
-    promoted_step_by_step(run, [0, 25, 50, 100], "canary-int8-promoted", prometheus_stack.url, derived_name)
+
+def monitored_endpoint(ns: str, model: str) -> dict[str, Any]:
+    """An Immediate endpoint whose served revision is checked after promotion: at most 5 % of
+    requests may fail; a breach rolls back to the previous good revision."""
+    return {
+        "apiVersion": cl.API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": cl.ENDPOINT, "namespace": ns},
+        "spec": {
+            "model": {"name": model},
+            "replicas": 1,
+            "strategy": {"type": "Immediate"},
+            "scaleDownDelay": "0s",
+            "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [cl.HOST]},
+            "monitoring": {
+                "interval": "20s",
+                "prometheus": {"source": cl.PROMETHEUS_SOURCE},
+                "metrics": [{"name": "errors", "preset": "error-rate", "thresholdRange": {"max": 0.05}}],
+                "minSamples": 20,
+                "maxFalseAlarmsPerDay": 1,
+                "rollback": True,
+            },
+        },
+    }
+
+
+def test_a_promoted_model_that_starts_failing_is_rolled_back_by_monitoring(
+    kube: Kube,
+    loop_ns: str,
+    traefik: TraefikGateway,
+    loop_evalset: Path,
+) -> None:
+    """After promotion nobody else watches: the operator's monitoring reads Triton's request
+    counters of the served revision from Prometheus every interval. A healthy model passes its
+    looks; a model that fails half its requests (the recogniser's fault knob) is judged over
+    its SLO and rolled back to the last good revision, and the client's requests succeed again."""
+    ns = loop_ns
+    faulty = "sphinx-faulty"
+    kube.apply(cl.sphinx_model(BASELINE, ns))
+    kube.apply(cl.sphinx_model(faulty, ns, parameters={"fault_error_fraction": "0.5"}))
+    manifest = monitored_endpoint(ns, BASELINE)
+    observer = cl.RolloutObserver(kube, ns)
+    serve_stable(kube, ns, manifest, observer)
+    load = client(traefik, loop_evalset)
+    start_load(load)
+    try:
+        # The healthy model: its looks pass (condition Monitoring True, WithinSLO).
+        observer.until(
+            lambda md: condition(md, "Monitoring").get("reason") == "WithinSLO" and md,
+            timeout=180,
+            what="a passed monitoring look on the healthy model",
+        )
+        healthy = observer.last["status"]["monitoring"]
+        assert healthy["lastOutcome"] == "Passed" and healthy.get("verdict") != "Degraded", healthy
+
+        manifest["spec"]["model"]["name"] = faulty
+        kube.apply(manifest)
+        switched_at = time.monotonic()
+        observer.until(promoted(faulty), timeout=300, what="the faulty model promoted (Immediate)")
+        md = observer.until(
+            lambda md: (
+                ((md.get("status") or {}).get("lastRollback") or {}).get("code") == "MonitoringRollback"
+                and md
+            ),
+            timeout=300,
+            what="the monitoring rollback",
+        )
+        detected_s = time.monotonic() - switched_at
+        back = observer.until(
+            lambda md: md["spec"]["model"]["name"] == BASELINE and promoted(BASELINE)(md),
+            timeout=300,
+            what="the previous good model serving again",
+        )
+        after_switch(load, requests=10, timeout=60)
+    finally:
+        load.stop()
+
+    status = md["status"]
+    assert status["lastRollback"]["fromModel"] == faulty and status["lastRollback"]["toModel"] == BASELINE
+    looks = status["monitoring"].get("metrics", [])
+    print(f"monitoring at the verdict: {status['monitoring']}; detected after {detected_s:.0f}s")
+    assert status["monitoring"]["verdict"] == "Degraded", status["monitoring"]
+    breached = [m for m in looks if m.get("outcome") == "Breached"]
+    assert breached and all(m["observed"] > 0.05 for m in breached), looks
+    # The rollback went back to the previous revision's model (a new history entry serving it).
+    history = back["status"]["revisions"]
+    assert history[-1]["model"] == BASELINE and history[-1]["outcome"] == "Serving", history
+    assert any(r["model"] == faulty for r in history), history
+    wait_for(
+        lambda: {"SLOBreached", "MonitoringRollback"} <= set(reasons(kube, ns)),
+        30,
+        "the SLOBreached and MonitoringRollback events",
+    )
+    # The route never weighted a revision without a ready Triton pod, and once the good model
+    # serves again the client's requests succeed.
+    assert observer.violations == [], observer.violations[:5]
+    last_route_start = observer.changes[-1].t
+    sent, failed_requests = load.counts(last_route_start + 2)
+    assert sent >= 5 and failed_requests == 0, (sent, failed_requests)
+    total, failures = load.counts()
+    print(f"client requests {total}, failed {failures} (the faulty model's injected errors)")
+    assert failures > 0  # the faulty model really failed requests while it served
+    cl.record(
+        "monitoring-rollback-after-promotion",
+        {
+            "detection_s": round(detected_s, 1),
+            "looks": status["monitoring"].get("looks"),
+            "error_rate_at_verdict": breached[-1]["observed"],
+            "requests_at_verdict": breached[-1]["trials"],
+            "requests": total,
+            "failed": failures,
+            "per_route": cl.switches(observer, load),
+        },
+    )
