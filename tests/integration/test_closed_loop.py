@@ -627,10 +627,11 @@ def test_a_promoted_model_that_starts_failing_is_rolled_back_by_monitoring(
     assert status["monitoring"]["verdict"] == "Degraded", status["monitoring"]
     breached = [m for m in looks if m.get("outcome") == "Breached"]
     assert breached and all(m["observed"] > 0.05 for m in breached), looks
-    # The rollback went back to the previous revision's model (a new history entry serving it).
+    # The rollback went back to the previous revision's model (a new history entry serving it);
+    # the faulty revision has one entry, RolledBack.
     history = back["status"]["revisions"]
     assert history[-1]["model"] == BASELINE and history[-1]["outcome"] == "Serving", history
-    assert any(r["model"] == faulty for r in history), history
+    assert [r["outcome"] for r in history if r["model"] == faulty] == ["RolledBack"], history
     wait_for(
         lambda: {"SLOBreached", "MonitoringRollback"} <= set(reasons(kube, ns)),
         30,

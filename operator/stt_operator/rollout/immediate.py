@@ -21,8 +21,13 @@ def record_promotion(
 ) -> list[dict[str, Any]]:
     """Append a promoted revision to the history (numbered from 1), keeping `limit` entries."""
     entries = [dict(h) for h in history]
-    if entries and entries[-1].get("revisionId") == revision.id and entries[-1].get("outcome") == "Serving":
-        return entries  # already recorded: a repeated reconcile must not add it twice
+    if entries and entries[-1].get("revisionId") == revision.id:
+        if entries[-1].get("outcome") == "Serving":
+            return entries  # already recorded: a repeated reconcile must not add it twice
+        if entries[-1].get("outcome") == "RolledBack":
+            # A reconcile planned from a spec the rollback is about to change (monitoring's undo
+            # writes spec.model): the rolled-back revision is not promoted again.
+            return entries
     number = max((int(h.get("revision", 0)) for h in entries), default=0) + 1
     for entry in entries:
         if entry.get("outcome") == "Serving":

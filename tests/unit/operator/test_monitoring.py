@@ -469,3 +469,16 @@ def test_the_reconcile_that_promotes_a_revision_starts_watching_it(first: bool) 
     assert w.status["stableRevision"] == NEW.id and w.status["phase"] == "Healthy", w.status
     assert w.mon == {"revision": NEW.id, "windowStart": iso(T0), "looks": 0}
     assert w.requeue is not None and 0 < w.requeue <= 300.0  # woken within one interval
+
+
+def test_a_reconcile_from_the_stale_spec_does_not_promote_the_rolled_back_revision_again() -> None:
+    """The reconcile that acts on monitoring's undo still plans from the spec naming the
+    degraded model: its history entry stays RolledBack, no new entry serves it (seen on the
+    real node: the degraded revision came back as a new `Serving` entry, later `Superseded`)."""
+    w = World(spec_of(rollback=True, strategy="Immediate"))
+    w.step()
+    w.after(answer=counts(60, 1000))
+    before = copy.deepcopy(w.status["revisions"])
+    assert [r["outcome"] for r in before] == ["Superseded", "RolledBack"]
+    w.after(timedelta(seconds=1))  # spec.model not yet changed by the undo
+    assert w.status["revisions"] == before
