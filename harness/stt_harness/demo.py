@@ -427,7 +427,8 @@ def main(args: argparse.Namespace) -> int:
     from stt_operator.speech.evalset import generate_evalset
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stt-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    for part in ("traefik", "prometheus-operator", "evalset-src"):
+        (workdir / part).mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     print("starting a local control plane and a real node (kubelet + containerd) …", flush=True)
     tools = ensure_tools()
