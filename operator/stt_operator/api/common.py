@@ -32,6 +32,17 @@ API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
 # --- errors -----------------------------------------------------------------------------------
 
 
+def fractional_minimum(field: str, minimum: float) -> dict[str, Any]:
+    """A CEL rule for a number field whose minimum is fractional: the apiserver checks an
+    integer value against `minimum` truncated to an integer (`0` passes `minimum: 0.5`), so
+    the schema's minimum alone would admit what the models refuse."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": f"self >= {minimum!r}", "message": f"{field} must be >= {minimum!r}"}
+        ]
+    }
+
+
 class SpecError(ValueError):
     """A custom resource's spec (or status) does not match the API.
 
@@ -745,7 +756,9 @@ class AnalysisSpec(ApiModel):
     """Consecutive passed checks needed to pass an analysis step."""
     no_data_policy: NoDataPolicy = "Pause"
     """What Prometheus returning no data means: Pause (wait, default), Fail or Ignore."""
-    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1.0, json_schema_extra=fractional_minimum("confidence", 0.5)
+    )
     """Confidence level of the sequential tests (1 - alpha)."""
     prometheus: PrometheusSpec | None = None
     """Where to query; the operator-wide Prometheus when empty."""

@@ -30,6 +30,7 @@ from stt_operator.api.common import (
     check_unique,
     conditions_field,
     exactly_one_rule,
+    fractional_minimum,
     parse_duration,
     require_exactly_one,
 )
@@ -459,7 +460,9 @@ class MonitoringSpec(ApiModel):
     min_samples: int = Field(default=500, ge=1, le=100_000_000)
     """Requests a look needs before it is tested; fewer: the window keeps growing until the
     next look (a hold, never a verdict)."""
-    max_false_alarms_per_day: float = Field(default=0.01, ge=1e-6, le=1)
+    max_false_alarms_per_day: float = Field(
+        default=0.01, ge=1e-6, le=1, json_schema_extra=fractional_minimum("maxFalseAlarmsPerDay", 1e-6)
+    )
     """False-alarm budget: expected alarms per day while every metric is exactly at its SLO
     (0.01 = one in 100 days at worst)."""
     rollback: bool = False

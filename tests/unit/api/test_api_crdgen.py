@@ -254,6 +254,8 @@ def test_scalar_defaults_are_in_the_schema() -> None:
         "minimum": 0.5,
         "maximum": 1.0,
         "exclusiveMaximum": True,
+        # the apiserver checks an integer against a truncated fractional minimum: CEL catches 0
+        "x-kubernetes-validations": [{"rule": "self >= 0.5", "message": "confidence must be >= 0.5"}],
     }
     sttm = schema_of("STTModel")["properties"]["spec"]["properties"]
     assert sttm["quantization"]["properties"]["excludeOpTypes"]["default"] == ["Conv"]
