@@ -143,42 +143,9 @@ def chart_workload_servicemonitor(cluster: LocalCluster, namespace: str) -> dict
     return doc
 
 
-def evalset_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
-    """A hostPath PersistentVolume (the real node is this machine) bound to claim `evalset`."""
-    pv_name = f"{namespace}-evalset"
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {"stt.dev/test": "true"}},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadOnlyMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(host_dir), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": EVALSET_CLAIM},
-        },
-    }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": EVALSET_CLAIM, "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadOnlyMany"],
-            "storageClassName": "",
-            "volumeName": pv_name,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    return [pv, pvc]
-
-
-def model_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
-    """A writable hostPath PersistentVolume bound to claim `models`: where the quantization Job
-    publishes (`pvc://models/...`) and Triton's fetch-model init container reads from."""
-    host_dir.mkdir(parents=True, exist_ok=True)
-    host_dir.chmod(0o777)  # the Job runs as uid 65532, the init container as Triton's user
-    pv_name = f"{namespace}-{MODELS_CLAIM}"
+def host_volume(namespace: str, claim: str, host_dir: Path, access_mode: str) -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume (the real node is this machine) and the claim bound to it."""
+    pv_name = f"{namespace}-{claim}"
     return [
         {
             "apiVersion": "v1",
@@ -186,25 +153,33 @@ def model_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
             "metadata": {"name": pv_name, "labels": {"stt.dev/test": "true"}},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
+                "accessModes": [access_mode],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
                 "hostPath": {"path": str(host_dir), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
+                "claimRef": {"namespace": namespace, "name": claim},
             },
         },
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": MODELS_CLAIM, "namespace": namespace},
+            "metadata": {"name": claim, "namespace": namespace},
             "spec": {
-                "accessModes": ["ReadWriteMany"],
+                "accessModes": [access_mode],
                 "storageClassName": "",
                 "volumeName": pv_name,
                 "resources": {"requests": {"storage": "1Gi"}},
             },
         },
     ]
+
+
+def model_volume(namespace: str, host_dir: Path) -> list[dict[str, Any]]:
+    """The writable claim `models`: where the quantization Job publishes (`pvc://models/...`)
+    and Triton's fetch-model init container reads from."""
+    host_dir.mkdir(parents=True, exist_ok=True)
+    host_dir.chmod(0o777)  # the Job runs as uid 65532, the init container as Triton's user
+    return host_volume(namespace, MODELS_CLAIM, host_dir, "ReadWriteMany")
 
 
 def readable_copy(evalset: Path, dest_root: Path) -> Path:
@@ -222,7 +197,10 @@ def prepare_namespace(
     """The Gateway, the workload ServiceMonitor, the labelled set's claim and, given
     `models_dir`, a writable `models` claim for quantized artifacts."""
     gateway.create_gateway(namespace)
-    objects = [chart_workload_servicemonitor(cluster, namespace), *evalset_volume(namespace, evalset_dir)]
+    objects = [
+        chart_workload_servicemonitor(cluster, namespace),
+        *host_volume(namespace, EVALSET_CLAIM, evalset_dir, "ReadOnlyMany"),
+    ]
     if models_dir is not None:
         objects += model_volume(namespace, models_dir)
     cluster.kubectl(
