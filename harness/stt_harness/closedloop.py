@@ -475,11 +475,27 @@ class RolloutObserver:
             }
             for name, weight in weights.items():
                 if weight > 0 and name not in ready:
-                    self.violations.append(f"route sends {weight}% to {name}, which has no ready Triton pod")
+                    why = self._pods_of(name)
+                    self.violations.append(f"route sends {weight}% to {name}, no ready Triton pod ({why})")
             if not self.changes or self.changes[-1].weights != weights:
                 self.changes.append(RouteChange(time.monotonic(), weights))
         self.last = self.kube.get(API, "ModelDeployment", self.endpoint, self.namespace) or {}
         return self.last
+
+    def _pods_of(self, deployment: str) -> str:
+        """Why a revision has no ready pod: each pod's phase, Ready condition and restarts."""
+        out = []
+        for pod in self.kube.list("v1", "Pod", self.namespace, {LABEL_DEPLOYMENT: self.endpoint}):
+            if not pod["metadata"]["name"].startswith(f"{deployment}-"):
+                continue
+            status = pod.get("status") or {}
+            ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            restarts = sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or [])
+            out.append(
+                f"{pod['metadata']['name']}: {status.get('phase')}, Ready={ready.get('status')}"
+                f" {ready.get('reason') or ''} {ready.get('message') or ''}, restarts {restarts}".strip()
+            )
+        return "; ".join(out) or "no pods"
 
     def until(self, check: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout

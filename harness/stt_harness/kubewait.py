@@ -10,9 +10,14 @@ from stt_operator.services.kube import Kube
 
 
 def wait_for(
-    check: Callable[[], Any], timeout: float = 90.0, what: str = "condition", every: float = 0.5
+    check: Callable[[], Any],
+    timeout: float = 90.0,
+    what: str = "condition",
+    every: float = 0.5,
+    explain: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value seen."""
+    """Poll `check` until it returns something truthy; fail with the last value seen, and what
+    `explain` says of the objects involved (a failure in CI is read only from its message)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -20,7 +25,13 @@ def wait_for(
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    message = f"timed out after {timeout}s waiting for {what}; last value: {last!r}"
+    if explain is not None:
+        try:
+            message += "\n" + explain()
+        except Exception as exc:  # the explanation must not hide the timeout itself
+            message += f"\n(explaining failed: {type(exc).__name__}: {exc})"
+    raise AssertionError(message)
 
 
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:

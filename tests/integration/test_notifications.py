@@ -87,13 +87,34 @@ def phase(kube: Kube, namespace: str) -> str | None:
     return ((kube.get(API, "ModelDeployment", NAME, namespace) or {}).get("status") or {}).get("phase")
 
 
+def explain(kube: Kube, namespace: str, operator: OperatorProcess) -> str:
+    """The endpoint's and models' status, the namespace's pods and the operator's log tail."""
+    md = kube.get(API, "ModelDeployment", NAME, namespace) or {}
+    models = {
+        m: (kube.get(API, "STTModel", m, namespace) or {}).get("status") for m in ("model-a", "model-b")
+    }
+    pods = [
+        (p["metadata"]["name"], (p.get("spec") or {}).get("nodeName"), (p.get("status") or {}).get("phase"))
+        for p in kube.list("v1", "Pod", namespace)
+    ]
+    return (
+        f"ModelDeployment status: {md.get('status')}\nSTTModel status: {models}\npods: {pods}\n"
+        f"operator log:\n{operator.log_tail(80)}"
+    )
+
+
 def test_rollback_and_promotion_reach_the_subscribed_receivers(notifying_operator, receiver, kube, kube_api):
     with scratch_namespace(kube_api, namespace_name(f"{PREFIX}rollout")) as namespace:
         kube.apply(stt_model("model-a", namespace))
         kube.apply(stt_model("model-b", namespace, language="en-GB"))
         kube.apply(model_deployment(NAME, namespace, "model-a", PAUSED_CANARY))
         # 180 s: this test starts its own operator process, slow to come up on a loaded machine.
-        wait_for(lambda: phase(kube, namespace) == "Healthy", timeout=180, what="model-a serving")
+        wait_for(
+            lambda: phase(kube, namespace) == "Healthy",
+            timeout=180,
+            what="model-a serving",
+            explain=lambda: explain(kube, namespace, notifying_operator),
+        )
         kube.apply(model_deployment(NAME, namespace, "model-b", PAUSED_CANARY))
         wait_for(lambda: phase(kube, namespace) == "Paused", timeout=90, what="canary at its pause")
         annotate(kube, namespace, "stt.dev/abort")

@@ -32,6 +32,7 @@ ADMIN_HEADER = "x-stt-admin"
 TRITON_UID = 1000  # the NGC image's `triton-server` user
 NATIVE_SCHEMES = ("s3://", "gs://", "as://")
 GPU_RESOURCE = "nvidia.com/gpu"
+PROBE_TIMEOUT_S = 5  # readiness and liveness (see the container below)
 
 
 @dataclass(frozen=True)
@@ -216,14 +217,18 @@ def triton_pod_spec(p: TritonPodParams) -> dict[str, Any]:
             "periodSeconds": period,
             "failureThreshold": -(-p.startup_deadline_s // period),
         },
+        # Probes wait PROBE_TIMEOUT_S, not the kubelet's 1 s default: a CPU instance group busy
+        # on every core answers /ready late, and an unready pod leaves the Service while serving.
         "readinessProbe": {
             "httpGet": {"path": f"/v2/models/{p.model_name}/ready", "port": "http"},
             "periodSeconds": 5,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
             "failureThreshold": 3,
         },
         "livenessProbe": {
             "httpGet": {"path": "/v2/health/live", "port": "http"},
             "periodSeconds": period,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
             "failureThreshold": 6,
         },
         "resources": _resources(p),

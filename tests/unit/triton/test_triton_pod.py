@@ -64,6 +64,8 @@ def test_probes_model_readiness_and_a_startup_deadline() -> None:
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # A busy server answers late: neither probe gives up after the kubelet's default 1 s.
+    assert c["readinessProbe"]["timeoutSeconds"] >= 5 and c["livenessProbe"]["timeoutSeconds"] >= 5
 
 
 def test_init_container_fetches_with_the_operator_fetcher() -> None:
