@@ -78,6 +78,7 @@ class StoryResult:
     ab_requests: int = 0
     ab_failed: int = 0
     sticky_rules: int = 0  # HTTPRoute rules matching the session header while the test ran
+    live_requests: dict[str, float] = field(default_factory=dict)  # client requests per variant (Triton)
     reports: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -335,10 +336,31 @@ class Story:
             f"   {AB}: {decision['outcome']} {status.get('winner') or ''} on {decision.get('metric')}: "
             f"effect "
             f"{_num(decision.get('effect'))} (CI {_num(ci.get('lower'))} .. {_num(ci.get('upper'))}), "
-            f"p {_num(decision.get('pValue'), 4)}; live split {status.get('variantSummary')}"
+            f"p {_num(decision.get('pValue'), 4)}"
         )
         self.result.abtest = status
         self.result.ab_requests, self.result.ab_failed = client.counts()
+        # The live split as Prometheus saw it (Triton's counters less the replay), once the last
+        # requests are scraped.
+        time.sleep(2 * float(cl.SCRAPE_INTERVAL.removesuffix("s")))
+        live = self._live_requests(ab)
+        total = sum(live.values()) or 1.0
+        self.result.live_requests = live
+        self.say(
+            f"   {AB}: live split measured from Triton "
+            + " ".join(f"{v}={100 * n / total:.0f}% ({n:.0f})" for v, n in sorted(live.items()))
+            + f"; weights {status.get('variantSummary')}"
+        )
+
+    def _live_requests(self, ab: dict[str, Any]) -> dict[str, float]:
+        from stt_operator.report import collect, timeline
+
+        t0, t1, step = collect.window(collect.lifetime(ab)[0], None, time.time())
+        source = collect.PrometheusRange(self.prometheus_url)
+        selector = collect.Selector(ASR, self.namespace)
+        data = collect.collect_series(source, selector, t0, t1, step)
+        collect.add_live_traffic(source, data, ab, selector)
+        return timeline.live_totals(data.served, data.replayed, since=data.start)
 
     def _client(self, endpoint: str, host: str, vocabulary: list[str] | None = None) -> cl.LoadGenerator:
         """A client sending the set's shortest utterance to `endpoint` through the Gateway once a

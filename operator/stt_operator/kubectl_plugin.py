@@ -553,12 +553,14 @@ def cmd_report(args: argparse.Namespace, cluster: Cluster) -> int:
         endpoint = (spec.get("endpoint") or {}).get("modelDeploymentRef", {}).get("name", "")
         variants = spec.get("variants") or [{}]
         control = spec.get("controlVariant") or variants[0].get("name")
-        data = collect.collect_series(source, collect.Selector(endpoint, namespace), t0, t1, step, control)
-        text = html.abtest_report(obj, data, alpha=args.alpha)
+        selector = collect.Selector(endpoint, namespace)
+        data = collect.collect_series(source, selector, t0, t1, step, control)
     else:
-        data = collect.collect_series(source, collect.Selector(name, namespace), t0, t1, step, "stable")
+        selector = collect.Selector(name, namespace)
+        data = collect.collect_series(source, selector, t0, t1, step, "stable")
         data.route_weights = collect.route_weight_series(source, data, cluster.namespace, name)
-        text = html.rollout_report(obj, data, alpha=args.alpha)
+    collect.add_live_traffic(source, data, obj, selector)
+    text = (html.abtest_report if kind == "ABTest" else html.rollout_report)(obj, data, alpha=args.alpha)
     out = Path(args.output_file or f"{kind.lower()}-{name}-report.html")
     out.write_text(text)
     print(str(out.resolve()))

@@ -85,11 +85,21 @@ def test_the_demo_tells_the_whole_story(
     assert interval["lower"] > 0 or interval["upper"] < 0, decision
     assert result.sticky_rules > 0
     assert result.ab_requests >= 10 and result.ab_failed == 0
+    # The live split from Triton's counters (less the replay) follows the 50/50 weights and
+    # counts about what the client sent (requests sent before the test ran go to the stable).
+    live = result.live_requests
+    assert set(live) == {"control", "candidate"}, live
+    assert 0.3 <= live["control"] / sum(live.values()) <= 0.7, live
+    assert 0.7 * result.ab_requests <= sum(live.values()) <= 1.3 * result.ab_requests, (
+        live,
+        result.ab_requests,
+    )
 
     # Reports: self-contained HTML with embedded plots.
     assert len(result.reports) == 3
     for path in result.reports:
         html = path.read_text()
         assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) >= 2, path
+        assert 'alt="Live traffic"' in html, path  # the live split plot, from Triton's counters
     for chapter in ("1. models", "2. asr", "2. commands", "3. A/B test", "4. reports"):
         assert any(line.split("] ", 1)[1].startswith(chapter) for line in lines), (chapter, lines)

@@ -332,7 +332,8 @@ def test_kubectl_stt_report_plots_the_real_evaluator(
     assert capsys.readouterr().out.strip() == str(out.resolve())
     page = out.read_text()
     images = re.findall(r'alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
-    assert [alt for alt, _ in images] == ["WER", "CER", "Evidence", "Traffic", "Latency"]
+    # No operator runs here, so the ABTest names no variant Service: no live split, the replay's.
+    assert [alt for alt, _ in images] == ["WER", "CER", "Evidence", "Evaluator replay", "Latency"]
     for alt, data in images:
         (tmp_path / f"{alt.lower()}.png").write_bytes(base64.b64decode(data))
         assert base64.b64decode(data).startswith(b"\x89PNG")

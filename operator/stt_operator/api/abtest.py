@@ -269,6 +269,11 @@ class VariantStatus(StatusModel):
     latency_p95_ms: float | None = None
     error_rate: float | None = None
     revision: str | None = Field(default=None, max_length=63)
+    service: str | None = Field(
+        default=None,
+        max_length=63,
+        description="the Service serving this variant (its Triton counters' label)",
+    )
 
 
 class ConfidenceInterval(StatusModel):

@@ -250,7 +250,9 @@ def _variants_status(inp: ABTestInput, bks: Sequence[VariantBackend]) -> list[di
     out = []
     for b in bks:
         entry = old.get(b.variant, {})
-        entry.update(name=b.variant, model=b.model, weight=weights[b.variant], revision=b.revision)
+        entry.update(
+            name=b.variant, model=b.model, weight=weights[b.variant], revision=b.revision, service=b.service
+        )
         out.append(entry)
     return out
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stt_operator import evalmetrics as em
+from stt_operator.analysis.presets import TRITON_FAILURE, TRITON_SUCCESS
 from stt_operator.api.common import parse_iso
+from stt_operator.builders.serving import revision_object_name
 from stt_operator.report.timeline import PairSums, Points, RatioSums
 
 # Grid of a report: at most this many points per series, at least one per 15 s.
@@ -90,6 +93,10 @@ class SeriesData:
     pairs: dict[str, PairSums] = field(default_factory=dict)  # candidate -> its pair with the control
     latency_buckets: dict[str, dict[str, Points]] = field(default_factory=dict)  # variant -> le -> points
     route_weights: dict[str, Points] = field(default_factory=dict)  # backend -> weight gauge
+    # Live traffic: Triton's requests (success + failure) per variant (an ABTest) or revision
+    # Service (a rollout), and the evaluator's replay to the same key, to subtract.
+    served: dict[str, Points] = field(default_factory=dict)
+    replayed: dict[str, Points] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
 
 
@@ -150,6 +157,58 @@ def route_weight_series(
     sel = Selector(endpoint=endpoint, namespace=namespace)
     q = f"max by (backend) (stt_operator_route_weight{sel.matchers()})"
     return _by(source, data, q, "backend")
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def triton_requests(
+    source: RangeSource, data: SeriesData, namespace: str | None, services: Mapping[str, str]
+) -> dict[str, Points]:
+    """Requests each Service's Triton served (success + failure counters), keyed as `services`
+    maps them (Service -> key). Only DNS-label names go into the regex, so none can widen it."""
+    names = sorted(svc for svc in services if _DNS_LABEL.match(svc))
+    if not names:
+        return {}
+    labels = [f'__name__=~"{TRITON_SUCCESS}|{TRITON_FAILURE}"', f'service=~"{"|".join(names)}"']
+    if namespace:
+        labels.append(f'namespace="{_escape(namespace)}"')
+    q = "sum by (service) ({" + ",".join(labels) + "})"
+    return {services[svc]: pts for svc, pts in _by(source, data, q, "service").items() if svc in services}
+
+
+def replay_by_model(source: RangeSource, data: SeriesData, sel: Selector) -> dict[str, Points]:
+    """The evaluator's replay requests of an endpoint summed by model (a rollout's variants are
+    roles, stable and canary, that change model as it goes)."""
+    return _by(source, data, f"sum by (model) ({em.REQUESTS}{sel.matchers()})", em.LABEL_MODEL)
+
+
+def live_keys(obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(Service -> plotted key, replay key -> plotted key) of an ABTest (keys: its variants) or
+    a ModelDeployment (keys: its revisions' Services, as the route names them; the replay of a
+    model counts against its newest revision)."""
+    status = obj.get("status") or {}
+    if obj.get("kind") == "ABTest":
+        variants = [v for v in status.get("variants") or [] if v.get("service") and v.get("name")]
+        return {v["service"]: v["name"] for v in variants}, {v["name"]: v["name"] for v in variants}
+    endpoint = obj["metadata"]["name"]
+    services: dict[str, str] = {}
+    by_model: dict[str, str] = {}
+    for rec in sorted(status.get("revisions") or [], key=lambda r: r.get("revision") or 0):
+        if rec.get("model") and rec.get("revisionId"):
+            svc = revision_object_name(endpoint, rec["model"], rec["revisionId"])
+            services[svc] = svc
+            by_model[rec["model"]] = svc
+    return services, by_model
+
+
+def add_live_traffic(source: RangeSource, data: SeriesData, obj: Mapping[str, Any], sel: Selector) -> None:
+    """Fill `data.served` and `data.replayed` for an ABTest or a ModelDeployment (after
+    `collect_series`, whose per-variant requests are an ABTest's replay)."""
+    services, replay_keys = live_keys(obj)
+    replay = data.requests if obj.get("kind") == "ABTest" else replay_by_model(source, data, sel)
+    data.replayed = {replay_keys[k]: pts for k, pts in replay.items() if k in replay_keys}
+    data.served = triton_requests(source, data, sel.namespace, services)
 
 
 def lifetime(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:

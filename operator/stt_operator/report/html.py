@@ -22,6 +22,8 @@ from stt_operator.report import timeline as tl
 from stt_operator.report.collect import SeriesData
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
+# Client traffic only: what each Triton counted (nv_inference_request_*) less the replay.
+LIVE_SPLIT_TITLE = "Live traffic split (Triton's requests less the evaluator's replay)"
 
 
 def _plt() -> Any:
@@ -238,10 +240,15 @@ def figures_abtest(ab: Mapping[str, Any], data: SeriesData, alpha: float = 0.05)
             _palette(list(names)),
             (data.start, data.end),
         )
+    weights = {v["name"]: float(v.get("weight", 0)) for v in spec.get("variants") or []}
+    if data.served:
+        live = tl.live_split_over_time(data.served, data.replayed, weights, since=data.start)
+        out["split"] = split_figure(live, LIVE_SPLIT_TITLE, (data.start, data.end))
     if data.requests:
-        weights = {v["name"]: float(v.get("weight", 0)) for v in spec.get("variants") or []}
-        split = tl.split_over_time(data.requests, weights, since=data.start)
-        out["split"] = split_figure(split, window=(data.start, data.end))
+        split = tl.split_over_time(data.requests, since=data.start)
+        out["replay"] = split_figure(
+            split, "Evaluator replay per variant (equal by design)", (data.start, data.end)
+        )
     if data.latency_buckets:
         out["latency"] = latency_figure(_distributions(data))
     return out
@@ -252,9 +259,12 @@ def figures_rollout(md: Mapping[str, Any], data: SeriesData, alpha: float = 0.05
     if data.wer is not None:
         bands = tl.ratio_over_time(data.wer, alpha, since=data.start)
         out["wer"] = ratio_figure(bands, "WER", alpha, (data.start, data.end))
+    if data.served:
+        live = tl.live_split_over_time(data.served, data.replayed, since=data.start)
+        out["split"] = split_figure(live, LIVE_SPLIT_TITLE + " per revision", (data.start, data.end))
     if data.requests:
         split = tl.split_over_time(data.requests, since=data.start)
-        out["split"] = split_figure(split, "Evaluator requests per revision", (data.start, data.end))
+        out["replay"] = split_figure(split, "Evaluator replay per role", (data.start, data.end))
     if data.latency_buckets:
         out["latency"] = latency_figure(_distributions(data))
     return out
@@ -340,7 +350,14 @@ def abtest_report(ab: Mapping[str, Any], data: SeriesData, alpha: float = 0.05) 
         ],
     )
     figs = figures_abtest(ab, data, alpha)
-    titles = {"wer": "WER", "cer": "CER", "evidence": "Evidence", "split": "Traffic", "latency": "Latency"}
+    titles = {
+        "wer": "WER",
+        "cer": "CER",
+        "evidence": "Evidence",
+        "split": "Live traffic",
+        "replay": "Evaluator replay",
+        "latency": "Latency",
+    }
     sections = [("Variants", variants), ("Guardrails", guardrails)]
     sections += [(titles[k], _img(png, titles[k])) for k, png in figs.items()]
     return _page(f"A/B test {meta.get('namespace')}/{meta['name']}", summary, sections, data)
@@ -376,7 +393,13 @@ def rollout_report(md: Mapping[str, Any], data: SeriesData, alpha: float = 0.05)
         ],
     )
     figs = figures_rollout(md, data, alpha)
-    titles = {"timeline": "Timeline", "wer": "WER", "split": "Evaluator traffic", "latency": "Latency"}
+    titles = {
+        "timeline": "Timeline",
+        "wer": "WER",
+        "split": "Live traffic",
+        "replay": "Evaluator replay",
+        "latency": "Latency",
+    }
     sections = [(titles[k], _img(png, titles[k])) for k, png in figs.items()]
     sections += [("Analysis runs", runs), ("Revisions", revisions)]
     return _page(f"Rollout {meta.get('namespace')}/{meta['name']}", summary, sections, data)

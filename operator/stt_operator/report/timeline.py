@@ -13,7 +13,8 @@ the window) counts from zero: its first value is part of the increase.
   difference against the control at each point, carried as a running minimum like the
   controller carries it.
 - `split_over_time`: each variant's share of the requests sent in each step, next to its
-  configured weight.
+  configured weight; `live_split_over_time` the same for client traffic alone (Triton's request
+  counters less the evaluator's replay).
 - `latency_distribution`: per variant, the histogram bucket increments over the whole window.
 """
 
@@ -186,17 +187,60 @@ class Split:
     weight: dict[str, float] = field(default_factory=dict)  # configured weight (fraction)
 
 
-def split_over_time(
-    requests: Mapping[str, Points], weights: Mapping[str, float] | None = None, since: float | None = None
-) -> Split:
-    grid = common_grid(requests)
-    cum = {v: on_grid(pts, grid, since) for v, pts in requests.items()}
-    step = {v: np.diff(np.nan_to_num(c, nan=0.0), prepend=0.0) for v, c in cum.items()}
+def _shares(step: Mapping[str, np.ndarray], grid: np.ndarray, weights: Mapping[str, float] | None) -> Split:
     total = sum(step.values()) if step else np.zeros(grid.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = {v: np.where(total > 0, s / total, np.nan) for v, s in step.items()}
     norm = sum((weights or {}).values()) or 1.0
     return Split(grid, share, {v: w / norm for v, w in (weights or {}).items()})
+
+
+def split_over_time(
+    requests: Mapping[str, Points], weights: Mapping[str, float] | None = None, since: float | None = None
+) -> Split:
+    grid = common_grid(requests)
+    cum = {v: on_grid(pts, grid, since) for v, pts in requests.items()}
+    return _shares(
+        {v: np.diff(np.nan_to_num(c, nan=0.0), prepend=0.0) for v, c in cum.items()}, grid, weights
+    )
+
+
+def _live_steps(
+    served: Mapping[str, Points], replayed: Mapping[str, Points], since: float | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    grid = common_grid({**served, **{f"replay/{k}": v for k, v in replayed.items()}})
+    step: dict[str, np.ndarray] = {}
+    for v, pts in served.items():
+        live = np.nan_to_num(on_grid(pts, grid, since), nan=0.0)
+        if replayed.get(v):
+            live = live - np.nan_to_num(on_grid(replayed[v], grid, since), nan=0.0)
+        # The lowest value from here on: non-decreasing, never ahead of a later count, and
+        # exact at the end.
+        live = np.minimum.accumulate(np.clip(live, 0.0, None)[::-1])[::-1] if live.size else live
+        step[v] = np.diff(live, prepend=0.0)
+    return grid, step
+
+
+def live_split_over_time(
+    served: Mapping[str, Points],
+    replayed: Mapping[str, Points],
+    weights: Mapping[str, float] | None = None,
+    since: float | None = None,
+) -> Split:
+    """The split of client traffic: per variant, the requests its Triton served less the
+    evaluator's replay to it. Triton and the evaluator are scraped at different moments, so the
+    difference of the two cumulative counts can run ahead or dip for a sample; what counts at
+    each point is the lowest difference from that point on (it never goes back, and the total
+    at the end is exact)."""
+    grid, step = _live_steps(served, replayed, since)
+    return _shares(step, grid, weights)
+
+
+def live_totals(
+    served: Mapping[str, Points], replayed: Mapping[str, Points], since: float | None = None
+) -> dict[str, float]:
+    """Client requests per variant over the whole window (the live split's counts)."""
+    return {v: float(s.sum()) for v, s in _live_steps(served, replayed, since)[1].items()}
 
 
 @dataclass(frozen=True)

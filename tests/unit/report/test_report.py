@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stt_operator.kubectl_plugin import UsageError, abtest_tree, parse_ref, results_table, rollout_tree
-from stt_operator.report import html, timeline
+from stt_operator.report import collect, html, timeline
 from stt_operator.report.collect import Selector, SeriesData, window
 from stt_operator.stats import sequential
 from stt_operator.stats.ratio import PairedStats, RatioStats
@@ -113,6 +113,70 @@ def test_split_shares_per_step_and_configured_weight() -> None:
     assert split.weight == {"a": 0.9, "b": 0.1}
 
 
+def test_live_split_is_tritons_count_less_the_replay() -> None:
+    # Live traffic 80/20; the evaluator replays 10 utterances a step to each variant; the
+    # evaluator is scraped a few seconds after Triton, and b's Triton restarts at step 3.
+    t = np.arange(6) * 15.0
+    live = {"a": np.array([0, 80, 80, 80, 80, 80]), "b": np.array([0, 20, 20, 20, 20, 20])}
+    replay = np.array([0, 10, 10, 10, 10, 10])
+    served = {v: cumulative(t, c + replay) for v, c in live.items()}
+    served["b"] = [(x, y - 90.0 if x >= 45.0 else y) for x, y in served["b"]]  # reset: restarts from 0
+    served["b"] = [(x, max(y, 0.0)) for x, y in served["b"]]
+    replayed = {v: [(x + 3.0, y) for x, y in cumulative(t, replay)] for v in live}
+    split = timeline.live_split_over_time(served, replayed, {"a": 80, "b": 20})
+    totals = {v: float(np.nansum(split.share[v])) for v in split.share}
+    assert split.weight == {"a": pytest.approx(0.8), "b": pytest.approx(0.2)}
+    assert all(np.all(np.nan_to_num(s) >= 0) for s in split.share.values())
+    # Over the whole window the shares come back to the live 80/20 (replay removed).
+    assert totals["a"] / (totals["a"] + totals["b"]) == pytest.approx(0.8, abs=0.08)
+    # The counts at the end are exact where no counter reset: 5 steps of 80 live requests.
+    assert timeline.live_totals(served, replayed)["a"] == pytest.approx(400.0)
+    # Without the subtraction the replay would pull the split towards 50/50.
+    naive = timeline.split_over_time(served)
+    assert float(np.nansum(naive.share["a"])) / len(t) < totals["a"] / len(t) + 1e-9
+
+
+def test_triton_requests_query_maps_services_and_keeps_the_regex_closed() -> None:
+    seen: list[str] = []
+
+    class Source:
+        def range(self, query, start, end, step):
+            seen.append(query)
+            return [({"service": "asr-a-1"}, [(0.0, 1.0)]), ({"service": "other"}, [(0.0, 5.0)])]
+
+    data = SeriesData(0.0, 60.0, 15.0)
+    services = {"asr-a-1": "control", "asr-b-2": "candidate", 'x".*|y': "evil"}
+    got = collect.triton_requests(Source(), data, "ns", services)
+    assert got == {"control": [(0.0, 1.0)]}  # a series of another Service is dropped
+    (q,) = seen
+    assert 'service=~"asr-a-1|asr-b-2"' in q and 'namespace="ns"' in q and ".*" not in q
+    assert "nv_inference_request_success|nv_inference_request_failure" in q and q in data.queries
+    assert collect.triton_requests(Source(), data, None, {'x".*': "evil"}) == {}
+
+
+def test_live_keys_of_an_abtest_and_a_rollout() -> None:
+    ab = {
+        "kind": "ABTest",
+        "metadata": {"name": "t"},
+        "status": {"variants": [{"name": "control", "service": "asr-a-1"}, {"name": "candidate"}]},
+    }
+    assert collect.live_keys(ab) == ({"asr-a-1": "control"}, {"control": "control"})
+    md = {
+        "kind": "ModelDeployment",
+        "metadata": {"name": "asr"},
+        "status": {
+            "revisions": [
+                {"revision": 2, "model": "a", "revisionId": "bbbb"},
+                {"revision": 1, "model": "a", "revisionId": "aaaa"},
+                {"revision": 3, "model": "b", "revisionId": "cccc"},
+            ]
+        },
+    }
+    services, by_model = collect.live_keys(md)
+    assert set(services) == {"asr-a-aaaa", "asr-a-bbbb", "asr-b-cccc"}
+    assert by_model == {"a": "asr-a-bbbb", "b": "asr-b-cccc"}  # a model's replay: its newest revision
+
+
 def test_latency_distribution_and_quantile() -> None:
     pts = {"0.1": [(0, 0), (1, 50)], "0.2": [(0, 0), (1, 90)], "+Inf": [(0, 0), (1, 100)]}
     d = timeline.latency_distribution(pts)
@@ -128,6 +192,8 @@ def test_abtest_report_is_self_contained_with_every_plot() -> None:
     data.wer = data.cer = sim["sums"]
     data.pairs = {"candidate": sim["pair"]}
     data.requests = dict(sim["sums"].count)
+    data.served = {v: [(x, 3 * y) for x, y in pts] for v, pts in data.requests.items()}
+    data.replayed = dict(data.requests)
     data.latency_buckets = {"control": {"0.1": [(0, 0), (1, 5)], "+Inf": [(0, 0), (1, 6)]}}
     data.queries = ['sum by (variant) (stt_eval_requests_total{endpoint="asr"})']
     ab = {
@@ -141,7 +207,8 @@ def test_abtest_report_is_self_contained_with_every_plot() -> None:
     }
     page = html.abtest_report(ab, data)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 5  # WER, CER, evidence, split, latency
+    assert len(images) == 6  # WER, CER, evidence, live split, replay split, latency
+    assert "Live traffic" in page
     assert all(base64.b64decode(i).startswith(PNG) for i in images)
     assert "<script>" not in page and "ab&lt;script&gt;" in page  # names are escaped
     assert "http://" not in page and "https://" not in page  # nothing loaded from elsewhere
@@ -162,6 +229,9 @@ def test_rollout_report_draws_weights_and_verdicts() -> None:
     figs = html.figures_rollout(md, data)
     assert set(figs) == {"timeline"} and figs["timeline"].startswith(PNG)
     assert "Failed" in html.rollout_report(md, data)
+    data.served = {"asr-a": [(0.0, 0.0), (15.0, 40.0)], "asr-b": [(0.0, 0.0), (15.0, 10.0)]}
+    figs = html.figures_rollout(md, data)
+    assert set(figs) == {"timeline", "split"} and figs["split"].startswith(PNG)
 
 
 def test_window_and_selector() -> None:
