@@ -114,9 +114,59 @@ def loop_operator(
     )
     proc.start()
     try:
-        yield proc
+        with scraped_operator(cluster, proc):
+            yield proc
     finally:
         proc.stop()
+
+
+OPERATOR_NAMESPACE = "stt-system"  # the release namespace of the chart's operator objects here
+
+
+@contextlib.contextmanager
+def scraped_operator(cluster: LocalCluster, proc: OperatorProcess) -> Iterator[None]:
+    """Prometheus scrapes the host operator process through the chart's own metrics Service
+    and ServiceMonitor (as a Helm install with `serviceMonitor.enabled` has them): the Service
+    loses its pod selector and gets an Endpoints object naming the host's address on the
+    node's network, where the process listens. The rollout reports' weight lines and the
+    operator's alerts read those series. No real node, nothing to scrape: a no-op."""
+    if cluster.real_node is None:
+        yield
+        return
+    root = repo_root()
+    assert root is not None
+    out = cluster.helm(
+        "template",
+        "stt",
+        str(root / "charts" / "stt-operator"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        *("--set", "serviceMonitor.enabled=true", "--set", f"serviceMonitor.interval={SCRAPE_INTERVAL}"),
+        *("--set", "serviceMonitor.scrapeTimeout=4s"),
+        *("--show-only", "templates/service.yaml", "--show-only", "templates/servicemonitor.yaml"),
+    )
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    service["spec"].pop("selector")
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": service["metadata"]["name"], "namespace": OPERATOR_NAMESPACE},
+        "subsets": [
+            {
+                "addresses": [{"ip": cluster.real_node.host_ip}],
+                "ports": [{"name": "metrics", "port": proc.metrics_port, "protocol": "TCP"}],
+            }
+        ],
+    }
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([namespace, *docs, endpoints]))
+    try:
+        yield
+    finally:
+        cluster.kubectl(
+            "delete", "namespace", OPERATOR_NAMESPACE, "--wait=true", "--timeout=60s", check=False
+        )
 
 
 # --- the namespace: Gateway, ServiceMonitor, labelled set --------------------------------------

@@ -9,6 +9,7 @@ the A/B verdict with its interval, and the HTML reports with their plots.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import scratch_namespace
 from stt_harness.gateway import TraefikGateway
 from stt_harness.promoperator import PrometheusStack
+from stt_operator.report import collect
 from stt_operator.services.kube import Kube
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -101,5 +103,14 @@ def test_the_demo_tells_the_whole_story(
         html = path.read_text()
         assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) >= 2, path
         assert 'alt="Live traffic"' in html, path  # the live split plot, from Triton's counters
+    # The operator's own series reached Prometheus through the chart's metrics Service and
+    # ServiceMonitor: the weights it wrote, which the rollout reports draw on their timelines.
+    now = time.time()
+    source = collect.PrometheusRange(prometheus_stack.url)
+    weights = collect.route_weight_series(
+        source, collect.SeriesData(now - 1800, now, 15.0), NAMESPACE, "commands"
+    )
+    int8 = [pts for backend, pts in weights.items() if "-ctc-int8-" in backend]
+    assert int8 and max(v for _, v in int8[0]) == 100, weights
     for chapter in ("1. models", "2. asr", "2. commands", "3. A/B test", "4. reports"):
         assert any(line.split("] ", 1)[1].startswith(chapter) for line in lines), (chapter, lines)
