@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -317,6 +318,16 @@ class PromotionStatus(StatusModel):
     at: Timestamp | None = None
 
 
+class RunningPValue(StatusModel):
+    """One statistical rule's always-valid p-values, as running minima over the looks so far
+    (each look starts from them: a restarted operator resumes the same sequential test)."""
+
+    variant: str = Field(max_length=63)
+    rule: str = Field(max_length=512, description="<metric>/<rule>, e.g. 'wer/maxRelativeIncrease 0.05'")
+    p_fail: float = Field(description="running minimum of the p-value for 'the candidate is worse'")
+    p_pass: float = Field(description="running minimum of the p-value for 'the candidate is not worse'")
+
+
 class ABTestStatus(StatusModel):
     phase: ABTestPhase | None = None
     observed_generation: int | None = None
@@ -334,6 +345,23 @@ class ABTestStatus(StatusModel):
     guardrails: list[GuardrailResult] = Field(default_factory=list, max_length=8)
     promotion: PromotionStatus | None = None
     message: ShortText | None = None
+    sequential: list[RunningPValue] = Field(default_factory=list, max_length=4096)
+
+    def running_p_values(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """variant -> "<metric>/<rule>" -> (p_fail, p_pass): the analysis context's previous_p."""
+        out: dict[str, dict[str, tuple[float, float]]] = {}
+        for r in self.sequential:
+            out.setdefault(r.variant, {})[r.rule] = (r.p_fail, r.p_pass)
+        return out
+
+
+def sequential_status(state: Mapping[str, Mapping[str, tuple[float, float]]]) -> list[dict[str, Any]]:
+    """`status.sequential` from variant -> "<metric>/<rule>" -> (p_fail, p_pass)."""
+    return [
+        {"variant": v, "rule": rule, "pFail": pf, "pPass": pp}
+        for v, rules in sorted(state.items())
+        for rule, (pf, pp) in sorted(rules.items())
+    ]
 
 
 class ABTest(CustomResource):

@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 API = "stt.dev/v1alpha1"
 # Running minima of the always-valid p-values between looks (JSON: variant -> key -> [pFail,
 # pPass]). The status schema has no field for them yet, so they live on the ABTest itself.
-ANNOTATION_P_STATE = "stt.dev/abtest-p-state"
+# Where operators before status.sequential kept the running p-values (read once, then removed).
+LEGACY_P_STATE = "stt.dev/abtest-p-state"
 PROMETHEUS_TIMEOUT_S = 10.0
 
 
@@ -103,15 +104,19 @@ def _endpoint_info(
     return info
 
 
-def _p_state_in(body: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
-    raw = (body["metadata"].get("annotations") or {}).get(ANNOTATION_P_STATE)
+def _running_p_values(abt: ABTest, body: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """The sequential test's running minima from `status.sequential`; a test started by an
+    operator that kept them in the LEGACY_P_STATE annotation resumes from that once."""
+    if abt.status.sequential:
+        return abt.status.running_p_values()
+    raw = (body["metadata"].get("annotations") or {}).get(LEGACY_P_STATE)
     if not raw:
         return {}
     try:
         data = json.loads(raw)
         return {v: {k: (float(p[0]), float(p[1])) for k, p in d.items()} for v, d in data.items()}
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        log.warning("ignoring unreadable %s annotation", ANNOTATION_P_STATE)
+        log.warning("ignoring unreadable %s annotation", LEGACY_P_STATE)
         return {}
 
 
@@ -263,13 +268,13 @@ def _reconcile_valid(
     )
     plan = plan_abtest(inp)
     if plan.measure:
-        measurement = measure(ctx, abt, inp, _p_state_in(body))
+        measurement = measure(ctx, abt, inp, _running_p_values(abt, body))
         plan = plan_abtest(replace(inp, measurement=measurement))
         if plan.measure:  # cannot happen: the planner is deterministic
             raise RuntimeError("the ABTest planner asked for a second look in one reconcile")
     _execute(plan, inp, body, md, models, ctx)
-    if plan.p_state is not None:
-        patch.metadata.annotations[ANNOTATION_P_STATE] = json.dumps(plan.p_state, separators=(",", ":"))
+    if "sequential" in plan.status and LEGACY_P_STATE in (body["metadata"].get("annotations") or {}):
+        patch.metadata.annotations[LEGACY_P_STATE] = None  # status holds it now
     writer.apply_conditions(plan.conditions)
     writer.set(**plan.status)
     for event in plan.events:

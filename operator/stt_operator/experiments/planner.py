@@ -43,6 +43,7 @@ from stt_operator.api.abtest import (
     REASON_WINNER_FOUND,
     REASON_WINNER_PROMOTED,
     ABTestSpec,
+    sequential_status,
     variant_summary,
 )
 from stt_operator.builders.serving import Revision, revision_object_name
@@ -170,7 +171,6 @@ class ABTestPlan:
     route: dict[str, int] | None = None  # Service -> weight; None: leave the route alone
     cleanup: bool = False  # remove the test's variants and evaluator (never one the route names)
     measure: bool = False  # look at the metrics, then plan again with the Measurement
-    p_state: dict[str, dict[str, tuple[float, float]]] | None = None  # variant -> running minima
     requeue_after: float | None = None
 
 
@@ -683,7 +683,7 @@ def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, e
     old_srm_detected = bool((inp.status.get("sampleRatio") or {}).get("detected"))
     if m.error is not None:
         return _pause(plan, inp, REASON_ANALYSIS_ERROR, f"the metrics could not be read: {m.error}", ended)
-    plan.p_state = {v: p_state(r) for v, r in m.results.items()}
+    plan.status["sequential"] = sequential_status({v: p_state(r) for v, r in m.results.items()})
     _record_values(variants, inp, m)
     guardrails, blocked = _guardrails(inp, m)
     plan.status["guardrails"] = guardrails

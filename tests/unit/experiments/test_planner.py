@@ -582,3 +582,21 @@ def test_a_failed_slice_of_a_sliced_guardrail_blocks_the_winner() -> None:
     (g,) = w.status["guardrails"]
     assert g["metric"] == "wer-noise" and g["outcome"] == "Failed" and "noise=noisy" in g["message"]
     assert "GuardrailFailed" in w.events
+
+
+def test_the_running_p_values_live_in_typed_status_and_carry_to_the_next_look() -> None:
+    w = World()
+    w.run()
+    w.later(10)
+    w.step(look(BETTER, SRM_OK))
+    # The look's running minima are in status.sequential, which the typed model reads back as
+    # the analysis context's previous_p for the next look (a restarted operator resumes them).
+    assert w.status["sequential"] == [
+        {"variant": "candidate", "rule": "wer/nonInferiorityMargin 0.01", "pFail": 0.5, "pPass": 0.01}
+    ]
+    status = ABTestStatus.model_validate(w.status)
+    assert status.running_p_values() == {"candidate": {"wer/nonInferiorityMargin 0.01": (0.5, 0.01)}}
+    # A look that could not read the metrics leaves them as they were.
+    w.later(10)
+    w.step(Measurement(error="Prometheus unreachable"))
+    assert w.status["sequential"][0]["pPass"] == 0.01
