@@ -133,19 +133,15 @@ def scraped_operator(cluster: LocalCluster, proc: OperatorProcess) -> Iterator[N
     if cluster.real_node is None:
         yield
         return
-    root = repo_root()
-    assert root is not None
-    out = cluster.helm(
-        "template",
-        "stt",
-        str(root / "charts" / "stt-operator"),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        *("--set", "serviceMonitor.enabled=true", "--set", f"serviceMonitor.interval={SCRAPE_INTERVAL}"),
-        *("--set", "serviceMonitor.scrapeTimeout=4s"),
-        *("--show-only", "templates/service.yaml", "--show-only", "templates/servicemonitor.yaml"),
+    values = {
+        "serviceMonitor.enabled": "true",
+        "serviceMonitor.interval": SCRAPE_INTERVAL,
+        # Prometheus refuses a scrape timeout longer than the interval (the chart's is 10 s).
+        "serviceMonitor.scrapeTimeout": "4s",
+    }
+    docs = chart_objects(
+        cluster, OPERATOR_NAMESPACE, values, ["templates/service.yaml", "templates/servicemonitor.yaml"]
     )
-    docs = [d for d in yaml.safe_load_all(out) if d]
     (service,) = [d for d in docs if d["kind"] == "Service"]
     service["spec"].pop("selector")
     endpoints = {
@@ -172,24 +168,27 @@ def scraped_operator(cluster: LocalCluster, proc: OperatorProcess) -> Iterator[N
 # --- the namespace: Gateway, ServiceMonitor, labelled set --------------------------------------
 
 
-def chart_workload_servicemonitor(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
-    """The chart's workload ServiceMonitor as helm renders it (scraping every few seconds)."""
+def chart_objects(
+    cluster: LocalCluster,
+    namespace: str,
+    values: dict[str, str],
+    templates: list[str],
+) -> list[dict[str, Any]]:
+    """Objects of the chart's `templates` as `helm template` renders them with `values`."""
     root = repo_root()
     assert root is not None
+    sets = [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+    shows = [a for t in templates for a in ("--show-only", t)]
     out = cluster.helm(
-        "template",
-        "stt",
-        str(root / "charts" / "stt-operator"),
-        "--namespace",
-        namespace,
-        "--set",
-        "workloadServiceMonitor.enabled=true",
-        "--set",
-        f"workloadServiceMonitor.interval={SCRAPE_INTERVAL}",
-        "--show-only",
-        "templates/workload-servicemonitor.yaml",
+        "template", "stt", str(root / "charts" / "stt-operator"), "--namespace", namespace, *sets, *shows
     )
-    (doc,) = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def chart_workload_servicemonitor(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
+    """The chart's workload ServiceMonitor as helm renders it (scraping every few seconds)."""
+    values = {"workloadServiceMonitor.enabled": "true", "workloadServiceMonitor.interval": SCRAPE_INTERVAL}
+    (doc,) = chart_objects(cluster, namespace, values, ["templates/workload-servicemonitor.yaml"])
     return doc
 
 

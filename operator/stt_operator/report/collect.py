@@ -62,6 +62,9 @@ def window(start: str | None, end: str | None, now: float) -> tuple[float, float
     t1 = t_end.timestamp() if t_end else now
     t1 = max(t1, t0 + MIN_STEP_S)
     step = max(MIN_STEP_S, math.ceil((t1 - t0) / MAX_POINTS))
+    # Prometheus evaluates a range at start + k·step: start a whole number of steps before the
+    # end so the last point is the end itself (the newest samples are always in the report).
+    t0 = t1 - math.ceil((t1 - t0) / step) * step
     return t0, t1, float(step)
 
 
@@ -100,11 +103,15 @@ class SeriesData:
     queries: list[str] = field(default_factory=list)
 
 
-def _by(source: RangeSource, data: SeriesData, query: str, label: str) -> dict[str, Points]:
+def _range(source: RangeSource, data: SeriesData, query: str) -> list[tuple[dict[str, str], Points]]:
+    """One step before the window too: a sample there shows the series existed before it
+    (see `timeline.increases`)."""
     data.queries.append(query)
-    return {
-        labels.get(label, ""): pts for labels, pts in source.range(query, data.start, data.end, data.step)
-    }
+    return source.range(query, data.start - data.step, data.end, data.step)
+
+
+def _by(source: RangeSource, data: SeriesData, query: str, label: str) -> dict[str, Points]:
+    return {labels.get(label, ""): pts for labels, pts in _range(source, data, query)}
 
 
 def collect_series(
@@ -144,8 +151,7 @@ def collect_series(
         for candidate in got["pairs"]:
             data.pairs[candidate] = PairSums(**{k: got[k].get(candidate, ()) for k in names})
     q = f"sum by (variant, le) ({em.LATENCY}_bucket{sel.matchers()})"
-    data.queries.append(q)
-    for labels, pts in source.range(q, start, end, step):
+    for labels, pts in _range(source, data, q):
         data.latency_buckets.setdefault(labels.get("variant", ""), {})[labels.get("le", "+Inf")] = pts
     return data
 

@@ -2,9 +2,10 @@
 
 Prometheus gives cumulative counters sampled on a grid; every figure here starts from the
 increase since the window's start (a drop between two samples is a counter reset: the new value
-counts from zero), so a point at time t shows exactly what a look at t would have judged. A
-series first seen after the window started (the evaluator began, or was first scraped, inside
-the window) counts from zero: its first value is part of the increase.
+counts from zero), so a point at time t shows exactly what a look at t would have judged. The
+range queries begin one step before the window, which tells a series that was already there
+(it counts from its value at the start) from one first seen inside the window (the evaluator
+began, or was first scraped, inside it: it counts from zero, its first value included).
 
 - `ratio_over_time`: per variant, the ratio Σx/Σy (WER, CER) with the two-sided always-valid
   interval of `stats.sequential` around it (the interval the decisions use, not a fixed-horizon
@@ -36,16 +37,26 @@ Points = Sequence[tuple[float, float]]
 def increases(points: Points, since: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(times, increase since the window start) of one cumulative counter, resets handled.
 
-    `since`: the window's start; a series whose first sample comes later than one grid step
-    after it appeared inside the window, so its first value counts (it started from zero)."""
+    `since`: the window's start. The report's range queries begin one step before it, so a
+    series that existed before the window has a sample there: its increase counts from its
+    value at `since`, and only samples from `since` on come back. A series whose first sample
+    is at or after `since` started inside the window: it counts from zero, its first value
+    included (an evaluator created with the A/B test replays much of its set before the
+    first scrape). Without `since`, the increase counts from the first sample."""
     if not points:
         return np.zeros(0), np.zeros(0)
     t = np.array([p[0] for p in points], dtype=float)
     v = np.array([p[1] for p in points], dtype=float)
     step = np.diff(v)
     step = np.where(step >= 0, step, v[1:])  # after a reset the counter restarted from 0
-    first = v[0] if since is not None and t[0] > since + (t[1] - t[0] if t.size > 1 else 0.0) else 0.0
-    return t, first + np.concatenate([[0.0], np.cumsum(step)])
+    inc = np.concatenate([[0.0], np.cumsum(step)])
+    if since is None:
+        return t, inc
+    if t[0] >= since:
+        return t, v[0] + inc
+    base = inc[np.searchsorted(t, since, side="right") - 1]  # the last sample at or before since
+    keep = t >= since
+    return t[keep], inc[keep] - base
 
 
 def on_grid(points: Points, grid: np.ndarray, since: float | None = None) -> np.ndarray:
@@ -58,8 +69,9 @@ def on_grid(points: Points, grid: np.ndarray, since: float | None = None) -> np.
     return out
 
 
-def common_grid(series: Mapping[str, Points]) -> np.ndarray:
-    times = sorted({p[0] for pts in series.values() for p in pts})
+def common_grid(series: Mapping[str, Points], since: float | None = None) -> np.ndarray:
+    """Every sample time of `series`, from `since` on."""
+    times = sorted({p[0] for pts in series.values() for p in pts if since is None or p[0] >= since})
     return np.array(times, dtype=float)
 
 
@@ -89,7 +101,7 @@ class RatioSums:
 def ratio_over_time(
     sums: RatioSums, alpha: float = 0.05, tuning_n: float = 500.0, since: float | None = None
 ) -> dict[str, Band]:
-    grid = common_grid(sums.count)
+    grid = common_grid(sums.count, since)
     out: dict[str, Band] = {}
     for variant in sorted(sums.count):
         cols = [
@@ -138,7 +150,7 @@ class Evidence:
 def paired_evidence_over_time(
     pair: PairSums, alpha: float = 0.05, tuning_n: float = 500.0, since: float | None = None
 ) -> Evidence:
-    grid = common_grid({"p": pair.pairs})
+    grid = common_grid({"p": pair.pairs}, since)
     names = (
         "pairs",
         "ref",
@@ -198,27 +210,25 @@ def _shares(step: Mapping[str, np.ndarray], grid: np.ndarray, weights: Mapping[s
 def split_over_time(
     requests: Mapping[str, Points], weights: Mapping[str, float] | None = None, since: float | None = None
 ) -> Split:
-    grid = common_grid(requests)
+    grid = common_grid(requests, since)
     cum = {v: on_grid(pts, grid, since) for v, pts in requests.items()}
     return _shares(
         {v: np.diff(np.nan_to_num(c, nan=0.0), prepend=0.0) for v, c in cum.items()}, grid, weights
     )
 
 
-def _live_steps(
+def _live_cumulative(
     served: Mapping[str, Points], replayed: Mapping[str, Points], since: float | None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    grid = common_grid({**served, **{f"replay/{k}": v for k, v in replayed.items()}})
-    step: dict[str, np.ndarray] = {}
+    """(grid, per variant: Triton's increase less the replay's increase since the start)."""
+    grid = common_grid({**served, **{f"replay/{k}": v for k, v in replayed.items()}}, since)
+    out: dict[str, np.ndarray] = {}
     for v, pts in served.items():
         live = np.nan_to_num(on_grid(pts, grid, since), nan=0.0)
         if replayed.get(v):
             live = live - np.nan_to_num(on_grid(replayed[v], grid, since), nan=0.0)
-        # The lowest value from here on: non-decreasing, never ahead of a later count, and
-        # exact at the end.
-        live = np.minimum.accumulate(np.clip(live, 0.0, None)[::-1])[::-1] if live.size else live
-        step[v] = np.diff(live, prepend=0.0)
-    return grid, step
+        out[v] = live
+    return grid, out
 
 
 def live_split_over_time(
@@ -227,20 +237,21 @@ def live_split_over_time(
     weights: Mapping[str, float] | None = None,
     since: float | None = None,
 ) -> Split:
-    """The split of client traffic: per variant, the requests its Triton served less the
-    evaluator's replay to it. Triton and the evaluator are scraped at different moments, so the
-    difference of the two cumulative counts can run ahead or dip for a sample; what counts at
-    each point is the lowest difference from that point on (it never goes back, and the total
-    at the end is exact)."""
-    grid, step = _live_steps(served, replayed, since)
-    return _shares(step, grid, weights)
+    """The split of client traffic: per variant and step, the requests its Triton served less
+    the evaluator's replay to it. Triton and the evaluator are scraped at different moments, so
+    a step's difference can be off by the replay of those few seconds, one step low and the
+    next high (negatives count as 0); the error stays in its step and is small wherever the
+    clients send more than the evaluator replays."""
+    grid, live = _live_cumulative(served, replayed, since)
+    return _shares({v: np.diff(c, prepend=0.0).clip(min=0.0) for v, c in live.items()}, grid, weights)
 
 
 def live_totals(
     served: Mapping[str, Points], replayed: Mapping[str, Points], since: float | None = None
 ) -> dict[str, float]:
-    """Client requests per variant over the whole window (the live split's counts)."""
-    return {v: float(s.sum()) for v, s in _live_steps(served, replayed, since)[1].items()}
+    """Client requests per variant over the whole window: Triton's total less the replay's."""
+    _, live = _live_cumulative(served, replayed, since)
+    return {v: max(float(c[-1]), 0.0) if c.size else 0.0 for v, c in live.items()}
 
 
 @dataclass(frozen=True)
@@ -252,7 +263,8 @@ class Distribution:
 def latency_distribution(buckets: Mapping[str, Points], since: float | None = None) -> Distribution:
     """Bucket increments over the window from `le` -> cumulative counter range data."""
     bounds = sorted(buckets, key=lambda le: math.inf if le in ("+Inf", "inf") else float(le))
-    cumulative = np.array([increases(buckets[le], since)[1][-1] if buckets[le] else 0.0 for le in bounds])
+    ends = [increases(buckets[le], since)[1] for le in bounds]
+    cumulative = np.array([inc[-1] if inc.size else 0.0 for inc in ends])
     counts = np.diff(cumulative, prepend=0.0).clip(min=0.0)
     ub = np.array([math.inf if le in ("+Inf", "inf") else float(le) for le in bounds])
     return Distribution(ub, counts)

@@ -194,7 +194,10 @@ def test_abtest_report_is_self_contained_with_every_plot() -> None:
     data.requests = dict(sim["sums"].count)
     data.served = {v: [(x, 3 * y) for x, y in pts] for v, pts in data.requests.items()}
     data.replayed = dict(data.requests)
-    data.latency_buckets = {"control": {"0.1": [(0, 0), (1, 5)], "+Inf": [(0, 0), (1, 6)]}}
+    t0 = float(sim["t"][0])
+    data.latency_buckets = {
+        "control": {"0.1": [(t0 - 15, 0), (t0 + 15, 5)], "+Inf": [(t0 - 15, 0), (t0 + 15, 6)]}
+    }
     data.queries = ['sum by (variant) (stt_eval_requests_total{endpoint="asr"})']
     ab = {
         "metadata": {"name": "ab<script>", "namespace": "ns"},
@@ -237,6 +240,9 @@ def test_rollout_report_draws_weights_and_verdicts() -> None:
 def test_window_and_selector() -> None:
     t0, t1, step = window("2026-12-03T07:00:00Z", "2026-12-03T09:00:00Z", now=0)
     assert t1 - t0 == 7200 and step == 30  # 240 points at most
+    # The end is a grid point (the newest samples are in), the start moves back to fit.
+    t0, t1, step = window("2026-12-03T07:00:00Z", None, now=1_796_281_250.0)
+    assert t1 == 1_796_281_250.0 and (t1 - t0) % step == 0 and t0 <= 1_796_281_200.0 < t0 + step
     assert Selector("asr", "ns").matchers(unit="word") == '{endpoint="asr",namespace="ns",unit="word"}'
     assert Selector('a"b').matchers() == '{endpoint="a\\"b"}'
 
@@ -321,6 +327,11 @@ def test_refs_and_trees() -> None:
 
 def test_a_series_that_appears_inside_the_window_counts_from_zero() -> None:
     pts = [(100.0, 40.0), (115.0, 50.0)]
-    assert timeline.increases(pts, since=0.0)[1].tolist() == [40, 50]  # first seen at 100 > 0 + 15
-    assert timeline.increases(pts, since=95.0)[1].tolist() == [0, 10]  # already there at the start
+    assert timeline.increases(pts, since=0.0)[1].tolist() == [40, 50]  # first seen inside the window
+    assert timeline.increases(pts, since=95.0)[1].tolist() == [40, 50]  # even in its first step
+    # A sample before the start (the query begins a step early): it was already there, and
+    # only what came after the start counts.
+    t, inc = timeline.increases([(85.0, 30.0), *pts], since=95.0)
+    assert t.tolist() == [100.0, 115.0] and inc.tolist() == [10, 20]
+    assert timeline.increases(pts, since=105.0)[1].tolist() == [10]
     assert timeline.increases(pts)[1].tolist() == [0, 10]
