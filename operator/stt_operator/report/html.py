@@ -196,6 +196,10 @@ def rollout_timeline_figure(md: Mapping[str, Any], weights: Mapping[str, tl.Poin
                 color=_color(i),
                 label=backend,
                 drawstyle="steps-post",
+                # Two backends at the same weight (50/50) overlap: each later line is thinner
+                # and dashed, so the one under it still shows.
+                linewidth=max(1.0, 3.0 - 0.7 * i),
+                linestyle=("-", "--", "-.", ":")[i % 4],
             )
     marks = {"Passed": ("o", "#2ca02c"), "Failed": ("X", "#d62728")}
     for run in status.get("analysisRuns") or []:
