@@ -63,11 +63,12 @@ ALLOWED_BACKENDS: dict[str, tuple[str, ...]] = {
     "tensorrt-plan": ("tensorrt",),
     "python": ("python",),
 }
-# Every scheme needs what it addresses: an absolute file path, a PVC name, a bucket, a host.
+# Every scheme needs what it addresses: an absolute file path, a PVC name, a bucket and a key
+# (the fetcher takes no bare bucket), a host.
 URI_PATTERN = (
     r"^(file:///[^\s]*"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/[^\s]*)?"
-    r"|(s3|gs)://[a-z0-9]([a-z0-9._-]{0,220}[a-z0-9])?(/[^\s]*)?"
+    r"|(s3|gs)://[a-z0-9]([a-z0-9._-]{0,220}[a-z0-9])?/[^\s]*[^\s/][^\s]*"
     r"|https?://[^/?#@\s]+([/?#][^\s]*)?)$"
 )
 # A `.` or `..` path segment (also percent-encoded) would leave the claim, bucket or folder.
