@@ -85,49 +85,27 @@ class Fetcher:
         """Counter increase since the start of every series of `selector`, summed by `by`: exact
         from raw samples up to `exact_window_max_s`, Prometheus' increase() beyond."""
         if self.ctx.window_seconds() <= self.ctx.exact_window_max_s:
-            # A margin before the start tells a series that was there (it counts from its value
-            # at the start) from one that began inside the window (it counts from zero).
-            q = f"{selector}[{self.ctx.window_seconds() + BEFORE_START_MARGIN_S}s]"
-            start = self.ctx.eval_time() - self.ctx.window_seconds()
-            return sum_increases(self.run(q).samples, by, start), q
+            q = f"{selector}[{self.ctx.window()}]"
+            return sum_increases(self.run(q).samples, by), q
         grouping = f" by ({', '.join(by)})" if by else ""
         q = f"sum{grouping} (increase({selector}[{self.ctx.window()}]))"
         return {tuple(s.labels.get(label, "") for label in by): s.value for s in self.run(q).samples}, q
 
 
-# How far before the window's start the raw samples are read: Prometheus' default lookback.
-# A series with a sample in it existed before the start; one without began inside the window.
-BEFORE_START_MARGIN_S = 300
-
-
-def counter_increase(points: Iterable[tuple[float, float]], start: float | None = None) -> float:
-    """Increase of one counter over its samples; a drop is a reset to zero (process restart).
-
-    With `start`: the increase since then. A series with a sample at or before `start` counts
-    from its last one there; a series whose first sample is after `start` began inside the
-    window (an evaluator or a Triton pod created with the test) and counts from zero, its
-    first value included: what it counted before its first scrape is part of the window."""
-    pts = sorted(points)
-    if start is not None:
-        before = [p for p in pts if p[0] <= start]
-        after = [p for p in pts if p[0] > start]
-        if not before:
-            return counter_increase([(start, 0.0), *after]) if after else 0.0
-        pts = [before[-1], *after]
-    v = np.array([p[1] for p in pts], dtype=float)
+def counter_increase(points: Iterable[tuple[float, float]]) -> float:
+    """Increase of one counter over its samples; a drop is a reset to zero (process restart)."""
+    v = np.array([p[1] for p in points], dtype=float)
     if v.size < 2:
         return 0.0 if v.size == 1 and not math.isnan(v[0]) else (math.nan if v.size else 0.0)
     d = np.diff(v)
     return float(np.sum(np.where(d >= 0, d, v[1:])))
 
 
-def sum_increases(
-    samples: Iterable[Sample], by: tuple[str, ...], start: float | None = None
-) -> dict[tuple[str, ...], float]:
+def sum_increases(samples: Iterable[Sample], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
     out: dict[tuple[str, ...], float] = {}
     for s in samples:
         key = tuple(s.labels.get(label, "") for label in by)
-        out[key] = out.get(key, 0.0) + counter_increase(s.values or ((0.0, s.value),), start)
+        out[key] = out.get(key, 0.0) + counter_increase(s.values or ((0.0, s.value),))
     return out
 
 

@@ -179,19 +179,3 @@ def test_exact_counter_increase_handles_resets_and_nan() -> None:
     )
     assert isinstance(parsed[0], Sample) and parsed[0].value == 4.0
     assert sum_increases(parsed, ("variant",)) == {("a",): 5.0, ("b",): 1.0}
-
-
-def test_increase_since_the_start_tells_old_series_from_new_ones() -> None:
-    from stt_operator.analysis.presets import counter_increase
-
-    # A sample at or before the start: the series was there, it counts from that value.
-    assert counter_increase([(90, 30), (100, 40), (115, 55)], start=100) == 15
-    assert counter_increase([(90, 30), (110, 45), (125, 60)], start=100) == 30
-    # First seen after the start (created inside the window, e.g. the A/B test's evaluator,
-    # which replayed 40 utterances before its first scrape): everything it counted is in.
-    assert counter_increase([(105, 40), (120, 50)], start=100) == 50
-    # A reset inside the window still counts from zero; nothing after the start is nothing.
-    assert counter_increase([(95, 10), (105, 20), (120, 3)], start=100) == 10 + 3
-    assert counter_increase([(95, 10)], start=100) == 0
-    # Without a start: the increase from the first sample, as before.
-    assert counter_increase([(105, 40), (120, 50)]) == 10
