@@ -114,7 +114,7 @@ def loop_operator(
     )
     proc.start()
     try:
-        with scraped_operator(cluster, proc):
+        with scraped_operator(cluster, proc, prometheus_url):
             yield proc
     finally:
         proc.stop()
@@ -124,7 +124,7 @@ OPERATOR_NAMESPACE = "stt-system"  # the release namespace of the chart's operat
 
 
 @contextlib.contextmanager
-def scraped_operator(cluster: LocalCluster, proc: OperatorProcess) -> Iterator[None]:
+def scraped_operator(cluster: LocalCluster, proc: OperatorProcess, prometheus_url: str) -> Iterator[None]:
     """Prometheus scrapes the host operator process through the chart's own metrics Service
     and ServiceMonitor (as a Helm install with `serviceMonitor.enabled` has them): the Service
     loses its pod selector and gets an Endpoints object naming the host's address on the
@@ -157,6 +157,14 @@ def scraped_operator(cluster: LocalCluster, proc: OperatorProcess) -> Iterator[N
     }
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([namespace, *docs, endpoints]))
+    # The Prometheus Operator's config reload takes a minute or two; wait for the first scrape
+    # so a rollout's first weights are in its report.
+    up = f'up{{namespace="{OPERATOR_NAMESPACE}"}} == 1'
+    deadline = time.monotonic() + 240
+    while not _quietly(lambda: prometheus_at(prometheus_url, up)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus did not scrape the operator in 240 s ({up})")
+        time.sleep(2)
     try:
         yield
     finally:
@@ -580,6 +588,14 @@ def switches(observer: RolloutObserver, load: LoadGenerator) -> list[dict[str, A
         sent, failed = load.counts(change.t, end)
         rows.append({"route": dict(change.weights), "requests": sent, "failed": failed})
     return rows
+
+
+def _quietly(query: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A query's result, or nothing while Prometheus cannot answer yet."""
+    try:
+        return query()
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def prometheus_at(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:

@@ -355,7 +355,9 @@ class Story:
     def _live_requests(self, ab: dict[str, Any]) -> dict[str, float]:
         from stt_operator.report import collect, timeline
 
-        t0, t1, step = collect.window(collect.lifetime(ab)[0], None, time.time())
+        # Up to the verdict (endedAt): the evaluator is deleted right after it, and the replay
+        # it sent after its last scrape would count as live.
+        t0, t1, step = collect.window(*collect.lifetime(ab), time.time())
         source = collect.PrometheusRange(self.prometheus_url)
         selector = collect.Selector(ASR, self.namespace)
         data = collect.collect_series(source, selector, t0, t1, step)

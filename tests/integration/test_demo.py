@@ -88,14 +88,13 @@ def test_the_demo_tells_the_whole_story(
     assert result.sticky_rules > 0
     assert result.ab_requests >= 10 and result.ab_failed == 0
     # The live split from Triton's counters (less the replay) follows the 50/50 weights and
-    # counts about what the client sent (requests sent before the test ran go to the stable).
-    live = result.live_requests
+    # counts about what the client sent. Triton and the evaluator are scraped up to 5 s apart,
+    # so the replay of those seconds can count as live (~15 a variant here); a replay not
+    # subtracted at all would be twice the client's count and more.
+    live, sent = result.live_requests, result.ab_requests
     assert set(live) == {"control", "candidate"}, live
     assert 0.3 <= live["control"] / sum(live.values()) <= 0.7, live
-    assert 0.7 * result.ab_requests <= sum(live.values()) <= 1.3 * result.ab_requests, (
-        live,
-        result.ab_requests,
-    )
+    assert 0.7 * sent <= sum(live.values()) <= 1.5 * sent, (live, sent)
 
     # Reports: self-contained HTML with embedded plots.
     assert len(result.reports) == 3
