@@ -55,8 +55,6 @@ from stt_operator.stats.counts import SRMResult, combine_sample_ratios
 log = logging.getLogger(__name__)
 
 API = "stt.dev/v1alpha1"
-# Running minima of the always-valid p-values between looks (JSON: variant -> key -> [pFail,
-# pPass]). The status schema has no field for them yet, so they live on the ABTest itself.
 # Where operators before status.sequential kept the running p-values (read once, then removed).
 LEGACY_P_STATE = "stt.dev/abtest-p-state"
 PROMETHEUS_TIMEOUT_S = 10.0
