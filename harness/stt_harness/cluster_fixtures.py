@@ -83,6 +83,9 @@ def namespace_name(test_name: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:6]}"
 
 
+SERVICE_ACCOUNT_WAIT_S = 120
+
+
 @contextlib.contextmanager
 def scratch_namespace(kube_api: ApiClient, name: str) -> Iterator[str]:
     """Create namespace `name`, wait for its default ServiceAccount, delete it afterwards."""
@@ -92,14 +95,19 @@ def scratch_namespace(kube_api: ApiClient, name: str) -> Iterator[str]:
     core = CoreV1Api(kube_api)
     core.create_namespace({"metadata": {"name": name, "labels": {"stt.dev/test": "true"}}})
     # Pods are rejected until the ServiceAccount controller has created "default".
-    deadline = time.monotonic() + 60
+    started = time.monotonic()
     while True:
         try:
             core.read_namespaced_service_account("default", name)
             break
         except ApiException as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
+            if exc.status != 404:
                 raise
+            if time.monotonic() - started > SERVICE_ACCOUNT_WAIT_S:
+                raise TimeoutError(
+                    f"namespace {name}: kube-controller-manager made no default ServiceAccount in "
+                    f"{SERVICE_ACCOUNT_WAIT_S} s (is it running, and reconnected after a restart?)"
+                ) from exc
             time.sleep(0.2)
     try:
         yield name

@@ -353,6 +353,25 @@ def wait_apiserver(kube: Kube, timeout: float = 60.0) -> None:
     raise TimeoutError("kube-apiserver not back")
 
 
+def wait_controllers_back(kube: Kube, timeout: float = 180.0) -> float:
+    """Seconds until kube-controller-manager acts again after a control-plane restart.
+
+    Its informers reconnect on client-go's backoff (up to about a minute after a 20 s outage), and
+    until then a new namespace gets no "default" ServiceAccount, so no pod can be created in it. A
+    test that restarts the control plane waits here, so the next test finds a working cluster."""
+    name = f"controllers-back-{random.getrandbits(32):08x}"
+    started = time.monotonic()
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    try:
+        while kube.get("v1", "ServiceAccount", "default", name) is None:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"no default ServiceAccount in {name} {timeout:.0f} s after the restart")
+            time.sleep(0.5)
+        return time.monotonic() - started
+    finally:
+        kube.delete("v1", "Namespace", name, None)
+
+
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> float | None:
     """Seconds until `proc` exited, or None if it is still running after `timeout`."""
     t0 = time.monotonic()
