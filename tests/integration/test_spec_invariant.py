@@ -39,17 +39,17 @@ from stt_operator.api.common import (
 )
 from stt_operator.api.modeldeployment import GATEWAY_PATH_PATTERN
 from stt_operator.artifacts import jobs
+from stt_operator.builders import routing
 from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, triton_model_name
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
-from stt_operator.builders.routing import Backend, endpoint_service, endpoint_slice, http_route
+from stt_operator.builders.routing import endpoint_service, endpoint_slice
 from stt_operator.builders.serving import Revision, revision_object_name, triton_deployment, triton_service
 from stt_operator.experiments.objects import (
     VariantBackend,
     endpoint_route,
     evaluator_for,
     owned_service_name,
-    parent_refs,
     variant_objects,
 )
 from stt_operator.rollout.evaluator import rollout_evaluator
@@ -418,25 +418,17 @@ def modeldeployment_children(body: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out = [triton_deployment(params), triton_service(params)]
     service = revision_object_name(name, model_name, revision.id)
-    endpoint = spec.get("endpoint") or {}
+    parsed = ModelDeployment.from_body(body).spec
     if spec.get("routing") == "replica-ratio":
         out += [
             endpoint_service(name, namespace, owner),
             endpoint_slice(name, namespace, ["10.0.0.7"], owner),
         ]
-    else:
-        out.append(
-            http_route(
-                name,
-                namespace,
-                [Backend(service, 100)],
-                parent_refs=parent_refs(endpoint),
-                hostnames=endpoint.get("hostnames") or (),
-                path=endpoint.get("path") or "/",
-                owner=owner,
-            )
+    else:  # the operator's own route builder, as the controller calls it
+        route = routing.endpoint_route(
+            name, namespace, parsed.endpoint, {service: 100}, models={service: model_name}, owner=owner
         )
-    parsed = ModelDeployment.from_body(body).spec
+        out.append(route)
     evaluator = rollout_evaluator(
         body,
         parsed,

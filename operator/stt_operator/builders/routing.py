@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stt_operator.api.modeldeployment import EndpointSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
+from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
 from stt_operator.experiments.assignment import bucket_regex, bucket_slices
 
@@ -30,6 +32,58 @@ def route_name(deployment_name: str) -> str:
     """The HTTPRoute's and endpoint Service's name: a Service name must be a DNS-1035 label,
     which a ModelDeployment name (a DNS subdomain) need not be."""
     return dns_name(deployment_name)
+
+
+def parent_refs(endpoint: EndpointSpec | None) -> list[dict[str, Any]]:
+    """HTTPRoute parentRefs from a ModelDeployment's `spec.endpoint.gatewayRef` (none: no parent)."""
+    gateway = endpoint.gateway_ref if endpoint else None
+    if gateway is None:
+        return []
+    parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
+    if gateway.namespace:
+        parent["namespace"] = gateway.namespace
+    if gateway.section_name:
+        parent["sectionName"] = gateway.section_name
+    return [parent]
+
+
+def endpoint_route(
+    name: str,
+    namespace: str,
+    endpoint: EndpointSpec | None,
+    weights: Mapping[str, int],
+    *,
+    models: Mapping[str, str] | None = None,
+    owner: Mapping[str, Any] | None = None,
+    session_header: str | None = None,
+) -> dict[str, Any]:
+    """The one HTTPRoute of ModelDeployment `name`, whoever sets its weights (the rollout or an
+    A/B test holding the endpoint): `weights` maps each revision's Service to its weight,
+    `models` each Service to the STTModel it serves (with it, clients may call
+    `/v2/models/<name>` whichever revision answers), `session_header` adds an A/B test's sticky
+    rules. Parents, hostnames, path, port and language-pair match come from `spec.endpoint`."""
+    models = models or {}
+    port = endpoint.port if endpoint else TRITON_HTTP_PORT
+    return http_route(
+        name,
+        namespace,
+        [
+            Backend(
+                service,
+                weight,
+                port,
+                model=triton_model_name(models[service]) if service in models else None,
+            )
+            for service, weight in weights.items()
+        ],
+        parent_refs=parent_refs(endpoint),
+        hostnames=endpoint.hostnames if endpoint else (),
+        path=endpoint.path if endpoint else "/",
+        owner=owner,
+        alias=name if models else None,
+        session_header=session_header,
+        headers=(endpoint.header_matches() or None) if endpoint else None,
+    )
 
 
 def http_route(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,16 @@ from stt_operator.builders.common import (
 TRITON_HTTP_PORT = 8000
 TRITON_GRPC_PORT = 8001
 TRITON_METRICS_PORT = 8002
+
+
+def model_digest(model_body: Mapping[str, Any]) -> str:
+    """What identifies a servable revision: the artifact digest and the serving spec.
+
+    Any edit of the STTModel's spec makes a new revision (Triton must reload its config)."""
+    spec = model_body.get("spec") or {}
+    artifact = ((model_body.get("status") or {}).get("artifact") or {}).get("digest", "")
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")) + artifact
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from stt_operator.api import ABTest
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.placement import place
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
-from stt_operator.builders.serving import TRITON_HTTP_PORT, deployment_available
+from stt_operator.builders.serving import TRITON_HTTP_PORT, deployment_available, model_digest
 from stt_operator.controllers.context import OperatorContext
-from stt_operator.controllers.modeldeployment import model_digest
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.experiments.objects import (
     LABEL_ABTEST,

@@ -7,8 +7,6 @@ records everything in status.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,36 +15,38 @@ from typing import Any
 
 import kopf
 
-from stt_operator.analysis.engine import evaluate_metrics
-from stt_operator.analysis.model import AnalysisResult, MetricResult
-from stt_operator.analysis.monitoring import MonitoringLook, window_counts
-from stt_operator.analysis.prom import PrometheusClient, PromQueryError
+from stt_operator.analysis.model import AnalysisResult
 from stt_operator.api import ModelDeployment
-from stt_operator.api.common import SpecError, parse_duration
+from stt_operator.api.common import SpecError
 from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
-from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import place
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
 from stt_operator.builders.routing import (
-    Backend,
+    endpoint_route,
     endpoint_service,
     endpoint_slice,
-    http_route,
     ratio_replicas,
     ready_pod_ips,
     route_name,
 )
 from stt_operator.builders.serving import (
-    TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
     Revision,
     deployment_available,
+    model_digest,
     revision_object_name,
     triton_deployment,
     triton_service,
 )
 from stt_operator.controllers.context import OperatorContext
+from stt_operator.controllers.looks import (
+    analysis_availability,
+    capacity_observer,
+    run_analysis,
+    run_monitoring_look,
+    run_smoke,
+)
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.observability import (
@@ -57,7 +57,6 @@ from stt_operator.observability import (
     track_reconcile,
 )
 from stt_operator.rollout.common import (
-    ANALYSIS_UNAVAILABLE,
     ANNOTATION_ABORT,
     ANNOTATION_HELD_BY,
     ANNOTATION_PROMOTE,
@@ -66,25 +65,12 @@ from stt_operator.rollout.common import (
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
-from stt_operator.rollout.monitoring import MonitoringRequest
-from stt_operator.rollout.plan import AnalysisRequest, ObservedRevision, SmokeRequest, SmokeResult
+from stt_operator.rollout.plan import ObservedRevision
 from stt_operator.rollout.selection import select_model
-from stt_operator.services.capacity import CapacityObserver
-from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
 
 log = logging.getLogger(__name__)
 
 STTMODEL_API = "stt.dev/v1alpha1"
-
-
-def model_digest(model_body: Mapping[str, Any]) -> str:
-    """What identifies a servable revision: the artifact digest and the serving spec.
-
-    Any edit of the STTModel's spec makes a new revision (Triton must reload its config)."""
-    spec = model_body.get("spec") or {}
-    artifact = ((model_body.get("status") or {}).get("artifact") or {}).get("digest", "")
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")) + artifact
-    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -117,9 +103,6 @@ WAITING_REQUEUE_S = 5.0
 
 
 REASON_GPU_REQUIRED = "GPURequired"
-# PromQueryError kinds that mean no Prometheus can be asked at all -> AnalysisUnavailable reasons.
-UNAVAILABLE_REASONS = {"not-configured": "NoPrometheus", "not-allowed": "PrometheusNotAllowed"}
-CONDITION_ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
 
 
 def _wait(writer: StatusWriter, reason: str, message: str, phase: str, warning: bool = False) -> None:
@@ -156,119 +139,6 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             ROLLBACKS.labels(namespace, name).inc()
         writer.commit(patch)
     return requeue
-
-
-def run_analysis(
-    ctx: OperatorContext,
-    md: ModelDeployment,
-    request: AnalysisRequest,
-    status: Mapping[str, Any],
-    model_name: str,
-) -> AnalysisResult:
-    """One look: query Prometheus through the analysis engine. A failure of any kind is the
-    outcome Error for every metric (the policy pauses after several), never a crash."""
-    analysis = md.spec.analysis
-    metrics = [m for m in (analysis.metrics if analysis else []) if m.name in request.metrics]
-    name = md.name
-    try:
-        assert analysis is not None
-        prom = analysis.prometheus
-        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
-        timeout = parse_duration(prom.timeout) if prom else 10.0
-        stable_model = status.get("stableModel") or ""
-        context: dict[str, Any] = {
-            "namespace": md.namespace,
-            "endpoint": name,
-            "candidate": {
-                "variant": request.candidate_variant,
-                "service": revision_object_name(name, model_name, request.candidate),
-                "model": model_name,
-            },
-            "start": request.start,
-            "interval": analysis.interval,
-            "confidence": analysis.confidence,
-            "no_data_policy": analysis.no_data_policy,
-            "scope_queries": ctx.settings.scope_custom_queries,
-        }
-        if request.baseline:
-            context["baseline"] = {
-                "variant": "stable",
-                "service": revision_object_name(name, stable_model, request.baseline),
-                "model": stable_model,
-            }
-        return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
-    except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
-        if exc.kind in UNAVAILABLE_REASONS:  # configuration, not a failed look: the rollout holds
-            return AnalysisResult("Error", exc.detail, (), unavailable=UNAVAILABLE_REASONS[exc.kind])
-        return AnalysisResult(
-            "Error",
-            exc.detail,
-            tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc.detail}") for m in metrics),
-        )
-    except Exception as exc:  # a bad address or an engine bug must not stop the reconcile loop
-        log.exception("analysis of %s/%s failed", md.namespace, name)
-        message = f"analysis could not run: {exc}"
-        return AnalysisResult(
-            "Error", message, tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc}") for m in metrics)
-        )
-
-
-def run_monitoring_look(
-    ctx: OperatorContext, md: ModelDeployment, request: MonitoringRequest
-) -> MonitoringLook:
-    """One monitoring look (rollout/monitoring.py): the stable revision's counts over the
-    request's window. Any failure is `unavailable` (a hold), never a crash or a verdict."""
-    monitoring, analysis = md.spec.monitoring, md.spec.analysis
-    prom = (monitoring.prometheus if monitoring else None) or (analysis.prometheus if analysis else None)
-    try:
-        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
-        timeout = parse_duration(prom.timeout) if prom else 10.0
-        service = revision_object_name(md.name, request.model, request.revision)
-        return window_counts(
-            PrometheusClient(url, timeout_s=timeout),
-            request.metrics,
-            namespace=md.namespace,
-            endpoint=md.name,
-            service=service,
-            model=request.model,
-            start=request.start,
-            end=request.end,
-        )
-    except PromQueryError as exc:
-        return MonitoringLook((), UNAVAILABLE_REASONS.get(exc.kind, exc.kind), exc.detail)
-    except Exception as exc:  # a bad address or a bug must not stop the reconcile loop
-        log.exception("monitoring look of %s/%s failed", md.namespace, md.name)
-        return MonitoringLook((), "LookFailed", f"monitoring look could not run: {exc}")
-
-
-def _analysis_availability(
-    writer: StatusWriter, namespace: str, name: str, result: AnalysisResult | None
-) -> None:
-    """One AnalysisUnavailable condition, True while no Prometheus can be asked (`result` is
-    this reconcile's look, None when none was due), with an Event and one log line when it
-    turns True or changes reason: not one per interval."""
-    was = writer.old_condition(CONDITION_ANALYSIS_UNAVAILABLE) or {}
-    if result is not None and result.unavailable:
-        message = f"{result.message}; the rollout holds (no promotion, no rollback) until one is"
-        writer.condition(CONDITION_ANALYSIS_UNAVAILABLE, "True", result.unavailable, message)
-        if writer.changed(CONDITION_ANALYSIS_UNAVAILABLE):
-            log.warning("analysis of %s/%s unavailable: %s", namespace, name, result.message)
-            writer.event("Warning", result.unavailable, message)
-        return
-    if was.get("status") != "True":
-        return
-    held = any(
-        c.get("type") == "Paused" and c.get("reason") == ANALYSIS_UNAVAILABLE for c in writer.conditions
-    )
-    if result is not None:
-        writer.condition(
-            CONDITION_ANALYSIS_UNAVAILABLE, "False", "PrometheusAvailable", "Prometheus answered"
-        )
-        log.info("analysis of %s/%s: Prometheus answers again", namespace, name)
-    elif not held:  # promoted, aborted or rolled back by a person meanwhile: nothing waits for it
-        writer.condition(
-            CONDITION_ANALYSIS_UNAVAILABLE, "False", "AnalysisNotRunning", "no analysis is waiting"
-        )
 
 
 def _select(
@@ -407,7 +277,7 @@ def _reconcile_valid(
         # A canary that scales with its weight starts with one pod; anything else with all.
         scaled = spec.scale_replicas_with_weight and spec.strategy.type in ("Canary", "Gradual")
         replicas = 1 if scaled else spec.replicas
-        capacity = _capacity_observer(ctx).verdict(pod_spec, replicas)
+        capacity = capacity_observer(ctx).verdict(pod_spec, replicas)
     smoke = spec.smoke_test.enabled if spec.smoke_test else None
     inputs = RolloutInput(
         desired=desired,
@@ -472,39 +342,12 @@ def _reconcile_valid(
         )
         writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
     elif plan.route is not None:
-        backends = [
-            Backend(
-                revision_object_name(name, models_by_revision[rid], rid),
-                weight,
-                http_port,
-                model=triton_model_name(models_by_revision[rid]),
-            )
-            for rid, weight in plan.route.items()
-        ]
-        endpoint = spec.endpoint
-        parents = []
-        if endpoint and endpoint.gateway_ref:
-            parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
-            parent["name"] = endpoint.gateway_ref.name
-            if endpoint.gateway_ref.namespace:
-                parent["namespace"] = endpoint.gateway_ref.namespace
-            if endpoint.gateway_ref.section_name:
-                parent["sectionName"] = endpoint.gateway_ref.section_name
-            parents.append(parent)
-        route = http_route(
-            name,
-            namespace,
-            backends,
-            parent_refs=parents,
-            hostnames=endpoint.hostnames if endpoint else (),
-            path=endpoint.path if endpoint else "/",
-            owner=owner,
-            # Clients call /v2/models/<endpoint name>/... whichever revision answers.
-            alias=name,
-            headers=endpoint.header_matches() if endpoint else None,
-        )
-        ctx.kube.apply(route)
-        record_route(namespace, name, {b.service: b.weight for b in backends})
+        weights = {revision_object_name(name, models_by_revision[r], r): w for r, w in plan.route.items()}
+        served = {
+            revision_object_name(name, models_by_revision[r], r): models_by_revision[r] for r in plan.route
+        }
+        ctx.kube.apply(endpoint_route(name, namespace, spec.endpoint, weights, models=served, owner=owner))
+        record_route(namespace, name, weights)
         writer.set(endpoint=name)
 
     for revision_id in plan.delete:
@@ -515,7 +358,7 @@ def _reconcile_valid(
         ctx.kube.delete("v1", "Service", object_name, namespace)
 
     writer.apply_conditions(plan.conditions)
-    _analysis_availability(writer, namespace, name, looked)
+    analysis_availability(writer, namespace, name, looked)
     writer.set(**plan.status)
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)
@@ -552,31 +395,6 @@ def _needs_preflight(
         return False
     history = status.get("revisions") or []
     return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)
-
-
-_OBSERVERS: dict[int, CapacityObserver] = {}
-
-
-def _capacity_observer(ctx: OperatorContext) -> CapacityObserver:
-    """One node cache per API facade (the operator has one)."""
-    return _OBSERVERS.setdefault(id(ctx.kube), CapacityObserver(ctx.kube))
-
-
-def run_smoke(
-    ctx: OperatorContext, name: str, namespace: str, model: Mapping[str, Any], request: SmokeRequest
-) -> SmokeResult:
-    """The smoke transcription through the revision's own Service (its ClusterIP, gRPC port)."""
-    service_name = revision_object_name(name, request.model, request.revision)
-    service = ctx.kube.get("v1", "Service", service_name, namespace)
-    ip = ((service or {}).get("spec") or {}).get("clusterIP")
-    if not ip or ip == "None":
-        expected, _ = builtin_utterance()
-        return SmokeResult(
-            request.revision, "Error", expected, None, f"Service {service_name} has no ClusterIP"
-        )
-    io = (model.get("spec") or {}).get("io") or {}
-    triton_model = triton_model_name(model["metadata"]["name"])
-    return smoke_transcribe(f"{ip}:{TRITON_GRPC_PORT}", triton_model, io, request.revision, request.timeout_s)
 
 
 def _write_ratio_endpoint(

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from stt_operator import API_GROUP
-from stt_operator.api.modeldeployment import LANGUAGE_PAIR_HEADER
+from stt_operator.api.modeldeployment import EndpointSpec
+from stt_operator.builders import routing
 from stt_operator.builders.common import dns_name, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.revision import serving_params
-from stt_operator.builders.routing import Backend, http_route
 from stt_operator.builders.serving import (
     TRITON_HTTP_PORT,
     Revision,
@@ -91,59 +91,25 @@ def variant_objects(
     return objects
 
 
-def parent_refs(endpoint: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """HTTPRoute parentRefs from a ModelDeployment's `spec.endpoint` (camelCase dict)."""
-    gateway = (endpoint or {}).get("gatewayRef")
-    if not gateway:
-        return []
-    parent: dict[str, Any] = {
-        "group": "gateway.networking.k8s.io",
-        "kind": "Gateway",
-        "name": gateway["name"],
-    }
-    if gateway.get("namespace"):
-        parent["namespace"] = gateway["namespace"]
-    if gateway.get("sectionName"):
-        parent["sectionName"] = gateway["sectionName"]
-    return [parent]
-
-
 def endpoint_route(
     md_body: Mapping[str, Any],
     weights: Mapping[str, int],
     session_header: str | None = None,
     models: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The endpoint's HTTPRoute (same name, owner and match as the ModelDeployment writes) with
-    `weights` (Service name -> weight); `session_header`: the test's sticky header rules;
-    `models` (Service name -> STTModel name): keeps the endpoint's `/v2/models/<endpoint>` alias
-    rule during the test, as the ModelDeployment renders it."""
+    """The held endpoint's HTTPRoute with the test's `weights` (Service name -> weight), built
+    by the same builder as the ModelDeployment's own (`builders/routing.py: endpoint_route`):
+    same name, owner, parents and match, plus the test's sticky rules."""
     meta = md_body["metadata"]
-    endpoint = (md_body.get("spec") or {}).get("endpoint") or {}
-    models = models or {}
-    return http_route(
+    endpoint = (md_body.get("spec") or {}).get("endpoint")
+    return routing.endpoint_route(
         meta["name"],
         meta["namespace"],
-        [
-            Backend(
-                service,
-                weight,
-                int(endpoint.get("port") or TRITON_HTTP_PORT),
-                model=triton_model_name(models[service]) if service in models else None,
-            )
-            for service, weight in weights.items()
-        ],
-        alias=meta["name"] if models else None,
-        parent_refs=parent_refs(endpoint),
-        hostnames=endpoint.get("hostnames") or (),
-        path=endpoint.get("path") or "/",
+        EndpointSpec.model_validate(endpoint) if endpoint else None,
+        weights,
+        models=models,
         owner=owner_reference(md_body),
         session_header=session_header,
-        headers=(
-            {endpoint.get("languagePairHeader") or LANGUAGE_PAIR_HEADER: endpoint["languagePair"]}
-            if endpoint.get("languagePair")
-            else None
-        ),
     )
 
 

@@ -19,7 +19,7 @@ from stt_operator.api.common import iso
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import Revision
 from stt_operator.controllers.context import OperatorContext
-from stt_operator.controllers.modeldeployment import run_monitoring_look
+from stt_operator.controllers.looks import run_monitoring_look
 from stt_operator.rollout.common import RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest

@@ -11,7 +11,7 @@ import pytest
 from stt_harness.cluster import free_port
 from stt_operator.api import ModelDeployment
 from stt_operator.controllers.context import OperatorContext
-from stt_operator.controllers.modeldeployment import run_analysis
+from stt_operator.controllers.looks import run_analysis
 from stt_operator.rollout.plan import AnalysisRequest
 from stt_operator.settings import OperatorSettings
 

@@ -1,0 +1,172 @@
+"""The looks a rollout plan asks for before it decides: Prometheus (analysis and monitoring),
+the smoke transcription through the new revision's Service, and the cluster's free capacity.
+
+Each takes the operator's context and returns the planner's typed answer; any failure becomes
+an answer (an Error outcome, an unavailable look), never an exception out of a reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from stt_operator.analysis.engine import evaluate_metrics
+from stt_operator.analysis.model import AnalysisResult, MetricResult
+from stt_operator.analysis.monitoring import MonitoringLook, window_counts
+from stt_operator.analysis.prom import PrometheusClient, PromQueryError
+from stt_operator.api import ModelDeployment
+from stt_operator.api.common import parse_duration
+from stt_operator.builders.modelconfig import triton_model_name
+from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
+from stt_operator.controllers.context import OperatorContext
+from stt_operator.controllers.status import StatusWriter
+from stt_operator.rollout.common import ANALYSIS_UNAVAILABLE
+from stt_operator.rollout.monitoring import MonitoringRequest
+from stt_operator.rollout.plan import AnalysisRequest, SmokeRequest, SmokeResult
+from stt_operator.services.capacity import CapacityObserver
+from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
+
+log = logging.getLogger(__name__)
+
+# PromQueryError kinds that mean no Prometheus can be asked at all -> AnalysisUnavailable reasons.
+UNAVAILABLE_REASONS = {"not-configured": "NoPrometheus", "not-allowed": "PrometheusNotAllowed"}
+CONDITION_ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
+
+
+def run_analysis(
+    ctx: OperatorContext,
+    md: ModelDeployment,
+    request: AnalysisRequest,
+    status: Mapping[str, Any],
+    model_name: str,
+) -> AnalysisResult:
+    """One look: query Prometheus through the analysis engine. A failure of any kind is the
+    outcome Error for every metric (the policy pauses after several), never a crash."""
+    analysis = md.spec.analysis
+    metrics = [m for m in (analysis.metrics if analysis else []) if m.name in request.metrics]
+    name = md.name
+    try:
+        assert analysis is not None
+        prom = analysis.prometheus
+        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
+        timeout = parse_duration(prom.timeout) if prom else 10.0
+        stable_model = status.get("stableModel") or ""
+        context: dict[str, Any] = {
+            "namespace": md.namespace,
+            "endpoint": name,
+            "candidate": {
+                "variant": request.candidate_variant,
+                "service": revision_object_name(name, model_name, request.candidate),
+                "model": model_name,
+            },
+            "start": request.start,
+            "interval": analysis.interval,
+            "confidence": analysis.confidence,
+            "no_data_policy": analysis.no_data_policy,
+            "scope_queries": ctx.settings.scope_custom_queries,
+        }
+        if request.baseline:
+            context["baseline"] = {
+                "variant": "stable",
+                "service": revision_object_name(name, stable_model, request.baseline),
+                "model": stable_model,
+            }
+        return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
+    except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
+        if exc.kind in UNAVAILABLE_REASONS:  # configuration, not a failed look: the rollout holds
+            return AnalysisResult("Error", exc.detail, (), unavailable=UNAVAILABLE_REASONS[exc.kind])
+        return AnalysisResult(
+            "Error",
+            exc.detail,
+            tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc.detail}") for m in metrics),
+        )
+    except Exception as exc:  # a bad address or an engine bug must not stop the reconcile loop
+        log.exception("analysis of %s/%s failed", md.namespace, name)
+        message = f"analysis could not run: {exc}"
+        return AnalysisResult(
+            "Error", message, tuple(MetricResult(m.name, "Error", f"{m.name} Error: {exc}") for m in metrics)
+        )
+
+
+def run_monitoring_look(
+    ctx: OperatorContext, md: ModelDeployment, request: MonitoringRequest
+) -> MonitoringLook:
+    """One monitoring look (rollout/monitoring.py): the stable revision's counts over the
+    request's window. Any failure is `unavailable` (a hold), never a crash or a verdict."""
+    monitoring, analysis = md.spec.monitoring, md.spec.analysis
+    prom = (monitoring.prometheus if monitoring else None) or (analysis.prometheus if analysis else None)
+    try:
+        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
+        timeout = parse_duration(prom.timeout) if prom else 10.0
+        service = revision_object_name(md.name, request.model, request.revision)
+        return window_counts(
+            PrometheusClient(url, timeout_s=timeout),
+            request.metrics,
+            namespace=md.namespace,
+            endpoint=md.name,
+            service=service,
+            model=request.model,
+            start=request.start,
+            end=request.end,
+        )
+    except PromQueryError as exc:
+        return MonitoringLook((), UNAVAILABLE_REASONS.get(exc.kind, exc.kind), exc.detail)
+    except Exception as exc:  # a bad address or a bug must not stop the reconcile loop
+        log.exception("monitoring look of %s/%s failed", md.namespace, md.name)
+        return MonitoringLook((), "LookFailed", f"monitoring look could not run: {exc}")
+
+
+def analysis_availability(
+    writer: StatusWriter, namespace: str, name: str, result: AnalysisResult | None
+) -> None:
+    """One AnalysisUnavailable condition, True while no Prometheus can be asked (`result` is
+    this reconcile's look, None when none was due), with an Event and one log line when it
+    turns True or changes reason: not one per interval."""
+    was = writer.old_condition(CONDITION_ANALYSIS_UNAVAILABLE) or {}
+    if result is not None and result.unavailable:
+        message = f"{result.message}; the rollout holds (no promotion, no rollback) until one is"
+        writer.condition(CONDITION_ANALYSIS_UNAVAILABLE, "True", result.unavailable, message)
+        if writer.changed(CONDITION_ANALYSIS_UNAVAILABLE):
+            log.warning("analysis of %s/%s unavailable: %s", namespace, name, result.message)
+            writer.event("Warning", result.unavailable, message)
+        return
+    if was.get("status") != "True":
+        return
+    held = any(
+        c.get("type") == "Paused" and c.get("reason") == ANALYSIS_UNAVAILABLE for c in writer.conditions
+    )
+    if result is not None:
+        writer.condition(
+            CONDITION_ANALYSIS_UNAVAILABLE, "False", "PrometheusAvailable", "Prometheus answered"
+        )
+        log.info("analysis of %s/%s: Prometheus answers again", namespace, name)
+    elif not held:  # promoted, aborted or rolled back by a person meanwhile: nothing waits for it
+        writer.condition(
+            CONDITION_ANALYSIS_UNAVAILABLE, "False", "AnalysisNotRunning", "no analysis is waiting"
+        )
+
+
+_OBSERVERS: dict[int, CapacityObserver] = {}
+
+
+def capacity_observer(ctx: OperatorContext) -> CapacityObserver:
+    """One node cache per API facade (the operator has one)."""
+    return _OBSERVERS.setdefault(id(ctx.kube), CapacityObserver(ctx.kube))
+
+
+def run_smoke(
+    ctx: OperatorContext, name: str, namespace: str, model: Mapping[str, Any], request: SmokeRequest
+) -> SmokeResult:
+    """The smoke transcription through the revision's own Service (its ClusterIP, gRPC port)."""
+    service_name = revision_object_name(name, request.model, request.revision)
+    service = ctx.kube.get("v1", "Service", service_name, namespace)
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if not ip or ip == "None":
+        expected, _ = builtin_utterance()
+        return SmokeResult(
+            request.revision, "Error", expected, None, f"Service {service_name} has no ClusterIP"
+        )
+    io = (model.get("spec") or {}).get("io") or {}
+    triton_model = triton_model_name(model["metadata"]["name"])
+    return smoke_transcribe(f"{ip}:{TRITON_GRPC_PORT}", triton_model, io, request.revision, request.timeout_s)
