@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from stt_operator.analysis.engine import evaluate_metrics
@@ -21,9 +22,10 @@ from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
-from stt_operator.rollout.common import ANALYSIS_UNAVAILABLE
+from stt_operator.rollout.common import ANALYSIS_UNAVAILABLE, RolloutInput
+from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
-from stt_operator.rollout.plan import AnalysisRequest, SmokeRequest, SmokeResult
+from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, SmokeRequest, SmokeResult
 from stt_operator.services.capacity import CapacityObserver
 from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
 
@@ -170,3 +172,29 @@ def run_smoke(
     io = (model.get("spec") or {}).get("io") or {}
     triton_model = triton_model_name(model["metadata"]["name"])
     return smoke_transcribe(f"{ip}:{TRITON_GRPC_PORT}", triton_model, io, request.revision, request.timeout_s)
+
+
+def plan_with_looks(
+    ctx: OperatorContext, md: ModelDeployment, model: Mapping[str, Any], inputs: RolloutInput
+) -> tuple[EndpointPlan, AnalysisResult | None]:
+    """Plan; when the planner asks for a look (Prometheus, a smoke transcription, a monitoring
+    window), take it and plan again with the answer, each at most once per reconcile (the
+    planner is deterministic). Returns the plan and this reconcile's analysis look, if any."""
+    plan = plan_rollout(inputs)
+    looked: AnalysisResult | None = None
+    for _ in range(3):
+        if plan.analysis_request is not None and inputs.analysis is None:
+            looked = run_analysis(ctx, md, plan.analysis_request, inputs.status, inputs.desired.model)
+            inputs = replace(inputs, analysis=(plan.analysis_request, looked))
+        elif plan.smoke_request is not None and inputs.smoke is None:
+            smoke = run_smoke(ctx, md.name, md.namespace, model, plan.smoke_request)
+            inputs = replace(inputs, smoke=smoke)
+        elif plan.monitoring_request is not None and inputs.monitoring is None:
+            look = run_monitoring_look(ctx, md, plan.monitoring_request)
+            inputs = replace(inputs, monitoring=(plan.monitoring_request, look))
+        elif any(r is not None for r in (plan.analysis_request, plan.smoke_request, plan.monitoring_request)):
+            raise RuntimeError("the rollout planner asked for the same look twice in one reconcile")
+        else:
+            break
+        plan = plan_rollout(inputs)
+    return plan, looked

@@ -9,43 +9,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from stt_operator.analysis.model import AnalysisResult
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError
 from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
 from stt_operator.builders.placement import place
-from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
-from stt_operator.builders.routing import (
-    endpoint_route,
-    endpoint_service,
-    endpoint_slice,
-    ratio_replicas,
-    ready_pod_ips,
-    route_name,
-)
+from stt_operator.builders.revision import effective_gpus, gpu_required_reason
 from stt_operator.builders.serving import (
-    TRITON_HTTP_PORT,
     Revision,
     deployment_available,
     model_digest,
-    revision_object_name,
-    triton_deployment,
-    triton_service,
 )
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import (
     analysis_availability,
     capacity_observer,
-    run_analysis,
-    run_monitoring_look,
-    run_smoke,
+    plan_with_looks,
 )
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.evaluator.manifests import evaluator_name
@@ -62,9 +46,9 @@ from stt_operator.rollout.common import (
     ANNOTATION_PROMOTE,
     RolloutInput,
 )
-from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
+from stt_operator.rollout.objects import Endpoint, endpoint_objects
 from stt_operator.rollout.plan import ObservedRevision
 from stt_operator.rollout.selection import select_model
 
@@ -253,31 +237,18 @@ def _reconcile_valid(
     writer.set(heldBy=held_by)
     deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name})
     observed = _observed_revisions(deployments)
-    owner = owner_reference(body)
-    resources = spec.resources.to_dict() if spec.resources else None
-    http_port = spec.endpoint.port if spec.endpoint else TRITON_HTTP_PORT
+    endpoint = Endpoint(
+        name,
+        namespace,
+        owner_reference(body),
+        spec,
+        triton_image=ctx.settings.triton_image,
+        operator_image=ctx.settings.fetcher_image,
+        placement=ctx.settings.serving_placement,
+    )
     capacity = None
     if _needs_preflight(ctx, spec, status, desired, observed, held_by):
-        params = serving_params(
-            deployment_name=name,
-            namespace=namespace,
-            revision=desired,
-            role="canary",
-            model=model,
-            replicas=spec.replicas,
-            resources_override=resources,
-            triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.fetcher_image,
-            owner=owner,
-            http_port=http_port,
-        )
-        pod_spec = place(triton_deployment(params), ctx.settings.serving_placement)["spec"]["template"][
-            "spec"
-        ]
-        # A canary that scales with its weight starts with one pod; anything else with all.
-        scaled = spec.scale_replicas_with_weight and spec.strategy.type in ("Canary", "Gradual")
-        replicas = 1 if scaled else spec.replicas
-        capacity = capacity_observer(ctx).verdict(pod_spec, replicas)
+        capacity = capacity_observer(ctx).verdict(*endpoint.first_pods(model, desired))
     smoke = spec.smoke_test.enabled if spec.smoke_test else None
     inputs = RolloutInput(
         desired=desired,
@@ -290,70 +261,29 @@ def _reconcile_valid(
         capacity=capacity,
         smoke_enabled=ctx.settings.smoke_test_default if smoke is None else smoke,
     )
-    plan = plan_rollout(inputs)
-    # The planner may need a look at Prometheus or a smoke transcription first; it plans again
-    # with the answer (each at most once per reconcile: the planner is deterministic).
-    looked: AnalysisResult | None = None
-    for _ in range(3):
-        if plan.analysis_request is not None and inputs.analysis is None:
-            result = looked = run_analysis(ctx, md, plan.analysis_request, status, model_name)
-            inputs = replace(inputs, analysis=(plan.analysis_request, result))
-        elif plan.smoke_request is not None and inputs.smoke is None:
-            inputs = replace(inputs, smoke=run_smoke(ctx, name, namespace, model, plan.smoke_request))
-        elif plan.monitoring_request is not None and inputs.monitoring is None:
-            look = run_monitoring_look(ctx, md, plan.monitoring_request)
-            inputs = replace(inputs, monitoring=(plan.monitoring_request, look))
-        elif any(r is not None for r in (plan.analysis_request, plan.smoke_request, plan.monitoring_request)):
-            raise RuntimeError("the rollout planner asked for the same look twice in one reconcile")
-        else:
-            break
-        plan = plan_rollout(inputs)
+    plan, looked = plan_with_looks(ctx, md, model, inputs)
     for annotation in plan.consumed:  # a person's request is acted on once
         patch.metadata.annotations[annotation] = None
     if plan.undo_to_revision is not None:  # monitoring's rollback: the same path as `kubectl stt undo`
         patch.metadata.annotations[ANNOTATION_UNDO] = str(plan.undo_to_revision)
 
-    # Without a mesh the split is made of replicas: a weighted revision is sized to its share.
-    by_ratio = spec.routing == "replica-ratio"
-    ratio = ratio_replicas(plan.route, spec.replicas) if by_ratio and plan.route else {}
-    for revision, role in plan.ensure:
-        params = serving_params(
-            deployment_name=name,
-            namespace=namespace,
-            revision=revision,
-            role=role,
-            model=model,
-            replicas=ratio.get(revision.id, plan.replicas.get(revision.id, spec.replicas)),
-            resources_override=resources,
-            triton_image=ctx.settings.triton_image,
-            operator_image=ctx.settings.fetcher_image,
-            owner=owner,
-            http_port=http_port,
-        )
-        ctx.kube.apply(place(triton_deployment(params), ctx.settings.serving_placement))
-        ctx.kube.apply(triton_service(params))
-
     models_by_revision = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
     if status.get("stableRevision"):
         models_by_revision.setdefault(status["stableRevision"], status.get("stableModel") or "")
-    if plan.route is not None and by_ratio:
-        _write_ratio_endpoint(
-            ctx, name, namespace, owner, plan.route, ratio, observed, models_by_revision, http_port
-        )
-        writer.set(endpoint=f"{route_name(name)}.{namespace}.svc")
-    elif plan.route is not None:
-        weights = {revision_object_name(name, models_by_revision[r], r): w for r, w in plan.route.items()}
-        served = {
-            revision_object_name(name, models_by_revision[r], r): models_by_revision[r] for r in plan.route
-        }
-        ctx.kube.apply(endpoint_route(name, namespace, spec.endpoint, weights, models=served, owner=owner))
-        record_route(namespace, name, weights)
-        writer.set(endpoint=name)
-
-    for revision_id in plan.delete:
-        if revision_id not in models_by_revision:
-            continue
-        object_name = revision_object_name(name, models_by_revision[revision_id], revision_id)
+    by_ratio = spec.routing == "replica-ratio" and plan.route is not None
+    pods = ctx.kube.list("v1", "Pod", namespace, {LABEL_DEPLOYMENT: name}) if by_ratio else []
+    objects = endpoint_objects(endpoint, plan, model, observed, models_by_revision, pods)
+    for manifest in objects.serving:
+        ctx.kube.apply(manifest)
+    for deployment_name, replicas in objects.scale.items():
+        ctx.kube.scale(deployment_name, namespace, replicas)
+    for manifest in objects.routing:
+        ctx.kube.apply(manifest)
+    if objects.weights is not None:
+        record_route(namespace, name, objects.weights)
+    if objects.address is not None:
+        writer.set(endpoint=objects.address)
+    for object_name in objects.delete:
         ctx.kube.delete("apps/v1", "Deployment", object_name, namespace)
         ctx.kube.delete("v1", "Service", object_name, namespace)
 
@@ -395,32 +325,6 @@ def _needs_preflight(
         return False
     history = status.get("revisions") or []
     return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)
-
-
-def _write_ratio_endpoint(
-    ctx: OperatorContext,
-    name: str,
-    namespace: str,
-    owner: Mapping[str, Any],
-    route: Mapping[str, int],
-    ratio: Mapping[str, int],
-    observed: Mapping[str, ObservedRevision],
-    models_by_revision: Mapping[str, str],
-    http_port: int = TRITON_HTTP_PORT,
-) -> None:
-    """The no-mesh endpoint: revisions scaled to their weight, one Service over their ready pods."""
-    for revision_id, replicas in ratio.items():
-        found = observed.get(revision_id)
-        if found is not None and found.replicas is not None and found.replicas != replicas:
-            object_name = revision_object_name(name, models_by_revision[revision_id], revision_id)
-            ctx.kube.scale(object_name, namespace, replicas)
-    addresses: list[str] = []
-    for revision_id, weight in route.items():
-        if weight > 0:  # a weight-0 revision (a blue-green preview) takes no traffic
-            selector = {LABEL_DEPLOYMENT: name, LABEL_REVISION: revision_id}
-            addresses += ready_pod_ips(ctx.kube.list("v1", "Pod", namespace, selector))
-    ctx.kube.apply(endpoint_service(name, namespace, owner, http_port))
-    ctx.kube.apply(endpoint_slice(name, namespace, addresses, owner))
 
 
 def _sync_evaluator(

@@ -26,7 +26,7 @@ def _condition(writer: StatusWriter, type_: str) -> dict[str, Any]:
 
 
 def test_unavailable_condition_event_and_log_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stt_operator.controllers.modeldeployment")
+    caplog.set_level(logging.INFO, logger="stt_operator.controllers.looks")
     first = _writer()
     analysis_availability(first, "ns", "asr", UNAVAILABLE)
     cond = _condition(first, "AnalysisUnavailable")

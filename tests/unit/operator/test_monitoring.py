@@ -358,6 +358,7 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
     import kopf
 
     from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION
+    from stt_operator.controllers import looks
     from stt_operator.controllers import modeldeployment as controller
 
     model = {
@@ -401,7 +402,7 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
         seen.append(request)
         return counts(80, 2000)(request)
 
-    monkeypatch.setattr(controller, "run_monitoring_look", look)
+    monkeypatch.setattr(looks, "run_monitoring_look", look)
     monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
     ctx = OperatorContext(
         settings=OperatorSettings(capacity_preflight=False), kube=_Kube([model, deployment])
