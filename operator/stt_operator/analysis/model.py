@@ -7,33 +7,31 @@ Specs come in as the api's pydantic `MetricSpec` / `AnalysisSpec`, as plain dict
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from stt_operator.api import common as api_common
+from stt_operator.api.common import MetricPreset
 from stt_operator.evalmetrics import SLICE_KEYS
 
-PRESETS = ("wer", "cer", "latency-p95", "latency-p99", "error-rate", "confidence", "rtf")
+PRESETS: tuple[str, ...] = get_args(MetricPreset)  # the API's own list: one place to add a preset
 Outcome = Literal["Passed", "Failed", "Inconclusive", "NoData", "Error"]
 OUTCOMES: tuple[str, ...] = ("Passed", "Failed", "Inconclusive", "NoData", "Error")
 LOWER, HIGHER = "lower-is-better", "higher-is-better"
 
-_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def parse_duration(value: str | float | int, field_name: str = "duration") -> float:
-    """`1h30m` -> 5400.0 seconds; numbers are seconds."""
+    """`1h30m` -> 5400.0 seconds (the API's own reading); numbers are seconds."""
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{field_name} must be >= 0, got {value}")
         return float(value)
-    if not isinstance(value, str) or not _DURATION.match(value):
-        raise ValueError(f"{field_name} {value!r} is not a duration like 30s, 5m, 1h30m")
-    return sum(int(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
+    try:
+        return api_common.parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{field_name} {value!r} is not a duration like 30s, 5m, 1h30m") from None
 
 
 def get_field(obj: Any, snake: str, camel: str | None = None, default: Any = None) -> Any:

@@ -28,10 +28,10 @@ from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route
 from stt_operator.builders.serving import TRITON_HTTP_PORT, deployment_available, model_digest
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
+from stt_operator.evaluator.manifests import evaluation_set
 from stt_operator.experiments.objects import (
     LABEL_ABTEST,
     endpoint_route,
-    evaluation_set,
     evaluator_for,
     variant_objects,
 )

@@ -9,7 +9,7 @@ ServiceMonitor).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,17 @@ EVALSET_DIR = "/var/lib/evalset"
 CREDENTIALS_DIR = "/var/run/secrets/evalset"
 SCRAPE_LABEL = "stt.dev/scrape"
 EVALUATOR_UID = 65532
+
+
+def evaluation_set(models: Iterable[Mapping[str, Any] | None]) -> tuple[str, str | None] | None:
+    """(uri, credentials secret) of the first STTModel body in `models` (the order the caller
+    prefers: candidate or control first) that names a labelled evaluation set."""
+    for body in models:
+        spec = (body or {}).get("spec") or {}
+        uri = ((spec.get("validation") or {}).get("evaluationSet") or {}).get("uri")
+        if uri:
+            return uri, ((spec.get("source") or {}).get("secretRef") or {}).get("name")
+    return None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,11 @@ from stt_operator.builders.serving import (
     triton_deployment,
     triton_service,
 )
-from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects, revision_target
+from stt_operator.evaluator.manifests import (
+    EvaluatorParams,
+    evaluator_objects,
+    revision_target,
+)
 
 LABEL_ABTEST = f"{API_GROUP}/abtest"
 ROLE_VARIANT = "variant"
@@ -111,17 +115,6 @@ def endpoint_route(
         owner=owner_reference(md_body),
         session_header=session_header,
     )
-
-
-def evaluation_set(models: Sequence[Mapping[str, Any]]) -> tuple[str, str | None] | None:
-    """(uri, credentials secret) of the first model (control first) with an evaluation set."""
-    for body in models:
-        spec = body.get("spec") or {}
-        validation = spec.get("validation") or {}
-        uri = (validation.get("evaluationSet") or {}).get("uri")
-        if uri:
-            return uri, ((spec.get("source") or {}).get("secretRef") or {}).get("name")
-    return None
 
 
 def evaluator_for(

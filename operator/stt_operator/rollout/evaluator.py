@@ -16,7 +16,12 @@ from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import revision_object_name
-from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects, revision_target
+from stt_operator.evaluator.manifests import (
+    EvaluatorParams,
+    evaluation_set,
+    evaluator_objects,
+    revision_target,
+)
 
 # Presets computed from the evaluator's series (error-rate reads Triton's own counters).
 EVALUATOR_PRESETS = frozenset({"wer", "cer", "confidence", "rtf", "latency-p95", "latency-p99"})
@@ -33,16 +38,6 @@ def candidate_variant(spec: ModelDeploymentSpec) -> str:
     return "preview" if spec.strategy.type == "BlueGreen" else "canary"
 
 
-def evaluation_set(*models: Mapping[str, Any] | None) -> tuple[str, str | None] | None:
-    """(uri, credentials secret) of the first model with a labelled evaluation set."""
-    for body in models:
-        spec = (body or {}).get("spec") or {}
-        uri = ((spec.get("validation") or {}).get("evaluationSet") or {}).get("uri")
-        if uri:
-            return uri, ((spec.get("source") or {}).get("secretRef") or {}).get("name")
-    return None
-
-
 def rollout_evaluator(
     md_body: Mapping[str, Any],
     spec: ModelDeploymentSpec,
@@ -53,7 +48,7 @@ def rollout_evaluator(
 ) -> list[dict[str, Any]] | None:
     """Objects of the evaluator comparing `candidate` with `stable` ((revision id, STTModel
     body) each), or None when no model names an evaluation set."""
-    evalset = evaluation_set(candidate[1], stable[1])
+    evalset = evaluation_set((candidate[1], stable[1]))
     if evalset is None:
         return None
     meta = md_body["metadata"]

@@ -10,12 +10,11 @@ import yaml
 from stt_harness.resources import model_deployment, stt_model
 from stt_operator.builders.common import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import Revision, revision_object_name
-from stt_operator.evaluator.manifests import evaluator_name
+from stt_operator.evaluator.manifests import evaluation_set, evaluator_name
 from stt_operator.experiments.objects import (
     LABEL_ABTEST,
     VariantBackend,
     endpoint_route,
-    evaluation_set,
     evaluator_for,
     owned_service_name,
     variant_deployment_name,
