@@ -1,5 +1,6 @@
-"""The looks a rollout plan asks for before it decides: Prometheus (analysis and monitoring),
-the smoke transcription through the new revision's Service, and the cluster's free capacity.
+"""The looks the planners ask for before they decide: Prometheus (a rollout's analysis and
+monitoring, an A/B test's measurement), the smoke transcription through the new revision's
+Service, and the cluster's free capacity.
 
 Each takes the operator's context and returns the planner's typed answer; any failure becomes
 an answer (an Error outcome, an unavailable look), never an exception out of a reconcile.
@@ -7,27 +8,31 @@ an answer (an Error outcome, an unavailable look), never an exception out of a r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from stt_operator.analysis.engine import evaluate_metrics
+from stt_operator.analysis.engine import check_live_split, check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.analysis.monitoring import MonitoringLook, window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
-from stt_operator.api import ModelDeployment
+from stt_operator.api import ABTest, ModelDeployment
 from stt_operator.api.common import parse_duration
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
+from stt_operator.experiments.planner import ABTestInput, Measurement, backends, live_weights
 from stt_operator.rollout.common import ANALYSIS_UNAVAILABLE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, SmokeRequest, SmokeResult
 from stt_operator.services.capacity import CapacityObserver
 from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
+from stt_operator.stats.counts import SRMResult, combine_sample_ratios
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +203,94 @@ def plan_with_looks(
             break
         plan = plan_rollout(inputs)
     return plan, looked
+
+
+# Where operators before status.sequential kept the running p-values (read once, then removed).
+LEGACY_P_STATE = "stt.dev/abtest-p-state"
+PROMETHEUS_TIMEOUT_S = 10.0
+
+
+def running_p_values(abt: ABTest, body: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """The sequential test's running minima from `status.sequential`; a test started by an
+    operator that kept them in the LEGACY_P_STATE annotation resumes from that once."""
+    if abt.status.sequential:
+        return abt.status.running_p_values()
+    raw = (body["metadata"].get("annotations") or {}).get(LEGACY_P_STATE)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {v: {k: (float(p[0]), float(p[1])) for k, p in d.items()} for v, d in data.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        log.warning("ignoring unreadable %s annotation", LEGACY_P_STATE)
+        return {}
+
+
+def measure_abtest(
+    ctx: OperatorContext, abt: ABTest, inp: ABTestInput, previous: Mapping[str, Mapping[str, Any]]
+) -> Measurement:
+    """One look: every non-control variant against the control (primary + guardrails, Holm
+    across them), and the sample-ratio check. Any failure is a Measurement with `error`."""
+    spec = abt.spec
+    try:
+        url = ctx.settings.prometheus_for(inp.endpoint.prometheus_source, inp.endpoint.prometheus_address)
+        client = PrometheusClient(url, timeout_s=PROMETHEUS_TIMEOUT_S)
+        by_variant = {b.variant: b for b in backends(inp)}
+        control = spec.control().name
+
+        def arm(variant: str) -> dict[str, str]:
+            b = by_variant[variant]
+            return {"variant": variant, "service": b.service, "model": b.model}
+
+        primary = spec.primary_metric.to_dict()
+        primary["minSamples"] = max(spec.primary_metric.min_samples, spec.min_samples_per_variant)
+        metrics = [primary, *(g.to_dict() for g in spec.guardrail_metrics)]
+        base: dict[str, Any] = {
+            "namespace": inp.namespace,
+            "endpoint": inp.endpoint.name,
+            "baseline": arm(control),
+            "start": inp.status.get("startedAt") and _ts(inp.status["startedAt"]),
+            "interval": f"{max(1, int(inp.analysis_interval_s))}s",
+            "confidence": 1.0 - spec.significance_level,
+            "paired": spec.paired_evaluation,
+            "no_data_policy": "Pause",
+            "scope_queries": ctx.settings.scope_custom_queries,
+        }
+        results = {
+            v.name: evaluate_metrics(
+                client, metrics, {**base, "candidate": arm(v.name), "previous_p": previous.get(v.name) or {}}
+            )
+            for v in spec.variants
+            if v.name != control
+        }
+        # Two splits are checked and either alarm holds the decision: the evaluator's replay
+        # (every utterance to every variant: equal counts expected) and the live traffic the
+        # route splits (Triton's request counters per variant Service, less the replay).
+        checks: dict[str, SRMResult | str] = {}
+        if spec.paired_evaluation:
+            checks["replay"] = check_sample_ratio(
+                client,
+                {**base, "candidate": arm(control)},
+                {v.name: 1.0 for v in spec.variants},
+                threshold=spec.srm_threshold,
+            )
+        live = live_weights(inp, list(by_variant.values()))
+        if live is not None:
+            checks["live"] = check_live_split(
+                client,
+                {**base, "candidate": arm(control)},
+                live,
+                {v: by_variant[v].service for v in live},
+                threshold=spec.srm_threshold,
+            )
+        srm = combine_sample_ratios(checks)
+        return Measurement(results=results, srm=srm)
+    except PromQueryError as exc:  # no Prometheus configured: the operator's words, nothing sent
+        return Measurement(error=exc.detail)
+    except Exception as exc:  # a bad address or an engine bug pauses the test, never crashes it
+        log.exception("analysis of ABTest %s/%s failed", inp.namespace, inp.name)
+        return Measurement(error=f"{type(exc).__name__}: {exc}")
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from stt_operator.api.abtest import ABTest
-from stt_operator.controllers.abtest import LEGACY_P_STATE, _running_p_values
+from stt_operator.controllers.looks import LEGACY_P_STATE, running_p_values
 
 
 def body(status: dict[str, Any] | None = None, annotation: str | None = None) -> dict[str, Any]:
@@ -34,13 +34,13 @@ def test_status_wins_and_the_legacy_annotation_is_read_once() -> None:
         "sequential": [{"variant": "b", "rule": "wer/maxRelativeIncrease 0.05", "pFail": 0.4, "pPass": 0.2}]
     }
     both = body(typed, legacy)
-    assert _running_p_values(ABTest.from_body(both), both) == {
+    assert running_p_values(ABTest.from_body(both), both) == {
         "b": {"wer/maxRelativeIncrease 0.05": (0.4, 0.2)}
     }
     old = body(annotation=legacy)
-    assert _running_p_values(ABTest.from_body(old), old) == {
+    assert running_p_values(ABTest.from_body(old), old) == {
         "b": {"wer/maxRelativeIncrease 0.05": (1.0, 1e-3)}
     }
     broken = body(annotation="{not json")
-    assert _running_p_values(ABTest.from_body(broken), broken) == {}
-    assert _running_p_values(ABTest.from_body(body()), body()) == {}
+    assert running_p_values(ABTest.from_body(broken), broken) == {}
+    assert running_p_values(ABTest.from_body(body()), body()) == {}
