@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stt_operator import API_GROUP
 from stt_operator.api.common import parse_duration
 from stt_operator.artifacts.report import DEFAULT_REQUIRED_STEPS, WAIVER_DIGEST_NOT_PINNED
-from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, short_hash
+from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, owner_reference, short_hash
 
 KINDS = ("validate", "quantize")
 SOURCE_SECRET_DIR = "/var/run/secrets/stt/source"
@@ -439,3 +440,49 @@ def derived_model(
     note = f"{mode} quantization of {model_name}"
     derived["description"] = f"{derived.get('description', '')} ({note})".strip()[:1024]
     return dns_name(model_name, SUFFIX[mode]), derived
+
+
+QUANTIZED_FROM_LABEL = "stt.dev/quantized-from"
+
+
+def derived_model_object(model_body: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    """The STTModel object of an accepted quantized artifact (`digest`: its sha256): the float
+    model's labels plus QUANTIZED_FROM_LABEL, owned by the float model (deleted with it)."""
+    meta, spec = model_body["metadata"], model_body.get("spec") or {}
+    quantization = spec.get("quantization") or {}
+    mode = quantization.get("mode", "dynamic-int8")
+    name, derived_spec = derived_model(
+        meta["name"], spec, mode, quantization.get("outputUri"), digest.removeprefix("sha256:")
+    )
+    return {
+        "apiVersion": f"{API_GROUP}/v1alpha1",
+        "kind": "STTModel",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {**(meta.get("labels") or {}), QUANTIZED_FROM_LABEL: meta["name"]},
+            "ownerReferences": [owner_reference(model_body)],
+        },
+        "spec": derived_spec,
+    }
+
+
+def job_verdict(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    kind: str,
+    spec: Mapping[str, Any],
+    operator_floor: Sequence[str],
+) -> JobResult | None:
+    """A finished Job's result (None while it runs): the newest pod's termination message,
+    re-checked by the operator (a required step that was skipped fails it, whatever the
+    container said); a failed Job that left no message fails with the Job's reason."""
+    finished, succeeded, job_reason = job_finished(job)
+    if not finished:
+        return None
+    newest_first = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    message = next((m for p in newest_first if (m := termination_message_of(p))), None)
+    result = parse_termination_message(message, kind, required_steps(spec, operator_floor))
+    if not succeeded and not message:
+        result.message = f"Job {job['metadata']['name']} failed ({job_reason}) without a result"
+    return result

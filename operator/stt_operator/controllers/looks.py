@@ -33,6 +33,7 @@ from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, SmokeReques
 from stt_operator.services.capacity import CapacityObserver
 from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
 from stt_operator.stats.counts import SRMResult, combine_sample_ratios
+from stt_operator.triton.analytics import collect_analytics
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +295,31 @@ def measure_abtest(
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def model_analytics(ctx: OperatorContext, model_body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An STTModel's live performance summary from Prometheus (triton/analytics.py), or None when
+    analytics are off or Prometheus gave no answer (logged, never raised: the timer keeps its
+    rhythm)."""
+    meta, spec = model_body["metadata"], model_body.get("spec") or {}
+    if not ctx.settings.prometheus_configured or not ctx.settings.prometheus_url:
+        return None  # analytics are off; the runner said so once at start
+    client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=PROMETHEUS_TIMEOUT_S)
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        result = client.instant(promql)
+        return [{"metric": s.labels, "value": [result.at or 0, str(s.value)]} for s in result.samples]
+
+    try:
+        return collect_analytics(
+            query,
+            meta["name"],
+            triton_model_name(meta["name"]),
+            spec.get("language") or "und",
+            language_pair=spec.get("languagePair"),
+            window=ctx.settings.analytics_window,
+            namespace=meta["namespace"],
+        )
+    except (PromQueryError, ValueError) as exc:
+        log.warning("analytics for %s/%s unavailable: %s", meta["namespace"], meta["name"], exc)
+        return None

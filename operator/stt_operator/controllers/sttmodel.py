@@ -14,7 +14,6 @@ from typing import Any
 
 import kopf
 
-from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import STTModel
 from stt_operator.api.common import SpecError, get_condition, iso, utcnow
 from stt_operator.artifacts import jobs
@@ -22,9 +21,9 @@ from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, model_config_map_name, triton_model_name
 from stt_operator.builders.placement import place
 from stt_operator.controllers.context import OperatorContext
+from stt_operator.controllers.looks import model_analytics
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.observability import track_reconcile
-from stt_operator.triton.analytics import collect_analytics
 from stt_operator.triton.config import render_for_model
 
 log = logging.getLogger(__name__)
@@ -146,19 +145,12 @@ def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx
         writer.condition(condition_type, "Unknown", reason, f"Job {name} is running")
         writer.event("Normal", reason, f"started Job {name}")
         return
-    finished, succeeded, job_reason = jobs.job_finished(job)
-    if not finished:
+    finished, _, _ = jobs.job_finished(job)
+    pods = ctx.kube.list("v1", "Pod", meta["namespace"], {"job-name": name}) if finished else []
+    result = jobs.job_verdict(job, pods, kind, body.get("spec") or {}, ctx.settings.validation_required_steps)
+    if result is None:
         writer.condition(condition_type, "Unknown", _EVENT[kind][0], f"Job {name} is running")
         return
-    pods = ctx.kube.list("v1", "Pod", meta["namespace"], {"job-name": name})
-    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    message = next((m for p in reversed(pods) if (m := jobs.termination_message_of(p))), None)
-    # The operator re-checks the verdict: a required step that was skipped fails it, whatever
-    # the container said.
-    required = jobs.required_steps(body.get("spec") or {}, ctx.settings.validation_required_steps)
-    result = jobs.parse_termination_message(message, kind, required)
-    if not succeeded and not message:
-        result.message = f"Job {name} failed ({job_reason}) without a result"
     status_key = "validation" if kind == "validate" else "quantization"
     section = dict(result.status.get(status_key) or {})
     if kind == "validate":
@@ -182,56 +174,18 @@ def _ensure_derived_model(
     digest = section.get("outputDigest")
     if quantized.get("status") != "True" or not digest:
         return
-    meta = body["metadata"]
-    mode = (spec.get("quantization") or {}).get("mode", "dynamic-int8")
-    output_uri = (spec.get("quantization") or {}).get("outputUri")
-    name, derived_spec = jobs.derived_model(
-        meta["name"], spec, mode, output_uri, digest.removeprefix("sha256:")
-    )
-    derived = {
-        "apiVersion": STTMODEL_API,
-        "kind": "STTModel",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {**(meta.get("labels") or {}), "stt.dev/quantized-from": meta["name"]},
-            "ownerReferences": [owner_reference(body)],
-        },
-        "spec": derived_spec,
-    }
+    derived = jobs.derived_model_object(body, digest)
+    name = derived["metadata"]["name"]
     ctx.kube.apply(derived)
     writer.set(quantizedModel=name)
     if writer.old.get("quantizedModel") != name:
+        mode = (spec.get("quantization") or {}).get("mode", "dynamic-int8")
         writer.event("Normal", "QuantizedModelCreated", f"created STTModel {name} ({mode})")
 
 
 def refresh_analytics(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) -> None:
-    """Summarise the model's live performance from Prometheus into `status.analytics`.
-
-    Missing data leaves the last summary in place (a Prometheus outage must not erase what
-    was known); an error is logged, never raised, so the timer keeps its rhythm."""
-    meta = body["metadata"]
-    spec = body.get("spec") or {}
-    if not ctx.settings.prometheus_configured or not ctx.settings.prometheus_url:
-        return  # analytics are off; the runner said so once at start
-    client = PrometheusClient(ctx.settings.prometheus_url, timeout_s=10.0)
-
-    def query(promql: str) -> list[dict[str, Any]]:
-        result = client.instant(promql)
-        return [{"metric": s.labels, "value": [result.at or 0, str(s.value)]} for s in result.samples]
-
-    try:
-        analytics = collect_analytics(
-            query,
-            meta["name"],
-            triton_model_name(meta["name"]),
-            spec.get("language") or "und",
-            language_pair=spec.get("languagePair"),
-            window=ctx.settings.analytics_window,
-            namespace=meta["namespace"],
-        )
-    except (PromQueryError, ValueError) as exc:
-        log.warning("analytics for %s/%s unavailable: %s", meta["namespace"], meta["name"], exc)
-        return
+    """Summarise the model's live performance from Prometheus into `status.analytics`; no answer
+    leaves the last summary in place (an outage must not erase what was known)."""
+    analytics = model_analytics(ctx, body)
     if analytics and analytics != (body.get("status") or {}).get("analytics"):
         patch.status["analytics"] = analytics

@@ -5,8 +5,11 @@ import pytest
 from stt_harness import samples
 from stt_operator.api.sttmodel import ArtifactStatus, QuantizationStatus, ValidationStatus
 from stt_operator.artifacts.jobs import (
+    QUANTIZED_FROM_LABEL,
     derived_model,
+    derived_model_object,
     job_finished,
+    job_verdict,
     parse_termination_message,
     quantization_job,
     termination_message_of,
@@ -201,6 +204,48 @@ def test_job_status_helpers() -> None:
     }
     assert termination_message_of(pod, "validate") == "{}"
     assert termination_message_of(pod, "other") is None
+
+
+def test_derived_model_object_is_owned_by_the_float_model_and_pinned_to_the_output() -> None:
+    body = {
+        "apiVersion": "stt.dev/v1alpha1",
+        "kind": "STTModel",
+        "metadata": {"name": "asr", "namespace": "ns", "uid": "u1", "labels": {"team": "speech"}},
+        "spec": spec(quantization={"enabled": True, "mode": "dynamic-int8", "outputUri": "s3://m/q.onnx"}),
+    }
+    obj = derived_model_object(body, "sha256:" + "9" * 64)
+    assert obj["kind"] == "STTModel" and obj["metadata"]["name"] == "asr-int8"
+    assert obj["metadata"]["labels"] == {"team": "speech", QUANTIZED_FROM_LABEL: "asr"}
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert obj["spec"]["source"] == {"uri": "s3://m/q.onnx", "sha256": "9" * 64}
+    assert "quantization" not in obj["spec"]
+
+
+def test_job_verdict_reads_the_newest_pod_and_waits_for_the_job() -> None:
+    job = {"metadata": {"name": "validate-asr-1"}, "status": {}}
+    assert job_verdict(job, [], "validate", spec(), []) is None  # still running
+
+    def pod(created: str, message: str | None) -> dict:
+        state = {"terminated": {"message": message}} if message is not None else {}
+        return {
+            "metadata": {"creationTimestamp": created},
+            "status": {"containerStatuses": [{"state": state}]},
+        }
+
+    done = {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    old, new = (
+        pod("2026-01-01T00:00:00Z", "not json"),
+        pod("2026-01-01T00:05:00Z", _report().termination_message()),
+    )
+    result = job_verdict(done, [new, old], "validate", spec(), [])
+    assert result is not None and result.ok, result.message  # the retry's pod, not the first one
+    failed = {
+        **job,
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]},
+    }
+    result = job_verdict(failed, [pod("2026-01-01T00:00:00Z", None)], "validate", spec(), [])
+    assert result is not None and not result.ok
+    assert result.message == "Job validate-asr-1 failed (DeadlineExceeded) without a result"
 
 
 def test_a_job_runs_as_a_local_process_with_its_mounts_mapped(tmp_path) -> None:
