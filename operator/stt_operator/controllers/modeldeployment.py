@@ -17,12 +17,10 @@ import kopf
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError
 from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
-from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION, owner_reference
+from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.placement import place
-from stt_operator.builders.revision import effective_gpus, gpu_required_reason
 from stt_operator.builders.serving import (
     Revision,
-    deployment_available,
     model_digest,
 )
 from stt_operator.controllers.context import OperatorContext
@@ -45,48 +43,23 @@ from stt_operator.rollout.common import (
     ANNOTATION_HELD_BY,
     ANNOTATION_PROMOTE,
     RolloutInput,
+    needs_preflight,
 )
 from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
 from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
 from stt_operator.rollout.objects import Endpoint, endpoint_objects
-from stt_operator.rollout.plan import ObservedRevision
-from stt_operator.rollout.selection import select_model
+from stt_operator.rollout.plan import observed_revisions
+from stt_operator.rollout.selection import model_blocker, select_model
 
 log = logging.getLogger(__name__)
 
 STTMODEL_API = "stt.dev/v1alpha1"
 
 
-def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_:
-            return condition
-    return {}
-
-
-def _observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedRevision]:
-    observed: dict[str, ObservedRevision] = {}
-    for deployment in deployments:
-        labels = deployment["metadata"].get("labels") or {}
-        revision_id = labels.get(LABEL_REVISION)
-        if revision_id:
-            observed[revision_id] = ObservedRevision(
-                revision_id,
-                labels.get(LABEL_MODEL, ""),
-                deployment_available(deployment),
-                replicas=(deployment.get("spec") or {}).get("replicas"),
-                ready_replicas=int((deployment.get("status") or {}).get("availableReplicas") or 0),
-            )
-    return observed
-
-
 # Waiting on a model that is missing or not Ready yet: its events normally wake this endpoint,
 # but a wake-up that races the first look (seen once under load in CI) must not leave it asleep
 # for good, so look again at this pace until the model is there. Settled endpoints still sleep.
 WAITING_REQUEUE_S = 5.0
-
-
-REASON_GPU_REQUIRED = "GPURequired"
 
 
 def _wait(writer: StatusWriter, reason: str, message: str, phase: str, warning: bool = False) -> None:
@@ -208,25 +181,11 @@ def _reconcile_valid(
     # What Git declares, next to stableModel (what serves): they differ while a rollout runs.
     writer.set(declaredModel=model_name)
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
-    if model is None:
-        _wait(writer, "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending")
-        return WAITING_REQUEUE_S
-    if _condition(model, "Validated").get("status") == "False":
-        message = (
-            f"STTModel {model_name} failed validation: {_condition(model, 'Validated').get('message', '')}"
-        )
-        _wait(writer, "ModelFailedValidation", message, "Failed", warning=True)
-        return None
-    if _condition(model, "Ready").get("status") != "True":
-        reason = _condition(model, "Ready").get("message") or "not reconciled yet"
-        _wait(writer, "ModelNotReady", f"STTModel {model_name} is not Ready: {reason}", "Pending")
-        return WAITING_REQUEUE_S
-    resources = spec.resources.to_dict() if spec.resources else None
-    # Admission sees one object at a time; `resources.gpu: 0` over a GPU-only model is caught here.
-    gpu_conflict = gpu_required_reason(model, effective_gpus(model, resources))
-    if gpu_conflict is not None:
-        _wait(writer, REASON_GPU_REQUIRED, gpu_conflict, "Failed", warning=True)
-        return None  # a change to either object wakes this endpoint
+    blocked = model_blocker(model_name, namespace, model, spec)
+    if blocked is not None:
+        _wait(writer, blocked.reason, blocked.message, blocked.phase, warning=blocked.phase == "Failed")
+        return WAITING_REQUEUE_S if blocked.phase == "Pending" else None  # Failed: a change wakes it
+    assert model is not None
     desired = Revision(model_name, model_digest(model))
     annotations = body["metadata"].get("annotations") or {}
     # An ABTest takes the route with an annotation; status.heldBy shows it to people.
@@ -236,7 +195,7 @@ def _reconcile_valid(
         status["heldBy"] = held_by
     writer.set(heldBy=held_by)
     deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name})
-    observed = _observed_revisions(deployments)
+    observed = observed_revisions(deployments)
     endpoint = Endpoint(
         name,
         namespace,
@@ -247,7 +206,7 @@ def _reconcile_valid(
         placement=ctx.settings.serving_placement,
     )
     capacity = None
-    if _needs_preflight(ctx, spec, status, desired, observed, held_by):
+    if ctx.settings.capacity_preflight and needs_preflight(status, desired, observed, held_by):
         capacity = capacity_observer(ctx).verdict(*endpoint.first_pods(model, desired))
     smoke = spec.smoke_test.enabled if spec.smoke_test else None
     inputs = RolloutInput(
@@ -305,26 +264,6 @@ def _reconcile_valid(
         candidate_serves=candidate is not None and candidate.available,
     )
     return plan.requeue_after
-
-
-def _needs_preflight(
-    ctx: OperatorContext,
-    spec: ModelDeploymentSpec,
-    status: Mapping[str, Any],
-    desired: Revision,
-    observed: Mapping[str, ObservedRevision],
-    held_by: str | None,
-) -> bool:
-    """Only before a new revision's stack exists (canary, preview, or Immediate's new stack):
-    a rollout from a serving stable revision whose new revision has no Deployment yet (and was
-    not rolled back)."""
-    stable = status.get("stableRevision")
-    if not ctx.settings.capacity_preflight or not stable or desired.id == stable or held_by:
-        return False
-    if desired.id in observed:
-        return False
-    history = status.get("revisions") or []
-    return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)
 
 
 def _sync_evaluator(

@@ -443,3 +443,19 @@ def run_analysis_step(
     if decision.action == "Pause":
         return StepOutcome("Pause", reason, analysis.interval_seconds())
     return StepOutcome("Wait", reason, analysis.interval_seconds())
+
+
+def needs_preflight(
+    status: Mapping[str, Any],
+    desired: Revision,
+    observed: Mapping[str, ObservedRevision],
+    held_by: str | None,
+) -> bool:
+    """Whether the capacity preflight asks before this reconcile: only before a new revision's
+    stack exists (canary, preview, or Immediate's new stack), in a rollout from a serving
+    stable revision, for a revision not rolled back before, on an endpoint no A/B test holds."""
+    stable = status.get("stableRevision")
+    if not stable or desired.id == stable or held_by or desired.id in observed:
+        return False
+    history = status.get("revisions") or []
+    return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from stt_operator.builders.serving import Revision
+from stt_operator.builders.common import LABEL_MODEL, LABEL_REVISION
+from stt_operator.builders.serving import Revision, deployment_available
 
 if TYPE_CHECKING:  # rollout/monitoring.py imports this module
     from stt_operator.rollout.monitoring import MonitoringRequest
@@ -94,3 +95,20 @@ class EndpointPlan:
     # the stt.dev/undo-to-revision annotation; rollout/history.py plans it on the next reconcile).
     monitoring_request: MonitoringRequest | None = None
     undo_to_revision: int | None = None
+
+
+def observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedRevision]:
+    """Each revision's Triton Deployment as found (by its revision label), keyed by revision id."""
+    observed: dict[str, ObservedRevision] = {}
+    for deployment in deployments:
+        labels = deployment["metadata"].get("labels") or {}
+        revision_id = labels.get(LABEL_REVISION)
+        if revision_id:
+            observed[revision_id] = ObservedRevision(
+                revision_id,
+                labels.get(LABEL_MODEL, ""),
+                deployment_available(deployment),
+                replicas=(deployment.get("spec") or {}).get("replicas"),
+                ready_replicas=int((deployment.get("status") or {}).get("availableReplicas") or 0),
+            )
+    return observed

@@ -10,9 +10,12 @@ The selected model then rolls out like any `spec.model` change, through the stra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.api.modeldeployment import ModelSelector
+from stt_operator.api.common import get_condition
+from stt_operator.api.modeldeployment import ModelDeploymentSpec, ModelSelector
+from stt_operator.builders.revision import effective_gpus, gpu_required_reason
 from stt_operator.stats.selection import ModelSummary, Selection, select_best_model
 
 
@@ -68,3 +71,41 @@ def select_model(selector: ModelSelector, models: Sequence[Mapping[str, Any]]) -
             "optimize": criteria.optimize if criteria else "wer",
         },
     )
+
+
+REASON_GPU_REQUIRED = "GPURequired"
+
+
+@dataclass(frozen=True)
+class ModelBlocker:
+    """Why the endpoint cannot serve its model yet: Pending (look again soon) or Failed (only a
+    change to the model or the endpoint helps)."""
+
+    reason: str
+    message: str
+    phase: str  # Pending | Failed
+
+
+def model_blocker(
+    model_name: str, namespace: str, model: Mapping[str, Any] | None, spec: ModelDeploymentSpec
+) -> ModelBlocker | None:
+    """None when STTModel `model_name` (its body, None if missing) can be served as `spec` asks."""
+    if model is None:
+        return ModelBlocker(
+            "ModelNotFound", f"STTModel {model_name} not found in namespace {namespace}", "Pending"
+        )
+    conditions = (model.get("status") or {}).get("conditions") or []
+    validated = get_condition(conditions, "Validated") or {}
+    if validated.get("status") == "False":
+        message = f"STTModel {model_name} failed validation: {validated.get('message', '')}"
+        return ModelBlocker("ModelFailedValidation", message, "Failed")
+    ready = get_condition(conditions, "Ready") or {}
+    if ready.get("status") != "True":
+        why = ready.get("message") or "not reconciled yet"
+        return ModelBlocker("ModelNotReady", f"STTModel {model_name} is not Ready: {why}", "Pending")
+    # Admission sees one object at a time; `resources.gpu: 0` over a GPU-only model is caught here.
+    resources = spec.resources.to_dict() if spec.resources else None
+    gpu_conflict = gpu_required_reason(model, effective_gpus(model, resources))
+    if gpu_conflict is not None:
+        return ModelBlocker(REASON_GPU_REQUIRED, gpu_conflict, "Failed")
+    return None

@@ -73,3 +73,48 @@ def test_labels_filter_and_reasons_for_the_dropped() -> None:
 def test_summary_prefers_validation_and_takes_confidence_from_live_analytics() -> None:
     s = summary(MODELS[1])
     assert (s.wer, s.latency_p95_ms, s.confidence, s.ready) == (0.07, 180, 0.8, True)
+
+
+def test_model_blocker_names_why_the_endpoint_cannot_serve_its_model() -> None:
+    from stt_operator.api import ModelDeployment
+    from stt_operator.rollout.selection import model_blocker
+
+    spec = ModelDeployment.spec_from({"model": {"name": "m"}}, name="asr")
+    no_gpu = ModelDeployment.spec_from({"model": {"name": "m"}, "resources": {"gpu": 0}}, name="asr")
+
+    def body(validated: str, ready: str, **triton: Any) -> dict[str, Any]:
+        conditions = [
+            {"type": "Validated", "status": validated, "message": "bad signature"},
+            {"type": "Ready", "status": ready, "message": "validating"},
+        ]
+        return {
+            "metadata": {"name": "m"},
+            "spec": {"format": "tensorrt-plan", "source": {"uri": "file:///m"}, "triton": triton},
+            "status": {"conditions": conditions},
+        }
+
+    missing = model_blocker("m", "ns", None, spec)
+    assert missing is not None and (missing.reason, missing.phase) == ("ModelNotFound", "Pending")
+    failed = model_blocker("m", "ns", body("False", "False"), spec)
+    assert failed is not None and (failed.reason, failed.phase) == ("ModelFailedValidation", "Failed")
+    assert "bad signature" in failed.message
+    pending = model_blocker("m", "ns", body("Unknown", "False"), spec)
+    assert pending is not None and (pending.reason, pending.phase) == ("ModelNotReady", "Pending")
+    assert model_blocker("m", "ns", body("True", "True"), spec) is None
+    gpu = model_blocker("m", "ns", body("True", "True"), no_gpu)  # a TensorRT plan needs its GPU
+    assert gpu is not None and (gpu.reason, gpu.phase) == ("GPURequired", "Failed")
+
+
+def test_the_capacity_preflight_asks_only_before_a_new_revisions_stack_exists() -> None:
+    from stt_operator.builders.serving import Revision
+    from stt_operator.rollout.common import needs_preflight
+    from stt_operator.rollout.plan import ObservedRevision
+
+    new = Revision("m", "sha256:b")
+    status = {"stableRevision": "old", "revisions": []}
+    assert needs_preflight(status, new, {}, None)
+    assert not needs_preflight({}, new, {}, None)  # first deployment: nothing serves to protect
+    assert not needs_preflight(status, new, {new.id: ObservedRevision(new.id, "m", False)}, None)
+    assert not needs_preflight(status, new, {}, "abtest-1")  # an A/B test holds the endpoint
+    rolled_back = {**status, "revisions": [{"revisionId": new.id, "outcome": "RolledBack"}]}
+    assert not needs_preflight(rolled_back, new, {}, None)
