@@ -42,7 +42,8 @@ from stt_harness.triton import (
 )
 from stt_operator import evalmetrics as em
 from stt_operator.evaluator.allocator import keep_large_buffers
-from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import ReplayConfig, Replayer, TritonTranscriber
 from stt_operator.evaluator.targets import model_io_from_spec
 from stt_operator.models.catalog import sphinx_io
 from stt_operator.speech.evalset import generate_evalset, load_evalset

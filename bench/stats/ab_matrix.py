@@ -30,11 +30,12 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from stt_operator.analysis.abtest import decide_ab
-from stt_operator.analysis.engine import aggregate, finalize, p_state
+from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricRule
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.presets import CountData, HistogramData, RatioData
+from stt_operator.analysis.verdicts import aggregate, p_state
 from stt_operator.evalmetrics import LATENCY_BUCKETS
 from stt_operator.stats.histogram import Buckets
 from stt_operator.stats.ratio import PairedStats, RatioStats

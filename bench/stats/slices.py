@@ -22,10 +22,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-from stt_operator.analysis.engine import aggregate, finalize, p_state, slice_name
+from stt_operator.analysis.engine import finalize, slice_name
 from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, Arm, MetricResult, MetricRule
 from stt_operator.analysis.presets import RatioData
+from stt_operator.analysis.verdicts import aggregate, p_state
 from stt_operator.stats.ratio import PairedStats
 
 ALPHA = 0.05

@@ -15,13 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stt_operator.builders.placement import Placement
+from stt_operator.images import DEFAULT_JOBS_IMAGE, DEFAULT_OPERATOR_IMAGE, DEFAULT_TRITON_IMAGE
 from stt_operator.services.notify import NotificationSettings
-
-DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
-DEFAULT_OPERATOR_IMAGE = "ghcr.io/stt-operator/stt-operator:0.1.0"
-# The Jobs' image (Dockerfile target `jobs`): validation/quantization Jobs, evaluator Deployments
-# and Triton's fetch-model init container. The operator's own image is slim and runs none of them.
-DEFAULT_JOBS_IMAGE = "ghcr.io/stt-operator/stt-operator-jobs:0.1.0"
 
 log = logging.getLogger(__name__)
 

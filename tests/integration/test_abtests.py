@@ -175,7 +175,8 @@ def send_live(server: LocalTriton, triton_model: str, evalset: Path, rounds: int
     `rounds` passes over the set; returns how many were answered."""
     from prometheus_client import CollectorRegistry
 
-    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.model_io import Target
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, TritonTranscriber
     from stt_operator.speech.evalset import load_evalset
 
     utterances = load_evalset(evalset)[:UTTERANCES]

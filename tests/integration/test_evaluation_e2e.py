@@ -203,7 +203,8 @@ async def test_evaluator_rides_out_a_triton_outage(small_evalset: Path, tmp_path
     from prometheus_client import CollectorRegistry
 
     from stt_harness.triton import build_sphinx_repository, start_triton
-    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.model_io import Target
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, TritonTranscriber
     from stt_operator.speech.evalset import load_evalset
 
     utts = load_evalset(small_evalset)[:6]
@@ -241,7 +242,7 @@ def test_evaluator_and_triton_objects_run_on_a_real_apiserver(kube_api: Any, nam
     from kubernetes.client import AppsV1Api, CoreV1Api
 
     from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_objects
-    from stt_operator.evaluator.replay import Target
+    from stt_operator.evaluator.model_io import Target
     from stt_operator.triton.pod import TritonPodParams, triton_pod_spec
 
     core, apps = CoreV1Api(kube_api), AppsV1Api(kube_api)

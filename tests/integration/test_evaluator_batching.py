@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from stt_harness.triton import BASELINE_MODEL, DEGRADED_MODEL, LocalTriton
 from stt_operator import evalmetrics as em
-from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import ReplayConfig, Replayer, TritonTranscriber
 from stt_operator.evaluator.scoring import Observation
 from stt_operator.evaluator.targets import model_io_from_spec
 from stt_operator.models.catalog import sphinx_io

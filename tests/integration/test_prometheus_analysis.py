@@ -27,9 +27,10 @@ from stt_harness.prometheus import (
     start_exporter,
 )
 from stt_operator import evalmetrics as em
-from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics, p_state
+from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.analysis.verdicts import p_state
 from stt_operator.api.common import AnalysisSpec
 from stt_operator.stats.counts import SRMResult
 

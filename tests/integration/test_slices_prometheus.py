@@ -22,10 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from stt_harness.prometheus import PrometheusServer, ScrapeTarget, start_exporter
 from stt_operator import evalmetrics as em
-from stt_operator.analysis.engine import evaluate_metrics, p_state
+from stt_operator.analysis.engine import evaluate_metrics
 from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.analysis.verdicts import p_state
 from stt_operator.api.common import AnalysisSpec
-from stt_operator.evaluator.replay import Replayer, Target
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import Replayer
 from stt_operator.evaluator.scoring import Observation, score_utterance
 
 pytestmark = pytest.mark.integration

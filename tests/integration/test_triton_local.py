@@ -273,7 +273,8 @@ async def test_onnx_logits_model_through_triton_and_the_evaluator(
     from stt_harness.triton import build_onnx_repository
     from stt_operator import evalmetrics as em
     from stt_operator.api.sttmodel import STTModelSpec
-    from stt_operator.evaluator.replay import Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.model_io import Target
+    from stt_operator.evaluator.replay import Replayer, TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
     from stt_operator.speech.evalset import load_evalset
 
@@ -327,7 +328,8 @@ async def test_project_onnx_model_through_triton(tmp_path: Path, small_evalset: 
     import onnxruntime as ort
 
     from stt_harness.triton import build_onnx_repository
-    from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, TritonTranscriber
+    from stt_operator.evaluator.model_io import Target
+    from stt_operator.evaluator.replay import ReplayConfig, Replayer, TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
     from stt_operator.speech.ctc import Vocabulary, greedy_decode
     from stt_operator.speech.evalset import load_evalset

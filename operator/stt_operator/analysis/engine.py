@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -24,6 +24,7 @@ from stt_operator.analysis import presets
 from stt_operator.analysis.judge import RuleError, judge, rule_labels, summarize
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricResult, MetricRule, RuleCheck
 from stt_operator.analysis.prom import PromQueryError, QueryClient
+from stt_operator.analysis.verdicts import aggregate, p_value_key
 from stt_operator.stats.counts import SRMResult, live_counts, sample_ratio_mismatch
 from stt_operator.stats.multiple import holm
 from stt_operator.stats.sequential import running_min
@@ -71,10 +72,6 @@ def _fetch_and_judge(client: QueryClient, rule: MetricRule, ctx: AnalysisContext
     return replace(result, queries=tuple(f.queries))
 
 
-def _key(metric: str, rule: str) -> str:
-    return f"{metric}/{rule}"
-
-
 def finalize(
     results: list[MetricResult], rules: Mapping[str, MetricRule], ctx: AnalysisContext
 ) -> list[MetricResult]:
@@ -90,9 +87,9 @@ def finalize(
     }
     for name, labels in family.items():
         for label in labels:
-            prev = ctx.previous_p.get(_key(name, label))
-            raw_fail[_key(name, label)] = prev[0] if prev else 1.0
-            raw_pass[_key(name, label)] = prev[1] if prev else 1.0
+            prev = ctx.previous_p.get(p_value_key(name, label))
+            raw_fail[p_value_key(name, label)] = prev[0] if prev else 1.0
+            raw_pass[p_value_key(name, label)] = prev[1] if prev else 1.0
     # A slice value seen at an earlier look stays in the family although absent now: the family
     # only grows, so dropping a slice can never make the correction milder.
     for k, (pf, pp) in ctx.previous_p.items():
@@ -101,8 +98,8 @@ def finalize(
     for r in judged:
         for c in r.checks:
             if c.statistical:
-                prev = ctx.previous_p.get(_key(r.name, c.rule))
-                k = _key(r.name, c.rule)
+                prev = ctx.previous_p.get(p_value_key(r.name, c.rule))
+                k = p_value_key(r.name, c.rule)
                 raw_fail[k] = running_min(prev[0] if prev else None, c.p_fail)
                 raw_pass[k] = running_min(prev[1] if prev else None, c.p_pass)
     adj_fail, adj_pass = holm(raw_fail, alpha), holm(raw_pass, alpha)
@@ -110,9 +107,9 @@ def finalize(
     for r in results:
         if not (r.outcome == "Inconclusive" and r.checks):
             carried = {
-                label: ctx.previous_p[_key(r.name, label)]
+                label: ctx.previous_p[p_value_key(r.name, label)]
                 for label in family.get(r.name, [])
-                if _key(r.name, label) in ctx.previous_p
+                if p_value_key(r.name, label) in ctx.previous_p
             }
             # Keep the running minima through looks that could not judge this metric.
             out.append(replace(r, details={**r.details, "p_raw": carried}) if carried else r)
@@ -123,7 +120,7 @@ def finalize(
             if not c.statistical:
                 checks.append(c)
                 continue
-            k = _key(r.name, c.rule)
+            k = p_value_key(r.name, c.rule)
             pf, failed = adj_fail[k]
             pp, passed = adj_pass[k]
             verdict = "Failed" if failed else ("Passed" if passed else None)
@@ -148,7 +145,10 @@ def finalize(
             details={
                 **r.details,
                 "p_raw": {
-                    c.rule: (raw_fail.get(_key(r.name, c.rule)), raw_pass.get(_key(r.name, c.rule)))
+                    c.rule: (
+                        raw_fail.get(p_value_key(r.name, c.rule)),
+                        raw_pass.get(p_value_key(r.name, c.rule)),
+                    )
                     for c in r.checks
                     if c.statistical
                 },
@@ -156,27 +156,6 @@ def finalize(
         )
         out.append(replace(final, message=summarize(final, rules[r.name], ctx.confidence)))
     return out
-
-
-def aggregate(outcomes: Iterable[str], no_data_policy: str = "Pause") -> str:
-    """One analysis run's outcome from its metrics' outcomes."""
-    outs = list(outcomes)
-    if not outs:
-        return "NoData"
-    if "Failed" in outs:
-        return "Failed"
-    if "Error" in outs:
-        return "Error"
-    if no_data_policy == "Ignore":
-        rest = [o for o in outs if o != "NoData"]
-        if not rest:
-            return "NoData"
-        outs = rest
-    elif "NoData" in outs:
-        return "NoData"
-    if "Inconclusive" in outs:
-        return "Inconclusive"
-    return "Passed"
 
 
 def evaluate_metrics(
@@ -251,16 +230,6 @@ def evaluate_metrics(
 def slice_name(metric: str, key: str, value: str) -> str:
     """Name of one slice's result, e.g. wer[noise=noisy] (status and Holm family key)."""
     return f"{metric}[{key}={value}]"
-
-
-def p_state(result: AnalysisResult) -> dict[str, tuple[float, float]]:
-    """Running-minimum p-values to pass back as `context.previous_p` at the next look."""
-    out: dict[str, tuple[float, float]] = {}
-    for m in result.metrics:
-        for rule, (pf, pp) in (m.details.get("p_raw") or {}).items():
-            if pf is not None and pp is not None and math.isfinite(pf) and math.isfinite(pp):
-                out[_key(m.name, rule)] = (pf, pp)
-    return out
 
 
 def check_sample_ratio(

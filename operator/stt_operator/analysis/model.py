@@ -277,3 +277,23 @@ class AnalysisResult:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """One metric's counts over a look's window; events/trials None when there was no data."""
+
+    name: str
+    events: float | None
+    trials: float | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class MonitoringLook:
+    """The answer to a MonitoringRequest. `unavailable`: no Prometheus could be asked or a query
+    failed (a reason word); counts are then empty."""
+
+    counts: tuple[WindowCounts, ...] = ()
+    unavailable: str | None = None
+    message: str = ""

@@ -8,34 +8,13 @@ consecutive looks share no increment (stats/monitoring.py needs disjoint windows
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from stt_operator.analysis.model import AnalysisContext, Arm
+from stt_operator.analysis.model import AnalysisContext, Arm, MonitoringLook, WindowCounts
 from stt_operator.analysis.presets import Fetcher, NoDataError, fetch_error_rate
 from stt_operator.analysis.prom import PromQueryError, QueryClient
 
 EXACT_WINDOW_MAX_S = 24 * 3600.0  # spec.monitoring.interval is at most 24h
-
-
-@dataclass(frozen=True)
-class WindowCounts:
-    """One metric's counts over a look's window; events/trials None when there was no data."""
-
-    name: str
-    events: float | None
-    trials: float | None
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class MonitoringLook:
-    """The answer to a MonitoringRequest. `unavailable`: no Prometheus could be asked or a query
-    failed (a reason word); counts are then empty."""
-
-    counts: tuple[WindowCounts, ...] = ()
-    unavailable: str | None = None
-    message: str = ""
 
 
 def window_counts(

@@ -483,7 +483,7 @@ def crashed_report(name: str | None, exc: BaseException, required: list[str] | N
 
 
 def _default_triton_image() -> str:
-    from stt_operator.settings import DEFAULT_TRITON_IMAGE
+    from stt_operator.images import DEFAULT_TRITON_IMAGE
 
     return DEFAULT_TRITON_IMAGE
 

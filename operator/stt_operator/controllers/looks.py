@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from stt_operator.analysis.engine import check_live_split, check_sample_ratio, evaluate_metrics
-from stt_operator.analysis.model import AnalysisResult, MetricResult
-from stt_operator.analysis.monitoring import MonitoringLook, window_counts
+from stt_operator.analysis.model import AnalysisResult, MetricResult, MonitoringLook
+from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest, ModelDeployment
 from stt_operator.api.common import parse_duration

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from stt_operator.evaluator.replay import ReplayConfig, Target
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import ReplayConfig
 
 _TARGET_RE = re.compile(
     r"^(?P<variant>[^=@/\s]+)=(?P<model>[^=@/\s]+)@(?P<url>[^@/\s]+:\d+)(?:/(?P<stt>[^\s/]+))?$"

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from stt_operator.builders.common import LABEL_COMPONENT, common_labels, dns_name
-from stt_operator.evaluator.replay import Target
+from stt_operator.evaluator.model_io import Target
 from stt_operator.evaluator.targets import model_io_from_spec, model_io_to_config
-from stt_operator.settings import DEFAULT_JOBS_IMAGE
+from stt_operator.images import DEFAULT_JOBS_IMAGE
 
 METRICS_PORT = 9090  # the port the operator image exposes for /metrics
 CONFIG_DIR = "/etc/evaluator"

@@ -34,49 +34,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stt_operator import evalmetrics as em
+from stt_operator.evaluator.model_io import TRANSCRIPT_OUTPUT, ModelIO, Target
 from stt_operator.evaluator.scoring import Observation, VariantSummary, score_utterance
 from stt_operator.speech.normalise import DEFAULT_VERSION
 
 log = logging.getLogger("stt_operator.evaluator")
 
-AUDIO_INPUT, TRANSCRIPT_OUTPUT, CONFIDENCE_OUTPUT = "AUDIO", "TRANSCRIPT", "CONFIDENCE"
 MAX_BATCH_SIZE = 256
-
-
-@dataclass(frozen=True)
-class ModelIO:
-    """Which tensors of a model carry what (from the STTModel `io` roles).
-
-    Either `transcript` (a string output) or `logits` plus a CTC `vocabulary` (decoded here).
-    """
-
-    audio: str = AUDIO_INPUT
-    audio_length: str | None = None
-    transcript: str | None = TRANSCRIPT_OUTPUT
-    confidence: str | None = CONFIDENCE_OUTPUT
-    logits: str | None = None
-    vocabulary: Any = None  # stt_operator.speech.ctc.Vocabulary
-
-    def __post_init__(self) -> None:
-        if not self.audio:
-            raise ValueError("io: an audio input name is required")
-        if not self.transcript and not (self.logits and self.vocabulary is not None):
-            raise ValueError("io: need a transcript output, or a logits output with a vocabulary")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One variant to evaluate: a Triton model behind a gRPC address."""
-
-    variant: str  # metric label `variant` (ABTest variant or stable/canary/preview)
-    triton_model: str  # model name in Triton's repository
-    url: str  # host:port of Triton's gRPC endpoint
-    model: str = ""  # metric label `model` (the STTModel name); defaults to triton_model
-    io: ModelIO = ModelIO()
-
-    @property
-    def model_label(self) -> str:
-        return self.model or self.triton_model
 
 
 @dataclass(frozen=True)

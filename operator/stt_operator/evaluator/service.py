@@ -20,7 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stt_operator import evalmetrics as em
-from stt_operator.evaluator.replay import ReplayConfig, Replayer, Target, Transcriber, TritonTranscriber
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import ReplayConfig, Replayer, Transcriber, TritonTranscriber
 from stt_operator.evaluator.scoring import Observation, PairDelta, paired_delta
 from stt_operator.evaluator.server import MetricsServer
 from stt_operator.speech.normalise import DEFAULT_VERSION

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stt_operator.evaluator.replay import ModelIO
+from stt_operator.evaluator.model_io import ModelIO
 
 CHAR_SEPARATORS = ("|", " ", "▁")
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stt_operator.analysis.abtest import ABDecision, decide_ab
-from stt_operator.analysis.engine import p_state
 from stt_operator.analysis.model import HIGHER, AnalysisResult, MetricResult
+from stt_operator.analysis.verdicts import p_state
 from stt_operator.api.abtest import (
     PHASE_CONCLUDED,
     PHASE_FAILED,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from stt_operator.analysis.engine import aggregate
 from stt_operator.analysis.model import AnalysisResult
 from stt_operator.analysis.policy import Decision, decide
+from stt_operator.analysis.verdicts import aggregate
 from stt_operator.api.common import iso, parse_iso
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.serving import Revision
@@ -32,7 +32,7 @@ from stt_operator.rollout.plan import (
 )
 
 if TYPE_CHECKING:  # rollout/monitoring.py is planned after this module's planners
-    from stt_operator.analysis.monitoring import MonitoringLook
+    from stt_operator.analysis.model import MonitoringLook
     from stt_operator.rollout.monitoring import MonitoringRequest
 
 MAX_ANALYSIS_RUNS = 100  # status.analysisRuns maxItems

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from stt_operator.analysis.monitoring import MonitoringLook
+from stt_operator.analysis.model import MonitoringLook
 from stt_operator.api.common import COND_DEGRADED, iso, parse_iso
 from stt_operator.api.modeldeployment import (
     COND_MONITORING,

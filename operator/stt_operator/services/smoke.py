@@ -48,7 +48,8 @@ def smoke_transcribe(
     url: str, triton_model: str, io: Mapping[str, Any], revision: str, timeout_s: float
 ) -> SmokeResult:
     """Transcribe the built-in utterance at `url` (host:port of Triton's gRPC endpoint)."""
-    from stt_operator.evaluator.replay import Target, TritonTranscriber
+    from stt_operator.evaluator.model_io import Target
+    from stt_operator.evaluator.replay import TritonTranscriber
     from stt_operator.evaluator.targets import model_io_from_spec
 
     expected, audio = builtin_utterance()

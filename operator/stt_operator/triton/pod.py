@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
-from stt_operator.settings import DEFAULT_JOBS_IMAGE, DEFAULT_TRITON_IMAGE
+from stt_operator.images import DEFAULT_JOBS_IMAGE, DEFAULT_TRITON_IMAGE
 
 REPOSITORY_MOUNT = "/models"
 CONFIG_MOUNT = "/config"

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from stt_operator.analysis.engine import aggregate, finalize
+from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.presets import CountData, HistogramData, RatioData, ScalarData
+from stt_operator.analysis.verdicts import aggregate
 from stt_operator.stats.histogram import Buckets
 from stt_operator.stats.ratio import PairedStats
 

@@ -19,7 +19,8 @@ from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, MetricRule
 from stt_operator.analysis.presets import RatioData
 from stt_operator.api.common import MetricSpec
-from stt_operator.evaluator.replay import Replayer, Target, utterance_slices
+from stt_operator.evaluator.model_io import Target
+from stt_operator.evaluator.replay import Replayer, utterance_slices
 from stt_operator.evaluator.scoring import Observation, score_utterance
 from stt_operator.stats.ratio import PairedStats
 

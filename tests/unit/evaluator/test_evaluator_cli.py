@@ -10,7 +10,7 @@ import yaml
 
 from stt_operator.evaluator.cli import add_arguments, build_config, parse_target
 from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_config
-from stt_operator.evaluator.replay import Target
+from stt_operator.evaluator.model_io import Target
 
 
 def parse(*argv: str) -> argparse.Namespace:

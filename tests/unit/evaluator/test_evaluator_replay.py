@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from stt_operator import evalmetrics as em
+from stt_operator.evaluator.model_io import Target
 from stt_operator.evaluator.replay import (
     ReplayConfig,
     Replayer,
-    Target,
     TranscriptionError,
     backoff_delay,
     classify_exception,

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from stt_operator import evalmetrics as em
 from stt_operator.evaluator.manifests import EvaluatorParams, evaluator_deployment, evaluator_objects
-from stt_operator.evaluator.replay import Target
+from stt_operator.evaluator.model_io import Target
 from stt_operator.evaluator.server import MetricsServer
 from stt_operator.evaluator.service import EvaluatorConfig, resolve_evalset, run_evaluator
 from stt_operator.speech.evalset import write_wav

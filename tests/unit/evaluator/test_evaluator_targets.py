@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from stt_operator.api.sttmodel import IOSpec
-from stt_operator.evaluator.replay import (
-    ModelIO,
-    Target,
-    TranscriptionError,
-    check_input_types,
-    decode_logits,
-)
+from stt_operator.evaluator.model_io import ModelIO, Target
+from stt_operator.evaluator.replay import TranscriptionError, check_input_types, decode_logits
 from stt_operator.evaluator.targets import (
     model_io_from_config,
     model_io_from_spec,

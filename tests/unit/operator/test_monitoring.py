@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from stt_harness.cluster import free_port
-from stt_operator.analysis.monitoring import MonitoringLook, WindowCounts, window_counts
+from stt_operator.analysis.model import MonitoringLook, WindowCounts
+from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import QueryResult, Sample
 from stt_operator.api.common import iso
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
