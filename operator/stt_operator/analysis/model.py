@@ -173,6 +173,16 @@ class AnalysisContext:
     slice_key: str = ""
     slice_value: str = ""
 
+    def __post_init__(self) -> None:
+        # Checked however the context is made (typed by the controllers, from a dict by tools).
+        if not (self.namespace and self.endpoint and self.candidate.variant):
+            raise ValueError("analysis context: namespace, endpoint and candidate are required")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"analysis context: confidence must be in [0.5, 1), got {self.confidence}")
+        if self.no_data_policy not in ("Pause", "Fail", "Ignore"):
+            raise ValueError(f"noDataPolicy {self.no_data_policy!r} is not Pause, Fail or Ignore")
+        parse_duration(self.interval, "interval")
+
     @classmethod
     def from_any(cls, obj: Any) -> AnalysisContext:
         if isinstance(obj, AnalysisContext):
@@ -185,13 +195,8 @@ class AnalysisContext:
         if hasattr(start, "timestamp"):
             start = start.timestamp()
         conf = float(get_field(obj, "confidence", default=0.95))
-        if not 0.5 <= conf < 1:
-            raise ValueError(f"analysis context: confidence must be in [0.5, 1), got {conf}")
         policy = get_field(obj, "no_data_policy", "noDataPolicy", "Pause")
-        if policy not in ("Pause", "Fail", "Ignore"):
-            raise ValueError(f"noDataPolicy {policy!r} is not Pause, Fail or Ignore")
         interval = str(get_field(obj, "interval", default="1m"))
-        parse_duration(interval, "interval")
         return cls(
             namespace=str(get_field(obj, "namespace")),
             endpoint=str(get_field(obj, "endpoint")),

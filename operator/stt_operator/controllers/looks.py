@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from stt_operator.analysis.engine import check_live_split, check_sample_ratio, evaluate_metrics
-from stt_operator.analysis.model import AnalysisResult, MetricResult, MonitoringLook
+from stt_operator.analysis.model import AnalysisContext, AnalysisResult, Arm, MetricResult, MonitoringLook
 from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest, ModelDeployment
@@ -60,26 +60,24 @@ def run_analysis(
         url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
         timeout = parse_duration(prom.timeout) if prom else 10.0
         stable_model = status.get("stableModel") or ""
-        context: dict[str, Any] = {
-            "namespace": md.namespace,
-            "endpoint": name,
-            "candidate": {
-                "variant": request.candidate_variant,
-                "service": revision_object_name(name, model_name, request.candidate),
-                "model": model_name,
-            },
-            "start": request.start,
-            "interval": analysis.interval,
-            "confidence": analysis.confidence,
-            "no_data_policy": analysis.no_data_policy,
-            "scope_queries": ctx.settings.scope_custom_queries,
-        }
+        candidate = Arm(
+            request.candidate_variant, revision_object_name(name, model_name, request.candidate), model_name
+        )
+        baseline = None
         if request.baseline:
-            context["baseline"] = {
-                "variant": "stable",
-                "service": revision_object_name(name, stable_model, request.baseline),
-                "model": stable_model,
-            }
+            service = revision_object_name(name, stable_model, request.baseline)
+            baseline = Arm("stable", service, stable_model)
+        context = AnalysisContext(
+            namespace=md.namespace,
+            endpoint=name,
+            candidate=candidate,
+            baseline=baseline,
+            start=request.start.timestamp(),
+            interval=analysis.interval,
+            confidence=analysis.confidence,
+            no_data_policy=analysis.no_data_policy,
+            scope_queries=ctx.settings.scope_custom_queries,
+        )
         return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
     except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
         if exc.kind in UNAVAILABLE_REASONS:  # configuration, not a failed look: the rollout holds
@@ -239,27 +237,33 @@ def measure_abtest(
         by_variant = {b.variant: b for b in backends(inp)}
         control = spec.control().name
 
-        def arm(variant: str) -> dict[str, str]:
+        def arm(variant: str) -> Arm:
             b = by_variant[variant]
-            return {"variant": variant, "service": b.service, "model": b.model}
+            return Arm(variant, b.service, b.model)
 
-        primary = spec.primary_metric.to_dict()
-        primary["minSamples"] = max(spec.primary_metric.min_samples, spec.min_samples_per_variant)
-        metrics = [primary, *(g.to_dict() for g in spec.guardrail_metrics)]
-        base: dict[str, Any] = {
-            "namespace": inp.namespace,
-            "endpoint": inp.endpoint.name,
-            "baseline": arm(control),
-            "start": inp.status.get("startedAt") and _ts(inp.status["startedAt"]),
-            "interval": f"{max(1, int(inp.analysis_interval_s))}s",
-            "confidence": 1.0 - spec.significance_level,
-            "paired": spec.paired_evaluation,
-            "no_data_policy": "Pause",
-            "scope_queries": ctx.settings.scope_custom_queries,
-        }
+        min_samples = max(spec.primary_metric.min_samples, spec.min_samples_per_variant)
+        metrics = [
+            spec.primary_metric.model_copy(update={"min_samples": min_samples}),
+            *spec.guardrail_metrics,
+        ]
+        started = inp.status.get("startedAt")
+        base = AnalysisContext(
+            namespace=inp.namespace,
+            endpoint=inp.endpoint.name,
+            candidate=arm(control),
+            baseline=arm(control),
+            start=_ts(started) if started else 0.0,
+            interval=f"{max(1, int(inp.analysis_interval_s))}s",
+            confidence=1.0 - spec.significance_level,
+            paired=spec.paired_evaluation,
+            no_data_policy="Pause",
+            scope_queries=ctx.settings.scope_custom_queries,
+        )
         results = {
             v.name: evaluate_metrics(
-                client, metrics, {**base, "candidate": arm(v.name), "previous_p": previous.get(v.name) or {}}
+                client,
+                metrics,
+                replace(base, candidate=arm(v.name), previous_p=dict(previous.get(v.name) or {})),
             )
             for v in spec.variants
             if v.name != control
@@ -271,7 +275,7 @@ def measure_abtest(
         if spec.paired_evaluation:
             checks["replay"] = check_sample_ratio(
                 client,
-                {**base, "candidate": arm(control)},
+                base,
                 {v.name: 1.0 for v in spec.variants},
                 threshold=spec.srm_threshold,
             )
@@ -279,7 +283,7 @@ def measure_abtest(
         if live is not None:
             checks["live"] = check_live_split(
                 client,
-                {**base, "candidate": arm(control)},
+                base,
                 live,
                 {v: by_variant[v].service for v in live},
                 threshold=spec.srm_threshold,
