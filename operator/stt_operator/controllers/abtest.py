@@ -18,6 +18,7 @@ import kopf
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, ForbiddenError, NotFoundError
 
 from stt_operator.api import ABTest
+from stt_operator.api.abtest import PHASE_FAILED
 from stt_operator.api.common import SpecError, parse_duration
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
 from stt_operator.builders.serving import deployment_available, model_digest
@@ -115,7 +116,7 @@ def reconcile(
                 return None
             message = str(exc)
             writer.condition("Ready", "False", "InvalidSpec", message)
-            writer.set(phase="Failed")
+            writer.set(phase=PHASE_FAILED)
             if writer.changed("Ready"):
                 writer.event("Warning", "InvalidSpec", message)
             writer.commit(patch)

@@ -16,7 +16,14 @@ import kopf
 
 from stt_operator.api import ModelDeployment
 from stt_operator.api.common import SpecError
-from stt_operator.api.modeldeployment import REASON_MONITORING_ROLLBACK, ModelDeploymentSpec
+from stt_operator.api.modeldeployment import (
+    PHASE_FAILED,
+    PHASE_PAUSED,
+    PHASE_PENDING,
+    PHASE_PROGRESSING,
+    REASON_MONITORING_ROLLBACK,
+    ModelDeploymentSpec,
+)
 from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.placement import place
 from stt_operator.builders.serving import (
@@ -84,7 +91,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             return None
         requeue = _reconcile_valid(md, body, patch, writer, ctx, name, namespace)
         phase = writer.fields.get("phase", (body.get("status") or {}).get("phase"))
-        in_flight = phase in ("Progressing", "Paused")
+        in_flight = phase in (PHASE_PROGRESSING, PHASE_PAUSED)
         ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
         # Export both counters at 0 from the first reconcile: `increase()` in the chart's alerts
         # cannot see a series whose first sample is already 1 (the first rollback would be missed).
@@ -117,7 +124,7 @@ def _select(
     selection = select_model(spec.selector, models)
     if selection.best is None:
         message = f"no STTModel in {namespace} fits spec.selector: {selection.explanation}"
-        _wait(writer, "NoModelSelected", message[:1000], "Pending")
+        _wait(writer, "NoModelSelected", message[:1000], PHASE_PENDING)
         return None
     if (body.get("status") or {}).get("selectedModel") != selection.best:
         writer.event("Normal", "ModelSelected", selection.explanation[:1000])
@@ -183,8 +190,8 @@ def _reconcile_valid(
     model = ctx.kube.get(STTMODEL_API, "STTModel", model_name, namespace)
     blocked = model_blocker(model_name, namespace, model, spec)
     if blocked is not None:
-        _wait(writer, blocked.reason, blocked.message, blocked.phase, warning=blocked.phase == "Failed")
-        return WAITING_REQUEUE_S if blocked.phase == "Pending" else None  # Failed: a change wakes it
+        _wait(writer, blocked.reason, blocked.message, blocked.phase, warning=blocked.phase == PHASE_FAILED)
+        return WAITING_REQUEUE_S if blocked.phase == PHASE_PENDING else None  # Failed: a change wakes it
     assert model is not None
     desired = Revision(model_name, model_digest(model))
     annotations = body["metadata"].get("annotations") or {}

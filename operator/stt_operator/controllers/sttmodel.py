@@ -16,6 +16,7 @@ import kopf
 
 from stt_operator.api import STTModel
 from stt_operator.api.common import SpecError, get_condition, iso, utcnow
+from stt_operator.api.sttmodel import PHASE_FAILED, PHASE_READY, PHASE_VALIDATING
 from stt_operator.artifacts import jobs
 from stt_operator.builders.common import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, model_config_map_name, triton_model_name
@@ -41,7 +42,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             model = STTModel.from_body(body)
         except SpecError as exc:
             writer.condition("Ready", "False", "InvalidSpec", str(exc))
-            writer.set(phase="Failed")
+            writer.set(phase=PHASE_FAILED)
             if writer.changed("Ready"):
                 writer.event("Warning", "InvalidSpec", str(exc))
             writer.commit(patch)
@@ -62,7 +63,7 @@ def _render(body: Mapping[str, Any], model: STTModel, writer: StatusWriter, ctx:
     except ValueError as exc:
         writer.condition("Rendered", "False", "RenderFailed", str(exc))
         writer.condition("Ready", "False", "RenderFailed", f"Triton configuration: {exc}")
-        writer.set(phase="Failed")
+        writer.set(phase=PHASE_FAILED)
         if writer.changed("Rendered"):
             writer.event("Warning", "RenderFailed", str(exc))
         return False
@@ -97,7 +98,7 @@ def _validate_and_quantize(
     validated = get_condition(writer.conditions, "Validated") or {}
     if validated.get("status") == "True":
         writer.condition("Ready", "True", "ModelReady", "rendered and validated; ready to deploy")
-        writer.set(phase="Ready")
+        writer.set(phase=PHASE_READY)
         if writer.changed("Ready"):
             writer.event("Normal", "ModelReady", f"model {body['metadata']['name']} is ready to deploy")
         quantization = model.spec.quantization
@@ -112,10 +113,10 @@ def _validate_and_quantize(
         writer.condition(
             "Ready", "False", validated.get("reason", "ValidationFailed"), validated.get("message", "")
         )
-        writer.set(phase="Failed")
+        writer.set(phase=PHASE_FAILED)
     else:
         writer.condition("Ready", "False", "ValidationPending", validated.get("message", ""))
-        writer.set(phase="Validating")
+        writer.set(phase=PHASE_VALIDATING)
 
 
 def _run_job_stage(body: Mapping[str, Any], kind: str, writer: StatusWriter, ctx: OperatorContext) -> None:

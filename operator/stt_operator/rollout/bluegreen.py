@@ -8,6 +8,7 @@ one switch of all traffic; the old stack stays for `scaleDownDelaySeconds`.
 
 from __future__ import annotations
 
+from stt_operator.api.modeldeployment import PHASE_PAUSED, PHASE_PROGRESSING
 from stt_operator.rollout.common import (
     ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
@@ -56,7 +57,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
         return stopped
     if not preview_ok:
         waiting = f"waiting for preview revision {desired.id} (model {desired.model}) to become Available"
-        plan.status.update(phase="Progressing", message=waiting)
+        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [ConditionUpdate("Progressing", "True", "PreviewStarting", waiting), not_paused()]
         plan.requeue_after = WAIT_REQUEUE_S
         return plan
@@ -126,7 +127,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
     )
     if paused_reason is not None:
         degraded = paused_reason == "AnalysisFailed"
-        plan.status["phase"] = "Degraded" if degraded else "Paused"
+        plan.status["phase"] = "Degraded" if degraded else PHASE_PAUSED
         plan.conditions += [
             ConditionUpdate("Paused", "True", paused_reason, short(message)),
             ConditionUpdate("Progressing", "Unknown", paused_reason, short(message)),

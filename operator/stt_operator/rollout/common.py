@@ -18,7 +18,13 @@ from stt_operator.analysis.model import AnalysisResult
 from stt_operator.analysis.policy import Decision, decide
 from stt_operator.analysis.verdicts import aggregate
 from stt_operator.api.common import iso, parse_iso
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import (
+    PHASE_DEGRADED,
+    PHASE_HEALTHY,
+    PHASE_PROGRESSING,
+    PHASE_ROLLED_BACK,
+    ModelDeploymentSpec,
+)
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.capacity import CapacityVerdict
 from stt_operator.rollout.immediate import record_promotion
@@ -160,7 +166,7 @@ def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
     plan.conditions.append(not_paused())
     if inp.available(desired.id):
         plan.route = {desired.id: 100}
-        plan.status.update(currentWeight=100, phase="Healthy", message=f"serving model {desired.model}")
+        plan.status.update(currentWeight=100, phase=PHASE_HEALTHY, message=f"serving model {desired.model}")
         plan.conditions += [
             *serving_conditions(desired.model),
             ConditionUpdate("Progressing", "False", "RolloutComplete", f"serving model {desired.model}"),
@@ -168,7 +174,7 @@ def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
         ]
     else:
         waiting = f"waiting for stable revision {desired.id} (model {desired.model}) to become Available"
-        plan.status.update(phase="Progressing", message=waiting)
+        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [
             ConditionUpdate("Available", "False", "NoAvailableRevision", waiting),
             ConditionUpdate("Ready", "False", "RevisionStarting", waiting),
@@ -202,7 +208,7 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
         currentWeight=0,
         currentStepIndex=None,
         stepStartedAt=None,
-        phase="Degraded" if others else "RolledBack",
+        phase=PHASE_DEGRADED if others else PHASE_ROLLED_BACK,
         message=message,
     )
     plan.conditions += [
@@ -235,7 +241,7 @@ def promote(inp: RolloutInput, plan: EndpointPlan, how: str) -> EndpointPlan:
         rolloutStartedAt=None,
         analysis=None,
         revisions=history,
-        phase="Healthy",
+        phase=PHASE_HEALTHY,
         message=f"promoted model {desired.model} ({how})",
     )
     plan.events.append(
@@ -293,7 +299,7 @@ def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = "Ro
             "reason": short(reason),
             "code": code,
         },
-        phase="Degraded",
+        phase=PHASE_DEGRADED,
         message=message,
     )
     if code != "RolledBack":

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stt_operator.api.common import iso, parse_duration, parse_iso
+from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_PROGRESSING
 from stt_operator.rollout.common import RolloutInput, not_paused, rollback, short
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, SmokeRequest
 
@@ -59,7 +60,7 @@ def _stable_route(inp: RolloutInput) -> dict[str, int] | None:
 
 def _wait(inp: RolloutInput, plan: EndpointPlan, reason: str, message: str, requeue: float) -> EndpointPlan:
     plan.route = _stable_route(inp)
-    plan.status.update(phase="Progressing", message=short(message), currentWeight=0)
+    plan.status.update(phase=PHASE_PROGRESSING, message=short(message), currentWeight=0)
     plan.conditions += [ConditionUpdate("Progressing", "True", reason, short(message)), not_paused()]
     plan.requeue_after = requeue
     return plan
@@ -162,7 +163,7 @@ def _held_at_zero(inp: RolloutInput, plan: EndpointPlan, message: str) -> Endpoi
     """A failed smoke test with automatic rollback off: the revision keeps weight 0 and the
     endpoint says Degraded until a person aborts or changes the spec."""
     plan.route = _stable_route(inp)
-    plan.status.update(phase="Degraded", message=message, currentWeight=0)
+    plan.status.update(phase=PHASE_DEGRADED, message=message, currentWeight=0)
     plan.conditions += [
         ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
         ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),

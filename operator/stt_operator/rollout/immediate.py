@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from stt_operator.api.common import iso, parse_iso
+from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_HEALTHY, PHASE_PROGRESSING
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, ObservedRevision
 
@@ -72,7 +73,7 @@ def plan_immediate(
             canaryModel=None,
             currentWeight=100,
             revisions=history,
-            phase="Healthy",
+            phase=PHASE_HEALTHY,
         )
         if promoted_now:
             verb = "Deployed" if stable_id is None else "Promoted"
@@ -107,7 +108,7 @@ def plan_immediate(
     if stable_obs is not None and stable_obs.available:
         plan.route = {stable_id: 100}
     plan.status.update(
-        canaryRevision=desired.id, canaryModel=desired.model, currentWeight=0, phase="Progressing"
+        canaryRevision=desired.id, canaryModel=desired.model, currentWeight=0, phase=PHASE_PROGRESSING
     )
     waiting = f"waiting for revision {desired.id} (model {desired.model}) to become Available"
     plan.conditions.append(ConditionUpdate("Progressing", "True", "NewRevisionStarting", waiting))
@@ -143,7 +144,7 @@ def _plan_stable_lost(
     to a backend without ready endpoints, and status says the endpoint is not serving."""
     wanted = observed.replicas if observed.replicas is not None else "?"
     ready = f"{observed.ready_replicas} of {wanted} replicas of revision {stable.id} ready"
-    plan.status.update(canaryRevision=None, canaryModel=None, phase="Degraded")
+    plan.status.update(canaryRevision=None, canaryModel=None, phase=PHASE_DEGRADED)
     plan.conditions.append(ConditionUpdate("Progressing", "False", "StableDegraded", ready))
     if observed.ready_replicas > 0:
         plan.route = {stable.id: 100}

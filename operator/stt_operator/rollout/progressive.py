@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stt_operator.api.common import parse_duration
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import (
+    PHASE_DEGRADED,
+    PHASE_PAUSED,
+    PHASE_PROGRESSING,
+    ModelDeploymentSpec,
+)
 from stt_operator.rollout.common import (
     ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
@@ -110,7 +115,7 @@ def hold_if_paused(inp: RolloutInput, plan: EndpointPlan, route: dict[str, int] 
     else:
         reason, message = "RolloutPaused", "spec.paused is true; the rollout holds its current step"
         plan.route = route
-    plan.status.update(phase="Paused", message=message)
+    plan.status.update(phase=PHASE_PAUSED, message=message)
     plan.conditions += [
         ConditionUpdate("Paused", "True", reason, message),
         ConditionUpdate("Progressing", "Unknown", reason, message),
@@ -158,7 +163,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     if not canary_ok:
         waiting = f"waiting for revision {desired.id} (model {desired.model}) to become Available"
         plan.route = route(weight)
-        plan.status.update(phase="Progressing", message=waiting)
+        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [
             ConditionUpdate("Progressing", "True", "NewRevisionStarting", waiting),
             not_paused(),
@@ -280,7 +285,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     if paused_why is not None:
         reason, message = paused_why
         degraded = reason == "AnalysisFailed"
-        plan.status.update(phase="Degraded" if degraded else "Paused", message=short(message))
+        plan.status.update(phase=PHASE_DEGRADED if degraded else PHASE_PAUSED, message=short(message))
         plan.conditions += [
             ConditionUpdate("Paused", "True", reason, short(message)),
             ConditionUpdate("Progressing", "Unknown", reason, short(message)),
@@ -292,7 +297,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     else:
         _, reason, message = progressing
         message = message or f"step {index + 1}/{total}: model {desired.model} at {weight}%"
-        plan.status.update(phase="Progressing", message=short(message))
+        plan.status.update(phase=PHASE_PROGRESSING, message=short(message))
         plan.conditions += [ConditionUpdate("Progressing", "True", reason, short(message)), not_paused()]
     if plan.requeue_after is None:
         plan.requeue_after = WAIT_REQUEUE_S

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stt_operator.api.common import get_condition
-from stt_operator.api.modeldeployment import ModelDeploymentSpec, ModelSelector
+from stt_operator.api.modeldeployment import PHASE_FAILED, PHASE_PENDING, ModelDeploymentSpec, ModelSelector
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason
 from stt_operator.stats.selection import ModelSummary, Selection, select_best_model
 
@@ -98,14 +98,14 @@ def model_blocker(
     validated = get_condition(conditions, "Validated") or {}
     if validated.get("status") == "False":
         message = f"STTModel {model_name} failed validation: {validated.get('message', '')}"
-        return ModelBlocker("ModelFailedValidation", message, "Failed")
+        return ModelBlocker("ModelFailedValidation", message, PHASE_FAILED)
     ready = get_condition(conditions, "Ready") or {}
     if ready.get("status") != "True":
         why = ready.get("message") or "not reconciled yet"
-        return ModelBlocker("ModelNotReady", f"STTModel {model_name} is not Ready: {why}", "Pending")
+        return ModelBlocker("ModelNotReady", f"STTModel {model_name} is not Ready: {why}", PHASE_PENDING)
     # Admission sees one object at a time; `resources.gpu: 0` over a GPU-only model is caught here.
     resources = spec.resources.to_dict() if spec.resources else None
     gpu_conflict = gpu_required_reason(model, effective_gpus(model, resources))
     if gpu_conflict is not None:
-        return ModelBlocker(REASON_GPU_REQUIRED, gpu_conflict, "Failed")
+        return ModelBlocker(REASON_GPU_REQUIRED, gpu_conflict, PHASE_FAILED)
     return None
