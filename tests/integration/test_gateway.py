@@ -18,9 +18,9 @@ from scipy.stats import binomtest
 from stt_harness.gateway import GATEWAY_GROUP, GATEWAY_NAME, TraefikGateway, route_parent_conditions
 from stt_harness.imagetar import image_tar
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, RealNode
+from stt_operator.builders.assignment import sticky_assign
 from stt_operator.builders.routing import Backend, http_route
 from stt_operator.builders.serving import TRITON_HTTP_PORT
-from stt_operator.experiments.assignment import sticky_assign
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from stt_operator.api.modeldeployment import EndpointSpec
+from stt_operator.builders.assignment import bucket_regex, bucket_slices
 from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
-from stt_operator.experiments.assignment import bucket_regex, bucket_slices
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -113,7 +113,7 @@ def http_route(
     URLRewrite, Gateway API Extended). The first rule stays the plain split.
 
     `session_header` (ABTest stickiness): one more rule per weighted backend matching the
-    header's value against that backend's run of buckets (`experiments.assignment`), so a
+    header's value against that backend's run of buckets (`builders.assignment`), so a
     session always reaches one backend. Gateway API gives a rule with more header matches
     precedence over the plain rule, which keeps the weighted split for requests without a
     session id. The plain rule stays first (`route_weights` reads it). With an alias the sticky

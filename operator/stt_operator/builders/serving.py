@@ -18,10 +18,7 @@ from stt_operator.builders.common import (
     object_metadata,
     short_hash,
 )
-
-TRITON_HTTP_PORT = 8000
-TRITON_GRPC_PORT = 8001
-TRITON_METRICS_PORT = 8002
+from stt_operator.triton.pod import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 
 
 def model_digest(model_body: Mapping[str, Any]) -> str:

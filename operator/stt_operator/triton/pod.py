@@ -21,9 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 from stt_operator.images import DEFAULT_JOBS_IMAGE, DEFAULT_TRITON_IMAGE
 
+# Triton's own ports in every serving pod (Services map the endpoint's port onto HTTP).
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
 REPOSITORY_MOUNT = "/models"
 CONFIG_MOUNT = "/config"
 CREDENTIALS_MOUNT = "/var/run/secrets/stt-model"

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from stt_operator.experiments.assignment import assign, default_salt, session_point
+from stt_operator.builders.assignment import assign, default_salt, session_point
 
 SESSIONS = [f"session-{i}" for i in range(20_000)]
 SALT = default_salt("prod", "ab-1")

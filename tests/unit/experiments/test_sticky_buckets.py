@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stt_operator.builders.routing import Backend, http_route, route_weights
-from stt_operator.experiments.assignment import (
+from stt_operator.builders.assignment import (
     STICKY_BUCKETS,
     bucket_regex,
     bucket_slices,
     session_bucket,
     sticky_assign,
 )
+from stt_operator.builders.routing import Backend, http_route, route_weights
 
 weights_st = st.dictionaries(
     st.sampled_from("abcdefghij"), st.integers(min_value=1, max_value=100), min_size=1, max_size=10
