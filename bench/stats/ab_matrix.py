@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from stt_operator.analysis.abtest import decide_ab
+from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricRule

@@ -42,7 +42,7 @@ from stt_harness.images import BuiltImage
 from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
 from stt_harness.operator import OperatorProcess
 from stt_harness.samples import sphinx_spec
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name
 from stt_operator.models import catalog
 

@@ -32,7 +32,7 @@ from stt_harness.prometheus import Exporter, PrometheusServer, start_exporter
 from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch, serve_then_switch
 from stt_operator import evalmetrics as em
-from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_REVISION
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_REVISION
 from stt_operator.services.kube import Kube
 
 WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}

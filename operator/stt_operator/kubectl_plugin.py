@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from stt_operator import API_GROUP, API_VERSION
-from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_PROMOTE
 from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
+from stt_operator.rollout.transitions import ANNOTATION_ABORT, ANNOTATION_PROMOTE
 from stt_operator.stats.selection import METRICS
 
 ANALYTICS_COLUMNS = (
@@ -203,7 +203,7 @@ def rollout_tree(
     pods: Sequence[Mapping[str, Any]],
 ) -> str:
     """The `get` tree of a ModelDeployment from the objects as the apiserver returns them."""
-    from stt_operator.builders.common import LABEL_REVISION
+    from stt_operator.builders.metadata import LABEL_REVISION
 
     meta, spec, status = md["metadata"], md.get("spec") or {}, md.get("status") or {}
     strategy = (spec.get("strategy") or {}).get("type", "?")
@@ -378,7 +378,7 @@ class Cluster:
             raise
 
     def workloads(self, md_name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        from stt_operator.builders.common import LABEL_DEPLOYMENT
+        from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 
         sel = f"{LABEL_DEPLOYMENT}={md_name}"
         deps = self.apps.list_namespaced_deployment(self.namespace, label_selector=sel).items

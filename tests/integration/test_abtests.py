@@ -46,7 +46,7 @@ from stt_operator import evalmetrics as em
 from stt_operator import kubectl_plugin
 from stt_operator.builders.routing import GATEWAY_API_VERSION, route_name, route_weights
 from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.rollout.common import ANNOTATION_HELD_BY
+from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -22,7 +22,7 @@ from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.resources import API, model_deployment
 from stt_harness.triton import start_triton
 from stt_operator.api.sttmodel import IOSpec, TritonSpec
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.models import catalog
 from stt_operator.triton.materialize import main as materialize_main
 from stt_operator.triton.repository import write_model

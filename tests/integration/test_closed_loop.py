@@ -32,7 +32,7 @@ from stt_harness.images import BuiltImage
 from stt_harness.kubewait import condition, wait_for
 from stt_harness.operator import OperatorProcess
 from stt_harness.promoperator import PrometheusStack
-from stt_operator.builders.common import LABEL_COMPONENT
+from stt_operator.builders.metadata import LABEL_COMPONENT
 from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.services.kube import Kube
 from stt_operator.speech.evalset import load_evalset

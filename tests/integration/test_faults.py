@@ -41,7 +41,7 @@ from stt_harness.kubewait import condition, wait_for
 from stt_harness.operator import OperatorProcess
 from stt_harness.resources import API
 from stt_harness.routewatch import RouteWatch
-from stt_operator.rollout.common import ANNOTATION_HELD_BY
+from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from stt_harness.cluster import ensure_tools
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.resources import API, PAUSED_CANARY, model_deployment, stt_model
 from stt_operator import kubectl_plugin
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration

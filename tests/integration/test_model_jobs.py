@@ -13,7 +13,7 @@ import pytest
 
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.samples import ctc_spec, keyed_ctc_model, write_keyed_evalset
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration

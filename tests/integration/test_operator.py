@@ -10,7 +10,7 @@ import pytest
 
 from stt_harness.kubewait import condition, event_reasons, wait_for
 from stt_harness.resources import API, model_deployment, stt_model
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
 from stt_operator.controllers.kopf_tuning import FINALIZER
 

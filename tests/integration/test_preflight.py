@@ -18,7 +18,7 @@ import pytest
 from stt_harness.kubewait import condition, wait_for
 from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch, serve_then_switch
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch as BaseRouteWatch
 from stt_harness.routewatch import serve_then_switch
 from stt_operator import evalmetrics as em
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
 pytestmark = pytest.mark.integration

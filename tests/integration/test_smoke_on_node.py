@@ -28,7 +28,7 @@ from stt_harness.node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION
 from stt_harness.operator import OperatorProcess
 from stt_harness.routewatch import RouteWatch
 from stt_harness.samples import sphinx_spec
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 from stt_operator.services.smoke import builtin_utterance
 

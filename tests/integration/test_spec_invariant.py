@@ -40,7 +40,7 @@ from stt_operator.api.common import (
 from stt_operator.api.modeldeployment import GATEWAY_PATH_PATTERN
 from stt_operator.artifacts import jobs
 from stt_operator.builders import routing
-from stt_operator.builders.common import owner_reference
+from stt_operator.builders.metadata import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, triton_model_name
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason, serving_params
 from stt_operator.builders.routing import endpoint_service, endpoint_slice
@@ -52,7 +52,7 @@ from stt_operator.experiments.objects import (
     owned_service_name,
     variant_objects,
 )
-from stt_operator.rollout.evaluator import rollout_evaluator
+from stt_operator.rollout.evaluation import rollout_evaluator
 from stt_operator.triton.config import render_for_model
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from typing import Any
 from stt_operator import API_GROUP
 from stt_operator.api.common import parse_duration
 from stt_operator.artifacts.report import DEFAULT_REQUIRED_STEPS, WAIVER_DIGEST_NOT_PINNED
-from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, owner_reference, short_hash
+from stt_operator.builders.metadata import LABEL_MODEL, common_labels, dns_name, owner_reference, short_hash
 
 KINDS = ("validate", "quantize")
 SOURCE_SECRET_DIR = "/var/run/secrets/stt/source"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stt_operator.builders.common import LABEL_MODEL, common_labels, dns_name, object_metadata
+from stt_operator.builders.metadata import LABEL_MODEL, common_labels, dns_name, object_metadata
 
 
 def triton_model_name(model_name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from stt_operator.api.modeldeployment import EndpointSpec
 from stt_operator.builders.assignment import bucket_regex, bucket_slices
-from stt_operator.builders.common import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT, common_labels, dns_name, object_metadata
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, TRITON_HTTP_PORT
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stt_operator.builders.common import (
+from stt_operator.builders.metadata import (
     LABEL_DEPLOYMENT,
     LABEL_MODEL,
     LABEL_REVISION,

@@ -39,7 +39,7 @@ from stt_operator.experiments.planner import (
     plan_abtest,
 )
 from stt_operator.observability import record_route, track_reconcile
-from stt_operator.rollout.common import ANNOTATION_HELD_BY
+from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 
 log = logging.getLogger(__name__)
 

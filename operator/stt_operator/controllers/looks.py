@@ -26,10 +26,10 @@ from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.experiments.planner import ABTestInput, Measurement, backends, live_weights
-from stt_operator.rollout.common import ANALYSIS_UNAVAILABLE, RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, SmokeRequest, SmokeResult
+from stt_operator.rollout.transitions import ANALYSIS_UNAVAILABLE, RolloutInput
 from stt_operator.services.capacity import CapacityObserver
 from stt_operator.services.smoke import builtin_utterance, smoke_transcribe
 from stt_operator.stats.counts import SRMResult, combine_sample_ratios

@@ -24,7 +24,7 @@ from stt_operator.api.modeldeployment import (
     REASON_MONITORING_ROLLBACK,
     ModelDeploymentSpec,
 )
-from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.placement import place
 from stt_operator.builders.serving import (
     Revision,
@@ -45,18 +45,18 @@ from stt_operator.observability import (
     record_route,
     track_reconcile,
 )
-from stt_operator.rollout.common import (
+from stt_operator.rollout.evaluation import needs_evaluator, rollout_evaluator
+from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
+from stt_operator.rollout.objects import Endpoint, endpoint_objects
+from stt_operator.rollout.plan import observed_revisions
+from stt_operator.rollout.selection import model_blocker, select_model
+from stt_operator.rollout.transitions import (
     ANNOTATION_ABORT,
     ANNOTATION_HELD_BY,
     ANNOTATION_PROMOTE,
     RolloutInput,
     needs_preflight,
 )
-from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
-from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
-from stt_operator.rollout.objects import Endpoint, endpoint_objects
-from stt_operator.rollout.plan import observed_revisions
-from stt_operator.rollout.selection import model_blocker, select_model
 
 log = logging.getLogger(__name__)
 

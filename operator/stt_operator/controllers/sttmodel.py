@@ -18,7 +18,7 @@ from stt_operator.api import STTModel
 from stt_operator.api.common import SpecError, get_condition, iso, utcnow
 from stt_operator.api.sttmodel import PHASE_FAILED, PHASE_READY, PHASE_VALIDATING
 from stt_operator.artifacts import jobs
-from stt_operator.builders.common import owner_reference
+from stt_operator.builders.metadata import owner_reference
 from stt_operator.builders.modelconfig import model_config_map, model_config_map_name, triton_model_name
 from stt_operator.builders.placement import place
 from stt_operator.controllers.context import OperatorContext

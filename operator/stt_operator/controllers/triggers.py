@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator import API_GROUP
-from stt_operator.rollout.common import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
 from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
+from stt_operator.rollout.transitions import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 STT_KINDS = ("STTModel", "ModelDeployment", "ABTest")
-# Annotations a person or an ABTest sets to steer a ModelDeployment (rollout.common); the
+# Annotations a person or an ABTest sets to steer a ModelDeployment (rollout/transitions.py); the
 # others (Kopf's bookkeeping, the ABTest's p-value state) are written by us and wake nobody.
 CONTROL_ANNOTATIONS = (
     ANNOTATION_PROMOTE,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stt_operator.builders.common import LABEL_COMPONENT, common_labels, dns_name
+from stt_operator.builders.metadata import LABEL_COMPONENT, common_labels, dns_name
 from stt_operator.evaluator.model_io import Target
 from stt_operator.evaluator.targets import model_io_from_spec, model_io_to_config
 from stt_operator.images import DEFAULT_JOBS_IMAGE

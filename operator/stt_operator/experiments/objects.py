@@ -17,7 +17,7 @@ from typing import Any
 from stt_operator import API_GROUP
 from stt_operator.api.modeldeployment import EndpointSpec
 from stt_operator.builders import routing
-from stt_operator.builders.common import dns_name, owner_reference
+from stt_operator.builders.metadata import dns_name, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.serving import (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stt_operator.analysis.abtest import ABDecision, decide_ab
+from stt_operator.analysis.ab_verdict import ABDecision, decide_ab
 from stt_operator.analysis.model import HIGHER, AnalysisResult, MetricResult
 from stt_operator.analysis.verdicts import p_state
 from stt_operator.api.abtest import (

@@ -9,7 +9,10 @@ one switch of all traffic; the old stack stays for `scaleDownDelaySeconds`.
 from __future__ import annotations
 
 from stt_operator.api.modeldeployment import PHASE_PAUSED, PHASE_PROGRESSING
-from stt_operator.rollout.common import (
+from stt_operator.rollout.gates import pre_traffic
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
+from stt_operator.rollout.progressive import hold_if_paused, start_or_resume
+from stt_operator.rollout.transitions import (
     ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
@@ -24,9 +27,6 @@ from stt_operator.rollout.common import (
     short,
     true_reason,
 )
-from stt_operator.rollout.gates import pre_traffic
-from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
-from stt_operator.rollout.progressive import hold_if_paused, start_or_resume
 
 STEP_CHECK, STEP_AWAIT_PROMOTION = 0, 1
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from stt_operator.api.common import iso
 from stt_operator.rollout.bluegreen import plan_blue_green
-from stt_operator.rollout.common import (
+from stt_operator.rollout.gates import pre_traffic
+from stt_operator.rollout.immediate import plan_immediate
+from stt_operator.rollout.monitoring import plan_monitoring
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan
+from stt_operator.rollout.progressive import plan_progressive, steps_for
+from stt_operator.rollout.transitions import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
     RolloutInput,
@@ -21,11 +26,6 @@ from stt_operator.rollout.common import (
     rolled_back,
     serving_conditions,
 )
-from stt_operator.rollout.gates import pre_traffic
-from stt_operator.rollout.immediate import plan_immediate
-from stt_operator.rollout.monitoring import plan_monitoring
-from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan
-from stt_operator.rollout.progressive import plan_progressive, steps_for
 
 
 def scale_down_delay_s(inp: RolloutInput) -> float:

@@ -22,8 +22,8 @@ from typing import Any
 
 from stt_operator.api.common import iso, parse_duration, parse_iso
 from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_PROGRESSING
-from stt_operator.rollout.common import RolloutInput, not_paused, rollback, short
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, SmokeRequest
+from stt_operator.rollout.transitions import RolloutInput, not_paused, rollback, short
 
 CAPACITY_RECHECK_S = 10.0  # a blocked revision looks at the nodes again at this pace
 SMOKE_RETRY_S = 5.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
-from stt_operator.builders.common import LABEL_REVISION
+from stt_operator.builders.metadata import LABEL_REVISION
 from stt_operator.builders.placement import Placement, place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from stt_operator.builders.common import LABEL_MODEL, LABEL_REVISION
+from stt_operator.builders.metadata import LABEL_MODEL, LABEL_REVISION
 from stt_operator.builders.serving import Revision, deployment_available
 
 if TYPE_CHECKING:  # rollout/monitoring.py imports this module

@@ -19,7 +19,9 @@ from stt_operator.api.modeldeployment import (
     PHASE_PROGRESSING,
     ModelDeploymentSpec,
 )
-from stt_operator.rollout.common import (
+from stt_operator.rollout.gates import pre_traffic
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
+from stt_operator.rollout.transitions import (
     ANALYSIS_UNAVAILABLE,
     ANNOTATION_PROMOTE,
     WAIT_REQUEUE_S,
@@ -35,8 +37,6 @@ from stt_operator.rollout.common import (
     short,
     true_reason,
 )
-from stt_operator.rollout.gates import pre_traffic
-from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 
 
 @dataclass(frozen=True)

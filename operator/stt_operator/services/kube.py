@@ -18,7 +18,7 @@ from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
-from stt_operator.builders.common import FIELD_MANAGER
+from stt_operator.builders.metadata import FIELD_MANAGER
 from stt_operator.observability import API_CALLS
 
 log = logging.getLogger(__name__)

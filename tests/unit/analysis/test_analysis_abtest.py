@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stt_operator.analysis.abtest import decide_ab
+from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
 from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from stt_operator.analysis.abtest import decide_ab
+from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge, rule_labels
 from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule

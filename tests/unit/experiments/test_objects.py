@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from stt_harness.resources import model_deployment, stt_model
-from stt_operator.builders.common import LABEL_DEPLOYMENT
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import Revision, revision_object_name
 from stt_operator.evaluator.manifests import evaluation_set, evaluator_name
 from stt_operator.experiments.objects import (

@@ -1,4 +1,4 @@
-from stt_operator.builders.common import dns_name, owner_reference
+from stt_operator.builders.metadata import dns_name, owner_reference
 from stt_operator.builders.modelconfig import model_config_map_name
 from stt_operator.builders.routing import Backend, http_route, route_name, route_weights
 from stt_operator.builders.serving import (

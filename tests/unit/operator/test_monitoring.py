@@ -21,10 +21,10 @@ from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentSta
 from stt_operator.builders.serving import Revision
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import run_monitoring_look
-from stt_operator.rollout.common import RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import ObservedRevision
+from stt_operator.rollout.transitions import RolloutInput
 from stt_operator.settings import OperatorSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -358,7 +358,7 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
     verdict is written to status and the undo annotation is set for rollout/history.py."""
     import kopf
 
-    from stt_operator.builders.common import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION
+    from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_REVISION
     from stt_operator.controllers import looks
     from stt_operator.controllers import modeldeployment as controller
 

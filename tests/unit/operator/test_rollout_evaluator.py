@@ -9,7 +9,7 @@ import yaml
 
 from stt_operator.api.modeldeployment import ModelDeployment
 from stt_operator.builders.serving import revision_object_name
-from stt_operator.rollout.evaluator import needs_evaluator, rollout_evaluator
+from stt_operator.rollout.evaluation import needs_evaluator, rollout_evaluator
 
 IO = {
     "inputs": [{"name": "audio", "dataType": "TYPE_FP32", "dims": [-1], "role": "audio"}],

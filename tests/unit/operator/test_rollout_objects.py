@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
-from stt_operator.builders.common import owner_reference
+from stt_operator.builders.metadata import owner_reference
 from stt_operator.builders.placement import Placement
 from stt_operator.builders.routing import route_weights
 from stt_operator.builders.serving import Revision, revision_object_name

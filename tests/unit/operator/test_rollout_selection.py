@@ -107,8 +107,8 @@ def test_model_blocker_names_why_the_endpoint_cannot_serve_its_model() -> None:
 
 def test_the_capacity_preflight_asks_only_before_a_new_revisions_stack_exists() -> None:
     from stt_operator.builders.serving import Revision
-    from stt_operator.rollout.common import needs_preflight
     from stt_operator.rollout.plan import ObservedRevision
+    from stt_operator.rollout.transitions import needs_preflight
 
     new = Revision("m", "sha256:b")
     status = {"stableRevision": "old", "revisions": []}

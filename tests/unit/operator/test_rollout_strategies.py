@@ -14,10 +14,10 @@ from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.analysis.prom import NOT_CONFIGURED
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import Revision
-from stt_operator.rollout.common import RolloutInput
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, ObservedRevision
 from stt_operator.rollout.progressive import Step, steps_for
+from stt_operator.rollout.transitions import RolloutInput
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OLD = Revision("model-a", "sha256:a")

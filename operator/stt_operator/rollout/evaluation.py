@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
-from stt_operator.builders.common import LABEL_DEPLOYMENT, owner_reference
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.evaluator.manifests import (
