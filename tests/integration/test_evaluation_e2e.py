@@ -161,6 +161,9 @@ def test_degraded_variant_is_measurably_worse(evaluation: Any, prometheus: Prome
     wer = evaluation["summary"]["variants"]
     assert wer["canary"]["wer"] > wer["stable"]["wer"] + 0.05
     assert local["delta_wer"] > 2 * local["se"], local  # paired delta-method z > 2
+    # The summary's utterance bootstrap interval and the classic paired checks agree.
+    assert 0 < local["ci_low"] < local["delta_wer"] < local["ci_high"], local
+    assert local["mapsswe_p"] < 0.05 and local["prob_improvement"] < 0.05, local
 
 
 def test_evaluator_logs_are_json(evaluation: Any) -> None:

@@ -13,15 +13,18 @@ evaluator's own summary and what PromQL computes can be compared exactly.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from stt_operator.speech.normalise import DEFAULT_VERSION, normalise_text
+from stt_operator.stats.bootstrap import bootstrap_paired_difference
+from stt_operator.stats.classic import mapsswe, sign_test_arrays, wilcoxon
 
 MAX_LATENCIES = 100_000
 
@@ -150,6 +153,15 @@ class PairDelta:
     pairs: int
     delta_wer: float | None  # Σd / Σn
     se: float | None  # delta-method standard error (docs/statistics.md)
+    # Reported beside it (from MIN_PAIRS_FOR_CHECKS shared utterances): the utterance bootstrap's
+    # 95 % percentile interval of ΔW and its share of resamples where the candidate made fewer
+    # errors (Bisani & Ney), and the ASR field's classic paired checks' two-sided p-values.
+    ci_low: float | None = None
+    ci_high: float | None = None
+    prob_improvement: float | None = None
+    mapsswe_p: float | None = None
+    sign_p: float | None = None
+    wilcoxon_p: float | None = None
 
 
 def paired_delta(
@@ -172,7 +184,32 @@ def paired_delta(
         return PairDelta(candidate_name, baseline_name, k, dw, None)
     resid = np.asarray(d, dtype=float) - dw * np.asarray(n, dtype=float)
     se = float(np.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total_n)
-    return PairDelta(candidate_name, baseline_name, k, dw, se)
+    delta = PairDelta(candidate_name, baseline_name, k, dw, se)
+    if k < MIN_PAIRS_FOR_CHECKS:
+        return delta
+    cand = np.asarray([o.score.word_errors for o in candidate if o.utterance_id in base], dtype=float)
+    baseline_errors = np.asarray(
+        [base[o.utterance_id].score.word_errors for o in candidate if o.utterance_id in base], dtype=float
+    )
+    lengths = np.asarray(n, dtype=float)
+    boot = bootstrap_paired_difference(cand, baseline_errors, lengths, resamples=BOOTSTRAP_RESAMPLES)
+    return replace(
+        delta,
+        ci_low=_finite(boot.ci_low),
+        ci_high=_finite(boot.ci_high),
+        prob_improvement=_finite(boot.prob_improvement),
+        mapsswe_p=mapsswe(cand, baseline_errors).p_value,
+        sign_p=sign_test_arrays(cand, baseline_errors).p_value,
+        wilcoxon_p=wilcoxon(cand, baseline_errors).p_value,
+    )
+
+
+MIN_PAIRS_FOR_CHECKS = 10
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def summarise(observations: Iterable[Observation]) -> dict[str, VariantSummary]:

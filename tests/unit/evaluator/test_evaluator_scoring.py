@@ -96,6 +96,32 @@ def test_paired_delta_and_its_delta_method_se() -> None:
     assert paired_delta([], base, "B", "A").delta_wer is None
 
 
+def test_paired_delta_reports_a_bootstrap_interval_and_the_classic_checks() -> None:
+    import numpy as np
+
+    from stt_operator.stats.bootstrap import bootstrap_paired_difference
+    from stt_operator.stats.classic import mapsswe, wilcoxon
+
+    rng = np.random.default_rng(3)
+    n = rng.integers(3, 12, size=40)
+    base_e = rng.binomial(n, 0.1)
+    cand_e = np.minimum(n, base_e + rng.binomial(n, 0.15))  # the candidate is clearly worse
+    base = [obs(str(i), "A", int(e), int(k)) for i, (e, k) in enumerate(zip(base_e, n, strict=True))]
+    cand = [obs(str(i), "B", int(e), int(k)) for i, (e, k) in enumerate(zip(cand_e, n, strict=True))]
+    p = paired_delta(cand, base, "B", "A")
+    boot = bootstrap_paired_difference(cand_e, base_e, n, resamples=2000)
+    assert (p.ci_low, p.ci_high) == pytest.approx((boot.ci_low, boot.ci_high))
+    assert p.ci_low is not None and p.ci_high is not None
+    assert 0 < p.ci_low < p.delta_wer < p.ci_high  # worse, and the interval says so
+    assert p.prob_improvement == pytest.approx(0.0, abs=0.01)
+    assert p.mapsswe_p == pytest.approx(mapsswe(cand_e, base_e).p_value) and p.mapsswe_p < 0.01
+    assert p.wilcoxon_p == pytest.approx(wilcoxon(cand_e, base_e).p_value) and p.wilcoxon_p < 0.01
+    assert p.sign_p is not None and p.sign_p < 0.01
+    # Too few shared utterances for an interval: the delta-method figures only.
+    few = paired_delta(cand[:5], base[:5], "B", "A")
+    assert few.se is not None and (few.ci_low, few.mapsswe_p) == (None, None)
+
+
 def test_wer_by_slice_and_bounded_latency_memory() -> None:
     from dataclasses import replace
 
