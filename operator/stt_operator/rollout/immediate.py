@@ -14,7 +14,7 @@ from typing import Any
 from stt_operator.api.common import iso, parse_iso
 from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_HEALTHY, PHASE_PROGRESSING
 from stt_operator.builders.serving import Revision
-from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, ObservedRevision
+from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, ObservedRevision, settled
 
 
 def record_promotion(
@@ -69,9 +69,7 @@ def plan_immediate(
         plan.status.update(
             stableRevision=desired.id,
             stableModel=desired.model,
-            canaryRevision=None,
-            canaryModel=None,
-            currentWeight=100,
+            **settled(100),
             revisions=history,
             phase=PHASE_HEALTHY,
         )

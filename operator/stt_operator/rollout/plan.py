@@ -112,3 +112,15 @@ def observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedR
                 ready_replicas=int((deployment.get("status") or {}).get("availableReplicas") or 0),
             )
     return observed
+
+
+def settled(weight: int) -> dict[str, Any]:
+    """The status fields of an endpoint with no revision in flight, all traffic where `weight`
+    says (100 after a promotion, 0 back on stable): no canary, no step, no step clock."""
+    return {
+        "canaryRevision": None,
+        "canaryModel": None,
+        "currentWeight": weight,
+        "currentStepIndex": None,
+        "stepStartedAt": None,
+    }

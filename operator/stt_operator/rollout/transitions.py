@@ -35,6 +35,7 @@ from stt_operator.rollout.plan import (
     EventUpdate,
     ObservedRevision,
     SmokeResult,
+    settled,
 )
 
 if TYPE_CHECKING:  # rollout/monitoring.py is planned after this module's planners
@@ -203,11 +204,7 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
         " to roll out again."
     )
     plan.status.update(
-        canaryRevision=None,
-        canaryModel=None,
-        currentWeight=0,
-        currentStepIndex=None,
-        stepStartedAt=None,
+        **settled(0),
         phase=PHASE_DEGRADED if others else PHASE_ROLLED_BACK,
         message=message,
     )
@@ -233,11 +230,7 @@ def promote(inp: RolloutInput, plan: EndpointPlan, how: str) -> EndpointPlan:
     plan.status.update(
         stableRevision=desired.id,
         stableModel=desired.model,
-        canaryRevision=None,
-        canaryModel=None,
-        currentWeight=100,
-        currentStepIndex=None,
-        stepStartedAt=None,
+        **settled(100),
         rolloutStartedAt=None,
         analysis=None,
         revisions=history,
@@ -286,11 +279,7 @@ def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = "Ro
     limit = inp.spec.rollback.revision_history_limit
     message = short(f"rolled back model {desired.model} to {stable_model}: {reason}")
     plan.status.update(
-        canaryRevision=None,
-        canaryModel=None,
-        currentWeight=0,
-        currentStepIndex=None,
-        stepStartedAt=None,
+        **settled(0),
         revisions=history[-limit:],
         lastRollback={
             "at": iso(now),
