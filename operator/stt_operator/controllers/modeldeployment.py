@@ -25,7 +25,6 @@ from stt_operator.api.modeldeployment import (
     ModelDeploymentSpec,
 )
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
-from stt_operator.builders.placement import place
 from stt_operator.builders.serving import (
     Revision,
     model_digest,
@@ -45,7 +44,7 @@ from stt_operator.observability import (
     record_route,
     track_reconcile,
 )
-from stt_operator.rollout.evaluation import needs_evaluator, rollout_evaluator
+from stt_operator.rollout.evaluation import evaluator_change, evaluator_wanted
 from stt_operator.rollout.history import ANNOTATION_UNDO, plan_history_requests
 from stt_operator.rollout.objects import Endpoint, endpoint_objects
 from stt_operator.rollout.plan import observed_revisions
@@ -258,53 +257,27 @@ def _reconcile_valid(
     writer.set(**plan.status)
     for event in plan.events:
         writer.event(event.type, event.reason, event.message)
-    evaluator_found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
     after = {**status, **plan.status}
+    found = any(d["metadata"]["name"] == evaluator_name(name) for d in deployments)
     candidate = observed.get(after.get("canaryRevision") or "")
-    _sync_evaluator(
-        ctx,
+    serves = candidate is not None and candidate.available
+    stable_model = None
+    if evaluator_wanted(spec, after) and (serves or found):
+        stable_model = ctx.kube.get(STTMODEL_API, "STTModel", after.get("stableModel") or "", namespace)
+    change = evaluator_change(
         body,
         spec,
         after,
-        model,
-        evaluator_found,
-        candidate_serves=candidate is not None and candidate.available,
+        candidate_model=model,
+        stable_model=stable_model,
+        found=found,
+        candidate_serves=serves,
+        operator_image=ctx.settings.jobs_image,
+        placement=ctx.settings.jobs_placement,
     )
-    return plan.requeue_after
-
-
-def _sync_evaluator(
-    ctx: OperatorContext,
-    body: Mapping[str, Any],
-    spec: ModelDeploymentSpec,
-    status: Mapping[str, Any],
-    candidate_model: Mapping[str, Any],
-    found: bool,
-    candidate_serves: bool = True,
-) -> None:
-    """Run the rollout's evaluator while a revision is in flight and the analysis reads its
-    series; remove it otherwise. It starts once the new revision is Available: a replay
-    against a revision still loading its model only fails, backs off and wastes its first round
-    (the canary on the real node took a minute to load; the next round came 60 s later)."""
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    candidate, stable = status.get("canaryRevision"), status.get("stableRevision")
-    if candidate and stable and needs_evaluator(spec) and not (candidate_serves or found):
-        return
-    objects = None
-    if candidate and stable and needs_evaluator(spec):
-        stable_model = ctx.kube.get(STTMODEL_API, "STTModel", status.get("stableModel") or "", namespace)
-        if stable_model is not None:
-            objects = rollout_evaluator(
-                body,
-                spec,
-                stable=(stable, stable_model),
-                candidate=(candidate, candidate_model),
-                operator_image=ctx.settings.jobs_image,
-            )
-    if objects:
-        for obj in objects:
-            ctx.kube.apply(place(obj, ctx.settings.jobs_placement))
-    elif found:
+    for obj in change.apply:
+        ctx.kube.apply(obj)
+    if change.remove:
         for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
             ctx.kube.delete(api_version, kind, evaluator_name(name), namespace)
+    return plan.requeue_after

@@ -10,11 +10,13 @@ one the analysis finds no series and pauses (noDataPolicy), which its condition 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
+from stt_operator.builders.placement import Placement, place
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.evaluator.manifests import (
     EvaluatorParams,
@@ -80,3 +82,49 @@ def rollout_evaluator(
         extra_labels={LABEL_DEPLOYMENT: name},
     )
     return evaluator_objects(params)
+
+
+@dataclass(frozen=True)
+class EvaluatorChange:
+    """What this reconcile does to the rollout's evaluator: objects to apply, or remove it."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    remove: bool = False
+
+
+def evaluator_wanted(spec: ModelDeploymentSpec, status: Mapping[str, Any]) -> bool:
+    """A revision is in flight beside a stable one and the analysis reads the evaluator's series."""
+    return bool(status.get("canaryRevision") and status.get("stableRevision") and needs_evaluator(spec))
+
+
+def evaluator_change(
+    md_body: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    status: Mapping[str, Any],
+    *,
+    candidate_model: Mapping[str, Any],
+    stable_model: Mapping[str, Any] | None,
+    found: bool,
+    candidate_serves: bool,
+    operator_image: str,
+    placement: Placement,
+) -> EvaluatorChange:
+    """Run the rollout's evaluator while it is wanted (`status`: after this reconcile's plan);
+    remove it otherwise. It starts once the new revision is Available: a replay against a
+    revision still loading its model only fails, backs off and wastes its first round (the
+    canary on the real node took a minute to load; the next round came 60 s later)."""
+    wanted = evaluator_wanted(spec, status)
+    if wanted and not (candidate_serves or found):
+        return EvaluatorChange()
+    objects = None
+    if wanted and stable_model is not None:
+        objects = rollout_evaluator(
+            md_body,
+            spec,
+            stable=(status["stableRevision"], stable_model),
+            candidate=(status["canaryRevision"], candidate_model),
+            operator_image=operator_image,
+        )
+    if objects:
+        return EvaluatorChange([place(obj, placement) for obj in objects])
+    return EvaluatorChange(remove=found)

@@ -83,3 +83,33 @@ def test_no_evaluation_set_no_evaluator() -> None:
         )
         is None
     )
+
+
+def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> None:
+    from stt_operator.builders.placement import Placement
+    from stt_operator.rollout.evaluation import evaluator_change
+
+    b = body()
+    spec = ModelDeployment.from_body(b).spec
+    in_flight = {"canaryRevision": "rev-b", "stableRevision": "rev-a"}
+    common: dict[str, Any] = {
+        "candidate_model": model("model-b", "pvc://sets/en"),
+        "stable_model": model("model-a"),
+        "operator_image": "op:1",
+        "placement": Placement(node_selector={"pool": "cpu"}),
+    }
+    loading = evaluator_change(b, spec, in_flight, found=False, candidate_serves=False, **common)
+    assert (loading.apply, loading.remove) == ([], False)  # no replay against a loading model
+    serving = evaluator_change(b, spec, in_flight, found=False, candidate_serves=True, **common)
+    kinds = sorted(o["kind"] for o in serving.apply)
+    assert kinds == ["ConfigMap", "Deployment", "Service"] and not serving.remove
+    deployment = next(o for o in serving.apply if o["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"]["pool"] == "cpu"
+    promoted = {"stableRevision": "rev-b"}
+    done = evaluator_change(b, spec, promoted, found=True, candidate_serves=False, **common)
+    assert (done.apply, done.remove) == ([], True)
+    nothing = evaluator_change(b, spec, promoted, found=False, candidate_serves=False, **common)
+    assert (nothing.apply, nothing.remove) == ([], False)
+    # No labelled set on either model: nothing to replay, an old evaluator goes.
+    bare = {**common, "candidate_model": model("model-b")}
+    assert evaluator_change(b, spec, in_flight, found=True, candidate_serves=True, **bare).remove
