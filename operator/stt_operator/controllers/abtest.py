@@ -99,8 +99,7 @@ def _all_abtests(ctx: OperatorContext, namespace: str) -> list[dict[str, Any]]:
 
 
 def _patch_md(ctx: OperatorContext, name: str, namespace: str, body: dict[str, Any]) -> None:
-    resource = ctx.kube.dynamic.resources.get(api_version=API, kind="ModelDeployment")
-    resource.patch(body=body, name=name, namespace=namespace, content_type="application/merge-patch+json")
+    ctx.kube.merge_patch(ctx.kube.resource(API, "ModelDeployment"), name, namespace, body)
 
 
 def reconcile(
