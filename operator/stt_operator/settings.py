@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stt_operator.builders.placement import Placement
+from stt_operator.builders.placement import Images, Placement
 from stt_operator.images import DEFAULT_JOBS_IMAGE, DEFAULT_OPERATOR_IMAGE, DEFAULT_TRITON_IMAGE
 from stt_operator.services.notify import NotificationSettings
 
@@ -157,6 +157,16 @@ class OperatorSettings(BaseModel):
     @property
     def fetcher_image(self) -> str:
         return self.fetch_image or self.jobs_image
+
+    def images(self) -> Images:
+        """The images and placements every builder of pods takes."""
+        return Images(
+            triton=self.triton_image,
+            fetcher=self.fetcher_image,
+            jobs=self.jobs_image,
+            serving_placement=self.serving_placement,
+            jobs_placement=self.jobs_placement,
+        )
 
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> OperatorSettings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,17 @@ class Placement(BaseModel):
 
     def empty(self) -> bool:
         return not self.node_selector and not self.tolerations
+
+
+@dataclass(frozen=True)
+class Images:
+    """Where the operator's pods come from and where they run (`OperatorSettings.images()`)."""
+
+    triton: str
+    fetcher: str  # the serving pods' model-fetching init container
+    jobs: str  # validation / quantization Jobs and evaluators
+    serving_placement: Placement
+    jobs_placement: Placement
 
 
 def place(obj: Mapping[str, Any], placement: Placement) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from stt_operator.controllers.status import StatusWriter
 from stt_operator.experiments.objects import (
     LABEL_ABTEST,
 )
-from stt_operator.experiments.plan_objects import Images, evaluator_stack, held_route, variant_stacks
+from stt_operator.experiments.plan_objects import evaluator_stack, held_route, variant_stacks
 from stt_operator.experiments.planner import (
     ABTestInput,
     ABTestPlan,
@@ -207,13 +207,7 @@ def _execute(
                 f"ModelDeployment {md['metadata']['name']} changed; retrying", delay=1
             ) from exc
         held = True
-    images = Images(
-        triton=ctx.settings.triton_image,
-        fetcher=ctx.settings.fetcher_image,
-        jobs=ctx.settings.jobs_image,
-        serving_placement=ctx.settings.serving_placement,
-        jobs_placement=ctx.settings.jobs_placement,
-    )
+    images = ctx.settings.images()
     for manifest in variant_stacks(plan, inp, body, md, models, images):
         ctx.kube.apply(manifest)
     for manifest in evaluator_stack(inp, body, models, images) if plan.ensure_evaluator else []:

@@ -20,7 +20,7 @@ from stt_operator.analysis.model import AnalysisContext, AnalysisResult, Arm, Me
 from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest, ModelDeployment
-from stt_operator.api.common import parse_duration
+from stt_operator.api.common import PrometheusSpec, parse_duration
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
 from stt_operator.controllers.context import OperatorContext
@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 # PromQueryError kinds that mean no Prometheus can be asked at all -> AnalysisUnavailable reasons.
 UNAVAILABLE_REASONS = {"not-configured": "NoPrometheus", "not-allowed": "PrometheusNotAllowed"}
 CONDITION_ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
+PROMETHEUS_TIMEOUT_S = 10.0  # when the object names no prometheus.timeout
+
+
+def _prometheus(ctx: OperatorContext, prom: PrometheusSpec | None) -> PrometheusClient:
+    """The client for an object's `prometheus` (its source or address, or the operator's
+    default); raises PromQueryError before any request when none is allowed."""
+    url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
+    return PrometheusClient(url, timeout_s=parse_duration(prom.timeout) if prom else PROMETHEUS_TIMEOUT_S)
 
 
 def run_analysis(
@@ -57,8 +65,7 @@ def run_analysis(
     try:
         assert analysis is not None
         prom = analysis.prometheus
-        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
-        timeout = parse_duration(prom.timeout) if prom else 10.0
+        client = _prometheus(ctx, prom)
         stable_model = status.get("stableModel") or ""
         candidate = Arm(
             request.candidate_variant, revision_object_name(name, model_name, request.candidate), model_name
@@ -78,7 +85,7 @@ def run_analysis(
             no_data_policy=analysis.no_data_policy,
             scope_queries=ctx.settings.scope_custom_queries,
         )
-        return evaluate_metrics(PrometheusClient(url, timeout_s=timeout), metrics, context)
+        return evaluate_metrics(client, metrics, context)
     except PromQueryError as exc:  # no allowed Prometheus: the operator's words, no request sent
         if exc.kind in UNAVAILABLE_REASONS:  # configuration, not a failed look: the rollout holds
             return AnalysisResult("Error", exc.detail, (), unavailable=UNAVAILABLE_REASONS[exc.kind])
@@ -103,11 +110,9 @@ def run_monitoring_look(
     monitoring, analysis = md.spec.monitoring, md.spec.analysis
     prom = (monitoring.prometheus if monitoring else None) or (analysis.prometheus if analysis else None)
     try:
-        url = ctx.settings.prometheus_for(prom.source if prom else None, prom.address if prom else None)
-        timeout = parse_duration(prom.timeout) if prom else 10.0
         service = revision_object_name(md.name, request.model, request.revision)
         return window_counts(
-            PrometheusClient(url, timeout_s=timeout),
+            _prometheus(ctx, prom),
             request.metrics,
             namespace=md.namespace,
             endpoint=md.name,
@@ -206,7 +211,6 @@ def plan_with_looks(
 
 # Where operators before status.sequential kept the running p-values (read once, then removed).
 LEGACY_P_STATE = "stt.dev/abtest-p-state"
-PROMETHEUS_TIMEOUT_S = 10.0
 
 
 def running_p_values(abt: ABTest, body: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:

@@ -207,9 +207,7 @@ def _reconcile_valid(
         namespace,
         owner_reference(body),
         spec,
-        triton_image=ctx.settings.triton_image,
-        operator_image=ctx.settings.fetcher_image,
-        placement=ctx.settings.serving_placement,
+        ctx.settings.images(),
     )
     capacity = None
     if ctx.settings.capacity_preflight and needs_preflight(status, desired, observed, held_by):
@@ -272,8 +270,7 @@ def _reconcile_valid(
         stable_model=stable_model,
         found=found,
         candidate_serves=serves,
-        operator_image=ctx.settings.jobs_image,
-        placement=ctx.settings.jobs_placement,
+        images=endpoint.images,
     )
     for obj in change.apply:
         ctx.kube.apply(obj)

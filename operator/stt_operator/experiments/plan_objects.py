@@ -5,25 +5,13 @@ controller applies what these return in the planner's order."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.builders.placement import Placement, place
+from stt_operator.builders.placement import Images, place
 from stt_operator.builders.serving import TRITON_HTTP_PORT
 from stt_operator.evaluator.manifests import evaluation_set
 from stt_operator.experiments.objects import endpoint_route, evaluator_for, variant_objects
 from stt_operator.experiments.planner import ABTestInput, ABTestPlan, backends
-
-
-@dataclass(frozen=True)
-class Images:
-    """Where the test's pods come from and where they run (the operator's settings)."""
-
-    triton: str
-    fetcher: str  # the serving pods' model-fetching init container
-    jobs: str  # the evaluator
-    serving_placement: Placement
-    jobs_placement: Placement
 
 
 def variant_stacks(

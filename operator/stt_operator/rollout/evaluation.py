@@ -16,7 +16,7 @@ from typing import Any
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
-from stt_operator.builders.placement import Placement, place
+from stt_operator.builders.placement import Images, place
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.evaluator.manifests import (
     EvaluatorParams,
@@ -106,8 +106,7 @@ def evaluator_change(
     stable_model: Mapping[str, Any] | None,
     found: bool,
     candidate_serves: bool,
-    operator_image: str,
-    placement: Placement,
+    images: Images,
 ) -> EvaluatorChange:
     """Run the rollout's evaluator while it is wanted (`status`: after this reconcile's plan);
     remove it otherwise. It starts once the new revision is Available: a replay against a
@@ -123,8 +122,8 @@ def evaluator_change(
             spec,
             stable=(status["stableRevision"], stable_model),
             candidate=(status["canaryRevision"], candidate_model),
-            operator_image=operator_image,
+            operator_image=images.jobs,
         )
     if objects:
-        return EvaluatorChange([place(obj, placement) for obj in objects])
+        return EvaluatorChange([place(obj, images.jobs_placement) for obj in objects])
     return EvaluatorChange(remove=found)

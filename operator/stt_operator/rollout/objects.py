@@ -13,7 +13,7 @@ from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.metadata import LABEL_REVISION
-from stt_operator.builders.placement import Placement, place
+from stt_operator.builders.placement import Images, place
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.routing import (
     endpoint_route,
@@ -41,9 +41,7 @@ class Endpoint:
     namespace: str
     owner: Mapping[str, Any]
     spec: ModelDeploymentSpec
-    triton_image: str
-    operator_image: str  # the fetcher init container's image
-    placement: Placement
+    images: Images
 
     @property
     def http_port(self) -> int:
@@ -61,12 +59,12 @@ class Endpoint:
             model=model,
             replicas=replicas,
             resources_override=self.spec.resources.to_dict() if self.spec.resources else None,
-            triton_image=self.triton_image,
-            operator_image=self.operator_image,
+            triton_image=self.images.triton,
+            operator_image=self.images.fetcher,
             owner=self.owner,
             http_port=self.http_port,
         )
-        return place(triton_deployment(params), self.placement), triton_service(params)
+        return place(triton_deployment(params), self.images.serving_placement), triton_service(params)
 
     def first_pods(self, model: Mapping[str, Any], revision: Revision) -> tuple[dict[str, Any], int]:
         """The pod spec and count a new revision starts with (the capacity preflight's question):

@@ -6,9 +6,9 @@ from typing import Any
 
 from test_planner import B_SVC, MD, NS, STABLE_SVC, World, spec
 
-from stt_operator.builders.placement import Placement
+from stt_operator.builders.placement import Images, Placement
 from stt_operator.builders.routing import route_weights
-from stt_operator.experiments.plan_objects import Images, evaluator_stack, held_route, variant_stacks
+from stt_operator.experiments.plan_objects import evaluator_stack, held_route, variant_stacks
 from stt_operator.experiments.planner import plan_abtest
 from stt_operator.models.catalog import sphinx_io
 

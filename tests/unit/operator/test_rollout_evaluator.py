@@ -86,7 +86,7 @@ def test_no_evaluation_set_no_evaluator() -> None:
 
 
 def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> None:
-    from stt_operator.builders.placement import Placement
+    from stt_operator.builders.placement import Images, Placement
     from stt_operator.rollout.evaluation import evaluator_change
 
     b = body()
@@ -95,8 +95,9 @@ def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> No
     common: dict[str, Any] = {
         "candidate_model": model("model-b", "pvc://sets/en"),
         "stable_model": model("model-a"),
-        "operator_image": "op:1",
-        "placement": Placement(node_selector={"pool": "cpu"}),
+        "images": Images(
+            "triton:1", "fetch:1", "op:1", Placement(), Placement(node_selector={"pool": "cpu"})
+        ),
     }
     loading = evaluator_change(b, spec, in_flight, found=False, candidate_serves=False, **common)
     assert (loading.apply, loading.remove) == ([], False)  # no replay against a loading model

@@ -6,7 +6,7 @@ from typing import Any
 
 from stt_operator.api.modeldeployment import ModelDeploymentSpec
 from stt_operator.builders.metadata import owner_reference
-from stt_operator.builders.placement import Placement
+from stt_operator.builders.placement import Images, Placement
 from stt_operator.builders.routing import route_weights
 from stt_operator.builders.serving import Revision, revision_object_name
 from stt_operator.experiments.objects import endpoint_route as abtest_route
@@ -30,9 +30,13 @@ def endpoint(spec: dict[str, Any]) -> Endpoint:
         "ns",
         OWNER,
         ModelDeploymentSpec.model_validate({"model": {"name": "model-b"}, **spec}),
-        triton_image="triton:1",
-        operator_image="op:1",
-        placement=Placement(node_selector={"pool": "gpu"}),
+        Images(
+            triton="triton:1",
+            fetcher="op:1",
+            jobs="jobs:1",
+            serving_placement=Placement(node_selector={"pool": "gpu"}),
+            jobs_placement=Placement(),
+        ),
     )
 
 
