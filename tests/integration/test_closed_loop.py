@@ -16,6 +16,7 @@ must never weight a revision without a ready Triton pod (readiness = model ready
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -91,13 +92,23 @@ def loop_ns(
             cl.delete_volume(cluster, name)
 
 
-def client(traefik: TraefikGateway, evalset: Path, vocabulary: list[str] | None = None) -> cl.LoadGenerator:
-    """A client transcribing the set's shortest utterance: bounded to 600 requests / 420 s
-    (`vocabulary`: it speaks the ONNX CTC model's protocol)."""
+def client(
+    traefik: TraefikGateway, evalset: Path, vocabulary: list[str] | None = None, seconds: float = 420
+) -> cl.LoadGenerator:
+    """A client transcribing the set's shortest utterance every 0.5 s, bounded to `seconds` and
+    to as many requests as fit in them (`vocabulary`: it speaks the ONNX CTC model's protocol)."""
     shortest = min(load_evalset(evalset), key=lambda u: u.duration_s)
     return cl.LoadGenerator(
-        traefik.url, shortest.audio, period_s=0.5, max_requests=600, max_seconds=420, vocabulary=vocabulary
+        traefik.url,
+        shortest.audio,
+        period_s=CLIENT_PERIOD_S,
+        max_requests=math.ceil(seconds / CLIENT_PERIOD_S),
+        max_seconds=seconds,
+        vocabulary=vocabulary,
     )
+
+
+CLIENT_PERIOD_S = 0.5
 
 
 def serve_stable(kube: Kube, ns: str, manifest: dict[str, Any], observer: cl.RolloutObserver) -> None:
@@ -163,7 +174,9 @@ def roll_out(
     ns = manifest["metadata"]["namespace"]
     observer = cl.RolloutObserver(kube, ns)
     serve_stable(kube, ns, manifest, observer)
-    load = client(traefik, evalset, vocabulary)
+    # The client outlasts the longest rollout this call allows: the decision, the route on one
+    # revision (60 s) and the requests after the switch (30 s), with a minute to spare.
+    load = client(traefik, evalset, vocabulary, seconds=timeout + 60 + 30 + 60)
     start_load(load)
     try:
         manifest["spec"]["model"]["name"] = new_model
