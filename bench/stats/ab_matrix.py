@@ -32,10 +32,11 @@ from statsmodels.stats.proportion import proportion_confint
 from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
-from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricRule
+from stt_operator.analysis.model import AnalysisContext, AnalysisResult, Arm, MetricRule
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.presets import CountData, HistogramData, RatioData
 from stt_operator.analysis.verdicts import aggregate, p_state
+from stt_operator.api.common import MetricSpec
 from stt_operator.evalmetrics import LATENCY_BUCKETS
 from stt_operator.stats.histogram import Buckets
 from stt_operator.stats.ratio import PairedStats, RatioStats
@@ -132,8 +133,8 @@ def latency_probs(scale: float) -> np.ndarray:
 
 
 def rule_for(cell: Cell) -> MetricRule:
-    return MetricRule.from_any(
-        {"name": "m", "preset": cell.preset, "maxRelativeIncrease": 0.0, "minSamples": MIN_SAMPLES}
+    return MetricRule.from_spec(
+        MetricSpec(name="m", preset=cell.preset, max_relative_increase=0.0, min_samples=MIN_SAMPLES)
     )
 
 
@@ -141,10 +142,9 @@ def run_once(cell: Cell, effect: float | None, rng: np.random.Generator, looks: 
     """(look of the first rollback or 0, look of the first A/B winner or 0, the winner)."""
     rule = rule_for(cell)
     w = SPLITS[cell.split]
-    ctx = AnalysisContext.from_any(
-        {"namespace": "b", "endpoint": "b", "candidate": "variant", "baseline": "control",
-         "confidence": 1 - ALPHA}
-    )  # fmt: skip
+    ctx = AnalysisContext(
+        namespace="b", endpoint="b", candidate=Arm("variant"), baseline=Arm("control"), confidence=1 - ALPHA
+    )
     ratio = cell.preset in ("wer", "cer", "rtf", "confidence")
     per_look = UTTERANCES_PER_LOOK if ratio else REQUESTS_PER_LOOK
     mc = max(1, round(per_look * w))

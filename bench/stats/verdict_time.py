@@ -25,18 +25,23 @@ from prometheus_client import CollectorRegistry
 from stt_harness.prometheus import PrometheusServer
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import evaluate_metrics
+from stt_operator.analysis.model import AnalysisContext, Arm
 from stt_operator.analysis.prom import PrometheusClient
+from stt_operator.api.common import MetricSpec
 
 NS = "bench"
 SCRAPE = 15.0
 PRESETS = [
-    {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05},
-    {"name": "cer", "preset": "cer", "nonInferiorityMargin": 0.01},
-    {"name": "latency-p95", "preset": "latency-p95", "maxRelativeIncrease": 0.2},
-    {"name": "latency-p99", "preset": "latency-p99", "thresholdRange": {"max": 3000}},
-    {"name": "error-rate", "preset": "error-rate", "maxRelativeIncrease": 0.5},
-    {"name": "confidence", "preset": "confidence", "thresholdRange": {"min": 0.5}},
-    {"name": "rtf", "preset": "rtf", "thresholdRange": {"max": 1.0}},
+    MetricSpec.model_validate(body)
+    for body in (
+        {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05},
+        {"name": "cer", "preset": "cer", "nonInferiorityMargin": 0.01},
+        {"name": "latency-p95", "preset": "latency-p95", "maxRelativeIncrease": 0.2},
+        {"name": "latency-p99", "preset": "latency-p99", "thresholdRange": {"max": 3000}},
+        {"name": "error-rate", "preset": "error-rate", "maxRelativeIncrease": 0.5},
+        {"name": "confidence", "preset": "confidence", "thresholdRange": {"min": 0.5}},
+        {"name": "rtf", "preset": "rtf", "thresholdRange": {"max": 1.0}},
+    )
 ]
 
 
@@ -170,15 +175,15 @@ def main() -> None:
         server.start()
         try:
             client = PrometheusClient(server.url, timeout_s=10)
-            ctx = {
-                "namespace": NS,
-                "endpoint": "ep0",
-                "candidate": {"variant": "canary", "service": "ep0-canary"},
-                "baseline": {"variant": "stable", "service": "ep0-stable"},
-                "language": "en-US",
-                "start": start,
-                "now": end,
-            }
+            ctx = AnalysisContext(
+                namespace=NS,
+                endpoint="ep0",
+                candidate=Arm("canary", "ep0-canary"),
+                baseline=Arm("stable", "ep0-stable"),
+                language="en-US",
+                start=start,
+                now=end,
+            )
             first = evaluate_metrics(client, PRESETS, ctx)  # warm-up (block loading, caches)
             times = []
             for _ in range(args.repeats):

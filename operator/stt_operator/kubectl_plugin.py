@@ -108,7 +108,7 @@ def compare_rows(
     """STTModels grouped by spec.languagePair (else spec.language), each group ranked by the
     same selection a ModelDeployment selector runs (stt_operator.stats.selection)."""
     from stt_operator.rollout.selection import summary
-    from stt_operator.stats.selection import select_best_model
+    from stt_operator.stats.selection import Criteria, select_best_model
 
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for m in models:
@@ -119,7 +119,7 @@ def compare_rows(
     rows: list[list[Any]] = []
     for key in sorted(groups):
         summaries = {m["metadata"]["name"]: summary(m) for m in groups[key]}
-        sel = select_best_model(summaries.values(), {"optimize": optimize})
+        sel = select_best_model(summaries.values(), Criteria(optimize=optimize))
         for v in sel.candidates:
             sm = summaries[v.name]
             rows.append(

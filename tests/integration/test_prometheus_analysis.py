@@ -11,7 +11,8 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,10 +29,11 @@ from stt_harness.prometheus import (
 )
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import check_sample_ratio, evaluate_metrics
+from stt_operator.analysis.model import AnalysisContext, Arm
 from stt_operator.analysis.policy import decide
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.analysis.verdicts import p_state
-from stt_operator.api.common import AnalysisSpec
+from stt_operator.api.common import AnalysisSpec, MetricSpec
 from stt_operator.stats.counts import SRMResult
 
 pytestmark = pytest.mark.integration
@@ -173,25 +175,30 @@ def _start(lab: Lab, m: em.EvalMetrics, endpoint: str) -> float:
     return start
 
 
-def _ctx(endpoint: str, start: float, **kw: object) -> dict[str, object]:
-    return {
-        "namespace": NS,
-        "endpoint": endpoint,
-        "candidate": {"variant": "canary", "service": "ep-canary"},
-        "baseline": {"variant": "stable", "service": "ep-stable"},
-        "start": start,
-        "language": "en-US",
+def _ctx(endpoint: str, start: float, **kw: Any) -> AnalysisContext:
+    return AnalysisContext(
+        namespace=NS,
+        endpoint=endpoint,
+        candidate=Arm("canary", "ep-canary"),
+        baseline=Arm("stable", "ep-stable"),
+        start=start,
+        language="en-US",
         **kw,
-    }
+    )
 
 
-ALL_PRESETS = [
+def _metrics(*bodies: dict[str, Any]) -> list[MetricSpec]:
+    """`spec.analysis.metrics` as a resource gives them (camelCase), through the API model."""
+    return [MetricSpec.model_validate(b) for b in bodies]
+
+
+ALL_PRESETS = _metrics(
     {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05},
     {"name": "cer", "preset": "cer", "nonInferiorityMargin": 0.05},
     {"name": "latency-p95", "preset": "latency-p95", "thresholdRange": {"max": 2000}},
     {"name": "confidence", "preset": "confidence", "thresholdRange": {"min": 0.5}},
     {"name": "rtf", "preset": "rtf", "thresholdRange": {"max": 1.0}},
-]
+)
 
 
 def test_paired_wer_regression_fails_and_rolls_back(lab: Lab) -> None:
@@ -212,11 +219,11 @@ def test_paired_wer_regression_fails_and_rolls_back(lab: Lab) -> None:
     assert result.metric("latency-p95").outcome == "Passed"
     assert result.outcome == "Failed" and result.message.startswith("Failed (")
     assert result.elapsed_s < 5.0
-    decision = decide([result], {"failureLimit": 0})
+    decision = decide([result], AnalysisSpec.model_validate({"failureLimit": 0}))
     assert decision.action == "Rollback" and "wer Failed" in decision.reason
     assert p_state(result)["wer/maxRelativeIncrease 0.05"][0] < 0.05
     # Long windows read Prometheus' own increase() instead: same ratio, counts within extrapolation.
-    server_side = evaluate_metrics(client, ALL_PRESETS[:1], _ctx("regress", start, exactWindowMaxS=0))
+    server_side = evaluate_metrics(client, ALL_PRESETS[:1], _ctx("regress", start, exact_window_max_s=0))
     assert any("increase(" in q for q in server_side.metric("wer").queries)
     assert server_side.metric("wer").value == pytest.approx(wer.value, rel=1e-6)
     # increase() extrapolates towards the window's edges, by more the fewer scrapes a loaded
@@ -248,7 +255,7 @@ def test_equivalent_candidate_passes_and_advances(lab: Lab) -> None:
     assert [m.outcome for m in result.metrics] == ["Passed", "Passed"], result.message
     assert result.metric("latency-p95").details["mann_whitney_p"] > 0.001
     assert decide([result], spec).action == "Continue"
-    again = evaluate_metrics(client, spec.metrics, _ctx("same", start, previousP=p_state(result)))
+    again = evaluate_metrics(client, spec.metrics, _ctx("same", start, previous_p=p_state(result)))
     assert decide([result, again], spec).action == "Advance"
 
 
@@ -356,10 +363,10 @@ def test_triton_error_rate_and_sample_ratio(lab: Lab) -> None:
         f'sum(nv_inference_request_failure{{namespace="{NS}"}})', lambda r: float(r[0]["value"][1]) >= 150
     )
     client = PrometheusClient(lab.prom.url)
-    specs = [
+    specs = _metrics(
         {"name": "errors", "preset": "error-rate", "maxRelativeIncrease": 0.2},
         {"name": "errors-abs", "preset": "error-rate", "thresholdRange": {"max": 0.05}},
-    ]
+    )
     result = evaluate_metrics(client, specs, _ctx("triton", start))
     errors = result.metric("errors")
     assert errors.outcome == "Failed", errors.message
@@ -382,7 +389,7 @@ def test_custom_queries(lab: Lab) -> None:
     base = (
         'stt_eval_utterances_total{namespace="{{namespace}}",endpoint="{{endpoint}}",variant="{{variant}}"}'
     )
-    specs = [
+    specs = _metrics(
         {"name": "count", "query": f"sum(increase({base}[{{{{window}}}}]))", "thresholdRange": {"min": 40}},
         {
             "name": "too-many",
@@ -391,7 +398,7 @@ def test_custom_queries(lab: Lab) -> None:
         },
         {"name": "broken", "query": "sum(rate(", "thresholdRange": {"max": 1}},
         {"name": "unknown", "query": "up{pod='{{pod}}'}", "thresholdRange": {"max": 1}},
-    ]
+    )
     result = evaluate_metrics(PrometheusClient(lab.prom.url), specs, _ctx("custom", start))
     assert result.metric("count").outcome == "Passed", result.metric("count").message
     assert result.metric("too-many").outcome == "Error" and "series" in result.metric("too-many").message
@@ -447,12 +454,13 @@ CROSS_TENANT_QUERIES = {
 def test_custom_queries_cannot_read_another_namespace(tenants: PrometheusServer) -> None:
     """Every query shape an attacker might use sees only this namespace's series (value 1),
     never the other tenant's (41): the engine adds namespace="<ns>" to every selector."""
-    specs = [
-        {"name": name, "query": q, "thresholdRange": {"max": 1000}}
-        for name, q in CROSS_TENANT_QUERIES.items()
-    ]
-    ctx = _ctx("tenant", time.time() - 60)
-    ctx.pop("baseline")
+    specs = _metrics(
+        *(
+            {"name": name, "query": q, "thresholdRange": {"max": 1000}}
+            for name, q in CROSS_TENANT_QUERIES.items()
+        )
+    )
+    ctx = replace(_ctx("tenant", time.time() - 60), baseline=None)
     result = evaluate_metrics(PrometheusClient(tenants.url), specs, ctx)
     for name in CROSS_TENANT_QUERIES:
         m = result.metric(name)
@@ -464,7 +472,7 @@ def test_custom_queries_cannot_read_another_namespace(tenants: PrometheusServer)
     # A function that reads series outside the selectors is refused, not sent.
     info = evaluate_metrics(
         PrometheusClient(tenants.url),
-        [{"name": "info", "query": "sum(info(tenant_probe))", "thresholdRange": {"max": 1}}],
+        _metrics({"name": "info", "query": "sum(info(tenant_probe))", "thresholdRange": {"max": 1}}),
         ctx,
     )
     assert info.metric("info").outcome == "Error" and "cannot confine" in info.metric("info").message
@@ -473,8 +481,7 @@ def test_custom_queries_cannot_read_another_namespace(tenants: PrometheusServer)
 def test_the_administrator_can_opt_out_of_scoping(tenants: PrometheusServer) -> None:
     """Without scoping (scopeCustomQueries: false) the same query reads every namespace: the
     isolation above is the engine's doing, not an accident of the data."""
-    ctx = {**_ctx("tenant", time.time() - 60), "scope_queries": False}
-    ctx.pop("baseline")
+    ctx = replace(_ctx("tenant", time.time() - 60), baseline=None, scope_queries=False)
     spec = {"name": "bare", "query": CROSS_TENANT_QUERIES["bare"], "thresholdRange": {"max": 1000}}
-    result = evaluate_metrics(PrometheusClient(tenants.url), [spec], ctx)
+    result = evaluate_metrics(PrometheusClient(tenants.url), _metrics(spec), ctx)
     assert result.metric("bare").value == 42.0

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from stt_harness.prometheus import PrometheusServer, ScrapeTarget, start_exporter
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import evaluate_metrics
+from stt_operator.analysis.model import AnalysisContext, Arm
 from stt_operator.analysis.prom import PrometheusClient
 from stt_operator.analysis.verdicts import p_state
 from stt_operator.api.common import AnalysisSpec
@@ -147,14 +148,14 @@ def test_one_regressed_slice_fails_the_analysis_although_the_whole_set_passes(
             ]
         }
     )
-    ctx = {
-        "namespace": NS,
-        "endpoint": EP,
-        "candidate": "canary",
-        "baseline": "stable",
-        "language": "en-US",
-        "start": start,
-    }
+    ctx = AnalysisContext(
+        namespace=NS,
+        endpoint=EP,
+        candidate=Arm("canary"),
+        baseline=Arm("stable"),
+        language="en-US",
+        start=start,
+    )
     result = evaluate_metrics(PrometheusClient(prom.url), spec.metrics, ctx)
     by_name = {m.name: m for m in result.metrics}
     assert set(by_name) == {"wer", "wer-noise[noise=clean]", "wer-noise[noise=noisy]"}, result.message

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
 
 from stt_operator import evalmetrics as em
 from stt_operator.analysis import presets
@@ -25,6 +24,7 @@ from stt_operator.analysis.judge import RuleError, judge, rule_labels, summarize
 from stt_operator.analysis.model import AnalysisContext, AnalysisResult, MetricResult, MetricRule, RuleCheck
 from stt_operator.analysis.prom import PromQueryError, QueryClient
 from stt_operator.analysis.verdicts import aggregate, p_value_key
+from stt_operator.api.common import MetricSpec
 from stt_operator.stats.counts import SRMResult, live_counts, sample_ratio_mismatch
 from stt_operator.stats.multiple import holm
 from stt_operator.stats.sequential import running_min
@@ -159,25 +159,28 @@ def finalize(
 
 
 def evaluate_metrics(
-    client: QueryClient, metric_specs: Sequence[Any], context: Any, *, max_workers: int = 8
+    client: QueryClient,
+    metric_specs: Sequence[MetricSpec | MetricRule],
+    context: AnalysisContext,
+    *,
+    max_workers: int = 8,
 ) -> AnalysisResult:
-    """Evaluate every metric (pydantic MetricSpec, dict or MetricRule) against Prometheus."""
+    """Evaluate every metric (the API's MetricSpec, or a MetricRule as it is) against Prometheus.
+    A spec the engine cannot judge is that metric's Error, never the whole analysis's."""
     t0 = time.monotonic()
-    ctx = AnalysisContext.from_any(context)
+    ctx = context
     if ctx.now is None:
         # One evaluation instant for every query: increase() extrapolates to the window end, so
         # sums read at different instants would be scaled differently and ratios would drift.
         ctx = replace(ctx, now=time.time())
     results: list[MetricResult | None] = [None] * len(metric_specs)
     rules: dict[str, MetricRule] = {}
-    todo: list[tuple[int, MetricRule]] = []
+    todo: list[tuple[int, MetricRule, AnalysisContext]] = []
     for i, spec in enumerate(metric_specs):
         try:
-            rule = MetricRule.from_any(spec, i)
+            rule = spec if isinstance(spec, MetricRule) else MetricRule.from_spec(spec, i)
         except ValueError as e:
-            name = str(
-                spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", f"metrics[{i}]")
-            )
+            name = spec.name or f"metrics[{i}]"
             results[i] = MetricResult(name, "Error", f"{name} Error: {e}", details={"kind": "spec"})
             continue
         if rule.name in rules:
@@ -234,7 +237,7 @@ def slice_name(metric: str, key: str, value: str) -> str:
 
 def check_sample_ratio(
     client: QueryClient,
-    context: Any,
+    context: AnalysisContext,
     weights: Mapping[str, float],
     *,
     threshold: float = 0.001,
@@ -244,9 +247,7 @@ def check_sample_ratio(
 
     Counts come from Triton (`services`: variant -> Service name) or else from the evaluator's
     request counter. Returns an `SRMResult`, or a one-line reason when there is no data."""
-    ctx = AnalysisContext.from_any(context)
-    if ctx.now is None:
-        ctx = replace(ctx, now=time.time())
+    ctx = context if context.now is not None else replace(context, now=time.time())
     f = presets.Fetcher(client, ctx)
     counts: dict[str, float] = {}
     try:
@@ -274,7 +275,7 @@ def check_sample_ratio(
 
 def check_live_split(
     client: QueryClient,
-    context: Any,
+    context: AnalysisContext,
     weights: Mapping[str, float],
     services: Mapping[str, str],
     *,
@@ -285,9 +286,7 @@ def check_live_split(
     (`nv_inference_request_success` + `_failure` since the start) minus the evaluator's replay
     requests to that variant, against the route's weights. A string when there is no live
     traffic to judge (fewer than `min_requests` live requests in all)."""
-    ctx = AnalysisContext.from_any(context)
-    if ctx.now is None:
-        ctx = replace(ctx, now=time.time())
+    ctx = context if context.now is not None else replace(context, now=time.time())
     f = presets.Fetcher(client, ctx)
     served: dict[str, float] = {}
     try:

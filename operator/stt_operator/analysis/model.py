@@ -1,7 +1,9 @@
 """Inputs and outputs of the analysis engine.
 
-Specs come in as the api's pydantic `MetricSpec` / `AnalysisSpec`, as plain dicts in camelCase
-(a resource body) or snake_case; `MetricRule.from_any` / `PolicySpec.from_any` normalise them.
+Typed end to end: specs come in as the api's pydantic `MetricSpec` / `AnalysisSpec` (validated
+when the resource was read) and become the engine's own frozen dataclasses through
+`MetricRule.from_spec` / `PolicySpec.from_spec`, which re-check what the engine relies on.
+Callers build `AnalysisContext` and `Arm` directly; `AnalysisContext` checks itself on creation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from stt_operator.api import common as api_common
-from stt_operator.api.common import MetricPreset
+from stt_operator.api.common import MetricPreset, MetricSpec
 from stt_operator.evalmetrics import SLICE_KEYS
 
 PRESETS: tuple[str, ...] = get_args(MetricPreset)  # the API's own list: one place to add a preset
@@ -32,17 +34,6 @@ def parse_duration(value: str | float | int, field_name: str = "duration") -> fl
         return api_common.parse_duration(value)
     except ValueError:
         raise ValueError(f"{field_name} {value!r} is not a duration like 30s, 5m, 1h30m") from None
-
-
-def get_field(obj: Any, snake: str, camel: str | None = None, default: Any = None) -> Any:
-    """Read a field from a pydantic model / object (snake_case) or a dict (camelCase or snake)."""
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        if camel is not None and camel in obj:
-            return obj[camel]
-        return obj.get(snake, default)
-    return getattr(obj, snake, default)
 
 
 def _opt_float(v: Any, field_name: str) -> float | None:
@@ -73,46 +64,43 @@ class MetricRule:
     slice: str | None = None  # judge per value of this slice dimension (evalmetrics.SLICE_KEYS)
 
     @classmethod
-    def from_any(cls, spec: Any, index: int | None = None) -> MetricRule:
-        if isinstance(spec, MetricRule):
-            return spec
+    def from_spec(cls, spec: MetricSpec, index: int | None = None) -> MetricRule:
+        """The engine's rule for one API metric. The pydantic model already checked most of this
+        when the resource was read; the checks stay because the engine's verdicts rely on them
+        (and a model built with `model_construct` skips validation)."""
         where = f"metrics[{index}]" if index is not None else "metric"
-        name = get_field(spec, "name")
+        name = spec.name
         if not name or not isinstance(name, str):
             raise ValueError(f"{where}.name is required")
         where = f"metric {name!r}"
-        preset, query = get_field(spec, "preset"), get_field(spec, "query")
+        preset, query = spec.preset, spec.query
         if (preset is None) == (query is None):
             raise ValueError(f"{where}: exactly one of preset or query must be set")
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"{where}.preset {preset!r} is not one of {list(PRESETS)}")
-        tr = get_field(spec, "threshold_range", "thresholdRange")
-        tmin = _opt_float(get_field(tr, "min"), f"{where}.thresholdRange.min")
-        tmax = _opt_float(get_field(tr, "max"), f"{where}.thresholdRange.max")
+        tr = spec.threshold_range
+        tmin = _opt_float(tr.min if tr is not None else None, f"{where}.thresholdRange.min")
+        tmax = _opt_float(tr.max if tr is not None else None, f"{where}.thresholdRange.max")
         if tmin is not None and tmax is not None and tmin > tmax:
             raise ValueError(f"{where}.thresholdRange.min must be <= max")
-        rel = _opt_float(
-            get_field(spec, "max_relative_increase", "maxRelativeIncrease"), f"{where}.maxRelativeIncrease"
-        )
-        margin = _opt_float(
-            get_field(spec, "non_inferiority_margin", "nonInferiorityMargin"), f"{where}.nonInferiorityMargin"
-        )
+        rel = _opt_float(spec.max_relative_increase, f"{where}.maxRelativeIncrease")
+        margin = _opt_float(spec.non_inferiority_margin, f"{where}.nonInferiorityMargin")
         if rel is not None and rel < 0:
             raise ValueError(f"{where}.maxRelativeIncrease must be >= 0")
         if margin is not None and margin < 0:
             raise ValueError(f"{where}.nonInferiorityMargin must be >= 0")
-        direction = get_field(spec, "direction") or (HIGHER if preset == "confidence" else LOWER)
+        direction = spec.direction or (HIGHER if preset == "confidence" else LOWER)
         if direction not in (LOWER, HIGHER):
             raise ValueError(f"{where}.direction {direction!r} is not {LOWER} or {HIGHER}")
-        min_samples = get_field(spec, "min_samples", "minSamples", 200)
+        min_samples = spec.min_samples
         if not isinstance(min_samples, int) or min_samples < 1:
             raise ValueError(f"{where}.minSamples must be an integer >= 1, got {min_samples!r}")
-        slice_key = get_field(spec, "slice")
+        slice_key = spec.slice
         if slice_key is not None and slice_key not in SLICE_KEYS:
             raise ValueError(f"{where}.slice {slice_key!r} is not one of {list(SLICE_KEYS)}")
         if slice_key is not None and (preset is None or preset == "error-rate"):
             raise ValueError(f"{where}.slice needs a preset other than error-rate")
-        return cls(str(name), preset, query, tmin, tmax, rel, margin, direction, min_samples, slice_key)
+        return cls(name, preset, query, tmin, tmax, rel, margin, direction, min_samples, slice_key)
 
     @property
     def has_rule(self) -> bool:
@@ -135,17 +123,6 @@ class Arm:
     variant: str
     service: str = ""
     model: str = ""
-
-    @classmethod
-    def from_any(cls, obj: Any, field_name: str) -> Arm:
-        if isinstance(obj, Arm):
-            return obj
-        if isinstance(obj, str):
-            return cls(variant=obj)
-        variant = get_field(obj, "variant") or get_field(obj, "name")
-        if not variant:
-            raise ValueError(f"{field_name}.variant is required")
-        return cls(str(variant), str(get_field(obj, "service") or ""), str(get_field(obj, "model") or ""))
 
 
 @dataclass(frozen=True)
@@ -174,46 +151,21 @@ class AnalysisContext:
     slice_value: str = ""
 
     def __post_init__(self) -> None:
-        # Checked however the context is made (typed by the controllers, from a dict by tools).
-        if not (self.namespace and self.endpoint and self.candidate.variant):
-            raise ValueError("analysis context: namespace, endpoint and candidate are required")
+        # Checked however the context is made (the controllers, the monitoring look, tools).
+        for required, value in (
+            ("namespace", self.namespace),
+            ("endpoint", self.endpoint),
+            ("candidate", self.candidate.variant),
+        ):
+            if not value:
+                raise ValueError(f"analysis context: {required} is required")
+        if self.baseline is not None and not self.baseline.variant:
+            raise ValueError("analysis context: baseline.variant is required")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"analysis context: confidence must be in [0.5, 1), got {self.confidence}")
         if self.no_data_policy not in ("Pause", "Fail", "Ignore"):
             raise ValueError(f"noDataPolicy {self.no_data_policy!r} is not Pause, Fail or Ignore")
         parse_duration(self.interval, "interval")
-
-    @classmethod
-    def from_any(cls, obj: Any) -> AnalysisContext:
-        if isinstance(obj, AnalysisContext):
-            return obj
-        for req in ("namespace", "endpoint", "candidate"):
-            if not get_field(obj, req):
-                raise ValueError(f"analysis context: {req} is required")
-        base = get_field(obj, "baseline")
-        start = get_field(obj, "start", default=0.0)
-        if hasattr(start, "timestamp"):
-            start = start.timestamp()
-        conf = float(get_field(obj, "confidence", default=0.95))
-        policy = get_field(obj, "no_data_policy", "noDataPolicy", "Pause")
-        interval = str(get_field(obj, "interval", default="1m"))
-        return cls(
-            namespace=str(get_field(obj, "namespace")),
-            endpoint=str(get_field(obj, "endpoint")),
-            candidate=Arm.from_any(get_field(obj, "candidate"), "candidate"),
-            baseline=Arm.from_any(base, "baseline") if base else None,
-            language=str(get_field(obj, "language", default="") or ""),
-            start=float(start),
-            now=get_field(obj, "now"),
-            interval=interval,
-            paired=bool(get_field(obj, "paired", default=True)),
-            confidence=conf,
-            tuning_n=get_field(obj, "tuning_n", "tuningN"),
-            no_data_policy=policy,
-            previous_p=dict(get_field(obj, "previous_p", "previousP", {}) or {}),
-            exact_window_max_s=float(get_field(obj, "exact_window_max_s", "exactWindowMaxS", 6 * 3600.0)),
-            scope_queries=bool(get_field(obj, "scope_queries", "scopeQueries", True)),
-        )
 
     def eval_time(self) -> float:
         return float(self.now) if self.now is not None else time.time()

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.analysis.model import OUTCOMES, get_field
+from stt_operator.analysis.model import OUTCOMES
+from stt_operator.api.common import AnalysisSpec
 
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4  # as Argo Rollouts' consecutiveErrorLimit
 
@@ -30,32 +31,27 @@ class PolicySpec:
     no_data_policy: str = "Pause"
     consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
 
+    def __post_init__(self) -> None:
+        # The API model bounds these already; checked again however the policy is made.
+        if self.failure_limit < 0 or self.inconclusive_limit < 0:
+            raise ValueError("failureLimit and inconclusiveLimit must be >= 0")
+        if self.consecutive_success_limit < 1 or self.consecutive_error_limit < 1:
+            raise ValueError("consecutiveSuccessLimit and consecutiveErrorLimit must be >= 1")
+        if self.no_data_policy not in ("Pause", "Fail", "Ignore"):
+            raise ValueError(f"noDataPolicy {self.no_data_policy!r} is not Pause, Fail or Ignore")
+
     @classmethod
-    def from_any(cls, spec: Any) -> PolicySpec:
-        if isinstance(spec, PolicySpec):
-            return spec
+    def from_spec(cls, spec: AnalysisSpec | None) -> PolicySpec:
+        """The policy of one `spec.analysis` (the defaults when there is none). AnalysisSpec has
+        no consecutiveErrorLimit: the default (Argo Rollouts') applies."""
         if spec is None:
             return cls()
-        p = cls(
-            failure_limit=int(get_field(spec, "failure_limit", "failureLimit", 0)),
-            inconclusive_limit=int(get_field(spec, "inconclusive_limit", "inconclusiveLimit", 0)),
-            consecutive_success_limit=int(
-                get_field(spec, "consecutive_success_limit", "consecutiveSuccessLimit", 1)
-            ),
-            no_data_policy=str(get_field(spec, "no_data_policy", "noDataPolicy", "Pause")),
-            consecutive_error_limit=int(
-                get_field(
-                    spec, "consecutive_error_limit", "consecutiveErrorLimit", DEFAULT_CONSECUTIVE_ERROR_LIMIT
-                )
-            ),
+        return cls(
+            failure_limit=spec.failure_limit,
+            inconclusive_limit=spec.inconclusive_limit,
+            consecutive_success_limit=spec.consecutive_success_limit,
+            no_data_policy=spec.no_data_policy,
         )
-        if p.failure_limit < 0 or p.inconclusive_limit < 0:
-            raise ValueError("failureLimit and inconclusiveLimit must be >= 0")
-        if p.consecutive_success_limit < 1 or p.consecutive_error_limit < 1:
-            raise ValueError("consecutiveSuccessLimit and consecutiveErrorLimit must be >= 1")
-        if p.no_data_policy not in ("Pause", "Fail", "Ignore"):
-            raise ValueError(f"noDataPolicy {p.no_data_policy!r} is not Pause, Fail or Ignore")
-        return p
 
 
 @dataclass(frozen=True)
@@ -81,10 +77,11 @@ def _outcome(run: Any) -> tuple[str, str]:
     return str(outcome), message
 
 
-def decide(history: Sequence[Any], spec: Any = None) -> Decision:
+def decide(history: Sequence[Any], spec: AnalysisSpec | PolicySpec | None = None) -> Decision:
     """`history`: this analysis's runs, oldest first (AnalysisResult, dicts with `outcome` and
-    `message`, or outcome strings). `spec`: AnalysisSpec, dict or PolicySpec."""
-    p = PolicySpec.from_any(spec)
+    `message`, or outcome strings). `spec`: the resource's AnalysisSpec, a PolicySpec, or None
+    for the defaults."""
+    p = spec if isinstance(spec, PolicySpec) else PolicySpec.from_spec(spec)
     runs = [_outcome(r) for r in history]
     if not runs:
         return Decision("Continue", "no analysis run yet")

@@ -16,7 +16,7 @@ from typing import Any
 from stt_operator.api.common import get_condition
 from stt_operator.api.modeldeployment import PHASE_FAILED, PHASE_PENDING, ModelDeploymentSpec, ModelSelector
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason
-from stt_operator.stats.selection import ModelSummary, Selection, select_best_model
+from stt_operator.stats.selection import Criteria, ModelSummary, Selection, select_best_model
 
 
 def _ready(model: Mapping[str, Any]) -> bool:
@@ -50,6 +50,20 @@ def summary(model: Mapping[str, Any]) -> ModelSummary:
     )
 
 
+def criteria(selector: ModelSelector) -> Criteria:
+    """The statistics package's criteria for `selector` (its language or pair, and the API's
+    `SelectionCriteria`; stats imports no API model, so the conversion lives here)."""
+    c = selector.criteria
+    return Criteria(
+        language=selector.language,
+        language_pair=selector.language_pair,
+        max_wer=c.max_wer if c else None,
+        max_latency_p95_ms=c.max_latency_p95_ms if c else None,
+        min_confidence=c.min_confidence if c else None,
+        optimize=c.optimize if c else "wer",
+    )
+
+
 def select_model(selector: ModelSelector, models: Sequence[Mapping[str, Any]]) -> Selection:
     """The best model among `models` (STTModel bodies) for `selector`. Label matching happens
     here; language, criteria and ranking in `select_best_model`."""
@@ -59,18 +73,7 @@ def select_model(selector: ModelSelector, models: Sequence[Mapping[str, Any]]) -
         for m in models
         if all(((m.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
     ]
-    criteria = selector.criteria
-    return select_best_model(
-        candidates,
-        {
-            "language": selector.language,
-            "language_pair": selector.language_pair,
-            "max_wer": criteria.max_wer if criteria else None,
-            "max_latency_p95_ms": criteria.max_latency_p95_ms if criteria else None,
-            "min_confidence": criteria.min_confidence if criteria else None,
-            "optimize": criteria.optimize if criteria else "wer",
-        },
-    )
+    return select_best_model(candidates, criteria(selector))
 
 
 REASON_GPU_REQUIRED = "GPURequired"

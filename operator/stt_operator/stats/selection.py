@@ -3,12 +3,15 @@
 Candidates are summaries of Ready models (from STTModel.status.validation / analytics). Each one
 is kept or dropped under hard criteria, with a reason per decision, then ranked on the metric to
 optimise; ties are broken by WER, then latency, then name, so the choice is deterministic.
+
+Inputs are typed: a `ModelSummary` per candidate and a `Criteria`. This package imports no API
+model; `rollout/selection.py` builds both from the STTModels and the endpoint's `spec.selector`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,28 +43,9 @@ class ModelSummary:
     ready: bool = True
     wer_stats: RatioStats | None = None  # per-utterance sufficient statistics, when known
 
-    @classmethod
-    def from_any(cls, obj: Any) -> ModelSummary:
-        if isinstance(obj, ModelSummary):
-            return obj
-        get = obj.get if isinstance(obj, Mapping) else (lambda k, d=None: getattr(obj, k, d))
-        camel = {
-            "language_pair": "languagePair",
-            "latency_p95_ms": "latencyP95Ms",
-            "throughput_rps": "throughputRps",
-            "real_time_factor": "realTimeFactor",
-            "wer_stats": "werStats",
-        }
-        kwargs: dict[str, Any] = {}
-        for f in cls.__dataclass_fields__:
-            v = get(f, None)
-            if v is None and f in camel:
-                v = get(camel[f], None)
-            if v is not None:
-                kwargs[f] = v
-        if "name" not in kwargs:
-            raise ValueError(f"model summary lacks a name: {obj!r}")
-        return cls(**kwargs)
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("model summary lacks a name")
 
 
 @dataclass(frozen=True)
@@ -74,31 +58,9 @@ class Criteria:
     min_confidence: float | None = None
     optimize: str = "wer"
 
-    @classmethod
-    def from_any(cls, obj: Any) -> Criteria:
-        if obj is None:
-            return cls()
-        if isinstance(obj, Criteria):
-            return obj
-        get = obj.get if isinstance(obj, Mapping) else (lambda k, d=None: getattr(obj, k, d))
-        camel = {
-            "language_pair": "languagePair",
-            "max_wer": "maxWer",
-            "max_cer": "maxCer",
-            "max_latency_p95_ms": "maxLatencyP95Ms",
-            "min_confidence": "minConfidence",
-        }
-        kwargs = {}
-        for f in cls.__dataclass_fields__:
-            v = get(f, None)
-            if v is None and f in camel:
-                v = get(camel[f], None)
-            if v is not None:
-                kwargs[f] = v
-        crit = cls(**kwargs)
-        if crit.optimize not in METRICS:
-            raise ValueError(f"criteria.optimize {crit.optimize!r} is not one of {sorted(METRICS)}")
-        return crit
+    def __post_init__(self) -> None:
+        if self.optimize not in METRICS:
+            raise ValueError(f"criteria.optimize {self.optimize!r} is not one of {sorted(METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -151,11 +113,12 @@ def _screen(m: ModelSummary, c: Criteria) -> tuple[bool, list[str]]:
     return kept, reasons
 
 
-def select_best_model(models: Iterable[Any], criteria: Any = None) -> Selection:
-    """Screen candidates under `criteria` and pick the best on `criteria.optimize`."""
-    crit = Criteria.from_any(criteria)
+def select_best_model(models: Iterable[ModelSummary], criteria: Criteria | None = None) -> Selection:
+    """Screen candidates under `criteria` (none: every Ready model, lowest WER wins) and pick the
+    best on `criteria.optimize`."""
+    crit = criteria if criteria is not None else Criteria()
     field_name, lower = METRICS[crit.optimize]
-    summaries = [ModelSummary.from_any(m) for m in models]
+    summaries = list(models)
     screened = []
     for m in summaries:
         kept, reasons = _screen(m, crit)
@@ -217,13 +180,13 @@ class ModelComparisonRow:
     p_value: float | None = None
 
 
-def compare_models(models: Iterable[Any], metric: str = "wer") -> list[ModelComparisonRow]:
+def compare_models(models: Iterable[ModelSummary], metric: str = "wer") -> list[ModelComparisonRow]:
     """Rank models on one metric; for WER with per-utterance statistics also the difference to
     the best model with a (fixed-horizon) 95 % CI and p-value."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {sorted(METRICS)}")
     field_name, lower = METRICS[metric]
-    summaries = [ModelSummary.from_any(m) for m in models]
+    summaries = list(models)
     known = [m for m in summaries if getattr(m, field_name) is not None]
     known.sort(key=lambda m: (getattr(m, field_name) if lower else -getattr(m, field_name), m.name))
     rows: list[ModelComparisonRow] = []

@@ -7,12 +7,15 @@ import numpy as np
 from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
-from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule
+from stt_operator.analysis.model import AnalysisContext, Arm, MetricResult, MetricRule
 from stt_operator.analysis.presets import RatioData
+from stt_operator.api.common import MetricSpec
 from stt_operator.stats.counts import sample_ratio_mismatch
 from stt_operator.stats.ratio import PairedStats
 
-RULE = MetricRule.from_any({"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.01})
+RULE = MetricRule.from_spec(
+    MetricSpec.model_validate({"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.01})
+)
 
 
 def _result(variant: str, shift: float, seed: int, n: int = 3000) -> MetricResult:
@@ -22,9 +25,7 @@ def _result(variant: str, shift: float, seed: int, n: int = 3000) -> MetricResul
     base = rng.binomial(lengths, p)
     cand = rng.binomial(lengths, np.clip(p * (1 + shift), 0, 1))
     ps = PairedStats.from_arrays(cand, base, lengths)
-    ctx = AnalysisContext.from_any(
-        {"namespace": "ns", "endpoint": "ep", "candidate": variant, "baseline": "a"}
-    )
+    ctx = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm(variant), baseline=Arm("a"))
     (res,) = finalize(
         [judge(RULE, RatioData(ps.candidate, ps.baseline, ps, "utterances"), ctx)], {"wer": RULE}, ctx
     )

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge
-from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule
-from stt_operator.analysis.policy import decide
+from stt_operator.analysis.model import AnalysisContext, Arm, MetricResult, MetricRule
+from stt_operator.analysis.policy import PolicySpec, decide
 from stt_operator.analysis.presets import CountData, HistogramData, RatioData, ScalarData
 from stt_operator.analysis.verdicts import aggregate
+from stt_operator.api.common import AnalysisSpec, MetricSpec
 from stt_operator.stats.histogram import Buckets
 from stt_operator.stats.ratio import PairedStats
 
-CTX = AnalysisContext.from_any(
-    {"namespace": "ns", "endpoint": "ep", "candidate": "canary", "baseline": "stable"}
-)
+CTX = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("canary"), baseline=Arm("stable"))
 
 
 def _paired(extra: float, n: int = 1500, seed: int = 0) -> PairedStats:
@@ -30,7 +30,7 @@ def _paired(extra: float, n: int = 1500, seed: int = 0) -> PairedStats:
 
 
 def _run(specs: list[dict], data: list, ctx: AnalysisContext = CTX) -> list[MetricResult]:
-    rules = [MetricRule.from_any(s) for s in specs]
+    rules = [MetricRule.from_spec(MetricSpec.model_validate(s)) for s in specs]
     provisional = [judge(r, d, ctx) for r, d in zip(rules, data, strict=True)]
     return finalize(provisional, {r.name: r for r in rules}, ctx)
 
@@ -69,15 +69,7 @@ def test_holm_across_metrics_and_running_minimum() -> None:
     raw = alone.details["p_raw"]["nonInferiorityMargin 0"][0]
     assert together.checks[0].p_fail == pytest.approx(min(1.0, 4 * raw))
     # A smaller p-value seen at an earlier look is carried forward.
-    ctx = AnalysisContext.from_any(
-        {
-            "namespace": "ns",
-            "endpoint": "ep",
-            "candidate": "canary",
-            "baseline": "stable",
-            "previous_p": {"m0/nonInferiorityMargin 0": (1e-6, 1.0)},
-        }
-    )
+    ctx = replace(CTX, previous_p={"m0/nonInferiorityMargin 0": (1e-6, 1.0)})
     carried = _run(specs[:1], [weak], ctx)[0]
     assert carried.outcome == "Failed" and carried.checks[0].p_fail == pytest.approx(1e-6)
 
@@ -88,7 +80,9 @@ def test_relative_rule_without_baseline_is_a_rule_error() -> None:
     ps = _paired(0.0)
     with pytest.raises(RuleError, match="needs a baseline"):
         judge(
-            MetricRule.from_any({"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.1}),
+            MetricRule.from_spec(
+                MetricSpec.model_validate({"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.1})
+            ),
             RatioData(ps.candidate, None),
             CTX,
         )
@@ -141,8 +135,13 @@ def test_aggregate_outcomes() -> None:
     assert aggregate([]) == "NoData"
 
 
+def _policy(body: dict[str, object]) -> AnalysisSpec:
+    """`spec.analysis` as the resource gives it (camelCase), through the API model."""
+    return AnalysisSpec.model_validate(body)
+
+
 def test_policy_decisions() -> None:
-    spec = {"failureLimit": 1, "consecutiveSuccessLimit": 2, "inconclusiveLimit": 3}
+    spec = _policy({"failureLimit": 1, "consecutiveSuccessLimit": 2, "inconclusiveLimit": 3})
     assert decide([], spec).action == "Continue"
     assert decide(["Failed"], spec).action == "Continue"
     assert decide(["Failed", "Passed", "Failed"], spec).action == "Rollback"
@@ -155,20 +154,26 @@ def test_policy_decisions() -> None:
 
 def test_missing_data_never_advances_or_rolls_back_by_default() -> None:
     d = decide(
-        [{"outcome": "Passed"}, {"outcome": "NoData", "message": "no series"}], {"consecutiveSuccessLimit": 1}
+        [{"outcome": "Passed"}, {"outcome": "NoData", "message": "no series"}],
+        _policy({"consecutiveSuccessLimit": 1}),
     )
     assert d.action == "Pause" and "noDataPolicy=Pause" in d.reason and "no series" in d.reason
-    assert decide(["NoData"] * 10, {"noDataPolicy": "Ignore"}).action == "Continue"
-    assert decide(["NoData", "NoData"], {"noDataPolicy": "Fail", "failureLimit": 1}).action == "Rollback"
+    assert decide(["NoData"] * 10, _policy({"noDataPolicy": "Ignore"})).action == "Continue"
+    assert (
+        decide(["NoData", "NoData"], _policy({"noDataPolicy": "Fail", "failureLimit": 1})).action
+        == "Rollback"
+    )
     with pytest.raises(ValueError, match="outcome 'Maybe'"):
         decide(["Maybe"])
-    with pytest.raises(ValueError, match="noDataPolicy"):
-        decide(["Passed"], {"noDataPolicy": "Shrug"})
+    with pytest.raises(ValueError, match="noDataPolicy"):  # pydantic's ValidationError is a ValueError
+        decide(["Passed"], _policy({"noDataPolicy": "Shrug"}))
+    with pytest.raises(ValueError, match="noDataPolicy"):  # and PolicySpec checks itself too
+        decide(["Passed"], PolicySpec(no_data_policy="Shrug"))
 
 
 def test_single_arm_thresholds_without_baseline() -> None:
     ps = _paired(0.0, n=2000)
-    ctx = AnalysisContext.from_any({"namespace": "ns", "endpoint": "ep", "candidate": "preview"})
+    ctx = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("preview"))
     ok, bad = _run(
         [
             {"name": "wer-max", "preset": "wer", "thresholdRange": {"max": 0.3}},

@@ -1,22 +1,26 @@
-"""Spec normalisation, templating, query-result parsing and the evaluator metric contract."""
+"""Typed specs into engine rules, templating, query-result parsing and the evaluator metric
+contract."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
 
 from stt_operator import evalmetrics as em
-from stt_operator.analysis.model import AnalysisContext, MetricRule, parse_duration
+from stt_operator.analysis.model import AnalysisContext, Arm, MetricRule, parse_duration
 from stt_operator.analysis.prom import PrometheusClient, _classify, parse_result
 from stt_operator.analysis.templating import render
-from stt_operator.api.common import AnalysisSpec, MetricSpec
+from stt_operator.api.common import AnalysisSpec, MetricSpec, ThresholdRange
 from stt_operator.stats.ratio import PairedStats
 
 
-def test_metric_rule_from_pydantic_and_camel_dict_agree() -> None:
+def test_metric_rule_from_the_api_model() -> None:
     body = {
         "name": "wer",
         "preset": "wer",
@@ -24,58 +28,72 @@ def test_metric_rule_from_pydantic_and_camel_dict_agree() -> None:
         "thresholdRange": {"max": 0.3},
         "minSamples": 50,
     }
-    from_api = MetricRule.from_any(MetricSpec.model_validate(body))
-    from_dict = MetricRule.from_any(body)
-    assert from_api == from_dict
-    assert from_dict.threshold_max == 0.3 and from_dict.direction == "lower-is-better"
-    assert MetricRule.from_any(
-        {"name": "c", "preset": "confidence", "thresholdRange": {"min": 0.5}}
+    rule = MetricRule.from_spec(MetricSpec.model_validate(body))
+    # Field for field: what the resource says is what the engine judges.
+    assert rule == MetricRule(
+        "wer", preset="wer", threshold_max=0.3, max_relative_increase=0.05, min_samples=50
+    )
+    assert rule.threshold_max == 0.3 and rule.direction == "lower-is-better"
+    assert MetricRule.from_spec(
+        MetricSpec.model_validate({"name": "c", "preset": "confidence", "thresholdRange": {"min": 0.5}})
     ).direction == ("higher-is-better")
     spec = AnalysisSpec.model_validate({"metrics": [body]})
-    assert MetricRule.from_any(spec.metrics[0]).min_samples == 50
+    assert MetricRule.from_spec(spec.metrics[0]) == rule
+    assert MetricRule.from_spec(spec.metrics[0]).min_samples == 50
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ({"preset": "wer"}, r"metrics\[0\]\.name is required"),
-        ({"name": "x", "preset": "wer", "query": "up"}, "exactly one of preset or query"),
-        ({"name": "x", "preset": "bleu"}, r"preset 'bleu' is not one of"),
-        ({"name": "x", "preset": "wer", "thresholdRange": {"min": 2, "max": 1}}, "min must be <= max"),
-        (
-            {"name": "x", "preset": "wer", "maxRelativeIncrease": "lots"},
-            "maxRelativeIncrease must be a number",
-        ),
-        ({"name": "x", "preset": "wer", "direction": "sideways"}, "direction 'sideways'"),
-        ({"name": "x", "preset": "wer", "minSamples": 0}, "minSamples must be an integer >= 1"),
-    ],
-)
+def _unchecked(body: dict[str, Any]) -> MetricSpec:
+    """A MetricSpec that skipped pydantic's validation (`model_construct`), so that the checks
+    tested are `MetricRule.from_spec`'s own; a missing name is None."""
+    fields = {to_snake(k): v for k, v in body.items()}
+    if isinstance(fields.get("threshold_range"), dict):
+        fields["threshold_range"] = ThresholdRange.model_construct(**fields["threshold_range"])
+    return MetricSpec.model_construct(**{"name": None, **fields})
+
+
+BAD_METRIC_SPECS = [
+    ({"preset": "wer"}, r"metrics\[0\]\.name is required"),
+    ({"name": "x", "preset": "wer", "query": "up"}, "exactly one of preset or query"),
+    ({"name": "x", "preset": "bleu"}, r"preset 'bleu' is not one of"),
+    ({"name": "x", "preset": "wer", "thresholdRange": {"min": 2, "max": 1}}, "min must be <= max"),
+    (
+        {"name": "x", "preset": "wer", "maxRelativeIncrease": "lots"},
+        "maxRelativeIncrease must be a number",
+    ),
+    ({"name": "x", "preset": "wer", "direction": "sideways"}, "direction 'sideways'"),
+    ({"name": "x", "preset": "wer", "minSamples": 0}, "minSamples must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_METRIC_SPECS)
 def test_bad_metric_specs_name_the_field(spec: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        MetricRule.from_any(spec, 0)
+        MetricRule.from_spec(_unchecked(spec), 0)
+
+
+@pytest.mark.parametrize("spec", [spec for spec, _ in BAD_METRIC_SPECS])
+def test_the_api_model_refuses_the_bad_metric_specs_first(spec: dict) -> None:
+    with pytest.raises(ValidationError):
+        MetricSpec.model_validate(spec)
 
 
 def test_context_and_durations() -> None:
-    ctx = AnalysisContext.from_any(
-        {
-            "namespace": "ns",
-            "endpoint": "ep",
-            "candidate": "canary",
-            "baseline": {"variant": "stable", "service": "svc"},
-            "start": 100.0,
-            "now": 250.4,
-        }
+    ctx = AnalysisContext(
+        namespace="ns",
+        endpoint="ep",
+        candidate=Arm("canary"),
+        baseline=Arm("stable", service="svc"),
+        start=100.0,
+        now=250.4,
     )
     assert ctx.window() == "151s" and ctx.baseline and ctx.baseline.service == "svc"
     assert parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25
     with pytest.raises(ValueError, match="interval"):
-        AnalysisContext.from_any({"namespace": "ns", "endpoint": "e", "candidate": "c", "interval": "soon"})
+        AnalysisContext(namespace="ns", endpoint="e", candidate=Arm("c"), interval="soon")
     with pytest.raises(ValueError, match="candidate is required"):
-        AnalysisContext.from_any({"namespace": "ns", "endpoint": "e"})
+        AnalysisContext(namespace="ns", endpoint="e", candidate=Arm(""))
     with pytest.raises(ValueError, match="noDataPolicy"):
-        AnalysisContext.from_any(
-            {"namespace": "ns", "endpoint": "e", "candidate": "c", "noDataPolicy": "Panic"}
-        )
+        AnalysisContext(namespace="ns", endpoint="e", candidate=Arm("c"), no_data_policy="Panic")
 
 
 def test_templating_renders_escapes_and_rejects_unknown() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,20 +13,19 @@ from statsmodels.stats.multitest import multipletests
 from stt_operator.analysis.ab_verdict import decide_ab
 from stt_operator.analysis.engine import finalize
 from stt_operator.analysis.judge import judge, rule_labels
-from stt_operator.analysis.model import AnalysisContext, MetricResult, MetricRule
+from stt_operator.analysis.model import AnalysisContext, Arm, MetricResult, MetricRule
 from stt_operator.analysis.presets import CountData, HistogramData, RatioData
+from stt_operator.api.common import MetricSpec
 from stt_operator.stats import multiple
 from stt_operator.stats.histogram import Buckets
 from stt_operator.stats.ratio import PairedStats, RatioStats, paired_difference
 from stt_operator.stats.sequential import effective_n
 
-CTX = AnalysisContext.from_any(
-    {"namespace": "ns", "endpoint": "ep", "candidate": "canary", "baseline": "stable"}
-)
+CTX = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("canary"), baseline=Arm("stable"))
 
 
 def _run(specs: list[dict], data: list, ctx: AnalysisContext = CTX) -> list[MetricResult]:
-    rules = [MetricRule.from_any(s) for s in specs]
+    rules = [MetricRule.from_spec(MetricSpec.model_validate(s)) for s in specs]
     provisional = [judge(r, d, ctx) for r, d in zip(rules, data, strict=True)]
     return finalize(provisional, {r.name: r for r in rules}, ctx)
 
@@ -200,7 +200,7 @@ def test_holm_family_is_fixed_over_looks() -> None:
     raw = a.details["p_raw"]["nonInferiorityMargin 0"][0]
     assert a.checks[0].p_fail == pytest.approx(min(1.0, 2 * raw))
     # The waiting metric keeps its running minimum for the next look.
-    ctx = AnalysisContext.from_any({**CTX.__dict__, "previous_p": {"b/nonInferiorityMargin 0": (0.3, 0.9)}})
+    ctx = replace(CTX, previous_p={"b/nonInferiorityMargin 0": (0.3, 0.9)})
     _, waiting2 = _run(specs, [weak, few], ctx)
     assert waiting2.details["p_raw"] == {"nonInferiorityMargin 0": (0.3, 0.9)}
 
@@ -223,7 +223,7 @@ def test_rule_labels_match_the_judged_checks() -> None:
         ({"preset": "confidence"}, RatioData(rs, rs)),
     ]
     for spec, data in cases:
-        rule = MetricRule.from_any({"name": "m", **spec})
+        rule = MetricRule.from_spec(MetricSpec.model_validate({"name": "m", **spec}))
         got = [c.rule for c in judge(rule, data, CTX).checks if c.statistical]
         assert got == rule_labels(rule, True), spec
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -16,9 +17,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stt_operator import evalmetrics as em
 from stt_operator.analysis.engine import finalize, slice_name
 from stt_operator.analysis.judge import judge
-from stt_operator.analysis.model import AnalysisContext, MetricRule
+from stt_operator.analysis.model import AnalysisContext, Arm, MetricRule
 from stt_operator.analysis.presets import RatioData
-from stt_operator.api.common import MetricSpec
+from stt_operator.api.common import MetricSpec, ThresholdRange
 from stt_operator.evaluator.model_io import Target
 from stt_operator.evaluator.replay import Replayer, utterance_slices
 from stt_operator.evaluator.scoring import Observation, score_utterance
@@ -74,13 +75,19 @@ def test_evaluator_records_each_slice_once_and_the_whole_set_unchanged() -> None
 
 def test_slice_rule_validation() -> None:
     assert (
-        MetricRule.from_any(
-            {"name": "w", "preset": "wer", "slice": "noise", "thresholdRange": {"max": 1}}
+        MetricRule.from_spec(
+            MetricSpec.model_validate(
+                {"name": "w", "preset": "wer", "slice": "noise", "thresholdRange": {"max": 1}}
+            )
         ).slice
         == "noise"
     )
+    # The engine's own check, on a spec that skipped pydantic's (which refuses it too).
+    unchecked = MetricSpec.model_construct(
+        name="w", preset="wer", slice="gender", threshold_range=ThresholdRange(max=1)
+    )
     with pytest.raises(ValueError, match="slice 'gender'"):
-        MetricRule.from_any({"name": "w", "preset": "wer", "slice": "gender", "thresholdRange": {"max": 1}})
+        MetricRule.from_spec(unchecked)
     with pytest.raises(ValueError, match="slice needs a preset other than error-rate"):
         MetricSpec.model_validate(
             {"name": "e", "preset": "error-rate", "slice": "noise", "thresholdRange": {"max": 1}}
@@ -97,9 +104,7 @@ def _paired(delta: float, n: int, seed: int) -> PairedStats:
 
 
 def test_one_regressed_slice_fails_and_holm_counts_every_slice() -> None:
-    ctx = AnalysisContext.from_any(
-        {"namespace": "ns", "endpoint": "ep", "candidate": "canary", "baseline": "stable"}
-    )
+    ctx = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("canary"), baseline=Arm("stable"))
     rule = MetricRule("wer", preset="wer", non_inferiority_margin=0.01, min_samples=100)
     names = [slice_name("wer", "noise", v) for v in ("clean", "noisy")]
     rules = {n: rule.__class__(**{**rule.__dict__, "name": n}) for n in names}
@@ -114,15 +119,7 @@ def test_one_regressed_slice_fails_and_holm_counts_every_slice() -> None:
     raw = noisy.details["p_raw"]["nonInferiorityMargin 0.01"][0]
     assert noisy.checks[0].p_fail == pytest.approx(min(1.0, 2 * raw))
     # A slice seen at an earlier look stays in the family (previous_p) although absent now.
-    ctx2 = AnalysisContext.from_any(
-        {
-            "namespace": "ns",
-            "endpoint": "ep",
-            "candidate": "canary",
-            "baseline": "stable",
-            "previous_p": {f"{names[0]}/nonInferiorityMargin 0.01": (1.0, 1e-9)},
-        }
-    )
+    ctx2 = replace(ctx, previous_p={f"{names[0]}/nonInferiorityMargin 0.01": (1.0, 1e-9)})
     (only,) = finalize(provisional[1:], {names[1]: rules[names[1]]}, ctx2)
     assert only.checks[0].p_fail == pytest.approx(min(1.0, 2 * raw))
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from stt_operator.api.modeldeployment import ModelSelector
-from stt_operator.rollout.selection import select_model, summary
+from stt_operator.rollout.selection import criteria, select_model, summary
+from stt_operator.stats.selection import Criteria
 
 
 def model(
@@ -68,6 +69,12 @@ def test_labels_filter_and_reasons_for_the_dropped() -> None:
     assert none.best is None
     assert "wer 0.07 violates <= 0.05" in none.explanation and "not Ready" in none.explanation
     assert "wer unknown" in none.explanation  # never guessed
+
+
+def test_the_selector_becomes_the_statistics_criteria() -> None:
+    sel = selector(language="en-US", criteria={"maxWer": 0.1, "minConfidence": 0.7, "optimize": "latency"})
+    assert criteria(sel) == Criteria(language="en-US", max_wer=0.1, min_confidence=0.7, optimize="latency")
+    assert criteria(selector(languagePair="en>es")) == Criteria(language_pair="en>es")
 
 
 def test_summary_prefers_validation_and_takes_confidence_from_live_analytics() -> None:

@@ -15,7 +15,7 @@ from stt_operator.stats.power import (
     power_sequential,
 )
 from stt_operator.stats.ratio import RatioStats
-from stt_operator.stats.selection import compare_models, select_best_model
+from stt_operator.stats.selection import Criteria, ModelSummary, compare_models, select_best_model
 
 
 def test_holm_step_down() -> None:
@@ -42,16 +42,16 @@ def test_sample_sizes() -> None:
 
 
 MODELS = [
-    {"name": "small", "language": "en-US", "wer": 0.14, "latencyP95Ms": 80, "confidence": 0.8},
-    {"name": "large", "language": "en-US", "wer": 0.09, "latencyP95Ms": 420, "confidence": 0.9},
-    {"name": "medium", "language": "en-US", "wer": 0.10, "latencyP95Ms": 190, "confidence": 0.85},
-    {"name": "german", "language": "de-DE", "wer": 0.05, "latencyP95Ms": 100},
-    {"name": "broken", "language": "en-US", "wer": 0.01, "ready": False},
+    ModelSummary("small", language="en-US", wer=0.14, latency_p95_ms=80, confidence=0.8),
+    ModelSummary("large", language="en-US", wer=0.09, latency_p95_ms=420, confidence=0.9),
+    ModelSummary("medium", language="en-US", wer=0.10, latency_p95_ms=190, confidence=0.85),
+    ModelSummary("german", language="de-DE", wer=0.05, latency_p95_ms=100),
+    ModelSummary("broken", language="en-US", wer=0.01, ready=False),
 ]
 
 
 def test_select_best_model_explains_every_candidate() -> None:
-    sel = select_best_model(MODELS, {"language": "en-US", "maxLatencyP95Ms": 300, "optimize": "wer"})
+    sel = select_best_model(MODELS, Criteria(language="en-US", max_latency_p95_ms=300, optimize="wer"))
     assert sel.best == "medium"
     by = {v.name: v for v in sel.candidates}
     assert by["large"].kept is False and any("latency p95 ms 420" in r for r in by["large"].reasons)
@@ -59,22 +59,22 @@ def test_select_best_model_explains_every_candidate() -> None:
     assert "not Ready" in by["broken"].reasons
     assert by["medium"].rank == 1 and by["small"].rank == 2
     assert "medium selected" in sel.explanation
-    fast = select_best_model(MODELS, {"language": "en-US", "optimize": "latency"})
+    fast = select_best_model(MODELS, Criteria(language="en-US", optimize="latency"))
     assert fast.best == "small"
-    none = select_best_model(MODELS, {"language": "en-US", "maxWer": 0.05})
+    none = select_best_model(MODELS, Criteria(language="en-US", max_wer=0.05))
     assert none.best is None and "no candidate meets" in none.explanation
     with pytest.raises(ValueError, match="optimize"):
-        select_best_model(MODELS, {"optimize": "vibes"})
+        select_best_model(MODELS, Criteria(optimize="vibes"))
 
 
 def test_selection_notes_statistical_ties_and_compare_models() -> None:
     rng = np.random.default_rng(0)
     n = rng.integers(5, 20, 300)
     a, b = RatioStats.from_arrays(rng.binomial(n, 0.10), n), RatioStats.from_arrays(rng.binomial(n, 0.105), n)
-    models = [{"name": "a", "wer": a.ratio, "wer_stats": a}, {"name": "b", "wer": b.ratio, "wer_stats": b}]
-    sel = select_best_model(models, {"optimize": "wer"})
+    models = [ModelSummary("a", wer=a.ratio, wer_stats=a), ModelSummary("b", wer=b.ratio, wer_stats=b)]
+    sel = select_best_model(models, Criteria(optimize="wer"))
     assert sel.notes and "not significantly different" in sel.notes[0]
-    rows = compare_models([*models, {"name": "c"}], "wer")
+    rows = compare_models([*models, ModelSummary("c")], "wer")
     assert [r.name for r in rows][-1] == "c" and rows[-1].rank is None
     assert rows[0].difference_to_best == 0.0
     assert rows[1].ci_low is not None and rows[1].ci_low < rows[1].difference_to_best < rows[1].ci_high
