@@ -141,7 +141,7 @@ def _reconcile_valid(
     md_name = spec.endpoint.model_deployment_ref.name
     md = ctx.kube.get(API, "ModelDeployment", md_name, namespace)
     models = {v.model.name: ctx.kube.get(API, "STTModel", v.model.name, namespace) for v in spec.variants}
-    owned = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_ABTEST: name})
+    owned = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_ABTEST: name}, cached=True)
     phase = status.get("phase") or "Pending"
     active = 0
     if phase == "Pending" and not deleting:

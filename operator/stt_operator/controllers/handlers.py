@@ -26,10 +26,12 @@ from typing import Any
 
 import kopf
 import urllib3
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
+from stt_operator.builders.metadata import LABEL_MANAGED_BY, MANAGED_BY
 from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
 from stt_operator.controllers.kopf_tuning import FINALIZER, tune_kopf
 from stt_operator.controllers.triggers import (
@@ -43,6 +45,7 @@ from stt_operator.controllers.triggers import (
     stt_owner,
 )
 from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog
+from stt_operator.services.informers import Informer, Informers, WatchedKind
 
 log = logging.getLogger(__name__)
 
@@ -280,33 +283,78 @@ for _kind in PLURALS:
     _on_own_event(_kind)
 
 
-def _owned(body: kopf.Body, **_: Any) -> bool:
-    return stt_owner(body) is not None
-
-
-def _on_child_event(group: str, version: str, plural: str, kind: str) -> None:
-    async def on_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-        owner = stt_owner(body)
-        if owner is None:
-            return
-        context.current().kube.observed(kind, body, deleted=event.get("type") == "DELETED")
-        uid = body.get("metadata", {}).get("uid", "")
-        if event.get("type") == "DELETED":
-            TRIGGERS.forget(uid)
-            _wake(owner)
-        elif TRIGGERS.observe(uid, "child", child_fingerprint(kind, body)) == "changed":
-            _wake(owner)
-
-    kopf.on.event(group, version, plural, id=f"owned_{plural}_event", when=_owned)(on_event)
+def _child_event(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+    """An owned object changed: forget a skipped apply it invalidates, wake its owner when what
+    the owner reads of it changed (or it is gone). Runs on an informer thread (or Kopf's loop)."""
+    owner = stt_owner(body)
+    if owner is None:
+        return
+    deleted = event_type == "DELETED"
+    context.current().kube.observed(kind, body, deleted=deleted)
+    uid = (body.get("metadata") or {}).get("uid", "")
+    if deleted:
+        TRIGGERS.forget(uid)
+        _wake(owner)
+    elif TRIGGERS.observe(uid, "child", child_fingerprint(kind, body)) == "changed":
+        _wake(owner)
 
 
 # Unchanged applies of these kinds are skipped: their watches tell `Kube` when to apply again.
 context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute", "Service"})
-_on_child_event("apps", "v1", "deployments", "Deployment")
-_on_child_event("", "v1", "services", "Service")
-_on_child_event("batch", "v1", "jobs", "Job")
-_on_child_event("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
-_on_child_event("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+OWNED_KINDS = (
+    WatchedKind("apps/v1", "Deployment", "deployments", keep=True),  # read by every reconcile
+    WatchedKind("v1", "Service", "services"),
+    WatchedKind("batch/v1", "Job", "jobs"),
+    WatchedKind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
+    WatchedKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+)
+_INFORMER_NAMESPACES = namespaces.informer_scopes(_SETTINGS.namespaces)
+_INFORMERS = Informers()
+
+
+@kopf.on.startup()
+def start_informers(**_: Any) -> None:
+    """Owned objects are watched by informers of our own (services/informers.py): filtered by
+    label at the apiserver, held trimmed, outside Kopf's per-object machinery."""
+    if _INFORMER_NAMESPACES is None or _INFORMERS.all():
+        return  # Kopf watches them (namespace globs), or already started
+    kube = context.current().kube
+    # A pool of their own: each open watch holds a connection for minutes.
+    configuration = copy.deepcopy(kube.api_client.configuration)
+    configuration.connection_pool_maxsize = len(OWNED_KINDS) * len(_INFORMER_NAMESPACES)
+    api_client = k8s.ApiClient(configuration)
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    for watched in OWNED_KINDS:
+        for namespace in _INFORMER_NAMESPACES:
+            _INFORMERS.add(
+                Informer(api_client, watched, namespace, selector, _child_event, _SETTINGS.watch_timeout_s)
+            )
+    kube.informers = _INFORMERS
+    _INFORMERS.start()
+
+
+@kopf.on.cleanup()
+def stop_informers(**_: Any) -> None:
+    _INFORMERS.stop()
+
+
+def _owned(body: kopf.Body, **_: Any) -> bool:
+    return stt_owner(body) is not None
+
+
+def _on_child_event(watched: WatchedKind) -> None:
+    """Namespace globs: Kopf finds the namespaces and watches the owned kinds itself."""
+    group, _, version = watched.api_version.rpartition("/")
+
+    async def on_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        _child_event(watched.kind, str(event.get("type")), body)
+
+    kopf.on.event(group, version, watched.plural, id=f"owned_{watched.plural}_event", when=_owned)(on_event)
+
+
+if _INFORMER_NAMESPACES is None:
+    for _watched in OWNED_KINDS:
+        _on_child_event(_watched)
 
 
 # --- a served namespace being deleted ----------------------------------------------------------------

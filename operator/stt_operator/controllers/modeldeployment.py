@@ -200,7 +200,7 @@ def _reconcile_valid(
     if held_by:
         status["heldBy"] = held_by
     writer.set(heldBy=held_by)
-    deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name})
+    deployments = ctx.kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: name}, cached=True)
     observed = observed_revisions(deployments)
     endpoint = Endpoint(
         name,

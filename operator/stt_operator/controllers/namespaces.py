@@ -37,6 +37,18 @@ def served(namespace: str, patterns: Sequence[str]) -> bool:
     return any(_matches(namespace, pattern) for pattern in patterns)
 
 
+def informer_scopes(patterns: Sequence[str] | None) -> list[str | None] | None:
+    """Where the owned-object informers watch: [None] (every namespace) with no patterns, one
+    scope per namespace when every pattern names a plain namespace (the chart's
+    `watchNamespaces`, bound by a RoleBinding in each), None when a pattern is a glob (only
+    Kopf, which discovers the matching namespaces, can follow those)."""
+    if not patterns:
+        return [None]
+    if any(ch in pattern for pattern in patterns for ch in "*?[]!,"):
+        return None
+    return list(dict.fromkeys(p.strip() for p in patterns))
+
+
 def _matches(namespace: str, pattern: str) -> bool:
     globs = [glob.strip() for glob in pattern.split(",")]
     if globs[0].startswith("!"):

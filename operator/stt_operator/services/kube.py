@@ -20,6 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from stt_operator.builders.metadata import FIELD_MANAGER
 from stt_operator.observability import API_CALLS
+from stt_operator.services.informers import Informers
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Kube:
         # Objects the process already holds a current copy of (the controllers' watches):
         # (apiVersion, kind, name, namespace) → a copy, or None to ask the apiserver.
         self.known: Callable[[str, str, str, str | None], dict[str, Any] | None] | None = None
+        # Watch-fed caches of owned objects (services/informers.py), when the operator runs them.
+        self.informers: Informers | None = None
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -137,6 +140,9 @@ class Kube:
             force_conflicts=True,
             _request_timeout=self.timeout,
         )
+        namespace = meta.get("namespace") or ""
+        if self.informers is not None and self.informers.holds(manifest["apiVersion"], kind, namespace):
+            self.informers.written(result.to_dict())
         if digest:
             meta_out = result.metadata
             version = _version(
@@ -176,7 +182,14 @@ class Kube:
         namespace: str | None,
         label_selector: Mapping[str, str] | None = None,
         field_selector: str | None = None,
+        cached: bool = False,
     ) -> list[dict[str, Any]]:
+        """`cached`: the caller reads only metadata, replicas and status, so the informer's
+        trimmed copies do (`informers.trimmed`): no API call once the kind's watch is synced."""
+        if cached and namespace and not field_selector and self.informers is not None:
+            held = self.informers.items(api_version, kind, namespace, label_selector)
+            if held is not None:
+                return held
         resource = self._resource(api_version, kind)
         API_CALLS.labels("list", kind).inc()
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
@@ -199,6 +212,8 @@ class Kube:
         resource = self._resource(api_version, kind)
         API_CALLS.labels("delete", kind).inc()
         self._applied.pop((kind, namespace or "", name), None)
+        if self.informers is not None:
+            self.informers.deleted(api_version, kind, namespace or "", name)
         try:
             resource.delete(
                 name=name,

@@ -343,7 +343,14 @@ class _Kube:
             None,
         )
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, labels: Any = None) -> Any:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Any = None,
+        cached: bool = False,
+    ) -> Any:
         return [o for o in self.objects if o["kind"] == kind]
 
     def apply(self, obj: dict[str, Any]) -> None:

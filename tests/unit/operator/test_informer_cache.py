@@ -1,0 +1,133 @@
+"""The owned-object cache's bookkeeping: newer copies win, reads filter by namespace and labels,
+a relist reports what vanished meanwhile, held copies are trimmed (tested against a real
+apiserver in tests/integration/test_informers.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from stt_operator.controllers.namespaces import informer_scopes
+from stt_operator.services.informers import Informer, Informers, WatchedKind, trimmed
+
+DEPLOYMENTS = WatchedKind("apps/v1", "Deployment", "deployments", keep=True)
+SERVICES = WatchedKind("v1", "Service", "services")
+
+
+def deployment(
+    name: str, rv: int, ns: str = "a", labels: dict[str, str] | None = None, ready: int = 0
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-{name}",
+            "resourceVersion": str(rv),
+            "labels": labels or {"x": "1"},
+            "managedFields": [{"manager": "m"}],
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+        "status": {"availableReplicas": ready},
+    }
+
+
+def informer(watched: WatchedKind = DEPLOYMENTS) -> tuple[Informer, list[tuple[str, str]]]:
+    events: list[tuple[str, str]] = []
+    inf = Informer(
+        k8s.ApiClient(),
+        watched,
+        None,
+        "m=1",
+        lambda kind, t, body: events.append((t, body["metadata"]["name"])),
+        60,
+    )
+    return inf, events
+
+
+def test_paths() -> None:
+    assert DEPLOYMENTS.path(None) == "/apis/apps/v1/deployments"
+    assert DEPLOYMENTS.path("ns") == "/apis/apps/v1/namespaces/ns/deployments"
+    assert SERVICES.path("ns") == "/api/v1/namespaces/ns/services"
+
+
+def test_trimmed_keeps_what_reconcilers_read() -> None:
+    t = trimmed(deployment("d", 5, ready=2))
+    assert "managedFields" not in t["metadata"]
+    assert t["spec"] == {"replicas": 2}
+    assert t["status"] == {"availableReplicas": 2}
+    assert t["metadata"]["labels"] == {"x": "1"}
+
+
+def test_reads_wait_for_the_first_list_then_filter() -> None:
+    inf, _ = informer()
+    inf.written(deployment("d1", 5, labels={"x": "1"}))
+    assert inf.items("a", None) is None  # not synced: the caller asks the apiserver
+    inf.synced.set()
+    inf.written(deployment("d2", 6, labels={"x": "2"}))
+    inf.written(deployment("d3", 7, ns="b"))
+    assert sorted(d["metadata"]["name"] for d in inf.items("a", None) or []) == ["d1", "d2"]
+    assert [d["metadata"]["name"] for d in inf.items("a", {"x": "2"}) or []] == ["d2"]
+    assert inf.items("a", {"x": "2", "y": "1"}) == []
+
+
+def test_an_older_copy_never_replaces_a_newer_one() -> None:
+    inf, _ = informer()
+    inf.synced.set()
+    inf.written(deployment("d", 10, ready=1))
+    inf.written(deployment("d", 9, ready=0))  # a late watch event from before our write
+    assert (inf.items("a", None) or [])[0]["status"]["availableReplicas"] == 1
+    inf.written(deployment("d", 11, ready=2))
+    assert (inf.items("a", None) or [])[0]["status"]["availableReplicas"] == 2
+    inf.deleted("a", "d")
+    assert inf.items("a", None) == []
+
+
+def test_a_relist_reports_what_vanished_and_what_changed() -> None:
+    inf, events = informer()
+    inf._replace([deployment("keep", 1), deployment("gone", 2), deployment("moved", 3)])
+    assert sorted(events) == [("ADDED", "gone"), ("ADDED", "keep"), ("ADDED", "moved")]
+    events.clear()
+    inf._replace([deployment("keep", 1), deployment("moved", 8), deployment("new", 9)])
+    assert sorted(events) == [("ADDED", "new"), ("DELETED", "gone"), ("MODIFIED", "moved")]
+
+
+def test_kinds_not_kept_hold_only_identity() -> None:
+    inf, _ = informer(SERVICES)
+    inf.synced.set()
+    inf.written({**deployment("s", 1), "apiVersion": "v1", "kind": "Service"})
+    held = inf._store[("a", "s")]
+    assert set(held["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "ownerReferences"}
+    assert "status" not in held
+
+
+def test_the_registry_serves_only_kept_kinds_in_scope() -> None:
+    registry = Informers()
+    ns_a = Informer(k8s.ApiClient(), DEPLOYMENTS, "a", "m=1", lambda *_: None, 60)
+    registry.add(ns_a)
+    registry.add(Informer(k8s.ApiClient(), SERVICES, None, "m=1", lambda *_: None, 60))
+    ns_a.synced.set()
+    assert registry.holds("apps/v1", "Deployment", "a")
+    assert not registry.holds("apps/v1", "Deployment", "b")
+    assert not registry.holds("v1", "Service", "a")
+    registry.written(deployment("d", 1, ns="a"))
+    assert [d["metadata"]["name"] for d in registry.items("apps/v1", "Deployment", "a", None) or []] == ["d"]
+    assert registry.items("apps/v1", "Deployment", "b", None) is None
+
+
+@pytest.mark.parametrize(
+    ("patterns", "scopes"),
+    [
+        (None, [None]),
+        ([], [None]),
+        (["team-a", "team-b", "team-a"], ["team-a", "team-b"]),
+        (["team-*"], None),
+        (["!kube-system"], None),
+        (["a,b"], None),
+    ],
+)
+def test_informer_scopes(patterns: list[str] | None, scopes: list[str | None] | None) -> None:
+    assert informer_scopes(patterns) == scopes
