@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+from stt_operator.stats.deferred import stats
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+from stt_operator.stats.deferred import stats
 
 
 @dataclass(frozen=True)

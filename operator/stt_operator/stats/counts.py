@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+
+from stt_operator.stats.deferred import special, stats
 
 DEFAULT_SRM_CONCENTRATION = 1000.0  # tight prior: SRM deviations of interest are ~1 % of traffic
 DEFAULT_RATE_CONCENTRATION = 20.0  # error-rate shifts of interest are large (x1.5, x2)

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from stt_operator.stats import sequential
+from stt_operator.stats.deferred import stats
 
 
 @dataclass(frozen=True)

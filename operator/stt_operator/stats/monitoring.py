@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats
+from stt_operator.stats.deferred import stats
 
 SECONDS_PER_DAY = 86400.0
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize, stats
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from stt_operator.stats import sequential
+from stt_operator.stats.deferred import optimize, stats
 
 
 def _check(effect: float, alpha: float, power: float) -> None:

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from stt_operator.stats import sequential
+from stt_operator.stats.deferred import stats
 from stt_operator.stats.results import Comparison
 
 

@@ -17,7 +17,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special, stats
+
+from stt_operator.stats.deferred import optimize, special, stats
 
 ArrayLike = Any
 
