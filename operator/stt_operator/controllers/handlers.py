@@ -390,15 +390,16 @@ def namespace_terminating(name: str, **_: Any) -> None:
 # --- STTModel analytics (a slow, time-driven refresh) ---------------------------------------------
 
 
-@kopf.timer(
-    API_GROUP,
-    API_VERSION,
-    "sttmodels",
-    interval=_SETTINGS.analytics_interval_s,
-    initial_delay=_INTERVAL,
-)
 def sttmodel_analytics(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     sttmodel.refresh_analytics(body, patch, context.current())
+
+
+# A timer is a task per STTModel: with no Prometheus to ask (analytics off, said once at start)
+# there is none, so thousands of models cost nothing while nothing changes.
+if _SETTINGS.prometheus_url:
+    kopf.timer(
+        API_GROUP, API_VERSION, "sttmodels", interval=_SETTINGS.analytics_interval_s, initial_delay=_INTERVAL
+    )(sttmodel_analytics)
 
 
 # --- ABTest deletion -------------------------------------------------------------------------------
