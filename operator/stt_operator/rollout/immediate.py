@@ -14,7 +14,14 @@ from typing import Any
 from stt_operator.api.common import iso, parse_iso
 from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_HEALTHY, PHASE_PROGRESSING
 from stt_operator.builders.serving import Revision
-from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, ObservedRevision, settled
+from stt_operator.rollout.plan import (
+    WAIT_REQUEUE_S,
+    ConditionUpdate,
+    EndpointPlan,
+    EventUpdate,
+    ObservedRevision,
+    settled,
+)
 
 
 def record_promotion(
@@ -128,7 +135,7 @@ def plan_immediate(
         plan.events.append(
             EventUpdate("Normal", "RolloutStarted", f"starting model {desired.model} ({desired.id})")
         )
-    plan.requeue_after = 2.0
+    plan.requeue_after = WAIT_REQUEUE_S  # the Deployment's watch wakes it sooner
     return plan
 
 

@@ -13,6 +13,13 @@ if TYPE_CHECKING:  # rollout/monitoring.py imports this module
     from stt_operator.rollout.monitoring import MonitoringRequest
 
 
+# Waiting on the cluster (a revision to become Available, to scale): the owned Deployment's
+# watch wakes the endpoint the moment it changes, so this is only a safety net (and the
+# runner caps it at reconcile_interval_s). At 2 s, 1,000 endpoints waiting on a slow
+# controller-manager made 95,000 reconciles in four minutes (bench/scale/RESULTS.md).
+WAIT_REQUEUE_S = 10.0
+
+
 @dataclass(frozen=True)
 class ObservedRevision:
     """A revision's serving objects as found in the cluster."""

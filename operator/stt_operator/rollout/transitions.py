@@ -29,6 +29,7 @@ from stt_operator.builders.serving import Revision
 from stt_operator.rollout.capacity import CapacityVerdict
 from stt_operator.rollout.immediate import record_promotion
 from stt_operator.rollout.plan import (
+    WAIT_REQUEUE_S,
     AnalysisRequest,
     ConditionUpdate,
     EndpointPlan,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:  # rollout/monitoring.py is planned after this module's planne
 
 MAX_ANALYSIS_RUNS = 100  # status.analysisRuns maxItems
 MAX_TEXT = 1000  # ShortText fields hold 1024 characters
-WAIT_REQUEUE_S = 2.0
 
 # Annotations a person sets to act on a rollout (see docs/rollouts.md).
 ANNOTATION_PROMOTE = "stt.dev/promote"  # any value: end an indefinite pause / promote a blue-green preview

@@ -140,3 +140,34 @@ def test_quantities_read_as_the_kubernetes_client_reads_them(number: Decimal, su
 
     text = f"{number}{suffix}"
     assert parse_quantity(text) == reference(text)
+
+
+def test_the_observer_keeps_only_what_fit_reads_and_shares_one_list_per_node() -> None:
+    import threading
+
+    from stt_operator.services.capacity import CapacityObserver
+
+    full = bound(
+        pod_spec(gpus=2, initContainers=[{"name": "i", "resources": {"requests": {"cpu": "8"}}}]),
+        "n1",
+    )
+    full["metadata"] = {"name": "p", "managedFields": [{"manager": "x"}] * 50}
+    full["spec"]["containers"][0]["env"] = [{"name": "E", "value": "v" * 1000}]
+
+    class CountingKube:
+        calls = 0
+
+        def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+            CountingKube.calls += 1
+            return [full]
+
+    observer = CapacityObserver(CountingKube(), ttl_s=60)  # type: ignore[arg-type]
+    threads = [threading.Thread(target=observer.pods_on, args=(["n1"],)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert CountingKube.calls == 1  # twenty reconciles, one list
+    kept = observer.pods_on(["n1"])
+    assert free_by_node([node("n1")], kept) == free_by_node([node("n1")], [full])
+    assert "metadata" not in kept[0] and "env" not in kept[0]["spec"]["containers"][0]
