@@ -408,8 +408,8 @@ def raise_controller_rate_limits() -> None:
 
     base = cluster_mod.controller_manager_args
 
-    def with_qps(lay: Any, port: int) -> list[str]:
-        return [*base(lay, port), f"--kube-api-qps={QPS}", f"--kube-api-burst={2 * QPS}"]
+    def with_qps(*args: Any, **kwargs: Any) -> list[str]:
+        return [*base(*args, **kwargs), f"--kube-api-qps={QPS}", f"--kube-api-burst={2 * QPS}"]
 
     cluster_mod.controller_manager_args = with_qps  # type: ignore[assignment]
 
