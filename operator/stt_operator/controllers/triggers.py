@@ -29,6 +29,7 @@ from typing import Any
 from stt_operator import API_GROUP
 from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
 from stt_operator.rollout.transitions import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
+from stt_operator.services.informers import resource_version
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +127,12 @@ def stt_owner(body: Mapping[str, Any]) -> Key | None:
     return None
 
 
-def _resource_version(body: Mapping[str, Any]) -> int | None:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion"))
-    except (TypeError, ValueError):
-        return None
-
-
 def newest_copy(*bodies: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """Of several copies of one object (the watch's, the response to our last write), the one
     with the highest resourceVersion; None if there is none or a version is not a number (the
     apiserver's resourceVersions are etcd revisions; anything else is left to a fresh read)."""
     candidates = [b for b in bodies if b]
-    versions = [_resource_version(b) for b in candidates]
+    versions = [resource_version(b) for b in candidates]
     if not candidates or any(v is None for v in versions):
         return None
     return max(zip(versions, range(len(candidates)), candidates, strict=True))[2]

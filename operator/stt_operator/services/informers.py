@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 log = logging.getLogger(__name__)
 
@@ -65,29 +66,22 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _version(body: Mapping[str, Any]) -> int:
+def resource_version(body: Mapping[str, Any] | None) -> int | None:
+    """The object's resourceVersion as a number (the apiserver's are etcd revisions); None when
+    absent or not a number."""
     try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion"))
     except (TypeError, ValueError):
-        return 0
+        return None
+
+
+def _version(body: Mapping[str, Any]) -> int:
+    return resource_version(body) or 0
 
 
 def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     meta = body.get("metadata") or {}
     return (meta.get("namespace") or "", meta.get("name") or "")
-
-
-def _lines(response: Any) -> Iterator[bytes]:
-    """The newline-delimited JSON events of a watch response, as they arrive."""
-    pending = b""
-    # Chunk by chunk as the apiserver flushes them (a plain read would wait for the stream's end).
-    chunks = response.read_chunked(decode_content=True) if response.chunked else response.stream(1024)
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line for line in complete if line.strip())
-    if pending.strip():
-        yield pending
 
 
 class _Gone(Exception):
@@ -273,7 +267,9 @@ class Informer:
                 raise _Gone() from exc
             raise
         try:
-            for line in _lines(response):
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
                 if self._stop.is_set():
                     break
                 event = json.loads(line)
