@@ -391,7 +391,10 @@ def list_mds(kube: Kube) -> list[dict[str, Any]]:
     return kube.list(API, "ModelDeployment", None)
 
 
-def wait_all(kube: Kube, predicate: Any, count: int, timeout: float, every: float = 2.0) -> float | None:
+def wait_all(kube: Kube, predicate: Any, count: int, timeout: float) -> float | None:
+    # Each look lists every ModelDeployment: at 10,000 that is tens of MB for the apiserver
+    # to serve, so the bench looks less often the more there are (2 s up to 1,000).
+    every = max(2.0, count / 500)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if sum(1 for md in list_mds(kube) if predicate(md)) >= count:

@@ -268,6 +268,11 @@ def _on_own_event(kind: str) -> None:
             for dependent in TRIGGERS.dependents(kind, namespace, name):
                 _wake(dependent)
             return
+        written = _WRITTEN.get((kind, namespace, name))
+        if written is not None and newest_copy(written, body) is body:
+            # The watch caught up with our last write: hold one copy of a settled object, not
+            # two (a full body each; they stayed until its next reconcile).
+            _WRITTEN.pop((kind, namespace, name), None)
         # A first sighting wakes nobody: a new object's loop starts awake, and so does every
         # loop after an operator restart.
         if TRIGGERS.observe(uid, "own", own_fingerprint(body)) == "changed":

@@ -5,10 +5,10 @@ Nodes are few and change rarely: one cluster-wide list, kept for `ttl_s` and sha
 reconcile. Pods are many: they are read only when a pre-flight runs (a new revision is about
 to be created, or waits for room), and only those bound to the matching nodes, one
 field-selected list per node (`spec.nodeName=<node>`, finished pods excluded by the
-apiserver), so the operator never lists every pod of a large cluster. Each node's pods are
-kept for `ttl_s` too, trimmed to what `fit` reads, and read by one reconcile at a time: a
-hundred canaries starting at once share one list per node instead of holding a hundred copies
-(bench/scale/RESULTS.md measured 2 GB of resident memory before).
+apiserver), so the operator never lists every pod of a large cluster. Of each node's pods only
+the sum of their requests is kept, for `ttl_s` too, and one reconcile at a time reads it: a
+hundred canaries starting at once share one list per node (bench/scale/RESULTS.md measured
+2 GB of resident memory when each held its own, and 30 MB still held in trimmed pods).
 """
 
 from __future__ import annotations
@@ -18,25 +18,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stt_operator.rollout.capacity import CapacityVerdict, fit, node_matches
+from stt_operator.rollout.capacity import CapacityVerdict, Resources, fit, node_matches, requested_by_node
 from stt_operator.services.kube import Kube
 
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-
-
-def _requests_only(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What `rollout/capacity.py: free_by_node` reads of a pod."""
-    spec = pod.get("spec") or {}
-
-    def containers(key: str) -> list[dict[str, Any]]:
-        return [{"resources": c.get("resources") or {}} for c in spec.get(key) or []]
-
-    kept: dict[str, Any] = {"nodeName": spec.get("nodeName"), "containers": containers("containers")}
-    if spec.get("initContainers"):
-        kept["initContainers"] = containers("initContainers")
-    if spec.get("overhead"):
-        kept["overhead"] = spec["overhead"]
-    return {"spec": kept, "status": {"phase": (pod.get("status") or {}).get("phase")}}
 
 
 class CapacityObserver:
@@ -46,7 +31,7 @@ class CapacityObserver:
         self._nodes: list[dict[str, Any]] = []
         self._read_at = float("-inf")
         self._lock = threading.Lock()
-        self._pods: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # node -> (read at, pods)
+        self._requested: dict[str, tuple[float, Resources]] = {}  # node -> (read at, its pods' requests)
         self._node_locks: dict[str, threading.Lock] = {}
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -56,27 +41,23 @@ class CapacityObserver:
                 self._read_at = time.monotonic()
             return self._nodes
 
-    def pods_on(self, node_names: Sequence[str]) -> list[dict[str, Any]]:
-        pods: list[dict[str, Any]] = []
-        for node in node_names:
-            pods += self._pods_on(node)
-        return pods
+    def requested_on(self, node_names: Sequence[str]) -> dict[str, Resources]:
+        return {node: self._requested_on(node) for node in node_names}
 
-    def _pods_on(self, node: str) -> list[dict[str, Any]]:
+    def _requested_on(self, node: str) -> Resources:
         with self._lock:
             node_lock = self._node_locks.setdefault(node, threading.Lock())
         with node_lock:  # one list per node at a time; the others wait and share it
-            read_at, pods = self._pods.get(node, (float("-inf"), []))
+            read_at, requested = self._requested.get(node, (float("-inf"), {}))
             if time.monotonic() - read_at > self.ttl_s:
                 found = self.kube.list(
                     "v1", "Pod", None, field_selector=f"spec.nodeName={node},{ACTIVE_PODS}"
                 )
-                pods = [_requests_only(p) for p in found]
-                self._pods[node] = (time.monotonic(), pods)
-            return pods
+                requested = requested_by_node(found).get(node, {})
+                self._requested[node] = (time.monotonic(), requested)
+            return requested
 
     def verdict(self, pod_spec: Mapping[str, Any], replicas: int) -> CapacityVerdict:
         nodes = self.nodes()
         matching = [n for n in nodes if node_matches(pod_spec, n)]
-        pods = self.pods_on([n["metadata"]["name"] for n in matching])
-        return fit(pod_spec, replicas, nodes, pods)
+        return fit(pod_spec, replicas, nodes, self.requested_on([n["metadata"]["name"] for n in matching]))

@@ -109,9 +109,10 @@ class Informer:
         self.synced = threading.Event()  # set once the first list is in
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        # (namespace, name) -> the object (trimmed) when `keep`, else its metadata only: what a
-        # relist needs to report the objects that disappeared meanwhile.
-        self._store: dict[tuple[str, str], dict[str, Any]] = {}
+        # namespace -> name -> the object (trimmed) when `keep`, else its metadata only: what a
+        # relist needs to report the objects that disappeared meanwhile. By namespace, because
+        # every read is for one namespace and a cluster-wide informer holds them all.
+        self._store: dict[str, dict[str, dict[str, Any]]] = {}
         self._thread = threading.Thread(
             target=self._run, name=f"watch-{watched.plural}-{namespace or 'all'}", daemon=True
         )
@@ -137,8 +138,8 @@ class Informer:
         with self._lock:
             found = [
                 body
-                for (ns, _), body in self._store.items()
-                if ns == namespace and wanted <= ((body.get("metadata") or {}).get("labels") or {}).items()
+                for body in self._store.get(namespace, {}).values()
+                if wanted <= ((body.get("metadata") or {}).get("labels") or {}).items()
             ]
         return [dict(b) for b in found]
 
@@ -149,7 +150,10 @@ class Informer:
 
     def deleted(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._store.pop((namespace, name), None)
+            held = self._store.get(namespace, {})
+            held.pop(name, None)
+            if not held:
+                self._store.pop(namespace, None)
 
     def _held(self, body: Mapping[str, Any]) -> dict[str, Any]:
         if self.watched.keep:
@@ -163,13 +167,16 @@ class Informer:
 
     def _put(self, body: Mapping[str, Any]) -> bool:
         """Hold `body` unless a newer copy is held; True when it was taken."""
-        key = _key(body)
+        namespace, name = _key(body)
         with self._lock:
-            held = self._store.get(key)
+            held = self._store.get(namespace, {}).get(name)
             if held is not None and _version(held) > _version(body):
                 return False
-            self._store[key] = self._held(body)
+            self._store.setdefault(namespace, {})[name] = self._held(body)
         return True
+
+    def _held_items(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(ns, name): body for ns, held in self._store.items() for name, body in held.items()}
 
     # -- the list/watch loop --------------------------------------------------------------------
 
@@ -243,9 +250,12 @@ class Informer:
         """Hold exactly `items` (a fresh list); report what vanished, appeared or changed."""
         fresh = {_key(item): item for item in items}
         with self._lock:
-            gone = [body for key, body in self._store.items() if key not in fresh]
-            before = {key: _version(body) for key, body in self._store.items()}
-            self._store = {key: self._held(body) for key, body in fresh.items()}
+            held = self._held_items()
+            gone = [body for key, body in held.items() if key not in fresh]
+            before = {key: _version(body) for key, body in held.items()}
+            self._store = {}
+            for (namespace, name), body in fresh.items():
+                self._store.setdefault(namespace, {})[name] = self._held(body)
         for body in gone:
             self.on_event(self.watched.kind, "DELETED", body)
         for key, body in fresh.items():

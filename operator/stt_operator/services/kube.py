@@ -10,19 +10,32 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import (
+    ConflictError,
+    DynamicApiError,
+    ForbiddenError,
+    NotFoundError,
+    ResourceNotFoundError,
+)
 
 from stt_operator.builders.metadata import FIELD_MANAGER
 from stt_operator.observability import API_CALLS
 from stt_operator.services.informers import Informers
 
 log = logging.getLogger(__name__)
+
+# The apiserver's refusals a controller handles, under the facade's names (so no controller
+# imports the client library's module). The same classes: `except Conflict` catches the client's 409.
+KubeError = DynamicApiError  # any refusal
+Conflict = ConflictError  # 409: a guarded write lost to another writer (`patch_if_unchanged`)
+Forbidden = ForbiddenError  # 403: RBAC does not grant it
+NotFound = NotFoundError  # 404
 
 
 def load_api_client(kubeconfig: str | None = None, pool_size: int | None = None) -> k8s.ApiClient:
@@ -51,6 +64,21 @@ def _version(body: Mapping[str, Any]) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _plain(_client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The response as decoded JSON. The dynamic client's default wraps it in attribute
+    objects, which every caller here turned back into dicts: two walks of every response, and
+    most of the reconcilers' allocations in a burst (bench/scale/RESULTS.md). List items get
+    the apiVersion and kind the apiserver leaves out of them, as that wrapper gives them."""
+    kind = body.get("kind") or ""
+    if kind.endswith("List"):
+        items = body.get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", body.get("apiVersion"))
+            item.setdefault("kind", kind[: -len("List")])
+        body["items"] = items
+    return body
 
 
 # (connect, read) seconds for every call: a hung apiserver must not hang a reconcile (or the
@@ -103,8 +131,30 @@ class Kube:
             namespace=namespace,
             content_type="application/merge-patch+json",
             _request_timeout=self.timeout,
+            serializer=_plain,
         )
-        return result.to_dict()
+        return result
+
+    def patch(
+        self, api_version: str, kind: str, name: str, namespace: str | None, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object; with `metadata.resourceVersion` in `body` it applies
+        only to that version (a ConflictError otherwise)."""
+        return self.merge_patch(self._resource(api_version, kind), name, namespace, body)
+
+    def patch_if_unchanged(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        resource_version: str,
+    ) -> dict[str, Any]:
+        """`patch`, applied only to the object at `resource_version` (optimistic locking): a
+        `Conflict` when anyone wrote the object since it was read."""
+        metadata = {**(body.get("metadata") or {}), "resourceVersion": resource_version}
+        return self.patch(api_version, kind, name, namespace, {**body, "metadata": metadata})
 
     def _resource(self, api_version: str, kind: str) -> Any:
         found = self._resources.get((api_version, kind))
@@ -139,15 +189,13 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
             _request_timeout=self.timeout,
+            serializer=_plain,
         )
         namespace = meta.get("namespace") or ""
         if self.informers is not None and self.informers.holds(manifest["apiVersion"], kind, namespace):
-            self.informers.written(result.to_dict())
+            self.informers.written(result)
         if digest:
-            meta_out = result.metadata
-            version = _version(
-                {"metadata": {"generation": meta_out.generation, "resourceVersion": meta_out.resourceVersion}}
-            )
+            version = _version(result)
             if version is not None:
                 self._applied[key] = (digest, version)
 
@@ -171,7 +219,9 @@ class Kube:
         resource = self._resource(api_version, kind)
         API_CALLS.labels("get", kind).inc()
         try:
-            return resource.get(name=name, namespace=namespace, _request_timeout=self.timeout).to_dict()
+            return resource.get(
+                name=name, namespace=namespace, _request_timeout=self.timeout, serializer=_plain
+            )
         except NotFoundError:
             return None
 
@@ -194,10 +244,22 @@ class Kube:
         API_CALLS.labels("list", kind).inc()
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
         extra = {"field_selector": field_selector} if field_selector else {}
-        items = resource.get(
-            namespace=namespace, label_selector=selector, _request_timeout=self.timeout, **extra
+        found = resource.get(
+            namespace=namespace,
+            label_selector=selector,
+            _request_timeout=self.timeout,
+            serializer=_plain,
+            **extra,
         )
-        return items.to_dict().get("items", [])
+        return found.get("items", [])
+
+    def list_visible(self, api_version: str, kind: str, namespaces: Iterable[str]) -> list[dict[str, Any]]:
+        """Every object of the kind this process may list: cluster-wide, or, where RBAC is bound
+        per namespace (the cluster-wide list is Forbidden), those of `namespaces` in name order."""
+        try:
+            return self.list(api_version, kind, None)
+        except ForbiddenError:
+            return [item for ns in sorted(set(namespaces)) for item in self.list(api_version, kind, ns)]
 
     def scale(self, name: str, namespace: str, replicas: int) -> None:
         """Set a Deployment's replicas through its scale subresource (leaves the rest alone)."""
@@ -220,6 +282,7 @@ class Kube:
                 namespace=namespace,
                 body={"propagationPolicy": "Background"},
                 _request_timeout=self.timeout,
+                serializer=_plain,
             )
         except NotFoundError:
             return False

@@ -99,7 +99,7 @@ def test_kinds_not_kept_hold_only_identity() -> None:
     inf, _ = informer(SERVICES)
     inf.synced.set()
     inf.written({**deployment("s", 1), "apiVersion": "v1", "kind": "Service"})
-    held = inf._store[("a", "s")]
+    held = inf._store["a"]["s"]
     assert set(held["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "ownerReferences"}
     assert "status" not in held
 

@@ -3,7 +3,6 @@ unchanged apply may be skipped (bench/scale/RESULTS.md)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from stt_operator.controllers.triggers import newest_copy
@@ -37,9 +36,8 @@ class _Dynamic:
     def server_side_apply(self, resource: Any, body: dict[str, Any], **_: Any) -> Any:
         self.applied.append(body)
         generation = len(self.applied) if body["kind"] != "Service" else None
-        return SimpleNamespace(
-            metadata=SimpleNamespace(generation=generation, resourceVersion=str(100 + len(self.applied)))
-        )
+        # The object as the apiserver answers it (Kube asks for plain decoded JSON).
+        return {"metadata": {"generation": generation, "resourceVersion": str(100 + len(self.applied))}}
 
 
 def _kube() -> tuple[Kube, _Dynamic]:
