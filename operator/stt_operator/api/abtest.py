@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -355,10 +355,10 @@ class ABTestStatus(StatusModel):
         return out
 
 
-def sequential_status(state: Mapping[str, Mapping[str, tuple[float, float]]]) -> list[dict[str, Any]]:
+def sequential_status(state: Mapping[str, Mapping[str, tuple[float, float]]]) -> list[RunningPValue]:
     """`status.sequential` from variant -> "<metric>/<rule>" -> (p_fail, p_pass)."""
     return [
-        {"variant": v, "rule": rule, "pFail": pf, "pPass": pp}
+        RunningPValue(variant=v, rule=rule, p_fail=pf, p_pass=pp)
         for v, rules in sorted(state.items())
         for rule, (pf, pp) in sorted(rules.items())
     ]
@@ -381,10 +381,6 @@ class ABTest(CustomResource):
     status: ABTestStatus = Field(default_factory=ABTestStatus)
 
 
-def variant_summary(variants: list[Variant] | list[dict[str, Any]]) -> str:
+def variant_summary(variants: Sequence[Variant]) -> str:
     """The `Variants` printer column text, e.g. `a=50% b=50%`."""
-    parts = []
-    for v in variants:
-        name, weight = (v.name, v.weight) if isinstance(v, Variant) else (v["name"], v["weight"])
-        parts.append(f"{name}={weight}%")
-    return " ".join(parts)
+    return " ".join(f"{v.name}={v.weight}%" for v in variants)

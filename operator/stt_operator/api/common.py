@@ -116,6 +116,37 @@ class StatusModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     @classmethod
+    def parse_lenient(cls, data: Mapping[str, Any] | None) -> tuple[Self, list[str]]:
+        """Parse a status as found on the apiserver without failing on what the model rejects
+        (a value an older operator wrote, say): a rejected list item is left out, else the whole
+        top-level field it is in, as if it were absent. Returns the model and the paths left out."""
+        fields = dict(data or {})
+        dropped: list[str] = []
+        while True:
+            try:
+                return cls.model_validate(fields), dropped
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False)
+            whole: set[str] = set()  # fields rejected as a whole
+            items: dict[str, set[int]] = {}  # list field -> indices of rejected items
+            for err in errors:
+                loc = err["loc"]
+                key = loc[0] if loc else None
+                if not isinstance(key, str) or key not in fields:
+                    return cls(), [*dropped, "status"]  # nothing to pin it on: start from empty
+                if isinstance(fields[key], list) and len(loc) > 1 and isinstance(loc[1], int):
+                    items.setdefault(key, set()).add(loc[1])
+                else:
+                    whole.add(key)
+            for key in sorted(whole):
+                del fields[key]
+                dropped.append(f"status.{key}")
+            for key, bad in items.items():
+                if key not in whole:
+                    fields[key] = [v for i, v in enumerate(fields[key]) if i not in bad]
+                    dropped += [f"status.{key}[{i}]" for i in sorted(bad)]
+
+    @classmethod
     def unknown_fields(cls, data: Mapping[str, Any], prefix: str = "status") -> list[str]:
         """Paths in `data` the schema does not define. The apiserver silently prunes those from
         a status patch, so a controller test can assert this is empty for what it writes."""
@@ -468,6 +499,16 @@ COND_PAUSED = "Paused"
 COND_RUNNING = "Running"
 COND_CONCLUDED = "Concluded"
 COND_SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
+
+
+def condition_moved(before: Mapping[str, Any] | Condition | None, status: str, reason: str) -> bool:
+    """Whether setting a condition to (`status`, `reason`) is a transition from `before` (none
+    yet, or another status or reason): Events are posted only on one."""
+    if before is None:
+        return True
+    if isinstance(before, Condition):
+        return (before.status, before.reason) != (status, reason)
+    return (before.get("status"), before.get("reason")) != (status, reason)
 
 
 def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:

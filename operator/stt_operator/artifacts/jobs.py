@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stt_operator import API_GROUP
-from stt_operator.api.common import parse_duration
+from stt_operator.api.common import parse_duration, parse_quantity
 from stt_operator.artifacts.report import DEFAULT_REQUIRED_STEPS, WAIVER_DIGEST_NOT_PINNED
-from stt_operator.builders.metadata import LABEL_MODEL, common_labels, dns_name, owner_reference, short_hash
+from stt_operator.builders.metadata import LABEL_MODEL, common_labels, dns_name, short_hash
 
 KINDS = ("validate", "quantize")
 SOURCE_SECRET_DIR = "/var/run/secrets/stt/source"
@@ -36,7 +35,6 @@ DEFAULT_BACKOFF_LIMIT = 2
 VERDICT_EXIT_CODE = 1
 USAGE_EXIT_CODE = 2
 CONDITION = {"validate": "Validated", "quantize": "Quantized"}
-SUFFIX = {"dynamic-int8": "int8", "static-int8": "int8-qdq", "fp16": "fp16"}
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -59,9 +57,8 @@ def _scratch_size(spec: Mapping[str, Any]) -> str:
 
 
 def quantity_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity (`4Gi`, `512M`, `1e9`) in bytes."""
-    from kubernetes.utils.quantity import parse_quantity
-
+    """A Kubernetes memory quantity (`4Gi`, `512M`, `1e9`) in bytes (the API's parser, so the
+    Job builders reach the kubernetes client only through that one pure function)."""
     return int(parse_quantity(quantity))
 
 
@@ -426,45 +423,6 @@ def termination_message_of(pod: Mapping[str, Any], container: str | None = None)
         if terminated:
             return terminated.get("message")
     return None
-
-
-def derived_model(
-    model_name: str, spec: Mapping[str, Any], mode: str, output_uri: str, digest: str
-) -> tuple[str, dict[str, Any]]:
-    """Name and spec of the STTModel a quantized artifact becomes (owned by the float model):
-    same contract, language and serving, the new file pinned by digest, no further quantization."""
-    derived = json.loads(json.dumps(dict(spec)))
-    derived["source"] = {"uri": output_uri, "sha256": digest}
-    derived["format"] = "onnx"
-    derived.pop("quantization", None)
-    note = f"{mode} quantization of {model_name}"
-    derived["description"] = f"{derived.get('description', '')} ({note})".strip()[:1024]
-    return dns_name(model_name, SUFFIX[mode]), derived
-
-
-QUANTIZED_FROM_LABEL = "stt.dev/quantized-from"
-
-
-def derived_model_object(model_body: Mapping[str, Any], digest: str) -> dict[str, Any]:
-    """The STTModel object of an accepted quantized artifact (`digest`: its sha256): the float
-    model's labels plus QUANTIZED_FROM_LABEL, owned by the float model (deleted with it)."""
-    meta, spec = model_body["metadata"], model_body.get("spec") or {}
-    quantization = spec.get("quantization") or {}
-    mode = quantization.get("mode", "dynamic-int8")
-    name, derived_spec = derived_model(
-        meta["name"], spec, mode, quantization.get("outputUri"), digest.removeprefix("sha256:")
-    )
-    return {
-        "apiVersion": f"{API_GROUP}/v1alpha1",
-        "kind": "STTModel",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {**(meta.get("labels") or {}), QUANTIZED_FROM_LABEL: meta["name"]},
-            "ownerReferences": [owner_reference(model_body)],
-        },
-        "spec": derived_spec,
-    }
 
 
 def job_verdict(

@@ -21,6 +21,7 @@ from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import PrometheusClient, PromQueryError
 from stt_operator.api import ABTest, ModelDeployment
 from stt_operator.api.common import PrometheusSpec, parse_duration
+from stt_operator.api.modeldeployment import ModelDeploymentStatus
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
 from stt_operator.controllers.context import OperatorContext
@@ -54,7 +55,7 @@ def run_analysis(
     ctx: OperatorContext,
     md: ModelDeployment,
     request: AnalysisRequest,
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     model_name: str,
 ) -> AnalysisResult:
     """One look: query Prometheus through the analysis engine. A failure of any kind is the
@@ -66,7 +67,7 @@ def run_analysis(
         assert analysis is not None
         prom = analysis.prometheus
         client = _prometheus(ctx, prom)
-        stable_model = status.get("stableModel") or ""
+        stable_model = status.stable_model or ""
         candidate = Arm(
             request.candidate_variant, revision_object_name(name, model_name, request.candidate), model_name
         )
@@ -250,7 +251,7 @@ def measure_abtest(
             spec.primary_metric.model_copy(update={"min_samples": min_samples}),
             *spec.guardrail_metrics,
         ]
-        started = inp.status.get("startedAt")
+        started = inp.status.started_at
         base = AnalysisContext(
             namespace=inp.namespace,
             endpoint=inp.endpoint.name,

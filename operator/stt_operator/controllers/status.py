@@ -13,12 +13,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import BaseModel
 
-from stt_operator.api.common import set_condition
+from stt_operator.api.common import condition_moved, set_condition
 from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
 from stt_operator.services import notify
 
 log = logging.getLogger(__name__)
+
+
+def status_changes(old: BaseModel, new: BaseModel) -> dict[str, Any]:
+    """The status fields (camelCase, JSON values) to merge so that `old` becomes `new`.
+
+    Only fields whose value differs are named. Both are dumped as set (`exclude_unset`: what
+    was read from the apiserver or assigned, never a default the model fills in), so an absent
+    `analysisRuns` is not written as `[]`. A field that became None is named with None, which
+    the merge patch turns into a removal; inside an object, so is every key that `new` no
+    longer has, since a merge patch keeps what it does not name."""
+    before = old.model_dump(by_alias=True, mode="json", exclude_unset=True)
+    after = new.model_dump(by_alias=True, mode="json", exclude_unset=True)
+    return {key: _merged(before.get(key), value) for key, value in after.items() if value != before.get(key)}
+
+
+def _merged(before: Any, after: Any) -> Any:
+    if isinstance(before, dict) and isinstance(after, dict):
+        cleared = {key: None for key in before if key not in after}
+        return {**cleared, **{key: _merged(before.get(key), value) for key, value in after.items()}}
+    return after
 
 
 class StatusWriter:
@@ -57,14 +78,10 @@ class StatusWriter:
 
     def changed(self, type_: str) -> bool:
         """Did this reconcile change the condition's status or reason?"""
-        before = self.old_condition(type_)
         after = next((c for c in self.conditions if c.get("type") == type_), None)
         if after is None:
             return False
-        return before is None or (before.get("status"), before.get("reason")) != (
-            after.get("status"),
-            after.get("reason"),
-        )
+        return condition_moved(self.old_condition(type_), after.get("status", ""), after.get("reason", ""))
 
     def commit(self, patch: kopf.Patch) -> None:
         for key, value in self.fields.items():

@@ -1,10 +1,11 @@
 """The manifests an A/B test plan comes to (rollout/objects.py is the rollout's counterpart):
 the variants' serving stacks, the evaluator, and the held endpoint's route. Pure; the ABTest
-controller applies what these return in the planner's order."""
+controller applies what `abtest_objects` returns in the planner's order."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stt_operator.builders.placement import Images, place
@@ -77,3 +78,36 @@ def held_route(inp: ABTestInput, route: Mapping[str, int], md_body: Mapping[str,
     header = sticky.session_header if sticky is not None and sticky.enabled else None
     served = {b.service: b.model for b in backends(inp)}
     return endpoint_route(md_body, route, session_header=header, models=served)
+
+
+@dataclass(frozen=True)
+class ABTestObjects:
+    """A plan's manifests; controllers/abtest_apply.py applies them in field order, after
+    taking the hold and before giving it back."""
+
+    variants: list[dict[str, Any]]  # the variants' Deployments and Services
+    evaluator: list[dict[str, Any]]
+    route: dict[str, Any] | None = None  # the held HTTPRoute; None: leave the route alone
+    weights: dict[str, int] | None = None  # the route's split (Service -> weight), when written
+
+
+def abtest_objects(
+    plan: ABTestPlan,
+    inp: ABTestInput,
+    abtest_body: Mapping[str, Any],
+    md_body: Mapping[str, Any] | None,
+    models: Mapping[str, Mapping[str, Any] | None],
+    images: Images,
+) -> ABTestObjects:
+    """Everything the plan writes but the hold and the ModelDeployment patch. The route only
+    while the test holds the endpoint: it already does, or the apply takes the hold first."""
+    holds = inp.endpoint.held_by == inp.name or plan.acquire_hold
+    route = None
+    if plan.route is not None and md_body is not None and holds:
+        route = held_route(inp, plan.route, md_body)
+    return ABTestObjects(
+        variants=variant_stacks(plan, inp, abtest_body, md_body, models, images),
+        evaluator=evaluator_stack(inp, abtest_body, models, images) if plan.ensure_evaluator else [],
+        route=route,
+        weights=plan.route if route is not None else None,
+    )

@@ -43,12 +43,22 @@ from stt_operator.api.abtest import (
     REASON_WINNER_FOUND,
     REASON_WINNER_PROMOTED,
     ABTestSpec,
+    ABTestStatus,
+    ConfidenceInterval,
+    Decision,
+    DecisionOutcome,
+    GuardrailResult,
+    PromotionStatus,
+    SampleRatioStatus,
+    VariantStatus,
     sequential_status,
     variant_summary,
 )
-from stt_operator.builders.serving import Revision, revision_object_name
+from stt_operator.api.common import get_condition
+from stt_operator.builders.serving import Revision, model_digest, revision_object_name
 from stt_operator.experiments.objects import VariantBackend, owned_service_name
 from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
+from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 from stt_operator.stats.counts import SRMResult
 
 TERMINAL = (PHASE_CONCLUDED, PHASE_PROMOTED, PHASE_STOPPED, PHASE_FAILED)
@@ -65,13 +75,13 @@ REASON_NO_DATA = "NoData"
 REASON_ANALYSIS_ERROR = "AnalysisError"
 REASON_INCONCLUSIVE = "Inconclusive"
 MAX_TEXT = 1000
-# Status fields of each metric preset in `status.variants[]`.
+# VariantStatus attribute of each metric preset in `status.variants[]`.
 PRESET_FIELDS = {
     "wer": "wer",
     "cer": "cer",
     "confidence": "confidence",
-    "latency-p95": "latencyP95Ms",
-    "error-rate": "errorRate",
+    "latency-p95": "latency_p95_ms",
+    "error-rate": "error_rate",
 }
 
 
@@ -104,6 +114,16 @@ class ModelInfo:
     failed: str | None = None  # why validation failed, when it did
     digest: str = ""  # the ModelDeployment controller's revision digest of the model
 
+    @classmethod
+    def from_body(cls, name: str, body: Mapping[str, Any] | None) -> ModelInfo:
+        if body is None:
+            return cls(name, exists=False, ready=False)
+        conditions = (body.get("status") or {}).get("conditions")
+        validated = get_condition(conditions, "Validated") or {}
+        failed = (validated.get("message") or "failed") if validated.get("status") == "False" else None
+        ready = (get_condition(conditions, "Ready") or {}).get("status") == "True"
+        return cls(name, exists=True, ready=ready, failed=failed, digest=model_digest(body))
+
 
 @dataclass(frozen=True)
 class EndpointInfo:
@@ -123,6 +143,27 @@ class EndpointInfo:
     # rollouts do (None: the operator's default).
     prometheus_source: str | None = None
     prometheus_address: str | None = None
+
+    @classmethod
+    def from_body(cls, name: str, md: Mapping[str, Any] | None) -> EndpointInfo:
+        """The ModelDeployment as found (`stable_available` is read from its Deployment)."""
+        if md is None:
+            return cls(name, exists=False)
+        status = md.get("status") or {}
+        spec = md.get("spec") or {}
+        prometheus = (spec.get("analysis") or {}).get("prometheus") or {}
+        return cls(
+            name,
+            held_by=(md["metadata"].get("annotations") or {}).get(ANNOTATION_HELD_BY),
+            held_by_status=status.get("heldBy"),
+            spec_model=(spec.get("model") or {}).get("name"),
+            stable_model=status.get("stableModel"),
+            stable_revision=status.get("stableRevision"),
+            canary_revision=status.get("canaryRevision"),
+            routing=spec.get("routing") or "gateway-api",
+            prometheus_source=prometheus.get("source"),
+            prometheus_address=prometheus.get("address"),
+        )
 
     @property
     def stable_service(self) -> str | None:
@@ -146,7 +187,7 @@ class ABTestInput:
     name: str
     namespace: str
     spec: ABTestSpec
-    status: Mapping[str, Any]
+    status: ABTestStatus
     now: datetime
     endpoint: EndpointInfo
     models: Mapping[str, ModelInfo]
@@ -160,7 +201,7 @@ class ABTestInput:
 
 @dataclass
 class ABTestPlan:
-    status: dict[str, Any] = field(default_factory=dict)
+    status: ABTestStatus  # the whole new status: the input's, as the planner edited it
     conditions: list[ConditionUpdate] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
     acquire_hold: bool = False
@@ -173,6 +214,17 @@ class ABTestPlan:
     measure: bool = False  # look at the metrics, then plan again with the Measurement
     requeue_after: float | None = None
 
+    @classmethod
+    def from_status(cls, status: ABTestStatus) -> ABTestPlan:
+        """An empty plan whose status starts as a copy of `status` (the input stays untouched)."""
+        return cls(status=status.model_copy(deep=True))
+
+    def set_status(self, **fields: Any) -> None:
+        """Set status fields by their Python names; assignment raises on a misspelt name and
+        marks each field as set, so the controller writes it."""
+        for name, value in fields.items():
+            setattr(self.status, name, value)
+
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -181,12 +233,12 @@ def backends(inp: ABTestInput) -> list[VariantBackend]:
     """Where each variant is served. A variant on the endpoint's stable model uses the endpoint's
     stable revision; any other gets the test's own Deployment. Revisions recorded in status win
     (a restarted operator keeps measuring the same revisions)."""
-    recorded = {v.get("name"): v for v in inp.status.get("variants") or []}
+    recorded = {v.name: v for v in inp.status.variants}
     out = []
     ep = inp.endpoint
     for v in inp.spec.variants:
         model = v.model.name
-        revision = (recorded.get(v.name) or {}).get("revision")
+        revision = recorded[v.name].revision if v.name in recorded else None
         if revision is None:
             if model == ep.stable_model and ep.stable_revision:
                 revision = ep.stable_revision
@@ -244,31 +296,34 @@ def stable_route(inp: ABTestInput) -> dict[str, int] | None:
     return {ep.stable_service: 100} if ep.stable_service and ep.stable_available else None
 
 
-def _variants_status(inp: ABTestInput, bks: Sequence[VariantBackend]) -> list[dict[str, Any]]:
-    old = {v.get("name"): dict(v) for v in inp.status.get("variants") or []}
+def _variants_status(inp: ABTestInput, bks: Sequence[VariantBackend]) -> list[VariantStatus]:
+    """Each variant's entry: what status recorded (its measured values), with where it is served."""
+    old = {v.name: v for v in inp.status.variants}
     weights = inp.spec.weights()
     out = []
     for b in bks:
-        entry = old.get(b.variant, {})
-        entry.update(
-            name=b.variant, model=b.model, weight=weights[b.variant], revision=b.revision, service=b.service
-        )
+        entry = old[b.variant].model_copy(deep=True) if b.variant in old else VariantStatus(name=b.variant)
+        # Assigned one by one: each is marked set, so it is written even where it equals a default.
+        entry.model = b.model
+        entry.weight = weights[b.variant]
+        entry.revision = b.revision
+        entry.service = b.service
         out.append(entry)
     return out
 
 
 def _elapsed(inp: ABTestInput) -> float:
-    started = parse_iso(inp.status.get("startedAt"))
+    started = parse_iso(inp.status.started_at)
     return (inp.now - started).total_seconds() if started else 0.0
 
 
 def _common(plan: ABTestPlan, inp: ABTestInput) -> None:
-    plan.status["variantSummary"] = variant_summary(inp.spec.variants)
+    plan.status.variant_summary = variant_summary(inp.spec.variants)
 
 
 def _wait(plan: ABTestPlan, reason: str, message: str, phase: str = PHASE_PENDING) -> ABTestPlan:
     message = short(message)
-    plan.status.update(phase=phase, message=message)
+    plan.set_status(phase=phase, message=message)
     plan.conditions += [
         ConditionUpdate("Ready", "False", reason, message),
         ConditionUpdate("Running", "False", reason, message),
@@ -282,7 +337,7 @@ def _wait(plan: ABTestPlan, reason: str, message: str, phase: str = PHASE_PENDIN
 def _end(plan: ABTestPlan, inp: ABTestInput, phase: str, reason: str, message: str) -> ABTestPlan:
     """Move to a terminal phase; the next reconcile acts on it (route back, release, clean up)."""
     message = short(message)
-    plan.status.update(phase=phase, endedAt=iso(inp.now), message=message)
+    plan.set_status(phase=phase, ended_at=iso(inp.now), message=message)
     plan.conditions += [
         ConditionUpdate("Running", "False", reason, message),
         ConditionUpdate("Ready", "True" if phase == PHASE_CONCLUDED else "False", reason, message),
@@ -297,19 +352,17 @@ def _end(plan: ABTestPlan, inp: ABTestInput, phase: str, reason: str, message: s
 
 
 def plan_abtest(inp: ABTestInput) -> ABTestPlan:
-    plan = ABTestPlan()
+    plan = ABTestPlan.from_status(inp.status)
     _common(plan, inp)
-    phase = inp.status.get("phase") or PHASE_PENDING
+    phase = inp.status.phase or PHASE_PENDING
     if inp.deleting:
         return _release(plan, inp)
     if phase in TERMINAL:
         return _terminal(plan, inp, phase)
     if inp.spec.stop:
-        plan.status["decision"] = {
-            "outcome": "Stopped",
-            "reason": "spec.stop is true: ended by a person",
-            "decidedAt": iso(inp.now),
-        }
+        plan.status.decision = Decision(
+            outcome="Stopped", reason="spec.stop is true: ended by a person", decided_at=iso(inp.now)
+        )
         return _end(
             plan, inp, PHASE_STOPPED, REASON_STOPPED, "spec.stop is true: the test was ended by a person"
         )
@@ -332,7 +385,7 @@ def promotion_target(inp: ABTestInput) -> str | None:
     """The model to promote: a Concluded test's `status.winner` when promotion.auto is on and the
     endpoint does not serve it already (spec.model)."""
     promotion = inp.spec.promotion
-    winner = inp.status.get("winner")
+    winner = inp.status.winner
     if not (promotion and promotion.auto and winner and inp.endpoint.exists):
         return None
     model = next((v.model.name for v in inp.spec.variants if v.name == winner), None)
@@ -348,34 +401,31 @@ def _terminal(plan: ABTestPlan, inp: ABTestInput, phase: str) -> ABTestPlan:
             return _announce(plan, inp, model)
         if model is not None:
             plan.promote_model = model
-            plan.status["promotion"] = {
-                "mode": "PatchSpec",
-                "model": model,
-                "endpoint": inp.endpoint.name,
-                "at": iso(inp.now),
-            }
+            plan.status.promotion = PromotionStatus(
+                mode="PatchSpec", model=model, endpoint=inp.endpoint.name, at=iso(inp.now)
+            )
             message = short(
-                f"winner {inp.status.get('winner')} promoted: ModelDeployment {inp.endpoint.name}"
+                f"winner {inp.status.winner} promoted: ModelDeployment {inp.endpoint.name}"
                 f" spec.model set to {model}; its rollout strategy takes it from here"
             )
-            plan.status.update(phase=PHASE_PROMOTED, message=message)
+            plan.set_status(phase=PHASE_PROMOTED, message=message)
             plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_PROMOTED, message))
             plan.events.append(EventUpdate("Normal", REASON_WINNER_PROMOTED, message))
         elif _promoted_before_recorded(inp):
             # The ModelDeployment patch landed but the operator stopped before writing this
             # status (the patch is applied first): finish the record instead of staying Concluded.
-            winner_model = next(v.model.name for v in inp.spec.variants if v.name == inp.status["winner"])
+            winner_model = next(v.model.name for v in inp.spec.variants if v.name == inp.status.winner)
             message = short(
-                f"winner {inp.status['winner']} promoted: ModelDeployment {inp.endpoint.name}"
+                f"winner {inp.status.winner} promoted: ModelDeployment {inp.endpoint.name}"
                 f" spec.model is {winner_model}; its rollout strategy takes it from here"
             )
-            plan.status.update(phase=PHASE_PROMOTED, message=message)
-            plan.status["promotion"] = {
-                "mode": "PatchSpec",
-                "model": winner_model,
-                "endpoint": inp.endpoint.name,
-                "at": iso(inp.now),
-            }
+            plan.set_status(
+                phase=PHASE_PROMOTED,
+                message=message,
+                promotion=PromotionStatus(
+                    mode="PatchSpec", model=winner_model, endpoint=inp.endpoint.name, at=iso(inp.now)
+                ),
+            )
             plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_PROMOTED, message))
             plan.events.append(EventUpdate("Normal", REASON_WINNER_PROMOTED, message))
     return plan
@@ -385,10 +435,10 @@ def _promoted_before_recorded(inp: ABTestInput) -> bool:
     """A candidate (not the control) won with auto PatchSpec promotion, and the endpoint's spec
     already names its model: the promotion happened and only its status record is missing."""
     promotion = inp.spec.promotion
-    winner = inp.status.get("winner")
+    winner = inp.status.winner
     if not (promotion and promotion.auto and promotion.mode != "Announce" and winner and inp.endpoint.exists):
         return False
-    if winner == inp.spec.control().name or inp.status.get("promotion"):
+    if winner == inp.spec.control().name or inp.status.promotion is not None:
         return False
     model = next((v.model.name for v in inp.spec.variants if v.name == winner), None)
     return model is not None and model == inp.endpoint.spec_model
@@ -402,24 +452,26 @@ def promotion_patch(model: str) -> str:
 def _announce(plan: ABTestPlan, inp: ABTestInput, model: str) -> ABTestPlan:
     """GitOps-safe promotion: the spec belongs to Git, so the winner is recorded and announced,
     never written; the endpoint keeps serving its declared model until Git changes it."""
-    previous = inp.status.get("promotion") or {}
+    previous = inp.status.promotion
+    # Announced by an earlier reconcile: keep its time, post no second Event.
+    announced = previous if previous is not None and previous.model == model else None
     message = short(
-        f"winner {inp.status.get('winner')} (model {model}) announced: set ModelDeployment"
+        f"winner {inp.status.winner} (model {model}) announced: set ModelDeployment"
         f" {inp.endpoint.name} spec.model.name to {model} in Git (`kubectl stt promotion abt/{inp.name}`"
         " prints the change)"
     )
-    plan.status.update(
+    plan.set_status(
         message=message,
-        promotion={
-            "mode": "Announce",
-            "model": model,
-            "endpoint": inp.endpoint.name,
-            "patch": promotion_patch(model),
-            "at": previous.get("at") if previous.get("model") == model else iso(inp.now),
-        },
+        promotion=PromotionStatus(
+            mode="Announce",
+            model=model,
+            endpoint=inp.endpoint.name,
+            patch=promotion_patch(model),
+            at=announced.at if announced is not None else iso(inp.now),
+        ),
     )
     plan.conditions.append(ConditionUpdate("Ready", "True", REASON_WINNER_ANNOUNCED, message))
-    if previous.get("model") != model:
+    if announced is None:
         plan.events.append(EventUpdate("Normal", REASON_WINNER_ANNOUNCED, message))
     return plan
 
@@ -475,7 +527,7 @@ def _pending(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
         plan.acquire_hold = True
     bks = backends(inp)
     plan.ensure = [b for b in bks if b.owned]
-    plan.status["variants"] = _variants_status(inp, bks)
+    plan.status.variants = _variants_status(inp, bks)
     waiting = [b for b in bks if not is_available(inp, b)]
     if waiting:
         message = (
@@ -503,7 +555,7 @@ def _pending(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
     message = short(
         f"splitting {ep.name}: {variant_summary(inp.spec.variants)}; control {inp.spec.control().name}"
     )
-    plan.status.update(phase=PHASE_RUNNING, startedAt=iso(inp.now), message=message)
+    plan.set_status(phase=PHASE_RUNNING, started_at=iso(inp.now), message=message)
     plan.conditions += [
         ConditionUpdate("Running", "True", REASON_TEST_STARTED, message),
         ConditionUpdate("Ready", "True", REASON_TEST_STARTED, message),
@@ -533,7 +585,7 @@ def _running(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
     plan.ensure_evaluator = True
     # Re-taken after someone removed it: no route write until the ModelDeployment reports it.
     plan.route = route_weights(inp, bks) if hold_acknowledged(inp) else None
-    plan.status["variants"] = _variants_status(inp, bks)
+    plan.status.variants = _variants_status(inp, bks)
     down = [b for b in bks if not is_available(inp, b)]
     if down:
         message = short(
@@ -548,7 +600,7 @@ def _running(plan: ABTestPlan, inp: ABTestInput) -> ABTestPlan:
         )
     elapsed = _elapsed(inp)
     ended = elapsed >= inp.spec.duration_seconds()
-    last = parse_iso(inp.status.get("lastAnalyzedAt"))
+    last = parse_iso(inp.status.last_analyzed_at)
     due = ended or last is None or (inp.now - last).total_seconds() >= inp.analysis_interval_s
     if not due:
         plan.requeue_after = max(0.5, inp.analysis_interval_s - (inp.now - last).total_seconds())  # type: ignore[operator]
@@ -566,10 +618,10 @@ def _primary(result: AnalysisResult, name: str) -> MetricResult | None:
     return next((m for m in result.metrics if m.name == name), None)
 
 
-def _record_values(variants: list[dict[str, Any]], inp: ABTestInput, m: Measurement) -> None:
+def _record_values(variants: list[VariantStatus], inp: ABTestInput, m: Measurement) -> None:
     """Per-variant values of every preset metric (the control's from any comparison)."""
     control = inp.spec.control().name
-    by_name = {v["name"]: v for v in variants}
+    by_name = {v.name: v for v in variants}
     specs = {s.name: s for s in [inp.spec.primary_metric, *inp.spec.guardrail_metrics]}
     primary = inp.spec.primary_metric.name
     for variant, result in m.results.items():
@@ -577,17 +629,17 @@ def _record_values(variants: list[dict[str, Any]], inp: ABTestInput, m: Measurem
             spec = specs.get(metric.name)
             key = PRESET_FIELDS.get(spec.preset or "") if spec else None
             if key and _finite(metric.value) is not None:
-                by_name[variant][key] = round(float(metric.value), 6)  # type: ignore[arg-type]
+                setattr(by_name[variant], key, round(float(metric.value), 6))  # type: ignore[arg-type]
             if key and _finite(metric.baseline) is not None:
-                by_name[control][key] = round(float(metric.baseline), 6)  # type: ignore[arg-type]
+                setattr(by_name[control], key, round(float(metric.baseline), 6))  # type: ignore[arg-type]
             if metric.name == primary and metric.samples:
                 if "candidate" in metric.samples:
-                    by_name[variant]["samples"] = int(metric.samples["candidate"])
+                    by_name[variant].samples = int(metric.samples["candidate"])
                 if "baseline" in metric.samples:
-                    by_name[control]["samples"] = int(metric.samples["baseline"])
+                    by_name[control].samples = int(metric.samples["baseline"])
 
 
-def _guardrails(inp: ABTestInput, m: Measurement) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+def _guardrails(inp: ABTestInput, m: Measurement) -> tuple[list[GuardrailResult], dict[str, list[str]]]:
     """`status.guardrails` (worst variant per metric) and variant -> failed guardrail names."""
     rank = {"Failed": 3, "NoData": 2, "Inconclusive": 1, "Passed": 0}
     failures: dict[str, list[str]] = {}
@@ -620,37 +672,38 @@ def _guardrails(inp: ABTestInput, m: Measurement) -> tuple[list[dict[str, Any]],
             return r.outcome if r.outcome in rank else "Inconclusive"  # Error: not judged this look
 
         variant, worst = max(seen, key=lambda s: rank[outcome(s[1])])
-        entry: dict[str, Any] = {
-            "metric": spec.name,
-            "outcome": outcome(worst),
-            "message": short("; ".join(f"{v}: {r.message}" for v, r in seen)),
-        }
+        entry = GuardrailResult(
+            metric=spec.name,
+            outcome=outcome(worst),  # type: ignore[arg-type]
+            message=short("; ".join(f"{v}: {r.message}" for v, r in seen)),
+        )
+        # Optional values are assigned only when known: a field never set is never written.
         raw = [p for _, r in seen for p, _ in (r.details.get("p_raw") or {}).values() if p is not None]
         if raw and _finite(min(raw)) is not None:
-            entry["pValue"] = min(raw)
+            entry.p_value = min(raw)
         adjusted = [r.p_value for _, r in seen if _finite(r.p_value) is not None]
         if adjusted:
-            entry["adjustedPValue"] = min(adjusted)  # type: ignore[type-var]
+            entry.adjusted_p_value = min(adjusted)  # type: ignore[type-var]
         if _finite(worst.effect) is not None:
-            entry["effect"] = worst.effect
+            entry.effect = worst.effect
         out.append(entry)
     return out, failures
 
 
-def _decision_status(inp: ABTestInput, d: ABDecision, outcome: str, reason: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "outcome": outcome,
-        "metric": inp.spec.primary_metric.name,
-        "reason": short(reason),
-        "decidedAt": iso(inp.now),
-    }
+def _decision_status(inp: ABTestInput, d: ABDecision, outcome: DecisionOutcome, reason: str) -> Decision:
+    out = Decision(
+        outcome=outcome, metric=inp.spec.primary_metric.name, reason=short(reason), decided_at=iso(inp.now)
+    )
+    # Optional values are assigned only when finite: a field never set is never written.
     if _finite(d.p_value) is not None:
-        out["pValue"] = d.p_value
+        out.p_value = d.p_value
     if _finite(d.effect) is not None:
-        out["effect"] = d.effect
+        out.effect = d.effect
     if d.confidence_interval is not None and all(_finite(x) is not None for x in d.confidence_interval):
         lo, hi = d.confidence_interval
-        out["confidenceInterval"] = {"lower": lo, "upper": hi, "level": 1.0 - inp.spec.significance_level}
+        out.confidence_interval = ConfidenceInterval(
+            lower=lo, upper=hi, level=1.0 - inp.spec.significance_level
+        )
     return out
 
 
@@ -678,23 +731,23 @@ def non_inferior_choice(
 def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, ended: bool) -> ABTestPlan:
     spec, now = inp.spec, inp.now
     control = spec.control().name
-    plan.status["lastAnalyzedAt"] = iso(now)
-    variants = plan.status["variants"]
-    old_srm_detected = bool((inp.status.get("sampleRatio") or {}).get("detected"))
+    plan.status.last_analyzed_at = iso(now)
+    variants = plan.status.variants
+    old_srm_detected = inp.status.sample_ratio is not None and inp.status.sample_ratio.detected
     if m.error is not None:
         return _pause(plan, inp, REASON_ANALYSIS_ERROR, f"the metrics could not be read: {m.error}", ended)
-    plan.status["sequential"] = sequential_status({v: p_state(r) for v, r in m.results.items()})
+    plan.status.sequential = sequential_status({v: p_state(r) for v, r in m.results.items()})
     _record_values(variants, inp, m)
     guardrails, blocked = _guardrails(inp, m)
-    plan.status["guardrails"] = guardrails
+    plan.status.guardrails = guardrails
     # Sample-ratio mismatch: hold every decision while it alarms.
     srm = m.srm if isinstance(m.srm, SRMResult) else None
     if srm is not None:
-        plan.status["sampleRatio"] = {
-            "pValue": srm.p_value if math.isfinite(srm.p_value) else 1.0,
-            "detected": srm.mismatch,
-            "checkedAt": iso(now),
-        }
+        plan.status.sample_ratio = SampleRatioStatus(
+            p_value=srm.p_value if math.isfinite(srm.p_value) else 1.0,
+            detected=srm.mismatch,
+            checked_at=iso(now),
+        )
         if srm.mismatch:
             message = short(f"decision held: {srm.message}")
             plan.conditions.append(
@@ -707,7 +760,11 @@ def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, e
                 ConditionUpdate("SampleRatioMismatch", "False", "SampleRatioOK", short(srm.message))
             )
     elif isinstance(m.srm, str):
-        plan.status["sampleRatio"] = {"detected": old_srm_detected, "checkedAt": iso(now)}
+        # No counts to check: the last check's result (p-value, alarm) stands; only checkedAt moves.
+        found = inp.status.sample_ratio
+        plan.status.sample_ratio = found.model_copy() if found is not None else SampleRatioStatus()
+        plan.status.sample_ratio.detected = old_srm_detected
+        plan.status.sample_ratio.checked_at = iso(now)
         plan.conditions.append(
             ConditionUpdate("SampleRatioMismatch", "Unknown", REASON_NO_DATA, short(m.srm))
         )
@@ -739,7 +796,7 @@ def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, e
     enough = all("p_higher" in r.details for r in primaries.values())
     srm_held = srm is not None and srm.mismatch
     if blocked:
-        old = {(g.get("metric"), g.get("outcome")) for g in inp.status.get("guardrails") or []}
+        old = {(g.metric, g.outcome) for g in inp.status.guardrails}
         if any((name, "Failed") not in old for names in blocked.values() for name in names):
             text = short(f"guardrails failed: {blocked}; such a variant cannot win")
             plan.events.append(EventUpdate("Warning", REASON_GUARDRAIL_FAILED, text))
@@ -752,15 +809,13 @@ def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, e
             message = f"{d.reason} (no decision before minDuration {spec.min_duration})"
         else:
             reason, message = REASON_COLLECTING, d.reason
-        plan.status["decision"] = interim
-        plan.status["message"] = short(message)
+        plan.set_status(decision=interim, message=short(message))
         plan.conditions.append(ConditionUpdate("Concluded", "False", reason, short(message)))
         plan.requeue_after = inp.analysis_interval_s
         return plan
     # The test ends now: a decision, or the duration is over.
     if d.outcome == "Winner":
-        plan.status["winner"] = d.winner
-        plan.status["decision"] = _decision_status(inp, d, "Winner", d.reason)
+        plan.set_status(winner=d.winner, decision=_decision_status(inp, d, "Winner", d.reason))
         return _conclude(plan, inp, REASON_WINNER_FOUND, f"winner {d.winner}: {d.reason}")
     if d.outcome == "NoDifference" or (enough and not srm_held):
         outcome_reason = d.reason
@@ -768,13 +823,13 @@ def _judge(plan: ABTestPlan, inp: ABTestInput, m: Measurement, elapsed: float, e
         if promotion and promotion.auto and promotion.only_if == "non-inferior":
             choice = non_inferior_choice(inp, primaries, blocked)
             if choice is not None:
-                plan.status["winner"] = choice
+                plan.status.winner = choice
                 outcome_reason += f"; {choice} is non-inferior to {control} (margin {margin:g})"
-        plan.status["decision"] = _decision_status(inp, d, "NoDifference", outcome_reason)
+        plan.status.decision = _decision_status(inp, d, "NoDifference", outcome_reason)
         why = REASON_NO_DIFFERENCE if d.outcome == "NoDifference" else REASON_DURATION_REACHED
         return _conclude(plan, inp, why, f"no difference: {outcome_reason}")
     # Ended without enough data, or with the decision held by a sample-ratio mismatch.
-    plan.status["decision"] = _decision_status(inp, d, "Inconclusive", f"duration reached: {d.reason}")
+    plan.status.decision = _decision_status(inp, d, "Inconclusive", f"duration reached: {d.reason}")
     return _conclude(plan, inp, REASON_DURATION_REACHED, f"duration reached without a decision: {d.reason}")
 
 
@@ -789,14 +844,14 @@ def _pause(plan: ABTestPlan, inp: ABTestInput, reason: str, message: str, ended:
     Inconclusive; before, it waits (the duration clock keeps running)."""
     message = short(message)
     if ended:
-        plan.status["decision"] = {
-            "outcome": "Inconclusive",
-            "metric": inp.spec.primary_metric.name,
-            "reason": short(f"duration reached without data: {message}"),
-            "decidedAt": iso(inp.now),
-        }
+        plan.status.decision = Decision(
+            outcome="Inconclusive",
+            metric=inp.spec.primary_metric.name,
+            reason=short(f"duration reached without data: {message}"),
+            decided_at=iso(inp.now),
+        )
         return _conclude(plan, inp, REASON_DURATION_REACHED, f"duration reached without data: {message}")
-    plan.status["message"] = short(f"paused: {message}")
+    plan.status.message = short(f"paused: {message}")
     plan.conditions += [
         ConditionUpdate("Paused", "True", reason, message),
         ConditionUpdate("Concluded", "False", reason, message),

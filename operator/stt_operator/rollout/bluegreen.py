@@ -8,7 +8,7 @@ one switch of all traffic; the old stack stays for `scaleDownDelaySeconds`.
 
 from __future__ import annotations
 
-from stt_operator.api.modeldeployment import PHASE_PAUSED, PHASE_PROGRESSING
+from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_PAUSED, PHASE_PROGRESSING
 from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate
 from stt_operator.rollout.progressive import hold_if_paused, start_or_resume
@@ -32,13 +32,13 @@ STEP_CHECK, STEP_AWAIT_PROMOTION = 0, 1
 
 
 def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
-    plan = EndpointPlan()
+    plan = inp.new_plan()
     desired, now, status, spec = inp.desired, inp.now, inp.status, inp.spec
     bg = spec.strategy.effective_blue_green()
     stable_id = inp.stable_id or ""
     fresh = start_or_resume(inp, plan, "preview")
-    index = STEP_CHECK if fresh else int(status.get("currentStepIndex") or 0)
-    ready_at = None if fresh else parse_iso(status.get("stepStartedAt"))
+    index = STEP_CHECK if fresh else status.current_step_index or 0
+    ready_at = None if fresh else parse_iso(status.step_started_at)
     stable_ok, preview_ok = inp.available(stable_id), inp.available(desired.id)
     plan.replicas[desired.id] = spec.replicas  # a full stack: promotion is a pure switch
 
@@ -49,7 +49,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
         route[desired.id] = 0  # listed at 0 so the gateway has it warm when the switch comes
     plan.route = route or None
     if stable_ok:
-        plan.conditions += serving_conditions(status.get("stableModel") or "")
+        plan.conditions += serving_conditions(status.stable_model or "")
     if hold_if_paused(inp, plan, plan.route):
         return plan
     stopped = pre_traffic(inp, plan, available=preview_ok, weight=0)
@@ -57,7 +57,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
         return stopped
     if not preview_ok:
         waiting = f"waiting for preview revision {desired.id} (model {desired.model}) to become Available"
-        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
+        plan.set_status(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [ConditionUpdate("Progressing", "True", "PreviewStarting", waiting), not_paused()]
         plan.requeue_after = WAIT_REQUEUE_S
         return plan
@@ -77,7 +77,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
                 inp,
                 plan,
                 step=STEP_CHECK,
-                state=None if fresh else status.get("analysis"),
+                state=None if fresh else status.analysis,
                 metrics=(),
                 variant="preview",
                 step_started=ready_at,
@@ -119,15 +119,15 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
             paused_reason = "AwaitingPromotion"
             message = "preview ready; annotate stt.dev/promote=true to switch traffic"
 
-    plan.status.update(
-        currentStepIndex=index,
-        currentWeight=0,
-        stepStartedAt=iso(ready_at),
+    plan.set_status(
+        current_step_index=index,
+        current_weight=0,
+        step_started_at=iso(ready_at),
         message=short(message),
     )
     if paused_reason is not None:
         degraded = paused_reason == "AnalysisFailed"
-        plan.status["phase"] = "Degraded" if degraded else PHASE_PAUSED
+        plan.status.phase = PHASE_DEGRADED if degraded else PHASE_PAUSED
         plan.conditions += [
             ConditionUpdate("Paused", "True", paused_reason, short(message)),
             ConditionUpdate("Progressing", "Unknown", paused_reason, short(message)),
@@ -138,7 +138,7 @@ def plan_blue_green(inp: RolloutInput) -> EndpointPlan:
             kind = "Warning" if degraded else "Normal"
             plan.events.append(EventUpdate(kind, paused_reason, short(message)))
     else:
-        plan.status["phase"] = "Progressing"
+        plan.status.phase = PHASE_PROGRESSING
         plan.conditions += [
             ConditionUpdate("Progressing", "True", "PreviewReady", short(message)),
             not_paused(),

@@ -146,17 +146,26 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def free_by_node(
-    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
-) -> dict[str, Resources]:
-    """Allocatable minus what the bound, unfinished pods request, per node."""
-    free = {_name(n): _quantities((n.get("status") or {}).get("allocatable")) for n in nodes}
+def requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, Resources]:
+    """What the bound, unfinished pods request, summed per node: all `fit` needs of them."""
+    requested: dict[str, Resources] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
-        if node not in free or (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
+        if not node or (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
             continue
-        for k, v in pod_requests(pod.get("spec") or {}).items():
-            free[node][k] = free[node].get(k, Decimal(0)) - v
+        requested[node] = _add(requested.get(node, {}), pod_requests(pod.get("spec") or {}))
+    return requested
+
+
+def free_by_node(
+    nodes: Iterable[Mapping[str, Any]], requested: Mapping[str, Resources]
+) -> dict[str, Resources]:
+    """Allocatable minus what the pods already there request (`requested_by_node`), per node."""
+    free = {_name(n): _quantities((n.get("status") or {}).get("allocatable")) for n in nodes}
+    for node, taken in requested.items():
+        if node in free:
+            for k, v in taken.items():
+                free[node][k] = free[node].get(k, Decimal(0)) - v
     return free
 
 
@@ -176,11 +185,11 @@ def fit(
     pod_spec: Mapping[str, Any],
     replicas: int,
     nodes: Sequence[Mapping[str, Any]],
-    pods: Iterable[Mapping[str, Any]],
+    requested: Mapping[str, Resources],
 ) -> CapacityVerdict:
-    """Whether `replicas` pods of `pod_spec` fit on the nodes they may use, given the pods
-    already there. Pods of other revisions count as they are (the stable keeps its pods while
-    a canary or preview comes up)."""
+    """Whether `replicas` pods of `pod_spec` fit on the nodes they may use, given what the pods
+    already there request (`requested_by_node`). Pods of other revisions count as they are
+    (the stable keeps its pods while a canary or preview comes up)."""
     need = pod_requests(pod_spec)
     matching = [n for n in nodes if node_matches(pod_spec, n)]
     if replicas <= 0:
@@ -192,7 +201,7 @@ def fit(
             f"no schedulable node matches the pod's nodeSelector, affinity and tolerations"
             f" (of {len(nodes)} node(s))",
         )
-    free = free_by_node(matching, pods)
+    free = free_by_node(matching, requested)
     placed = 0
     for _ in range(replicas):
         candidates = [

@@ -10,6 +10,12 @@
 from __future__ import annotations
 
 from stt_operator.api.common import iso
+from stt_operator.api.modeldeployment import (
+    PHASE_HEALTHY,
+    REASON_HELD_BY_ABTEST,
+    STRATEGY_BLUE_GREEN,
+    STRATEGY_IMMEDIATE,
+)
 from stt_operator.rollout.bluegreen import plan_blue_green
 from stt_operator.rollout.gates import pre_traffic
 from stt_operator.rollout.immediate import plan_immediate
@@ -30,7 +36,7 @@ from stt_operator.rollout.transitions import (
 
 def scale_down_delay_s(inp: RolloutInput) -> float:
     spec = inp.spec
-    if spec.strategy.type == "BlueGreen":
+    if spec.strategy.type == STRATEGY_BLUE_GREEN:
         return float(spec.strategy.effective_blue_green().scale_down_delay_seconds)
     return spec.scale_down_delay_seconds()
 
@@ -46,7 +52,7 @@ def _nothing_in_flight(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan:
 
 def plan_rollout(inp: RolloutInput) -> EndpointPlan:
     plan = _plan(inp)
-    held_by = inp.status.get("heldBy")
+    held_by = inp.status.held_by
     if not held_by:
         _monitor(inp, plan)
     if held_by:
@@ -57,11 +63,11 @@ def plan_rollout(inp: RolloutInput) -> EndpointPlan:
         message = f"ABTest {held_by} holds the route weights; the rollout waits"
         plan.route = None
         plan.delete = []
-        for key in HELD_STATUS_KEYS:
-            plan.status.pop(key, None)
+        found = inp.status.model_copy(deep=True)  # the plan keeps owning what it holds
+        plan.set_status(**{name: getattr(found, name) for name in HELD_STATUS_FIELDS})
         plan.events = []
         plan.conditions = [c for c in plan.conditions if c.type != "Paused"]
-        plan.conditions.append(ConditionUpdate("Paused", "True", "HeldByABTest", message))
+        plan.conditions.append(ConditionUpdate("Paused", "True", REASON_HELD_BY_ABTEST, message))
     return plan
 
 
@@ -70,50 +76,47 @@ def _monitor(inp: RolloutInput, plan: EndpointPlan) -> None:
     one look per interval, judged by rollout/monitoring.py, merged into the steady plan."""
     monitoring = inp.spec.monitoring
     if monitoring is None:
-        if inp.status.get("monitoring") is not None:
-            plan.status["monitoring"] = None  # removed from the spec: re-adding starts afresh
+        plan.status.monitoring = None  # removed from the spec: re-adding starts afresh
         return
     # The plan's own stable revision when it promotes one in this reconcile: nothing else
     # would wake a Healthy endpoint to start watching it (reconciles are event-driven).
-    stable = plan.status.get("stableRevision") or inp.stable_id
-    phase = plan.status.get("phase", inp.status.get("phase"))
-    in_flight = plan.status.get("canaryRevision", inp.status.get("canaryRevision"))
-    if not stable or inp.desired.id != stable or phase != "Healthy" or in_flight:
+    stable = plan.status.stable_revision
+    if not stable or inp.desired.id != stable or plan.status.phase != PHASE_HEALTHY:
         return
-    if plan.analysis_request is not None or plan.smoke_request is not None:
+    if plan.status.canary_revision or plan.analysis_request is not None or plan.smoke_request is not None:
         return
-    stable_model = plan.status.get("stableModel") or inp.status.get("stableModel") or inp.desired.model
+    stable_model = plan.status.stable_model or inp.desired.model
     mon = plan_monitoring(monitoring, inp.status, stable, stable_model, inp.now, inp.monitoring)
     if mon.status is not None:
-        plan.status["monitoring"] = mon.status
+        plan.status.monitoring = mon.status
     plan.monitoring_request = mon.request
     plan.conditions = [c for c in plan.conditions if c.type not in {m.type for m in mon.conditions}]
     plan.conditions += mon.conditions
     plan.events += mon.events
     if mon.phase is not None:
-        plan.status["phase"] = mon.phase
+        plan.status.phase = mon.phase
     if mon.revisions is not None:
-        plan.status["revisions"] = mon.revisions
+        plan.status.revisions = mon.revisions
     if mon.last_rollback is not None:
-        plan.status["lastRollback"] = mon.last_rollback
+        plan.status.last_rollback = mon.last_rollback
     plan.undo_to_revision = mon.undo_to_revision
     if mon.requeue_after is not None:
         plan.requeue_after = min(plan.requeue_after or mon.requeue_after, mon.requeue_after)
 
 
 # Status that says which revision serves and how far a rollout got: frozen while an ABTest holds.
-HELD_STATUS_KEYS = (
+HELD_STATUS_FIELDS = (
     "phase",
-    "stableRevision",
-    "stableModel",
-    "canaryRevision",
-    "canaryModel",
-    "currentWeight",
-    "currentStepIndex",
-    "stepStartedAt",
-    "rolloutStartedAt",
+    "stable_revision",
+    "stable_model",
+    "canary_revision",
+    "canary_model",
+    "current_weight",
+    "current_step_index",
+    "step_started_at",
+    "rollout_started_at",
     "revisions",
-    "lastRollback",
+    "last_rollback",
     "analysis",
 )
 
@@ -123,15 +126,15 @@ def _immediate_gates(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | No
     (capacity, progressDeadline, smoke test) before the switch; a revision they rolled back
     stays so until the spec changes. None: go on with the Immediate planner (what the gates
     recorded in `plan` is kept)."""
-    entry = rolled_back(inp)
-    if entry is not None:
-        return _nothing_in_flight(inp, plan_rolled_back(inp, entry))
+    if rolled_back(inp) is not None:
+        return _nothing_in_flight(inp, plan_rolled_back(inp))
     plan.ensure.append((inp.desired, "canary"))
-    if inp.status.get("canaryRevision") != inp.desired.id or not inp.status.get("rolloutStartedAt"):
-        plan.status.update(canaryRevision=inp.desired.id, canaryModel=inp.desired.model)
-        plan.status["rolloutStartedAt"] = iso(inp.now)
+    if inp.status.canary_revision != inp.desired.id or not inp.status.rollout_started_at:
+        plan.set_status(
+            canary_revision=inp.desired.id, canary_model=inp.desired.model, rollout_started_at=iso(inp.now)
+        )
     if inp.available(inp.stable_id):
-        plan.conditions += serving_conditions(inp.status.get("stableModel") or "")
+        plan.conditions += serving_conditions(inp.status.stable_model or "")
     gated = pre_traffic(inp, plan, available=inp.available(inp.desired.id), weight=0)
     if gated is not None:
         return _nothing_in_flight(inp, gated)
@@ -140,14 +143,14 @@ def _immediate_gates(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | No
 
 def _plan(inp: RolloutInput) -> EndpointPlan:
     spec, stable_id = inp.spec, inp.stable_id
-    started: dict[str, object] = {}
-    gates = EndpointPlan()
-    if stable_id is not None and spec.strategy.type == "Immediate" and inp.desired.id != stable_id:
+    started: str | None = None  # Immediate past its gates: when its rollout started
+    gates = inp.new_plan()
+    if stable_id is not None and spec.strategy.type == STRATEGY_IMMEDIATE and inp.desired.id != stable_id:
         gated = _immediate_gates(inp, gates)
         if gated is not None:
             return gated
-        started = {"rolloutStartedAt": inp.status.get("rolloutStartedAt") or iso(inp.now)}
-    if stable_id is None or spec.strategy.type == "Immediate":
+        started = inp.status.rollout_started_at or iso(inp.now)
+    if stable_id is None or spec.strategy.type == STRATEGY_IMMEDIATE:
         plan = plan_immediate(
             inp.desired,
             inp.status,
@@ -156,29 +159,27 @@ def _plan(inp: RolloutInput) -> EndpointPlan:
             scale_down_delay_s=scale_down_delay_s(inp),
             history_limit=spec.rollback.revision_history_limit,
         )
-        if plan.status.get("phase") == "Healthy":
+        if plan.status.phase == PHASE_HEALTHY:
             # The strategy may have changed to Immediate mid-rollout: no step state survives it.
-            plan.status.update(
-                currentStepIndex=None, stepStartedAt=None, rolloutStartedAt=None, analysis=None
+            plan.set_status(
+                current_step_index=None, step_started_at=None, rollout_started_at=None, analysis=None
             )
         elif started:
-            plan.status.update(started)  # the progressDeadline counts from here
+            plan.status.rollout_started_at = started  # the progressDeadline counts from here
         # What the gates found (a passed smoke test, the capacity verdict) is kept.
-        if "smokeTest" in gates.status:
-            plan.status["smokeTest"] = gates.status["smokeTest"]
+        plan.status.smoke_test = gates.status.smoke_test
         plan.conditions += [c for c in gates.conditions if c.type in ("CapacityAvailable", "SmokeTest")]
         plan.events += gates.events
         return _nothing_in_flight(inp, plan)
     if inp.desired.id == stable_id:
         return _nothing_in_flight(inp, plan_steady(inp, scale_down_delay_s(inp)))
-    entry = rolled_back(inp)
-    if entry is not None:
-        return _nothing_in_flight(inp, plan_rolled_back(inp, entry))
+    if rolled_back(inp) is not None:
+        return _nothing_in_flight(inp, plan_rolled_back(inp))
     if inp.abort_requested:
         # A person's rollback of the rollout in flight: the same path as an automatic one.
-        plan = rollback(inp, EndpointPlan(), f"aborted by a person ({ANNOTATION_ABORT})")
+        plan = rollback(inp, inp.new_plan(), f"aborted by a person ({ANNOTATION_ABORT})")
         plan.consumed.append(ANNOTATION_ABORT)
         return plan
-    if spec.strategy.type == "BlueGreen":
+    if spec.strategy.type == STRATEGY_BLUE_GREEN:
         return plan_blue_green(inp)
     return plan_progressive(inp, steps_for(spec))

@@ -9,11 +9,11 @@ one the analysis finds no series and pauses (noDataPolicy), which its condition 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT, owner_reference
 from stt_operator.builders.modelconfig import triton_model_name
 from stt_operator.builders.placement import Images, place
@@ -21,9 +21,12 @@ from stt_operator.builders.serving import revision_object_name
 from stt_operator.evaluator.manifests import (
     EvaluatorParams,
     evaluation_set,
+    evaluator_name,
     evaluator_objects,
     revision_target,
 )
+from stt_operator.rollout.objects import Endpoint
+from stt_operator.rollout.plan import ObservedRevision
 
 # Presets computed from the evaluator's series (error-rate reads Triton's own counters).
 EVALUATOR_PRESETS = frozenset({"wer", "cer", "confidence", "rtf", "latency-p95", "latency-p99"})
@@ -92,15 +95,15 @@ class EvaluatorChange:
     remove: bool = False
 
 
-def evaluator_wanted(spec: ModelDeploymentSpec, status: Mapping[str, Any]) -> bool:
+def evaluator_wanted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
     """A revision is in flight beside a stable one and the analysis reads the evaluator's series."""
-    return bool(status.get("canaryRevision") and status.get("stableRevision") and needs_evaluator(spec))
+    return bool(status.canary_revision and status.stable_revision and needs_evaluator(spec))
 
 
 def evaluator_change(
     md_body: Mapping[str, Any],
     spec: ModelDeploymentSpec,
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     *,
     candidate_model: Mapping[str, Any],
     stable_model: Mapping[str, Any] | None,
@@ -120,10 +123,41 @@ def evaluator_change(
         objects = rollout_evaluator(
             md_body,
             spec,
-            stable=(status["stableRevision"], stable_model),
-            candidate=(status["canaryRevision"], candidate_model),
+            stable=(status.stable_revision or "", stable_model),
+            candidate=(status.canary_revision or "", candidate_model),
             operator_image=images.jobs,
         )
     if objects:
         return EvaluatorChange([place(obj, images.jobs_placement) for obj in objects])
     return EvaluatorChange(remove=found)
+
+
+def plan_evaluator(
+    md_body: Mapping[str, Any],
+    endpoint: Endpoint,
+    status: ModelDeploymentStatus,
+    deployments: Sequence[Mapping[str, Any]],
+    observed: Mapping[str, ObservedRevision],
+    candidate_model: Mapping[str, Any],
+    get_model: Callable[[str], Mapping[str, Any] | None],
+) -> EvaluatorChange:
+    """`evaluator_change` from what the controller found: the evaluator's Deployment among the
+    endpoint's `deployments`, whether the revision in flight (`status`: after this reconcile's
+    plan) is Available in `observed`. The stable STTModel is read (`get_model`, by name) only
+    when the evaluator may run, so a settled endpoint costs no extra read."""
+    found = any(d["metadata"]["name"] == evaluator_name(endpoint.name) for d in deployments)
+    candidate = observed.get(status.canary_revision or "")
+    serves = candidate is not None and candidate.available
+    stable_model = None
+    if evaluator_wanted(endpoint.spec, status) and (serves or found):
+        stable_model = get_model(status.stable_model or "")
+    return evaluator_change(
+        md_body,
+        endpoint.spec,
+        status,
+        candidate_model=candidate_model,
+        stable_model=stable_model,
+        found=found,
+        candidate_serves=serves,
+        images=endpoint.images,
+    )

@@ -17,26 +17,24 @@ None when the strategy goes on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from stt_operator.api.common import iso, parse_duration, parse_iso
-from stt_operator.api.modeldeployment import PHASE_DEGRADED, PHASE_PROGRESSING
+from stt_operator.api.modeldeployment import (
+    PHASE_DEGRADED,
+    PHASE_PROGRESSING,
+    REASON_PROGRESS_DEADLINE_EXCEEDED,
+    REASON_SMOKE_TEST_FAILED,
+    SmokeTestStatus,
+)
 from stt_operator.rollout.plan import ConditionUpdate, EndpointPlan, EventUpdate, SmokeRequest
-from stt_operator.rollout.transitions import RolloutInput, not_paused, rollback, short
+from stt_operator.rollout.transitions import RolloutInput, condition_of, not_paused, rollback, short
 
 CAPACITY_RECHECK_S = 10.0  # a blocked revision looks at the nodes again at this pace
 SMOKE_RETRY_S = 5.0
-REASON_DEADLINE = "ProgressDeadlineExceeded"
-
-
-def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
 def deadline_exceeded(inp: RolloutInput, plan: EndpointPlan) -> float | None:
     """Seconds past `spec.progressDeadline` since the rollout started (None: not past it)."""
-    started = parse_iso(plan.status.get("rolloutStartedAt") or inp.status.get("rolloutStartedAt"))
+    started = parse_iso(plan.status.rollout_started_at or inp.status.rollout_started_at)
     if started is None:
         return None
     late = inp.now.timestamp() - started.timestamp() - inp.spec.progress_deadline_seconds()
@@ -50,7 +48,7 @@ def _abort_late(inp: RolloutInput, plan: EndpointPlan, what: str) -> EndpointPla
         f"revision {inp.desired.id} (model {inp.desired.model}) {what} within"
         f" progressDeadline {inp.spec.progress_deadline}"
     )
-    return rollback(inp, plan, reason, code=REASON_DEADLINE)
+    return rollback(inp, plan, reason, code=REASON_PROGRESS_DEADLINE_EXCEEDED)
 
 
 def _stable_route(inp: RolloutInput) -> dict[str, int] | None:
@@ -60,7 +58,7 @@ def _stable_route(inp: RolloutInput) -> dict[str, int] | None:
 
 def _wait(inp: RolloutInput, plan: EndpointPlan, reason: str, message: str, requeue: float) -> EndpointPlan:
     plan.route = _stable_route(inp)
-    plan.status.update(phase=PHASE_PROGRESSING, message=short(message), currentWeight=0)
+    plan.set_status(phase=PHASE_PROGRESSING, message=short(message), current_weight=0)
     plan.conditions += [ConditionUpdate("Progressing", "True", reason, short(message)), not_paused()]
     plan.requeue_after = requeue
     return plan
@@ -80,15 +78,16 @@ def capacity_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
     late = _abort_late(inp, plan, "found no room for its pods")
     if late is not None:
         return late
-    before = _condition(inp.status, "CapacityAvailable")
-    if (before.get("status"), before.get("reason")) != ("False", verdict.reason):
+    before = condition_of(inp.status, "CapacityAvailable")
+    if before is None or (before.status, before.reason) != ("False", verdict.reason):
         plan.events.append(EventUpdate("Warning", verdict.reason, message))
     return _wait(inp, plan, verdict.reason, message, CAPACITY_RECHECK_S)
 
 
-def _smoke_state(inp: RolloutInput) -> dict[str, Any]:
-    state = inp.status.get("smokeTest") or {}
-    return dict(state) if state.get("revision") == inp.desired.id else {}
+def _smoke_state(inp: RolloutInput) -> SmokeTestStatus:
+    """The smoke test of the desired revision so far (an empty one before its first)."""
+    state = inp.status.smoke_test
+    return state if state is not None and state.revision == inp.desired.id else SmokeTestStatus()
 
 
 def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
@@ -98,10 +97,10 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
     state = _smoke_state(inp)
     result = inp.smoke if inp.smoke is not None and inp.smoke.revision == desired.id else None
     if result is None:
-        if state.get("outcome") == "Passed":
+        if state.outcome == "Passed":
             return None
-        if state.get("outcome") == "Failed":  # automatic rollback is off: a person decides
-            message = short(f"smoke test of revision {desired.id} failed: {state.get('message', '')}")
+        if state.outcome == "Failed":  # automatic rollback is off: a person decides
+            message = short(f"smoke test of revision {desired.id} failed: {state.message or ''}")
             return _held_at_zero(inp, plan, message)
         late = _abort_late(inp, plan, "gave no smoke-test answer")
         if late is not None:
@@ -109,16 +108,16 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
         timeout = inp.spec.smoke_test.timeout if inp.spec.smoke_test else "30s"
         plan.smoke_request = SmokeRequest(desired.id, desired.model, parse_duration(timeout))
         return plan
-    attempts = int(state.get("attempts", 0)) + 1
-    plan.status["smokeTest"] = {
-        "revision": desired.id,
-        "outcome": result.outcome,
-        "expected": short(result.expected),
-        "transcript": short(result.transcript) if result.transcript is not None else None,
-        "message": short(result.message),
-        "at": iso(inp.now),
-        "attempts": attempts,
-    }
+    attempts = state.attempts + 1
+    plan.status.smoke_test = SmokeTestStatus(
+        revision=desired.id,
+        outcome=result.outcome,
+        expected=short(result.expected),
+        transcript=short(result.transcript) if result.transcript is not None else None,
+        message=short(result.message),
+        at=iso(inp.now),
+        attempts=attempts,
+    )
     if result.outcome == "Passed":
         message = short(f"revision {desired.id} (model {desired.model}): {result.message}")
         plan.conditions.append(ConditionUpdate("SmokeTest", "True", "SmokeTestPassed", message))
@@ -128,7 +127,7 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
         message = short(f"revision {desired.id} (model {desired.model}): {result.message}")
         plan.conditions.append(ConditionUpdate("SmokeTest", "False", "SmokeTestFailed", message))
         if inp.spec.rollback.automatic:
-            return rollback(inp, plan, f"smoke test failed: {result.message}", code="SmokeTestFailed")
+            return rollback(inp, plan, f"smoke test failed: {result.message}", code=REASON_SMOKE_TEST_FAILED)
         plan.events.append(EventUpdate("Warning", "SmokeTestFailed", message))
         return _held_at_zero(inp, plan, message)
     message = short(f"revision {desired.id} (model {desired.model}), attempt {attempts}: {result.message}")
@@ -136,7 +135,8 @@ def smoke_gate(inp: RolloutInput, plan: EndpointPlan) -> EndpointPlan | None:
     late = _abort_late(inp, plan, "gave no smoke-test answer")
     if late is not None:
         return late
-    if _condition(inp.status, "SmokeTest").get("reason") != "SmokeTestError":
+    smoke = condition_of(inp.status, "SmokeTest")
+    if smoke is None or smoke.reason != "SmokeTestError":
         plan.events.append(EventUpdate("Warning", "SmokeTestError", message))
     return _wait(inp, plan, "SmokeTestError", message, SMOKE_RETRY_S)
 
@@ -163,7 +163,7 @@ def _held_at_zero(inp: RolloutInput, plan: EndpointPlan, message: str) -> Endpoi
     """A failed smoke test with automatic rollback off: the revision keeps weight 0 and the
     endpoint says Degraded until a person aborts or changes the spec."""
     plan.route = _stable_route(inp)
-    plan.status.update(phase=PHASE_DEGRADED, message=message, currentWeight=0)
+    plan.set_status(phase=PHASE_DEGRADED, message=message, current_weight=0)
     plan.conditions += [
         ConditionUpdate("Progressing", "Unknown", "SmokeTestFailed", message),
         ConditionUpdate("Degraded", "True", "SmokeTestFailed", message),

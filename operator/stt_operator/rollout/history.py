@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from stt_operator.api.modeldeployment import REVISION_ROLLED_BACK, ModelDeploymentStatus, RevisionRecord
 from stt_operator.rollout.plan import EventUpdate
 
 ANNOTATION_RETRY = "stt.dev/retry"  # any value: let the last rolled-back revision roll out again
@@ -21,29 +21,30 @@ REVISION_RETRIED = "Retried"  # history outcome of a rolled-back revision a pers
 
 @dataclass
 class HistoryPlan:
-    revisions: list[dict[str, Any]] | None = None  # the new status.revisions (None: unchanged)
+    revisions: list[RevisionRecord] | None = None  # the new status.revisions (None: unchanged)
     model: str | None = None  # write spec.model.name = model
     events: list[EventUpdate] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)
 
 
-def trim(revisions: Sequence[Mapping[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` entries: what `revisionHistoryLimit` keeps (also after it is lowered)."""
-    return [dict(r) for r in revisions][-limit:]
+def trim(revisions: Sequence[RevisionRecord], limit: int) -> list[RevisionRecord]:
+    """The newest `limit` entries (copies): what `revisionHistoryLimit` keeps (also after it is
+    lowered)."""
+    return [r.model_copy() for r in revisions][-limit:]
 
 
-def _retry(history: list[dict[str, Any]]) -> tuple[bool, str]:
+def _retry(history: list[RevisionRecord]) -> tuple[bool, str]:
     """Mark the newest rolled-back entry Retried, so the rollout planner tries it again."""
     for entry in reversed(history):
-        if entry.get("outcome") == "RolledBack":
-            entry["outcome"] = REVISION_RETRIED
-            return True, f"revision {entry.get('revision')} (model {entry.get('model')})"
+        if entry.outcome == REVISION_ROLLED_BACK:
+            entry.outcome = REVISION_RETRIED
+            return True, f"revision {entry.revision} (model {entry.model})"
     return False, ""
 
 
 def plan_history_requests(
     annotations: Mapping[str, str],
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     spec_model: str | None,
     limit: int,
     current_digest: Callable[[str], str | None],
@@ -51,7 +52,7 @@ def plan_history_requests(
     """Plan retry and undo. `current_digest(model)` is the model_digest of the STTModel as it is
     now (None when it does not exist): undo only goes back to exactly the recorded revision."""
     plan = HistoryPlan()
-    stored = [dict(r) for r in status.get("revisions") or []]
+    stored = status.revisions
     history = trim(stored, limit)
     if history != stored:
         plan.revisions = history
@@ -75,9 +76,9 @@ def plan_history_requests(
 
 def _undo(
     plan: HistoryPlan,
-    history: list[dict[str, Any]],
+    history: list[RevisionRecord],
     value: str,
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     spec_model: str | None,
     limit: int,
     current_digest: Callable[[str], str | None],
@@ -87,8 +88,8 @@ def _undo(
         number = int(value.strip())
     except ValueError:
         return f"{ANNOTATION_UNDO}={value!r} is not a revision number"
-    kept = ", ".join(str(r.get("revision")) for r in history) or "none"
-    entry = next((r for r in history if r.get("revision") == number), None)
+    kept = ", ".join(str(r.revision) for r in history) or "none"
+    entry = next((r for r in history if r.revision == number), None)
     if entry is None:
         return (
             f"revision {number} is not in the recorded history (kept: {kept};"
@@ -96,22 +97,22 @@ def _undo(
         )
     if spec_model is None:
         return "undo needs spec.model: with spec.selector the operator chooses the model"
-    model = str(entry.get("model") or "")
+    model = entry.model
     digest = current_digest(model)
     if digest is None:
         return f"revision {number}'s model {model} no longer exists"
-    if entry.get("modelDigest") and digest != entry["modelDigest"]:
+    if entry.model_digest and digest != entry.model_digest:
         return (
-            f"STTModel {model} changed since revision {number} (digest {entry['modelDigest']}, now {digest});"
+            f"STTModel {model} changed since revision {number} (digest {entry.model_digest}, now {digest});"
             " restore its spec to get that revision back"
         )
-    if entry.get("revisionId") == status.get("stableRevision") and spec_model == model:
+    if entry.revision_id == status.stable_revision and spec_model == model:
         plan.events.append(
             EventUpdate("Normal", "UndoRequested", f"revision {number} (model {model}) already serves")
         )
         return None
-    if entry.get("outcome") == "RolledBack":
-        entry["outcome"] = REVISION_RETRIED  # going back to it on purpose is a retry
+    if entry.outcome == REVISION_ROLLED_BACK:
+        entry.outcome = REVISION_RETRIED  # going back to it on purpose is a retry
         plan.revisions = history
     plan.model = model
     plan.events.append(

@@ -22,10 +22,9 @@ revision).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from stt_operator.analysis.model import MonitoringLook
 from stt_operator.api.common import COND_DEGRADED, iso, parse_iso
@@ -45,7 +44,12 @@ from stt_operator.api.modeldeployment import (
     REVISION_SUPERSEDED,
     VERDICT_DEGRADED,
     VERDICT_HEALTHY,
+    ModelDeploymentStatus,
+    MonitoringMetricStatus,
     MonitoringSpec,
+    MonitoringStatus,
+    RevisionRecord,
+    RollbackRecord,
 )
 from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
 from stt_operator.stats.monitoring import alpha_per_look, look_slo
@@ -65,55 +69,51 @@ class MonitoringRequest:
 
 @dataclass
 class MonitoringPlan:
-    status: dict[str, Any] | None = None  # the new status.monitoring (None: unchanged)
+    status: MonitoringStatus | None = None  # the new status.monitoring (None: unchanged)
     request: MonitoringRequest | None = None  # set: look, then plan again with the answer
     conditions: list[ConditionUpdate] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
     phase: str | None = None
-    revisions: list[dict[str, Any]] | None = None  # the new status.revisions (None: unchanged)
-    last_rollback: dict[str, Any] | None = None
+    revisions: list[RevisionRecord] | None = None  # the new status.revisions (None: unchanged)
+    last_rollback: RollbackRecord | None = None
     undo_to_revision: int | None = None  # the controller sets stt.dev/undo-to-revision to it
     requeue_after: float | None = None
 
 
-def previous_good(history: Sequence[Mapping[str, Any]], stable_id: str) -> Mapping[str, Any] | None:
+def previous_good(history: Sequence[RevisionRecord], stable_id: str) -> RevisionRecord | None:
     """The newest revision that served before the stable one and was replaced by a promotion
     (outcome Superseded): what a rollback goes back to."""
     for entry in reversed(history):
-        if (
-            entry.get("revisionId") != stable_id
-            and entry.get("outcome") == REVISION_SUPERSEDED
-            and entry.get("promotedAt")
-        ):
+        if entry.revision_id != stable_id and entry.outcome == REVISION_SUPERSEDED and entry.promoted_at:
             return entry
     return None
 
 
-def _fresh(stable_id: str, now: datetime) -> dict[str, Any]:
-    return {"revision": stable_id, "windowStart": iso(now), "looks": 0}
+def _fresh(stable_id: str, now: datetime) -> MonitoringStatus:
+    return MonitoringStatus(revision=stable_id, window_start=iso(now), looks=0)
 
 
-def _degraded_conditions(state: Mapping[str, Any]) -> list[ConditionUpdate]:
-    message = str(state.get("message") or "the served revision breached its SLO")
+def _degraded_conditions(state: MonitoringStatus) -> list[ConditionUpdate]:
+    message = state.message or "the served revision breached its SLO"
     return [ConditionUpdate(COND_DEGRADED, "True", REASON_SLO_BREACHED, message)]
 
 
-def _metric_texts(results: Sequence[Mapping[str, Any]]) -> str:
+def _metric_texts(results: Sequence[MonitoringMetricStatus]) -> str:
     parts = []
     for r in results:
-        if r.get("outcome") in (MONITOR_PASSED, MONITOR_BREACHED):
+        if r.outcome in (MONITOR_PASSED, MONITOR_BREACHED):
             parts.append(
-                f"{r['name']} {r['events']}/{r['trials']} = {r['observed']:.4g} vs SLO {r['threshold']:g}"
-                f" (p = {r['pValue']:.3g}, alpha {r['alpha']:.3g}): {r['outcome']}"
+                f"{r.name} {r.events}/{r.trials} = {r.observed:.4g} vs SLO {r.threshold:g}"
+                f" (p = {r.p_value:.3g}, alpha {r.alpha:.3g}): {r.outcome}"
             )
         else:
-            parts.append(f"{r['name']}: {r.get('outcome')}")
+            parts.append(f"{r.name}: {r.outcome}")
     return "; ".join(parts)
 
 
 def plan_monitoring(
     spec: MonitoringSpec,
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     stable_id: str,
     stable_model: str,
     now: datetime,
@@ -121,22 +121,23 @@ def plan_monitoring(
 ) -> MonitoringPlan:
     """What monitoring does in this reconcile of a Healthy endpoint (see the module docstring)."""
     plan = MonitoringPlan()
-    state = dict(status.get("monitoring") or {})
-    if state.get("revision") != stable_id:  # first look at this revision (or a new one serves)
+    state = (status.monitoring or MonitoringStatus()).model_copy(deep=True)
+    if state.revision != stable_id:  # first look at this revision (or a new one serves)
         previous, state = state, _fresh(stable_id, now)
-        # Status is written as a merge patch: every field of the previous revision's state is
-        # removed explicitly, or its verdict would stick to the revision now serving.
-        plan.status = {**{key: None for key in previous if key not in state}, **state}
-        if previous.get("verdict") == VERDICT_DEGRADED:
-            message = f"revision {stable_id} serves; the SLO breach was revision {previous.get('revision')}'s"
+        # A new state, not an edit: the status writer clears every field of the previous
+        # revision's state (a merge patch keeps what it does not name), so its verdict does not
+        # stick to the revision now serving.
+        plan.status = state
+        if previous.verdict == VERDICT_DEGRADED:
+            message = f"revision {stable_id} serves; the SLO breach was revision {previous.revision}'s"
             plan.conditions.append(ConditionUpdate(COND_DEGRADED, "False", "Healthy", message))
-    if state.get("verdict") == VERDICT_DEGRADED:  # judged once: no new look, no new Event
+    if state.verdict == VERDICT_DEGRADED:  # judged once: no new look, no new Event
         plan.conditions = _degraded_conditions(state)
         plan.phase = PHASE_DEGRADED
         return plan
     interval = spec.interval_seconds()
-    window_start = parse_iso(state.get("windowStart")) or now
-    last = parse_iso(state.get("lastLookAt")) or window_start
+    window_start = parse_iso(state.window_start) or now
+    last = parse_iso(state.last_look_at) or window_start
     due = last + timedelta(seconds=interval)
     if look is None or look[0].revision != stable_id:
         if now < due:
@@ -151,14 +152,14 @@ def plan_monitoring(
 
 def _judge(
     spec: MonitoringSpec,
-    status: Mapping[str, Any],
-    state: dict[str, Any],
+    status: ModelDeploymentStatus,
+    state: MonitoringStatus,
     plan: MonitoringPlan,
     request: MonitoringRequest,
     answer: MonitoringLook,
     interval: float,
 ) -> MonitoringPlan:
-    state = {**state, "lastLookAt": iso(request.end)}
+    state = state.model_copy(update={"last_look_at": iso(request.end)})
     plan.status = state
     plan.requeue_after = interval
     alpha = alpha_per_look(spec.max_false_alarms_per_day, interval, len(spec.metrics))
@@ -168,11 +169,12 @@ def _judge(
     ):
         outcome = MONITOR_UNAVAILABLE if answer.unavailable else MONITOR_NO_DATA
         why = answer.message or "; ".join(c.message for c in answer.counts if c.message) or "no data"
-        state.update(lastOutcome=outcome, message=f"{outcome}: {why}"[:1000])
+        state.last_outcome = outcome
+        state.message = f"{outcome}: {why}"[:1000]
         message = f"monitoring holds ({outcome}): {why}; no verdict, no rollback"[:1000]
         plan.conditions.append(ConditionUpdate(COND_MONITORING, "False", REASON_MONITORING_HOLD, message))
         return plan
-    results: list[dict[str, Any]] = []
+    results: list[MonitoringMetricStatus] = []
     tested = breached = False
     for m in spec.metrics:
         c = counts[m.name]
@@ -182,35 +184,41 @@ def _judge(
         )
         tested, breached = tested or test.tested, breached or test.breached
         results.append(
-            {
-                "name": m.name,
-                "events": test.events,
-                "trials": test.trials,
-                "observed": test.observed,
-                "threshold": test.threshold,
-                "pValue": test.p_value,
-                "alpha": alpha,
-                "outcome": outcome,
-            }
+            MonitoringMetricStatus(
+                name=m.name,
+                events=test.events,
+                trials=test.trials,
+                observed=test.observed,
+                threshold=test.threshold,
+                p_value=test.p_value,
+                alpha=alpha,
+                outcome=outcome,
+            )
         )
-    state["metrics"] = results
+    state.metrics = results
     text = _metric_texts(results)
     if not tested:  # fewer than minSamples: the window keeps growing; a hold, never a verdict
-        trials = max(r["trials"] for r in results)
-        why = f"{trials} requests since {state.get('windowStart')}, fewer than minSamples {spec.min_samples}"
-        state.update(lastOutcome=MONITOR_INSUFFICIENT, message=why)
+        trials = max(r.trials for r in results)
+        why = f"{trials} requests since {state.window_start}, fewer than minSamples {spec.min_samples}"
+        state.last_outcome = MONITOR_INSUFFICIENT
+        state.message = why
         plan.conditions.append(
             ConditionUpdate(COND_MONITORING, "False", REASON_MONITORING_HOLD, f"monitoring holds: {why}")
         )
         return plan
-    state.update(windowStart=iso(request.end), looks=int(state.get("looks") or 0) + 1)
+    state.window_start = iso(request.end)
+    state.looks += 1
     if not breached:
-        state.update(lastOutcome=MONITOR_PASSED, verdict=VERDICT_HEALTHY, message=text[:1000])
+        state.last_outcome = MONITOR_PASSED
+        state.verdict = VERDICT_HEALTHY
+        state.message = text[:1000]
         plan.conditions.append(ConditionUpdate(COND_MONITORING, "True", REASON_MONITORING_OK, text[:1000]))
         return plan
     message = f"model {request.model} (revision {request.revision}) breached its SLO: {text}"[:1000]
-    state.update(lastOutcome=MONITOR_BREACHED, verdict=VERDICT_DEGRADED, verdictAt=iso(request.end))
-    state["message"] = message
+    state.last_outcome = MONITOR_BREACHED
+    state.verdict = VERDICT_DEGRADED
+    state.verdict_at = iso(request.end)
+    state.message = message
     plan.phase = PHASE_DEGRADED
     plan.requeue_after = None
     plan.conditions.append(ConditionUpdate(COND_MONITORING, "True", REASON_SLO_BREACHED, message))
@@ -222,9 +230,9 @@ def _judge(
 
 
 def _rollback(
-    status: Mapping[str, Any], state: dict[str, Any], plan: MonitoringPlan, request: MonitoringRequest
+    status: ModelDeploymentStatus, state: MonitoringStatus, plan: MonitoringPlan, request: MonitoringRequest
 ) -> None:
-    history = [dict(h) for h in status.get("revisions") or []]
+    history = [h.model_copy() for h in status.revisions]
     target = previous_good(history, request.revision)
     if target is None:
         plan.events.append(
@@ -236,25 +244,25 @@ def _rollback(
             )
         )
         return
-    number = int(target.get("revision") or 0)
+    number = target.revision
     for entry in history:
-        if entry.get("revisionId") == request.revision:
-            entry["outcome"] = REVISION_ROLLED_BACK  # not rolled out again until retried
+        if entry.revision_id == request.revision:
+            entry.outcome = REVISION_ROLLED_BACK  # not rolled out again until retried
     plan.revisions = history
     plan.undo_to_revision = number
-    state["rollbackToRevision"] = number
-    reason = f"monitoring: {state.get('message')}"[:1000]
-    plan.last_rollback = {
-        "at": state.get("verdictAt"),
-        "fromModel": request.model,
-        "toModel": target.get("model"),
-        "reason": reason,
-        "code": REASON_MONITORING_ROLLBACK,
-    }
+    state.rollback_to_revision = number
+    reason = f"monitoring: {state.message}"[:1000]
+    plan.last_rollback = RollbackRecord(
+        at=state.verdict_at,
+        from_model=request.model,
+        to_model=target.model,
+        reason=reason,
+        code=REASON_MONITORING_ROLLBACK,
+    )
     plan.events.append(
         EventUpdate(
             "Warning",
             REASON_MONITORING_ROLLBACK,
-            f"rolling back to revision {number} (model {target.get('model')}): {reason}"[:1000],
+            f"rolling back to revision {number} (model {target.model}): {reason}"[:1000],
         )
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from stt_operator.api.modeldeployment import ModelDeploymentStatus
 from stt_operator.builders.metadata import LABEL_MODEL, LABEL_REVISION
 from stt_operator.builders.serving import Revision, deployment_available
 
@@ -84,12 +86,13 @@ class EndpointPlan:
     """What the controller should do in this reconcile, in order.
 
     `ensure` objects first, then the `route` (only ever naming available revisions), then
-    `delete`. `status` holds the fields to merge into `.status`."""
+    `delete`. `status` is the endpoint's whole status after this plan: a copy of the planner's
+    input that the planner edits; the controller writes the fields that differ from the input."""
 
+    status: ModelDeploymentStatus
     ensure: list[tuple[Revision, str]] = field(default_factory=list)  # (revision, role)
     route: dict[str, int] | None = None  # revision id -> weight; None = leave the route alone
     delete: list[str] = field(default_factory=list)  # revision ids
-    status: dict[str, Any] = field(default_factory=dict)
     conditions: list[ConditionUpdate] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
     requeue_after: float | None = None
@@ -102,6 +105,17 @@ class EndpointPlan:
     # the stt.dev/undo-to-revision annotation; rollout/history.py plans it on the next reconcile).
     monitoring_request: MonitoringRequest | None = None
     undo_to_revision: int | None = None
+
+    @classmethod
+    def from_status(cls, status: ModelDeploymentStatus) -> EndpointPlan:
+        """An empty plan whose status starts as a copy of `status` (the input stays untouched)."""
+        return cls(status=status.model_copy(deep=True))
+
+    def set_status(self, **fields: Any) -> None:
+        """Set status fields by their Python names; assignment (unlike `model_copy(update=...)`)
+        raises on a misspelt name and marks each field as set, so the controller writes it."""
+        for name, value in fields.items():
+            setattr(self.status, name, value)
 
 
 def observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedRevision]:
@@ -121,13 +135,24 @@ def observed_revisions(deployments: list[dict[str, Any]]) -> dict[str, ObservedR
     return observed
 
 
-def settled(weight: int) -> dict[str, Any]:
-    """The status fields of an endpoint with no revision in flight, all traffic where `weight`
-    says (100 after a promotion, 0 back on stable): no canary, no step, no step clock."""
-    return {
-        "canaryRevision": None,
-        "canaryModel": None,
-        "currentWeight": weight,
-        "currentStepIndex": None,
-        "stepStartedAt": None,
-    }
+def settle(plan: EndpointPlan, weight: int) -> None:
+    """The status of an endpoint with no revision in flight, all traffic where `weight` says
+    (100 after a promotion, 0 back on stable): no canary, no step, no step clock."""
+    plan.set_status(
+        canary_revision=None,
+        canary_model=None,
+        current_weight=weight,
+        current_step_index=None,
+        step_started_at=None,
+    )
+
+
+def revision_models(
+    observed: Mapping[str, ObservedRevision], desired: Revision, status: ModelDeploymentStatus
+) -> dict[str, str]:
+    """The model each revision the route may name serves (the route's labels): those found,
+    the desired one, and the stable one even when its Deployment is gone."""
+    models = {rid: o.model for rid, o in observed.items()} | {desired.id: desired.model}
+    if status.stable_revision:
+        models.setdefault(status.stable_revision, status.stable_model or "")
+    return models

@@ -17,6 +17,8 @@ from stt_operator.api.modeldeployment import (
     PHASE_DEGRADED,
     PHASE_PAUSED,
     PHASE_PROGRESSING,
+    REASON_HELD_BY_ABTEST,
+    REASON_ROLLOUT_PAUSED,
     ModelDeploymentSpec,
 )
 from stt_operator.rollout.gates import pre_traffic
@@ -80,18 +82,18 @@ def start_or_resume(inp: RolloutInput, plan: EndpointPlan, role: str) -> bool:
     """Mark a new rollout in status when the desired revision is not the one in flight; drop a
     revision that was in flight before. Returns True when this reconcile starts the rollout."""
     status, desired = inp.status, inp.desired
-    fresh = status.get("canaryRevision") != desired.id
+    fresh = status.canary_revision != desired.id
     plan.ensure.append((desired, role))
     if not fresh:
         return False
     plan.delete = sorted(r for r in inp.observed if r not in (desired.id, inp.stable_id))
-    plan.status.update(
-        canaryRevision=desired.id,
-        canaryModel=desired.model,
-        currentStepIndex=0,
-        currentWeight=0,
-        stepStartedAt=None,
-        rolloutStartedAt=iso(inp.now),
+    plan.set_status(
+        canary_revision=desired.id,
+        canary_model=desired.model,
+        current_step_index=0,
+        current_weight=0,
+        step_started_at=None,
+        rollout_started_at=iso(inp.now),
         analysis=None,
     )
     plan.events.append(
@@ -99,7 +101,7 @@ def start_or_resume(inp: RolloutInput, plan: EndpointPlan, role: str) -> bool:
             "Normal",
             "RolloutStarted",
             f"{inp.spec.strategy.type} rollout of model {desired.model} ({desired.id}) started;"
-            f" {status.get('stableModel')} stays stable",
+            f" {status.stable_model} stays stable",
         )
     )
     return True
@@ -107,15 +109,16 @@ def start_or_resume(inp: RolloutInput, plan: EndpointPlan, role: str) -> bool:
 
 def hold_if_paused(inp: RolloutInput, plan: EndpointPlan, route: dict[str, int] | None) -> bool:
     """`spec.paused` or an ABTest holding the route: keep everything where it is."""
-    held_by = inp.status.get("heldBy")
+    held_by = inp.status.held_by
     if not (inp.spec.paused or held_by):
         return False
     if held_by:
-        reason, message = "HeldByABTest", f"ABTest {held_by} holds the route weights; the rollout waits"
+        reason = REASON_HELD_BY_ABTEST
+        message = f"ABTest {held_by} holds the route weights; the rollout waits"
     else:
-        reason, message = "RolloutPaused", "spec.paused is true; the rollout holds its current step"
+        reason, message = REASON_ROLLOUT_PAUSED, "spec.paused is true; the rollout holds its current step"
         plan.route = route
-    plan.status.update(phase=PHASE_PAUSED, message=message)
+    plan.set_status(phase=PHASE_PAUSED, message=message)
     plan.conditions += [
         ConditionUpdate("Paused", "True", reason, message),
         ConditionUpdate("Progressing", "Unknown", reason, message),
@@ -124,14 +127,14 @@ def hold_if_paused(inp: RolloutInput, plan: EndpointPlan, route: dict[str, int] 
 
 
 def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
-    plan = EndpointPlan()
+    plan = inp.new_plan()
     desired, now, status, spec = inp.desired, inp.now, inp.status, inp.spec
     stable_id = inp.stable_id or ""
     fresh = start_or_resume(inp, plan, "canary")
-    index = 0 if fresh else int(status.get("currentStepIndex") or 0)
-    weight = 0 if fresh else int(status.get("currentWeight") or 0)
-    step_started = None if fresh else parse_iso(status.get("stepStartedAt"))
-    state = None if fresh else status.get("analysis")
+    index = 0 if fresh else status.current_step_index or 0
+    weight = 0 if fresh else status.current_weight or 0
+    step_started = None if fresh else parse_iso(status.step_started_at)
+    state = None if fresh else status.analysis
     canary_obs = inp.observed.get(desired.id)
     # Once the canary has traffic it keeps it while scaling up, as long as a pod of it is ready.
     serving = weight > 0 and canary_obs is not None and canary_obs.ready_replicas > 0
@@ -140,7 +143,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     def scaled_for(need: int) -> bool:
         return canary_obs is not None and canary_obs.available and (canary_obs.replicas or 0) >= need
 
-    stable_model = status.get("stableModel") or ""
+    stable_model = status.stable_model or ""
 
     def route(w: int) -> dict[str, int] | None:
         r = {}
@@ -163,7 +166,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     if not canary_ok:
         waiting = f"waiting for revision {desired.id} (model {desired.model}) to become Available"
         plan.route = route(weight)
-        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
+        plan.set_status(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [
             ConditionUpdate("Progressing", "True", "NewRevisionStarting", waiting),
             not_paused(),
@@ -204,7 +207,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
             plan.events.append(
                 EventUpdate("Normal", "StepSkipped", f"{where}: skipped on {ANNOTATION_PROMOTE}")
             )
-            plan.status["analysis"] = state = None
+            plan.status.analysis = state = None
         elif step.kind == "pause":
             if step.duration_s is None:
                 paused_why = (
@@ -253,7 +256,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
                     progressing = ("Progressing", "AnalysisRunning", f"{where}: {outcome.reason}")
                 break
             plan.events.append(EventUpdate("Normal", "AnalysisPassed", f"{where}: {outcome.reason}"))
-            plan.status["analysis"] = state = None
+            plan.status.analysis = state = None
         # The step is done: on to the next one, with its own timer.
         index += 1
         step_started = None
@@ -275,17 +278,15 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
 
     plan.route = route(weight)
     plan.replicas[desired.id] = max(plan.replicas[desired.id], replicas_for(weight))
-    plan.status.update(
-        currentStepIndex=index,
-        currentWeight=weight,
-        stepStartedAt=iso(step_started or now),
+    plan.set_status(
+        current_step_index=index,
+        current_weight=weight,
+        step_started_at=iso(step_started or now),
     )
-    if "analysis" not in plan.status and state is None and status.get("analysis"):
-        plan.status["analysis"] = None
     if paused_why is not None:
         reason, message = paused_why
         degraded = reason == "AnalysisFailed"
-        plan.status.update(phase=PHASE_DEGRADED if degraded else PHASE_PAUSED, message=short(message))
+        plan.set_status(phase=PHASE_DEGRADED if degraded else PHASE_PAUSED, message=short(message))
         plan.conditions += [
             ConditionUpdate("Paused", "True", reason, short(message)),
             ConditionUpdate("Progressing", "Unknown", reason, short(message)),
@@ -297,7 +298,7 @@ def plan_progressive(inp: RolloutInput, steps: Sequence[Step]) -> EndpointPlan:
     else:
         _, reason, message = progressing
         message = message or f"step {index + 1}/{total}: model {desired.model} at {weight}%"
-        plan.status.update(phase=PHASE_PROGRESSING, message=short(message))
+        plan.set_status(phase=PHASE_PROGRESSING, message=short(message))
         plan.conditions += [ConditionUpdate("Progressing", "True", reason, short(message)), not_paused()]
     if plan.requeue_after is None:
         plan.requeue_after = WAIT_REQUEUE_S

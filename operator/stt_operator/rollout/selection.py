@@ -13,9 +13,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stt_operator.api.common import get_condition
-from stt_operator.api.modeldeployment import PHASE_FAILED, PHASE_PENDING, ModelDeploymentSpec, ModelSelector
+from stt_operator.api.common import condition_moved, get_condition
+from stt_operator.api.modeldeployment import (
+    PHASE_FAILED,
+    PHASE_PENDING,
+    REVISION_ROLLED_BACK,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ModelSelector,
+)
 from stt_operator.builders.revision import effective_gpus, gpu_required_reason
+from stt_operator.builders.serving import Revision, model_digest
+from stt_operator.rollout.plan import ConditionUpdate, EventUpdate
 from stt_operator.stats.selection import Criteria, ModelSummary, Selection, select_best_model
 
 
@@ -112,3 +121,57 @@ def model_blocker(
     if gpu_conflict is not None:
         return ModelBlocker(REASON_GPU_REQUIRED, gpu_conflict, PHASE_FAILED)
     return None
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The STTModel `spec.selector` picked, and the ModelSelected Event when the pick changed."""
+
+    model: str
+    event: EventUpdate | None = None
+
+
+def plan_selection(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    models: Sequence[Mapping[str, Any]],
+    namespace: str,
+) -> Selected | ModelBlocker:
+    """The best Ready STTModel for `spec.selector` among `models` (the bodies listed by its
+    labels), leaving out revisions this endpoint rolled back; a Pending blocker when none fits."""
+    assert spec.selector is not None
+    rolled_back = {h.revision_id for h in status.revisions if h.outcome == REVISION_ROLLED_BACK}
+    kept = [m for m in models if Revision(m["metadata"]["name"], model_digest(m)).id not in rolled_back]
+    selection = select_model(spec.selector, kept)
+    if selection.best is None:
+        message = f"no STTModel in {namespace} fits spec.selector: {selection.explanation}"
+        return ModelBlocker("NoModelSelected", message[:1000], PHASE_PENDING)
+    if status.selected_model == selection.best:
+        return Selected(selection.best)
+    return Selected(selection.best, EventUpdate("Normal", "ModelSelected", selection.explanation[:1000]))
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What an endpoint that cannot serve yet writes: its phase, Ready and Progressing False,
+    and at most one Event."""
+
+    phase: str
+    conditions: tuple[ConditionUpdate, ...]
+    events: tuple[EventUpdate, ...]
+
+
+def waiting(blocker: ModelBlocker, previous_ready: Mapping[str, Any] | None) -> Waiting:
+    """The outcome of `blocker` (an invalid spec, no model selected, a model not servable yet).
+    `previous_ready`: the Ready condition before this reconcile. The Event goes out only when
+    Ready's status or reason changes, so an endpoint waiting across reconciles says it once;
+    a Warning when only a change helps (Failed)."""
+    reason, message = blocker.reason, blocker.message
+    conditions = (
+        ConditionUpdate("Ready", "False", reason, message),
+        ConditionUpdate("Progressing", "False", reason, message),
+    )
+    if not condition_moved(previous_ready, "False", reason):
+        return Waiting(blocker.phase, conditions, ())
+    kind = "Warning" if blocker.phase == PHASE_FAILED else "Normal"
+    return Waiting(blocker.phase, conditions, (EventUpdate(kind, reason, message),))

@@ -12,22 +12,29 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stt_operator.analysis.model import AnalysisResult
 from stt_operator.analysis.policy import Decision, decide
 from stt_operator.analysis.verdicts import aggregate
-from stt_operator.api.common import iso, parse_iso
+from stt_operator.api.common import Condition, iso, parse_iso
 from stt_operator.api.modeldeployment import (
     PHASE_DEGRADED,
     PHASE_HEALTHY,
     PHASE_PROGRESSING,
     PHASE_ROLLED_BACK,
+    REASON_ROLLED_BACK,
+    REVISION_ROLLED_BACK,
+    AnalysisRun,
+    AnalysisState,
     ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RevisionRecord,
+    RollbackRecord,
 )
 from stt_operator.builders.serving import Revision
 from stt_operator.rollout.capacity import CapacityVerdict
-from stt_operator.rollout.immediate import record_promotion
+from stt_operator.rollout.immediate import promote_revision
 from stt_operator.rollout.plan import (
     WAIT_REQUEUE_S,
     AnalysisRequest,
@@ -36,7 +43,7 @@ from stt_operator.rollout.plan import (
     EventUpdate,
     ObservedRevision,
     SmokeResult,
-    settled,
+    settle,
 )
 
 if TYPE_CHECKING:  # rollout/monitoring.py is planned after this module's planners
@@ -64,7 +71,7 @@ class RolloutInput:
 
     desired: Revision
     spec: ModelDeploymentSpec
-    status: Mapping[str, Any]
+    status: ModelDeploymentStatus
     observed: Mapping[str, ObservedRevision]
     now: datetime
     promote_requested: bool = False
@@ -79,22 +86,26 @@ class RolloutInput:
 
     @property
     def stable_id(self) -> str | None:
-        return self.status.get("stableRevision")
+        return self.status.stable_revision
 
     def available(self, revision_id: str | None) -> bool:
         obs = self.observed.get(revision_id or "")
         return obs is not None and obs.available
 
-    def history(self) -> list[dict[str, Any]]:
-        return [dict(h) for h in self.status.get("revisions") or []]
+    def history(self) -> list[RevisionRecord]:
+        """A copy of status.revisions the planner may edit."""
+        return [h.model_copy() for h in self.status.revisions]
+
+    def new_plan(self) -> EndpointPlan:
+        return EndpointPlan.from_status(self.status)
 
 
-def rolled_back(inp: RolloutInput) -> Mapping[str, Any] | None:
+def rolled_back(inp: RolloutInput) -> RevisionRecord | None:
     """The history entry that marks the desired revision as rolled back, if any: such a revision
     is not tried again until the spec (model or its digest) changes."""
-    for entry in reversed(inp.status.get("revisions") or []):
-        if entry.get("revisionId") == inp.desired.id:
-            return entry if entry.get("outcome") == "RolledBack" else None
+    for entry in reversed(inp.status.revisions):
+        if entry.revision_id == inp.desired.id:
+            return entry if entry.outcome == REVISION_ROLLED_BACK else None
     return None
 
 
@@ -110,12 +121,14 @@ def serving_conditions(model: str) -> list[ConditionUpdate]:
     ]
 
 
-def true_reason(status: Mapping[str, Any], type_: str) -> str | None:
+def condition_of(status: ModelDeploymentStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def true_reason(status: ModelDeploymentStatus, type_: str) -> str | None:
     """The reason of a condition in `status` that is True (None otherwise)."""
-    for c in status.get("conditions") or []:
-        if c.get("type") == type_ and c.get("status") == "True":
-            return c.get("reason")
-    return None
+    cond = condition_of(status, type_)
+    return cond.reason if cond is not None and cond.status == "True" else None
 
 
 def not_paused() -> ConditionUpdate:
@@ -128,15 +141,15 @@ def not_paused() -> ConditionUpdate:
 def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
     """The desired revision is the stable one: serve it, retire every other revision (an old
     stable after the scale-down delay since its successor's promotion, anything else now)."""
-    plan = EndpointPlan()
+    plan = inp.new_plan()
     desired, now = inp.desired, inp.now
     plan.ensure.append((desired, "stable"))
-    history = inp.history()
+    history = inp.status.revisions
     promoted_at = next(
-        (parse_iso(h.get("promotedAt")) for h in reversed(history) if h.get("revisionId") == desired.id),
+        (parse_iso(h.promoted_at) for h in reversed(history) if h.revision_id == desired.id),
         None,
     )
-    was_promoted = {h.get("revisionId") for h in history if h.get("promotedAt")}
+    was_promoted = {h.revision_id for h in history if h.promoted_at}
     retire_at = (promoted_at or now).timestamp() + scale_down_delay_s
     for rid in sorted(r for r in inp.observed if r != desired.id):
         if rid not in was_promoted or now.timestamp() >= retire_at:
@@ -147,27 +160,27 @@ def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
         plan.events.append(
             EventUpdate("Normal", "RevisionRetired", f"removed old revision(s) {', '.join(plan.delete)}")
         )
-    if inp.status.get("canaryRevision"):
+    if inp.status.canary_revision:
         plan.events.append(
             EventUpdate(
                 "Normal",
                 "RolloutAborted",
                 f"spec.model is back on the stable model {desired.model}: dropped revision"
-                f" {inp.status.get('canaryRevision')}",
+                f" {inp.status.canary_revision}",
             )
         )
-    plan.status.update(
-        canaryRevision=None,
-        canaryModel=None,
-        currentStepIndex=None,
-        stepStartedAt=None,
-        rolloutStartedAt=None,
+    plan.set_status(
+        canary_revision=None,
+        canary_model=None,
+        current_step_index=None,
+        step_started_at=None,
+        rollout_started_at=None,
         analysis=None,
     )
     plan.conditions.append(not_paused())
     if inp.available(desired.id):
         plan.route = {desired.id: 100}
-        plan.status.update(currentWeight=100, phase=PHASE_HEALTHY, message=f"serving model {desired.model}")
+        plan.set_status(current_weight=100, phase=PHASE_HEALTHY, message=f"serving model {desired.model}")
         plan.conditions += [
             *serving_conditions(desired.model),
             ConditionUpdate("Progressing", "False", "RolloutComplete", f"serving model {desired.model}"),
@@ -175,7 +188,7 @@ def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
         ]
     else:
         waiting = f"waiting for stable revision {desired.id} (model {desired.model}) to become Available"
-        plan.status.update(phase=PHASE_PROGRESSING, message=waiting)
+        plan.set_status(phase=PHASE_PROGRESSING, message=waiting)
         plan.conditions += [
             ConditionUpdate("Available", "False", "NoAvailableRevision", waiting),
             ConditionUpdate("Ready", "False", "RevisionStarting", waiting),
@@ -185,29 +198,26 @@ def plan_steady(inp: RolloutInput, scale_down_delay_s: float) -> EndpointPlan:
     return plan
 
 
-def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPlan:
+def plan_rolled_back(inp: RolloutInput) -> EndpointPlan:
     """The desired revision was rolled back: keep serving the stable one, remove the rest, and
     say how to try again."""
-    plan = EndpointPlan()
+    plan = inp.new_plan()
     stable_id = inp.stable_id or ""
-    stable_model = inp.status.get("stableModel") or ""
+    stable_model = inp.status.stable_model or ""
     others = sorted(r for r in inp.observed if r != stable_id)
     if inp.available(stable_id):
         plan.route = {stable_id: 100}
     plan.delete = others
-    last = inp.status.get("lastRollback") or {}
-    reason = last.get("reason") or "analysis failed"
-    code = last.get("code") or "RolledBack"  # e.g. ProgressDeadlineExceeded stays visible
+    last = inp.status.last_rollback or RollbackRecord()
+    reason = last.reason or "analysis failed"
+    code = last.code or REASON_ROLLED_BACK  # e.g. ProgressDeadlineExceeded stays visible
     message = short(
         f"model {inp.desired.model} (revision {inp.desired.id}) was rolled back ({reason}); serving"
         f" {stable_model}. Change spec.model or the STTModel, or retry (annotation stt.dev/retry),"
         " to roll out again."
     )
-    plan.status.update(
-        **settled(0),
-        phase=PHASE_DEGRADED if others else PHASE_ROLLED_BACK,
-        message=message,
-    )
+    settle(plan, 0)
+    plan.set_status(phase=PHASE_DEGRADED if others else PHASE_ROLLED_BACK, message=message)
     plan.conditions += [
         *serving_conditions(stable_model),
         ConditionUpdate("Degraded", "True", code, message),
@@ -221,29 +231,11 @@ def plan_rolled_back(inp: RolloutInput, entry: Mapping[str, Any]) -> EndpointPla
 
 def promote(inp: RolloutInput, plan: EndpointPlan, how: str) -> EndpointPlan:
     """All traffic to the desired revision; the old stable is retired later by `plan_steady`."""
-    desired, now = inp.desired, inp.now
-    plan.route = {desired.id: 100}
+    desired = inp.desired
     limit = inp.spec.rollback.revision_history_limit
-    history = record_promotion(inp.status.get("revisions") or [], desired, now, limit)
-    if inp.status.get("rolloutStartedAt") and history[-1].get("revisionId") == desired.id:
-        history[-1]["createdAt"] = inp.status["rolloutStartedAt"]
-    plan.status.update(
-        stableRevision=desired.id,
-        stableModel=desired.model,
-        **settled(100),
-        rolloutStartedAt=None,
-        analysis=None,
-        revisions=history,
-        phase=PHASE_HEALTHY,
-        message=f"promoted model {desired.model} ({how})",
-    )
-    plan.events.append(
-        EventUpdate(
-            "Normal",
-            "Promoted",
-            f"model {desired.model} (revision {desired.id}) serves 100% of traffic ({how})",
-        )
-    )
+    started = inp.status.rollout_started_at
+    promote_revision(plan, desired, inp.status, inp.now, limit, event="Promoted", how=how, created_at=started)
+    plan.set_status(rollout_started_at=None, analysis=None, message=f"promoted model {desired.model} ({how})")
     plan.conditions = [
         *serving_conditions(desired.model),
         ConditionUpdate("Progressing", "False", "RolloutComplete", f"promoted model {desired.model}"),
@@ -254,46 +246,48 @@ def promote(inp: RolloutInput, plan: EndpointPlan, how: str) -> EndpointPlan:
     return plan
 
 
-def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = "RolledBack") -> EndpointPlan:
+def rollback(
+    inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = REASON_ROLLED_BACK
+) -> EndpointPlan:
     """Send everything back to stable, delete the new revision, remember why (`code`: the
     reason of the Degraded/Progressing conditions, e.g. ProgressDeadlineExceeded)."""
     desired, now = inp.desired, inp.now
     stable_id = inp.stable_id or ""
-    stable_model = inp.status.get("stableModel") or ""
+    stable_model = inp.status.stable_model or ""
     plan.ensure = []
     plan.replicas = {}
     plan.route = {stable_id: 100} if inp.available(stable_id) else None
     plan.delete = sorted(r for r in inp.observed if r != stable_id)
     history = inp.history()
-    number = max((int(h.get("revision", 0)) for h in history), default=0) + 1
+    number = max((h.revision for h in history), default=0) + 1
     history.append(
-        {
-            "revision": number,
-            "revisionId": desired.id,
-            "model": desired.model,
-            "modelDigest": desired.model_digest,
-            "createdAt": inp.status.get("rolloutStartedAt") or iso(now),
-            "outcome": "RolledBack",
-        }
+        RevisionRecord(
+            revision=number,
+            revision_id=desired.id,
+            model=desired.model,
+            model_digest=desired.model_digest,
+            created_at=inp.status.rollout_started_at or iso(now),
+            outcome=REVISION_ROLLED_BACK,
+        )
     )
     limit = inp.spec.rollback.revision_history_limit
     message = short(f"rolled back model {desired.model} to {stable_model}: {reason}")
-    plan.status.update(
-        **settled(0),
+    settle(plan, 0)
+    plan.set_status(
         revisions=history[-limit:],
-        lastRollback={
-            "at": iso(now),
-            "fromModel": desired.model,
-            "toModel": stable_model,
-            "reason": short(reason),
-            "code": code,
-        },
+        last_rollback=RollbackRecord(
+            at=iso(now),
+            from_model=desired.model,
+            to_model=stable_model,
+            reason=short(reason),
+            code=code,
+        ),
         phase=PHASE_DEGRADED,
         message=message,
     )
-    if code != "RolledBack":
+    if code != REASON_ROLLED_BACK:
         plan.events.append(EventUpdate("Warning", code, message))
-    plan.events.append(EventUpdate("Warning", "RolledBack", message))
+    plan.events.append(EventUpdate("Warning", REASON_ROLLED_BACK, message))
     kept = [c for c in plan.conditions if c.type in ("CapacityAvailable", "SmokeTest")]
     plan.conditions = [
         *serving_conditions(stable_model),
@@ -309,13 +303,13 @@ def rollback(inp: RolloutInput, plan: EndpointPlan, reason: str, code: str = "Ro
 # --- analysis between steps ------------------------------------------------------------------------
 
 
-def _trailing_error_looks(runs: Sequence[Mapping[str, Any]], step: int, since: str, policy: str) -> int:
+def _trailing_error_looks(runs: Sequence[AnalysisRun], step: int, since: str, policy: str) -> int:
     """Consecutive latest looks of this analysis whose aggregated outcome was Error (the policy
     pauses after several); looks are the runs sharing one `at`."""
     looks: dict[str, list[str]] = {}
     for run in runs:
-        if run.get("step") == step and (run.get("at") or "") >= since:
-            looks.setdefault(run.get("at") or "", []).append(str(run.get("outcome")))
+        if run.step == step and (run.at or "") >= since:
+            looks.setdefault(run.at or "", []).append(run.outcome)
     streak = 0
     for at in sorted(looks, reverse=True):
         if aggregate(looks[at], policy) != "Error":
@@ -325,19 +319,17 @@ def _trailing_error_looks(runs: Sequence[Mapping[str, Any]], step: int, since: s
 
 
 def record_look(
-    inp: RolloutInput, step: int, result: AnalysisResult, state: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]], Decision]:
+    inp: RolloutInput, step: int, result: AnalysisResult, state: AnalysisState
+) -> tuple[AnalysisState, list[AnalysisRun], Decision]:
     """Fold one look into the analysis counters and run list, and ask the policy what next."""
     analysis = inp.spec.analysis
     assert analysis is not None  # the planners only look when spec.analysis has metrics
-    state = dict(state)
-    runs = [dict(r) for r in inp.status.get("analysisRuns") or []]
-    since = state.get("startedAt") or ""
-    errors = _trailing_error_looks(runs, step, since, analysis.no_data_policy)
-    streak = int(state.get("consecutiveSuccesses", 0))
+    runs = list(inp.status.analysis_runs)
+    errors = _trailing_error_looks(runs, step, state.started_at or "", analysis.no_data_policy)
+    streak = state.consecutive_successes
     history = (
-        ["Failed"] * int(state.get("failures", 0))
-        + ["Inconclusive"] * int(state.get("inconclusive", 0))
+        ["Failed"] * state.failures
+        + ["Inconclusive"] * state.inconclusive
         + (["Passed"] * streak if streak else ["Error"] * errors)
         + [result]
     )
@@ -346,14 +338,13 @@ def record_look(
     for metric in result.metrics:
         entry = metric.to_status()
         entry["message"] = short(entry.get("message", ""))
-        runs.append({"step": step, **entry, "at": at})
-    state.update(
-        failures=decision.failures,
-        inconclusive=decision.inconclusive,
-        consecutiveSuccesses=decision.consecutive_successes,
-        noData=int(state.get("noData", 0)) + (1 if result.outcome == "NoData" else 0),
-        lastCheckedAt=at,
-    )
+        runs.append(AnalysisRun.model_validate({"step": step, **entry, "at": at}))
+    state = state.model_copy()
+    state.failures = decision.failures
+    state.inconclusive = decision.inconclusive
+    state.consecutive_successes = decision.consecutive_successes
+    state.no_data = state.no_data + (1 if result.outcome == "NoData" else 0)
+    state.last_checked_at = at
     return state, runs[-MAX_ANALYSIS_RUNS:], decision
 
 
@@ -376,7 +367,7 @@ def run_analysis_step(
     plan: EndpointPlan,
     *,
     step: int,
-    state: Mapping[str, Any] | None,
+    state: AnalysisState | None,
     metrics: Sequence[str],
     variant: str,
     step_started: datetime,
@@ -389,28 +380,21 @@ def run_analysis_step(
     if analysis is None or not analysis.metrics:
         return StepOutcome("Advance", "no analysis metrics")
     now = inp.now
-    state = state or {}
-    if not state.get("startedAt"):
-        state = {
-            "startedAt": iso(now),
-            "failures": 0,
-            "inconclusive": 0,
-            "consecutiveSuccesses": 0,
-            "noData": 0,
-        }
-        plan.status["analysis"] = state
+    if state is None or not state.started_at:
+        plan.status.analysis = AnalysisState(
+            started_at=iso(now), failures=0, inconclusive=0, consecutive_successes=0, no_data=0
+        )
         return StepOutcome("Wait", "analysis started", analysis.interval_seconds())
-    started = parse_iso(state["startedAt"]) or now
-    last = parse_iso(state.get("lastCheckedAt")) or started
+    started = parse_iso(state.started_at) or now
+    last = parse_iso(state.last_checked_at) or started
     due = last.timestamp() + analysis.interval_seconds()
     if now.timestamp() < due:
         left = max(0.5, due - now.timestamp())
         kept = true_reason(inp.status, "Paused")
-        if state.get("lastCheckedAt") and kept in ANALYSIS_PAUSE_REASONS:
+        paused = condition_of(inp.status, "Paused")
+        if state.last_checked_at and kept in ANALYSIS_PAUSE_REASONS and paused is not None:
             # The last look of this step paused it; that holds until the next look says otherwise.
-            message = next(
-                c.get("message", "") for c in inp.status["conditions"] if c.get("type") == "Paused"
-            )
+            message = paused.message
             action = "Hold" if kept == "AnalysisFailed" else "Pause"
             return StepOutcome(action, message, left, kept=(kept, message))
         return StepOutcome("Wait", "waiting for the next look", left)
@@ -423,10 +407,10 @@ def run_analysis_step(
     if result.unavailable:
         # No Prometheus to ask: not a look (no counters, no runs), so the rollout neither
         # promotes nor rolls back on it; it holds where it is and asks again next interval.
-        plan.status["analysis"] = {**state, "lastCheckedAt": iso(now)}
+        plan.status.analysis = state.model_copy(update={"last_checked_at": iso(now)})
         return StepOutcome("Unavailable", short(result.message), analysis.interval_seconds())
     new_state, runs, decision = record_look(inp, step, result, state)
-    plan.status.update(analysis=new_state, analysisRuns=runs)
+    plan.set_status(analysis=new_state, analysis_runs=runs)
     reason = short(decision.reason)
     if decision.action == "Advance":
         remaining = step_started.timestamp() + min_duration_s - now.timestamp()
@@ -441,7 +425,7 @@ def run_analysis_step(
 
 
 def needs_preflight(
-    status: Mapping[str, Any],
+    status: ModelDeploymentStatus,
     desired: Revision,
     observed: Mapping[str, ObservedRevision],
     held_by: str | None,
@@ -449,8 +433,9 @@ def needs_preflight(
     """Whether the capacity preflight asks before this reconcile: only before a new revision's
     stack exists (canary, preview, or Immediate's new stack), in a rollout from a serving
     stable revision, for a revision not rolled back before, on an endpoint no A/B test holds."""
-    stable = status.get("stableRevision")
+    stable = status.stable_revision
     if not stable or desired.id == stable or held_by or desired.id in observed:
         return False
-    history = status.get("revisions") or []
-    return not any(h.get("revisionId") == desired.id and h.get("outcome") == "RolledBack" for h in history)
+    return not any(
+        h.revision_id == desired.id and h.outcome == REVISION_ROLLED_BACK for h in status.revisions
+    )

@@ -23,7 +23,7 @@ from stt_operator.api import (
     set_condition,
 )
 from stt_operator.api.abtest import variant_summary
-from stt_operator.api.common import conditions_equal, iso
+from stt_operator.api.common import Condition, condition_moved, conditions_equal, iso
 from stt_operator.api.modeldeployment import GradualStrategy, ModelDeploymentStatus
 from stt_operator.api.sttmodel import STTModelStatus
 
@@ -287,14 +287,26 @@ def test_unknown_status_fields_are_reported_with_their_path() -> None:
 def test_immediate_planner_writes_only_schema_fields() -> None:
     """The rollout planner's status must survive the apiserver's pruning."""
     from stt_operator.builders.serving import Revision
+    from stt_operator.controllers.status import status_changes
     from stt_operator.rollout.immediate import plan_immediate
     from stt_operator.rollout.plan import ObservedRevision
 
     revision = Revision(model="pocketsphinx-en", model_digest="sha256:" + "0" * 64)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     observed = {revision.id: ObservedRevision(revision.id, "pocketsphinx-en", True)}
-    plan = plan_immediate(revision, {}, observed, now)
-    status = {k: v for k, v in plan.status.items() if v is not None}
+    before = ModelDeploymentStatus()
+    plan = plan_immediate(revision, before, observed, now)
+    written = status_changes(before, plan.status)
+    status = {k: v for k, v in written.items() if v is not None}
     assert status["phase"] == "Healthy"
     assert ModelDeploymentStatus.unknown_fields(status) == []
     ModelDeploymentStatus.model_validate(status)
+
+
+def test_a_condition_moves_when_its_status_or_reason_changes() -> None:
+    before = {"type": "Ready", "status": "False", "reason": "Waiting", "message": "a"}
+    assert condition_moved(None, "False", "Waiting")
+    assert not condition_moved(before, "False", "Waiting")  # a new message alone is no transition
+    assert condition_moved(before, "True", "Waiting") and condition_moved(before, "False", "Other")
+    typed = Condition.model_validate(before)
+    assert not condition_moved(typed, "False", "Waiting") and condition_moved(typed, "True", "Waiting")

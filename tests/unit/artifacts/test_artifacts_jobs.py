@@ -5,9 +5,6 @@ import pytest
 from stt_harness import samples
 from stt_operator.api.sttmodel import ArtifactStatus, QuantizationStatus, ValidationStatus
 from stt_operator.artifacts.jobs import (
-    QUANTIZED_FROM_LABEL,
-    derived_model,
-    derived_model_object,
     job_finished,
     job_verdict,
     parse_termination_message,
@@ -23,6 +20,7 @@ from stt_operator.artifacts.report import (
     StepResult,
     ValidationReport,
 )
+from stt_operator.builders.derived import QUANTIZED_FROM_LABEL, derived_model, derived_model_object
 
 OWNER = {"apiVersion": "stt.dev/v1alpha1", "kind": "STTModel", "name": "asr", "uid": "u1", "controller": True}
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from stt_harness.mergepatch import apply_merge_patch
 from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.api.abtest import ABTest, ABTestStatus
 from stt_operator.api.common import set_condition
 from stt_operator.builders.serving import Revision, revision_object_name
+from stt_operator.controllers.status import status_changes
 from stt_operator.experiments.objects import owned_service_name
 from stt_operator.experiments.planner import (
     ABTestInput,
@@ -123,7 +124,7 @@ class World:
             name=NAME,
             namespace=NS,
             spec=self.spec,
-            status=copy.deepcopy(self.status),
+            status=ABTestStatus.model_validate(self.status),
             now=self.now,
             endpoint=self.endpoint,
             models=MODELS,
@@ -134,14 +135,18 @@ class World:
         )
 
     def step(self, measurement: Measurement | None = None, **kw: Any) -> ABTestPlan:
-        plan = plan_abtest(self.inp(**kw))
-        if plan.measure:
+        inp = self.inp(**kw)
+        plan = plan_abtest(inp)
+        looked = plan.measure
+        if looked:
             assert measurement is not None, "the planner asked for a look"
-            plan = plan_abtest(self.inp(measurement, **kw))
+            inp = self.inp(measurement, **kw)
+            plan = plan_abtest(inp)
             assert not plan.measure
-        assert ABTestStatus.unknown_fields(plan.status) == []
+        changes = status_changes(inp.status, plan.status)
+        assert ABTestStatus.unknown_fields(changes) == []
         # Applying the same inputs again plans the same thing (idempotent).
-        again = plan_abtest(self.inp(measurement if plan.status.get("lastAnalyzedAt") else None, **kw))
+        again = plan_abtest(self.inp(measurement if looked else None, **kw))
         if not again.measure:
             assert again == plan
         conditions = self.status.get("conditions") or []
@@ -149,7 +154,7 @@ class World:
             conditions = set_condition(
                 conditions, c.type, c.status, c.reason, c.message, generation=1, now=self.now
             )
-        self.status = {k: v for k, v in {**self.status, **plan.status}.items() if v is not None}
+        apply_merge_patch(self.status, changes)
         self.status["conditions"] = conditions
         self.events += [e.reason for e in plan.events]
         if plan.acquire_hold:  # the ModelDeployment reports the hold by the next reconcile
@@ -208,16 +213,16 @@ def test_pending_waits_with_a_reason(
 ) -> None:
     inp = replace(World().inp(), endpoint=endpoint(**endpoint_kw), models=models, available=available)
     plan = plan_abtest(inp)
-    assert plan.status["phase"] == phase
+    assert plan.status.phase == phase
     assert {(c.type, c.reason) for c in plan.conditions} >= {("Ready", reason), ("Running", reason)}
     assert not plan.acquire_hold and plan.route is None and not plan.ensure
-    assert ABTestStatus.unknown_fields(plan.status) == []
+    assert ABTestStatus.unknown_fields(status_changes(inp.status, plan.status)) == []
 
 
 def test_concurrency_limit_keeps_extra_tests_pending() -> None:
     inp = replace(World().inp(), active_elsewhere=2, max_concurrent=2)
     plan = plan_abtest(inp)
-    assert plan.status["phase"] == "Pending" and not plan.acquire_hold
+    assert plan.status.phase == "Pending" and not plan.acquire_hold
     ready = next(c for c in plan.conditions if c.type == "Ready")
     assert ready.reason == "MaxConcurrentTests" and "maxConcurrentABTests=2" in ready.message
     assert plan_abtest(replace(inp, active_elsewhere=1)).acquire_hold
@@ -395,6 +400,17 @@ def test_sample_ratio_mismatch_holds_the_decision() -> None:
     assert "winner" not in w.status
 
 
+def test_a_look_without_counts_keeps_the_last_sample_ratio_check() -> None:
+    w = World()
+    w.run()
+    w.later(61)
+    w.step(look(SAME, SRM_OK))
+    w.later(10)
+    w.step(look(SAME, "no request counts for variant control"))
+    assert w.status["sampleRatio"] == {"pValue": 0.8, "detected": False, "checkedAt": "2026-01-01T00:01:11Z"}
+    assert w.cond("SampleRatioMismatch") == ("Unknown", "NoData")
+
+
 def test_no_data_pauses_and_never_decides() -> None:
     w = World(spec=spec(duration="2m", promotion={"auto": True}))
     w.run()
@@ -444,21 +460,22 @@ def test_stop_ends_the_test_and_gives_the_endpoint_back() -> None:
 def test_deletion_releases_and_cleans_up() -> None:
     w = World()
     w.run()
-    plan = plan_abtest(w.inp(deleting=True))
+    inp = w.inp(deleting=True)
+    plan = plan_abtest(inp)
     assert (
         plan.route == {STABLE_SVC: 100}
         and plan.release_hold
         and plan.cleanup
-        and not plan.status.get("phase")
+        and not status_changes(inp.status, plan.status).get("phase")
     )
 
 
 def test_endpoint_lost_or_taken_fails_the_running_test() -> None:
     w = World()
     w.run()
-    assert plan_abtest(replace(w.inp(), endpoint=endpoint(exists=False))).status["phase"] == "Failed"
+    assert plan_abtest(replace(w.inp(), endpoint=endpoint(exists=False))).status.phase == "Failed"
     taken = plan_abtest(replace(w.inp(), endpoint=endpoint(held_by="other")))
-    assert taken.status["phase"] == "Failed" and taken.route is None
+    assert taken.status.phase == "Failed" and taken.route is None
     # The annotation removed by someone else: the running test holds again.
     assert plan_abtest(replace(w.inp(), endpoint=endpoint(held_by=None))).acquire_hold
 

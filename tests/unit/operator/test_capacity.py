@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stt_operator.builders.placement import Placement, place
-from stt_operator.rollout.capacity import GPU, fit, free_by_node, node_matches, parse_quantity, pod_requests
+from stt_operator.rollout.capacity import (
+    GPU,
+    fit,
+    free_by_node,
+    node_matches,
+    parse_quantity,
+    pod_requests,
+    requested_by_node,
+)
 
 
 def node(name: str, gpus: int = 4, cpu: str = "32", memory: str = "256Gi", **extra: Any) -> dict[str, Any]:
@@ -52,12 +60,12 @@ def test_pod_requests_sum_containers_take_the_larger_init_and_limits_stand_in() 
 def test_free_counts_unfinished_pods_on_each_node() -> None:
     nodes = [node("a"), node("b")]
     pods = [bound(pod_spec(3), "a"), bound(pod_spec(1), "b"), bound(pod_spec(4), "b", phase="Succeeded")]
-    free = free_by_node(nodes, pods)
+    free = free_by_node(nodes, requested_by_node(pods))
     assert free["a"][GPU] == 1 and free["b"][GPU] == 3
 
 
 def test_more_gpus_per_pod_than_any_node_has_is_insufficient_gpu() -> None:
-    verdict = fit(pod_spec(8), 1, [node("a"), node("b")], [])
+    verdict = fit(pod_spec(8), 1, [node("a"), node("b")], {})
     assert not verdict.fits
     assert verdict.reason == "InsufficientGPU"
     assert "nvidia.com/gpu needs 8 per pod, at most 4 free" in verdict.message
@@ -67,16 +75,16 @@ def test_more_gpus_per_pod_than_any_node_has_is_insufficient_gpu() -> None:
 def test_replicas_spread_over_nodes_and_the_last_one_does_not_fit() -> None:
     nodes = [node("a"), node("b")]
     used = [bound(pod_spec(2), "a"), bound(pod_spec(2), "b")]
-    assert fit(pod_spec(2), 2, nodes, used).fits
-    verdict = fit(pod_spec(2), 3, nodes, used)
+    assert fit(pod_spec(2), 2, nodes, requested_by_node(used)).fits
+    verdict = fit(pod_spec(2), 3, nodes, requested_by_node(used))
     assert not verdict.fits and verdict.reason == "InsufficientGPU"
     assert "only 2 of 3" in verdict.message and "needs 2 per pod, at most 0 free" in verdict.message
 
 
 def test_cpu_and_memory_are_checked_too() -> None:
-    verdict = fit(pod_spec(0, cpu="40"), 1, [node("a")], [])
+    verdict = fit(pod_spec(0, cpu="40"), 1, [node("a")], {})
     assert not verdict.fits and verdict.reason == "InsufficientCPU"
-    verdict = fit(pod_spec(0, memory="300Gi"), 1, [node("a")], [])
+    verdict = fit(pod_spec(0, memory="300Gi"), 1, [node("a")], {})
     assert not verdict.fits and verdict.reason == "InsufficientMemory"
 
 
@@ -110,7 +118,7 @@ def test_taints_selectors_affinity_and_cordon_decide_which_nodes_count() -> None
     }
     assert node_matches({**spec, "affinity": affinity}, pool)
     assert not node_matches({**spec, "affinity": affinity}, node("x"))
-    verdict = fit(placed, 1, [tainted, node("other")], [])
+    verdict = fit(placed, 1, [tainted, node("other")], {})
     assert not verdict.fits and verdict.reason == "NoMatchingNode"
 
 
@@ -128,7 +136,9 @@ def test_fits_exactly_when_whole_pods_fit_in_free_gpus(
     nodes = [node(f"n{i}", gpus=g) for i, g in enumerate(gpus_per_node)]
     pods = [bound(pod_spec(u), f"n{i}") for i, u in enumerate(used[: len(nodes)]) if u]
     free = [max(0, g - (used[i] if i < len(used) else 0)) for i, g in enumerate(gpus_per_node)]
-    assert fit(pod_spec(per_pod), replicas, nodes, pods).fits == (sum(f // per_pod for f in free) >= replicas)
+    assert fit(pod_spec(per_pod), replicas, nodes, requested_by_node(pods)).fits == (
+        sum(f // per_pod for f in free) >= replicas
+    )
 
 
 @given(
@@ -142,7 +152,7 @@ def test_quantities_read_as_the_kubernetes_client_reads_them(number: Decimal, su
     assert parse_quantity(text) == reference(text)
 
 
-def test_the_observer_keeps_only_what_fit_reads_and_shares_one_list_per_node() -> None:
+def test_the_observer_keeps_only_the_requests_and_shares_one_list_per_node() -> None:
     import threading
 
     from stt_operator.services.capacity import CapacityObserver
@@ -162,12 +172,15 @@ def test_the_observer_keeps_only_what_fit_reads_and_shares_one_list_per_node() -
             return [full]
 
     observer = CapacityObserver(CountingKube(), ttl_s=60)  # type: ignore[arg-type]
-    threads = [threading.Thread(target=observer.pods_on, args=(["n1"],)) for _ in range(20)]
+    threads = [threading.Thread(target=observer.requested_on, args=(["n1"],)) for _ in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert CountingKube.calls == 1  # twenty reconciles, one list
-    kept = observer.pods_on(["n1"])
-    assert free_by_node([node("n1")], kept) == free_by_node([node("n1")], [full])
-    assert "metadata" not in kept[0] and "env" not in kept[0]["spec"]["containers"][0]
+    kept = observer.requested_on(["n1"])
+    assert (
+        kept
+        == requested_by_node([full])
+        == {"n1": {GPU: Decimal(2), "cpu": Decimal(8), "memory": Decimal(2 * 2**30)}}
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from stt_harness.cluster import free_port
+from stt_harness.mergepatch import apply_merge_patch
 from stt_operator.analysis.model import MonitoringLook, WindowCounts
 from stt_operator.analysis.monitoring import window_counts
 from stt_operator.analysis.prom import QueryResult, Sample
@@ -21,6 +22,7 @@ from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentSta
 from stt_operator.builders.serving import Revision
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import run_monitoring_look
+from stt_operator.controllers.status import status_changes
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import ObservedRevision
@@ -72,15 +74,9 @@ def counts(events: float | None, trials: float | None) -> Answer:
 UNAVAILABLE: Answer = lambda req: MonitoringLook((), "NoPrometheus", "no Prometheus is configured")  # noqa: E731
 
 
-def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
-    """RFC 7386: nested objects merge key by key, None removes a key."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            merge_patch(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
+def typed(status: Mapping[str, Any]) -> ModelDeploymentStatus:
+    """The status as the controller hands it to the planner."""
+    return ModelDeploymentStatus.model_validate(status)
 
 
 class World:
@@ -97,7 +93,7 @@ class World:
         self.requeue: float | None = None
 
     def step(self, answer: Answer | None = None) -> None:
-        inp = RolloutInput(NEW, self.spec, copy.deepcopy(self.status), self.observed, self.now)
+        inp = RolloutInput(NEW, self.spec, typed(self.status), self.observed, self.now)
         plan = plan_rollout(inp)
         if plan.monitoring_request is not None:
             assert answer is not None, "a look was requested"
@@ -105,7 +101,8 @@ class World:
             inp = replace(inp, monitoring=(plan.monitoring_request, answer(plan.monitoring_request)))
             plan = plan_rollout(inp)
             assert plan.monitoring_request is None
-        merge_patch(self.status, plan.status)  # what the controller writes: a merge patch
+        # What the controller writes: a merge patch of what changed.
+        apply_merge_patch(self.status, status_changes(inp.status, plan.status))
         conditions = {c.get("type"): c for c in self.status.get("conditions") or []}
         for c in plan.conditions:
             conditions[c.type] = {
@@ -242,7 +239,7 @@ def test_planning_twice_gives_the_same_plan() -> None:
     w = World(spec_of(rollback=True))
     w.step()
     w.now += INTERVAL
-    inp = RolloutInput(NEW, w.spec, copy.deepcopy(w.status), w.observed, w.now)
+    inp = RolloutInput(NEW, w.spec, typed(w.status), w.observed, w.now)
     first = plan_rollout(inp)
     assert first.monitoring_request is not None
     look = (first.monitoring_request, counts(60, 1000)(first.monitoring_request))
@@ -274,7 +271,7 @@ def test_no_monitoring_during_a_rollout_and_removed_spec_clears_status() -> None
     assert "monitoring" not in w.status
     # A rollout in flight (desired is not the stable revision): no look.
     spec = spec_of()
-    inp = RolloutInput(OLD, spec, promoted_status(), w.observed, T0 + timedelta(hours=1))
+    inp = RolloutInput(OLD, spec, typed(promoted_status()), w.observed, T0 + timedelta(hours=1))
     assert plan_rollout(inp).monitoring_request is None
 
 
@@ -439,7 +436,8 @@ def test_the_next_reconcile_undoes_to_the_previous_revision_through_history() ->
     w.step()
     w.after(answer=counts(60, 1000))
     digests = {OLD.model: OLD.model_digest, NEW.model: NEW.model_digest}
-    plan = plan_history_requests({ANNOTATION_UNDO: str(w.undo[0])}, w.status, NEW.model, 10, digests.get)
+    annotations = {ANNOTATION_UNDO: str(w.undo[0])}
+    plan = plan_history_requests(annotations, typed(w.status), NEW.model, 10, digests.get)
     assert plan.model == OLD.model and plan.consumed == [ANNOTATION_UNDO]
     assert [e.reason for e in plan.events] == ["UndoRequested"]
 
@@ -452,7 +450,7 @@ def test_the_rollback_rollout_serves_the_old_revision_before_switching(old_avail
     observed = dict(w.observed)
     observed[OLD.id] = ObservedRevision(OLD.id, OLD.model, old_available, 1, 1 if old_available else 0)
     # After the undo spec.model names the old model again: it is desired, the degraded one serves.
-    inp = RolloutInput(OLD, spec_of(rollback=True, strategy="Immediate"), w.status, observed, w.now)
+    inp = RolloutInput(OLD, spec_of(rollback=True, strategy="Immediate"), typed(w.status), observed, w.now)
     plan = plan_rollout(inp)
     assert [r for r, _ in plan.ensure] == [OLD]
     assert plan.monitoring_request is None  # no look while the rollback rolls out

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from stt_harness.cluster import free_port
-from stt_operator.api import ModelDeployment
+from stt_operator.api import ModelDeployment, ModelDeploymentStatus
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import run_analysis
 from stt_operator.rollout.plan import AnalysisRequest
@@ -29,7 +29,7 @@ def md(prometheus: dict[str, str] | None = None) -> ModelDeployment:
 
 
 REQUEST = AnalysisRequest(1, ("wer",), "rev-b", "canary", "rev-a", datetime(2026, 1, 1, tzinfo=UTC))
-STATUS = {"stableRevision": "rev-a", "stableModel": "model-a"}
+STATUS = ModelDeploymentStatus(stable_revision="rev-a", stable_model="model-a")
 
 
 def ctx(url: str) -> OperatorContext:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stt_operator.api.modeldeployment import ModelDeployment
+from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.rollout.evaluation import needs_evaluator, rollout_evaluator
 
@@ -91,7 +91,7 @@ def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> No
 
     b = body()
     spec = ModelDeployment.from_body(b).spec
-    in_flight = {"canaryRevision": "rev-b", "stableRevision": "rev-a"}
+    in_flight = ModelDeploymentStatus(canary_revision="rev-b", stable_revision="rev-a")
     common: dict[str, Any] = {
         "candidate_model": model("model-b", "pvc://sets/en"),
         "stable_model": model("model-a"),
@@ -106,7 +106,7 @@ def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> No
     assert kinds == ["ConfigMap", "Deployment", "Service"] and not serving.remove
     deployment = next(o for o in serving.apply if o["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["nodeSelector"]["pool"] == "cpu"
-    promoted = {"stableRevision": "rev-b"}
+    promoted = ModelDeploymentStatus(stable_revision="rev-b")
     done = evaluator_change(b, spec, promoted, found=True, candidate_serves=False, **common)
     assert (done.apply, done.remove) == ([], True)
     nothing = evaluator_change(b, spec, promoted, found=False, candidate_serves=False, **common)
@@ -114,3 +114,42 @@ def test_evaluator_change_waits_for_the_new_revision_then_runs_then_goes() -> No
     # No labelled set on either model: nothing to replay, an old evaluator goes.
     bare = {**common, "candidate_model": model("model-b")}
     assert evaluator_change(b, spec, in_flight, found=True, candidate_serves=True, **bare).remove
+
+
+def test_plan_evaluator_reads_the_stable_model_only_when_the_evaluator_may_run() -> None:
+    from stt_operator.builders.placement import Images, Placement
+    from stt_operator.rollout.evaluation import plan_evaluator
+    from stt_operator.rollout.objects import Endpoint
+    from stt_operator.rollout.plan import ObservedRevision
+
+    b = body()
+    spec = ModelDeployment.from_body(b).spec
+    images = Images("triton:1", "fetch:1", "op:1", Placement(), Placement())
+    endpoint = Endpoint("asr", "ns", {}, spec, images)
+    candidate = model("model-b", "pvc://sets/en")
+    in_flight = ModelDeploymentStatus(
+        canary_revision="rev-b", stable_revision="rev-a", stable_model="model-a"
+    )
+    evaluator = [{"metadata": {"name": "asr-evaluator"}}]
+    reads: list[str] = []
+
+    def get_model(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return model(name)
+
+    def plan(status: ModelDeploymentStatus, deployments: list[Any], available: bool) -> Any:
+        observed = {"rev-b": ObservedRevision("rev-b", "model-b", available)}
+        return plan_evaluator(b, endpoint, status, deployments, observed, candidate, get_model)
+
+    loading = plan(in_flight, [], available=False)
+    assert (loading.apply, loading.remove, reads) == ([], False, [])  # nothing read, nothing done
+    serving = plan(in_flight, [], available=True)
+    assert sorted(o["kind"] for o in serving.apply) == ["ConfigMap", "Deployment", "Service"]
+    assert reads == ["model-a"]
+    assert plan(in_flight, evaluator, available=False).apply  # found running: it keeps running
+    reads.clear()
+    promoted = ModelDeploymentStatus(stable_revision="rev-b", stable_model="model-b")
+    done = plan(promoted, evaluator, available=True)
+    assert (done.apply, done.remove, reads) == ([], True, [])  # not wanted: removed, nothing read
+    settled = plan(promoted, [], available=True)
+    assert (settled.apply, settled.remove) == ([], False)

@@ -57,7 +57,7 @@ class GatedWorld(World):
             assert plan.smoke_request is None
         if plan.route is not None:
             assert all(self.observed[r].available for r in plan.route) and sum(plan.route.values()) == 100
-        self.apply(plan)
+        self.apply(inp, plan)
         return plan
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stt_operator.api.modeldeployment import ModelDeploymentStatus
 from stt_operator.rollout.history import (
     ANNOTATION_RETRY,
     ANNOTATION_UNDO,
@@ -38,7 +39,9 @@ def history() -> list[dict[str, Any]]:
     ]
 
 
-STATUS = {"stableRevision": "r-b", "stableModel": "model-b", "revisions": history()}
+STATUS = ModelDeploymentStatus.model_validate(
+    {"stableRevision": "r-b", "stableModel": "model-b", "revisions": history()}
+)
 DIGESTS = {"model-a": "sha256:a", "model-b": "sha256:b", "model-c": "sha256:c"}
 
 
@@ -50,13 +53,13 @@ def plan(annotations: dict[str, str], spec_model: str | None = "model-c", limit:
 def test_retry_marks_the_newest_rolled_back_revision_and_is_consumed() -> None:
     p = plan({ANNOTATION_RETRY: "x"})
     assert p.consumed == [ANNOTATION_RETRY]
-    assert [r["outcome"] for r in p.revisions] == ["Superseded", "Serving", REVISION_RETRIED]
+    assert [r.outcome for r in p.revisions] == ["Superseded", "Serving", REVISION_RETRIED]
     assert [(e.type, e.reason) for e in p.events] == [("Normal", "RetryRequested")]
     assert p.model is None
 
 
 def test_retry_without_a_rolled_back_revision_is_refused() -> None:
-    status = {"revisions": history()[:2]}
+    status = ModelDeploymentStatus.model_validate({"revisions": history()[:2]})
     p = plan_history_requests({ANNOTATION_RETRY: "1"}, status, "model-b", 10, DIGESTS.get)
     assert p.revisions is None and [e.reason for e in p.events] == ["RetryIgnored"]
 
@@ -69,13 +72,13 @@ def test_undo_points_spec_model_at_the_recorded_revision() -> None:
 
 def test_undo_to_a_rolled_back_revision_retries_it() -> None:
     p = plan({ANNOTATION_UNDO: "3"}, spec_model="model-b")
-    assert p.model == "model-c" and p.revisions[-1]["outcome"] == REVISION_RETRIED
+    assert p.model == "model-c" and p.revisions[-1].outcome == REVISION_RETRIED
 
 
 def test_undo_refuses_a_revision_dropped_by_the_history_limit() -> None:
     p = plan({ANNOTATION_UNDO: "1"}, limit=2)
     assert p.model is None
-    assert [r["revision"] for r in p.revisions] == [2, 3]  # the lowered limit trims the history
+    assert [r.revision for r in p.revisions] == [2, 3]  # the lowered limit trims the history
     assert p.events[0].reason == "UndoFailed" and "kept: 2, 3" in p.events[0].message
     assert "revisionHistoryLimit 2" in p.events[0].message
 

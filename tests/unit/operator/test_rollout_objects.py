@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stt_operator.api.modeldeployment import ModelDeploymentSpec
+from stt_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from stt_operator.builders.metadata import owner_reference
 from stt_operator.builders.placement import Images, Placement
 from stt_operator.builders.routing import route_weights
@@ -61,6 +61,7 @@ def test_a_canary_step_ensures_the_new_stack_then_weights_the_route_then_deletes
     )
     old = Revision("model-old", "sha256:o")
     plan = EndpointPlan(
+        ModelDeploymentStatus(),
         ensure=[(NEW, "canary")],
         route={STABLE.id: 80, NEW.id: 20},
         delete=[old.id, "unknown-revision"],
@@ -89,7 +90,7 @@ def test_the_rollout_and_an_abtest_write_the_same_route_for_the_same_weights() -
         "replicas": 2,
     }
     ep = endpoint(spec)
-    plan = EndpointPlan(route={STABLE.id: 50, NEW.id: 50})
+    plan = EndpointPlan(ModelDeploymentStatus(), route={STABLE.id: 50, NEW.id: 50})
     (route,) = endpoint_objects(ep, plan, MODEL, {}, MODELS).routing
     md = {**MD, "spec": {"model": {"name": "model-b"}, **spec}}
     weights = {service(STABLE): 50, service(NEW): 50}
@@ -107,7 +108,7 @@ def test_replica_ratio_scales_found_revisions_and_serves_only_weighted_ready_pod
         NEW.id: ObservedRevision(NEW.id, NEW.model, True, replicas=1, ready_replicas=1),
     }
     pods = [pod(STABLE, "10.0.0.2"), pod(STABLE, "10.0.0.9", ready=False), pod(NEW, "10.0.0.5")]
-    plan = EndpointPlan(route={STABLE.id: 75, NEW.id: 25})
+    plan = EndpointPlan(ModelDeploymentStatus(), route={STABLE.id: 75, NEW.id: 25})
     objects = endpoint_objects(ep, plan, MODEL, observed, MODELS, pods)
     assert objects.scale == {service(STABLE): 3}  # 75 % of 4; the canary already has its 1
     svc, slice_ = objects.routing
@@ -116,13 +117,18 @@ def test_replica_ratio_scales_found_revisions_and_serves_only_weighted_ready_pod
     assert objects.weights is None and objects.address == "asr.ns.svc"
     # A blue-green preview at weight 0 keeps its pods out of the endpoint.
     preview = endpoint_objects(
-        ep, EndpointPlan(route={STABLE.id: 100, NEW.id: 0}), MODEL, observed, MODELS, pods
+        ep,
+        EndpointPlan(ModelDeploymentStatus(), route={STABLE.id: 100, NEW.id: 0}),
+        MODEL,
+        observed,
+        MODELS,
+        pods,
     )
     assert [e["addresses"] for e in preview.routing[1]["endpoints"]] == [["10.0.0.2"]]
 
 
 def test_a_plan_without_a_route_leaves_routing_alone() -> None:
-    objects = endpoint_objects(endpoint({}), EndpointPlan(), MODEL, {}, MODELS)
+    objects = endpoint_objects(endpoint({}), EndpointPlan(ModelDeploymentStatus()), MODEL, {}, MODELS)
     assert (objects.serving, objects.routing, objects.weights, objects.address) == ([], [], None, None)
 
 

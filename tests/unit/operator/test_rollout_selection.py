@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stt_operator.api.modeldeployment import ModelSelector
+from stt_operator.api.modeldeployment import ModelDeploymentStatus, ModelSelector, RevisionRecord
 from stt_operator.rollout.selection import criteria, select_model, summary
 from stt_operator.stats.selection import Criteria
 
@@ -118,10 +118,67 @@ def test_the_capacity_preflight_asks_only_before_a_new_revisions_stack_exists() 
     from stt_operator.rollout.transitions import needs_preflight
 
     new = Revision("m", "sha256:b")
-    status = {"stableRevision": "old", "revisions": []}
+    status = ModelDeploymentStatus(stable_revision="old", revisions=[])
     assert needs_preflight(status, new, {}, None)
-    assert not needs_preflight({}, new, {}, None)  # first deployment: nothing serves to protect
+    assert not needs_preflight(
+        ModelDeploymentStatus(), new, {}, None
+    )  # first deployment: nothing serves to protect
     assert not needs_preflight(status, new, {new.id: ObservedRevision(new.id, "m", False)}, None)
     assert not needs_preflight(status, new, {}, "abtest-1")  # an A/B test holds the endpoint
-    rolled_back = {**status, "revisions": [{"revisionId": new.id, "outcome": "RolledBack"}]}
+    entry = RevisionRecord(revision=1, revision_id=new.id, model="m", outcome="RolledBack")
+    rolled_back = status.model_copy(update={"revisions": [entry]})
     assert not needs_preflight(rolled_back, new, {}, None)
+
+
+def test_plan_selection_picks_announces_a_change_and_skips_rolled_back_revisions() -> None:
+    from stt_operator.api import ModelDeployment
+    from stt_operator.builders.serving import Revision, model_digest
+    from stt_operator.rollout.selection import ModelBlocker, Selected, plan_selection
+
+    spec = ModelDeployment.spec_from({"selector": {"language": "en-US"}}, name="asr")
+    first = plan_selection(spec, ModelDeploymentStatus(), MODELS, "ns")
+    assert isinstance(first, Selected) and first.model == "large"
+    assert first.event is not None and (first.event.type, first.event.reason) == ("Normal", "ModelSelected")
+    again = plan_selection(spec, ModelDeploymentStatus(selected_model="large"), MODELS, "ns")
+    assert again == Selected("large")  # the same pick says nothing
+    large = Revision("large", model_digest(MODELS[1]))
+    entry = RevisionRecord(revision=1, revision_id=large.id, model="large", outcome="RolledBack")
+    after_rollback = plan_selection(spec, ModelDeploymentStatus(revisions=[entry]), MODELS, "ns")
+    assert isinstance(after_rollback, Selected) and after_rollback.model == "small"
+    strict = ModelDeployment.spec_from(
+        {"selector": {"language": "en-US", "criteria": {"maxWer": 0.01}}}, name="asr"
+    )
+    none = plan_selection(strict, ModelDeploymentStatus(), MODELS, "ns")
+    assert isinstance(none, ModelBlocker) and (none.reason, none.phase) == ("NoModelSelected", "Pending")
+    assert none.message.startswith("no STTModel in ns fits spec.selector: ")
+
+
+@pytest.mark.parametrize(
+    ("previous", "phase", "event"),
+    [
+        (None, "Pending", ("Normal", "ModelNotReady")),
+        ({"type": "Ready", "status": "True", "reason": "Serving"}, "Pending", ("Normal", "ModelNotReady")),
+        (
+            {"type": "Ready", "status": "False", "reason": "ModelNotFound"},
+            "Pending",
+            ("Normal", "ModelNotReady"),
+        ),
+        ({"type": "Ready", "status": "False", "reason": "ModelNotReady"}, "Pending", None),
+        (None, "Failed", ("Warning", "ModelNotReady")),
+        ({"type": "Ready", "status": "False", "reason": "ModelNotReady"}, "Failed", None),
+    ],
+)
+def test_waiting_sets_ready_and_progressing_and_says_it_once(
+    previous: dict[str, str] | None, phase: str, event: tuple[str, str] | None
+) -> None:
+    from stt_operator.rollout.plan import ConditionUpdate
+    from stt_operator.rollout.selection import ModelBlocker, waiting
+
+    outcome = waiting(ModelBlocker("ModelNotReady", "STTModel m is not Ready: x", phase), previous)
+    assert outcome.phase == phase
+    assert outcome.conditions == (
+        ConditionUpdate("Ready", "False", "ModelNotReady", "STTModel m is not Ready: x"),
+        ConditionUpdate("Progressing", "False", "ModelNotReady", "STTModel m is not Ready: x"),
+    )
+    assert [(e.type, e.reason) for e in outcome.events] == ([event] if event else [])
+    assert all(e.message == "STTModel m is not Ready: x" for e in outcome.events)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from stt_harness.mergepatch import apply_merge_patch
 from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.analysis.prom import NOT_CONFIGURED
 from stt_operator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from stt_operator.builders.serving import Revision
+from stt_operator.controllers.status import status_changes
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.plan import AnalysisRequest, EndpointPlan, ObservedRevision
 from stt_operator.rollout.progressive import Step, steps_for
@@ -84,7 +86,8 @@ class World:
         self.step()
 
     def inputs(self, promote: bool = False) -> RolloutInput:
-        return RolloutInput(self.desired, self.spec, self.status, self.observed, self.now, promote)
+        status = ModelDeploymentStatus.model_validate(self.status)
+        return RolloutInput(self.desired, self.spec, status, self.observed, self.now, promote)
 
     def step(
         self,
@@ -106,15 +109,11 @@ class World:
         if plan.route is not None:
             assert all(self.observed[r].available or self.observed[r].ready_replicas for r in plan.route)
             assert sum(plan.route.values()) == 100
-        self.apply(plan)
+        self.apply(inp, plan)
         return plan
 
-    def apply(self, plan: EndpointPlan) -> None:
-        for key, value in plan.status.items():
-            if value is None:
-                self.status.pop(key, None)
-            else:
-                self.status[key] = value
+    def apply(self, inp: RolloutInput, plan: EndpointPlan) -> None:
+        apply_merge_patch(self.status, status_changes(inp.status, plan.status))
         conditions = {c["type"]: c for c in self.status.get("conditions") or []}
         for c in plan.conditions:
             conditions[c.type] = {
@@ -533,7 +532,7 @@ def test_abort_rolls_back_the_rollout_in_flight() -> None:
     w.begin()
     inp = replace(w.inputs(), abort_requested=True)
     plan = plan_rollout(inp)
-    w.apply(plan)
+    w.apply(inp, plan)
     assert plan.consumed == ["stt.dev/abort"] and plan.route == {OLD.id: 100}
     assert "aborted by a person" in w.status["lastRollback"]["reason"]
     assert w.status["revisions"][-1]["outcome"] == "RolledBack"
@@ -554,7 +553,7 @@ def test_requests_without_a_rollout_are_dropped(annotation: str) -> None:
     inp = replace(w.inputs(), **{f"{annotation}_requested": True})
     plan = plan_rollout(inp)
     assert plan.consumed == [f"stt.dev/{annotation}"] and plan.route == {OLD.id: 100}
-    assert "lastRollback" not in plan.status
+    assert "lastRollback" not in status_changes(inp.status, plan.status)
 
 
 def test_blue_green_awaiting_promotion_emits_one_event() -> None:
