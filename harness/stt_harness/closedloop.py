@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,30 @@ def node_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
     return built
 
 
+def operator_process(
+    cluster: LocalCluster,
+    images: dict[str, BuiltImage],
+    prometheus_url: str,
+    workdir: Path,
+    namespaces: Sequence[str],
+    *,
+    settings: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+) -> OperatorProcess:
+    """The operator process (not started) with `operator_settings` (plus `settings`) in a
+    config file under `workdir`, watching `namespaces`, logging to `workdir`/operator.log."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "settings.yaml"
+    config.write_text(yaml.safe_dump({**operator_settings(images, prometheus_url), **(settings or {})}))
+    return OperatorProcess(
+        cluster.kubeconfig,
+        reconcile_interval_s=1.0,
+        namespaces=list(namespaces),
+        extra_args=["--config", str(config), *extra_args],
+        log_path=workdir / "operator.log",
+    )
+
+
 @contextlib.contextmanager
 def loop_operator(
     cluster: LocalCluster,
@@ -102,16 +126,7 @@ def loop_operator(
     workdir: Path,
     namespaces: tuple[str, ...] = (f"{NAMESPACE_PREFIX}*",),
 ) -> Iterator[OperatorProcess]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "settings.yaml"
-    config.write_text(yaml.safe_dump(operator_settings(images, prometheus_url)))
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        reconcile_interval_s=1.0,
-        namespaces=list(namespaces),
-        extra_args=["--config", str(config)],
-        log_path=workdir / "operator.log",
-    )
+    proc = operator_process(cluster, images, prometheus_url, workdir, namespaces)
     proc.start()
     try:
         with scraped_operator(cluster, proc, prometheus_url):
@@ -249,13 +264,20 @@ def readable_copy(evalset: Path, dest_root: Path) -> Path:
 
 
 def prepare_namespace(
-    cluster: LocalCluster, gateway: Any, namespace: str, evalset_dir: Path, models_dir: Path | None = None
+    cluster: LocalCluster,
+    gateway: Any,
+    namespace: str,
+    evalset_dir: Path,
+    models_dir: Path | None = None,
+    *,
+    service_monitor: bool = True,
 ) -> None:
-    """The Gateway, the workload ServiceMonitor, the labelled set's claim and, given
-    `models_dir`, a writable `models` claim for quantized artifacts."""
+    """The Gateway, the workload ServiceMonitor (unless `service_monitor` is False: a
+    Prometheus without the Prometheus Operator scrapes by other means), the labelled set's
+    claim and, given `models_dir`, a writable `models` claim for quantized artifacts."""
     gateway.create_gateway(namespace)
     objects = [
-        chart_workload_servicemonitor(cluster, namespace),
+        *([chart_workload_servicemonitor(cluster, namespace)] if service_monitor else []),
         *host_volume(namespace, EVALSET_CLAIM, evalset_dir, "ReadOnlyMany"),
     ]
     if models_dir is not None:

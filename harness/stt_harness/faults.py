@@ -1,41 +1,59 @@
 """Fault injection against the real operator process and the local control plane, with the
 invariants every observed state must keep (tests/integration/test_faults.py, bench/faults/).
 
+What the operator creates runs: the Triton pods and the evaluator pod run on the cluster's real
+node (stt_harness.node) from the images the Dockerfiles build, serving the built-in pocketsphinx
+recogniser. `model-a` and `model-b` are that recogniser under two names, so the evaluator
+measures the same WER for both and every analysis passes on real transcripts (for the A/B test
+`model-a` is its degraded variant, so `model-b` really wins). Analysis reads a real Prometheus
+(Debian's, a host process a test can stop) that scrapes the evaluator pods the operator runs:
+`EvaluatorScrape` finds them by label and pod IP, as a ServiceMonitor would, because that
+Prometheus has no Kubernetes discovery.
+
 Invariants (checked on every poll and once more on the final state):
 - the route never names a backend whose Deployment was never Available (RouteWatch);
 - the canary weight never exceeds what passed analyses allowed: a weight set by a step after an
   analysis step is only legal once that analysis has a Passed run in status;
 - nothing is promoted without a Passed verdict for every analysis step, nothing is rolled back
-  while the feed is healthy;
+  (the candidate is as good as stable);
 - the rollout converges; at the end there is one Deployment and one Service per serving
   revision, one route, no leftovers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from prometheus_client import CollectorRegistry
-
+from stt_harness import closedloop as cl
 from stt_harness.cluster import LocalCluster
-from stt_harness.evalsim import record_paired_utterance
+from stt_harness.images import BuiltImage
 from stt_harness.operator import OperatorProcess
-from stt_harness.prometheus import Exporter, PrometheusServer, start_exporter
-from stt_harness.resources import API, stt_model
+from stt_harness.prometheus import PrometheusServer, ScrapeTarget
+from stt_harness.resources import API
 from stt_harness.routewatch import RouteWatch, serve_then_switch
-from stt_operator import evalmetrics as em
-from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_REVISION
+from stt_operator.builders.metadata import LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_REVISION
+from stt_operator.evaluator.manifests import METRICS_PORT
+from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 from stt_operator.services.kube import Kube
 
-WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}
+# The evaluator replays the 24-utterance set to both variants at 2 per second: 20 pairs take
+# about 10 s, so each analysis step decides within a few intervals.
+MIN_SAMPLES = 20
+WER_METRIC = {
+    "name": "wer",
+    "preset": "wer",
+    "nonInferiorityMargin": 0.03,
+    "minSamples": MIN_SAMPLES,
+}
 ENDPOINT = "asr"
 
 CANARY = {
@@ -46,6 +64,10 @@ BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "
 IMMEDIATE = {"type": "Immediate"}
 STRATEGIES = {"Immediate": IMMEDIATE, "Canary": CANARY, "BlueGreen": BLUE_GREEN}
 
+# Real pods on a 2-core node: starting a Triton pod (image already imported) and its first
+# Ready takes tens of seconds, more under load.
+SERVE_TIMEOUT_S = 300.0
+
 
 def endpoint_manifest(namespace: str, strategy: Mapping[str, Any], model: str = "model-a") -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -53,10 +75,14 @@ def endpoint_manifest(namespace: str, strategy: Mapping[str, Any], model: str = 
         "replicas": 1,
         "strategy": dict(strategy),
         "scaleDownDelay": "0s",
-        "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": ["stt.example.test"]},
+        "endpoint": {"gatewayRef": {"name": "stt-gateway"}, "hostnames": [cl.HOST]},
     }
     if strategy["type"] != "Immediate":
-        spec["analysis"] = {"interval": "2s", "metrics": [WER_METRIC]}
+        spec["analysis"] = {
+            "interval": "2s",
+            "prometheus": {"source": cl.PROMETHEUS_SOURCE},
+            "metrics": [WER_METRIC],
+        }
     return {
         "apiVersion": API,
         "kind": "ModelDeployment",
@@ -65,73 +91,91 @@ def endpoint_manifest(namespace: str, strategy: Mapping[str, Any], model: str = 
     }
 
 
-class EvalFeed:
-    """The evaluator's paired series for the baseline vs the candidate of one endpoint,
-    exported to a real Prometheus. `gain` 0: the candidate makes the same errors as the
-    baseline; 0.5: half as many (a clear winner)."""
+def prepare_namespace(cluster: LocalCluster, gateway: Any, namespace: str, evalset_dir: Path) -> None:
+    """The Gateway the endpoint's route attaches to and the labelled set's claim the evaluator
+    reads (`pvc://evalset`); no ServiceMonitor: `EvaluatorScrape` does the discovery."""
+    cl.prepare_namespace(cluster, gateway, namespace, evalset_dir, service_monitor=False)
 
-    job = "fault-evaluator"
+
+def fault_operator(
+    cluster: LocalCluster,
+    images: dict[str, BuiltImage],
+    prometheus_url: str,
+    namespaces: Sequence[str],
+    workdir: Path,
+    *extra: str,
+) -> OperatorProcess:
+    """The operator as an administrator configures it for the real node (closedloop's settings:
+    images, placement, the Prometheus source `cluster`), the same Prometheus as its default
+    (A/B tests read that one), watching `namespaces`, with a short shutdown timeout. Not started.
+    Without the watch-stream lines closedloop turns on: the outage test counts log lines."""
+    return cl.operator_process(
+        cluster,
+        images,
+        prometheus_url,
+        workdir,
+        namespaces,
+        settings={"log_watch_streams": False},
+        extra_args=["--prometheus-url", prometheus_url, "--shutdown-timeout", "5", *extra],
+    )
+
+
+class EvaluatorScrape:
+    """Keeps `prometheus` scraping the evaluator pods the operator runs in `namespace`, by pod
+    IP, with the `namespace` label a ServiceMonitor's relabelling gives; follows pods as they
+    come and go (polls every `period` s, for at most `max_seconds`)."""
 
     def __init__(
         self,
         prometheus: PrometheusServer,
+        kube: Kube,
         namespace: str,
-        candidate: str = "canary",
-        baseline: str = "stable",
-        gain: float = 0.0,
+        period: float = 1.0,
+        max_seconds: float = 1800.0,
     ) -> None:
-        self.registry = CollectorRegistry()
-        self.metrics = em.build_eval_metrics(self.registry)
-        self.exporter: Exporter = start_exporter(self.registry)
-        self.prometheus, self.namespace = prometheus, namespace
-        self.candidate, self.baseline, self.gain = candidate, baseline, gain
-        for variant in (baseline, candidate):
-            self.metrics.init_variant(self.labels(variant))
-        self.metrics.init_pair(self.labels(candidate))
+        self.prometheus, self.kube, self.namespace = prometheus, kube, namespace
+        self.job = f"evaluator-{namespace}"
+        self.period, self.deadline = period, time.monotonic() + max_seconds
+        self.addresses: set[str] = set()
+        self.seen: set[str] = set()  # every evaluator address scraped, for the test to assert on
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        prometheus.add_target(self.job, self.exporter.address, labels={"namespace": namespace})
 
-    def labels(self, variant: str) -> dict[str, str]:
-        model = "model-a" if variant == self.baseline else "model-b"
+    def _current(self) -> set[str]:
+        pods = self.kube.list("v1", "Pod", self.namespace, {LABEL_COMPONENT: "evaluator"})
         return {
-            "endpoint": ENDPOINT,
-            "variant": variant,
-            "model": model,
-            "language": "en-US",
-            "baseline": self.baseline,
+            f"{pod['status']['podIP']}:{METRICS_PORT}"
+            for pod in pods
+            if (pod.get("status") or {}).get("podIP") and pod["status"].get("phase") == "Running"
         }
 
     def _run(self) -> None:
-        rng = np.random.default_rng(3)
-        base, cand = self.labels(self.baseline), self.labels(self.candidate)
-        while not self.stop_event.is_set():
-            for _ in range(40):
-                words = int(rng.integers(4, 25))
-                b = int(rng.binomial(words, rng.beta(2, 16)))
-                c = b - int(rng.binomial(b, self.gain)) if self.gain else b
-                self.metrics.record_request(base)
-                self.metrics.record_request(cand)
-                record_paired_utterance(
-                    self.metrics, base, cand, words=words, baseline_errors=b, candidate_errors=c
-                )
-            self.stop_event.wait(0.5)
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            # The apiserver may be down on purpose: keep the targets, look again.
+            with contextlib.suppress(Exception):
+                self.sync(self._current())
+            self.stop_event.wait(self.period)
+
+    def sync(self, wanted: set[str]) -> None:
+        if wanted == self.addresses:
+            return
+        gone, new = self.addresses - wanted, wanted - self.addresses
+        self.prometheus.targets = [
+            t for t in self.prometheus.targets if not (t.job == self.job and t.address in gone)
+        ]
+        self.prometheus.add_targets(
+            [ScrapeTarget(job=self.job, address=a, labels={"namespace": self.namespace}) for a in new],
+            wait=False,
+        )
+        self.addresses = wanted
+        self.seen |= new
 
     def close(self) -> None:
         self.stop_event.set()
-        self.thread.join(5)
-        self.prometheus.remove_target(self.job, self.exporter.address)
-        self.exporter.stop()
-
-
-class ABFeed(EvalFeed):
-    """An A/B test's evaluator: control (model-a) vs a clearly better candidate (model-b)."""
-
-    job = "fault-abtest-evaluator"
-
-    def __init__(self, prometheus: PrometheusServer, namespace: str) -> None:
-        super().__init__(prometheus, namespace, candidate="candidate", baseline="control", gain=0.5)
+        self.thread.join(10)
+        if self.addresses:
+            self.sync(set())
 
 
 def abtest_manifest(namespace: str) -> dict[str, Any]:
@@ -145,9 +189,14 @@ def abtest_manifest(namespace: str) -> dict[str, Any]:
                 {"name": "control", "model": {"name": "model-a"}, "weight": 50},
                 {"name": "candidate", "model": {"name": "model-b"}, "weight": 50},
             ],
-            "primaryMetric": {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05, "minSamples": 50},
-            "minSamplesPerVariant": 50,
-            "duration": "3m",
+            "primaryMetric": {
+                "name": "wer",
+                "preset": "wer",
+                "maxRelativeIncrease": 0.05,
+                "minSamples": MIN_SAMPLES,
+            },
+            "minSamplesPerVariant": MIN_SAMPLES,
+            "duration": "5m",
             "minDuration": "3s",
             "promotion": {"auto": True},
         },
@@ -269,9 +318,11 @@ def converged(kube: Kube, namespace: str, md: Mapping[str, Any], model: str = "m
     return md if done else None
 
 
-def prepare_models(kube: Kube, namespace: str) -> None:
-    kube.apply(stt_model("model-a", namespace))
-    kube.apply(stt_model("model-b", namespace, language="en-GB"))
+def prepare_models(kube: Kube, namespace: str, *, worse_a: bool = False) -> None:
+    """model-a and model-b: the built-in recogniser twice (`worse_a`: model-a is its degraded
+    variant), no validation Job, the labelled set on the claim as their evaluation set."""
+    kube.apply(cl.sphinx_model("model-a", namespace, degraded=worse_a))
+    kube.apply(cl.sphinx_model("model-b", namespace))
 
 
 def sigkill(op: OperatorProcess) -> None:
@@ -279,6 +330,22 @@ def sigkill(op: OperatorProcess) -> None:
     op.process.send_signal(signal.SIGKILL)
     op.process.wait(10)
     op._log.close()
+
+
+def next_kill_moment(watch: InvariantWatch, rng: random.Random, max_wait: float = 15.0) -> None:
+    """Poll until a random moment: shortly after the candidate's weight next moves (a route
+    write and its status are in flight then), or after a random 0.3 to `max_wait` s if it stays
+    put. Real pods make a rollout last a minute or more: kills only seconds apart would all
+    land at its start."""
+    weight = watch.seen[-1][1] if watch.seen else None
+    deadline = time.monotonic() + rng.uniform(0.3, max_wait)
+    while time.monotonic() < deadline and (watch.seen[-1][1] if watch.seen else None) == weight:
+        watch.poll()
+        time.sleep(0.1)
+    jitter_until = time.monotonic() + rng.uniform(0.0, 1.5)
+    while time.monotonic() < jitter_until:
+        watch.poll()
+        time.sleep(0.1)
 
 
 @dataclass
@@ -297,22 +364,20 @@ def rollout_under_kills(
     strategy_name: str,
     kills: int,
     rng: random.Random,
-    timeout: float = 150.0,
+    timeout: float = SERVE_TIMEOUT_S,
     start_timeout: float = 60.0,
 ) -> KillReport:
     """model-a stable, then spec.model → model-b; SIGKILL the operator `kills` times at random
-    moments of the rollout (0.3 to 4 s apart), restarting it each time; poll invariants throughout."""
+    moments of the rollout (`next_kill_moment`), restarting it each time; poll invariants
+    throughout."""
     strategy = STRATEGIES[strategy_name]
     manifest = endpoint_manifest(namespace, strategy)
     watch = InvariantWatch(kube, namespace, strategy)
-    serve_then_switch(kube, manifest, watch)
+    serve_then_switch(kube, manifest, watch, timeout=SERVE_TIMEOUT_S)
     started = time.monotonic()
     done = 0
     while done < kills:
-        wait_until = time.monotonic() + rng.uniform(0.3, 4.0)
-        while time.monotonic() < wait_until:
-            watch.poll()
-            time.sleep(0.1)
+        next_kill_moment(watch, rng)
         sigkill(op)
         done += 1
         watch.poll()
@@ -324,6 +389,75 @@ def rollout_under_kills(
     )
     took = time.monotonic() - started
     return KillReport(strategy_name, done, took, watch.check_final(md), watch.polls)
+
+
+def abtest_under_kills(
+    kube: Kube,
+    op: OperatorProcess,
+    namespace: str,
+    kills: int,
+    rng: random.Random,
+    timeout: float = SERVE_TIMEOUT_S,
+    start_timeout: float = 60.0,
+) -> KillReport:
+    """model-a (the degraded recogniser) serves the endpoint; an A/B test against model-b runs
+    while the operator is SIGKILLed `kills` times at random moments and restarted. Violations:
+    the route naming a never-Available backend, a winner other than the candidate, the hold not
+    released, the endpoint not converging on model-b."""
+    kube.apply(endpoint_manifest(namespace, IMMEDIATE))
+    watch = RouteWatch(kube, namespace, ENDPOINT, (API, "ABTest", "ab"))
+    violations: list[Violation] = []
+    wait_for_object(
+        kube,
+        namespace,
+        lambda md: (md.get("status") or {}).get("phase") == "Healthy",
+        timeout,
+        "model-a serving",
+    )
+    kube.apply(abtest_manifest(namespace))
+    started = time.monotonic()
+    done = 0
+    try:
+        while done < kills:
+            deadline = time.monotonic() + rng.uniform(0.3, 8.0)
+            while time.monotonic() < deadline:
+                watch.poll()
+                time.sleep(0.1)
+            sigkill(op)
+            done += 1
+            op.start(timeout=start_timeout)
+        test = watch.until(
+            lambda t: (t.get("status") or {}).get("phase") in ("Promoted", "Completed", "Failed") and t,
+            timeout,
+            "the A/B test decided",
+        )
+    except AssertionError as exc:  # the route named a never-Available backend
+        violations.append(Violation(time.monotonic(), str(exc)))
+        return KillReport("ABTest", done, time.monotonic() - started, violations, watch.polls)
+    status = test["status"]
+    if status.get("phase") != "Promoted" or status.get("winner") != "candidate":
+        violations.append(Violation(time.monotonic(), f"expected the candidate promoted: {status}"))
+    md = wait_for_object(
+        kube, namespace, lambda md: converged(kube, namespace, md), timeout, "model-b serving"
+    )
+    if md is None:
+        violations.append(Violation(time.monotonic(), "the endpoint did not converge on model-b"))
+    elif ANNOTATION_HELD_BY in (md["metadata"].get("annotations") or {}):
+        violations.append(Violation(time.monotonic(), "the A/B test's hold was not released"))
+    return KillReport("ABTest", done, time.monotonic() - started, violations, watch.polls)
+
+
+def wait_for_object(
+    kube: Kube, namespace: str, check: Callable[[dict[str, Any]], Any], timeout: float, what: str
+) -> dict[str, Any] | None:
+    """The endpoint's ModelDeployment once `check` holds, or None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = kube.get(API, "ModelDeployment", ENDPOINT, namespace) or {}
+        if md and check(md):
+            return md
+        time.sleep(0.5)
+    return None
 
 
 # -- control-plane faults --------------------------------------------------------------------------

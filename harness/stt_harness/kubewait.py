@@ -47,3 +47,14 @@ def event_reasons(kube: Kube, namespace: str, name: str) -> list[str]:
         for e in kube.list("v1", "Event", namespace)
         if (e.get("involvedObject") or {}).get("name") == name
     ]
+
+
+def wait_reasons(kube: Kube, namespace: str, name: str, *wanted: str, timeout: float = 30.0) -> list[str]:
+    """Wait until `name` has Events with every reason in `wanted`: Events are posted apart from
+    the status patch, and may land a moment after it."""
+    found: list[str] = wait_for(
+        lambda: set(wanted) <= set(reasons := event_reasons(kube, namespace, name)) and reasons,
+        timeout,
+        f"Events {wanted} of {name}",
+    )
+    return found

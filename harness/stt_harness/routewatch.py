@@ -31,6 +31,7 @@ class RouteWatch:
         self.deployment_labels = dict(deployment_labels) if deployment_labels else None
         self.seen: list[tuple[tuple[str, int], ...]] = []
         self.ever_available: set[str] = set()
+        self.polls = 0
 
     def _available(self) -> set[str]:
         deployments = self.kube.list("apps/v1", "Deployment", self.namespace, self.deployment_labels)
@@ -39,6 +40,7 @@ class RouteWatch:
         return available
 
     def poll(self) -> dict[str, Any]:
+        self.polls += 1
         available = self._available()
         route = self.kube.get(GATEWAY_API_VERSION, "HTTPRoute", self.route, self.namespace)
         if route is not None:
@@ -76,7 +78,7 @@ class RouteWatch:
 
 
 def serve_then_switch(
-    kube: Kube, manifest: dict[str, Any], watch: RouteWatch, to_model: str = "model-b"
+    kube: Kube, manifest: dict[str, Any], watch: RouteWatch, to_model: str = "model-b", timeout: float = 90
 ) -> None:
     """Apply the endpoint, wait until model-a is its stable Healthy model, then move spec.model."""
     kube.apply(manifest)
@@ -85,7 +87,7 @@ def serve_then_switch(
             (md.get("status") or {}).get("phase") == "Healthy"
             and md["status"].get("stableModel") == "model-a"
         ),
-        timeout=90,
+        timeout=timeout,
         what="model-a stable",
     )
     manifest["spec"]["model"]["name"] = to_model

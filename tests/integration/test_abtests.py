@@ -37,7 +37,7 @@ import yaml
 
 from stt_harness.argocd import ArgoCD, Customizations, capture, merge_patch, render_customizations
 from stt_harness.cluster import ensure_tools
-from stt_harness.kubewait import condition, event_reasons, wait_for
+from stt_harness.kubewait import condition, event_reasons, wait_for, wait_reasons
 from stt_harness.prometheus import PrometheusServer, ScrapeTarget, free_port
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_harness.routewatch import RouteWatch
@@ -347,9 +347,7 @@ def test_better_candidate_wins_and_is_promoted(operator, kube, namespace, evalua
     md = md_of(kube, namespace)
     assert md["spec"]["model"]["name"] == "model-b"
     assert ANNOTATION_HELD_BY not in (md["metadata"].get("annotations") or {})
-    reasons = event_reasons(kube, namespace, AB)
-    for reason in ("TestStarted", "WinnerFound", "WinnerPromoted"):
-        assert reason in reasons, reasons
+    wait_reasons(kube, namespace, AB, "TestStarted", "WinnerFound", "WinnerPromoted")
     # The test's variant Deployment and evaluator go; the endpoint rolls model-b out itself.
     watch.until(
         lambda t: not kube.list("apps/v1", "Deployment", namespace, {LABEL_ABTEST: AB}),
@@ -403,7 +401,7 @@ def test_equal_variants_end_with_no_difference_and_route_goes_back(
         30,
         "variants removed",
     )
-    assert "DurationReached" in event_reasons(kube, namespace, AB)
+    wait_reasons(kube, namespace, AB, "DurationReached")
 
 
 def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, evaluator_factory):
@@ -445,7 +443,7 @@ def test_sample_ratio_mismatch_holds_the_decision(operator, kube, namespace, eva
     done = watch.until(lambda t: t["status"].get("phase") == "Concluded" and t, 120, "end of the duration")
     # A clearly better candidate, but the split was broken: no winner, nothing promoted.
     assert "winner" not in done["status"] and done["status"]["decision"]["outcome"] == "Inconclusive"
-    assert "SampleRatioMismatch" in event_reasons(kube, namespace, AB)
+    wait_reasons(kube, namespace, AB, "SampleRatioMismatch")
     wait_for(
         lambda: ANNOTATION_HELD_BY not in (md_of(kube, namespace)["metadata"].get("annotations") or {}),
         timeout=20,
@@ -470,9 +468,8 @@ def test_no_data_pauses_then_a_person_stops_the_test(operator, kube, namespace):
     manifest["spec"]["stop"] = True
     kube.apply(manifest)
     done = watch.until(lambda t: t["status"].get("phase") == "Stopped" and t, 30, "stopped")
-    assert done["status"]["decision"]["outcome"] == "Stopped" and "StoppedByUser" in event_reasons(
-        kube, namespace, AB
-    )
+    assert done["status"]["decision"]["outcome"] == "Stopped"
+    wait_reasons(kube, namespace, AB, "StoppedByUser")
     watch.until(
         lambda t: [w for _, w in watch.seen[-1]] == [100] and "model-a" in watch.seen[-1][0][0],
         20,

@@ -144,6 +144,18 @@ def reasons(kube: Kube, ns: str) -> list[str]:
     ]
 
 
+def settled_rolled_back(kube: Kube, ns: str) -> dict[str, Any]:
+    """The status once the rolled-back revision is gone: until its Deployment is deleted the
+    phase is Degraded (a revision besides stable still runs), then RolledBack."""
+
+    def rolled_back() -> dict[str, Any] | None:
+        status = (kube.get(cl.API, "ModelDeployment", cl.ENDPOINT, ns) or {}).get("status") or {}
+        return status if status.get("phase") == "RolledBack" else None
+
+    settled: dict[str, Any] = wait_for(rolled_back, 60, "phase RolledBack, the old revision deleted")
+    return settled
+
+
 @dataclass
 class Rollout:
     """What one rollout under client load left: the ModelDeployment when its decision was seen,
@@ -338,7 +350,8 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     assert failed[-1]["value"] > failed[-1]["baseline"] + MARGIN, failed[-1]
     assert md["status"]["lastRollback"]["toModel"] == BASELINE
     assert "wer" in md["status"]["lastRollback"]["reason"], md["status"]["lastRollback"]
-    assert status["stableModel"] == BASELINE and status["phase"] == "RolledBack", status
+    assert status["stableModel"] == BASELINE and status["phase"] in ("Degraded", "RolledBack"), status
+    assert settled_rolled_back(kube, ns)["stableModel"] == BASELINE
     (only,) = run.observer.changes[-1].weights.items()
     assert BASELINE in only[0] and only[1] == 100, run.observer.changes[-1]
     assert run.observer.candidate_weights(DEGRADED) == [0, 50, 0], [c.weights for c in run.observer.changes]
@@ -464,7 +477,8 @@ def test_blue_green_worse_preview_never_gets_traffic(
     failed = analysis_runs(run.final, "Failed")
     assert failed and failed[-1]["metric"] == "wer" and failed[-1]["step"] == 0, status["analysisRuns"]
     assert failed[-1]["value"] > failed[-1]["baseline"] + MARGIN, failed[-1]
-    assert status["stableModel"] == BASELINE and status["phase"] == "RolledBack", status
+    assert status["stableModel"] == BASELINE and status["phase"] in ("Degraded", "RolledBack"), status
+    assert settled_rolled_back(kube, ns)["stableModel"] == BASELINE
     assert run.decided["status"]["lastRollback"]["toModel"] == BASELINE
     # The degraded preview was listed at weight 0 and never weighted: no client request reached it.
     assert run.observer.candidate_weights(DEGRADED) == [0], [c.weights for c in run.observer.changes]

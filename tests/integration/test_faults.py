@@ -3,6 +3,9 @@ operator process SIGKILLed mid-rollout, Prometheus gone for several analysis int
 kube-apiserver and etcd restarted mid-rollout, 409s from a concurrent writer during an A/B test.
 Each test runs its own operator (the session's shared one is never killed) on its own namespaces.
 
+What the operator creates runs on the real node: Triton pods serving the built-in recogniser,
+and the evaluator pod whose real WER the analyses read from a real Prometheus.
+
 The sample is small so that `make test` stays short; bench/faults/ runs the long version.
 """
 
@@ -14,94 +17,133 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from kubernetes.dynamic.exceptions import ConflictError
 
+from stt_harness import closedloop as cl
+from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import namespace_name, scratch_namespace
 from stt_harness.faults import (
     CANARY,
     ENDPOINT,
-    ABFeed,
-    EvalFeed,
+    EvaluatorScrape,
     InvariantWatch,
-    abtest_manifest,
+    abtest_under_kills,
     converged,
     endpoint_manifest,
+    fault_operator,
     prepare_models,
+    prepare_namespace,
     rollout_under_kills,
-    sigkill,
     start_component,
     stop_component,
     wait_apiserver,
     wait_controllers_back,
     wait_exit,
 )
+from stt_harness.gateway import TraefikGateway
+from stt_harness.images import BuiltImage
 from stt_harness.kubewait import condition, wait_for
 from stt_harness.operator import OperatorProcess
 from stt_harness.resources import API
-from stt_harness.routewatch import RouteWatch
 from stt_operator.rollout.transitions import ANNOTATION_HELD_BY
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 KILLS = int(os.environ.get("STT_FAULT_KILLS", "2"))  # per strategy; bench/faults runs hundreds
 SEED = int(os.environ.get("STT_FAULT_SEED", "13"))
+NAMESPACE_PREFIX = "stt-fault-"  # watched by no other operator of the session
+
+
+@pytest.fixture(scope="module")
+def fault_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
+    """Build (or reuse) the images and import them into the real node's containerd."""
+    return cl.node_images(cluster)
+
+
+@pytest.fixture(scope="module")
+def fault_evalset(small_evalset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cl.readable_copy(small_evalset, tmp_path_factory.mktemp("fault-evalset"))
 
 
 @pytest.fixture
-def namespaces(request: pytest.FixtureRequest, kube_api) -> Iterator[list[str]]:
+def namespaces(
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    kube_api,
+    traefik: TraefikGateway,
+    fault_evalset: Path,
+) -> Iterator[list[str]]:
+    """Three namespaces with a Gateway and the labelled set's claim."""
     with ExitStack() as stack:
-        yield [
-            stack.enter_context(scratch_namespace(kube_api, namespace_name(f"{request.node.name}-{i}")))
-            for i in range(3)
-        ]
+        names = []
+        for i in range(3):
+            name = namespace_name(f"{NAMESPACE_PREFIX}{request.node.name.removeprefix('test_')}-{i}")
+            stack.enter_context(scratch_namespace(kube_api, name))
+            stack.callback(cl.delete_volume, cluster, name)
+            prepare_namespace(cluster, traefik, name, fault_evalset)
+            names.append(name)
+        yield names
 
 
-def operator_for(cluster, namespaces: list[str], prometheus_url: str, *extra: str) -> OperatorProcess:
-    return OperatorProcess(
-        cluster.kubeconfig,
-        reconcile_interval_s=1.0,
-        namespaces=namespaces,
-        extra_args=["--prometheus-url", prometheus_url, "--shutdown-timeout", "5", *extra],
-    )
+@pytest.fixture
+def make_operator(cluster: LocalCluster, fault_images: dict[str, BuiltImage], tmp_path: Path):
+    made: list[OperatorProcess] = []
+
+    def make(namespaces: list[str], prometheus_url: str, name: str = "operator") -> OperatorProcess:
+        op = fault_operator(cluster, fault_images, prometheus_url, namespaces, tmp_path / name)
+        made.append(op)
+        return op
+
+    yield make
+    for op in made:
+        op.stop()
 
 
-def test_sigkill_at_random_points_of_each_strategy(cluster, kube, namespaces, operator_prometheus):
+def test_sigkill_at_random_points_of_each_strategy(kube, namespaces, operator_prometheus, make_operator):
     rng = random.Random(SEED)
-    op = operator_for(cluster, namespaces, operator_prometheus.url).start()
-    feeds = []
+    op = make_operator(namespaces, operator_prometheus.url).start()
+    scrapes = []
     reports = []
     try:
         for namespace, strategy in zip(namespaces, ("Immediate", "Canary", "BlueGreen"), strict=True):
             prepare_models(kube, namespace)
-            if strategy != "Immediate":
-                candidate = "preview" if strategy == "BlueGreen" else "canary"
-                feeds.append(EvalFeed(operator_prometheus, namespace, candidate=candidate))
+            scrapes.append(EvaluatorScrape(operator_prometheus, kube, namespace))
             reports.append(rollout_under_kills(kube, op, namespace, strategy, KILLS, rng))
     finally:
-        for feed in feeds:
-            feed.close()
-        op.stop()
+        for scrape in scrapes:
+            scrape.close()
     for report in reports:
         assert report.kills == KILLS
         assert report.violations == [], (report.strategy, report.violations)
         assert report.polls > 10  # the invariants were looked at all along, not once
         print(f"{report.strategy}: {report.kills} kills, converged in {report.converged_s:.1f}s")
+    # The analysed strategies were decided on the evaluator pod's own series.
+    assert [bool(s.seen) for s in scrapes] == [False, True, True], [s.seen for s in scrapes]
 
 
-def test_prometheus_down_holds_the_canary_then_it_resumes(cluster, kube, namespace, prometheus_factory):
+def test_prometheus_down_holds_the_canary_then_it_resumes(
+    kube, namespaces, prometheus_factory, make_operator
+):
+    namespace = namespaces[0]
     prometheus = prometheus_factory()
-    feed = EvalFeed(prometheus, namespace)
+    scrape = EvaluatorScrape(prometheus, kube, namespace)
     prepare_models(kube, namespace)
     manifest = endpoint_manifest(namespace, CANARY)
     kube.apply(manifest)
-    with operator_for(cluster, [namespace], prometheus.url) as _op:
+    make_operator([namespace], prometheus.url).start()
+    try:
         watch = InvariantWatch(kube, namespace, CANARY)
-        watch.until(lambda md: (md.get("status") or {}).get("stableModel") == "model-a", 90, "model-a stable")
+        watch.until(
+            lambda md: (md.get("status") or {}).get("stableModel") == "model-a", 300, "model-a stable"
+        )
         manifest["spec"]["model"]["name"] = "model-b"
         kube.apply(manifest)
-        watch.until(lambda md: md["status"].get("currentWeight") == 20, 60, "canary at 20 %")
+        watch.until(lambda md: md["status"].get("currentWeight") == 20, 300, "canary at 20 %")
+        # The evaluator runs and Prometheus has scraped it before it goes away.
+        wait_for(lambda: scrape.seen, 120, "the evaluator pod scraped")
         prometheus.stop()
         try:
             # Several analysis intervals (2 s) with every query failing: the rollout holds.
@@ -121,30 +163,35 @@ def test_prometheus_down_holds_the_canary_then_it_resumes(cluster, kube, namespa
             prometheus.start()
         md = watch.until(
             lambda md: converged(kube, namespace, md),
-            timeout=120,
+            timeout=300,
             what="resumed and promoted after Prometheus came back",
         )
-    feed.close()
+    finally:
+        scrape.close()
     assert watch.check_final(md) == []
 
 
-def test_apiserver_and_etcd_restart_mid_rollout(cluster, kube, namespaces, operator_prometheus):
+def test_apiserver_and_etcd_restart_mid_rollout(
+    cluster, kube, namespaces, operator_prometheus, make_operator
+):
     """The control plane goes away for a while in the middle of a canary: the operator logs a
     bounded number of lines, a second operator told to stop during the outage exits within its
     shutdown timeout, and after the restart the rollout carries on to promotion, invariants kept."""
     rollout_ns, idle_ns = namespaces[0], namespaces[1]
-    feed = EvalFeed(operator_prometheus, rollout_ns)
+    scrape = EvaluatorScrape(operator_prometheus, kube, rollout_ns)
     prepare_models(kube, rollout_ns)
     manifest = endpoint_manifest(rollout_ns, CANARY)
     kube.apply(manifest)
-    op = operator_for(cluster, [rollout_ns], operator_prometheus.url).start()
-    other = operator_for(cluster, [idle_ns], operator_prometheus.url).start()
+    op = make_operator([rollout_ns], operator_prometheus.url).start()
+    other = make_operator([idle_ns], operator_prometheus.url, name="idle-operator").start()
     try:
         watch = InvariantWatch(kube, rollout_ns, CANARY)
-        watch.until(lambda md: (md.get("status") or {}).get("stableModel") == "model-a", 90, "model-a stable")
+        watch.until(
+            lambda md: (md.get("status") or {}).get("stableModel") == "model-a", 300, "model-a stable"
+        )
         manifest["spec"]["model"]["name"] = "model-b"
         kube.apply(manifest)
-        watch.until(lambda md: md["status"].get("currentWeight") == 20, 60, "canary at 20 %")
+        watch.until(lambda md: md["status"].get("currentWeight") == 20, 300, "canary at 20 %")
         lines_before = len(op.log_path.read_text(errors="replace").splitlines())
         stop_component(cluster, "kube-apiserver")
         stop_component(cluster, "etcd")
@@ -167,7 +214,7 @@ def test_apiserver_and_etcd_restart_mid_rollout(cluster, kube, namespaces, opera
         assert len(outage_lines) <= 60, "\n".join(outage_lines[-40:])
         md = watch.until(
             lambda md: converged(kube, rollout_ns, md),
-            timeout=150,
+            timeout=300,
             what="promotion after the control plane came back",
         )
         assert watch.check_final(md) == []
@@ -176,27 +223,28 @@ def test_apiserver_and_etcd_restart_mid_rollout(cluster, kube, namespaces, opera
         # test does not pay for this one's outage.
         print(f"kube-controller-manager acting again {wait_controllers_back(kube):.1f} s after promotion")
     finally:
-        feed.close()
-        op.stop()
-        other.stop()
+        scrape.close()
 
 
 def test_abtest_through_kills_and_409s_from_a_concurrent_writer(
-    cluster, kube, namespace, operator_prometheus
+    kube, namespaces, operator_prometheus, make_operator
 ):
     """An A/B test runs while another client rewrites the ModelDeployment every 50 ms (so the
-    test's optimistic hold hits 409 Conflicts) and the operator is SIGKILLed twice."""
-    prepare_models(kube, namespace)
-    kube.apply(endpoint_manifest(namespace, {"type": "Immediate"}))
-    feed = ABFeed(operator_prometheus, namespace)
-    op = operator_for(cluster, [namespace], operator_prometheus.url).start()
+    test's optimistic hold hits 409 Conflicts) and the operator is SIGKILLed twice. The
+    candidate (the recogniser) really beats the control (its degraded variant) on the evaluator
+    pod's WER."""
+    namespace = namespaces[0]
+    prepare_models(kube, namespace, worse_a=True)
+    scrape = EvaluatorScrape(operator_prometheus, kube, namespace)
+    op = make_operator([namespace], operator_prometheus.url).start()
     stop = threading.Event()
     writes = {"ok": 0, "conflict": 0}
 
     def writer() -> None:
         resource = kube.dynamic.resources.get(api_version=API, kind="ModelDeployment")
         i = 0
-        while not stop.is_set():
+        give_up = time.monotonic() + 900  # bounded even if the test never sets `stop`
+        while not stop.is_set() and time.monotonic() < give_up:
             md = kube.get(API, "ModelDeployment", ENDPOINT, namespace)
             if md is not None:
                 i += 1
@@ -219,38 +267,21 @@ def test_abtest_through_kills_and_409s_from_a_concurrent_writer(
             stop.wait(0.05)
 
     thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
     try:
-        wait_for(
-            lambda: (
-                ((kube.get(API, "ModelDeployment", ENDPOINT, namespace) or {}).get("status") or {}).get(
-                    "phase"
-                )
-                == "Healthy"
-            ),
-            timeout=90,
-            what="model-a serving",
-        )
-        thread.start()
-        kube.apply(abtest_manifest(namespace))
-        watch = RouteWatch(kube, namespace, ENDPOINT, (API, "ABTest", "ab"))
-        watch.until(lambda t: (t.get("status") or {}).get("phase") == "Running", 60, "Running")
-        for _ in range(2):
-            deadline = time.monotonic() + random.Random(SEED).uniform(0.5, 3)
-            while time.monotonic() < deadline:
-                watch.poll()
-                time.sleep(0.1)
-            sigkill(op)
-            op.start()
-        done = watch.until(lambda t: t["status"].get("phase") == "Promoted" and t, 240, "winner promoted")
-        assert done["status"]["winner"] == "candidate"
-        md = kube.get(API, "ModelDeployment", ENDPOINT, namespace)
-        assert md["spec"]["model"]["name"] == "model-b"
-        assert ANNOTATION_HELD_BY not in (md["metadata"].get("annotations") or {})
-        assert writes["ok"] > 20  # the writer really competed for the object all along
-        conflicts = [x for x in op.metrics().splitlines() if x.startswith("stt_operator_conflicts_total{")]
-        print(f"writer: {writes}; operator conflicts seen (since its last restart): {conflicts}")
+        report = abtest_under_kills(kube, op, namespace, 2, random.Random(SEED))
     finally:
         stop.set()
         thread.join(5)
-        feed.close()
-        op.stop()
+        scrape.close()
+    assert report.kills == 2
+    assert report.violations == [], report.violations
+    assert scrape.seen, "the A/B evaluator pod was never scraped"
+    test = kube.get(API, "ABTest", "ab", namespace)
+    assert test["status"]["phase"] == "Promoted" and test["status"]["winner"] == "candidate", test["status"]
+    md = kube.get(API, "ModelDeployment", ENDPOINT, namespace)
+    assert md["spec"]["model"]["name"] == "model-b"
+    assert ANNOTATION_HELD_BY not in (md["metadata"].get("annotations") or {})
+    assert writes["ok"] > 20  # the writer really competed for the object all along
+    conflicts = [x for x in op.metrics().splitlines() if x.startswith("stt_operator_conflicts_total{")]
+    print(f"writer: {writes}; operator conflicts seen (since its last restart): {conflicts}")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from stt_harness.kubewait import condition, event_reasons, wait_for
+from stt_harness.kubewait import condition, event_reasons, wait_for, wait_reasons
 from stt_harness.resources import API, model_deployment, stt_model
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.builders.serving import deployment_available
@@ -73,7 +73,7 @@ def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namesp
     refs = route["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [(deployments[0]["metadata"]["name"], 100)]
     assert route["spec"]["parentRefs"][0]["name"] == "stt-gateway"
-    assert "Deployed" in event_reasons(kube, namespace, "asr")
+    wait_reasons(kube, namespace, "asr", "Deployed")
 
     # Idempotence: several reconcile intervals later nothing has been rewritten.
     versions = {
@@ -130,8 +130,7 @@ def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namesp
         "model-b"
         in kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: "asr"})[0]["metadata"]["name"]
     )
-    reasons = event_reasons(kube, namespace, "asr")
-    assert "Promoted" in reasons and "RevisionRetired" in reasons
+    wait_reasons(kube, namespace, "asr", "Promoted", "RevisionRetired")
 
     # Deletion: owned objects are garbage-collected by the real controller-manager.
     kube.delete(API, "ModelDeployment", "asr", namespace)
