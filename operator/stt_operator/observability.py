@@ -44,6 +44,18 @@ def record_route(namespace: str, endpoint: str, weights: Mapping[str, int]) -> N
     _routed[key] = set(weights)
 
 
+def record_rollout(namespace: str, name: str, in_flight: bool, promoted: bool, rolled_back: bool) -> None:
+    """The rollout-in-flight gauge and the promotion and rollback counters of one endpoint.
+    Both counters exist at 0 from its first reconcile: `increase()` in the chart's alerts cannot
+    see a series whose first sample is already 1 (the first rollback would be missed)."""
+    ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
+    promotions, rollbacks = PROMOTIONS.labels(namespace, name), ROLLBACKS.labels(namespace, name)
+    if promoted:
+        promotions.inc()
+    if rolled_back:
+        rollbacks.inc()
+
+
 WAKEUPS = Counter(
     "stt_operator_wakeups_total", "Reconciles asked for by a watch event (not by a timer)", ["kind"]
 )

@@ -22,6 +22,7 @@ from stt_operator.rollout.evaluation import EvaluatorChange
 from stt_operator.rollout.history import ANNOTATION_UNDO, HistoryPlan
 from stt_operator.rollout.objects import EndpointObjects
 from stt_operator.rollout.plan import EndpointPlan, EventUpdate
+from stt_operator.rollout.selection import ModelBlocker, waiting
 from stt_operator.services.kube import Kube
 
 
@@ -96,3 +97,11 @@ def clear_annotations(patch: kopf.Patch, annotations: Iterable[str]) -> None:
 def write_events(writer: StatusWriter, events: Iterable[EventUpdate]) -> None:
     for event in events:
         writer.event(event.type, event.reason, event.message)
+
+
+def apply_waiting(writer: StatusWriter, blocker: ModelBlocker) -> None:
+    """Invalid spec, no model selected, a model not servable yet: one outcome (rollout/selection.py)."""
+    outcome = waiting(blocker, writer.old_condition("Ready"))
+    writer.apply_conditions(outcome.conditions)
+    writer.set(phase=outcome.phase)
+    write_events(writer, outcome.events)

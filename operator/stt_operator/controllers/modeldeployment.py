@@ -32,17 +32,18 @@ from stt_operator.controllers.apply import (
     apply_history,
     apply_objects,
     apply_plan,
+    apply_waiting,
     write_events,
 )
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import capacity_observer, plan_with_looks
 from stt_operator.controllers.status import StatusWriter
-from stt_operator.observability import PROMOTIONS, ROLLBACKS, ROLLOUTS_IN_FLIGHT, track_reconcile
+from stt_operator.observability import record_rollout, track_reconcile
 from stt_operator.rollout.evaluation import plan_evaluator
 from stt_operator.rollout.history import plan_history_requests
 from stt_operator.rollout.objects import Endpoint, endpoint_objects
 from stt_operator.rollout.plan import observed_revisions, revision_models
-from stt_operator.rollout.selection import ModelBlocker, model_blocker, plan_selection, waiting
+from stt_operator.rollout.selection import ModelBlocker, model_blocker, plan_selection
 from stt_operator.rollout.transitions import (
     ANNOTATION_ABORT,
     ANNOTATION_HELD_BY,
@@ -70,7 +71,7 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
             # older operator wrote there does not fail an endpoint whose spec is fine.
             md = ModelDeployment.from_body({**body, "status": None})
         except SpecError as exc:
-            _wait(writer, ModelBlocker("InvalidSpec", str(exc), PHASE_FAILED))
+            apply_waiting(writer, ModelBlocker("InvalidSpec", str(exc), PHASE_FAILED))
             writer.commit(patch)
             return None
         md.status, ignored = ModelDeploymentStatus.parse_lenient(body.get("status"))
@@ -84,26 +85,16 @@ def reconcile(body: Mapping[str, Any], patch: kopf.Patch, ctx: OperatorContext) 
     return requeue
 
 
-def _wait(writer: StatusWriter, blocker: ModelBlocker) -> None:
-    """Invalid spec, no model selected, a model not servable yet: one outcome (rollout/selection.py)."""
-    outcome = waiting(blocker, writer.old_condition("Ready"))
-    writer.apply_conditions(outcome.conditions)
-    writer.set(phase=outcome.phase)
-    write_events(writer, outcome.events)
-
-
 def _count(md: ModelDeployment, writer: StatusWriter) -> None:
-    """The rollout-in-flight gauge and the promotion and rollback counters."""
-    labels = (md.namespace, md.name)
     phase = writer.fields.get("phase", writer.old.get("phase"))
-    ROLLOUTS_IN_FLIGHT.labels(*labels).set(1 if phase in (PHASE_PROGRESSING, PHASE_PAUSED) else 0)
-    # Export both counters at 0 from the first reconcile: `increase()` in the chart's alerts
-    # cannot see a series whose first sample is already 1 (the first rollback would be missed).
-    promotions, rollbacks = PROMOTIONS.labels(*labels), ROLLBACKS.labels(*labels)
-    if any(e.reason == "Promoted" for e in writer.events):
-        promotions.inc()
-    if any(e.reason in ("RolledBack", REASON_MONITORING_ROLLBACK) for e in writer.events):
-        rollbacks.inc()
+    reasons = {e.reason for e in writer.events}
+    record_rollout(
+        md.namespace,
+        md.name,
+        in_flight=phase in (PHASE_PROGRESSING, PHASE_PAUSED),
+        promoted="Promoted" in reasons,
+        rolled_back=bool(reasons & {"RolledBack", REASON_MONITORING_ROLLBACK}),
+    )
 
 
 def _reconcile_valid(
@@ -135,7 +126,7 @@ def _reconcile_valid(
         listed = ctx.kube.list(STTMODEL_API, "STTModel", namespace, spec.selector.match_labels)
         selected = plan_selection(spec, status, listed, namespace)
         if isinstance(selected, ModelBlocker):
-            _wait(writer, selected)
+            apply_waiting(writer, selected)
             return None  # a new or changed STTModel wakes this endpoint
         write_events(writer, [selected.event] if selected.event else [])
         writer.set(selectedModel=selected.model)
@@ -145,7 +136,7 @@ def _reconcile_valid(
     model = get_model(model_name)
     blocked = model_blocker(model_name, namespace, model, spec)
     if blocked is not None:
-        _wait(writer, blocked)
+        apply_waiting(writer, blocked)
         return WAITING_REQUEUE_S if blocked.phase == PHASE_PENDING else None  # Failed: a change wakes it
     assert model is not None
 
