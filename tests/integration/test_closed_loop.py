@@ -30,10 +30,10 @@ from stt_harness.cluster import LocalCluster
 from stt_harness.cluster_fixtures import namespace_name, scratch_namespace
 from stt_harness.gateway import TraefikGateway
 from stt_harness.images import BuiltImage
-from stt_harness.kubewait import condition, wait_for
+from stt_harness.kubewait import condition, wait_for, wait_reasons
 from stt_harness.operator import OperatorProcess
 from stt_harness.promoperator import PrometheusStack
-from stt_operator.builders.metadata import LABEL_COMPONENT
+from stt_operator.builders.metadata import LABEL_COMPONENT, LABEL_DEPLOYMENT
 from stt_operator.evaluator.manifests import evaluator_name
 from stt_operator.services.kube import Kube
 from stt_operator.speech.evalset import load_evalset
@@ -284,7 +284,7 @@ def canary_promoted_step_by_step(
     scenario: str,
     prometheus_url: str,
     vocabulary: list[str] | None = None,
-) -> None:
+) -> Rollout:
     """Serve `stable`, roll `new` out as a canary (25 %, analysis, 50 %, analysis) under client
     load and check it was promoted step by step (`promoted_step_by_step`)."""
     steps = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]
@@ -301,6 +301,7 @@ def canary_promoted_step_by_step(
         vocabulary=vocabulary,
     )
     promoted_step_by_step(run, [0, 25, 50, 100], scenario, prometheus_url, new)
+    return run
 
 
 def test_worse_model_canary_rolls_back_on_real_wer(
@@ -356,6 +357,18 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     assert BASELINE in only[0] and only[1] == 100, run.observer.changes[-1]
     assert run.observer.candidate_weights(DEGRADED) == [0, 50, 0], [c.weights for c in run.observer.changes]
     wait_for(lambda: "RolledBack" in reasons(kube, ns), 30, "the RolledBack event")
+    settled = settled_rolled_back(kube, ns)
+    assert [(r["model"], r["outcome"]) for r in settled["revisions"]] == [
+        (BASELINE, "Serving"),
+        (DEGRADED, "RolledBack"),
+    ], settled["revisions"]
+    conditions = {c["type"]: c["status"] for c in settled["conditions"]}
+    assert conditions["Degraded"] == "True" and conditions["Ready"] == "True", settled["conditions"]
+    # Not tried again while spec.model stays on the rolled-back model.
+    time.sleep(4)
+    again = kube.get(cl.API, "ModelDeployment", cl.ENDPOINT, ns)["status"]
+    assert again["phase"] == "RolledBack" and not again.get("canaryRevision"), again
+    assert reasons(kube, ns).count("RolloutStarted") == 1
 
     # Zero failed client requests through every switch; the route never weighted an unready pod.
     rows = served_through_every_switch(run)
@@ -399,9 +412,34 @@ def test_healthy_canary_is_promoted_through_every_step(
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
     kube.apply(cl.sphinx_model(BASELINE_B, ns))
-    canary_promoted_step_by_step(
+    run = canary_promoted_step_by_step(
         kube, traefik, loop_evalset, ns, BASELINE, BASELINE_B, "canary-healthy-promoted", prometheus_stack.url
     )
+    revisions = run.decided["status"]["revisions"]
+    assert [(r["model"], r["outcome"]) for r in revisions] == [
+        (BASELINE, "Superseded"),
+        (BASELINE_B, "Serving"),
+    ]
+    # Events are posted apart from the status patch and may trail it.
+    found = wait_reasons(
+        kube, ns, cl.ENDPOINT, "RolloutStarted", "WeightChanged", "AnalysisPassed", "StepAdvanced", "Promoted"
+    )
+    assert "RolledBack" not in found and found.count("RolloutStarted") == 1, found
+    # The old revision and the evaluator go once the canary is promoted (scaleDownDelay 0s).
+    promoted_backends = set(run.observer.changes[-1].weights)
+    wait_for(
+        lambda: (
+            {
+                d["metadata"]["name"]
+                for d in kube.list("apps/v1", "Deployment", ns, {LABEL_DEPLOYMENT: cl.ENDPOINT})
+            }
+            == promoted_backends
+            and kube.get("apps/v1", "Deployment", evaluator_name(cl.ENDPOINT), ns) is None
+        ),
+        60,
+        "only the promoted revision's Deployment left, the evaluator gone",
+    )
+    assert kube.get("v1", "ConfigMap", evaluator_name(cl.ENDPOINT), ns) is None
 
 
 BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}}
@@ -440,6 +478,8 @@ def test_blue_green_preview_analysed_on_real_wer_then_switched_at_once(
     # The analysis passed before the switch: the preview was judged while it served no client.
     switched = promoted_at(run.decided, BASELINE_B)
     assert cl.epoch(passed[-1]["at"]) <= switched, (passed[-1], switched)
+    assert status["revisions"][-1]["model"] == BASELINE_B and status["revisions"][-1]["outcome"] == "Serving"
+    wait_reasons(kube, ns, cl.ENDPOINT, "PreviewReady", "AnalysisPassed", "Promoted")
 
     record(
         "bluegreen-preview-analysed-switched",

@@ -1,30 +1,23 @@
-"""Progressive rollouts end to end: the real operator process, a real kube-apiserver (kwok makes
-the Triton pods Ready) and a real Prometheus scraping a prometheus_client exporter that exports
-the evaluator's `stt_eval_*` series for the stable and canary variants of an endpoint.
+"""Rollout mechanics that need no measurement, end to end: the real operator process and a real
+kube-apiserver (kwok makes the Triton pods Ready): an analysis without series pauses and a
+person aborts, Gradual steps, a restarted operator resumes from status, a selector follows the
+best measured model.
 
-The analysis verdicts come from the operator's own queries against that Prometheus: a canary
-whose replayed WER equals the stable one's is promoted; one whose WER is clearly worse is
-rolled back; an endpoint without series pauses."""
+Rollouts decided on measured WER (canary promoted, canary rolled back, BlueGreen preview
+analysed) run on the real node with the operator's own evaluator pod measuring real Triton
+pods: tests/integration/test_closed_loop.py."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
-import yaml
-from prometheus_client import CollectorRegistry
 
-from stt_harness.evalsim import record_paired_utterance
 from stt_harness.kubewait import condition, wait_for
-from stt_harness.prometheus import Exporter, PrometheusServer
 from stt_harness.resources import API, stt_model
 from stt_harness.routewatch import RouteWatch as BaseRouteWatch
 from stt_harness.routewatch import serve_then_switch
-from stt_operator import evalmetrics as em
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
@@ -54,70 +47,6 @@ def deployment(namespace: str, strategy: dict[str, Any], **spec: Any) -> dict[st
             **spec,
         },
     }
-
-
-class Evaluator:
-    """Replays a synthetic labelled set to both variants forever, as the evaluator would, with a
-    chosen extra error rate for the canary (0 = as good as stable)."""
-
-    def __init__(self, exporter: Exporter, metrics: em.EvalMetrics, extra: float, candidate: str) -> None:
-        self.exporter, self.metrics, self.extra, self.candidate = exporter, metrics, extra, candidate
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.count = 0
-
-    def labels(self, variant: str) -> dict[str, str]:
-        model = "model-a" if variant == "stable" else "model-b"
-        return {
-            "endpoint": NAME,
-            "variant": variant,
-            "model": model,
-            "language": "en-US",
-            "baseline": "stable",
-        }
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(7)
-        stable, canary = self.labels("stable"), self.labels(self.candidate)
-        m = self.metrics
-        while not self.stop.is_set():
-            for _ in range(40):
-                words = int(rng.integers(4, 25))
-                b = int(rng.binomial(words, rng.beta(2, 16)))
-                c = max(0, b + int(rng.binomial(words, self.extra)) - int(rng.binomial(b, 0.05)))
-                m.record_request(stable)
-                m.record_request(canary)
-                record_paired_utterance(m, stable, canary, words=words, baseline_errors=b, candidate_errors=c)
-                self.count += 1
-            self.stop.wait(0.5)
-
-
-@pytest.fixture
-def evaluator_factory(
-    operator_prometheus: PrometheusServer, exporter_factory: Callable[..., Exporter]
-) -> Iterator[Callable[..., Evaluator]]:
-    started: list[Evaluator] = []
-
-    def make(namespace: str, extra: float, candidate: str = "canary") -> Evaluator:
-        """`candidate`: the variant label of the new revision (canary, or preview for blue-green)."""
-        registry = CollectorRegistry()
-        metrics = em.build_eval_metrics(registry)
-        exporter = exporter_factory(registry)
-        ev = Evaluator(exporter, metrics, extra, candidate)
-        for variant in ("stable", candidate):
-            metrics.init_variant(ev.labels(variant))
-        metrics.init_pair(ev.labels(candidate))
-        ev.thread.start()
-        # As a ServiceMonitor would, the target carries the namespace of the evaluator's Service.
-        operator_prometheus.add_target("evaluator", exporter.address, labels={"namespace": namespace})
-        started.append(ev)
-        return ev
-
-    yield make
-    for ev in started:
-        ev.stop.set()
-        ev.thread.join(5)
-        operator_prometheus.remove_target("evaluator", ev.exporter.address)
 
 
 class RouteWatch(BaseRouteWatch):
@@ -158,95 +87,6 @@ def start_rollout(
     return watch
 
 
-def test_canary_healthy_is_promoted_through_every_step(operator, kube, namespace, evaluator_factory):
-    evaluator_factory(namespace, 0.0)
-    manifest = deployment(
-        namespace,
-        {
-            "type": "Canary",
-            "canary": {"steps": [{"setWeight": 20}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]},
-        },
-        analysis={"interval": "2s", "metrics": [WER_METRIC]},
-    )
-    watch = start_rollout(kube, namespace, manifest, evalset="file:///data/evalset-en")
-    # While model-b is in flight the endpoint owns an evaluator replaying the set to both revisions.
-    config_map = wait_for(
-        lambda: kube.get("v1", "ConfigMap", f"{NAME}-evaluator", namespace), timeout=60, what="evaluator"
-    )
-    config = yaml.safe_load(config_map["data"]["config.yaml"])
-    assert [t["variant"] for t in config["targets"]] == ["stable", "canary"]
-    assert config["evalset"] == "file:///data/evalset-en" and config["endpoint"] == NAME
-    assert kube.get("apps/v1", "Deployment", f"{NAME}-evaluator", namespace) is not None
-    md = watch.until(
-        lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy" and md,
-        timeout=90,
-        what="canary promoted",
-    )
-    # Every step was visible in the route: 20 %, 50 %, then all traffic.
-    assert watch.canary_weights()[-3:] == [20, 50, 100], watch.seen
-    status = md["status"]
-    assert [(r["model"], r["outcome"]) for r in status["revisions"]] == [
-        ("model-a", "Superseded"),
-        ("model-b", "Serving"),
-    ]
-    passed = [r for r in status["analysisRuns"] if r["outcome"] == "Passed"]
-    assert {r["step"] for r in passed} == {1, 3}
-    assert all(r["metric"] == "wer" and r["value"] <= r["baseline"] + 0.03 for r in passed)
-    # Kopf posts Events after the status patch lands, so the last one may trail it a little.
-    wanted = {"RolloutStarted", "WeightChanged", "AnalysisPassed", "StepAdvanced", "Promoted"}
-    reasons = wait_for(
-        lambda: wanted <= set(found := [r for _, r in events(kube, namespace)]) and found,
-        timeout=30,
-        what=f"events {sorted(wanted)}",
-    )
-    assert "RolledBack" not in reasons
-    # The old revision and the evaluator go (scaleDownDelay 0s).
-    watch.until(
-        lambda md: len(kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: NAME})) == 1,
-        timeout=30,
-        what="model-a and the evaluator removed",
-    )
-    assert kube.get("v1", "ConfigMap", f"{NAME}-evaluator", namespace) is None
-
-
-def test_canary_with_regressed_wer_rolls_back(operator, kube, namespace, evaluator_factory):
-    evaluator_factory(namespace, 0.15)
-    before = _rollbacks(operator, namespace)
-    manifest = deployment(
-        namespace,
-        {"type": "Canary", "canary": {"steps": [{"setWeight": 30}, {"analysis": {}}, {"setWeight": 100}]}},
-        analysis={"interval": "2s", "metrics": [WER_METRIC]},
-    )
-    watch = start_rollout(kube, namespace, manifest)
-    md = watch.until(
-        lambda md: (md.get("status") or {}).get("phase") == "RolledBack" and md,
-        timeout=90,
-        what="automatic rollback",
-    )
-    status = md["status"]
-    assert status["stableModel"] == "model-a"
-    assert status["lastRollback"]["fromModel"] == "model-b" and status["lastRollback"]["toModel"] == "model-a"
-    assert "wer Failed" in status["lastRollback"]["reason"]
-    assert [(r["model"], r["outcome"]) for r in status["revisions"]] == [
-        ("model-a", "Serving"),
-        ("model-b", "RolledBack"),
-    ]
-    assert condition(md, "Degraded")["status"] == "True" and condition(md, "Ready")["status"] == "True"
-    failed = [r for r in status["analysisRuns"] if r["outcome"] == "Failed"]
-    assert failed and failed[-1]["value"] > failed[-1]["baseline"] + 0.05
-    # Traffic went 30 % to the canary, then all back to stable, and the canary is gone.
-    assert watch.canary_weights()[-2:] == [30, 0], watch.seen
-    deps = kube.list("apps/v1", "Deployment", namespace, {LABEL_DEPLOYMENT: NAME})
-    assert [d["metadata"]["name"] for d in deps] == [n for n, _ in watch.seen[-1]]
-    assert ("Warning", "RolledBack") in events(kube, namespace)
-    assert _rollbacks(operator, namespace) == before + 1
-    # Not retried while the spec stays on the rolled-back model.
-    time.sleep(4)
-    md = watch.poll()
-    assert md["status"]["phase"] == "RolledBack" and "canaryRevision" not in md["status"]
-    assert [r for _, r in events(kube, namespace)].count("RolloutStarted") == 1
-
-
 def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
     manifest = deployment(
         namespace,
@@ -276,30 +116,6 @@ def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
     assert watch.canary_weights()[-1] == 0
 
 
-def test_blue_green_preview_analysed_then_switched(operator, kube, namespace, evaluator_factory):
-    evaluator_factory(namespace, 0.0, candidate="preview")
-    manifest = deployment(
-        namespace,
-        {"type": "BlueGreen", "blueGreen": {"prePromotionAnalysis": True, "scaleDownDelaySeconds": 0}},
-        analysis={"interval": "2s", "metrics": [WER_METRIC]},
-    )
-    watch = start_rollout(kube, namespace, manifest)
-    md = watch.until(
-        lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy" and md,
-        timeout=90,
-        what="blue-green promotion",
-    )
-    # The preview was routed at weight 0 before the switch moved everything at once.
-    assert watch.canary_weights()[-2:] == [0, 100], watch.seen
-    assert any(len(w) == 2 and ("model-b" in w[0][0] or "model-b" in w[1][0]) for w in watch.seen)
-    assert md["status"]["revisions"][-1]["outcome"] == "Serving"
-    assert any(r["outcome"] == "Passed" and r["step"] == 0 for r in md["status"]["analysisRuns"])
-    wanted = {"PreviewReady", "AnalysisPassed", "Promoted"}  # Events may trail the status patch
-    wait_for(
-        lambda: wanted <= {r for _, r in events(kube, namespace)}, timeout=30, what=f"events {sorted(wanted)}"
-    )
-
-
 def test_gradual_progression(operator, kube, namespace):
     manifest = deployment(namespace, {"type": "Gradual", "gradual": {"stepWeight": 40, "interval": "2s"}})
     watch = start_rollout(kube, namespace, manifest)
@@ -309,13 +125,6 @@ def test_gradual_progression(operator, kube, namespace):
         what="gradual promotion",
     )
     assert watch.canary_weights()[-3:] == [40, 80, 100], watch.seen
-
-
-def _rollbacks(operator: Any, namespace: str) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith("stt_operator_rollbacks_total{") and f'namespace="{namespace}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_restarted_operator_resumes_from_status(operator, kube, namespace):
