@@ -50,3 +50,22 @@ def model_deployment(
             **spec,
         },
     }
+
+
+def ab_test(
+    name: str, namespace: str, endpoint: str, models: tuple[str, str] = ("m1", "m2")
+) -> dict[str, Any]:
+    """A 50/50 A/B test of two models (variants `a` and `b`) on the endpoint, judged on WER."""
+    return {
+        "apiVersion": API,
+        "kind": "ABTest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "endpoint": {"modelDeploymentRef": {"name": endpoint}},
+            "variants": [
+                {"name": "a", "model": {"name": models[0]}, "weight": 50},
+                {"name": "b", "model": {"name": models[1]}, "weight": 50},
+            ],
+            "primaryMetric": {"name": "wer", "preset": "wer"},
+        },
+    }

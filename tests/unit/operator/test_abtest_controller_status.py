@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 import pytest
 
+from stt_harness.resources import ab_test
 from stt_operator.analysis.model import AnalysisResult, MetricResult
 from stt_operator.controllers import abtest as controller
 from stt_operator.controllers.context import OperatorContext
@@ -39,24 +40,9 @@ class FakeKube:
 
 
 def body(status: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": NAME,
-            "namespace": NS,
-            "uid": "u",
-            "generation": 1,
-            "annotations": annotations or {},
-        },
-        "spec": {
-            "endpoint": {"modelDeploymentRef": {"name": MD}},
-            "variants": [
-                {"name": "a", "model": {"name": "m1"}, "weight": 50},
-                {"name": "b", "model": {"name": "m2"}, "weight": 50},
-            ],
-            "primaryMetric": {"name": "wer", "preset": "wer"},
-        },
-        "status": status,
-    }
+    manifest = ab_test(NAME, NS, MD)
+    manifest["metadata"].update(uid="u", generation=1, annotations=annotations or {})
+    return {**manifest, "status": status}
 
 
 def ctx(objects: dict[tuple[str, str], dict[str, Any]]) -> OperatorContext:

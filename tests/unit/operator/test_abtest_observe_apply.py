@@ -11,6 +11,7 @@ import kopf
 import pytest
 from kubernetes.client.rest import ApiException
 
+from stt_harness.resources import ab_test
 from stt_operator.api import ABTest
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.controllers.abtest import observe
@@ -36,18 +37,9 @@ AVAILABLE = {
 
 
 def abtest(phase: str | None = None) -> ABTest:
-    body = {
-        "metadata": {"name": NAME, "namespace": NS, "uid": "u"},
-        "spec": {
-            "endpoint": {"modelDeploymentRef": {"name": MD}},
-            "variants": [
-                {"name": "a", "model": {"name": "m1"}, "weight": 50},
-                {"name": "b", "model": {"name": "m2"}, "weight": 50},
-            ],
-            "primaryMetric": {"name": "wer", "preset": "wer"},
-        },
-        "status": {"phase": phase} if phase else {},
-    }
+    manifest = ab_test(NAME, NS, MD)
+    manifest["metadata"]["uid"] = "u"
+    body = {**manifest, "status": {"phase": phase} if phase else {}}
     return ABTest.from_body(body)
 
 
