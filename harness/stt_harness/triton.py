@@ -172,6 +172,23 @@ class LocalTriton:
         """`{model: value}` of one of Triton's per-model metrics (summed over versions)."""
         return metric_by_model(self.metrics_url, name)
 
+    def settled_metric(
+        self, name: str, before: dict[str, float], delta: float, models: Sequence[str], timeout: float = 10.0
+    ) -> dict[str, float]:
+        """`metric_by_model(name)` once each of `models` has moved by at least `delta` since
+        `before` and then stayed still for half a second. Triton counts a request after its
+        response is out, so a client can hold the answer a moment before the counter moves; the
+        caller then asserts the exact delta (a count past it still fails)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.metric_by_model(name)
+            if all(now.get(m, 0.0) - before.get(m, 0.0) >= delta for m in models):
+                time.sleep(0.5)
+                return self.metric_by_model(name)
+            if time.monotonic() > deadline:
+                return now
+            time.sleep(0.1)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

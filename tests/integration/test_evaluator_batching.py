@@ -52,12 +52,19 @@ async def test_batched_requests_score_like_single_ones(
 ) -> None:
     utts = load_evalset(small_evalset)[:10]
     assert len({u.audio.size for u in utts}) > 1  # lengths differ: the batches really are padded
+    models = (BASELINE_MODEL, DEGRADED_MODEL)
+    start = triton_server.metric_by_model("nv_inference_count")
     single, _ = await replay(triton_server, utts, 1)
+    # Triton counts a request after its response is out: let the one-by-one round's counts land
+    # before taking the baseline of the batched round, and the batched round's before reading.
+    triton_server.settled_metric("nv_inference_count", start, 10, models)
     before_requests = triton_server.metric_by_model("nv_inference_request_success")
     before_inferences = triton_server.metric_by_model("nv_inference_count")
     batched, reg = await replay(triton_server, utts, 4)
-    after_requests = triton_server.metric_by_model("nv_inference_request_success")
-    after_inferences = triton_server.metric_by_model("nv_inference_count")
+    after_inferences = triton_server.settled_metric("nv_inference_count", before_inferences, 10, models)
+    after_requests = triton_server.settled_metric(
+        "nv_inference_request_success", before_requests, math.ceil(10 / 4), models
+    )
 
     def by_key(obs: list[Observation]) -> dict[tuple[str, str], tuple[str, int, int]]:
         return {
@@ -71,7 +78,7 @@ async def test_batched_requests_score_like_single_ones(
     errors = {v: sum(o.score.word_errors for o in batched if o.variant == v) for v in ("stable", "canary")}
     assert errors["canary"] > errors["stable"]
 
-    for model in (BASELINE_MODEL, DEGRADED_MODEL):
+    for model in models:
         # 10 utterances in batches of 4: 3 requests to Triton, 10 inferences.
         assert after_requests[model] - before_requests[model] == math.ceil(10 / 4)
         assert after_inferences[model] - before_inferences[model] == 10

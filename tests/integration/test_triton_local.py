@@ -5,7 +5,6 @@ the served config, `nv_inference_*` metrics, and the pod template's restricted-A
 from __future__ import annotations
 
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,6 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from stt_harness.kubewait import wait_for
 from stt_harness.triton import (
     BASELINE_MODEL,
     DEGRADED_MODEL,
@@ -162,19 +160,7 @@ def test_inference_metrics_count_requests(triton_server: LocalTriton, speech: np
     inp.set_data_from_numpy(speech)
     for _ in range(3):
         g.infer(DEGRADED_MODEL, [inp])
-    # Triton counts a request once its response is out, so the last one may land a moment after
-    # the client has it: wait for the count to settle, then require it to be exactly 3.
-    wait_for(
-        lambda: (
-            triton_server.metric_by_model("nv_inference_request_success").get(DEGRADED_MODEL, 0)
-            - before_ok.get(DEGRADED_MODEL, 0)
-            >= 3
-        ),
-        timeout=10,
-        what="three requests counted",
-    )
-    time.sleep(0.5)
-    after_ok = triton_server.metric_by_model("nv_inference_request_success")
+    after_ok = triton_server.settled_metric("nv_inference_request_success", before_ok, 3, [DEGRADED_MODEL])
     after_n = triton_server.metric_by_model("nv_inference_count")
     after_us = triton_server.metric_by_model("nv_inference_compute_infer_duration_us")
     assert after_ok[DEGRADED_MODEL] - before_ok.get(DEGRADED_MODEL, 0) == 3
