@@ -15,7 +15,7 @@ would notice. Counter resets are handled like Prometheus does (a drop means a re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -83,29 +83,67 @@ class Fetcher:
 
     def increase(self, selector: str, by: tuple[str, ...] = ()) -> tuple[dict[tuple[str, ...], float], str]:
         """Counter increase since the start of every series of `selector`, summed by `by`: exact
-        from raw samples up to `exact_window_max_s`, Prometheus' increase() beyond."""
+        from raw samples up to `exact_window_max_s`, Prometheus' increase() beyond.
+
+        A series that did not exist at the start (a canary's or an A/B candidate's new Triton
+        pod, an evaluator started with the test) counts from zero: its process began counting
+        inside the window, and the requests it served before its first scrape are part of the
+        increase. Without that, the first scrape's worth of a new pod's requests (or failures)
+        is lost, while an older series' is not, and arms compared across the two are skewed."""
         if self.ctx.window_seconds() <= self.ctx.exact_window_max_s:
             q = f"{selector}[{self.ctx.window()}]"
-            return sum_increases(self.run(q).samples, by), q
+            samples = self.run(q).samples
+            return sum_increases(samples, by, self._born_in_window(selector, samples)), q
         grouping = f" by ({', '.join(by)})" if by else ""
         q = f"sum{grouping} (increase({selector}[{self.ctx.window()}]))"
         return {tuple(s.labels.get(label, "") for label in by): s.value for s in self.run(q).samples}, q
 
+    def _born_in_window(self, selector: str, samples: Iterable[Sample]) -> frozenset[LabelKey]:
+        """Which of these series had no sample in the `BORN_LOOKBACK_S` before the window's
+        start (one instant query at the start)."""
+        keys = {label_key(s.labels) for s in samples}
+        if not keys:
+            return frozenset()
+        q = f"last_over_time({selector}[{BORN_LOOKBACK_S}s])"
+        self.queries.append(q)
+        present = {label_key(s.labels) for s in self.client.instant(q, at=self.ctx.start).samples}
+        return frozenset(keys - present)
 
-def counter_increase(points: Iterable[tuple[float, float]]) -> float:
-    """Increase of one counter over its samples; a drop is a reset to zero (process restart)."""
+
+# A series with no sample in this long before a window's start is taken as born inside it. An
+# hour: far above any scrape interval, so a scrape missed at the start does not make an old
+# series look new (which would count its whole lifetime).
+BORN_LOOKBACK_S = 3600
+
+LabelKey = frozenset[tuple[str, str]]
+
+
+def label_key(labels: Mapping[str, str]) -> LabelKey:
+    """A series' identity without its metric name (last_over_time drops the name)."""
+    return frozenset((k, v) for k, v in labels.items() if k != "__name__")
+
+
+def counter_increase(points: Iterable[tuple[float, float]], *, from_zero: bool = False) -> float:
+    """Increase of one counter over its samples; a drop is a reset to zero (process restart).
+    `from_zero`: the series began inside the window, so its first value counts too."""
     v = np.array([p[1] for p in points], dtype=float)
+    if from_zero and v.size:
+        v = np.concatenate(([0.0], v))
     if v.size < 2:
         return 0.0 if v.size == 1 and not math.isnan(v[0]) else (math.nan if v.size else 0.0)
     d = np.diff(v)
     return float(np.sum(np.where(d >= 0, d, v[1:])))
 
 
-def sum_increases(samples: Iterable[Sample], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+def sum_increases(
+    samples: Iterable[Sample], by: tuple[str, ...], born: frozenset[LabelKey] = frozenset()
+) -> dict[tuple[str, ...], float]:
+    """Counter increases summed by the labels `by`; the series in `born` count from zero."""
     out: dict[tuple[str, ...], float] = {}
     for s in samples:
         key = tuple(s.labels.get(label, "") for label in by)
-        out[key] = out.get(key, 0.0) + counter_increase(s.values or ((0.0, s.value),))
+        points = s.values or ((0.0, s.value),)
+        out[key] = out.get(key, 0.0) + counter_increase(points, from_zero=label_key(s.labels) in born)
     return out
 
 

@@ -197,3 +197,38 @@ def test_exact_counter_increase_handles_resets_and_nan() -> None:
     )
     assert isinstance(parsed[0], Sample) and parsed[0].value == 4.0
     assert sum_increases(parsed, ("variant",)) == {("a",): 5.0, ("b",): 1.0}
+
+
+def test_a_series_born_inside_the_window_counts_from_zero() -> None:
+    """A new pod's counters (a canary's Triton, an A/B test's evaluator) start inside the window:
+    what they counted before their first scrape is part of the increase. A series that existed
+    at the start is counted by differences, and a reset is still a restart."""
+    from stt_operator.analysis.model import AnalysisContext, Arm
+    from stt_operator.analysis.presets import Fetcher, counter_increase
+    from stt_operator.analysis.prom import QueryResult, Sample
+
+    assert counter_increase([(5, 20), (10, 26)], from_zero=True) == 26
+    assert counter_increase([(5, 20), (10, 3)], from_zero=True) == 20 + 3  # then a restart
+    assert counter_increase([(5, 20), (10, 26)]) == 6
+
+    old = {"__name__": "nv_inference_request_success", "service": "stable", "pod": "s-1"}
+    new = {"__name__": "nv_inference_request_success", "service": "canary", "pod": "c-1"}
+    asked: list[tuple[str, float | None]] = []
+
+    class Client:
+        def instant(self, query: str, at: float | None = None) -> QueryResult:
+            asked.append((query, at))
+            if query.startswith("last_over_time("):  # at the start only the stable pod existed
+                present = {k: v for k, v in old.items() if k != "__name__"}
+                return QueryResult(query, (Sample(present, 100.0),), 0.0)
+            series = (
+                Sample(old, 130.0, ((1005.0, 100.0), (1010.0, 130.0))),
+                Sample(new, 26.0, ((1005.0, 20.0), (1010.0, 26.0))),
+            )
+            return QueryResult(query, series, 0.0)
+
+    ctx = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("canary"), start=1000.0, now=1010.0)
+    got, query = Fetcher(Client(), ctx).increase('nv_inference_request_success{namespace="ns"}', ("service",))
+    assert got == {("stable",): 30.0, ("canary",): 26.0}
+    assert query == 'nv_inference_request_success{namespace="ns"}[10s]'
+    assert asked[1] == ('last_over_time(nv_inference_request_success{namespace="ns"}[3600s])', 1000.0)
