@@ -12,6 +12,7 @@ from stt_operator.controllers.triggers import (
     dependency_fingerprint,
     own_fingerprint,
     stt_owner,
+    without_field_managers,
 )
 from stt_operator.observability import ObjectStateLog, RateLimitFilter
 
@@ -149,3 +150,16 @@ def test_object_state_log_writes_once_per_state_change(caplog) -> None:
         assert states.record(key, None)  # recovery is news
         assert not states.record(key, None)
     assert len(caplog.records) == 3
+
+
+def test_field_managers_are_dropped_in_place_and_the_rest_kept() -> None:
+    body = {
+        "metadata": {"name": "asr", "resourceVersion": "7", "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"model": {"name": "m1"}},
+    }
+    same = without_field_managers(body)
+    assert same is body  # in place: the caller's (Kopf's) copy is the one that shrinks
+    assert body == {"metadata": {"name": "asr", "resourceVersion": "7"}, "spec": {"model": {"name": "m1"}}}
+    assert without_field_managers(None) is None and without_field_managers({"metadata": None}) == {
+        "metadata": None
+    }
