@@ -8,4 +8,5 @@ pytest_plugins = [
     "stt_harness.operator_fixtures",
     "stt_harness.gateway_fixtures",
     "stt_harness.promoperator_fixtures",
+    "stt_harness.node_fixtures",
 ]

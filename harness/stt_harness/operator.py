@@ -89,6 +89,12 @@ class OperatorProcess:
             self.process.wait()
         self._log.close()
 
+    def stop_after_the_tests(self) -> None:
+        """Stop it, then fail if it had died while the tests ran (with its last log lines)."""
+        alive = self.process is not None and self.process.poll() is None
+        self.stop()
+        assert alive, f"the operator died during the tests:\n{self.log_tail()}"
+
     def __enter__(self) -> OperatorProcess:
         return self.start()
 

@@ -41,9 +41,7 @@ def operator(cluster: LocalCluster, operator_prometheus: PrometheusServer) -> It
     )
     proc.start()
     yield proc
-    alive = proc.process is not None and proc.process.poll() is None
-    proc.stop()
-    assert alive, f"the operator died during the tests:\n{proc.log_tail()}"
+    proc.stop_after_the_tests()
 
 
 @pytest.fixture

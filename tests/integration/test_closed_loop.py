@@ -46,28 +46,17 @@ MARGIN = 0.03  # WER points the canary may lose before it fails (non-inferiority
 
 
 @pytest.fixture(scope="module")
-def loop_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
-    """Build (or reuse) the images and import them into the real node's containerd."""
-    return cl.node_images(cluster)
-
-
-@pytest.fixture(scope="module")
 def loop_operator(
     cluster: LocalCluster,
-    loop_images: dict[str, BuiltImage],
+    node_images: dict[str, BuiltImage],
     prometheus_stack: PrometheusStack,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     with cl.loop_operator(
-        cluster, loop_images, prometheus_stack.url, tmp_path_factory.mktemp("loop-operator")
+        cluster, node_images, prometheus_stack.url, tmp_path_factory.mktemp("loop-operator")
     ) as proc:
         yield proc
         assert proc.process is not None and proc.process.poll() is None, proc.log_tail()
-
-
-@pytest.fixture(scope="module")
-def loop_evalset(small_evalset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cl.readable_copy(small_evalset, tmp_path_factory.mktemp("loop-evalset"))
 
 
 @pytest.fixture
@@ -77,13 +66,13 @@ def loop_ns(
     kube_api: Any,
     traefik: TraefikGateway,
     loop_operator: OperatorProcess,
-    loop_evalset: Path,
+    node_evalset: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     name = namespace_name(f"{cl.NAMESPACE_PREFIX}{request.node.name.removeprefix('test_')}")
     with scratch_namespace(kube_api, name):
         models = tmp_path_factory.mktemp("models")  # the writable claim quantized artifacts go to
-        cl.prepare_namespace(cluster, traefik, name, loop_evalset, models)
+        cl.prepare_namespace(cluster, traefik, name, node_evalset, models)
         try:
             yield name
         finally:
@@ -310,8 +299,8 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
-    loop_images: dict[str, BuiltImage],
+    node_evalset: Path,
+    node_images: dict[str, BuiltImage],
 ) -> None:
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
@@ -337,7 +326,7 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     run = roll_out(
         kube,
         traefik,
-        loop_evalset,
+        node_evalset,
         manifest,
         DEGRADED,
         rolled_back,
@@ -391,7 +380,7 @@ def test_worse_model_canary_rolls_back_on_real_wer(
     )
     assert evaluator_pods, "no evaluator pod was seen during the rollout"
     assert cluster.real_node is not None
-    assert set(evaluator_pods.values()) == {(loop_images["jobs"].ref, cluster.real_node.name)}, evaluator_pods
+    assert set(evaluator_pods.values()) == {(node_images["jobs"].ref, cluster.real_node.name)}, evaluator_pods
     assert labels["pod"] in evaluator_pods, (labels, evaluator_pods)
     assert targets and all(p.startswith(f"serviceMonitor/{ns}/") for p in targets), targets
     # Seen up while it ran (once the rollback deletes the evaluator its target turns down).
@@ -407,13 +396,13 @@ def test_healthy_canary_is_promoted_through_every_step(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
     kube.apply(cl.sphinx_model(BASELINE_B, ns))
     run = canary_promoted_step_by_step(
-        kube, traefik, loop_evalset, ns, BASELINE, BASELINE_B, "canary-healthy-promoted", prometheus_stack.url
+        kube, traefik, node_evalset, ns, BASELINE, BASELINE_B, "canary-healthy-promoted", prometheus_stack.url
     )
     revisions = run.decided["status"]["revisions"]
     assert [(r["model"], r["outcome"]) for r in revisions] == [
@@ -450,7 +439,7 @@ def test_blue_green_preview_analysed_on_real_wer_then_switched_at_once(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
@@ -459,7 +448,7 @@ def test_blue_green_preview_analysed_on_real_wer_then_switched_at_once(
     run = roll_out(
         kube,
         traefik,
-        loop_evalset,
+        node_evalset,
         manifest,
         BASELINE_B,
         promoted(BASELINE_B),
@@ -496,7 +485,7 @@ def test_blue_green_worse_preview_never_gets_traffic(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
@@ -505,7 +494,7 @@ def test_blue_green_worse_preview_never_gets_traffic(
     run = roll_out(
         kube,
         traefik,
-        loop_evalset,
+        node_evalset,
         manifest,
         DEGRADED,
         lambda md: (md.get("status") or {}).get("lastRollback") and md,
@@ -534,7 +523,7 @@ def test_gradual_steps_analysed_on_real_wer_then_promoted(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     ns = loop_ns
     kube.apply(cl.sphinx_model(BASELINE, ns))
@@ -544,7 +533,7 @@ def test_gradual_steps_analysed_on_real_wer_then_promoted(
     run = roll_out(
         kube,
         traefik,
-        loop_evalset,
+        node_evalset,
         manifest,
         BASELINE_B,
         promoted(BASELINE_B),
@@ -562,7 +551,7 @@ def test_int8_canary_made_by_the_quantization_job_is_promoted(
     loop_ns: str,
     traefik: TraefikGateway,
     prometheus_stack: PrometheusStack,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     """The project's ONNX CTC model, validated by its Job on the real node, quantized to dynamic
     INT8 by the quantization Job (WER-gated on the labelled set, published to the `models`
@@ -602,7 +591,7 @@ def test_int8_canary_made_by_the_quantization_job_is_promoted(
     canary_promoted_step_by_step(
         kube,
         traefik,
-        loop_evalset,
+        node_evalset,
         ns,
         CTC,
         derived_name,
@@ -641,7 +630,7 @@ def test_a_promoted_model_that_starts_failing_is_rolled_back_by_monitoring(
     kube: Kube,
     loop_ns: str,
     traefik: TraefikGateway,
-    loop_evalset: Path,
+    node_evalset: Path,
 ) -> None:
     """After promotion nobody else watches: the operator's monitoring reads Triton's request
     counters of the served revision from Prometheus every interval. A healthy model passes its
@@ -654,7 +643,7 @@ def test_a_promoted_model_that_starts_failing_is_rolled_back_by_monitoring(
     manifest = monitored_endpoint(ns, BASELINE)
     observer = cl.RolloutObserver(kube, ns)
     serve_stable(kube, ns, manifest, observer)
-    load = client(traefik, loop_evalset)
+    load = client(traefik, node_evalset)
     start_load(load)
     try:
         # The healthy model: its looks pass (condition Monitoring True, WithinSLO).

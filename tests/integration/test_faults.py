@@ -57,24 +57,13 @@ SEED = int(os.environ.get("STT_FAULT_SEED", "13"))
 NAMESPACE_PREFIX = "stt-fault-"  # watched by no other operator of the session
 
 
-@pytest.fixture(scope="module")
-def fault_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
-    """Build (or reuse) the images and import them into the real node's containerd."""
-    return cl.node_images(cluster)
-
-
-@pytest.fixture(scope="module")
-def fault_evalset(small_evalset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cl.readable_copy(small_evalset, tmp_path_factory.mktemp("fault-evalset"))
-
-
 @pytest.fixture
 def namespaces(
     request: pytest.FixtureRequest,
     cluster: LocalCluster,
     kube_api,
     traefik: TraefikGateway,
-    fault_evalset: Path,
+    node_evalset: Path,
 ) -> Iterator[list[str]]:
     """Three namespaces with a Gateway and the labelled set's claim."""
     with ExitStack() as stack:
@@ -83,17 +72,17 @@ def namespaces(
             name = namespace_name(f"{NAMESPACE_PREFIX}{request.node.name.removeprefix('test_')}-{i}")
             stack.enter_context(scratch_namespace(kube_api, name))
             stack.callback(cl.delete_volume, cluster, name)
-            prepare_namespace(cluster, traefik, name, fault_evalset)
+            prepare_namespace(cluster, traefik, name, node_evalset)
             names.append(name)
         yield names
 
 
 @pytest.fixture
-def make_operator(cluster: LocalCluster, fault_images: dict[str, BuiltImage], tmp_path: Path):
+def make_operator(cluster: LocalCluster, node_images: dict[str, BuiltImage], tmp_path: Path):
     made: list[OperatorProcess] = []
 
     def make(namespaces: list[str], prometheus_url: str, name: str = "operator") -> OperatorProcess:
-        op = fault_operator(cluster, fault_images, prometheus_url, namespaces, tmp_path / name)
+        op = fault_operator(cluster, node_images, prometheus_url, namespaces, tmp_path / name)
         made.append(op)
         return op
 

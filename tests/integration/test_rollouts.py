@@ -1,7 +1,8 @@
 """Rollout mechanics that need no measurement, end to end: the real operator process and a real
-kube-apiserver (kwok makes the Triton pods Ready): an analysis without series pauses and a
-person aborts, Gradual steps, a restarted operator resumes from status, a selector follows the
-best measured model.
+kube-apiserver, the revisions' Triton pods running on the real node (the CPU Triton image serving
+the built-in recogniser under two names, so readiness is Triton's own): an analysis without series
+pauses and a person aborts, Gradual steps, a restarted operator resumes from status, a selector
+follows the best measured model.
 
 Rollouts decided on measured WER (canary promoted, canary rolled back, BlueGreen preview
 analysed) run on the real node with the operator's own evaluator pod measuring real Triton
@@ -14,23 +15,34 @@ from typing import Any
 
 import pytest
 
+from stt_harness import closedloop as cl
+from stt_harness.faults import SERVE_TIMEOUT_S
 from stt_harness.kubewait import condition, wait_for
-from stt_harness.resources import API, stt_model
+from stt_harness.resources import API
 from stt_harness.routewatch import RouteWatch as BaseRouteWatch
 from stt_harness.routewatch import serve_then_switch
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NAME = "asr"
 WER_METRIC = {"name": "wer", "preset": "wer", "nonInferiorityMargin": 0.03, "minSamples": 50}
 
 
 @pytest.fixture
-def namespace(operator_namespace: str) -> str:
-    """Every test here runs in a namespace the session's operator watches."""
-    return operator_namespace
+def namespace(node_namespace: str) -> str:
+    """Every test here runs in a namespace the real-node operator watches."""
+    return node_namespace
+
+
+def node_model(name: str, namespace: str, language: str = "en-US") -> dict[str, Any]:
+    """The built-in recogniser as `name`, no labelled set: nothing measures it, so an analysis
+    finds no series."""
+    manifest = cl.sphinx_model(name, namespace)
+    del manifest["spec"]["validation"]["evaluationSet"]
+    manifest["spec"]["language"] = language
+    return manifest
 
 
 def deployment(namespace: str, strategy: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -77,17 +89,17 @@ def start_rollout(
     kube: Kube, namespace: str, manifest: dict[str, Any], evalset: str | None = None
 ) -> RouteWatch:
     """model-a becomes stable, then spec.model moves to model-b (with a labelled set: `evalset`)."""
-    kube.apply(stt_model("model-a", namespace))
-    model_b = stt_model("model-b", namespace, language="en-GB")
+    kube.apply(node_model("model-a", namespace))
+    model_b = node_model("model-b", namespace, language="en-GB")
     if evalset:
         model_b["spec"]["validation"]["evaluationSet"] = {"uri": evalset}
     kube.apply(model_b)
     watch = RouteWatch(kube, namespace)
-    serve_then_switch(kube, manifest, watch)
+    serve_then_switch(kube, manifest, watch, timeout=SERVE_TIMEOUT_S)
     return watch
 
 
-def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
+def test_no_data_pauses_and_never_rolls_back(kube, namespace):
     manifest = deployment(
         namespace,
         {"type": "Canary", "canary": {"steps": [{"setWeight": 10}, {"analysis": {}}]}},
@@ -96,7 +108,7 @@ def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
     watch = start_rollout(kube, namespace, manifest)
     md = watch.until(
         lambda md: condition(md, "Paused").get("reason") == "AnalysisNoData" and md,
-        timeout=90,
+        timeout=SERVE_TIMEOUT_S,
         what="paused on no data",
     )
     assert md["status"]["phase"] == "Paused"
@@ -116,32 +128,32 @@ def test_no_data_pauses_and_never_rolls_back(operator, kube, namespace):
     assert watch.canary_weights()[-1] == 0
 
 
-def test_gradual_progression(operator, kube, namespace):
+def test_gradual_progression(kube, namespace):
     manifest = deployment(namespace, {"type": "Gradual", "gradual": {"stepWeight": 40, "interval": "2s"}})
     watch = start_rollout(kube, namespace, manifest)
     watch.until(
         lambda md: md["status"].get("stableModel") == "model-b" and md["status"]["phase"] == "Healthy",
-        timeout=90,
+        timeout=SERVE_TIMEOUT_S,
         what="gradual promotion",
     )
     assert watch.canary_weights()[-3:] == [40, 80, 100], watch.seen
 
 
-def test_restarted_operator_resumes_from_status(operator, kube, namespace):
+def test_restarted_operator_resumes_from_status(node_operator, kube, namespace):
     steps = [{"setWeight": 25}, {"pause": {"duration": "6s"}}, {"setWeight": 60}, {"pause": {}}]
     manifest = deployment(namespace, {"type": "Canary", "canary": {"steps": steps}})
     watch = start_rollout(kube, namespace, manifest)
     watch.until(
         lambda md: md["status"].get("currentWeight") == 25 and md["status"].get("currentStepIndex") == 1,
-        timeout=60,
+        timeout=SERVE_TIMEOUT_S,
         what="canary at 25 %",
     )
-    operator.stop()  # everything the rollout knows is in status now
+    node_operator.stop()  # everything the rollout knows is in status now
     time.sleep(1)
-    operator.start()
+    node_operator.start()
     md = watch.until(
         lambda md: condition(md, "Paused").get("reason") == "PausedAtStep" and md,
-        timeout=60,
+        timeout=120,
         what="resumed to the indefinite pause",
     )
     assert md["status"]["currentWeight"] == 60 and md["status"]["currentStepIndex"] == 3
@@ -157,7 +169,7 @@ def test_restarted_operator_resumes_from_status(operator, kube, namespace):
     assert "StepSkipped" in [r for _, r in events(kube, namespace)]
 
 
-def test_selector_serves_the_best_measured_model(operator, kube, namespace):
+def test_selector_serves_the_best_measured_model(kube, namespace):
     """The validation Jobs' verdicts are written into STTModel status here (that path has its own
     tests); what is under test is the endpoint following the best measured model."""
     sttmodels = kube.dynamic.resources.get(api_version=API, kind="STTModel")
@@ -169,7 +181,7 @@ def test_selector_serves_the_best_measured_model(operator, kube, namespace):
         )
 
     for name in ("model-a", "model-b"):
-        kube.apply(stt_model(name, namespace))
+        kube.apply(node_model(name, namespace))
         wait_for(
             lambda n=name: (
                 condition(kube.get(API, "STTModel", n, namespace), "Ready").get("status") == "True"
@@ -184,12 +196,14 @@ def test_selector_serves_the_best_measured_model(operator, kube, namespace):
     kube.apply(manifest)
     watch = RouteWatch(kube, namespace)
     md = watch.until(
-        lambda md: (md.get("status") or {}).get("stableModel") == "model-b" and md, 90, "model-b"
+        lambda md: (md.get("status") or {}).get("stableModel") == "model-b" and md, SERVE_TIMEOUT_S, "model-b"
     )
     assert md["status"]["selectedModel"] == "model-b"
     assert "ModelSelected" in [r for _, r in events(kube, namespace)]
     # A better measurement of model-a moves the endpoint to it.
     measured("model-a", 0.05)
-    md = watch.until(lambda md: md["status"].get("stableModel") == "model-a" and md, 60, "model-a")
+    md = watch.until(
+        lambda md: md["status"].get("stableModel") == "model-a" and md, SERVE_TIMEOUT_S, "model-a"
+    )
     assert md["status"]["selectedModel"] == "model-a"
     assert [r["model"] for r in md["status"]["revisions"]] == ["model-b", "model-a"]
