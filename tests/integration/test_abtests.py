@@ -198,10 +198,10 @@ def serve_endpoint(kube: Kube, namespace: str, degraded: dict[str, bool], *, eva
 
 
 def abtest(
-    namespace: str, weights: tuple[int, int] = (50, 50), min_samples: int = 50, **spec: Any
+    namespace: str, weights: tuple[int, int] = (50, 50), min_samples: int = 30, **spec: Any
 ) -> dict[str, Any]:
     """The A/B test of model-a (control) against model-b on the endpoint. The evaluator pod
-    scores about a third of a pair a second on the shared 2-core node: 50 pairs take ~2.5 min."""
+    scores about a third of a pair a second on the shared 2-core node: 30 pairs take ~1.5 min."""
     return {
         "apiVersion": API,
         "kind": "ABTest",
@@ -274,7 +274,7 @@ def test_better_candidate_wins_and_is_promoted(kube, namespace, prometheus_stack
     assert decision["confidenceInterval"]["upper"] < 0 and decision["confidenceInterval"]["level"] == 0.95
     by_name = {v["name"]: v for v in status["variants"]}
     assert by_name["candidate"]["wer"] < by_name["control"]["wer"]
-    assert by_name["candidate"]["samples"] >= 50 and by_name["control"]["samples"] >= 50
+    assert by_name["candidate"]["samples"] >= 30 and by_name["control"]["samples"] >= 30
     assert condition(done, "Concluded")["status"] == "True" and status["sampleRatio"]["detected"] is False
     # Real measurements: the paired effect is the recognisers' WER gap, and every sample the
     # decision used was a real request the evaluator pod sent (and Prometheus scraped).
@@ -306,9 +306,7 @@ def test_better_candidate_wins_and_is_promoted(kube, namespace, prometheus_stack
 def test_equal_variants_end_with_no_difference_and_route_goes_back(node_operator, kube, namespace):
     serve_endpoint(kube, namespace, EQUAL)
     # 30 pairs within the duration, with room for a loaded machine.
-    kube.apply(
-        abtest(namespace, (60, 40), min_samples=30, duration="240s", minDuration="5s", significanceLevel=0.01)
-    )
+    kube.apply(abtest(namespace, (60, 40), duration="240s", minDuration="5s", significanceLevel=0.01))
     watch = Watch(kube, namespace)
     running = watch.running()
     watch.until(
@@ -355,9 +353,17 @@ def test_sample_ratio_mismatch_holds_the_decision(kube, namespace, prometheus_st
     serve_endpoint(kube, namespace, BETTER)
     # srmThreshold 0.05: the always-valid test needs a few hundred requests to reach 0.001, more
     # than this machine sends in the test's time. minDuration: no decision before the skewed
-    # clients' requests are scraped; the duration leaves room for a loaded machine.
+    # clients' requests are scraped, and 50 pairs (not the default 30) keep the sequential test
+    # from deciding before the skew is in; the duration leaves room for a loaded machine.
     kube.apply(
-        abtest(namespace, duration="150s", minDuration="75s", promotion={"auto": True}, srmThreshold=0.05)
+        abtest(
+            namespace,
+            min_samples=50,
+            duration="150s",
+            minDuration="75s",
+            promotion={"auto": True},
+            srmThreshold=0.05,
+        )
     )
     watch = Watch(kube, namespace)
     watch.running()

@@ -15,7 +15,7 @@ would notice. Counter resets are handled like Prometheus does (a drop means a re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -85,29 +85,29 @@ class Fetcher:
         """Counter increase since the start of every series of `selector`, summed by `by`: exact
         from raw samples up to `exact_window_max_s`, Prometheus' increase() beyond.
 
-        A series that did not exist at the start (a canary's or an A/B candidate's new Triton
-        pod, an evaluator started with the test) counts from zero: its process began counting
-        inside the window, and the requests it served before its first scrape are part of the
-        increase. Without that, the first scrape's worth of a new pod's requests (or failures)
-        is lost, while an older series' is not, and arms compared across the two are skewed."""
+        Every series counts from its value at the start: the last sample at or before it. A
+        series with none (a canary's or an A/B candidate's new Triton pod, an evaluator started
+        with the test) was born inside the window and counts from zero. Counting from the first
+        sample inside the window instead loses what each series counted before its first scrape
+        there (up to a scrape interval's worth of requests, or all of a burst sent right after
+        the start), and the loss differs between an old pod and a new one, so arms compared
+        across the two are skewed."""
         if self.ctx.window_seconds() <= self.ctx.exact_window_max_s:
             q = f"{selector}[{self.ctx.window()}]"
             samples = self.run(q).samples
-            return sum_increases(samples, by, self._born_in_window(selector, samples)), q
+            return sum_increases(samples, by, self._values_at_start(selector, samples)), q
         grouping = f" by ({', '.join(by)})" if by else ""
         q = f"sum{grouping} (increase({selector}[{self.ctx.window()}]))"
         return {tuple(s.labels.get(label, "") for label in by): s.value for s in self.run(q).samples}, q
 
-    def _born_in_window(self, selector: str, samples: Iterable[Sample]) -> frozenset[LabelKey]:
-        """Which of these series had no sample in the `BORN_LOOKBACK_S` before the window's
-        start (one instant query at the start)."""
-        keys = {label_key(s.labels) for s in samples}
-        if not keys:
-            return frozenset()
+    def _values_at_start(self, selector: str, samples: Sequence[Sample]) -> dict[LabelKey, float]:
+        """Each series' last value in the `BORN_LOOKBACK_S` before the window's start (one instant
+        query at the start); a series missing here was born inside the window."""
+        if not samples:
+            return {}
         q = f"last_over_time({selector}[{BORN_LOOKBACK_S}s])"
         self.queries.append(q)
-        present = {label_key(s.labels) for s in self.client.instant(q, at=self.ctx.start).samples}
-        return frozenset(keys - present)
+        return {label_key(s.labels): s.value for s in self.client.instant(q, at=self.ctx.start).samples}
 
 
 # A series with no sample in this long before a window's start is taken as born inside it. An
@@ -123,12 +123,13 @@ def label_key(labels: Mapping[str, str]) -> LabelKey:
     return frozenset((k, v) for k, v in labels.items() if k != "__name__")
 
 
-def counter_increase(points: Iterable[tuple[float, float]], *, from_zero: bool = False) -> float:
+def counter_increase(points: Iterable[tuple[float, float]], *, start: float | None = None) -> float:
     """Increase of one counter over its samples; a drop is a reset to zero (process restart).
-    `from_zero`: the series began inside the window, so its first value counts too."""
+    `start`: the counter's value when the window began (0 for a series born inside it), counted
+    from before the first sample; without it, only the differences between the samples count."""
     v = np.array([p[1] for p in points], dtype=float)
-    if from_zero and v.size:
-        v = np.concatenate(([0.0], v))
+    if start is not None and v.size:
+        v = np.concatenate(([start], v))
     if v.size < 2:
         return 0.0 if v.size == 1 and not math.isnan(v[0]) else (math.nan if v.size else 0.0)
     d = np.diff(v)
@@ -136,14 +137,17 @@ def counter_increase(points: Iterable[tuple[float, float]], *, from_zero: bool =
 
 
 def sum_increases(
-    samples: Iterable[Sample], by: tuple[str, ...], born: frozenset[LabelKey] = frozenset()
+    samples: Iterable[Sample], by: tuple[str, ...], at_start: Mapping[LabelKey, float] | None = None
 ) -> dict[tuple[str, ...], float]:
-    """Counter increases summed by the labels `by`; the series in `born` count from zero."""
+    """Counter increases summed by the labels `by`. With `at_start` (each series' value when the
+    window began), a series counts from that value, or from zero when it has none (born inside
+    the window); without it, from its first sample."""
     out: dict[tuple[str, ...], float] = {}
     for s in samples:
         key = tuple(s.labels.get(label, "") for label in by)
         points = s.values or ((0.0, s.value),)
-        out[key] = out.get(key, 0.0) + counter_increase(points, from_zero=label_key(s.labels) in born)
+        start = None if at_start is None else at_start.get(label_key(s.labels), 0.0)
+        out[key] = out.get(key, 0.0) + counter_increase(points, start=start)
     return out
 
 

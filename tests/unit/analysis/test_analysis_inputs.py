@@ -199,17 +199,22 @@ def test_exact_counter_increase_handles_resets_and_nan() -> None:
     assert sum_increases(parsed, ("variant",)) == {("a",): 5.0, ("b",): 1.0}
 
 
-def test_a_series_born_inside_the_window_counts_from_zero() -> None:
-    """A new pod's counters (a canary's Triton, an A/B test's evaluator) start inside the window:
-    what they counted before their first scrape is part of the increase. A series that existed
-    at the start is counted by differences, and a reset is still a restart."""
+def test_every_series_counts_from_its_value_at_the_start() -> None:
+    """A series that existed at the start counts from its last sample before it, so requests
+    served between the start and its first scrape inside the window are not lost (a burst of
+    live traffic right after an A/B test starts). A new pod's counters (a canary's Triton, an
+    A/B test's evaluator) were born inside the window and count from zero. A reset is still a
+    restart."""
     from stt_operator.analysis.model import AnalysisContext, Arm
     from stt_operator.analysis.presets import Fetcher, counter_increase
     from stt_operator.analysis.prom import QueryResult, Sample
 
-    assert counter_increase([(5, 20), (10, 26)], from_zero=True) == 26
-    assert counter_increase([(5, 20), (10, 3)], from_zero=True) == 20 + 3  # then a restart
+    assert counter_increase([(5, 20), (10, 26)], start=0.0) == 26
+    assert counter_increase([(5, 20), (10, 3)], start=0.0) == 20 + 3  # then a restart
+    assert counter_increase([(5, 20), (10, 26)], start=12.0) == 14
+    assert counter_increase([(5, 20), (10, 26)], start=30.0) == 20 + 6  # restarted before the first scrape
     assert counter_increase([(5, 20), (10, 26)]) == 6
+    assert counter_increase([], start=4.0) == 0
 
     old = {"__name__": "nv_inference_request_success", "service": "stable", "pod": "s-1"}
     new = {"__name__": "nv_inference_request_success", "service": "canary", "pod": "c-1"}
@@ -220,7 +225,7 @@ def test_a_series_born_inside_the_window_counts_from_zero() -> None:
             asked.append((query, at))
             if query.startswith("last_over_time("):  # at the start only the stable pod existed
                 present = {k: v for k, v in old.items() if k != "__name__"}
-                return QueryResult(query, (Sample(present, 100.0),), 0.0)
+                return QueryResult(query, (Sample(present, 90.0),), 0.0)
             series = (
                 Sample(old, 130.0, ((1005.0, 100.0), (1010.0, 130.0))),
                 Sample(new, 26.0, ((1005.0, 20.0), (1010.0, 26.0))),
@@ -229,6 +234,7 @@ def test_a_series_born_inside_the_window_counts_from_zero() -> None:
 
     ctx = AnalysisContext(namespace="ns", endpoint="ep", candidate=Arm("canary"), start=1000.0, now=1010.0)
     got, query = Fetcher(Client(), ctx).increase('nv_inference_request_success{namespace="ns"}', ("service",))
-    assert got == {("stable",): 30.0, ("canary",): 26.0}
+    # stable: 90 at the start, 130 at the end (10 of them before its first scrape in the window).
+    assert got == {("stable",): 40.0, ("canary",): 26.0}
     assert query == 'nv_inference_request_success{namespace="ns"}[10s]'
     assert asked[1] == ('last_over_time(nv_inference_request_success{namespace="ns"}[3600s])', 1000.0)

@@ -283,9 +283,10 @@ def test_the_look_reads_the_stable_services_triton_counters_over_the_window() ->
         def instant(self, query: str, at: float | None = None) -> QueryResult:
             queries.append(query)
             if query.startswith("last_over_time("):
-                # The stable pod's counters existed before the window: increases are differences.
+                # The stable pod's counters existed before the window: each counts from its
+                # value at the start, not from its first sample inside the window.
                 assert at == T0.timestamp()
-                return QueryResult(query, (Sample({}, 1.0),), 0.0)
+                return QueryResult(query, (Sample({}, 8.0 if "failure" in query else 480.0),), 0.0)
             assert at == (T0 + INTERVAL).timestamp()
             if "nv_inference_request_failure" in query:
                 return QueryResult(query, (Sample({}, 5.0, ((0.0, 10.0), (1.0, 15.0))),), 0.0)
@@ -301,7 +302,8 @@ def test_the_look_reads_the_stable_services_triton_counters_over_the_window() ->
         start=T0,
         end=T0 + INTERVAL,
     )
-    assert look.unavailable is None and look.counts == (WindowCounts("errors", 5.0, 995.0),)
+    # errors 15 - 8; requests (1490 - 480) + 7
+    assert look.unavailable is None and look.counts == (WindowCounts("errors", 7.0, 1017.0),)
     assert all('service="asr-model-b-1234"' in q for q in queries)
     assert all("[300s]" in q for q in queries if not q.startswith("last_over_time("))
 
