@@ -137,16 +137,15 @@ def counter_increase(points: Iterable[tuple[float, float]], *, start: float | No
 
 
 def sum_increases(
-    samples: Iterable[Sample], by: tuple[str, ...], at_start: Mapping[LabelKey, float] | None = None
+    samples: Iterable[Sample], by: tuple[str, ...], at_start: Mapping[LabelKey, float]
 ) -> dict[tuple[str, ...], float]:
-    """Counter increases summed by the labels `by`. With `at_start` (each series' value when the
-    window began), a series counts from that value, or from zero when it has none (born inside
-    the window); without it, from its first sample."""
+    """Counter increases summed by the labels `by`: each series counts from its value when the
+    window began (`at_start`), or from zero when it has none (born inside the window)."""
     out: dict[tuple[str, ...], float] = {}
     for s in samples:
         key = tuple(s.labels.get(label, "") for label in by)
         points = s.values or ((0.0, s.value),)
-        start = None if at_start is None else at_start.get(label_key(s.labels), 0.0)
+        start = at_start.get(label_key(s.labels), 0.0)
         out[key] = out.get(key, 0.0) + counter_increase(points, start=start)
     return out
 

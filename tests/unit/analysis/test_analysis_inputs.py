@@ -181,7 +181,7 @@ def test_evalmetrics_sums_reconstruct_paired_statistics() -> None:
 
 
 def test_exact_counter_increase_handles_resets_and_nan() -> None:
-    from stt_operator.analysis.presets import counter_increase, sum_increases
+    from stt_operator.analysis.presets import counter_increase, label_key, sum_increases
     from stt_operator.analysis.prom import Sample
 
     assert counter_increase([(0, 0), (1, 5), (2, 9)]) == 9
@@ -196,7 +196,8 @@ def test_exact_counter_increase_handles_resets_and_nan() -> None:
         ]
     )
     assert isinstance(parsed[0], Sample) and parsed[0].value == 4.0
-    assert sum_increases(parsed, ("variant",)) == {("a",): 5.0, ("b",): 1.0}
+    at_start = {label_key(s.labels): s.values[0][1] for s in parsed}  # each series' first value
+    assert sum_increases(parsed, ("variant",), at_start) == {("a",): 5.0, ("b",): 1.0}
 
 
 def test_every_series_counts_from_its_value_at_the_start() -> None:
