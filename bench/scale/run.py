@@ -98,6 +98,27 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _labels(line: str) -> dict[str, str]:
+    inside = line[line.index("{") + 1 : line.rindex("}")] if "{" in line else ""
+    return dict(part.split("=", 1) for part in inside.replace('"', "").split(",") if "=" in part)
+
+
+def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], per: int) -> dict[str, float]:
+    """How much `name` grew between two scrapes, grouped by the labels `by`, divided by `per`
+    (requests per endpoint by verb and resource: where the API calls go); largest first."""
+    grown: dict[str, float] = {}
+    for text, sign in ((after, 1.0), (before, -1.0)):
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                labels = _labels(line.rsplit(" ", 1)[0])
+                key = " ".join(filter(None, (labels.get(label, "") for label in by)))
+                grown[key] = grown.get(key, 0.0) + sign * float(line.rsplit(" ", 1)[1])
+    return {k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v / per >= 0.01}
+
+
+API_BREAKDOWN = ("verb", "resource", "subresource")
+
+
 def apiserver_metrics(cluster: LocalCluster) -> str:
     import ssl
 
@@ -333,6 +354,9 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
             "controller": burst,
             "apiserver_requests_all_clients": requests,
             "apiserver_requests_per_rollout_all_clients": round(requests / n, 1),
+            "apiserver_requests_per_rollout_by_verb": metric_breakdown(
+                api0, api1, "apiserver_request_total", API_BREAKDOWN, n
+            ),
         },
         "idle": {"seconds": args.idle, "controller": idle},
         "canaries": {
@@ -623,6 +647,12 @@ def main() -> None:
             "operator_api_calls_per_reconcile": round((calls(op1) - calls(op0)) / max(1, rec_burst), 2),
             "apiserver_requests_all_clients": all_requests,
             "apiserver_requests_per_endpoint_all_clients": round(all_requests / n, 1),
+            "apiserver_requests_per_endpoint_by_verb": metric_breakdown(
+                api0, api1, "apiserver_request_total", API_BREAKDOWN, n
+            ),
+            "operator_api_calls_per_endpoint": metric_breakdown(
+                op0, op1, "stt_operator_api_calls_total", ("verb", "kind"), n
+            ),
             "wakeups": metric_sum(op1, "stt_operator_wakeups_total")
             - metric_sum(op0, "stt_operator_wakeups_total"),
         },

@@ -8,7 +8,6 @@ Selectors merge (the object's own keys win); tolerations are appended once each.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +39,26 @@ class Images:
 
 
 def place(obj: Mapping[str, Any], placement: Placement) -> dict[str, Any]:
-    out = copy.deepcopy(dict(obj))
+    """`obj` with the placement's node selector and tolerations added to its pod template.
+    Only the dicts on the way to the pod spec are copied (the rest is shared with `obj`, which
+    is never changed): a Deployment is built on every reconcile, and a deep copy of it was a
+    measurable part of the operator's CPU in bench/scale."""
+    out = dict(obj)
     if placement.empty() or out.get("kind") not in POD_TEMPLATE_KINDS:
         return out
+    spec = out["spec"] = dict(out["spec"])
+    template = spec["template"] = dict(spec["template"])
+    pod = template["spec"] = dict(template["spec"])
+    pod["nodeSelector"] = {**placement.node_selector, **(pod.get("nodeSelector") or {})}
+    tolerations = [dict(t) for t in pod.get("tolerations") or []]
+    for toleration in placement.tolerations:
+        if toleration not in tolerations:
+            tolerations.append(dict(toleration))
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if not pod["nodeSelector"]:
+        del pod["nodeSelector"]
+    return out
     pod = out["spec"]["template"]["spec"]
     pod["nodeSelector"] = {**placement.node_selector, **(pod.get("nodeSelector") or {})}
     tolerations = list(pod.get("tolerations") or [])

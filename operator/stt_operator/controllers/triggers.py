@@ -164,6 +164,9 @@ class Triggers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wakers: dict[Key, Waker] = {}
+        # The same loops by (kind, namespace): `dependents` runs on every watch event that
+        # changes a model or an endpoint, and must not scan every loop of the process.
+        self._by_scope: dict[tuple[str, str], dict[Key, Waker]] = {}
         self._seen: dict[str, dict[str, str]] = {}  # uid -> purpose -> fingerprint
         self.wakeups = 0  # for the operator's metrics and tests
 
@@ -172,11 +175,16 @@ class Triggers:
     def register(self, key: Key, waker: Waker) -> None:
         with self._lock:
             self._wakers[key] = waker
+            self._by_scope.setdefault(key[:2], {})[key] = waker
 
     def unregister(self, key: Key, waker: Waker) -> None:
         with self._lock:
             if self._wakers.get(key) is waker:
                 del self._wakers[key]
+                scope = self._by_scope[key[:2]]
+                del scope[key]
+                if not scope:
+                    del self._by_scope[key[:2]]
 
     def wake(self, key: Key) -> bool:
         with self._lock:
@@ -195,7 +203,7 @@ class Triggers:
 
     def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
         with self._lock:
-            return [(k, w.body) for k, w in self._wakers.items() if k[0] == kind and k[1] == namespace]
+            return [(k, w.body) for k, w in self._by_scope.get((kind, namespace), {}).items()]
 
     # -- fingerprints ---------------------------------------------------------------------------
 

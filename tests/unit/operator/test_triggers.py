@@ -97,8 +97,15 @@ def test_wake_sets_the_registered_loop_and_dependents_are_found() -> None:
         assert t.wake(("ModelDeployment", "ns", "asr"))
         await asyncio.sleep(0)
         assert md.event.is_set() and not other.event.is_set()
+        # A restarted loop replaces the old one; the old one's late exit leaves it registered.
+        again = Waker(loop, body={"spec": {"model": {"name": "m1"}}})
+        t.register(("ModelDeployment", "ns", "asr"), again)
         t.unregister(("ModelDeployment", "ns", "asr"), md)
+        assert t.dependents("STTModel", "ns", "m1") == [("ModelDeployment", "ns", "asr")]
+        t.unregister(("ModelDeployment", "ns", "asr"), again)
         assert not t.wake(("ModelDeployment", "ns", "asr"))
+        assert t.dependents("STTModel", "ns", "m1") == []
+        assert t.bodies("ModelDeployment", "ns") == [(("ModelDeployment", "ns", "other"), other.body)]
 
     asyncio.run(scenario())
 
