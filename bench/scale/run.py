@@ -259,6 +259,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
             str(free_port()),
             "--healthzPort",
             str(free_port()),
+            *(["--qps", str(args.argo_qps), "--burst", str(2 * args.argo_qps)] if args.argo_qps else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -459,6 +460,13 @@ def main() -> None:
         "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
     )
     parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
+    parser.add_argument(
+        "--argo-qps",
+        type=int,
+        default=0,
+        help="Argo Rollouts' client QPS, burst twice that (0: its defaults, 40 and 80);"
+        " the operator has no client-side limit",
+    )
     parser.add_argument(
         "--argo",
         action="store_true",
