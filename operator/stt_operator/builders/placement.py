@@ -59,14 +59,3 @@ def place(obj: Mapping[str, Any], placement: Placement) -> dict[str, Any]:
     if not pod["nodeSelector"]:
         del pod["nodeSelector"]
     return out
-    pod = out["spec"]["template"]["spec"]
-    pod["nodeSelector"] = {**placement.node_selector, **(pod.get("nodeSelector") or {})}
-    tolerations = list(pod.get("tolerations") or [])
-    for toleration in placement.tolerations:
-        if toleration not in tolerations:
-            tolerations.append(dict(toleration))
-    if tolerations:
-        pod["tolerations"] = tolerations
-    if not pod["nodeSelector"]:
-        del pod["nodeSelector"]
-    return out
