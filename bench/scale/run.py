@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from kubernetes import watch as k8s_watch
 from kubernetes.client import CoreV1Api, CustomObjectsApi
+from prometheus_client.parser import text_string_to_metric_families
 
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, free_port, repo_root
 from stt_harness.operator import OperatorProcess
@@ -98,21 +99,17 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def _labels(line: str) -> dict[str, str]:
-    inside = line[line.index("{") + 1 : line.rindex("}")] if "{" in line else ""
-    return dict(part.split("=", 1) for part in inside.replace('"', "").split(",") if "=" in part)
-
-
 def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], per: int) -> dict[str, float]:
-    """How much `name` grew between two scrapes, grouped by the labels `by`, divided by `per`
-    (requests per endpoint by verb and resource: where the API calls go); largest first."""
+    """How much the counter `name` grew between two scrapes, grouped by the labels `by`, divided
+    by `per` (requests per endpoint by verb and resource: where the API calls go); largest first."""
     grown: dict[str, float] = {}
     for text, sign in ((after, 1.0), (before, -1.0)):
-        for line in text.splitlines():
-            if line.startswith(name + "{"):
-                labels = _labels(line.rsplit(" ", 1)[0])
-                key = " ".join(filter(None, (labels.get(label, "") for label in by)))
-                grown[key] = grown.get(key, 0.0) + sign * float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != name:
+                    continue
+                key = " ".join(filter(None, (sample.labels.get(label, "") for label in by)))
+                grown[key] = grown.get(key, 0.0) + sign * sample.value
     return {k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v / per >= 0.01}
 
 

@@ -163,8 +163,7 @@ class Triggers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wakers: dict[Key, Waker] = {}
-        # The same loops by (kind, namespace): `dependents` runs on every watch event that
+        # The running loops, by (kind, namespace): `dependents` runs on every watch event that
         # changes a model or an endpoint, and must not scan every loop of the process.
         self._by_scope: dict[tuple[str, str], dict[Key, Waker]] = {}
         self._seen: dict[str, dict[str, str]] = {}  # uid -> purpose -> fingerprint
@@ -174,21 +173,22 @@ class Triggers:
 
     def register(self, key: Key, waker: Waker) -> None:
         with self._lock:
-            self._wakers[key] = waker
             self._by_scope.setdefault(key[:2], {})[key] = waker
 
     def unregister(self, key: Key, waker: Waker) -> None:
         with self._lock:
-            if self._wakers.get(key) is waker:
-                del self._wakers[key]
-                scope = self._by_scope[key[:2]]
+            scope = self._by_scope.get(key[:2], {})
+            if scope.get(key) is waker:
                 del scope[key]
                 if not scope:
                     del self._by_scope[key[:2]]
 
-    def wake(self, key: Key) -> bool:
+    def _waker(self, key: Key) -> Waker | None:
         with self._lock:
-            waker = self._wakers.get(key)
+            return self._by_scope.get(key[:2], {}).get(key)
+
+    def wake(self, key: Key) -> bool:
+        waker = self._waker(key)
         if waker is None:
             return False  # not running here (another replica, or not started yet): it starts awake
         self.wakeups += 1
@@ -197,8 +197,7 @@ class Triggers:
 
     def body(self, key: Key) -> Mapping[str, Any] | None:
         """Kopf's live view of a running loop's object (None: no loop here)."""
-        with self._lock:
-            waker = self._wakers.get(key)
+        waker = self._waker(key)
         return waker.body if waker is not None else None
 
     def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
