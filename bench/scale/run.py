@@ -99,9 +99,8 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], per: int) -> dict[str, float]:
-    """How much the counter `name` grew between two scrapes, grouped by the labels `by`, divided
-    by `per` (requests per endpoint by verb and resource: where the API calls go); largest first."""
+def metric_growth(before: str, after: str, name: str, by: tuple[str, ...]) -> dict[str, float]:
+    """How much the samples named `name` grew between two scrapes, grouped by the labels `by`."""
     grown: dict[str, float] = {}
     for text, sign in ((after, 1.0), (before, -1.0)):
         for family in text_string_to_metric_families(text):
@@ -110,7 +109,25 @@ def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], pe
                     continue
                 key = " ".join(filter(None, (sample.labels.get(label, "") for label in by)))
                 grown[key] = grown.get(key, 0.0) + sign * sample.value
+    return grown
+
+
+def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], per: int) -> dict[str, float]:
+    """How much the counter `name` grew between two scrapes, grouped by the labels `by`, divided
+    by `per` (requests per endpoint by verb and resource: where the API calls go); largest first."""
+    grown = metric_growth(before, after, name, by)
     return {k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v / per >= 0.01}
+
+
+def mean_milliseconds(
+    before: str, after: str, histogram: str, by: tuple[str, ...], min_count: int
+) -> dict[str, float]:
+    """Mean duration in ms of what the histogram timed between two scrapes, grouped by the labels
+    `by`; groups seen fewer than `min_count` times are left out. Largest first."""
+    sums = metric_growth(before, after, histogram + "_sum", by)
+    counts = metric_growth(before, after, histogram + "_count", by)
+    means = {k: 1000 * sums.get(k, 0.0) / c for k, c in counts.items() if c >= min_count}
+    return {k: round(v, 1) for k, v in sorted(means.items(), key=lambda kv: -kv[1])}
 
 
 API_BREAKDOWN = ("verb", "resource", "subresource")
@@ -355,6 +372,9 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
             "apiserver_requests_per_rollout_by_verb": metric_breakdown(
                 api0, api1, "apiserver_request_total", API_BREAKDOWN, n
             ),
+            "apiserver_request_mean_ms": mean_milliseconds(
+                api0, api1, "apiserver_request_duration_seconds", API_BREAKDOWN, n // 10
+            ),
         },
         "idle": {"seconds": args.idle, "controller": idle},
         "canaries": {
@@ -383,6 +403,8 @@ def where_the_time_goes(
         "to_deployment": [],
         "deployment_to_available": [],
         "available_to_route": [],
+        # The operator's own share of each endpoint's wait (the first and the last part).
+        "operator_share": [],
     }
     for d in kube.list("apps/v1", "Deployment", None, None):
         labels = d["metadata"].get("labels") or {}
@@ -403,6 +425,7 @@ def where_the_time_goes(
         parts["to_deployment"].append(made - created[key])
         parts["deployment_to_available"].append(available - made)
         parts["available_to_route"].append(routed[key] - available)
+        parts["operator_share"].append(made - created[key] + routed[key] - available)
     return {
         k: {"n": len(v), "p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
         for k, v in parts.items()
@@ -657,6 +680,14 @@ def main() -> None:
             ),
             "operator_api_calls_per_endpoint": metric_breakdown(
                 op0, op1, "stt_operator_api_calls_total", ("verb", "kind"), n
+            ),
+            # Where a reconcile waits: each call as the operator timed it, next to the time the
+            # apiserver says it spent on the same kind of request (the gap is the client's side).
+            "operator_api_call_mean_ms": mean_milliseconds(
+                op0, op1, "stt_operator_api_call_duration_seconds", ("verb", "kind"), n // 10
+            ),
+            "apiserver_request_mean_ms": mean_milliseconds(
+                api0, api1, "apiserver_request_duration_seconds", API_BREAKDOWN, n // 10
             ),
             "wakeups": metric_sum(op1, "stt_operator_wakeups_total")
             - metric_sum(op0, "stt_operator_wakeups_total"),

@@ -62,12 +62,30 @@ WAKEUPS = Counter(
 API_CALLS = Counter(
     "stt_operator_api_calls_total", "Kubernetes API calls made by the reconcilers", ["verb", "kind"]
 )
+API_CALL_SECONDS = Histogram(
+    "stt_operator_api_call_duration_seconds",
+    "Wall time of one Kubernetes API call as the reconciler sees it (request, wait, response)",
+    ["verb", "kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 CONFLICTS = Counter(
     "stt_operator_conflicts_total", "Optimistic writes refused with 409 Conflict, then retried", ["kind"]
 )
 LOG_LINES_SUPPRESSED = Counter(
     "stt_operator_log_lines_suppressed_total", "Log lines dropped by the rate limit", ["logger"]
 )
+
+
+@contextmanager
+def api_call(verb: str, kind: str) -> Iterator[None]:
+    """Count one Kubernetes API call and time it, failed or not (the apiserver's own duration
+    metric leaves out what the client waits for: its GIL, its connection, the response)."""
+    API_CALLS.labels(verb, kind).inc()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        API_CALL_SECONDS.labels(verb, kind).observe(time.perf_counter() - started)
 
 
 @contextmanager

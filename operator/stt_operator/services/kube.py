@@ -22,10 +22,11 @@ from kubernetes.dynamic.exceptions import (
     ForbiddenError,
     NotFoundError,
     ResourceNotFoundError,
+    UnprocessibleEntityError,
 )
 
 from stt_operator.builders.metadata import FIELD_MANAGER
-from stt_operator.observability import API_CALLS
+from stt_operator.observability import api_call
 from stt_operator.services.informers import Informers
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,17 @@ class Kube:
         self, resource: Any, name: str, namespace: str | None, body: Mapping[str, Any], status: bool = False
     ) -> dict[str, Any]:
         """A JSON merge patch of the object (or of its status subresource)."""
-        API_CALLS.labels("patch", resource.kind).inc()
         target = resource.subresources["status"] if status else resource
-        result = self.dynamic.patch(
-            target,
-            body=dict(body),
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-            _request_timeout=self.timeout,
-            serializer=_plain,
-        )
-        return result
+        with api_call("patch", resource.kind):
+            return self.dynamic.patch(
+                target,
+                body=dict(body),
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                _request_timeout=self.timeout,
+                serializer=_plain,
+            )
 
     def patch(
         self, api_version: str, kind: str, name: str, namespace: str | None, body: Mapping[str, Any]
@@ -178,19 +178,15 @@ class Kube:
             digest = hashlib.sha1(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
             known = self._applied.get(key)
             if known is not None and known[0] == digest:
-                return  # not an API call: not counted in API_CALLS
+                return  # unchanged since our last apply: no API call
         resource = self._resource(manifest["apiVersion"], kind)
-        API_CALLS.labels("apply", kind).inc()
-        result = self.dynamic.server_side_apply(
-            resource,
-            body=dict(manifest),
-            name=meta["name"],
-            namespace=meta.get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            _request_timeout=self.timeout,
-            serializer=_plain,
-        )
+        try:
+            result = self._server_side_apply(resource, manifest)
+        except UnprocessibleEntityError:
+            kept = self._keeping_cluster_ip(manifest)
+            if kept is None:
+                raise
+            result = self._server_side_apply(resource, kept)
         namespace = meta.get("namespace") or ""
         if self.informers is not None and self.informers.holds(manifest["apiVersion"], kind, namespace):
             self.informers.written(result)
@@ -198,6 +194,34 @@ class Kube:
             version = _version(result)
             if version is not None:
                 self._applied[key] = (digest, version)
+
+    def _server_side_apply(self, resource: Any, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        with api_call("apply", manifest["kind"]):
+            return self.dynamic.server_side_apply(
+                resource,
+                body=dict(manifest),
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                _request_timeout=self.timeout,
+                serializer=_plain,
+            )
+
+    def _keeping_cluster_ip(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A headless Service manifest for a Service that already has a ClusterIP (made by an
+        operator before revision Services were headless): the apiserver never lets an address
+        change, so the manifest without `clusterIP`, and the Service keeps its address. None
+        when that is not why the apply was refused."""
+        spec = manifest.get("spec") or {}
+        if manifest["kind"] != "Service" or spec.get("clusterIP") != "None":
+            return None
+        meta = manifest["metadata"]
+        live = self.get("v1", "Service", meta["name"], meta.get("namespace"))
+        if live is None or (live.get("spec") or {}).get("clusterIP") in (None, "", "None"):
+            return None
+        return {**manifest, "spec": {k: v for k, v in spec.items() if k != "clusterIP"}}
 
     def observed(self, kind: str, body: Mapping[str, Any], deleted: bool = False) -> None:
         """A watch event of an object we may have applied: forget the apply when the object is
@@ -217,11 +241,11 @@ class Kube:
             if found is not None:
                 return found
         resource = self._resource(api_version, kind)
-        API_CALLS.labels("get", kind).inc()
         try:
-            return resource.get(
-                name=name, namespace=namespace, _request_timeout=self.timeout, serializer=_plain
-            )
+            with api_call("get", kind):
+                return resource.get(
+                    name=name, namespace=namespace, _request_timeout=self.timeout, serializer=_plain
+                )
         except NotFoundError:
             return None
 
@@ -241,16 +265,16 @@ class Kube:
             if held is not None:
                 return held
         resource = self._resource(api_version, kind)
-        API_CALLS.labels("list", kind).inc()
         selector = ",".join(f"{k}={v}" for k, v in (label_selector or {}).items()) or None
         extra = {"field_selector": field_selector} if field_selector else {}
-        found = resource.get(
-            namespace=namespace,
-            label_selector=selector,
-            _request_timeout=self.timeout,
-            serializer=_plain,
-            **extra,
-        )
+        with api_call("list", kind):
+            found = resource.get(
+                namespace=namespace,
+                label_selector=selector,
+                _request_timeout=self.timeout,
+                serializer=_plain,
+                **extra,
+            )
         return found.get("items", [])
 
     def list_visible(self, api_version: str, kind: str, namespaces: Iterable[str]) -> list[dict[str, Any]]:
@@ -263,27 +287,27 @@ class Kube:
 
     def scale(self, name: str, namespace: str, replicas: int) -> None:
         """Set a Deployment's replicas through its scale subresource (leaves the rest alone)."""
-        API_CALLS.labels("patch", "Deployment/scale").inc()
         self._applied.pop(("Deployment", namespace, name), None)  # replicas differ from the apply
-        k8s.AppsV1Api(self.api_client).patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": replicas}}, _request_timeout=self.timeout
-        )
+        with api_call("patch", "Deployment/scale"):
+            k8s.AppsV1Api(self.api_client).patch_namespaced_deployment_scale(
+                name, namespace, {"spec": {"replicas": replicas}}, _request_timeout=self.timeout
+            )
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         """Delete with background propagation; False when it was already gone."""
         resource = self._resource(api_version, kind)
-        API_CALLS.labels("delete", kind).inc()
         self._applied.pop((kind, namespace or "", name), None)
         if self.informers is not None:
             self.informers.deleted(api_version, kind, namespace or "", name)
         try:
-            resource.delete(
-                name=name,
-                namespace=namespace,
-                body={"propagationPolicy": "Background"},
-                _request_timeout=self.timeout,
-                serializer=_plain,
-            )
+            with api_call("delete", kind):
+                resource.delete(
+                    name=name,
+                    namespace=namespace,
+                    body={"propagationPolicy": "Background"},
+                    _request_timeout=self.timeout,
+                    serializer=_plain,
+                )
         except NotFoundError:
             return False
         return True
