@@ -9,7 +9,8 @@ container) and the operator's own tritonclient call through each new revision's 
   first weight.
 
 The operator runs on the host (as in the other operator tests) with its serving placement on
-the real node; the host reaches Service ClusterIPs through the node's routes.
+the real node; the host reaches the pods' addresses (the revision Services are headless)
+through the node's routes.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from stt_operator.api import ABTest, ModelDeployment
 from stt_operator.api.common import PrometheusSpec, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentStatus
 from stt_operator.builders.modelconfig import triton_model_name
-from stt_operator.builders.serving import TRITON_GRPC_PORT, revision_object_name
+from stt_operator.builders.serving import revision_object_name
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
 from stt_operator.experiments.planner import ABTestInput, Measurement, backends, live_weights
@@ -170,18 +170,43 @@ def capacity_observer(ctx: OperatorContext) -> CapacityObserver:
 def run_smoke(
     ctx: OperatorContext, name: str, namespace: str, model: Mapping[str, Any], request: SmokeRequest
 ) -> SmokeResult:
-    """The smoke transcription through the revision's own Service (its ClusterIP, gRPC port)."""
+    """The smoke transcription straight to one ready pod of the revision (its Service is
+    headless: the address comes from the Service's EndpointSlices, gRPC port)."""
     service_name = revision_object_name(name, request.model, request.revision)
-    service = ctx.kube.get("v1", "Service", service_name, namespace)
-    ip = ((service or {}).get("spec") or {}).get("clusterIP")
-    if not ip or ip == "None":
+    slices = ctx.kube.list(
+        "discovery.k8s.io/v1", "EndpointSlice", namespace, {SERVICE_NAME_LABEL: service_name}
+    )
+    address = ready_address(slices, "grpc")
+    if address is None:
         expected, _ = builtin_utterance()
         return SmokeResult(
-            request.revision, "Error", expected, None, f"Service {service_name} has no ClusterIP"
+            request.revision, "Error", expected, None, f"Service {service_name} has no ready gRPC endpoint"
         )
     io = (model.get("spec") or {}).get("io") or {}
     triton_model = triton_model_name(model["metadata"]["name"])
-    return smoke_transcribe(f"{ip}:{TRITON_GRPC_PORT}", triton_model, io, request.revision, request.timeout_s)
+    return smoke_transcribe(address, triton_model, io, request.revision, request.timeout_s)
+
+
+# The label the EndpointSlice controller puts on each slice of a Service.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def ready_address(slices: list[dict[str, Any]], port_name: str) -> str | None:
+    """`host:port` of the first ready endpoint in a Service's EndpointSlices (lowest address
+    first, so repeated looks pick the same pod), on the port named `port_name`; None if none."""
+    found: list[tuple[str, int]] = []
+    for item in slices:
+        ports = [p.get("port") for p in item.get("ports") or [] if p.get("name") == port_name]
+        if not ports or not ports[0]:
+            continue
+        for endpoint in item.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            found += [(address, int(ports[0])) for address in endpoint.get("addresses") or []]
+    if not found:
+        return None
+    host, port = min(found)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def plan_with_looks(

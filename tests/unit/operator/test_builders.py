@@ -78,6 +78,8 @@ def test_deployment_has_gpu_owner_labels_and_selector_matches_service():
     assert pod["metadata"]["labels"]["stt.dev/scrape"] == "true"
     # The role label is not part of the selector: promotion must not recreate pods.
     assert "stt.dev/role" not in selector
+    # Headless: the Gateway routes to the pods, so no ClusterIP is allocated per revision.
+    assert service["spec"]["clusterIP"] == "None"
 
 
 def test_http_route_weights_round_trip():
