@@ -23,7 +23,7 @@ def test_first_deploy_waits_without_a_route():
     assert plan.ensure == [(OLD, "stable")]
     assert plan.route is None  # never a route to a backend that is not ready
     assert conditions(plan)["Ready"] == "False"
-    assert plan.requeue_after
+    assert plan.requeue_after is None  # woken by the Deployment's watch, not by a timer
 
 
 def test_first_deploy_routes_when_available_and_records_revision_1():
