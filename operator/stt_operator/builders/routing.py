@@ -254,6 +254,10 @@ def endpoint_service(
     }
 
 
+# The label that ties an EndpointSlice to its Service (the EndpointSlice controller sets it).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
 def endpoint_slice(
     deployment_name: str,
     namespace: str,
@@ -263,7 +267,7 @@ def endpoint_slice(
     labels = {
         **common_labels(deployment_name, "endpoint"),
         LABEL_DEPLOYMENT: deployment_name,
-        "kubernetes.io/service-name": route_name(deployment_name),
+        SERVICE_NAME_LABEL: route_name(deployment_name),
         "endpointslice.kubernetes.io/managed-by": "stt-operator",
     }
     name = f"{route_name(deployment_name)}-ratio"

@@ -23,6 +23,7 @@ from stt_operator.api import ABTest, ModelDeployment
 from stt_operator.api.common import PrometheusSpec, parse_duration
 from stt_operator.api.modeldeployment import ModelDeploymentStatus
 from stt_operator.builders.modelconfig import triton_model_name
+from stt_operator.builders.routing import SERVICE_NAME_LABEL
 from stt_operator.builders.serving import revision_object_name
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.status import StatusWriter
@@ -185,10 +186,6 @@ def run_smoke(
     io = (model.get("spec") or {}).get("io") or {}
     triton_model = triton_model_name(model["metadata"]["name"])
     return smoke_transcribe(address, triton_model, io, request.revision, request.timeout_s)
-
-
-# The label the EndpointSlice controller puts on each slice of a Service.
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def ready_address(slices: list[dict[str, Any]], port_name: str) -> str | None:
