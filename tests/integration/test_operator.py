@@ -44,7 +44,7 @@ def test_sttmodel_renders_config_and_becomes_ready(operator, kube, namespace):
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
     # An STTModel is a catalogue entry: it runs no serving pods.
     assert kube.list("apps/v1", "Deployment", namespace) == []
-    wait_for(lambda: "ConfigRendered" in event_reasons(kube, namespace, "pocketsphinx-en"), what="Event")
+    wait_for(lambda: "ModelReady" in event_reasons(kube, namespace, "pocketsphinx-en"), what="Event")
     # Kopf's bookkeeping stays out of status.
     assert set(status) <= {"phase", "observedGeneration", "conditions", "tritonConfigMap"}
 

@@ -218,6 +218,12 @@ def _validate_and_quantize(inp: STTModelInput, plan: STTModelPlan, conditions: _
         plan.status.phase = PHASE_READY
         if conditions.set("Ready", "True", REASON_MODEL_READY, "rendered and validated; ready to deploy"):
             message = f"model {inp.model.name} is ready to deploy"
+            # Rendered and Ready in one reconcile (validation off, or a result already there):
+            # one Event that says both, not two writes for one change.
+            rendered = [e for e in plan.events if e.reason == REASON_CONFIG_RENDERED]
+            if rendered:
+                plan.events.remove(rendered[0])
+                message = f"{message}; {rendered[0].message}"
             plan.events.append(EventUpdate("Normal", REASON_MODEL_READY, message))
         quantization = spec.quantization
         if quantization is not None and quantization.enabled:

@@ -242,7 +242,8 @@ def test_validation_disabled_makes_the_model_ready_without_a_job(events: list[tu
         "Ready": ("True", "ModelReady"),
     }
     assert status["phase"] == "Ready"
-    assert [e[1] for e in events] == ["ConfigRendered", "ModelReady"]
+    assert [e[1] for e in events] == ["ModelReady"]  # rendered and ready at once: one Event
+    assert "rendered Triton config.pbtxt in ConfigMap asr-triton-config" in events[0][2]
 
 
 def test_a_failed_validation_fails_the_model(events: list[tuple[str, str, str]]) -> None:

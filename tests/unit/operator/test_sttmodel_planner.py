@@ -152,7 +152,13 @@ def test_validation_disabled_is_ready_without_a_job() -> None:
         "Validated": ("True", "ValidationDisabled"),
         "Ready": ("True", "ModelReady"),
     }
-    assert [e.reason for e in plan.events] == ["ConfigRendered", "ModelReady"]
+    # Rendered and Ready in one reconcile: one Event saying both.
+    assert [(e.reason, e.message) for e in plan.events] == [
+        (
+            "ModelReady",
+            "model asr is ready to deploy; rendered Triton config.pbtxt in ConfigMap asr-triton-config",
+        )
+    ]
     assert plan.requeue_after is None
     assert status_changes(inp.status, plan.status) == {
         "phase": "Ready",
@@ -197,7 +203,7 @@ def test_a_passed_job_becomes_typed_status_and_makes_the_model_ready() -> None:
     assert validation.completed_at == "2026-12-04T12:00:00Z"
     assert latest(plan)["Validated"] == ("True", "ValidationPassed")
     assert latest(plan)["Ready"] == ("True", "ModelReady")
-    assert [e.reason for e in plan.events] == ["ConfigRendered", "ValidationPassed", "ModelReady"]
+    assert [e.reason for e in plan.events] == ["ValidationPassed", "ModelReady"]  # ModelReady says rendered
     assert plan.status.phase == "Ready" and plan.requeue_after is None
     changes = status_changes(inp.status, plan.status)
     assert changes["validation"]["jobName"] == name and changes["validation"]["completedAt"]
