@@ -43,7 +43,12 @@ from stt_operator.rollout.evaluation import plan_evaluator
 from stt_operator.rollout.history import plan_history_requests
 from stt_operator.rollout.objects import Endpoint, endpoint_objects
 from stt_operator.rollout.plan import observed_revisions, revision_models
-from stt_operator.rollout.selection import ModelBlocker, model_blocker, plan_selection
+from stt_operator.rollout.selection import (
+    ModelBlocker,
+    model_blocker,
+    model_first_look_pending,
+    plan_selection,
+)
 from stt_operator.rollout.transitions import (
     ANNOTATION_ABORT,
     ANNOTATION_HELD_BY,
@@ -131,9 +136,12 @@ def _reconcile_valid(
         write_events(writer, [selected.event] if selected.event else [])
         writer.set(selectedModel=selected.model)
         model_name = selected.model
+    model = get_model(model_name)
+    if not body.get("status") and model_first_look_pending(model, writer.now):
+        writer.withhold()  # nothing to say yet
+        return WAITING_REQUEUE_S  # a backstop: the model's first status wakes this endpoint
     # What Git declares, next to stableModel (what serves): they differ while a rollout runs.
     writer.set(declaredModel=model_name)
-    model = get_model(model_name)
     blocked = model_blocker(model_name, namespace, model, spec)
     if blocked is not None:
         apply_waiting(writer, blocked)

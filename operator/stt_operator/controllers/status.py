@@ -51,6 +51,11 @@ class StatusWriter:
         self.conditions: list[dict[str, Any]] = [dict(c) for c in self.old.get("conditions") or []]
         self.fields: dict[str, Any] = {}
         self.events: list[EventUpdate] = []
+        self.withheld = False
+
+    def withhold(self) -> None:
+        """Write nothing this time: no status (not even observedGeneration), no Event."""
+        self.withheld = True
 
     def condition(self, type_: str, status: str, reason: str, message: str) -> None:
         self.conditions = set_condition(
@@ -84,6 +89,8 @@ class StatusWriter:
         return condition_moved(self.old_condition(type_), after.get("status", ""), after.get("reason", ""))
 
     def commit(self, patch: kopf.Patch) -> None:
+        if self.withheld:
+            return
         for key, value in self.fields.items():
             if self.old.get(key) != value:
                 patch.status[key] = value

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from stt_operator.api.common import condition_moved, get_condition
+from stt_operator.api.common import condition_moved, get_condition, parse_iso
 from stt_operator.api.modeldeployment import (
     PHASE_FAILED,
     PHASE_PENDING,
@@ -121,6 +122,22 @@ def model_blocker(
     if gpu_conflict is not None:
         return ModelBlocker(REASON_GPU_REQUIRED, gpu_conflict, PHASE_FAILED)
     return None
+
+
+# How long a new STTModel may go without any status before an endpoint waiting on it says so.
+FIRST_LOOK_GRACE_S = 30.0
+
+
+def model_first_look_pending(model: Mapping[str, Any] | None, now: datetime) -> bool:
+    """True while `model` exists but its own first reconcile has not written a status, within
+    FIRST_LOOK_GRACE_S of its creation: a model applied together with its endpoint (one
+    `kubectl apply -f`, one Argo CD sync). An endpoint that has no status yet waits quietly then
+    (its model's Ready wakes it) instead of writing Pending and an Event for a fraction of a
+    second; past the grace it says what it waits for."""
+    if model is None or ((model.get("status") or {}).get("conditions")):
+        return False
+    created = parse_iso((model.get("metadata") or {}).get("creationTimestamp"))
+    return created is not None and (now - created).total_seconds() < FIRST_LOOK_GRACE_S
 
 
 @dataclass(frozen=True)
