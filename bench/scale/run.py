@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 from kubernetes import watch as k8s_watch
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from prometheus_client.parser import text_string_to_metric_families
 
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, free_port, repo_root
@@ -89,6 +89,27 @@ class ProcSampler(threading.Thread):
         }
 
 
+class ClusterSampler:
+    """A ProcSampler for each control-plane process (kube-apiserver, etcd, the controller
+    manager, the scheduler, kwok): who the cluster's share of the CPU went to, phase by phase."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.samplers = {
+            c.name: ProcSampler(c.proc.pid) for c in cluster.components if c.proc is not None and c.alive()
+        }
+        for sampler in self.samplers.values():
+            sampler.start()
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU cores each process used between t0 and t1, largest first."""
+        used = {name: s.window(t0, t1).get("cpu_cores", 0.0) for name, s in self.samplers.items()}
+        return dict(sorted(used.items(), key=lambda kv: -kv[1]))
+
+    def stop(self) -> None:
+        for sampler in self.samplers.values():
+            sampler.stop.set()
+
+
 def metric_sum(text: str, name: str, **labels: str) -> float:
     """The sum of the samples named `name` whose labels include `labels`."""
     return sum(
@@ -133,82 +154,201 @@ def mean_milliseconds(
 API_BREAKDOWN = ("verb", "resource", "subresource")
 
 
-def apiserver_metrics(cluster: LocalCluster) -> str:
+def apiserver_get(cluster: LocalCluster, path: str, timeout: float = 30) -> bytes:
     import ssl
 
     lay = cluster.layout
     ctx = ssl.create_default_context(cafile=str(lay.cert("ca")))
     ctx.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
-    with urllib.request.urlopen(f"{cluster.server}/metrics", context=ctx, timeout=30) as r:
-        return r.read().decode()
+    with urllib.request.urlopen(f"{cluster.server}{path}", context=ctx, timeout=timeout) as r:
+        return r.read()
+
+
+def apiserver_metrics(cluster: LocalCluster) -> str:
+    return apiserver_get(cluster, "/metrics").decode()
+
+
+def controller_manager_metrics(cluster: LocalCluster) -> str:
+    """kube-controller-manager's own /metrics (its serving certificate is self-signed; the admin
+    client certificate passes its delegated authorization)."""
+    import ssl
+
+    comp = next(c for c in cluster.components if c.name == "kube-controller-manager")
+    port = next(a.split("=", 1)[1] for a in comp.argv if a.startswith("--secure-port="))
+    lay = cluster.layout
+    ctx = ssl._create_unverified_context()
+    ctx.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=30) as r:
+        return str(r.read().decode())
+
+
+# The controller manager's queues an endpoint or a Rollout passes through on its way to Available.
+KCM_QUEUES = ("deployment", "replicaset", "endpoint_slice", "endpoint")
+
+
+def controller_manager_queues(before: str, after: str) -> dict[str, dict[str, float]]:
+    """Per controller queue between two scrapes: items handled, mean wait in the queue and mean
+    work per item (ms), and the workers' busy share: where Deployment -> Available waits."""
+    out: dict[str, dict[str, float]] = {}
+    wait = mean_milliseconds(before, after, "workqueue_queue_duration_seconds", ("name",), 1)
+    work = mean_milliseconds(before, after, "workqueue_work_duration_seconds", ("name",), 1)
+    counts = metric_growth(before, after, "workqueue_adds_total", ("name",))
+    busy = metric_growth(before, after, "workqueue_work_duration_seconds_sum", ("name",))
+    for name in KCM_QUEUES:
+        if name in wait:
+            out[name] = {
+                "adds": counts.get(name, 0.0),
+                "wait_mean_ms": wait[name],
+                "work_mean_ms": work.get(name, 0.0),
+                "work_seconds": round(busy.get(name, 0.0), 1),
+            }
+    return out
+
+
+def profile_apiserver(
+    cluster: LocalCluster, folder: Path | None, name: str, seconds: int = 30
+) -> threading.Thread | None:
+    """With --apiserver-profile: a Go CPU profile of kube-apiserver over the next `seconds`
+    (read it with `go tool pprof -top <file>`), taken in the background."""
+    if folder is None:
+        return None
+    into = folder / f"{name}.pprof"
+
+    def take() -> None:
+        into.parent.mkdir(parents=True, exist_ok=True)
+        data = apiserver_get(cluster, f"/debug/pprof/profile?seconds={seconds}", timeout=seconds + 60)
+        into.write_bytes(data)
+        print(f"apiserver CPU profile: {into}", flush=True)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread
+
+
+def enable_apiserver_profiling() -> None:
+    """The harness starts kube-apiserver with --profiling=false; the last flag wins."""
+    import stt_harness.cluster as cluster_mod
+
+    base = cluster_mod.apiserver_args
+
+    def with_profiling(*args: Any, **kwargs: Any) -> list[str]:
+        return [*base(*args, **kwargs), "--profiling=true"]
+
+    cluster_mod.apiserver_args = with_profiling  # type: ignore[assignment]
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-class RouteWatcher(threading.Thread):
-    """First time each HTTPRoute was seen (and the canary weights seen per route)."""
+class Watcher(threading.Thread):
+    """Hands every object a watch delivers to `seen`, with the time it arrived, as plain JSON
+    (typed client objects make a watch lag at thousands of objects), until `stop` is set; a
+    watch that ends or breaks is started again."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, list_call: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(daemon=True)
-        self.custom = CustomObjectsApi(api)
-        self.first_seen: dict[tuple[str, str], float] = {}
-        self.weights: dict[tuple[str, str], int] = {}
+        self.call = (list_call, args, kwargs)
         self.stop = threading.Event()
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            w = k8s_watch.Watch()
-            try:
-                for event in w.stream(
-                    self.custom.list_cluster_custom_object,
-                    "gateway.networking.k8s.io",
-                    "v1",
-                    "httproutes",
-                    timeout_seconds=30,
-                ):
-                    obj = event["object"]
-                    key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-                    self.first_seen.setdefault(key, time.time())
-                    refs = obj["spec"]["rules"][0]["backendRefs"]
-                    self.weights[key] = sum(r["weight"] for r in refs if "model-b" in r["name"])
-                    if self.stop.is_set():
-                        break
-            except Exception:  # a watch timeout or a reconnect
-                time.sleep(0.5)
-
-
-class HealthyWatcher(threading.Thread):
-    """First time each object of a custom resource reported `status.phase: Healthy`."""
-
-    def __init__(self, api: Any, group: str, version: str, plural: str, min_available: int = 0) -> None:
-        super().__init__(daemon=True)
-        # Argo reports a new Rollout Healthy before its pod is up; count it once one is available.
-        self.min_available = min_available
-        self.custom = CustomObjectsApi(api)
-        self.resource = (group, version, plural)
-        self.first_healthy: dict[tuple[str, str], float] = {}
-        self.stop = threading.Event()
+    def seen(self, obj: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
+        list_call, args, kwargs = self.call
         while not self.stop.is_set():
             try:
                 for event in k8s_watch.Watch().stream(
-                    self.custom.list_cluster_custom_object, *self.resource, timeout_seconds=30
+                    list_call, *args, timeout_seconds=30, deserialize=False, **kwargs
                 ):
-                    obj = event["object"]
-                    st = obj.get("status") or {}
-                    if (
-                        st.get("phase") == "Healthy"
-                        and (st.get("availableReplicas") or 0) >= self.min_available
-                    ):
-                        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-                        self.first_healthy.setdefault(key, time.time())
+                    self.seen(event["object"], time.time())
                     if self.stop.is_set():
                         break
             except Exception:  # a watch timeout or a reconnect
                 time.sleep(0.5)
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
+class RouteWatcher(Watcher):
+    """First time each HTTPRoute was seen (and the canary weights seen per route)."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(
+            CustomObjectsApi(api).list_cluster_custom_object, "gateway.networking.k8s.io", "v1", "httproutes"
+        )
+        self.first_seen: dict[tuple[str, str], float] = {}
+        self.weights: dict[tuple[str, str], int] = {}
+
+    def seen(self, obj: dict[str, Any], now: float) -> None:
+        self.first_seen.setdefault(_key(obj), now)
+        refs = obj["spec"]["rules"][0]["backendRefs"]
+        self.weights[_key(obj)] = sum(r["weight"] for r in refs if "model-b" in r["name"])
+
+
+class HealthyWatcher(Watcher):
+    """First time each object of a custom resource reported `status.phase: Healthy`."""
+
+    def __init__(self, api: Any, group: str, version: str, plural: str, min_available: int = 0) -> None:
+        super().__init__(CustomObjectsApi(api).list_cluster_custom_object, group, version, plural)
+        # Argo reports a new Rollout Healthy before its pod is up; count it once one is available.
+        self.min_available = min_available
+        self.first_healthy: dict[tuple[str, str], float] = {}
+
+    def seen(self, obj: dict[str, Any], now: float) -> None:
+        st = obj.get("status") or {}
+        if st.get("phase") == "Healthy" and (st.get("availableReplicas") or 0) >= self.min_available:
+            self.first_healthy.setdefault(_key(obj), now)
+
+
+class DeploymentWatcher(Watcher):
+    """When this process first saw each endpoint's Deployment, and first saw it Available: the
+    stages of create -> routed on one clock, to the tenth of a second (the objects' own
+    timestamps have whole seconds)."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(
+            AppsV1Api(api).list_deployment_for_all_namespaces, label_selector="stt.dev/model-deployment"
+        )
+        self.first_seen: dict[tuple[str, str], float] = {}
+        self.first_available: dict[tuple[str, str], float] = {}
+
+    def seen(self, obj: dict[str, Any], now: float) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], (meta.get("labels") or {}).get("stt.dev/model-deployment", ""))
+        self.first_seen.setdefault(key, now)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions):
+            self.first_available.setdefault(key, now)
+
+
+def watched_stages(
+    created: dict[tuple[str, str], float],
+    deployments: DeploymentWatcher,
+    routed: dict[tuple[str, str], float],
+) -> dict[str, Any]:
+    """create -> routed per endpoint in three parts, all on this process's clock (each part ends
+    with a watch event reaching the bench, so each carries one watch delivery)."""
+    names = ("to_deployment", "deployment_to_available", "available_to_route", "operator_share")
+    parts: dict[str, list[float]] = {name: [] for name in names}
+    for key, t0 in created.items():
+        made, available, route = (
+            deployments.first_seen.get(key),
+            deployments.first_available.get(key),
+            routed.get(key),
+        )
+        if made is None or available is None or route is None:
+            continue
+        parts["to_deployment"].append(made - t0)
+        parts["deployment_to_available"].append(available - made)
+        parts["available_to_route"].append(route - available)
+        parts["operator_share"].append(made - t0 + route - available)
+    return {
+        k: {"n": len(v), "p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3)}
+        for k, v in parts.items()
+    }
 
 
 def latency_summary(
@@ -282,6 +422,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
     try:
         sampler = ProcSampler(proc.pid)
         sampler.start()
+        control_plane = ClusterSampler(cluster)
         watcher = HealthyWatcher(api, "argoproj.io", "v1alpha1", "rollouts", min_available=1)
         watcher.start()
         time.sleep(15)
@@ -289,6 +430,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
         time.sleep(10)
         empty = sampler.window(t_empty, time.monotonic())
         api0 = apiserver_metrics(cluster)
+        kcm0 = controller_manager_metrics(cluster)
         n = args.endpoints
         created: dict[tuple[str, str], float] = {}
         pool = ThreadPoolExecutor(max_workers=8)
@@ -299,6 +441,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
 
         load_start = os.getloadavg()
         t_start = time.monotonic()
+        profile_apiserver(cluster, args.apiserver_profile, "argo-burst")
         futures = []
         for i in range(n):
             due = t_start + 2 * i / args.rate  # the operator's burst sent two objects per endpoint
@@ -317,7 +460,10 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
             time.sleep(2)
         t_healthy = time.monotonic() if len(watcher.first_healthy) >= n else None
         burst = sampler.window(t_start, time.monotonic())
+        cluster_burst = control_plane.window(t_start, time.monotonic())
+        control_plane.stop()
         api1 = apiserver_metrics(cluster)
+        kcm1 = controller_manager_metrics(cluster)
         load_burst_end = os.getloadavg()
         time.sleep(5)
         t_idle = time.monotonic()
@@ -367,6 +513,8 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
             "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
             "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
             "controller": burst,
+            "control_plane_cpu_cores": cluster_burst,
+            "controller_manager_queues": controller_manager_queues(kcm0, kcm1),
             "apiserver_requests_all_clients": requests,
             "apiserver_requests_per_rollout_all_clients": round(requests / n, 1),
             "apiserver_requests_per_rollout_by_verb": metric_breakdown(
@@ -448,21 +596,22 @@ def wait_all(kube: Kube, predicate: Any, count: int, timeout: float) -> float | 
     return None
 
 
-def raise_controller_rate_limits() -> None:
+def tune_controller_manager(qps: int, syncs: int) -> None:
     """The controller manager's client is limited to 20 requests/s by default (the scheduler's
-    to 50), sized for small clusters; at thousands of Deployments that limit, not the operator,
-    sets the pace. Real clusters of that size raise it; so does this bench (--controller-qps)."""
+    to 50), and its Deployment and ReplicaSet controllers run 5 workers each: sized for small
+    clusters. At thousands of Deployments those limits, not the operator, set the pace; real
+    clusters of that size raise them, and so can this bench (--controller-qps, --controller-syncs)."""
     import stt_harness.cluster as cluster_mod
 
     base = cluster_mod.controller_manager_args
+    extra = [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"] if qps else []
+    if syncs:
+        extra += [f"--concurrent-deployment-syncs={syncs}", f"--concurrent-replicaset-syncs={syncs}"]
 
-    def with_qps(*args: Any, **kwargs: Any) -> list[str]:
-        return [*base(*args, **kwargs), f"--kube-api-qps={QPS}", f"--kube-api-burst={2 * QPS}"]
+    def tuned(*args: Any, **kwargs: Any) -> list[str]:
+        return [*base(*args, **kwargs), *extra]
 
-    cluster_mod.controller_manager_args = with_qps  # type: ignore[assignment]
-
-
-QPS = 20
+    cluster_mod.controller_manager_args = tuned  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -479,6 +628,12 @@ def main() -> None:
     parser.add_argument(
         "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
     )
+    parser.add_argument(
+        "--controller-syncs",
+        type=int,
+        default=0,
+        help="workers of the controller manager's Deployment and ReplicaSet controllers (0: its default, 5)",
+    )
     parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
     parser.add_argument(
         "--argo-qps",
@@ -493,14 +648,18 @@ def main() -> None:
         help="then the same burst and canaries with Argo Rollouts (bench/scale/build-argo-rollouts.sh)",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--apiserver-profile",
+        type=Path,
+        help="folder for Go CPU profiles of kube-apiserver over the first 30 s of each burst",
+    )
     args = parser.parse_args()
+    if args.apiserver_profile:
+        enable_apiserver_profiling()
 
     tools = ensure_tools()
     n = args.endpoints
-    if args.controller_qps:
-        global QPS
-        QPS = args.controller_qps
-        raise_controller_rate_limits()
+    tune_controller_manager(args.controller_qps, args.controller_syncs)
     crds = default_crd_paths(tools, repo_root())
     if args.argo:  # the CRDs of the module the controller was built from
         crds += sorted((ARGO_DIR / "src/manifests/crds").glob("*-crd.yaml"))
@@ -530,8 +689,11 @@ def main() -> None:
         assert op.process is not None
         sampler = ProcSampler(op.process.pid)
         sampler.start()
+        control_plane = ClusterSampler(cluster)
         routes = RouteWatcher(api)
         routes.start()
+        deployments = DeploymentWatcher(api)
+        deployments.start()
         healthy = HealthyWatcher(api, "stt.dev", "v1alpha1", "modeldeployments")
         healthy.start()
         time.sleep(5)
@@ -539,6 +701,7 @@ def main() -> None:
         time.sleep(10)
         empty = sampler.window(idle0, time.monotonic())
         api0 = apiserver_metrics(cluster)
+        kcm0 = controller_manager_metrics(cluster)
         op0 = op.metrics()
 
         # -- burst ------------------------------------------------------------------------------
@@ -558,6 +721,7 @@ def main() -> None:
         print(f"creating {len(objects)} objects at {args.rate}/s", flush=True)
         load_start = os.getloadavg()
         t_start = time.monotonic()
+        profile_apiserver(cluster, args.apiserver_profile, "operator-burst")
         futures = []
         for k, obj in enumerate(objects):
             due = t_start + k / args.rate
@@ -576,8 +740,12 @@ def main() -> None:
         load_burst_end = os.getloadavg()
         latencies = [routes.first_seen[key] - t for key, t in created.items() if key in routes.first_seen]
         burst = sampler.window(t_start, t_burst_end)
+        cluster_burst = control_plane.window(t_start, t_burst_end)
         stages = where_the_time_goes(kube, created, routes.first_seen)
+        stages_watched = watched_stages(created, deployments, routes.first_seen)
+        deployments.stop.set()
         api1 = apiserver_metrics(cluster)
+        kcm1 = controller_manager_metrics(cluster)
         op1 = op.metrics()
 
         # -- idle -------------------------------------------------------------------------------
@@ -623,6 +791,7 @@ def main() -> None:
             args.timeout,
         )
         canary = sampler.window(t_canary, time.monotonic())
+        control_plane.stop()
         op2 = op.metrics()
         routes.stop.set()
         sampler.stop.set()
@@ -662,7 +831,10 @@ def main() -> None:
             "all_healthy_after_first_create_s": round(t_healthy - t_start, 1) if t_healthy else None,
             "all_healthy_after_last_create_s": round(t_healthy - t_created, 1) if t_healthy else None,
             "operator": burst,
+            "control_plane_cpu_cores": cluster_burst,
+            "controller_manager_queues": controller_manager_queues(kcm0, kcm1),
             "stages_s": stages,
+            "stages_watched_s": stages_watched,
             "reconciles": rec_burst,
             "reconcile_mean_s": round(
                 (
