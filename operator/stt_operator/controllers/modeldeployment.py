@@ -137,8 +137,9 @@ def _reconcile_valid(
         writer.set(selectedModel=selected.model)
         model_name = selected.model
     model = get_model(model_name)
-    if not body.get("status") and model_first_look_pending(model, writer.now):
-        writer.withhold()  # nothing to say yet
+    # Nothing to say yet (unless a history request above has an Event to post).
+    if not body.get("status") and not writer.events and model_first_look_pending(model, writer.now):
+        writer.withhold()
         return WAITING_REQUEUE_S  # a backstop: the model's first status wakes this endpoint
     # What Git declares, next to stableModel (what serves): they differ while a rollout runs.
     writer.set(declaredModel=model_name)

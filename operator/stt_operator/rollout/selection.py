@@ -133,11 +133,12 @@ def model_first_look_pending(model: Mapping[str, Any] | None, now: datetime) -> 
     FIRST_LOOK_GRACE_S of its creation: a model applied together with its endpoint (one
     `kubectl apply -f`, one Argo CD sync). An endpoint that has no status yet waits quietly then
     (its model's Ready wakes it) instead of writing Pending and an Event for a fraction of a
-    second; past the grace it says what it waits for."""
+    second; past the grace it says what it waits for. A clock this far off the apiserver's
+    (either way) never waits quietly."""
     if model is None or ((model.get("status") or {}).get("conditions")):
         return False
     created = parse_iso((model.get("metadata") or {}).get("creationTimestamp"))
-    return created is not None and (now - created).total_seconds() < FIRST_LOOK_GRACE_S
+    return created is not None and abs((now - created).total_seconds()) < FIRST_LOOK_GRACE_S
 
 
 @dataclass(frozen=True)

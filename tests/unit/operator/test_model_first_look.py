@@ -15,6 +15,7 @@ from tests.unit.operator.test_monitoring import _Kube
 from stt_operator.api.common import iso
 from stt_operator.controllers import modeldeployment as controller
 from stt_operator.controllers.context import OperatorContext
+from stt_operator.rollout.history import ANNOTATION_UNDO
 from stt_operator.rollout.selection import FIRST_LOOK_GRACE_S, model_first_look_pending
 from stt_operator.settings import OperatorSettings
 
@@ -49,6 +50,8 @@ def model(age_s: float | None, status: dict[str, Any] | None = None, now: dateti
         ),
         (model(FIRST_LOOK_GRACE_S + 1), False),  # its reconcile is late: say so
         (model(None), False),  # no creation time to judge by
+        (model(-(FIRST_LOOK_GRACE_S + 1)), False),  # this clock is far behind the apiserver's
+        (model(-1), True),  # a little behind
     ],
 )
 def test_only_a_new_model_nobody_looked_at_is_waited_for_quietly(
@@ -107,3 +110,14 @@ def test_an_endpoint_with_a_status_keeps_it_current(monkeypatch: pytest.MonkeyPa
     patch, _, events = reconcile(endpoint(status), model(0, now=datetime.now(UTC)), monkeypatch)
     assert patch["status"]["declaredModel"] == "model-a"
     assert patch["status"]["phase"] == "Pending" and events == ["ModelNotReady"]
+
+
+def test_an_event_from_a_history_request_is_not_withheld(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An undo asked of a brand-new endpoint is answered (UndoFailed: no history), even while
+    its model has no status yet; its annotation is consumed, so the Event must go out now."""
+    body = endpoint(None)
+    body["metadata"]["annotations"] = {ANNOTATION_UNDO: "1"}
+    patch, _, events = reconcile(body, model(0, now=datetime.now(UTC)), monkeypatch)
+    assert "UndoFailed" in events
+    assert patch["metadata"]["annotations"][ANNOTATION_UNDO] is None
+    assert patch["status"]["phase"] == "Pending"
