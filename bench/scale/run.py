@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import ssl
 import statistics
 import subprocess
 import threading
@@ -48,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stt_harness.cluster import LocalCluster, default_crd_paths, ensure_tools, fake_node, free_port, repo_root
 from stt_harness.operator import OperatorProcess
 from stt_harness.resources import API, model_deployment, stt_model
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.services.kube import Kube
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -154,13 +156,19 @@ def mean_milliseconds(
 API_BREAKDOWN = ("verb", "resource", "subresource")
 
 
-def apiserver_get(cluster: LocalCluster, path: str, timeout: float = 30) -> bytes:
-    import ssl
-
+def admin_tls(cluster: LocalCluster, verify: bool = True) -> ssl.SSLContext:
+    """TLS as the cluster's admin (client certificate); `verify=False` for a control-plane
+    component's self-signed serving certificate."""
     lay = cluster.layout
-    ctx = ssl.create_default_context(cafile=str(lay.cert("ca")))
+    ctx = (
+        ssl.create_default_context(cafile=str(lay.cert("ca"))) if verify else ssl._create_unverified_context()
+    )
     ctx.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
-    with urllib.request.urlopen(f"{cluster.server}{path}", context=ctx, timeout=timeout) as r:
+    return ctx
+
+
+def apiserver_get(cluster: LocalCluster, path: str, timeout: float = 30) -> bytes:
+    with urllib.request.urlopen(f"{cluster.server}{path}", context=admin_tls(cluster), timeout=timeout) as r:
         return r.read()
 
 
@@ -171,14 +179,10 @@ def apiserver_metrics(cluster: LocalCluster) -> str:
 def controller_manager_metrics(cluster: LocalCluster) -> str:
     """kube-controller-manager's own /metrics (its serving certificate is self-signed; the admin
     client certificate passes its delegated authorization)."""
-    import ssl
-
     comp = next(c for c in cluster.components if c.name == "kube-controller-manager")
     port = next(a.split("=", 1)[1] for a in comp.argv if a.startswith("--secure-port="))
-    lay = cluster.layout
-    ctx = ssl._create_unverified_context()
-    ctx.load_cert_chain(str(lay.cert("admin")), str(lay.key("admin")))
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=30) as r:
+    url = f"https://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, context=admin_tls(cluster, verify=False), timeout=30) as r:
         return str(r.read().decode())
 
 
@@ -309,19 +313,42 @@ class DeploymentWatcher(Watcher):
     timestamps have whole seconds)."""
 
     def __init__(self, api: Any) -> None:
-        super().__init__(
-            AppsV1Api(api).list_deployment_for_all_namespaces, label_selector="stt.dev/model-deployment"
-        )
+        super().__init__(AppsV1Api(api).list_deployment_for_all_namespaces, label_selector=LABEL_DEPLOYMENT)
         self.first_seen: dict[tuple[str, str], float] = {}
         self.first_available: dict[tuple[str, str], float] = {}
 
     def seen(self, obj: dict[str, Any], now: float) -> None:
         meta = obj["metadata"]
-        key = (meta["namespace"], (meta.get("labels") or {}).get("stt.dev/model-deployment", ""))
+        key = (meta["namespace"], (meta.get("labels") or {}).get(LABEL_DEPLOYMENT, ""))
         self.first_seen.setdefault(key, now)
         conditions = (obj.get("status") or {}).get("conditions") or []
         if any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions):
             self.first_available.setdefault(key, now)
+
+
+def split_stages(
+    created: dict[tuple[str, str], float],
+    made: dict[tuple[str, str], float],
+    available: dict[tuple[str, str], float],
+    routed: dict[tuple[str, str], float],
+    digits: int,
+) -> dict[str, Any]:
+    """create -> routed per endpoint in three parts: the operator creating the Deployment, the
+    cluster (controller manager, scheduler, kwok) making it Available, the operator routing to
+    it; and the operator's own share (the first and the last part)."""
+    names = ("to_deployment", "deployment_to_available", "available_to_route", "operator_share")
+    parts: dict[str, list[float]] = {name: [] for name in names}
+    for key, t0 in created.items():
+        if key not in made or key not in available or key not in routed:
+            continue
+        parts["to_deployment"].append(made[key] - t0)
+        parts["deployment_to_available"].append(available[key] - made[key])
+        parts["available_to_route"].append(routed[key] - available[key])
+        parts["operator_share"].append(made[key] - t0 + routed[key] - available[key])
+    return {
+        k: {"n": len(v), "p50": round(percentile(v, 50), digits), "p99": round(percentile(v, 99), digits)}
+        for k, v in parts.items()
+    }
 
 
 def watched_stages(
@@ -329,26 +356,9 @@ def watched_stages(
     deployments: DeploymentWatcher,
     routed: dict[tuple[str, str], float],
 ) -> dict[str, Any]:
-    """create -> routed per endpoint in three parts, all on this process's clock (each part ends
-    with a watch event reaching the bench, so each carries one watch delivery)."""
-    names = ("to_deployment", "deployment_to_available", "available_to_route", "operator_share")
-    parts: dict[str, list[float]] = {name: [] for name in names}
-    for key, t0 in created.items():
-        made, available, route = (
-            deployments.first_seen.get(key),
-            deployments.first_available.get(key),
-            routed.get(key),
-        )
-        if made is None or available is None or route is None:
-            continue
-        parts["to_deployment"].append(made - t0)
-        parts["deployment_to_available"].append(available - made)
-        parts["available_to_route"].append(route - available)
-        parts["operator_share"].append(made - t0 + route - available)
-    return {
-        k: {"n": len(v), "p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3)}
-        for k, v in parts.items()
-    }
+    """The stages on this process's clock (each part ends with a watch event reaching the
+    bench, so each carries one watch delivery)."""
+    return split_stages(created, deployments.first_seen, deployments.first_available, routed, 3)
 
 
 def latency_summary(
@@ -544,23 +554,16 @@ def _ts(value: str | None) -> float | None:
 def where_the_time_goes(
     kube: Kube, created: dict[tuple[str, str], float], routed: dict[tuple[str, str], float]
 ) -> dict[str, Any]:
-    """Split create → routed per endpoint: the operator creating the Deployment, the cluster
-    (controller manager, scheduler, kwok) making it Available, the operator routing to it.
-    Kubernetes timestamps have 1 s resolution."""
-    parts: dict[str, list[float]] = {
-        "to_deployment": [],
-        "deployment_to_available": [],
-        "available_to_route": [],
-        # The operator's own share of each endpoint's wait (the first and the last part).
-        "operator_share": [],
-    }
+    """The stages by the Deployments' own timestamps (1 s resolution)."""
+    made: dict[tuple[str, str], float] = {}
+    available: dict[tuple[str, str], float] = {}
     for d in kube.list("apps/v1", "Deployment", None, None):
         labels = d["metadata"].get("labels") or {}
-        key = (d["metadata"]["namespace"], labels.get("stt.dev/model-deployment", ""))
+        key = (d["metadata"]["namespace"], labels.get(LABEL_DEPLOYMENT, ""))
         if key not in created or key not in routed:
             continue
-        made = _ts(d["metadata"].get("creationTimestamp"))
-        available = next(
+        created_at = _ts(d["metadata"].get("creationTimestamp"))
+        available_at = next(
             (
                 _ts(c.get("lastTransitionTime"))
                 for c in (d.get("status") or {}).get("conditions") or []
@@ -568,16 +571,10 @@ def where_the_time_goes(
             ),
             None,
         )
-        if made is None or available is None or available > routed[key] + 1:
+        if created_at is None or available_at is None or available_at > routed[key] + 1:
             continue  # a later revision's Deployment
-        parts["to_deployment"].append(made - created[key])
-        parts["deployment_to_available"].append(available - made)
-        parts["available_to_route"].append(routed[key] - available)
-        parts["operator_share"].append(made - created[key] + routed[key] - available)
-    return {
-        k: {"n": len(v), "p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
-        for k, v in parts.items()
-    }
+        made[key], available[key] = created_at, available_at
+    return split_stages(created, made, available, routed, 2)
 
 
 def list_mds(kube: Kube) -> list[dict[str, Any]]:
