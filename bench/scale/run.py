@@ -142,6 +142,16 @@ def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], pe
     return {k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v / per >= 0.01}
 
 
+def gc_spent(before: str, after: str) -> dict[str, dict[str, float]]:
+    """The operator's cyclic garbage collections between two scrapes, by generation: how many,
+    and the seconds they held the process (stt_operator_gc_seconds_total)."""
+    seconds = metric_growth(before, after, "stt_operator_gc_seconds_total", ("generation",))
+    return {
+        "collections": metric_growth(before, after, "python_gc_collections_total", ("generation",)),
+        "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+    }
+
+
 def mean_milliseconds(
     before: str, after: str, histogram: str, by: tuple[str, ...], min_count: int
 ) -> dict[str, float]:
@@ -860,6 +870,7 @@ def main() -> None:
             ),
             "wakeups": metric_sum(op1, "stt_operator_wakeups_total")
             - metric_sum(op0, "stt_operator_wakeups_total"),
+            "gc": gc_spent(op0, op1),
         },
         "idle": {
             "seconds": args.idle,
@@ -873,6 +884,7 @@ def main() -> None:
             "all_promoted_after_s": round(t_promoted - t_canary, 1) if t_promoted else None,
             "operator": canary,
             "reconciles": reconciles(op2) - reconciles(op_idle1),
+            "gc": gc_spent(op_idle1, op2),
         },
         "operator_log_lines_total": log_lines,
         "argo_rollouts": argo,

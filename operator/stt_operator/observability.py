@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -74,6 +75,38 @@ CONFLICTS = Counter(
 LOG_LINES_SUPPRESSED = Counter(
     "stt_operator_log_lines_suppressed_total", "Log lines dropped by the rate limit", ["logger"]
 )
+
+
+GC_SECONDS = Counter(
+    "stt_operator_gc_seconds_total",
+    "Time the interpreter's cyclic garbage collector held the process, by generation",
+    ["generation"],
+)
+GC_OBJECTS_FROZEN = Gauge(
+    "stt_operator_gc_objects_frozen", "Objects moved out of the collector's reach at start (gc.freeze)"
+)
+
+
+class GcTimer:
+    """Times every cyclic collection (a `gc.callbacks` entry). A collection stops every thread
+    for as long as it scans, and a full one scans every tracked object the process holds, so its
+    cost grows with the number of objects the operator caches (bench/scale reads this counter)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            GC_SECONDS.labels(str(info.get("generation", "?"))).inc(time.perf_counter() - self._started)
+            self._started = 0.0
+
+
+def track_gc() -> None:
+    """Install the collection timer (once per process)."""
+    if not any(isinstance(callback, GcTimer) for callback in gc.callbacks):
+        gc.callbacks.append(GcTimer())
 
 
 @contextmanager
