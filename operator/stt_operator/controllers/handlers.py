@@ -273,6 +273,7 @@ def _on_own_event(kind: str) -> None:
             for dependent in TRIGGERS.dependents(kind, namespace, name):
                 _wake(dependent)
             return
+        TRIGGERS.refer((kind, namespace, name), body)
         written = _WRITTEN.get((kind, namespace, name))
         if written is not None and newest_copy(written, body) is body:
             # The watch caught up with our last write: hold one copy of a settled object, not

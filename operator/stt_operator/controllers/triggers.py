@@ -146,6 +146,30 @@ def without_field_managers(body: Any) -> Any:
     return body
 
 
+Reference = tuple[str, str, str]  # (kind, namespace, name) of a referenced object; name "*": any
+ANY_NAME = "*"
+
+
+def references(key: Key, body: Mapping[str, Any]) -> frozenset[Reference]:
+    """The objects whose changes the reconcile of `key` (its body as given) reads."""
+    kind, namespace, _ = key
+    spec = body.get("spec") or {}
+    names: set[tuple[str, str]] = set()
+    if kind == "ModelDeployment":
+        # The stable model of an endpoint is read too (evaluator, selection history); a
+        # selector reads every model of the namespace.
+        names.add(("STTModel", (spec.get("model") or {}).get("name") or ""))
+        names.add(("STTModel", (body.get("status") or {}).get("stableModel") or ""))
+        if spec.get("selector"):
+            names.add(("STTModel", ANY_NAME))
+    elif kind == "ABTest":
+        for variant in spec.get("variants") or []:
+            names.add(("STTModel", ((variant or {}).get("model") or {}).get("name") or ""))
+        ref = (spec.get("endpoint") or {}).get("modelDeploymentRef") or {}
+        names.add(("ModelDeployment", ref.get("name") or ""))
+    return frozenset((k, namespace, n) for k, n in names if n)
+
+
 @dataclass
 class Waker:
     """One object's wake-up signal, set from the event loop (or thread-safely from a worker)."""
@@ -167,6 +191,10 @@ class Triggers:
         # changes a model or an endpoint, and must not scan every loop of the process.
         self._by_scope: dict[tuple[str, str], dict[Key, Waker]] = {}
         self._seen: dict[str, dict[str, str]] = {}  # uid -> purpose -> fingerprint
+        # Who reads whom, for the running loops: a model's change finds its endpoints without
+        # looking at every endpoint of its namespace (thousands can share one).
+        self._refs: dict[Key, frozenset[Reference]] = {}
+        self._referrers: dict[Reference, set[Key]] = {}
         self.wakeups = 0  # for the operator's metrics and tests
 
     # -- loops --------------------------------------------------------------------------------
@@ -174,6 +202,7 @@ class Triggers:
     def register(self, key: Key, waker: Waker) -> None:
         with self._lock:
             self._by_scope.setdefault(key[:2], {})[key] = waker
+            self._index(key, references(key, waker.body))
 
     def unregister(self, key: Key, waker: Waker) -> None:
         with self._lock:
@@ -182,6 +211,26 @@ class Triggers:
                 del scope[key]
                 if not scope:
                     del self._by_scope[key[:2]]
+                self._index(key, frozenset())
+
+    def refer(self, key: Key, body: Mapping[str, Any]) -> None:
+        """A watch event of a running loop's object: what it references may have changed."""
+        with self._lock:
+            if key in self._by_scope.get(key[:2], {}):
+                self._index(key, references(key, body))
+
+    def _index(self, key: Key, refs: frozenset[Reference]) -> None:
+        before = self._refs.pop(key, frozenset())
+        for ref in before - refs:
+            referrers = self._referrers.get(ref)
+            if referrers is not None:
+                referrers.discard(key)
+                if not referrers:
+                    del self._referrers[ref]
+        for ref in refs - before:
+            self._referrers.setdefault(ref, set()).add(key)
+        if refs:
+            self._refs[key] = refs
 
     def _waker(self, key: Key) -> Waker | None:
         with self._lock:
@@ -199,10 +248,6 @@ class Triggers:
         """Kopf's live view of a running loop's object (None: no loop here)."""
         waker = self._waker(key)
         return waker.body if waker is not None else None
-
-    def bodies(self, kind: str, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
-        with self._lock:
-            return [(k, w.body) for k, w in self._by_scope.get((kind, namespace), {}).items()]
 
     # -- fingerprints ---------------------------------------------------------------------------
 
@@ -225,25 +270,12 @@ class Triggers:
     # -- who depends on whom ---------------------------------------------------------------------
 
     def dependents(self, kind: str, namespace: str, name: str) -> list[Key]:
-        """The objects whose reconcile reads `kind/name` in `namespace`."""
-        out: list[Key] = []
-        if kind == "STTModel":
-            for key, body in self.bodies("ModelDeployment", namespace):
-                spec = body.get("spec") or {}
-                # The stable model of an endpoint is read too (evaluator, selection history).
-                stable = (body.get("status") or {}).get("stableModel")
-                if name in ((spec.get("model") or {}).get("name"), stable) or spec.get("selector"):
-                    out.append(key)
-            for key, body in self.bodies("ABTest", namespace):
-                variants = (body.get("spec") or {}).get("variants") or []
-                if any((v.get("model") or {}).get("name") == name for v in variants):
-                    out.append(key)
-        elif kind == "ModelDeployment":
-            for key, body in self.bodies("ABTest", namespace):
-                ref = ((body.get("spec") or {}).get("endpoint") or {}).get("modelDeploymentRef") or {}
-                if ref.get("name") == name:
-                    out.append(key)
-        return out
+        """The running loops whose reconcile reads `kind/name` in `namespace`."""
+        with self._lock:
+            found = self._referrers.get((kind, namespace, name), set()) | self._referrers.get(
+                (kind, namespace, ANY_NAME), set()
+            )
+        return sorted(found)
 
 
 TRIGGERS = Triggers()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from stt_operator.controllers.triggers import (
+    ANY_NAME,
     Triggers,
     Waker,
     child_fingerprint,
     dependency_fingerprint,
     own_fingerprint,
+    references,
     stt_owner,
     without_field_managers,
 )
@@ -105,7 +109,7 @@ def test_wake_sets_the_registered_loop_and_dependents_are_found() -> None:
         t.unregister(("ModelDeployment", "ns", "asr"), again)
         assert not t.wake(("ModelDeployment", "ns", "asr"))
         assert t.dependents("STTModel", "ns", "m1") == []
-        assert t.bodies("ModelDeployment", "ns") == [(("ModelDeployment", "ns", "other"), other.body)]
+        assert t.dependents("STTModel", "ns", "m2") == [("ModelDeployment", "ns", "other")]
 
     asyncio.run(scenario())
 
@@ -170,3 +174,61 @@ def test_field_managers_are_dropped_in_place_and_the_rest_kept() -> None:
     assert without_field_managers(None) is None and without_field_managers({"metadata": None}) == {
         "metadata": None
     }
+
+
+def test_references_name_what_each_reconcile_reads() -> None:
+    md = {"spec": {"model": {"name": "m1"}}, "status": {"stableModel": "m0"}}
+    read = {("STTModel", "ns", "m1"), ("STTModel", "ns", "m0")}
+    assert references(("ModelDeployment", "ns", "asr"), md) == read
+    by_selector = {"spec": {"selector": {"matchLabels": {"task": "asr"}}}}
+    assert references(("ModelDeployment", "ns", "sel"), by_selector) == {("STTModel", "ns", ANY_NAME)}
+    endpoint = {"modelDeploymentRef": {"name": "asr"}}
+    ab = {"spec": {"endpoint": endpoint, "variants": [{"model": {"name": "a"}}, {}]}}
+    read = {("STTModel", "ns", "a"), ("ModelDeployment", "ns", "asr")}
+    assert references(("ABTest", "ns", "ab"), ab) == read
+    assert references(("STTModel", "ns", "m1"), {"spec": {}}) == frozenset()
+    # Hostile or half-written bodies reference nothing rather than failing.
+    assert references(("ModelDeployment", "ns", "x"), {"spec": None, "status": None}) == frozenset()
+
+
+class Unreadable(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise AssertionError("a body was read")
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("a body was read")
+
+    def __len__(self) -> int:
+        raise AssertionError("a body was read")
+
+
+def test_dependents_follow_each_event_and_scale_with_the_references_not_the_namespace() -> None:
+    async def scenario() -> None:
+        t = Triggers()
+        loop = asyncio.get_running_loop()
+        endpoints = [("ModelDeployment", "big", f"ep-{i}") for i in range(5000)]
+        for i, key in enumerate(endpoints):
+            t.register(key, Waker(loop, body={"spec": {"model": {"name": f"m-{i}"}}}))
+        selector = ("ModelDeployment", "big", "by-label")
+        t.register(selector, Waker(loop, body={"spec": {"selector": {"matchLabels": {"a": "b"}}}}))
+        assert t.dependents("STTModel", "big", "m-7") == sorted([endpoints[7], selector])
+        # A new spec.model moves the endpoint from one model's dependents to the other's; a
+        # status.stableModel keeps the old model read until the rollout settles.
+        t.refer(endpoints[7], {"spec": {"model": {"name": "m-8"}}, "status": {"stableModel": "m-7"}})
+        assert endpoints[7] in t.dependents("STTModel", "big", "m-8")
+        assert endpoints[7] in t.dependents("STTModel", "big", "m-7")
+        t.refer(endpoints[7], {"spec": {"model": {"name": "m-8"}}, "status": {"stableModel": "m-8"}})
+        assert t.dependents("STTModel", "big", "m-7") == [selector]
+        # An event of an object with no running loop here indexes nothing.
+        t.refer(("ModelDeployment", "big", "elsewhere"), {"spec": {"model": {"name": "m-9"}}})
+        assert ("ModelDeployment", "big", "elsewhere") not in t.dependents("STTModel", "big", "m-9")
+        # The lookup reads the index, never the loops' bodies: with every body unreadable,
+        # each of the 5,000 models still finds its endpoint.
+        for key in endpoints:
+            waker = t._waker(key)
+            assert waker is not None
+            waker.body = Unreadable()
+        for i in (0, 1234, 4999):
+            assert endpoints[i] in t.dependents("STTModel", "big", f"m-{i}")
+
+    asyncio.run(scenario())
