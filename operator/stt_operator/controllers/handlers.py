@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
 from stt_operator import API_GROUP, API_VERSION
-from stt_operator.builders.metadata import LABEL_MANAGED_BY, MANAGED_BY
+from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY
 from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
 from stt_operator.controllers.kopf_tuning import FINALIZER, tune_kopf
 from stt_operator.controllers.triggers import (
@@ -45,6 +45,7 @@ from stt_operator.controllers.triggers import (
     stt_owner,
     without_field_managers,
 )
+from stt_operator.experiments.objects import LABEL_ABTEST
 from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog
 from stt_operator.services.informers import Informer, Informers, WatchedKind
 
@@ -313,7 +314,8 @@ def _child_event(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
 # Unchanged applies of these kinds are skipped: their watches tell `Kube` when to apply again.
 context.current().kube.watched_kinds = frozenset({"Deployment", "HTTPRoute", "Service"})
 OWNED_KINDS = (
-    WatchedKind("apps/v1", "Deployment", "deployments", keep=True),  # read by every reconcile
+    # Read by every reconcile, by the label naming its endpoint or A/B test.
+    WatchedKind("apps/v1", "Deployment", "deployments", keep=True, indexed=(LABEL_DEPLOYMENT, LABEL_ABTEST)),
     WatchedKind("v1", "Service", "services"),
     WatchedKind("batch/v1", "Job", "jobs"),
     WatchedKind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),

@@ -45,6 +45,9 @@ class WatchedKind:
     kind: str
     plural: str
     keep: bool = False  # hold the objects (trimmed) for `Informer.items`
+    # Labels `Informer.items` looks objects up by, indexed: a reconcile asks for its own few
+    # objects, which must not cost a scan of every object in the namespace (thousands can share one).
+    indexed: tuple[str, ...] = ()
 
     def path(self, namespace: str | None) -> str:
         root = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
@@ -84,6 +87,65 @@ def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     return (meta.get("namespace") or "", meta.get("name") or "")
 
 
+class Store:
+    """The held objects by namespace and name (every read is for one namespace, and a
+    cluster-wide informer holds them all), with an index of the `indexed` labels' values."""
+
+    def __init__(self, indexed: tuple[str, ...] = ()) -> None:
+        self.indexed = indexed
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
+        self._by_label: dict[tuple[str, str, str], set[str]] = {}  # (namespace, label, value) -> names
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get(namespace, {}).get(name)
+
+    def put(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self._unindex(namespace, name)
+        self._objects.setdefault(namespace, {})[name] = body
+        for label, value in self._indexed_labels(body):
+            self._by_label.setdefault((namespace, label, value), set()).add(name)
+
+    def pop(self, namespace: str, name: str) -> None:
+        self._unindex(namespace, name)
+        held = self._objects.get(namespace, {})
+        held.pop(name, None)
+        if not held:
+            self._objects.pop(namespace, None)
+
+    def items(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(ns, name): body for ns, held in self._objects.items() for name, body in held.items()}
+
+    def matching(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The objects in `namespace` carrying every label in `labels`."""
+        held = self._objects.get(namespace, {})
+        names: Any = held.keys()
+        for label, value in labels.items():
+            if label in self.indexed:  # the few objects with that value, not all of them
+                names = self._by_label.get((namespace, label, value), set())
+                break
+        wanted = labels.items()
+        return [
+            body
+            for body in (held[name] for name in names if name in held)
+            if wanted <= ((body.get("metadata") or {}).get("labels") or {}).items()
+        ]
+
+    def _indexed_labels(self, body: Mapping[str, Any]) -> list[tuple[str, str]]:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return [(label, str(labels[label])) for label in self.indexed if label in labels]
+
+    def _unindex(self, namespace: str, name: str) -> None:
+        held = self.get(namespace, name)
+        if held is None:
+            return
+        for label, value in self._indexed_labels(held):
+            names = self._by_label.get((namespace, label, value))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._by_label[(namespace, label, value)]
+
+
 class _Gone(Exception):
     """The resourceVersion to resume from is no longer available: list again."""
 
@@ -109,10 +171,9 @@ class Informer:
         self.synced = threading.Event()  # set once the first list is in
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        # namespace -> name -> the object (trimmed) when `keep`, else its metadata only: what a
-        # relist needs to report the objects that disappeared meanwhile. By namespace, because
-        # every read is for one namespace and a cluster-wide informer holds them all.
-        self._store: dict[str, dict[str, dict[str, Any]]] = {}
+        # The object (trimmed) when `keep`, else its metadata only: what a relist needs to
+        # report the objects that disappeared meanwhile.
+        self._store = Store(watched.indexed)
         self._thread = threading.Thread(
             target=self._run, name=f"watch-{watched.plural}-{namespace or 'all'}", daemon=True
         )
@@ -134,13 +195,8 @@ class Informer:
         list is in (the caller asks the apiserver then)."""
         if not self.synced.is_set():
             return None
-        wanted = dict(labels or {}).items()
         with self._lock:
-            found = [
-                body
-                for body in self._store.get(namespace, {}).values()
-                if wanted <= ((body.get("metadata") or {}).get("labels") or {}).items()
-            ]
+            found = self._store.matching(namespace, dict(labels or {}))
         return [dict(b) for b in found]
 
     def written(self, body: Mapping[str, Any]) -> None:
@@ -150,10 +206,7 @@ class Informer:
 
     def deleted(self, namespace: str, name: str) -> None:
         with self._lock:
-            held = self._store.get(namespace, {})
-            held.pop(name, None)
-            if not held:
-                self._store.pop(namespace, None)
+            self._store.pop(namespace, name)
 
     def _held(self, body: Mapping[str, Any]) -> dict[str, Any]:
         if self.watched.keep:
@@ -169,14 +222,11 @@ class Informer:
         """Hold `body` unless a newer copy is held; True when it was taken."""
         namespace, name = _key(body)
         with self._lock:
-            held = self._store.get(namespace, {}).get(name)
+            held = self._store.get(namespace, name)
             if held is not None and _version(held) > _version(body):
                 return False
-            self._store.setdefault(namespace, {})[name] = self._held(body)
+            self._store.put(namespace, name, self._held(body))
         return True
-
-    def _held_items(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(ns, name): body for ns, held in self._store.items() for name, body in held.items()}
 
     # -- the list/watch loop --------------------------------------------------------------------
 
@@ -250,12 +300,12 @@ class Informer:
         """Hold exactly `items` (a fresh list); report what vanished, appeared or changed."""
         fresh = {_key(item): item for item in items}
         with self._lock:
-            held = self._held_items()
+            held = self._store.items()
             gone = [body for key, body in held.items() if key not in fresh]
             before = {key: _version(body) for key, body in held.items()}
-            self._store = {}
+            self._store = Store(self.watched.indexed)
             for (namespace, name), body in fresh.items():
-                self._store.setdefault(namespace, {})[name] = self._held(body)
+                self._store.put(namespace, name, self._held(body))
         for body in gone:
             self.on_event(self.watched.kind, "DELETED", body)
         for key, body in fresh.items():

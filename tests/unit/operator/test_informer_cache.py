@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes import client as k8s
 
 from stt_operator.controllers.namespaces import informer_scopes
-from stt_operator.services.informers import Informer, Informers, WatchedKind, trimmed
+from stt_operator.services.informers import Informer, Informers, Store, WatchedKind, trimmed
 
-DEPLOYMENTS = WatchedKind("apps/v1", "Deployment", "deployments", keep=True)
+DEPLOYMENTS = WatchedKind("apps/v1", "Deployment", "deployments", keep=True, indexed=("owner",))
 SERVICES = WatchedKind("v1", "Service", "services")
 
 
@@ -99,7 +101,8 @@ def test_kinds_not_kept_hold_only_identity() -> None:
     inf, _ = informer(SERVICES)
     inf.synced.set()
     inf.written({**deployment("s", 1), "apiVersion": "v1", "kind": "Service"})
-    held = inf._store["a"]["s"]
+    held = inf._store.get("a", "s")
+    assert held is not None
     assert set(held["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "ownerReferences"}
     assert "status" not in held
 
@@ -131,3 +134,51 @@ def test_the_registry_serves_only_kept_kinds_in_scope() -> None:
 )
 def test_informer_scopes(patterns: list[str] | None, scopes: list[str | None] | None) -> None:
     assert informer_scopes(patterns) == scopes
+
+
+def test_indexed_reads_follow_relabels_deletes_and_relists() -> None:
+    inf, _ = informer()
+    inf.synced.set()
+    inf._replace([deployment(f"d{i}", i + 1, labels={"owner": f"ep{i % 3}", "x": "1"}) for i in range(9)])
+    names = lambda labels: sorted(b["metadata"]["name"] for b in inf.items("a", labels) or [])  # noqa: E731
+    assert names({"owner": "ep1"}) == ["d1", "d4", "d7"]
+    assert names({"owner": "ep1", "x": "2"}) == []  # every asked label must match
+    inf.written(deployment("d1", 20, labels={"owner": "ep2", "x": "1"}))  # relabelled
+    assert names({"owner": "ep1"}) == ["d4", "d7"]
+    assert "d1" in names({"owner": "ep2"})
+    inf.deleted("a", "d4")
+    assert names({"owner": "ep1"}) == ["d7"]
+    ep1 = {"owner": "ep1"}
+    inf._replace([deployment("d7", 30, labels=ep1), deployment("n", 31, labels=ep1)])
+    assert names({"owner": "ep1"}) == ["d7", "n"]
+    assert names({"owner": "ep2"}) == []
+
+
+_VALUES = st.sampled_from(["1", "2", "3"])
+_LABELS = st.dictionaries(st.sampled_from(["owner", "x", "abtest"]), _VALUES, max_size=3)
+_QUERY = st.dictionaries(st.sampled_from(["owner", "x"]), st.sampled_from(["1", "2"]), max_size=2)
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "pop"]),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from([f"o{i}" for i in range(6)]),
+        _LABELS,
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_OPS, query=_QUERY)
+def test_an_indexed_store_answers_as_a_scan_would(ops: list, query: dict[str, str]) -> None:
+    indexed, plain = Store(("owner", "abtest")), Store()
+    for op, namespace, name, labels in ops:
+        for store in (indexed, plain):
+            if op == "put":
+                store.put(namespace, name, {"metadata": {"name": name, "labels": labels}})
+            else:
+                store.pop(namespace, name)
+    for namespace in ("a", "b"):
+        got = sorted(b["metadata"]["name"] for b in indexed.matching(namespace, query))
+        want = sorted(b["metadata"]["name"] for b in plain.matching(namespace, query))
+        assert got == want
