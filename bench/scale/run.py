@@ -142,6 +142,40 @@ def metric_breakdown(before: str, after: str, name: str, by: tuple[str, ...], pe
     return {k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v / per >= 0.01}
 
 
+def watch_lag(before: str, after: str) -> dict[str, dict[str, float | None]]:
+    """How long the operator's own writes took to come back through its watches between two
+    scrapes (stt_operator_watch_lag_seconds), by kind: count, mean, and the bucket bounds that
+    hold the median and the 99th percentile (the histogram keeps no finer figure)."""
+    name = "stt_operator_watch_lag_seconds"
+    counts = metric_growth(before, after, name + "_count", ("kind",))
+    sums = metric_growth(before, after, name + "_sum", ("kind",))
+    out: dict[str, dict[str, float | None]] = {}
+    for kind, n in sorted(counts.items()):
+        if n <= 0:
+            continue
+        buckets: dict[float, float] = {}
+        for text, sign in ((after, 1.0), (before, -1.0)):
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == name + "_bucket" and sample.labels.get("kind") == kind:
+                        bound = float(sample.labels["le"])
+                        buckets[bound] = buckets.get(bound, 0.0) + sign * sample.value
+
+        def bound_holding(q: float, buckets: dict[float, float] = buckets, n: float = n) -> float | None:
+            for bound, cumulative in sorted(buckets.items()):
+                if cumulative >= q * n:
+                    return bound if bound != float("inf") else None
+            return None
+
+        out[kind] = {
+            "n": n,
+            "mean": round(sums.get(kind, 0.0) / n, 3),
+            "p50_at_most": bound_holding(0.5),
+            "p99_at_most": bound_holding(0.99),
+        }
+    return out
+
+
 def gc_spent(before: str, after: str) -> dict[str, dict[str, float]]:
     """The operator's cyclic garbage collections between two scrapes, by generation: how many,
     and the seconds they held the process (stt_operator_gc_seconds_total)."""
@@ -871,6 +905,7 @@ def main() -> None:
             "wakeups": metric_sum(op1, "stt_operator_wakeups_total")
             - metric_sum(op0, "stt_operator_wakeups_total"),
             "gc": gc_spent(op0, op1),
+            "watch_lag_s": watch_lag(op0, op1),
         },
         "idle": {
             "seconds": args.idle,
@@ -885,6 +920,7 @@ def main() -> None:
             "operator": canary,
             "reconciles": reconciles(op2) - reconciles(op_idle1),
             "gc": gc_spent(op_idle1, op2),
+            "watch_lag_s": watch_lag(op_idle1, op2),
         },
         "operator_log_lines_total": log_lines,
         "argo_rollouts": argo,

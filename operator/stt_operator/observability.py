@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,6 +75,48 @@ CONFLICTS = Counter(
 LOG_LINES_SUPPRESSED = Counter(
     "stt_operator_log_lines_suppressed_total", "Log lines dropped by the rate limit", ["logger"]
 )
+
+
+WATCH_LAG_SECONDS = Histogram(
+    "stt_operator_watch_lag_seconds",
+    "From one of the operator's own writes being answered to the watch event carrying it (or a later"
+    " version of the object) reaching the operator: how far behind the watches run",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+
+
+class WriteEchoes:
+    """The operator's own writes waiting for their watch event, one per object: (namespace,
+    name) -> (resourceVersion written, when). A write that changed nothing (the apiserver returns
+    the version it had) sends no event and is not waited for."""
+
+    def __init__(self, kind: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kind = kind
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def wrote(self, key: tuple[str, str], before: int | None, after: int | None) -> None:
+        if after is None or (before is not None and after <= before):
+            return
+        with self._lock:
+            self._pending[key] = (after, self.clock())
+
+    def seen(self, key: tuple[str, str], version: int | None) -> None:
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None or version is None or version < pending[0]:
+                return
+            del self._pending[key]
+        WATCH_LAG_SECONDS.labels(self.kind).observe(self.clock() - pending[1])
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 GC_SECONDS = Counter(

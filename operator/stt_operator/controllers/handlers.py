@@ -46,8 +46,8 @@ from stt_operator.controllers.triggers import (
     without_field_managers,
 )
 from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog
-from stt_operator.services.informers import Informer, Informers, WatchedKind
+from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog, WriteEchoes
+from stt_operator.services.informers import Informer, Informers, WatchedKind, resource_version
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ _RECONCILERS: dict[str, Reconciler] = {
 # read the apiserver (after a failure or a conflict: our view may be stale).
 _WRITTEN: dict[Key, dict[str, Any]] = {}
 _MUST_READ: set[Key] = set()
+# Our writes' way back through Kopf's watches (stt_operator_watch_lag_seconds).
+_ECHOES = {kind: WriteEchoes(kind) for kind in PLURALS}
 
 
 def _known_body(key: Key) -> dict[str, Any] | None:
@@ -160,6 +162,9 @@ def reconcile_now(key: Key) -> float | None:
             raise
         if written is not None:
             _WRITTEN[key] = without_field_managers(written)
+            # The newest version this process had seen: a write answered with it changed nothing.
+            seen = max(resource_version(body) or 0, resource_version(TRIGGERS.body(key)) or 0)
+            _ECHOES[kind].wrote((namespace, name), seen, resource_version(written))
     return requeue
 
 
@@ -269,7 +274,9 @@ def _on_own_event(kind: str) -> None:
         # nobody here or in Kopf) every STTModel, ModelDeployment and ABTest costs less.
         without_field_managers(event.get("object"))
         uid = body.get("metadata", {}).get("uid", "")
+        _ECHOES[kind].seen((namespace, name), resource_version(body))
         if event.get("type") == "DELETED":
+            _ECHOES[kind].forget((namespace, name))
             TRIGGERS.forget(uid)
             for dependent in TRIGGERS.dependents(kind, namespace, name):
                 _wake(dependent)

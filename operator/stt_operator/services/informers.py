@@ -30,6 +30,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from stt_operator.observability import WriteEchoes
+
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, str, Mapping[str, Any]], None]  # (kind, ADDED|MODIFIED|DELETED, body)
@@ -178,6 +180,7 @@ class Informer:
             target=self._run, name=f"watch-{watched.plural}-{namespace or 'all'}", daemon=True
         )
         self._error: str | None = None
+        self.echoes = WriteEchoes(watched.kind)  # our writes' way back through this watch
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -202,7 +205,11 @@ class Informer:
     def written(self, body: Mapping[str, Any]) -> None:
         """The object as our own write left it: held at once, so the next reconcile sees what
         it just made even if the watch has not delivered it yet (older copies never win)."""
-        self._put(body)
+        key = _key(body)
+        with self._lock:
+            before = self._store.get(*key)
+        if self._put(body):
+            self.echoes.wrote(key, resource_version(before), resource_version(body))
 
     def deleted(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -341,7 +348,9 @@ class Informer:
                 version = str((body.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue
+                self.echoes.seen(_key(body), resource_version(body))
                 if kind == "DELETED":
+                    self.echoes.forget(_key(body))
                     self.deleted(*_key(body))
                 elif not self._put(body):
                     continue  # older than what our own write left

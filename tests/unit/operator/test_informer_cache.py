@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from kubernetes import client as k8s
 
 from stt_operator.controllers.namespaces import informer_scopes
+from stt_operator.observability import WATCH_LAG_SECONDS, WriteEchoes
 from stt_operator.services.informers import Informer, Informers, Store, WatchedKind, trimmed
 
 DEPLOYMENTS = WatchedKind("apps/v1", "Deployment", "deployments", keep=True, indexed=("owner",))
@@ -182,3 +183,41 @@ def test_an_indexed_store_answers_as_a_scan_would(ops: list, query: dict[str, st
         got = sorted(b["metadata"]["name"] for b in indexed.matching(namespace, query))
         want = sorted(b["metadata"]["name"] for b in plain.matching(namespace, query))
         assert got == want
+
+
+def _lag(kind: str) -> tuple[float, float]:
+    child = WATCH_LAG_SECONDS.labels(kind)
+    count = sum(b.get() for b in child._buckets)
+    return count, child._sum.get()
+
+
+def test_a_write_is_timed_until_the_watch_brings_it_back() -> None:
+    now = [100.0]
+    echoes = WriteEchoes("EchoTest", clock=lambda: now[0])
+    echoes.wrote(("a", "x"), before=5, after=5)  # the apiserver changed nothing: no event comes
+    echoes.wrote(("a", "y"), before=5, after=7)
+    assert len(echoes) == 1
+    now[0] = 100.4
+    echoes.seen(("a", "y"), 6)  # an older version: still waiting
+    echoes.seen(("a", "x"), 9)  # nothing was waited for
+    assert _lag("EchoTest") == (0, 0.0)
+    now[0] = 100.75
+    echoes.seen(("a", "y"), 8)  # a later version carries our write too
+    count, total = _lag("EchoTest")
+    assert count == 1 and abs(total - 0.75) < 1e-9
+    echoes.seen(("a", "y"), 9)  # counted once
+    assert _lag("EchoTest")[0] == 1
+    echoes.wrote(("a", "z"), before=None, after=3)
+    echoes.forget(("a", "z"))  # deleted before its echo
+    assert len(echoes) == 0
+
+
+def test_the_informer_waits_only_for_writes_that_changed_the_object() -> None:
+    inf, _ = informer()
+    inf.written(deployment("new", 4))
+    assert len(inf.echoes) == 1
+    inf.echoes.forget(("a", "new"))
+    inf.written(deployment("new", 4))  # the same version again: an apply that changed nothing
+    assert len(inf.echoes) == 0
+    inf.written(deployment("new", 3))  # older than held: not taken, not waited for
+    assert len(inf.echoes) == 0
