@@ -602,6 +602,19 @@ tests:
         values: '0+5x40'
       - series: 'stt_operator_reconciles_total{{kind="STTModel", result="ok"}}'
         values: '0+10x40'
+      # Deployments' writes came back within 50 ms for 15 minutes, then took 60 s; STTModels' never lagged.
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="Deployment", le="0.05"}}'
+        values: '0+10x15 150x25'
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="Deployment", le="30"}}'
+        values: '0+10x15 150x25'
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="Deployment", le="120"}}'
+        values: '0+10x40'
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="Deployment", le="+Inf"}}'
+        values: '0+10x40'
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="STTModel", le="0.05"}}'
+        values: '0+10x40'
+      - series: 'stt_operator_watch_lag_seconds_bucket{{kind="STTModel", le="+Inf"}}'
+        values: '0+10x40'
       - series: 'stt_operator_rollbacks_total{{namespace="asr", name="en"}}'
         values: '0 0 0 1 1 1 1 1 1 1'
       - series: 'nv_inference_request_success{{namespace="asr", model="a"}}'
@@ -622,6 +635,20 @@ tests:
               description: >-
                 33.33% of ModelDeployment reconciles ended in an error over the last 10 minutes.
                 See the operator logs and the resources' Events.
+      - eval_time: 20m
+        alertname: STTOperatorWatchLagging
+        exp_alerts: []
+      - eval_time: 40m
+        alertname: STTOperatorWatchLagging
+        exp_alerts:
+          - exp_labels: {{severity: warning, kind: Deployment}}
+            exp_annotations:
+              summary: The operator sees Deployment changes late (p99 1m 59s)
+              description: >-
+                The operator's own writes of Deployment objects took more than 30 s (99th
+                percentile) to come back through its watch for 15 minutes: it reconciles on old news,
+                so rollouts and routes follow the cluster late. Look at the apiserver's load and the
+                operator's CPU.
       - eval_time: 5m
         alertname: STTModelDeploymentRolledBack
         exp_alerts:
