@@ -50,3 +50,36 @@ def test_other_refusals_still_raise(kube_api: ApiClient, namespace: str) -> None
     with pytest.raises(KubeError) as refused:
         Kube(kube_api).apply(service("bad", namespace, 70000))  # no such port
     assert refused.value.status == 422
+
+
+def test_a_summarised_list_is_decoded_with_the_collector_paused(kube_api: ApiClient, namespace: str) -> None:
+    import gc
+
+    kube = Kube(kube_api)
+    for i in range(3):
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"cm-{i}", "namespace": namespace, "labels": {"pick": str(i % 2)}},
+                "data": {"k": "v" * (i + 1)},
+            }
+        )
+    seen: list[bool] = []
+
+    def summarize(items: list[dict[str, Any]]) -> list[str]:
+        seen.append(gc.isenabled())
+        # the items carry the kind the apiserver leaves out of list items, as `Kube.list` gives them
+        names = (f"{item['kind']}/{item['metadata']['name']}" for item in items)
+        return sorted(name for name in names if name != "ConfigMap/kube-root-ca.crt")  # the cluster's
+
+    assert gc.isenabled()
+    names = kube.list_summary("v1", "ConfigMap", namespace, summarize, field_selector="metadata.name!=cm-1")
+    assert names == ["ConfigMap/cm-0", "ConfigMap/cm-2"]
+    assert seen == [False]  # decoded and summed with no collection possible
+    assert gc.isenabled()  # and the collector is back on afterwards
+
+    with pytest.raises(KubeError) as refused:  # refusals raise as from every other call
+        kube.list_summary("v1", "ConfigMap", namespace, summarize, field_selector="no.such.field=1")
+    assert refused.value.status == 400
+    assert gc.isenabled()

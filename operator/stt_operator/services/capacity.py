@@ -8,7 +8,9 @@ field-selected list per node (`spec.nodeName=<node>`, finished pods excluded by 
 apiserver), so the operator never lists every pod of a large cluster. Of each node's pods only
 the sum of their requests is kept, for `ttl_s` too, and one reconcile at a time reads it: a
 hundred canaries starting at once share one list per node (bench/scale/RESULTS.md measured
-2 GB of resident memory when each held its own, and 30 MB still held in trimmed pods).
+2 GB of resident memory when each held its own, and 30 MB still held in trimmed pods). The
+pods are decoded with the cyclic collector paused (`Kube.list_summary`): at 10,000 endpoints
+each list otherwise cost a full collection of every cached object.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ class CapacityObserver:
         with node_lock:  # one list per node at a time; the others wait and share it
             read_at, requested = self._requested.get(node, (float("-inf"), {}))
             if time.monotonic() - read_at > self.ttl_s:
-                found = self.kube.list(
-                    "v1", "Pod", None, field_selector=f"spec.nodeName={node},{ACTIVE_PODS}"
+                requested = self.kube.list_summary(
+                    "v1",
+                    "Pod",
+                    None,
+                    lambda pods: requested_by_node(pods).get(node, {}),
+                    field_selector=f"spec.nodeName={node},{ACTIVE_PODS}",
                 )
-                requested = requested_by_node(found).get(node, {})
                 self._requested[node] = (time.monotonic(), requested)
             return requested
 

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -26,10 +26,13 @@ from kubernetes.dynamic.exceptions import (
 )
 
 from stt_operator.builders.metadata import FIELD_MANAGER
+from stt_operator.heap import collector_paused
 from stt_operator.observability import api_call
 from stt_operator.services.informers import Informers
 
 log = logging.getLogger(__name__)
+
+Summary = TypeVar("Summary")
 
 # The apiserver's refusals a controller handles, under the facade's names (so no controller
 # imports the client library's module). The same classes: `except Conflict` catches the client's 409.
@@ -276,6 +279,30 @@ class Kube:
                 **extra,
             )
         return found.get("items", [])
+
+    def list_summary(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        summarize: Callable[[list[dict[str, Any]]], Summary],
+        field_selector: str | None = None,
+    ) -> Summary:
+        """A list too large to keep: only what `summarize` makes of its items stays. The response
+        is decoded with the cyclic collector paused and dropped before it resumes, so its
+        objects are never promoted to the oldest generation (heap.py says why that matters);
+        the collector runs as usual while the apiserver answers."""
+        resource = self._resource(api_version, kind)
+        extra = {"field_selector": field_selector} if field_selector else {}
+        with api_call("list", kind):
+            response = resource.get(namespace=namespace, _request_timeout=self.timeout, serialize=False, **extra)
+            data = response.data
+        with collector_paused():
+            items = _plain(None, json.loads(data)).get("items", [])
+            del data
+            summary = summarize(items)
+            del items
+        return summary
 
     def list_visible(self, api_version: str, kind: str, namespaces: Iterable[str]) -> list[dict[str, Any]]:
         """Every object of the kind this process may list: cluster-wide, or, where RBAC is bound

@@ -167,9 +167,13 @@ def test_the_observer_keeps_only_the_requests_and_shares_one_list_per_node() -> 
     class CountingKube:
         calls = 0
 
-        def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        def list_summary(
+            self, api_version: str, kind: str, namespace: str | None, summarize: Any, field_selector: str
+        ) -> Any:
             CountingKube.calls += 1
-            return [full]
+            assert (api_version, kind, namespace) == ("v1", "Pod", None)
+            assert field_selector.startswith("spec.nodeName=n1,")
+            return summarize([full])
 
     observer = CapacityObserver(CountingKube(), ttl_s=60)  # type: ignore[arg-type]
     threads = [threading.Thread(target=observer.requested_on, args=(["n1"],)) for _ in range(20)]
