@@ -295,7 +295,9 @@ class Kube:
         resource = self._resource(api_version, kind)
         extra = {"field_selector": field_selector} if field_selector else {}
         with api_call("list", kind):
-            response = resource.get(namespace=namespace, _request_timeout=self.timeout, serialize=False, **extra)
+            response = resource.get(
+                namespace=namespace, _request_timeout=self.timeout, serialize=False, **extra
+            )
             data = response.data
         with collector_paused():
             items = _plain(None, json.loads(data)).get("items", [])
