@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import kopf
@@ -19,9 +19,6 @@ from stt_operator.settings import OperatorSettings
 CLIENT_WATCH_MARGIN_S = 30
 # Kopf's finalizer on every object with a daemon (all three kinds here).
 FINALIZER = f"{API_GROUP}/finalizer"
-# The kinds with a Kopf change handler (on.create / on.update / on.delete / on.resume): only for
-# them does Kopf compare essences to find the cause. A unit test checks this against Kopf's registry.
-KINDS_WITH_CHANGE_HANDLERS = frozenset({"ABTest"})
 
 
 class Backoffs:
@@ -39,28 +36,9 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     a daemon's idle time resets): it deep-copies the whole body, then drops the status and most
     of the metadata. A ModelDeployment's status (revision history, conditions, analysis) is most
     of its body, so the copy was most of Kopf's per-event work in bench/scale. Handing Kopf a
-    body without the parts it drops gives the same essence (a unit test compares the two).
-
-    For a kind in none of `compared_kinds`, the essence is empty and is not built at all: Kopf
-    uses it only to find change causes, which need a change handler, and to reset a daemon's idle
-    timer, which none of ours has. Building it anyway was 7 % of the operator's CPU in a 600 + 600
-    burst (bench/scale/RESULTS.md). `None`: every kind is compared, as Kopf does."""
-
-    def __init__(self, *, compared_kinds: frozenset[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.compared_kinds = compared_kinds
-
-    def _compared(self, body: Mapping[str, Any]) -> bool:
-        return self.compared_kinds is None or body.get("kind") in self.compared_kinds
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        if not self._compared(body):
-            return kopf.BodyEssence()
-        return super().fetch(body=body)
+    body without the parts it drops gives the same essence (a unit test compares the two)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        if not self._compared(body):
-            return kopf.BodyEssence()
         fields = list(extra_fields or [])
         if fields:  # a handler that filters on a status or metadata field: the full body
             return super().build(body=body, extra_fields=fields)
@@ -76,7 +54,7 @@ def tune_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     # Kopf's bookkeeping goes to annotations, never into `status` (the API owns status).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = LeanDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration", compared_kinds=KINDS_WITH_CHANGE_HANDLERS
+        prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
     # Only warnings become Kubernetes Events by themselves; the reconcilers post their own
