@@ -111,8 +111,10 @@ def main(args: argparse.Namespace) -> int:
 
     # Importing the controllers registers their handlers with Kopf's default registry.
     from stt_operator.controllers import context
+    from stt_operator.controllers.kopf_tuning import discover_namespaces_in_listings
 
     context.configure(settings, kubeconfig=args.kubeconfig)
+    discover_namespaces_in_listings()
     track_gc()
     settle_heap()
     if settings.metrics_port:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import kopf
+from kopf._core.reactor import observation  # the namespace-discovery step mended below
 
 from stt_operator import API_GROUP
 from stt_operator.settings import OperatorSettings
@@ -78,3 +79,31 @@ def tune_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     settings.background.cancellation_polling = 1.0
     # Kopf's last resort after SIGTERM; runner.py's own deadline is shorter and exits cleanly.
     settings.process.ultimate_exiting_timeout = ours.shutdown_timeout_s + 5
+
+
+async def _revise_namespaces_on_any_event(
+    *,
+    raw_event: Any,
+    namespaces: Any,
+    insights: Any,
+    **_: Any,
+) -> None:
+    """Kopf's namespace-discovery step, listings included (its own returns early on them)."""
+    before = set(insights.namespaces)
+    async with insights.revised:
+        observation.revise_namespaces(raw_events=[raw_event], insights=insights, namespaces=namespaces)
+        if insights.namespaces != before:
+            insights.revised.notify_all()
+
+
+def discover_namespaces_in_listings() -> None:
+    """Serve a namespace that appears in the namespace watcher's own listing.
+
+    With `--namespace` patterns, Kopf lists namespaces once to seed the served set, then starts
+    a watcher that lists them again before it watches. It skips the events of that second listing
+    (and of every later relist), so a matching namespace created between the two listings, or
+    during a relist gap, is never served until a restart. A test that creates its namespace as
+    the operator starts hit this in CI: the operator logged nothing for the 300 s the test waited.
+    Treating listed namespaces like added ones closes the gap; re-adding a known one changes
+    nothing, and the orchestrator is only woken when the served set changes. Idempotent."""
+    observation.process_discovered_namespace_event = _revise_namespaces_on_any_event  # type: ignore[assignment]
