@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stt_operator import API_GROUP
-from stt_operator.controllers.kopf_tuning import LeanDiffBaseStorage, tune_kopf
+from stt_operator.controllers.kopf_tuning import KINDS_WITHOUT_CHANGE_HANDLERS, LeanDiffBaseStorage, tune_kopf
 from stt_operator.settings import OperatorSettings
 
 KEY = "last-handled-configuration"
@@ -93,3 +93,53 @@ def test_the_operator_uses_it() -> None:
     settings_ = kopf.OperatorSettings()
     tune_kopf(settings_, OperatorSettings())
     assert isinstance(settings_.persistence.diffbase_storage, LeanDiffBaseStorage)
+
+
+def test_kinds_without_change_handlers_get_an_empty_essence() -> None:
+    storage = LeanDiffBaseStorage(prefix=API_GROUP, key=KEY, uncompared_kinds=KINDS_WITHOUT_CHANGE_HANDLERS)
+    annotated = {f"{API_GROUP}/{KEY}": '{"spec": {"old": 1}}'}
+    for kind in ("STTModel", "ModelDeployment"):
+        body = kopf.Body(
+            {
+                "apiVersion": "stt.dev/v1alpha1",
+                "kind": kind,
+                "metadata": {"annotations": annotated},
+                "spec": {"a": 1},
+            }
+        )
+        assert storage.fetch(body=body) == {}  # an older operator's annotation is not even parsed
+        assert storage.build(body=body) == {}
+    abtest = kopf.Body(
+        {"apiVersion": "stt.dev/v1alpha1", "kind": "ABTest", "metadata": {"annotations": annotated}}
+    )
+    assert storage.fetch(body=abtest) == {"spec": {"old": 1}}
+    assert storage.build(body=kopf.Body({**abtest, "spec": {"a": 1}})) == {"spec": {"a": 1}}
+
+
+def test_no_uncompared_kind_has_a_kopf_change_handler() -> None:
+    # In a fresh interpreter: registering the handlers fills Kopf's process-wide registry.
+    import json
+    import subprocess
+    import sys
+
+    program = """
+import json
+from kubernetes import client
+from stt_operator.controllers import context
+from stt_operator.services.kube import Kube
+from stt_operator.settings import OperatorSettings
+context._current = context.OperatorContext(settings=OperatorSettings(), kube=Kube(client.ApiClient()))
+from stt_operator.controllers import handlers  # noqa: F401
+from kopf._core.intents import registries
+kind_of = {plural: kind for kind, plural in handlers.PLURALS.items()}
+changing = registries.get_default_registry()._changing.get_all_handlers()
+plurals = {h.selector.plural or h.selector.any_name for h in changing}
+print(json.dumps(sorted(kind_of[p] for p in plurals)))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    with_change_handlers = set(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert "ABTest" in with_change_handlers  # its on.delete handler: the check reads the registry
+    assert not with_change_handlers & KINDS_WITHOUT_CHANGE_HANDLERS
