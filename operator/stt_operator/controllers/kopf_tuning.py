@@ -85,8 +85,9 @@ def tune_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     # Events on transitions. (INFO would post one per handler run: an API write each.)
     settings.posting.level = logging.WARNING
     # A watch the apiserver keeps open but stops feeding is only noticed when it ends: renewing
-    # every stream after `watch_timeout_s` bounds that delay (in CI a stalled stream once hid
-    # a new namespace's objects for the whole 300 s the renewal used to take).
+    # every stream after `watch_timeout_s` bounds that delay. (A CI failure once blamed on a
+    # stalled stream, a new namespace never served, was Kopf's listing gap instead: see
+    # `discover_namespaces_in_listings`; with it, a renewal's relist also serves such a namespace.)
     settings.watching.server_timeout = ours.watch_timeout_s
     settings.watching.client_timeout = ours.watch_timeout_s + CLIENT_WATCH_MARGIN_S
     # No connect timeouts of our own: under load a TLS handshake with a busy apiserver can take
