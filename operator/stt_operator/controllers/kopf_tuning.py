@@ -113,8 +113,8 @@ async def _revise_namespaces_on_any_event(
     **_: Any,
 ) -> None:
     """Kopf's namespace-discovery step, listings included (its own returns early on them)."""
-    before = set(insights.namespaces)
     async with insights.revised:
+        before = set(insights.namespaces)
         observation.revise_namespaces(raw_events=[raw_event], insights=insights, namespaces=namespaces)
         if insights.namespaces != before:
             insights.revised.notify_all()
