@@ -57,6 +57,11 @@ def record_rollout(namespace: str, name: str, in_flight: bool, promoted: bool, r
         rollbacks.inc()
 
 
+# One reconcile loop per live object this replica serves: more than the objects means a leak.
+# A namespace's series goes when its last loop ends (namespaces come and go).
+LOOPS = Gauge(
+    "stt_operator_loops", "Objects with a reconcile loop running in this process", ["kind", "namespace"]
+)
 WAKEUPS = Counter(
     "stt_operator_wakeups_total", "Reconciles asked for by a watch event (not by a timer)", ["kind"]
 )

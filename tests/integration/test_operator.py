@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stt_harness.kubewait import condition, event_reasons, wait_for, wait_reasons
 from stt_harness.resources import API, model_deployment, stt_model
@@ -57,7 +58,9 @@ def test_immediate_deploy_switch_idempotence_and_deletion(operator, kube, namesp
     def ready_md():
         md = kube.get(API, "ModelDeployment", "asr", namespace)
         return (
-            md if condition(md, "Ready").get("status") == "True" and md["status"].get("stableModel") else None
+            md
+            if condition(md, "Ready").get("status") == "True" and (md.get("status") or {}).get("stableModel")
+            else None
         )
 
     md = wait_for(ready_md, timeout=120, what="ModelDeployment Ready on model-a")
@@ -286,19 +289,92 @@ def test_language_pairs_share_one_path_by_header(operator, kube, namespace):
         assert md["status"]["stableModel"] == model
 
 
-def test_deleting_a_namespace_releases_the_operators_finalizers(operator, kube, namespace):
-    """Kopf puts a finalizer on every object with a daemon, and an operator limited to namespace
-    patterns stops serving a namespace once it is marked for deletion, often before it has
-    removed them: the namespace then stayed Terminating for good. The operator releases them."""
+def loops(operator, namespace: str) -> dict[str, float]:
+    """The operator's `stt_operator_loops` in `namespace`, by kind (a kind without loops is absent)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "stt_operator_loops" and sample.labels.get("namespace") == namespace:
+                found[sample.labels["kind"]] = sample.value
+    return found
+
+
+def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(operator, kube, namespace):
+    """Deleting an STTModel or a ModelDeployment waits for nothing (their children go with
+    their ownerReferences), even with the operator down; the operator still ends their loops.
+    A finalizer left by an older operator is removed."""
+    legacy = stt_model("model-old", namespace)
+    legacy["metadata"]["finalizers"] = [FINALIZER]
+    kube.apply(legacy)
     kube.apply(stt_model("model-a", namespace))
     kube.apply(model_deployment("asr", namespace, "model-a"))
-    objects = [("STTModel", "model-a"), ("ModelDeployment", "asr")]
+    objects = [("STTModel", "model-old"), ("STTModel", "model-a"), ("ModelDeployment", "asr")]
+    wait_for(
+        lambda: (
+            (md := kube.get(API, "ModelDeployment", "asr", namespace))
+            and (md.get("status") or {}).get("stableModel")
+        ),
+        timeout=120,
+        what="asr serving model-a",
+    )
+
+    def finalizers() -> dict[str, list[str]]:
+        found = {name: kube.get(API, kind, name, namespace) for kind, name in objects}
+        return {name: (o or {}).get("metadata", {}).get("finalizers") or [] for name, o in found.items()}
+
+    wait_for(lambda: not any(finalizers().values()), timeout=60, what="no finalizer left")
+    assert loops(operator, namespace) == {"STTModel": 2, "ModelDeployment": 1}
+    for kind, name in objects:
+        kube.delete(API, kind, name, namespace)
+    wait_for(
+        lambda: all(kube.get(API, kind, name, namespace) is None for kind, name in objects),
+        timeout=30,
+        what="the objects gone",
+    )
+    wait_for(lambda: loops(operator, namespace) == {}, timeout=30, what="their loops ended")
+    # The same names again: new objects, new loops, served as before.
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+    wait_for(
+        lambda: (
+            (md := kube.get(API, "ModelDeployment", "asr", namespace))
+            and (md.get("status") or {}).get("stableModel")
+        ),
+        timeout=120,
+        what="a new asr serving model-a",
+    )
+    assert loops(operator, namespace) == {"STTModel": 1, "ModelDeployment": 1}
+
+
+def test_deleting_a_namespace_releases_the_operators_finalizers(operator, kube, namespace):
+    """Kopf puts a finalizer on every ABTest (its deletion handler gives the endpoint back), and
+    an operator limited to namespace patterns stops serving a namespace once it is marked for
+    deletion, often before it has removed it: the namespace then stayed Terminating for good.
+    The operator releases it."""
+    kube.apply(stt_model("model-a", namespace))
+    kube.apply(stt_model("model-b", namespace))
+    kube.apply(model_deployment("asr", namespace, "model-a"))
+    kube.apply(
+        {
+            "apiVersion": API,
+            "kind": "ABTest",
+            "metadata": {"name": "ab", "namespace": namespace},
+            "spec": {
+                "endpoint": {"modelDeploymentRef": {"name": "asr"}},
+                "variants": [
+                    {"name": "control", "model": {"name": "model-a"}, "weight": 50},
+                    {"name": "candidate", "model": {"name": "model-b"}, "weight": 50},
+                ],
+                "primaryMetric": {"name": "wer", "preset": "wer", "maxRelativeIncrease": 0.05},
+            },
+        }
+    )
 
     def finalized() -> bool:
-        found = [kube.get(API, kind, name, namespace) for kind, name in objects]
-        return all(o and FINALIZER in (o["metadata"].get("finalizers") or []) for o in found)
+        found = kube.get(API, "ABTest", "ab", namespace)
+        return bool(found and FINALIZER in (found["metadata"].get("finalizers") or []))
 
-    wait_for(finalized, timeout=60, what="Kopf's finalizer on the STTModel and the ModelDeployment")
+    wait_for(finalized, timeout=60, what="Kopf's finalizer on the ABTest")
     kube.delete("v1", "Namespace", namespace, None)
     try:
         wait_for(

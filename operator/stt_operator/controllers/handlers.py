@@ -20,7 +20,7 @@ import copy
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +33,13 @@ from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 from stt_operator import API_GROUP, API_VERSION
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY
 from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
-from stt_operator.controllers.kopf_tuning import FINALIZER, tune_kopf
+from stt_operator.controllers.kopf_tuning import (
+    FINALIZER,
+    KINDS_WITHOUT_FINALIZER,
+    spawn_without_finalizer,
+    stop_on_deleted_events,
+    tune_kopf,
+)
 from stt_operator.controllers.triggers import (
     TRIGGERS,
     Key,
@@ -46,7 +52,7 @@ from stt_operator.controllers.triggers import (
     without_field_managers,
 )
 from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.observability import CONFLICTS, WAKEUPS, ObjectStateLog, WriteEchoes
+from stt_operator.observability import CONFLICTS, LOOPS, WAKEUPS, ObjectStateLog, WriteEchoes
 from stt_operator.services.informers import Informer, Informers, WatchedKind, resource_version
 
 log = logging.getLogger(__name__)
@@ -136,8 +142,13 @@ def _watched_copy(api_version: str, kind: str, name: str, namespace: str | None)
 context.current().kube.known = _watched_copy
 
 
-def reconcile_now(key: Key) -> float | None:
+class ObjectGone(Exception):
+    """The loop's object is no longer in the apiserver (or the name now holds another object)."""
+
+
+def reconcile_now(key: Key, uid: str | None = None) -> float | None:
     """Reconcile the object as last seen, write its patch. Returns the planner's requeue.
+    Raises `ObjectGone` when the apiserver no longer has the object of `uid`: its loop ends.
 
     Reading the object costs no API call in the normal case: each reconcile is woken by a watch
     event that carried the object (or its loop just started with it), and our own writes return
@@ -150,9 +161,14 @@ def reconcile_now(key: Key) -> float | None:
         if body is None:
             body = ctx.kube.get(API, kind, name, namespace)
             _MUST_READ.discard(key)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None or (uid and body["metadata"].get("uid") != uid):
+            # Deleted while a watch gap hid its DELETED event from Kopf (a relist after 410 Gone
+            # shows no deletions): nothing stops this loop but itself.
             _WRITTEN.pop(key, None)
-            return None  # gone, or Kopf's deletion handling owns it now
+            raise ObjectGone(key)
+        if body["metadata"].get("deletionTimestamp"):
+            _WRITTEN.pop(key, None)
+            return None  # Kopf's deletion handling owns it now
         patch = kopf.Patch()
         try:
             requeue = _RECONCILERS[kind](body, patch, ctx)
@@ -201,9 +217,11 @@ async def _run_loop(
     kind: str, stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str
 ) -> None:
     key: Key = (kind, namespace, name)
+    uid = str(body.get("metadata", {}).get("uid") or "") or None
     loop = asyncio.get_running_loop()
     waker = Waker(loop, body=body)
     TRIGGERS.register(key, waker)
+    _count_loop(kind, namespace, +1)
     stop = asyncio.ensure_future(stopped.wait())
     delay: float | None = 0.0
     failures = 0
@@ -218,8 +236,10 @@ async def _run_loop(
             waker.event.clear()
             try:
                 requeue = await loop.run_in_executor(
-                    _EXECUTOR, contextvars.copy_context().run, reconcile_now, key
+                    _EXECUTOR, contextvars.copy_context().run, reconcile_now, key, uid
                 )
+            except ObjectGone:
+                break  # Kopf forgets a daemon that returns, and never restarts it
             except kopf.TemporaryError as exc:  # e.g. a 409 on an optimistic write: look again soon
                 if isinstance(exc.__cause__, ConflictError):
                     CONFLICTS.labels(kind).inc()
@@ -237,10 +257,25 @@ async def _run_loop(
             failures = 0
             delay = _next_delay(requeue)
     finally:
+        _count_loop(kind, namespace, -1)
         stop.cancel()
         TRIGGERS.unregister(key, waker)
         _WRITTEN.pop(key, None)
         _MUST_READ.discard(key)
+
+
+_LOOP_COUNTS: dict[tuple[str, str], int] = {}
+
+
+def _count_loop(kind: str, namespace: str, change: int) -> None:
+    """`stt_operator_loops`; called on Kopf's event loop only, so never concurrently."""
+    count = _LOOP_COUNTS.get((kind, namespace), 0) + change
+    if count > 0:
+        _LOOP_COUNTS[(kind, namespace)] = count
+        LOOPS.labels(kind, namespace).set(count)
+    else:
+        _LOOP_COUNTS.pop((kind, namespace), None)
+        LOOPS.remove(kind, namespace)
 
 
 def _daemon(kind: str) -> None:
@@ -267,7 +302,7 @@ def _wake(key: Key) -> None:
 
 def _on_own_event(kind: str) -> None:
     async def on_event(
-        event: Mapping[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any
+        event: MutableMapping[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any
     ) -> None:
         # Kopf keeps this very dict as the live body of the object's daemon for as long as the
         # object exists: without its field managers (nearly half of a body's JSON, read by
@@ -276,6 +311,7 @@ def _on_own_event(kind: str) -> None:
         uid = body.get("metadata", {}).get("uid", "")
         _ECHOES[kind].seen((namespace, name), resource_version(body))
         if event.get("type") == "DELETED":
+            stop_on_deleted_events(event)  # Kopf's next step stops this object's loop (and timer)
             _ECHOES[kind].forget((namespace, name))
             TRIGGERS.forget(uid)
             for dependent in TRIGGERS.dependents(kind, namespace, name):
@@ -432,3 +468,7 @@ def abtest_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     meta = body["metadata"]
     with _lock(("ABTest", meta["namespace"], meta["name"])):
         abtest.reconcile(body, patch, context.current(), deleting=True)
+
+
+# Last, once every daemon and timer is registered: STTModels and ModelDeployments carry no finalizer.
+spawn_without_finalizer(kopf.get_default_registry(), {PLURALS[kind] for kind in KINDS_WITHOUT_FINALIZER})

@@ -4,9 +4,11 @@ testable without starting Kopf."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -18,8 +20,15 @@ from stt_operator.settings import OperatorSettings
 # The client side gives up this much later than the server ends a stream, so a healthy stream
 # always ends server-side and resumes from its last resourceVersion.
 CLIENT_WATCH_MARGIN_S = 30
-# Kopf's finalizer on every object with a daemon (all three kinds here).
+# Kopf's finalizer, on the objects whose deletion waits for the operator: ABTests (their
+# deletion handler gives the endpoint back). Objects of the kinds below carried it before `KINDS_
+# WITHOUT_FINALIZER`; Kopf removes it from them the first time it sees them.
 FINALIZER = f"{API_GROUP}/finalizer"
+# Our kinds whose deletion waits for nothing: no deletion handler (their children go with their
+# ownerReferences), so Kopf's finalizer would only hold the object until its loop has stopped,
+# at the cost of a patch and a watch event per new object, and a deletion that hangs for as long
+# as the operator is down. `stop_on_deleted_events` stops their loops instead.
+KINDS_WITHOUT_FINALIZER = frozenset({"STTModel", "ModelDeployment"})
 # Our kinds with no Kopf change handler (on.create / on.update / on.delete / on.resume): Kopf never
 # needs their essence. Named one by one, so every other kind keeps Kopf's behaviour; a unit test
 # checks them against Kopf's registry of change handlers.
@@ -131,3 +140,37 @@ def discover_namespaces_in_listings() -> None:
     Treating listed namespaces like added ones closes the gap; re-adding a known one changes
     nothing, and the orchestrator is only woken when the served set changes. Idempotent."""
     observation.process_discovered_namespace_event = _revise_namespaces_on_any_event  # type: ignore[assignment]
+
+
+def spawn_without_finalizer(registry: Any, plurals: Collection[str]) -> int:
+    """Kopf blocks the deletion of every object with a daemon or a timer (its handlers are made
+    with `requires_finalizer=True`, and `kopf.daemon` has no argument for it). For `plurals`,
+    they are re-registered without: call once every handler is registered. Returns how many
+    handlers were changed. Kopf's own rule then removes an old finalizer ("no handlers
+    requiring it") the first time it sees such an object."""
+    handlers = registry._spawning._handlers
+    changed = 0
+    for index, handler in enumerate(handlers):
+        selector = handler.selector
+        # A selector names its resource by plural, by kind or positionally (`any_name`).
+        names = {selector.plural, selector.kind, selector.any_name} if selector is not None else set()
+        if names & set(plurals) and handler.requires_finalizer:
+            handlers[index] = dataclasses.replace(handler, requires_finalizer=False)
+            changed += 1
+    return changed
+
+
+def stop_on_deleted_events(event: MutableMapping[str, Any]) -> None:
+    """Mark the object of a DELETED watch event as being deleted, for Kopf's step that follows.
+
+    An object deleted without a finalizer vanishes at once: its DELETED event carries no
+    deletionTimestamp, and Kopf stops an object's daemons and timers only when it sees one
+    (without it, the event would even spawn a daemon for the deleted object if none ran). Kopf
+    runs an event's watching handlers (`kopf.on.event`) before its daemon step, on the same
+    body, so a watching handler that calls this makes Kopf stop them. Objects that carried a
+    finalizer already have a deletionTimestamp and are left as they are."""
+    if event.get("type") != "DELETED":
+        return
+    meta = (event.get("object") or {}).get("metadata")
+    if isinstance(meta, dict) and not meta.get("deletionTimestamp"):
+        meta["deletionTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
