@@ -72,6 +72,17 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return response.read().decode()
 
+    def loops(self, namespace: str) -> dict[str, float]:
+        """Its reconcile loops in `namespace` by kind (`stt_operator_loops`; none: absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == "stt_operator_loops" and sample.labels.get("namespace") == namespace:
+                    found[sample.labels["kind"]] = sample.value
+        return found
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

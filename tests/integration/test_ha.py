@@ -39,6 +39,9 @@ def test_standby_replica_takes_over(cluster, kube, namespace):
             what="the active replica reconciling",
         )
         assert "Pausing" not in active.log_tail(400)
+        # Only the active replica runs reconcile loops; the paused one holds none.
+        assert active.loops(namespace) == {"STTModel": 1}
+        assert standby.loops(namespace) == {}
         active.stop()  # a graceful stop leaves the peering at once
         wait_for(lambda: "Resuming" in standby.log_tail(400), timeout=90, what="the standby resuming")
         kube.apply(stt_model("second", namespace))
@@ -47,6 +50,10 @@ def test_standby_replica_takes_over(cluster, kube, namespace):
                 condition(kube.get(API, "STTModel", "second", namespace), "Ready").get("status") == "True"
             ),
             what="the former standby reconciling",
+        )
+        # Resumed, it lists again and runs a loop for every model, the one made before too.
+        wait_for(
+            lambda: standby.loops(namespace) == {"STTModel": 2}, timeout=30, what="both loops on the standby"
         )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stt_harness.kubewait import condition, event_reasons, wait_for, wait_reasons
 from stt_harness.resources import API, model_deployment, stt_model
@@ -289,16 +288,6 @@ def test_language_pairs_share_one_path_by_header(operator, kube, namespace):
         assert md["status"]["stableModel"] == model
 
 
-def loops(operator, namespace: str) -> dict[str, float]:
-    """The operator's `stt_operator_loops` in `namespace`, by kind (a kind without loops is absent)."""
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(operator.metrics()):
-        for sample in family.samples:
-            if sample.name == "stt_operator_loops" and sample.labels.get("namespace") == namespace:
-                found[sample.labels["kind"]] = sample.value
-    return found
-
-
 def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(operator, kube, namespace):
     """Deleting an STTModel or a ModelDeployment waits for nothing (their children go with
     their ownerReferences), even with the operator down; the operator still ends their loops.
@@ -323,7 +312,7 @@ def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(o
         return {name: (o or {}).get("metadata", {}).get("finalizers") or [] for name, o in found.items()}
 
     wait_for(lambda: not any(finalizers().values()), timeout=60, what="no finalizer left")
-    assert loops(operator, namespace) == {"STTModel": 2, "ModelDeployment": 1}
+    assert operator.loops(namespace) == {"STTModel": 2, "ModelDeployment": 1}
     for kind, name in objects:
         kube.delete(API, kind, name, namespace)
     wait_for(
@@ -331,7 +320,7 @@ def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(o
         timeout=30,
         what="the objects gone",
     )
-    wait_for(lambda: loops(operator, namespace) == {}, timeout=30, what="their loops ended")
+    wait_for(lambda: operator.loops(namespace) == {}, timeout=30, what="their loops ended")
     # The same names again: new objects, new loops, served as before.
     kube.apply(stt_model("model-a", namespace))
     kube.apply(model_deployment("asr", namespace, "model-a"))
@@ -343,7 +332,7 @@ def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(o
         timeout=120,
         what="a new asr serving model-a",
     )
-    assert loops(operator, namespace) == {"STTModel": 1, "ModelDeployment": 1}
+    assert operator.loops(namespace) == {"STTModel": 1, "ModelDeployment": 1}
 
 
 def test_deleting_a_namespace_releases_the_operators_finalizers(operator, kube, namespace):

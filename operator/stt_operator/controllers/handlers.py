@@ -1,15 +1,16 @@
 """Kopf registrations: when each reconciler runs. The reconcilers themselves are level-triggered
 pure-ish functions (observe → plan → apply); this module only decides *when*.
 
-No polling: each STTModel, ModelDeployment and ABTest has one waiting loop (a Kopf daemon) that
-reconciles when it starts (creation, or operator start/resume), when a watch event wakes it
+No polling: each STTModel, ModelDeployment and ABTest has one waiting loop that reconciles
+when it starts (creation, or operator start/resume), when a watch event wakes it
 (`triggers.py`: its own spec or control annotations, an owned Deployment/Job/route changing,
 a referenced model or endpoint changing), and when its planner's `requeue_after` is due (pause
 durations, analysis intervals, scale-down delays), never later than `reconcile_interval_s`
 while something is in flight. A settled object costs nothing until something changes.
 
-Daemons are Kopf's, so peering (HA stand-by) and shutdown stop them; the loops are async and
-exit at once when stopped, the reconcile they may be running is given `_CANCEL_TIMEOUT_S`.
+The loops of STTModels and ModelDeployments are plain tasks (`Loops`), fed by Kopf's watch
+events; ABTests' are Kopf daemons. Peering (HA stand-by) and shutdown stop both; the loops exit
+at once when stopped, and a reconcile running then finishes in its thread.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, M
 from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
 from stt_operator.controllers.kopf_tuning import (
     FINALIZER,
-    KINDS_WITHOUT_FINALIZER,
-    spawn_without_finalizer,
-    stop_on_deleted_events,
+    follow_operator_pauses,
     tune_kopf,
 )
 from stt_operator.controllers.triggers import (
@@ -213,25 +212,25 @@ def _next_delay(requeue: float | None) -> float | None:
     return max(0.2, min(float(requeue), _INTERVAL))
 
 
-async def _run_loop(
-    kind: str, stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str
-) -> None:
-    key: Key = (kind, namespace, name)
-    uid = str(body.get("metadata", {}).get("uid") or "") or None
+async def _run_loop(kind: str, key: Key, waker: Waker) -> None:
+    """One object's loop: reconcile now, then whenever woken or due, until `waker.stop()`.
+
+    While it waits it holds no task but its own (a timer handle at most): thousands of settled
+    objects wait here."""
+    uid = str(waker.body.get("metadata", {}).get("uid") or "") or None
     loop = asyncio.get_running_loop()
-    waker = Waker(loop, body=body)
     TRIGGERS.register(key, waker)
-    _count_loop(kind, namespace, +1)
-    stop = asyncio.ensure_future(stopped.wait())
+    _count_loop(kind, key[1], +1)
     delay: float | None = 0.0
     failures = 0
     try:
-        while not stopped:
+        while not waker.stopped:
             if delay is None or delay > 0:
-                woken = asyncio.ensure_future(waker.event.wait())
-                await asyncio.wait({woken, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-            if stopped:
+                due = loop.call_later(delay, waker.event.set) if delay is not None else None
+                await waker.event.wait()
+                if due is not None:
+                    due.cancel()
+            if waker.stopped:
                 break
             waker.event.clear()
             try:
@@ -239,7 +238,7 @@ async def _run_loop(
                     _EXECUTOR, contextvars.copy_context().run, reconcile_now, key, uid
                 )
             except ObjectGone:
-                break  # Kopf forgets a daemon that returns, and never restarts it
+                break
             except kopf.TemporaryError as exc:  # e.g. a 409 on an optimistic write: look again soon
                 if isinstance(exc.__cause__, ConflictError):
                     CONFLICTS.labels(kind).inc()
@@ -257,11 +256,10 @@ async def _run_loop(
             failures = 0
             delay = _next_delay(requeue)
     finally:
-        _count_loop(kind, namespace, -1)
-        stop.cancel()
-        TRIGGERS.unregister(key, waker)
-        _WRITTEN.pop(key, None)
-        _MUST_READ.discard(key)
+        _count_loop(kind, key[1], -1)
+        if TRIGGERS.unregister(key, waker):  # not when a newer loop holds the name now
+            _WRITTEN.pop(key, None)
+            _MUST_READ.discard(key)
 
 
 _LOOP_COUNTS: dict[tuple[str, str], int] = {}
@@ -278,18 +276,95 @@ def _count_loop(kind: str, namespace: str, change: int) -> None:
         LOOPS.remove(kind, namespace)
 
 
-def _daemon(kind: str) -> None:
-    async def loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
-        await _run_loop(kind, stopped, body, name, namespace)
-
-    handler_id = f"{PLURALS[kind]}_loop"
-    kopf.daemon(API_GROUP, API_VERSION, PLURALS[kind], id=handler_id, cancellation_timeout=_CANCEL_TIMEOUT_S)(
-        loop
-    )
+# Kinds whose loops are ours (`Loops`); ABTests' are Kopf daemons.
+OWN_LOOP_KINDS = frozenset({"STTModel", "ModelDeployment"})
 
 
-for _kind in PLURALS:
-    _daemon(_kind)
+class Loops:
+    """The loops of STTModels and ModelDeployments: plain asyncio tasks, started and fed by the
+    watch events Kopf delivers to `on_event` (its listings included, so an operator start or a
+    resume after a peering pause starts every loop), stopped by the object's DELETED event, by
+    a peering pause and at exit (`kopf_tuning.follow_operator_pauses`).
+
+    Not Kopf daemons: a daemon costs Kopf about 16 KiB of bookkeeping per object (runner task,
+    stopper, loggers, handler state; bench/scale/kopf_memory.py), the largest part of the
+    operator's memory at 10,000 endpoints. A loop here is one task, one event and the body. Kopf
+    keeps daemons for ABTests (few, and their deletion handler needs Kopf's finalizer)."""
+
+    def __init__(self) -> None:
+        self._running: dict[Key, tuple[str, Waker]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
+        self.paused = False
+
+    def see(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A watch event (or listing) of the object: start its loop, or hand it the new body."""
+        meta = body.get("metadata") or {}
+        key: Key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        uid = meta.get("uid") or ""
+        running = self._running.get(key)
+        if running is not None:
+            if running[0] == uid and not running[1].stopped:
+                running[1].body = body
+                return
+            self.stop(key)  # ended, or another object now holds the name
+        if self.paused or meta.get("deletionTimestamp"):
+            return
+        waker = Waker(asyncio.get_running_loop(), body=body)
+        self._running[key] = (uid, waker)
+        task = asyncio.create_task(_run_loop(kind, key, waker), name=f"loop {kind} {key[1]}/{key[2]}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._ended(done, key, waker))
+
+    def _ended(self, task: asyncio.Task[None], key: Key, waker: Waker) -> None:
+        """A loop ended (stopped, or its object found gone): forget it, unless the name is
+        another object's loop now."""
+        self._tasks.discard(task)
+        running = self._running.get(key)
+        if running is not None and running[1] is waker:
+            del self._running[key]
+
+    def stop(self, key: Key, uid: str | None = None) -> None:
+        running = self._running.get(key)
+        if running is not None and (uid is None or running[0] == uid):
+            del self._running[key]
+            running[1].stop()
+
+    def keys(self, kind: str) -> list[Key]:
+        return [key for key in self._running if key[0] == kind]
+
+    def running(self, key: Key) -> bool:
+        return key in self._running
+
+    def pause(self) -> None:
+        self.paused = True
+        for key in list(self._running):
+            self.stop(key)
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+LOOPS_OF_OURS = Loops()
+follow_operator_pauses(LOOPS_OF_OURS.pause, LOOPS_OF_OURS.resume)
+
+
+async def _stop_when(stopped: kopf.DaemonStopped, waker: Waker) -> None:
+    await stopped.wait()
+    waker.stop()
+
+
+@kopf.daemon(
+    API_GROUP, API_VERSION, PLURALS["ABTest"], id="abtests_loop", cancellation_timeout=_CANCEL_TIMEOUT_S
+)
+async def abtest_loop(
+    stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any
+) -> None:
+    waker = Waker(asyncio.get_running_loop(), body=body)  # Kopf keeps this body current
+    relay = asyncio.ensure_future(_stop_when(stopped, waker))
+    try:
+        await _run_loop("ABTest", ("ABTest", namespace, name), waker)
+    finally:
+        relay.cancel()
 
 
 # --- wake-ups from watch events ---------------------------------------------------------------------
@@ -304,19 +379,23 @@ def _on_own_event(kind: str) -> None:
     async def on_event(
         event: MutableMapping[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any
     ) -> None:
-        # Kopf keeps this very dict as the live body of the object's daemon for as long as the
-        # object exists: without its field managers (nearly half of a body's JSON, read by
-        # nobody here or in Kopf) every STTModel, ModelDeployment and ABTest costs less.
-        without_field_managers(event.get("object"))
+        # This very dict is the body the object's loop holds (Kopf's live body for an ABTest)
+        # until the next event: without its field managers (nearly half of a body's JSON, read
+        # by nobody here or in Kopf) every STTModel, ModelDeployment and ABTest costs less.
+        raw = event.get("object") or {}
+        without_field_managers(raw)
         uid = body.get("metadata", {}).get("uid", "")
         _ECHOES[kind].seen((namespace, name), resource_version(body))
         if event.get("type") == "DELETED":
-            stop_on_deleted_events(event)  # Kopf's next step stops this object's loop (and timer)
+            if kind in OWN_LOOP_KINDS:
+                LOOPS_OF_OURS.stop((kind, namespace, name), uid)
             _ECHOES[kind].forget((namespace, name))
             TRIGGERS.forget(uid)
             for dependent in TRIGGERS.dependents(kind, namespace, name):
                 _wake(dependent)
             return
+        if kind in OWN_LOOP_KINDS:
+            LOOPS_OF_OURS.see(kind, raw)
         TRIGGERS.refer((kind, namespace, name), body)
         written = _WRITTEN.get((kind, namespace, name))
         if written is not None and newest_copy(written, body) is body:
@@ -446,16 +525,63 @@ def namespace_terminating(name: str, **_: Any) -> None:
 # --- STTModel analytics (a slow, time-driven refresh) ---------------------------------------------
 
 
-def sttmodel_analytics(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    sttmodel.refresh_analytics(body, patch, context.current())
+# How many models' summaries are asked of Prometheus at once.
+_ANALYTICS_CONCURRENCY = 4
 
 
-# A timer is a task per STTModel: with no Prometheus to ask (analytics off, said once at start)
-# there is none, so thousands of models cost nothing while nothing changes.
-if _SETTINGS.prometheus_url:
-    kopf.timer(
-        API_GROUP, API_VERSION, "sttmodels", interval=_SETTINGS.analytics_interval_s, initial_delay=_INTERVAL
-    )(sttmodel_analytics)
+def refresh_model_analytics(key: Key) -> None:
+    """One STTModel's `status.analytics`, from Prometheus (sttmodel.refresh_analytics)."""
+    ctx = context.current()
+    with _lock(key):
+        body = _known_body(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        patch = kopf.Patch()
+        sttmodel.refresh_analytics(body, patch, ctx)
+        written = _write_patch(ctx, key[0], body, patch)
+        if written is not None:
+            _WRITTEN[key] = without_field_managers(written)
+
+
+async def _refresh_analytics(key: Key) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(_EXECUTOR, contextvars.copy_context().run, refresh_model_analytics, key)
+    except Exception as exc:  # logged once per change of error; the next round tries again
+        _ERRORS.record(("STTModel analytics", key[1], key[2]), f"{type(exc).__name__}: {str(exc)[:300]}")
+    else:
+        _ERRORS.record(("STTModel analytics", key[1], key[2]), None)
+
+
+async def refresh_analytics_forever(interval_s: float) -> None:
+    """Every `interval_s`, the analytics of every STTModel this replica serves: one task for all
+    models (a Kopf timer per model held a daemon's bookkeeping each), a few models at a time."""
+    await asyncio.sleep(_INTERVAL)
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        keys = LOOPS_OF_OURS.keys("STTModel")
+        for first in range(0, len(keys), _ANALYTICS_CONCURRENCY):
+            batch = keys[first : first + _ANALYTICS_CONCURRENCY]
+            # Not a model whose loop ended meanwhile (deleted, or a peering pause).
+            await asyncio.gather(*(_refresh_analytics(key) for key in batch if LOOPS_OF_OURS.running(key)))
+        await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
+
+
+_ANALYTICS: list[asyncio.Task[None]] = []
+
+
+@kopf.on.startup()
+async def start_analytics(**_: Any) -> None:
+    # With no Prometheus to ask (analytics off, said once at start) there is no task at all.
+    if _SETTINGS.prometheus_url and not _ANALYTICS:
+        _ANALYTICS.append(asyncio.create_task(refresh_analytics_forever(_SETTINGS.analytics_interval_s)))
+
+
+@kopf.on.cleanup()
+async def stop_analytics(**_: Any) -> None:
+    for task in _ANALYTICS:
+        task.cancel()
 
 
 # --- ABTest deletion -------------------------------------------------------------------------------
@@ -468,7 +594,3 @@ def abtest_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     meta = body["metadata"]
     with _lock(("ABTest", meta["namespace"], meta["name"])):
         abtest.reconcile(body, patch, context.current(), deleting=True)
-
-
-# Last, once every daemon and timer is registered: STTModels and ModelDeployments carry no finalizer.
-spawn_without_finalizer(kopf.get_default_registry(), {PLURALS[kind] for kind in KINDS_WITHOUT_FINALIZER})

@@ -4,14 +4,14 @@ testable without starting Kopf."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import itertools
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import kopf
+from kopf._core.engines import daemons  # its daemon killer, followed below
 from kopf._core.reactor import observation  # the namespace-discovery step mended below
 
 from stt_operator import API_GROUP
@@ -21,14 +21,10 @@ from stt_operator.settings import OperatorSettings
 # always ends server-side and resumes from its last resourceVersion.
 CLIENT_WATCH_MARGIN_S = 30
 # Kopf's finalizer, on the objects whose deletion waits for the operator: ABTests (their
-# deletion handler gives the endpoint back). Objects of the kinds below carried it before `KINDS_
-# WITHOUT_FINALIZER`; Kopf removes it from them the first time it sees them.
+# deletion handler gives the endpoint back). STTModels and ModelDeployments have no Kopf daemon,
+# timer or deletion handler (handlers.Loops), so Kopf puts none on them, and removes the one an
+# older version put there ("no handlers requiring it") the first time it sees the object.
 FINALIZER = f"{API_GROUP}/finalizer"
-# Our kinds whose deletion waits for nothing: no deletion handler (their children go with their
-# ownerReferences), so Kopf's finalizer would only hold the object until its loop has stopped,
-# at the cost of a patch and a watch event per new object, and a deletion that hangs for as long
-# as the operator is down. `stop_on_deleted_events` stops their loops instead.
-KINDS_WITHOUT_FINALIZER = frozenset({"STTModel", "ModelDeployment"})
 # Our kinds with no Kopf change handler (on.create / on.update / on.delete / on.resume): Kopf never
 # needs their essence. Named one by one, so every other kind keeps Kopf's behaviour; a unit test
 # checks them against Kopf's registry of change handlers.
@@ -142,35 +138,35 @@ def discover_namespaces_in_listings() -> None:
     observation.process_discovered_namespace_event = _revise_namespaces_on_any_event  # type: ignore[assignment]
 
 
-def spawn_without_finalizer(registry: Any, plurals: Collection[str]) -> int:
-    """Kopf blocks the deletion of every object with a daemon or a timer (its handlers are made
-    with `requires_finalizer=True`, and `kopf.daemon` has no argument for it). For `plurals`,
-    they are re-registered without: call once every handler is registered. Returns how many
-    handlers were changed. Kopf's own rule then removes an old finalizer ("no handlers
-    requiring it") the first time it sees such an object."""
-    handlers = registry._spawning._handlers
-    changed = 0
-    for index, handler in enumerate(handlers):
-        selector = handler.selector
-        # A selector names its resource by plural, by kind or positionally (`any_name`).
-        names = {selector.plural, selector.kind, selector.any_name} if selector is not None else set()
-        if names & set(plurals) and handler.requires_finalizer:
-            handlers[index] = dataclasses.replace(handler, requires_finalizer=False)
-            changed += 1
-    return changed
+async def _follow_pauses(
+    operator_paused: Any, on_pause: Callable[[], None], on_resume: Callable[[], None]
+) -> None:
+    while True:
+        await operator_paused.wait_for(True)
+        on_pause()
+        await operator_paused.wait_for(False)
+        on_resume()
 
 
-def stop_on_deleted_events(event: MutableMapping[str, Any]) -> None:
-    """Mark the object of a DELETED watch event as being deleted, for Kopf's step that follows.
+def follow_operator_pauses(on_pause: Callable[[], None], on_resume: Callable[[], None]) -> None:
+    """Call `on_pause` whenever Kopf pauses the operator (HA peering: a replica of higher priority
+    is alive) and when it exits, `on_resume` when a pause ends.
 
-    An object deleted without a finalizer vanishes at once: its DELETED event carries no
-    deletionTimestamp, and Kopf stops an object's daemons and timers only when it sees one
-    (without it, the event would even spawn a daemon for the deleted object if none ran). Kopf
-    runs an event's watching handlers (`kopf.on.event`) before its daemon step, on the same
-    body, so a watching handler that calls this makes Kopf stop them. Objects that carried a
-    finalizer already have a deletionTimestamp and are left as they are."""
-    if event.get("type") != "DELETED":
-        return
-    meta = (event.get("object") or {}).get("metadata")
-    if isinstance(meta, dict) and not meta.get("deletionTimestamp"):
-        meta["deletionTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    Kopf stops its own daemons then, from one task that holds the operator's pause toggles (its
+    "daemon killer"); loops that are not Kopf daemons must stop too, or a stand-by replica would
+    keep writing. Kopf offers no hook for it, so its daemon killer is wrapped: the wrapper
+    follows the same toggles, for as long as Kopf's killer runs. After a pause, Kopf's watches
+    list every object again, which starts the loops anew. Idempotent; call before the operator
+    starts."""
+    original = getattr(daemons.daemon_killer, "__wrapped__", daemons.daemon_killer)
+
+    async def daemon_killer(*, operator_paused: Any, **kwargs: Any) -> None:
+        follower = asyncio.ensure_future(_follow_pauses(operator_paused, on_pause, on_resume))
+        try:
+            await original(operator_paused=operator_paused, **kwargs)
+        finally:
+            follower.cancel()
+            on_pause()  # the operator is exiting
+
+    daemon_killer.__wrapped__ = original  # type: ignore[attr-defined]
+    daemons.daemon_killer = daemon_killer  # type: ignore[assignment]

@@ -1,7 +1,8 @@
 """A namespace being deleted takes our objects with it: release their finalizers.
 
-Kopf puts a finalizer on every object that has a daemon (here every STTModel, ModelDeployment
-and ABTest) and removes it when it stops the daemon on deletion. An operator limited to a list
+Kopf puts a finalizer on every object that has a daemon or a deletion handler (here every ABTest;
+STTModels and ModelDeployments carried one before their loops became the operator's own) and
+removes it when it is done with the object's deletion. An operator limited to a list
 or pattern of namespaces, though, stops serving a namespace as soon as it sees it marked for
 deletion with status conditions, which is often before the namespace controller reports the
 finalizers it waits on. Nobody then removes ours and the namespace stays Terminating, even across

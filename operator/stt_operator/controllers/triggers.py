@@ -1,9 +1,9 @@
 """When to reconcile: wake-ups instead of polling.
 
-Each STTModel, ModelDeployment and ABTest has one waiting loop (a Kopf daemon, see
-`handlers.py`) that sleeps until it is woken or its planner's `requeue_after` is due. Wake-ups
-come from watch events, filtered by a fingerprint so that an event which changes nothing the
-reconciler reads (our own status patch, a resync) wakes nobody:
+Each STTModel, ModelDeployment and ABTest has one waiting loop (see `handlers.py`) that sleeps
+until it is woken or its planner's `requeue_after` is due. Wake-ups come from watch events,
+filtered by a fingerprint so that an event which changes nothing the reconciler reads (our own
+status patch, a resync) wakes nobody:
 
 - the object's own spec generation or control annotations (hold, promote, abort, retry, undo);
 - an owned Deployment, Job, HTTPRoute, EndpointSlice or Service changing what matters
@@ -176,10 +176,17 @@ class Waker:
 
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
-    body: Mapping[str, Any] = field(default_factory=dict)  # Kopf's live view of the object
+    # The object as its last watch event carried it (replaced on every event).
+    body: Mapping[str, Any] = field(default_factory=dict)
+    stopped: bool = False
 
     def wake(self) -> None:
         self.loop.call_soon_threadsafe(self.event.set)
+
+    def stop(self) -> None:
+        """End the loop (from the event loop's thread): it exits at its next wake-up, now."""
+        self.stopped = True
+        self.event.set()
 
 
 class Triggers:
@@ -204,14 +211,17 @@ class Triggers:
             self._by_scope.setdefault(key[:2], {})[key] = waker
             self._index(key, references(key, waker.body))
 
-    def unregister(self, key: Key, waker: Waker) -> None:
+    def unregister(self, key: Key, waker: Waker) -> bool:
+        """False when another loop holds the key now (the name was reused): it stays."""
         with self._lock:
             scope = self._by_scope.get(key[:2], {})
-            if scope.get(key) is waker:
-                del scope[key]
-                if not scope:
-                    del self._by_scope[key[:2]]
-                self._index(key, frozenset())
+            if scope.get(key) is not waker:
+                return False
+            del scope[key]
+            if not scope:
+                del self._by_scope[key[:2]]
+            self._index(key, frozenset())
+            return True
 
     def refer(self, key: Key, body: Mapping[str, Any]) -> None:
         """A watch event of a running loop's object: what it references may have changed."""
@@ -245,7 +255,7 @@ class Triggers:
         return True
 
     def body(self, key: Key) -> Mapping[str, Any] | None:
-        """Kopf's live view of a running loop's object (None: no loop here)."""
+        """A running loop's object as last seen (None: no loop here)."""
         waker = self._waker(key)
         return waker.body if waker is not None else None
 

@@ -1,8 +1,9 @@
-"""STTModels and ModelDeployments carry no finalizer, and their daemons and timers still stop when
-they are deleted (controllers/kopf_tuning.py: spawn_without_finalizer, stop_on_deleted_events).
+"""STTModels and ModelDeployments run in loops of our own (controllers/handlers.py: Loops), not
+Kopf daemons: Kopf puts no finalizer on them and removes an old one; peering pauses and exit
+stop the loops (kopf_tuning.follow_operator_pauses); a DELETED event ends an object's loop.
 
-Runs Kopf's real per-event processing (`process_resource_event`) with a registry of its own;
-only the final patch call is recorded instead of sent, so no apiserver is needed."""
+Kopf's own per-event processing (`process_resource_event`) and pause toggles run here for real;
+only Kopf's final patch call is recorded instead of sent, so no apiserver is needed."""
 
 from __future__ import annotations
 
@@ -10,23 +11,18 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.structs import references
 from kopf._core.actions import application, lifecycles
-from kopf._core.engines import indexing
+from kopf._core.engines import daemons, indexing
 from kopf._core.intents import registries
 from kopf._core.reactor import inventory, processing
 
-from stt_operator.controllers.kopf_tuning import (
-    FINALIZER,
-    spawn_without_finalizer,
-    stop_on_deleted_events,
-    tune_kopf,
-)
+from stt_operator.controllers.kopf_tuning import FINALIZER, follow_operator_pauses, tune_kopf
 from stt_operator.settings import OperatorSettings
 
 GROUP, VERSION = "stt.dev", "v1alpha1"
@@ -35,45 +31,29 @@ ABTESTS = references.Resource(GROUP, VERSION, "abtests", kind="ABTest", namespac
 
 
 class Harness:
-    """One Kopf registry with a daemon and a timer per kind, as handlers.py registers them."""
+    """A Kopf registry shaped like the operator's: a watching handler for STTModels, a daemon
+    for ABTests."""
 
-    def __init__(self, mark_deletions: bool) -> None:
+    def __init__(self) -> None:
         self.registry = registries.OperatorRegistry()
         self.settings = kopf.OperatorSettings()
         tune_kopf(self.settings, OperatorSettings())
         self.memories = inventory.ResourceMemories()
-        self.stopped: list[str] = []
         self.patches: list[list[dict[str, Any]]] = []  # each as a JSON patch
-        self.memories_seen: list[inventory.ResourceMemory] = []
-        for plural in ("sttmodels", "abtests"):
-            kopf.daemon(GROUP, VERSION, plural, id=f"{plural}_loop", registry=self.registry)(
-                self.daemon(plural)
-            )
-            kopf.timer(GROUP, VERSION, plural, id=f"{plural}_timer", interval=3600, registry=self.registry)(
-                self.timer
-            )
-            if mark_deletions:
-                kopf.on.event(GROUP, VERSION, plural, id=f"{plural}_event", registry=self.registry)(
-                    self.on_event
-                )
-
-    def daemon(self, plural: str) -> Callable[..., Any]:
-        async def loop(stopped: kopf.DaemonStopped, name: str, **_: Any) -> None:
-            await stopped.wait()
-            self.stopped.append(f"{plural}/{name}")
-
-        return loop
+        kopf.on.event(GROUP, VERSION, "sttmodels", id="sttmodels_event", registry=self.registry)(
+            self.on_event
+        )
+        kopf.daemon(GROUP, VERSION, "abtests", id="abtests_loop", registry=self.registry)(self.daemon)
 
     @staticmethod
-    def timer(**_: Any) -> None:
+    async def on_event(**_: Any) -> None:
         pass
 
     @staticmethod
-    async def on_event(event: dict[str, Any], **_: Any) -> None:
-        stop_on_deleted_events(event)
+    async def daemon(stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await stopped.wait()
 
     async def process(self, resource: references.Resource, event: dict[str, Any]) -> None:
-        self.memories_seen.append(await self.memories.recall(event["object"]))
         await processing.process_resource_event(
             lifecycle=lifecycles.all_at_once,
             indexers=indexing.OperatorIndexers(),
@@ -86,16 +66,15 @@ class Harness:
             event_queue=asyncio.Queue(),
         )
 
-    def daemons(self) -> list[Any]:
-        """The running daemons and timers, of forgotten objects too."""
-        unique = {id(m): m for m in self.memories_seen}.values()
-        return [d for memory in unique for d in memory.daemons_memory.running_daemons.values()]
-
-    async def stop_all(self) -> None:
-        daemons = self.daemons()
-        for daemon in daemons:
+    async def stop_daemons(self) -> None:
+        running = [
+            daemon
+            for memory in self.memories._items.values()
+            for daemon in memory.daemons_memory.running_daemons.values()
+        ]
+        for daemon in running:
             daemon.stopper.set(reason=kopf.DaemonStoppingReason.OPERATOR_EXITING)
-        await asyncio.wait_for(asyncio.gather(*(d.task for d in daemons)), timeout=5)
+        await asyncio.wait_for(asyncio.gather(*(d.task for d in running)), timeout=5)
 
 
 def body(kind: str, name: str, uid: str, finalizers: list[str] | None = None) -> dict[str, Any]:
@@ -106,122 +85,171 @@ def body(kind: str, name: str, uid: str, finalizers: list[str] | None = None) ->
 
 
 @pytest.fixture
-def record_patches(monkeypatch: pytest.MonkeyPatch) -> Callable[[Harness], None]:
-    def install(harness: Harness) -> None:
-        async def patch_and_check(*, patch: Any, body: Any, **_: Any) -> tuple[None, None]:
-            if patch:
-                harness.patches.append(patch.as_json_patch(body))
-            return None, None
+def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    made = Harness()
 
-        monkeypatch.setattr(application, "patch_and_check", patch_and_check)
+    async def patch_and_check(*, patch: Any, body: Any, **_: Any) -> tuple[None, None]:
+        if patch:
+            made.patches.append(patch.as_json_patch(body))
+        return None, None
 
-    return install
-
-
-def test_only_the_named_kinds_lose_the_finalizer() -> None:
-    harness = Harness(mark_deletions=False)
-    assert spawn_without_finalizer(harness.registry, {"sttmodels"}) == 2  # the daemon and the timer
-    by_plural = {
-        handler.id: handler.requires_finalizer for handler in harness.registry._spawning.get_all_handlers()
-    }
-    assert by_plural == {
-        "sttmodels_loop": False,
-        "sttmodels_timer": False,
-        "abtests_loop": True,
-        "abtests_timer": True,
-    }
-    assert spawn_without_finalizer(harness.registry, {"sttmodels"}) == 0  # idempotent
+    monkeypatch.setattr(application, "patch_and_check", patch_and_check)
+    return made
 
 
-async def test_a_new_object_gets_no_finalizer_and_its_loop_stops_on_deletion(record_patches) -> None:
-    harness = Harness(mark_deletions=True)
-    spawn_without_finalizer(harness.registry, {"sttmodels"})
-    record_patches(harness)
+async def test_a_new_model_gets_no_finalizer(harness: Harness) -> None:
     await harness.process(MODELS, {"type": "ADDED", "object": body("STTModel", "m", "u1")})
-    await asyncio.sleep(0.05)
-    assert len(harness.daemons()) == 2  # its loop and its timer
-    assert harness.patches == []  # no finalizer patch
-    deleted = {"type": "DELETED", "object": body("STTModel", "m", "u1")}
-    await harness.process(MODELS, deleted)
-    await asyncio.sleep(0.2)
-    assert harness.stopped == ["sttmodels/m"]
-    assert harness.daemons() == []
-    assert harness.patches == []  # nothing is written to a deleted object
+    await harness.process(MODELS, {"type": "DELETED", "object": body("STTModel", "m", "u1")})
+    assert harness.patches == []
 
 
-async def test_an_object_with_the_old_finalizer_is_released(record_patches) -> None:
-    harness = Harness(mark_deletions=True)
-    spawn_without_finalizer(harness.registry, {"sttmodels"})
-    record_patches(harness)
-    await harness.process(MODELS, {"type": "ADDED", "object": body("STTModel", "m", "u1", [FINALIZER])})
-    await harness.stop_all()
+async def test_the_finalizer_of_an_older_version_is_removed(harness: Harness) -> None:
+    await harness.process(MODELS, {"type": None, "object": body("STTModel", "m", "u1", [FINALIZER])})
     assert harness.patches == [[{"op": "remove", "path": "/metadata/finalizers"}]]
 
 
-async def test_other_kinds_keep_kopfs_finalizer(record_patches) -> None:
-    harness = Harness(mark_deletions=True)
-    spawn_without_finalizer(harness.registry, {"sttmodels"})
-    record_patches(harness)
+async def test_abtests_keep_kopfs_finalizer(harness: Harness) -> None:
     await harness.process(ABTESTS, {"type": "ADDED", "object": body("ABTest", "ab", "u2")})
-    await harness.stop_all()
+    await harness.stop_daemons()
     assert harness.patches == [[{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]]
 
 
-async def test_kopf_alone_leaves_the_loop_of_an_object_deleted_without_finalizer(record_patches) -> None:
-    """The reason for `stop_on_deleted_events`: without the mark, Kopf keeps the daemon of an
-    object that vanished running. Should a Kopf release stop them itself, this test fails and
-    the mark can go."""
-    harness = Harness(mark_deletions=False)
-    spawn_without_finalizer(harness.registry, {"sttmodels"})
-    record_patches(harness)
-    await harness.process(MODELS, {"type": "ADDED", "object": body("STTModel", "m", "u1")})
-    await harness.process(MODELS, {"type": "DELETED", "object": body("STTModel", "m", "u1")})
-    await asyncio.sleep(0.2)
-    assert harness.stopped == []
-    assert len(harness.daemons()) == 2
-    await harness.stop_all()
+async def test_pauses_and_exit_reach_the_followers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemons, "daemon_killer", daemons.daemon_killer)  # Kopf's own comes back
+    calls: list[str] = []
+    follow_operator_pauses(lambda: calls.append("pause"), lambda: calls.append("resume"))
+    follow_operator_pauses(lambda: calls.append("pause"), lambda: calls.append("resume"))  # idempotent
+    paused = aiotoggles.ToggleSet(any)
+    peering = await paused.make_toggle(name="peering")
+    killer = asyncio.create_task(
+        daemons.daemon_killer(
+            settings=kopf.OperatorSettings(), memories=inventory.ResourceMemories(), operator_paused=paused
+        )
+    )
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+
+    await settle()
+    assert calls == []
+    await peering.turn_to(True)
+    await settle()
+    assert calls == ["pause"]
+    await peering.turn_to(False)
+    await settle()
+    assert calls == ["pause", "resume"]
+    killer.cancel()
+    await asyncio.gather(killer, return_exceptions=True)
+    assert calls == ["pause", "resume", "pause"]  # exiting
 
 
-def test_the_mark_touches_only_deleted_events_without_a_timestamp() -> None:
-    for event_type in ("ADDED", "MODIFIED", None):
-        event = {"type": event_type, "object": body("STTModel", "m", "u1")}
-        stop_on_deleted_events(event)
-        assert "deletionTimestamp" not in event["object"]["metadata"]
-    marked = {"type": "DELETED", "object": body("STTModel", "m", "u1")}
-    stop_on_deleted_events(marked)
-    assert marked["object"]["metadata"]["deletionTimestamp"].endswith("Z")
-    kept = {"type": "DELETED", "object": body("STTModel", "m", "u1")}
-    kept["object"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    stop_on_deleted_events(kept)
-    assert kept["object"]["metadata"]["deletionTimestamp"] == "2026-01-01T00:00:00Z"
-
-
-def test_the_operators_registry_asks_a_finalizer_only_for_abtests() -> None:
-    # In a fresh interpreter: registering the handlers fills Kopf's process-wide registry. With
-    # a Prometheus configured, STTModels get their analytics timer too.
-    program = """
-import json
+def run_program(program: str) -> Any:
+    """Run `program` in a fresh interpreter with the operator's handlers registered (they fill
+    Kopf's process-wide registry); returns the JSON it printed last."""
+    prelude = """
+import asyncio, json
 from kubernetes import client
 from stt_operator.controllers import context
 from stt_operator.services.kube import Kube
 from stt_operator.settings import OperatorSettings
 settings = OperatorSettings(prometheus_url="http://prometheus.monitoring:9090")
 context._current = context.OperatorContext(settings=settings, kube=Kube(client.ApiClient()))
-from stt_operator.controllers import handlers  # noqa: F401
-from kopf._core.intents import registries
-spawning = registries.get_default_registry()._spawning.get_all_handlers()
-print(json.dumps(sorted([h.id, h.requires_finalizer] for h in spawning)))
+from stt_operator.controllers import handlers
 """
     run = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", prelude + program], capture_output=True, text=True, timeout=120, check=False
     )
-    assert run.returncode == 0, run.stderr[-2000:]
-    spawning = {
-        handler_id: required for handler_id, required in json.loads(run.stdout.strip().splitlines()[-1])
-    }
-    assert spawning == {
-        "abtests_loop": True,
-        "modeldeployments_loop": False,
-        "sttmodels_loop": False,
-        "sttmodel_analytics": False,
-    }
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_the_operators_registry_has_kopf_daemons_only_for_abtests() -> None:
+    # With a Prometheus configured, as analytics used to be a Kopf timer per STTModel.
+    spawning = run_program("""
+from kopf._core.intents import registries
+handlers_ = registries.get_default_registry()._spawning.get_all_handlers()
+print(json.dumps(sorted([h.id, h.requires_finalizer] for h in handlers_)))
+""")
+    assert spawning == [["abtests_loop", True]]
+
+
+def test_loops_start_follow_and_stop_with_their_objects() -> None:
+    """`Loops` with the reconcile replaced by a recorder: one loop per object, fed the newest
+    body, ended by deletion, by another object taking the name, and by a pause."""
+    trace: dict[str, Any] = run_program("""
+import threading
+calls = []
+def fake_reconcile(key, uid):
+    body = handlers.TRIGGERS.body(key)
+    calls.append([key[2], uid, body["metadata"]["resourceVersion"]])
+    return None  # settled: sleep until woken
+handlers.reconcile_now = fake_reconcile
+loops = handlers.Loops()
+def md(name, uid, version):
+    return {"metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": version},
+            "spec": {"model": {"name": "m"}}}
+def gauge():
+    return {k[0] + "/" + k[1]: v for k, v in handlers._LOOP_COUNTS.items()}
+async def settle():
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+async def main():
+    out = {}
+    loops.see("ModelDeployment", md("a", "u1", "1"))
+    loops.see("ModelDeployment", md("b", "u2", "1"))
+    await settle()
+    out["started"] = sorted(calls); calls.clear()
+    out["gauge"] = gauge()
+    loops.see("ModelDeployment", md("a", "u1", "2"))  # a new body: no reconcile by itself
+    await settle()
+    out["fed"] = list(calls)
+    handlers.TRIGGERS.wake(("ModelDeployment", "ns", "a"))
+    await settle()
+    out["woken"] = list(calls); calls.clear()
+    loops.see("ModelDeployment", md("a", "u3", "5"))  # deleted and created again, DELETED unseen
+    await settle()
+    out["replaced"] = list(calls); calls.clear()
+    loops.stop(("ModelDeployment", "ns", "a"), "u1")  # the old object's DELETED, late: ignored
+    loops.stop(("ModelDeployment", "ns", "b"), "u2")
+    await settle()
+    out["after_delete"] = sorted(loops.keys("ModelDeployment"))
+    out["gauge_after_delete"] = gauge()
+    loops.pause()
+    loops.see("ModelDeployment", md("c", "u4", "1"))
+    await settle()
+    out["paused"] = [sorted(loops.keys("ModelDeployment")), gauge(), list(calls)]
+    loops.resume()
+    loops.see("ModelDeployment", md("c", "u4", "1"))
+    await settle()
+    out["resumed"] = [sorted(loops.keys("ModelDeployment")), list(calls)]
+    loops.pause()
+    await settle()
+    print(json.dumps(out))
+asyncio.run(main())
+""")
+    assert trace["started"] == [["a", "u1", "1"], ["b", "u2", "1"]]
+    assert trace["gauge"] == {"ModelDeployment/ns": 2}
+    assert trace["fed"] == []
+    assert trace["woken"] == [["a", "u1", "2"]]
+    assert trace["replaced"] == [["a", "u3", "5"]]
+    assert trace["after_delete"] == [["ModelDeployment", "ns", "a"]]
+    assert trace["gauge_after_delete"] == {"ModelDeployment/ns": 1}
+    assert trace["paused"] == [[], {}, []]
+    assert trace["resumed"] == [[["ModelDeployment", "ns", "c"]], [["c", "u4", "1"]]]
+
+
+def test_a_loop_whose_object_is_gone_ends_itself() -> None:
+    trace = run_program("""
+def gone(key, uid):
+    raise handlers.ObjectGone(key)
+handlers.reconcile_now = gone
+loops = handlers.Loops()
+async def main():
+    loops.see("STTModel", {"metadata": {"name": "m", "namespace": "ns", "uid": "u1", "resourceVersion": "1"}})
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    print(json.dumps([len(loops._tasks), loops.keys("STTModel"), dict(handlers._LOOP_COUNTS)]))
+asyncio.run(main())
+""")
+    assert trace == [0, [], {}]
