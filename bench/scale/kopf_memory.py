@@ -48,7 +48,9 @@ variant, objects, body_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 settings = OperatorSettings()
 context._current = context.OperatorContext(settings=settings, kube=Kube(client.ApiClient()))
 BODY = json.load(open(body_path))
-RESOURCE = references.Resource("stt.dev", "v1alpha1", "modeldeployments", kind="ModelDeployment", namespaced=True)
+RESOURCE = references.Resource(
+    "stt.dev", "v1alpha1", "modeldeployments", kind="ModelDeployment", namespaced=True
+)
 
 if variant == "ours":
     from stt_operator.controllers import handlers
@@ -152,7 +154,11 @@ def main() -> None:
     results = [measure(variant, args.objects) for variant in ("kopf-daemon", "ours")]
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "system": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "system": platform.platform(),
+        },
         "body_bytes": len(BODY.read_text()),
         "results": results,
     }
