@@ -371,3 +371,6 @@ def test_deleting_a_namespace_releases_the_operators_finalizers(operator, kube, 
         )
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail(30)}") from exc
+    # Kopf stops watching a namespace being deleted, often before its objects' DELETED events:
+    # their loops end with the namespace all the same, the ABTest's Kopf daemon included.
+    wait_for(lambda: operator.loops(namespace) == {}, timeout=30, what="the namespace's loops ended")

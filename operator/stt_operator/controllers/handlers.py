@@ -86,6 +86,8 @@ def begin_shutdown(**_: Any) -> None:
     """Kopf is stopping (SIGTERM, or peering): stop taking work and set a deadline that holds
     even if the apiserver never answers again (peering sign-off, patches in flight)."""
     _EXECUTOR.shutdown(wait=False, cancel_futures=True)
+    for task in _ANALYTICS:
+        task.cancel()
     deadline = threading.Timer(_SETTINGS.shutdown_timeout_s, _exit_now)
     deadline.daemon = True
     deadline.start()
@@ -294,6 +296,7 @@ class Loops:
     def __init__(self) -> None:
         self._running: dict[Key, tuple[str, Waker]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
+        self._ended_namespaces: set[str] = set()  # being deleted: no loop starts there
         self.paused = False
 
     def see(self, kind: str, body: Mapping[str, Any]) -> None:
@@ -307,7 +310,7 @@ class Loops:
                 running[1].body = body
                 return
             self.stop(key)  # ended, or another object now holds the name
-        if self.paused or meta.get("deletionTimestamp"):
+        if self.paused or meta.get("deletionTimestamp") or key[1] in self._ended_namespaces:
             return
         waker = Waker(asyncio.get_running_loop(), body=body)
         self._running[key] = (uid, waker)
@@ -334,6 +337,18 @@ class Loops:
 
     def running(self, key: Key) -> bool:
         return key in self._running
+
+    def end_namespace(self, namespace: str) -> None:
+        """The namespace is being deleted, and its objects with it: end their loops, ABTests'
+        (Kopf daemons) included, which Kopf would otherwise leave running."""
+        self._ended_namespaces.add(namespace)
+        for key in [key for key in self._running if key[1] == namespace]:
+            self.stop(key)
+        for waker in TRIGGERS.wakers(namespace):
+            waker.stop()
+
+    def forget_namespace(self, namespace: str) -> None:
+        self._ended_namespaces.discard(namespace)
 
     def pause(self) -> None:
         self.paused = True
@@ -499,6 +514,17 @@ def _terminating(body: kopf.Body, **_: Any) -> bool:
     return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
 
+@kopf.on.event("", "v1", "namespaces", id="namespace_loops")
+async def namespace_loops(event: Mapping[str, Any], name: str, body: kopf.Body, **_: Any) -> None:
+    # Kopf may stop watching a terminating namespace before its objects' DELETED events arrive:
+    # their loops end here, and none starts there until the namespace is gone (its name may
+    # then be used again).
+    if event.get("type") == "DELETED":
+        LOOPS_OF_OURS.forget_namespace(name)
+    elif _terminating(body):
+        LOOPS_OF_OURS.end_namespace(name)
+
+
 @kopf.on.event("", "v1", "namespaces", id="namespace_terminating", when=_terminating)
 def namespace_terminating(name: str, **_: Any) -> None:
     # Kopf may stop serving a terminating namespace before it releases our finalizers
@@ -576,12 +602,6 @@ async def start_analytics(**_: Any) -> None:
     # With no Prometheus to ask (analytics off, said once at start) there is no task at all.
     if _SETTINGS.prometheus_url and not _ANALYTICS:
         _ANALYTICS.append(asyncio.create_task(refresh_analytics_forever(_SETTINGS.analytics_interval_s)))
-
-
-@kopf.on.cleanup()
-async def stop_analytics(**_: Any) -> None:
-    for task in _ANALYTICS:
-        task.cancel()
 
 
 # --- ABTest deletion -------------------------------------------------------------------------------

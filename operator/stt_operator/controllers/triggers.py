@@ -242,6 +242,12 @@ class Triggers:
         if refs:
             self._refs[key] = refs
 
+    def wakers(self, namespace: str) -> list[Waker]:
+        """The running loops of `namespace`, every kind."""
+        with self._lock:
+            scopes = [held for (_, scoped), held in self._by_scope.items() if scoped == namespace]
+            return [waker for held in scopes for waker in held.values()]
+
     def _waker(self, key: Key) -> Waker | None:
         with self._lock:
             return self._by_scope.get(key[:2], {}).get(key)

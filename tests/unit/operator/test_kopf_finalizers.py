@@ -215,6 +215,11 @@ async def main():
     await settle()
     out["after_delete"] = sorted(loops.keys("ModelDeployment"))
     out["gauge_after_delete"] = gauge()
+    loops.end_namespace("ns")  # being deleted: its loops end, and none starts there
+    loops.see("ModelDeployment", md("d", "u5", "1"))
+    await settle()
+    out["ended_namespace"] = [sorted(loops.keys("ModelDeployment")), gauge()]
+    loops.forget_namespace("ns")  # gone: the name may come back
     loops.pause()
     loops.see("ModelDeployment", md("c", "u4", "1"))
     await settle()
@@ -235,6 +240,7 @@ asyncio.run(main())
     assert trace["replaced"] == [["a", "u3", "5"]]
     assert trace["after_delete"] == [["ModelDeployment", "ns", "a"]]
     assert trace["gauge_after_delete"] == {"ModelDeployment/ns": 1}
+    assert trace["ended_namespace"] == [[], {}]
     assert trace["paused"] == [[], {}, []]
     assert trace["resumed"] == [[["ModelDeployment", "ns", "c"]], [["c", "u4", "1"]]]
 
