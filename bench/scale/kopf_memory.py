@@ -3,8 +3,9 @@ daemon per object, both fed by Kopf's real per-event processing.
 
 No cluster: each run builds one Kopf registry, feeds it ADDED events of a real ModelDeployment
 body (bench/scale/modeldeployment.json, read from a cluster with managedFields removed) under
-N names, lets every loop start and settle, and measures what stays allocated (tracemalloc) per
-object, grouped by the file that allocated it. The reconcile itself is replaced by one that
+N names (each created, then updated twice), lets every loop start and settle, and measures
+what stays allocated (tracemalloc) per object, grouped by the file that allocated it. The
+reconcile itself is replaced by one that
 returns "settled" at once: what is measured is what a settled object costs the process.
 
     python bench/scale/kopf_memory.py --objects 2000
@@ -89,14 +90,17 @@ async def main():
     indexers, memo, queue = indexing.OperatorIndexers(), kopf.Memo(), asyncio.Queue()
 
     async def add(i):
-        body = copy.deepcopy(BODY)
-        body["metadata"].update(name=f"md-{i}", uid=f"uid-{i:08d}", resourceVersion=str(1000 + i))
-        raw = json.loads(json.dumps(body))  # decoded afresh, as a watch event is
-        await processing.process_resource_event(
-            lifecycle=lifecycles.all_at_once, indexers=indexers, registry=registry, settings=kopf_settings,
-            memories=memories, memobase=memo, resource=RESOURCE, raw_event={"type": "ADDED", "object": raw},
-            event_queue=queue,
-        )
+        # Created, then two status updates: each event is decoded afresh, as a watch's are.
+        for step, event_type in enumerate(("ADDED", "MODIFIED", "MODIFIED")):
+            body = copy.deepcopy(BODY)
+            version = str(1000 + 3 * i + step)
+            body["metadata"].update(name=f"md-{i}", uid=f"uid-{i:08d}", resourceVersion=version)
+            raw = json.loads(json.dumps(body))
+            await processing.process_resource_event(
+                lifecycle=lifecycles.all_at_once, indexers=indexers, registry=registry,
+                settings=kopf_settings, memories=memories, memobase=memo, resource=RESOURCE,
+                raw_event={"type": event_type, "object": raw}, event_queue=queue,
+            )
 
     for i in range(50):  # warm-up: first-use allocations are not per object
         await add(i)

@@ -36,6 +36,7 @@ from stt_operator.builders.metadata import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, M
 from stt_operator.controllers import abtest, context, modeldeployment, namespaces, sttmodel
 from stt_operator.controllers.kopf_tuning import (
     FINALIZER,
+    context_without_cause,
     follow_operator_pauses,
     tune_kopf,
 )
@@ -288,10 +289,11 @@ class Loops:
     resume after a peering pause starts every loop), stopped by the object's DELETED event, by
     a peering pause and at exit (`kopf_tuning.follow_operator_pauses`).
 
-    Not Kopf daemons: a daemon costs Kopf about 16 KiB of bookkeeping per object (runner task,
-    stopper, loggers, handler state; bench/scale/kopf_memory.py), the largest part of the
-    operator's memory at 10,000 endpoints. A loop here is one task, one event and the body. Kopf
-    keeps daemons for ABTests (few, and their deletion handler needs Kopf's finalizer)."""
+    Not Kopf daemons: with its daemon, a settled ModelDeployment held about 28.6 KiB (runner
+    task, stopper, loggers, handler state, the decoded body); with a loop here, 7.0 KiB (one
+    task, one event, the body packed as JSON; bench/scale/kopf_memory.py). At 10,000 endpoints
+    that was the largest part of the operator's memory. Kopf keeps daemons for ABTests (few,
+    and their deletion handler needs Kopf's finalizer)."""
 
     def __init__(self) -> None:
         self._running: dict[Key, tuple[str, Waker]] = {}
@@ -312,11 +314,16 @@ class Loops:
             self.stop(key)  # ended, or another object now holds the name
         if self.paused or meta.get("deletionTimestamp") or key[1] in self._ended_namespaces:
             return
-        waker = Waker(asyncio.get_running_loop(), body=body)
+        waker = Waker(asyncio.get_running_loop(), body=body, packed=True)
         self._running[key] = (uid, waker)
-        task = asyncio.create_task(_run_loop(kind, key, waker), name=f"loop {kind} {key[1]}/{key[2]}")
+        # Neither the task nor its callback may hold the context of the Kopf handler calling
+        # this: it holds the event that started the loop, a body kept besides the current one.
+        clean = context_without_cause()
+        task = asyncio.create_task(
+            _run_loop(kind, key, waker), name=f"loop {kind} {key[1]}/{key[2]}", context=clean
+        )
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._ended(done, key, waker))
+        task.add_done_callback(lambda done: self._ended(done, key, waker), context=clean)
 
     def _ended(self, task: asyncio.Task[None], key: Key, waker: Waker) -> None:
         """A loop ended (stopped, or its object found gone): forget it, unless the name is

@@ -5,12 +5,14 @@ testable without starting Kopf."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import kopf
+from kopf._core.actions import execution  # the handler's cause, left out of our loops' context
 from kopf._core.engines import daemons  # its daemon killer, followed below
 from kopf._core.reactor import observation  # the namespace-discovery step mended below
 
@@ -170,3 +172,13 @@ def follow_operator_pauses(on_pause: Callable[[], None], on_resume: Callable[[],
 
     daemon_killer.__wrapped__ = original  # type: ignore[attr-defined]
     daemons.daemon_killer = daemon_killer  # type: ignore[assignment]
+
+
+def context_without_cause() -> contextvars.Context:
+    """A copy of the current context (Kopf's event posting works in it) without the cause of
+    the Kopf handler running now. A task started from a handler keeps the handler's context for
+    as long as it runs, and the cause holds the watch event's body: a loop started from the
+    first event of its object would hold that body for good, besides the current one."""
+    context = contextvars.copy_context()
+    context.run(execution.cause_var.set, None)  # type: ignore[arg-type]
+    return context

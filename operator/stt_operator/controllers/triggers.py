@@ -23,7 +23,6 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from stt_operator import API_GROUP
@@ -170,15 +169,33 @@ def references(key: Key, body: Mapping[str, Any]) -> frozenset[Reference]:
     return frozenset((k, namespace, n) for k, n in names if n)
 
 
-@dataclass
 class Waker:
-    """One object's wake-up signal, set from the event loop (or thread-safely from a worker)."""
+    """One object's wake-up signal, set from the event loop (or thread-safely from a worker),
+    and the object as its last watch event carried it.
 
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    # The object as its last watch event carried it (replaced on every event).
-    body: Mapping[str, Any] = field(default_factory=dict)
-    stopped: bool = False
+    `packed`: the body is held as compact JSON and decoded on each read of `body` (a fresh
+    copy each time). A decoded object takes about four times the memory of its JSON, and a
+    settled object's body is read only when it is reconciled; thousands wait between reads.
+    Unpacked, `body` is the very mapping given (Kopf's live body, for ABTests)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, body: Mapping[str, Any] | None = None, *, packed: bool = False
+    ) -> None:
+        self.loop = loop
+        self.event = asyncio.Event()
+        self.stopped = False
+        self._packed = packed
+        self._body: Mapping[str, Any] | str = {}
+        self.body = body if body is not None else {}
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        held = self._body
+        return json.loads(held) if isinstance(held, str) else held
+
+    @body.setter
+    def body(self, value: Mapping[str, Any]) -> None:
+        self._body = json.dumps(value, separators=(",", ":")) if self._packed else value
 
     def wake(self) -> None:
         self.loop.call_soon_threadsafe(self.event.set)
