@@ -32,12 +32,31 @@ class RouteWatch:
         self.seen: list[tuple[tuple[str, int], ...]] = []
         self.ever_available: set[str] = set()
         self.polls = 0
+        self.last_state: dict[str, dict[str, Any]] = {}  # Deployment name -> its last rollout state
 
     def _available(self) -> set[str]:
         deployments = self.kube.list("apps/v1", "Deployment", self.namespace, self.deployment_labels)
         available = {d["metadata"]["name"] for d in deployments if deployment_available(d)}
         self.ever_available |= available
+        self.last_state.update({d["metadata"]["name"]: rollout_state(d) for d in deployments})
         return available
+
+    def _pods(self, deployments: set[str]) -> dict[str, Any]:
+        """The named Deployments' pods as a failure message shows them: readiness, restarts,
+        why the last container run ended."""
+        out: dict[str, Any] = {}
+        for pod in self.kube.list("v1", "Pod", self.namespace):
+            name = pod["metadata"]["name"]
+            if not any(name.startswith(f"{d}-") for d in deployments):
+                continue
+            status = pod.get("status") or {}
+            ready = {c.get("type"): c.get("status") for c in status.get("conditions") or []}.get("Ready")
+            containers = {
+                c.get("name"): (c.get("ready"), c.get("restartCount"), c.get("lastState"))
+                for c in status.get("containerStatuses") or []
+            }
+            out[name] = {"phase": status.get("phase"), "ready": ready, "containers": containers}
+        return out
 
     def poll(self) -> dict[str, Any]:
         self.polls += 1
@@ -51,8 +70,11 @@ class RouteWatch:
                 # look again, after the route; a backend routed while never Available still fails.
                 available = self._available()
             # A backend that was Available and then deleted (after the route moved off it) is fine.
-            assert {n for n, _ in weights} <= self.ever_available, (
-                f"route names a backend that never was Available: {weights}, available {available}"
+            never = {n for n, _ in weights} - self.ever_available
+            assert not never, (
+                f"route names a backend that never was Available: {weights}, available {available};"
+                f" as last seen: { {n: self.last_state.get(n) for n in sorted(never)} };"
+                f" pods: {self._pods(never)}"
             )
             if not self.seen or self.seen[-1] != weights:
                 self.seen.append(weights)
@@ -92,3 +114,17 @@ def serve_then_switch(
     )
     manifest["spec"]["model"]["name"] = to_model
     kube.apply(manifest)
+
+
+def rollout_state(deployment: dict[str, Any]) -> dict[str, Any]:
+    """What decides a Deployment's availability, for a failure message."""
+    meta, status = deployment["metadata"], deployment.get("status") or {}
+    conditions = status.get("conditions") or []
+    return {
+        "resourceVersion": meta.get("resourceVersion"),
+        "generation": meta.get("generation"),
+        "observedGeneration": status.get("observedGeneration"),
+        "replicas": (deployment.get("spec") or {}).get("replicas"),
+        **{k: status.get(k) for k in ("availableReplicas", "updatedReplicas", "readyReplicas")},
+        "conditions": {c.get("type"): (c.get("status"), c.get("reason")) for c in conditions},
+    }
