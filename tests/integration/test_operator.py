@@ -298,14 +298,18 @@ def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(o
     kube.apply(stt_model("model-a", namespace))
     kube.apply(model_deployment("asr", namespace, "model-a"))
     objects = [("STTModel", "model-old"), ("STTModel", "model-a"), ("ModelDeployment", "asr")]
-    wait_for(
-        lambda: (
-            (md := kube.get(API, "ModelDeployment", "asr", namespace))
-            and (md.get("status") or {}).get("stableModel")
-        ),
-        timeout=120,
-        what="asr serving model-a",
-    )
+
+    def serving(what: str) -> None:
+        wait_for(
+            lambda: (
+                (md := kube.get(API, "ModelDeployment", "asr", namespace))
+                and (md.get("status") or {}).get("stableModel")
+            ),
+            timeout=120,
+            what=what,
+        )
+
+    serving("asr serving model-a")
 
     def finalizers() -> dict[str, list[str]]:
         found = {name: kube.get(API, kind, name, namespace) for kind, name in objects}
@@ -324,14 +328,7 @@ def test_models_and_endpoints_carry_no_finalizer_and_their_loops_end_with_them(o
     # The same names again: new objects, new loops, served as before.
     kube.apply(stt_model("model-a", namespace))
     kube.apply(model_deployment("asr", namespace, "model-a"))
-    wait_for(
-        lambda: (
-            (md := kube.get(API, "ModelDeployment", "asr", namespace))
-            and (md.get("status") or {}).get("stableModel")
-        ),
-        timeout=120,
-        what="a new asr serving model-a",
-    )
+    serving("a new asr serving model-a")
     assert operator.loops(namespace) == {"STTModel": 1, "ModelDeployment": 1}
 
 

@@ -119,17 +119,19 @@ _ECHOES = {kind: WriteEchoes(kind) for kind in PLURALS}
 
 
 def _known_body(key: Key) -> dict[str, Any] | None:
-    """The newest copy of the object this process already holds, without an API call: Kopf's
-    live view (kept current by the watch) or the response to our own last write, whichever
-    has the higher resourceVersion (the watch may not have delivered that write yet). None
-    when neither is usable; the caller reads the apiserver then."""
+    """A private copy of the newest body of the object this process already holds, without an
+    API call: its loop's (kept current by the watch) or the response to our own last write,
+    whichever has the higher resourceVersion (the watch may not have delivered that write
+    yet). None when neither is usable; the caller reads the apiserver then."""
     if key in _MUST_READ:
         return None
-    live, written = TRIGGERS.body(key), _WRITTEN.get(key)
+    live, written = TRIGGERS.body(key), _WRITTEN.get(key)  # `live` is a private copy already
     newest = newest_copy(live, written)
     if written is not None and newest is live:
         _WRITTEN.pop(key, None)  # the watch has caught up: hold one copy per object, not two
-    return copy.deepcopy(dict(newest)) if newest is not None else None
+    if newest is None:
+        return None
+    return live if newest is live else copy.deepcopy(dict(newest))
 
 
 def _watched_copy(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
@@ -181,7 +183,7 @@ def reconcile_now(key: Key, uid: str | None = None) -> float | None:
         if written is not None:
             _WRITTEN[key] = without_field_managers(written)
             # The newest version this process had seen: a write answered with it changed nothing.
-            seen = max(resource_version(body) or 0, resource_version(TRIGGERS.body(key)) or 0)
+            seen = max(resource_version(body) or 0, TRIGGERS.version(key) or 0)
             _ECHOES[kind].wrote((namespace, name), seen, resource_version(written))
     return requeue
 

@@ -18,6 +18,7 @@ after a restart (every loop reconciles once when it starts).
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -186,6 +187,7 @@ class Waker:
         self.stopped = False
         self._packed = packed
         self._body: Mapping[str, Any] | str = {}
+        self._version: int | None = None
         self.body = body if body is not None else {}
 
     @property
@@ -195,7 +197,21 @@ class Waker:
 
     @body.setter
     def body(self, value: Mapping[str, Any]) -> None:
-        self._body = json.dumps(value, separators=(",", ":")) if self._packed else value
+        if self._packed:
+            self._body = json.dumps(value, separators=(",", ":"))
+            self._version = resource_version(value)
+        else:
+            self._body = value
+
+    @property
+    def version(self) -> int | None:
+        """The body's resourceVersion, without decoding a packed body (an unpacked one is
+        Kopf's live body, which changes in place)."""
+        return self._version if self._packed else resource_version(self.body)
+
+    def private_copy(self) -> dict[str, Any]:
+        """The body, the caller's to change."""
+        return self.body if self._packed else copy.deepcopy(dict(self.body))  # type: ignore[return-value]
 
     def wake(self) -> None:
         self.loop.call_soon_threadsafe(self.event.set)
@@ -277,10 +293,15 @@ class Triggers:
         waker.wake()
         return True
 
-    def body(self, key: Key) -> Mapping[str, Any] | None:
-        """A running loop's object as last seen (None: no loop here)."""
+    def body(self, key: Key) -> dict[str, Any] | None:
+        """A private copy of a running loop's object as last seen (None: no loop here)."""
         waker = self._waker(key)
-        return waker.body if waker is not None else None
+        return waker.private_copy() if waker is not None else None
+
+    def version(self, key: Key) -> int | None:
+        """The resourceVersion of a running loop's object as last seen, read cheaply."""
+        waker = self._waker(key)
+        return waker.version if waker is not None else None
 
     # -- fingerprints ---------------------------------------------------------------------------
 
