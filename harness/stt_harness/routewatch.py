@@ -32,13 +32,17 @@ class RouteWatch:
         self.seen: list[tuple[tuple[str, int], ...]] = []
         self.ever_available: set[str] = set()
         self.polls = 0
-        self.last_state: dict[str, dict[str, Any]] = {}  # Deployment name -> its last rollout state
+        # Deployment name -> its last few distinct rollout states, oldest first
+        self.states: dict[str, list[dict[str, Any]]] = {}
 
     def _available(self) -> set[str]:
         deployments = self.kube.list("apps/v1", "Deployment", self.namespace, self.deployment_labels)
         available = {d["metadata"]["name"] for d in deployments if deployment_available(d)}
         self.ever_available |= available
-        self.last_state.update({d["metadata"]["name"]: rollout_state(d) for d in deployments})
+        for d in deployments:
+            states, state = self.states.setdefault(d["metadata"]["name"], []), rollout_state(d)
+            if not states or states[-1] != state:
+                states[:] = [*states[-4:], state]
         return available
 
     def _pods(self, deployments: set[str]) -> dict[str, Any]:
@@ -73,7 +77,7 @@ class RouteWatch:
             never = {n for n, _ in weights} - self.ever_available
             assert not never, (
                 f"route names a backend that never was Available: {weights}, available {available};"
-                f" as last seen: { {n: self.last_state.get(n) for n in sorted(never)} };"
+                f" its last states: { {n: self.states.get(n) for n in sorted(never)} };"
                 f" pods: {self._pods(never)}"
             )
             if not self.seen or self.seen[-1] != weights:
