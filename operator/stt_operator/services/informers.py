@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -89,22 +89,40 @@ def _key(body: Mapping[str, Any]) -> tuple[str, str]:
     return (meta.get("namespace") or "", meta.get("name") or "")
 
 
+class _Held(NamedTuple):
+    """One held object: its resourceVersion and indexed label values read without decoding,
+    the body itself as compact JSON (a fifth of the decoded dict's memory; a reconcile decodes
+    only the few objects it asks for)."""
+
+    version: int
+    indexed: tuple[tuple[str, str], ...]
+    packed: str
+
+
 class Store:
     """The held objects by namespace and name (every read is for one namespace, and a
-    cluster-wide informer holds them all), with an index of the `indexed` labels' values."""
+    cluster-wide informer holds them all), with an index of the `indexed` labels' values.
+    Bodies are held packed (`_Held`); every read returns a fresh decoded copy."""
 
     def __init__(self, indexed: tuple[str, ...] = ()) -> None:
         self.indexed = indexed
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
+        self._objects: dict[str, dict[str, _Held]] = {}
         self._by_label: dict[tuple[str, str, str], set[str]] = {}  # (namespace, label, value) -> names
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._objects.get(namespace, {}).get(name)
+        held = self._objects.get(namespace, {}).get(name)
+        return json.loads(held.packed) if held is not None else None
 
-    def put(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+    def version(self, namespace: str, name: str) -> int | None:
+        """The held object's resourceVersion (0 when it has none); None when none is held."""
+        held = self._objects.get(namespace, {}).get(name)
+        return held.version if held is not None else None
+
+    def put(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
         self._unindex(namespace, name)
-        self._objects.setdefault(namespace, {})[name] = body
-        for label, value in self._indexed_labels(body):
+        held = _Held(_version(body), self._indexed_labels(body), json.dumps(body, separators=(",", ":")))
+        self._objects.setdefault(namespace, {})[name] = held
+        for label, value in held.indexed:
             self._by_label.setdefault((namespace, label, value), set()).add(name)
 
     def pop(self, namespace: str, name: str) -> None:
@@ -114,8 +132,13 @@ class Store:
         if not held:
             self._objects.pop(namespace, None)
 
+    def versions(self) -> dict[tuple[str, str], int]:
+        return {(ns, name): h.version for ns, held in self._objects.items() for name, h in held.items()}
+
     def items(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(ns, name): body for ns, held in self._objects.items() for name, body in held.items()}
+        return {
+            (ns, name): json.loads(h.packed) for ns, held in self._objects.items() for name, h in held.items()
+        }
 
     def matching(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         """The objects in `namespace` carrying every label in `labels`."""
@@ -126,21 +149,18 @@ class Store:
                 names = self._by_label.get((namespace, label, value), set())
                 break
         wanted = labels.items()
-        return [
-            body
-            for body in (held[name] for name in names if name in held)
-            if wanted <= ((body.get("metadata") or {}).get("labels") or {}).items()
-        ]
+        found = [json.loads(held[name].packed) for name in names if name in held]
+        return [b for b in found if wanted <= ((b.get("metadata") or {}).get("labels") or {}).items()]
 
-    def _indexed_labels(self, body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def _indexed_labels(self, body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         labels = (body.get("metadata") or {}).get("labels") or {}
-        return [(label, str(labels[label])) for label in self.indexed if label in labels]
+        return tuple((label, str(labels[label])) for label in self.indexed if label in labels)
 
     def _unindex(self, namespace: str, name: str) -> None:
-        held = self.get(namespace, name)
+        held = self._objects.get(namespace, {}).get(name)
         if held is None:
             return
-        for label, value in self._indexed_labels(held):
+        for label, value in held.indexed:
             names = self._by_label.get((namespace, label, value))
             if names is not None:
                 names.discard(name)
@@ -199,17 +219,16 @@ class Informer:
         if not self.synced.is_set():
             return None
         with self._lock:
-            found = self._store.matching(namespace, dict(labels or {}))
-        return [dict(b) for b in found]
+            return self._store.matching(namespace, dict(labels or {}))  # fresh copies
 
     def written(self, body: Mapping[str, Any]) -> None:
         """The object as our own write left it: held at once, so the next reconcile sees what
         it just made even if the watch has not delivered it yet (older copies never win)."""
         key = _key(body)
         with self._lock:
-            before = self._store.get(*key)
+            before = self._store.version(*key)
         if self._put(body):
-            self.echoes.wrote(key, resource_version(before), resource_version(body))
+            self.echoes.wrote(key, before or None, resource_version(body))
 
     def deleted(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -229,8 +248,8 @@ class Informer:
         """Hold `body` unless a newer copy is held; True when it was taken."""
         namespace, name = _key(body)
         with self._lock:
-            held = self._store.get(namespace, name)
-            if held is not None and _version(held) > _version(body):
+            held = self._store.version(namespace, name)
+            if held is not None and held > _version(body):
                 return False
             self._store.put(namespace, name, self._held(body))
         return True
@@ -307,9 +326,8 @@ class Informer:
         """Hold exactly `items` (a fresh list); report what vanished, appeared or changed."""
         fresh = {_key(item): item for item in items}
         with self._lock:
-            held = self._store.items()
-            gone = [body for key, body in held.items() if key not in fresh]
-            before = {key: _version(body) for key, body in held.items()}
+            before = self._store.versions()
+            gone = [self._store.get(*key) or {} for key in before if key not in fresh]
             self._store = Store(self.watched.indexed)
             for (namespace, name), body in fresh.items():
                 self._store.put(namespace, name, self._held(body))
