@@ -221,3 +221,21 @@ def test_the_informer_waits_only_for_writes_that_changed_the_object() -> None:
     assert len(inf.echoes) == 0
     inf.written(deployment("new", 3))  # older than held: not taken, not waited for
     assert len(inf.echoes) == 0
+
+
+def test_reads_are_private_copies_and_writers_cannot_reach_the_cache() -> None:
+    """The store holds its objects packed: changing a body after writing it, or a body a read
+    returned, changes nothing held; the version and the label index are read without a decode."""
+    inf, _ = informer()
+    inf.synced.set()
+    body = deployment("d", 5, labels={"owner": "ep"}, ready=1)
+    inf.written(body)
+    body["status"]["availableReplicas"] = 0  # the writer's copy, changed afterwards
+    first = (inf.items("a", {"owner": "ep"}) or [None])[0]
+    assert first is not None and first["status"]["availableReplicas"] == 1
+    first["status"]["availableReplicas"] = 7
+    first["metadata"]["labels"]["owner"] = "other"
+    again = inf.items("a", {"owner": "ep"}) or []
+    assert [d["status"]["availableReplicas"] for d in again] == [1]
+    assert inf._store.version("a", "d") == 5 and inf._store.version("a", "missing") is None
+    assert inf.items("a", {"owner": "other"}) == []
