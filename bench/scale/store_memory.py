@@ -26,7 +26,7 @@ from stt_harness.resources import stt_model
 from stt_operator.builders.metadata import LABEL_DEPLOYMENT
 from stt_operator.builders.revision import serving_params
 from stt_operator.builders.serving import Revision, triton_deployment
-from stt_operator.services.informers import Store, trimmed
+from stt_operator.services.informers import Store, identity, trimmed
 
 OWNER = {
     "apiVersion": "stt.dev/v1alpha1",
@@ -87,16 +87,6 @@ def deployment(i: int) -> dict[str, Any]:
         ],
     }
     return body
-
-
-def identity(body: dict[str, Any]) -> dict[str, Any]:
-    """What the informer holds of a kind it does not keep."""
-    meta = body["metadata"]
-    return {
-        "metadata": {
-            k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
-        }
-    }
 
 
 def kib_per_object(hold: Callable[[int], Any], n: int) -> float:

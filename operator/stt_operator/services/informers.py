@@ -71,6 +71,16 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_IDENTITY = ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
+
+
+def identity(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What is held of a kind not kept: what a relist needs to report the object deleted and
+    the deletion handler needs to find its owner."""
+    meta = body.get("metadata") or {}
+    return {"metadata": {k: meta.get(k) for k in _IDENTITY}}
+
+
 def resource_version(body: Mapping[str, Any] | None) -> int | None:
     """The object's resourceVersion as a number (the apiserver's are etcd revisions); None when
     absent or not a number."""
@@ -134,11 +144,6 @@ class Store:
 
     def versions(self) -> dict[tuple[str, str], int]:
         return {(ns, name): h.version for ns, held in self._objects.items() for name, h in held.items()}
-
-    def items(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {
-            (ns, name): json.loads(h.packed) for ns, held in self._objects.items() for name, h in held.items()
-        }
 
     def matching(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         """The objects in `namespace` carrying every label in `labels`."""
@@ -235,14 +240,7 @@ class Informer:
             self._store.pop(namespace, name)
 
     def _held(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        if self.watched.keep:
-            return trimmed(body)
-        meta = body.get("metadata") or {}
-        return {
-            "metadata": {
-                k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
-            }
-        }
+        return trimmed(body) if self.watched.keep else identity(body)
 
     def _put(self, body: Mapping[str, Any]) -> bool:
         """Hold `body` unless a newer copy is held; True when it was taken."""
