@@ -12,7 +12,9 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RECONCILES = Counter("stt_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
@@ -21,40 +23,107 @@ RECONCILE_SECONDS = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-ROLLOUTS_IN_FLIGHT = Gauge(
-    "stt_operator_rollouts_in_flight", "ModelDeployments currently progressing", ["namespace", "name"]
-)
-ROLLBACKS = Counter("stt_operator_rollbacks_total", "Automatic and manual rollbacks", ["namespace", "name"])
-PROMOTIONS = Counter("stt_operator_promotions_total", "Revisions promoted to stable", ["namespace", "name"])
-# What the operator last wrote into each endpoint's route: reports draw weights over time from it.
-ROUTE_WEIGHT = Gauge(
-    "stt_operator_route_weight",
-    "Weight (percent) of each backend in the endpoint's route, as last written",
-    ["namespace", "endpoint", "backend"],
-)
-_routed: dict[tuple[str, str], set[str]] = {}
+
+
+class _EndpointState:
+    """What is exported of one endpoint (`EndpointSeries`)."""
+
+    __slots__ = ("created", "in_flight", "promotions", "rollbacks", "routes")
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        self.in_flight: int | None = None  # None: no rollout recorded (a route only)
+        self.promotions = 0
+        self.rollbacks = 0
+        self.routes: tuple[tuple[str, int], ...] = ()  # (backend, weight), as last written
+
+
+class EndpointSeries(Collector):
+    """The per-endpoint series (rollout in flight, promotions and rollbacks, route weights),
+    from plain numbers per endpoint, built into metric families only when scraped.
+
+    Not a prometheus_client labelled child per series: each of those holds a lock, a value
+    object and a dict of its own, about 2.7 KiB per endpoint in all, the largest part of the
+    operator's memory at 10,000 endpoints after the objects themselves (bench/scale/RESULTS.md).
+    An endpoint's series go when its loop ends (`forget`), so a deleted endpoint leaves none."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._endpoints: dict[tuple[str, str], _EndpointState] = {}
+
+    def _state(self, namespace: str, name: str) -> _EndpointState:
+        state = self._endpoints.get((namespace, name))
+        if state is None:
+            state = self._endpoints[(namespace, name)] = _EndpointState()
+        return state
+
+    def record_rollout(
+        self, namespace: str, name: str, in_flight: bool, promoted: bool, rolled_back: bool
+    ) -> None:
+        with self._lock:
+            state = self._state(namespace, name)
+            state.in_flight = 1 if in_flight else 0
+            state.promotions += 1 if promoted else 0
+            state.rollbacks += 1 if rolled_back else 0
+
+    def record_route(self, namespace: str, endpoint: str, weights: Mapping[str, int]) -> None:
+        with self._lock:
+            self._state(namespace, endpoint).routes = tuple(sorted(weights.items()))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._endpoints.pop((namespace, name), None)
+
+    def rollbacks(self, namespace: str, name: str) -> int:
+        with self._lock:
+            state = self._endpoints.get((namespace, name))
+            return state.rollbacks if state is not None else 0
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "name"]
+        in_flight = GaugeMetricFamily(
+            "stt_operator_rollouts_in_flight", "ModelDeployments currently progressing", labels=labels
+        )
+        rollbacks = CounterMetricFamily(
+            "stt_operator_rollbacks", "Automatic and manual rollbacks", labels=labels
+        )
+        promotions = CounterMetricFamily(
+            "stt_operator_promotions", "Revisions promoted to stable", labels=labels
+        )
+        routes = GaugeMetricFamily(
+            "stt_operator_route_weight",
+            "Weight (percent) of each backend in the endpoint's route, as last written",
+            labels=["namespace", "endpoint", "backend"],
+        )
+        with self._lock:  # a consistent copy; the families are built outside the lock
+            held = [
+                (key, state.created, state.in_flight, state.promotions, state.rollbacks, state.routes)
+                for key, state in self._endpoints.items()
+            ]
+        for (namespace, name), created, flight, promoted, rolled_back, weights in held:
+            if flight is not None:
+                in_flight.add_metric([namespace, name], flight)
+                promotions.add_metric([namespace, name], promoted, created=created)
+                rollbacks.add_metric([namespace, name], rolled_back, created=created)
+            for backend, weight in weights:
+                routes.add_metric([namespace, name, backend], weight)
+        yield from (in_flight, rollbacks, promotions, routes)
+
+
+ENDPOINTS = EndpointSeries()
+REGISTRY.register(ENDPOINTS)
 
 
 def record_route(namespace: str, endpoint: str, weights: Mapping[str, int]) -> None:
-    """Set the route-weight gauge of one endpoint; backends no longer named drop out."""
-    key = (namespace, endpoint)
-    for gone in _routed.get(key, set()) - set(weights):
-        ROUTE_WEIGHT.remove(namespace, endpoint, gone)
-    for backend, weight in weights.items():
-        ROUTE_WEIGHT.labels(namespace, endpoint, backend).set(weight)
-    _routed[key] = set(weights)
+    """Set the route-weight series of one endpoint; backends no longer named drop out."""
+    ENDPOINTS.record_route(namespace, endpoint, weights)
 
 
 def record_rollout(namespace: str, name: str, in_flight: bool, promoted: bool, rolled_back: bool) -> None:
     """The rollout-in-flight gauge and the promotion and rollback counters of one endpoint.
     Both counters exist at 0 from its first reconcile: `increase()` in the chart's alerts cannot
     see a series whose first sample is already 1 (the first rollback would be missed)."""
-    ROLLOUTS_IN_FLIGHT.labels(namespace, name).set(1 if in_flight else 0)
-    promotions, rollbacks = PROMOTIONS.labels(namespace, name), ROLLBACKS.labels(namespace, name)
-    if promoted:
-        promotions.inc()
-    if rolled_back:
-        rollbacks.inc()
+    ENDPOINTS.record_rollout(namespace, name, in_flight, promoted, rolled_back)
 
 
 # One reconcile loop per live object this replica serves: more than the objects means a leak.

@@ -546,7 +546,9 @@ def known_metric_names() -> set[str]:
     """Series names the operator and the evaluator export (counters with _total, histograms' parts)."""
     names: set[str] = set()
     operator_metrics = [v for v in vars(observability).values() if isinstance(v, MetricWrapperBase)]
-    for family in (f for metric in operator_metrics for f in metric.describe()):
+    families = [f for metric in operator_metrics for f in metric.describe()]
+    families += observability.ENDPOINTS.collect()  # the per-endpoint series, built when scraped
+    for family in families:
         if family.type == "histogram":
             names |= {f"{family.name}_{part}" for part in ("bucket", "sum", "count")}
         else:

@@ -20,6 +20,7 @@ import contextvars
 import copy
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ from stt_operator.controllers.triggers import (
     without_field_managers,
 )
 from stt_operator.experiments.objects import LABEL_ABTEST
-from stt_operator.observability import CONFLICTS, LOOPS, WAKEUPS, ObjectStateLog, WriteEchoes
+from stt_operator.observability import CONFLICTS, ENDPOINTS, LOOPS, WAKEUPS, ObjectStateLog, WriteEchoes
 from stt_operator.services.informers import Informer, Informers, WatchedKind, resource_version
 
 log = logging.getLogger(__name__)
@@ -217,54 +218,90 @@ def _next_delay(requeue: float | None) -> float | None:
     return max(0.2, min(float(requeue), _INTERVAL))
 
 
-async def _run_loop(kind: str, key: Key, waker: Waker) -> None:
-    """One object's loop: reconcile now, then whenever woken or due, until `waker.stop()`.
+# The context reconcile tasks start in: Kopf's (its event posting reads it), captured from a
+# Kopf handler without the handler's cause (`context_without_cause`). One for all tasks: a task
+# started from a watch event would otherwise keep that event's body for as long as it runs.
+_TASK_CONTEXT: list[contextvars.Context] = []
+# The reconcile tasks running now (referenced until done, as asyncio asks).
+_TASKS: set[asyncio.Task[None]] = set()
 
-    While it waits it holds no task but its own (a timer handle at most): thousands of settled
-    objects wait here."""
-    uid = str(waker.body.get("metadata", {}).get("uid") or "") or None
+
+def _remember_kopf_context() -> None:
+    if not _TASK_CONTEXT:
+        _TASK_CONTEXT.append(context_without_cause())
+
+
+def start_loop(waker: Waker, on_end: Callable[[Waker], None]) -> None:
+    """Serve the object of `waker.key` (kind, namespace, name): reconcile it now, then whenever
+    woken or due, until `waker.stop()`. `on_end` runs once after that, and must call
+    `loop_ended`."""
+    kind, namespace, _ = waker.key
+    TRIGGERS.register(waker.key, waker)
+    _count_loop(kind, namespace, +1)
+    waker.on_end = on_end
+    waker.runner = _run_reconciles
+    waker.fire()  # a new loop starts awake
+
+
+def loop_ended(waker: Waker) -> None:
+    kind, namespace, name = waker.key
+    _count_loop(kind, namespace, -1)
+    if kind == "ModelDeployment":
+        ENDPOINTS.forget(namespace, name)  # deleted, or served by another replica now
+    if TRIGGERS.unregister(waker.key, waker):  # not when a newer loop holds the name now
+        _WRITTEN.pop(waker.key, None)
+        _MUST_READ.discard(waker.key)
+
+
+def _run_reconciles(waker: Waker) -> None:
+    """The waker's runner: a task that reconciles while the object is woken, then ends."""
+    waker.busy = True
+    context_ = _TASK_CONTEXT[0].copy() if _TASK_CONTEXT else contextvars.copy_context()
+    task = asyncio.get_running_loop().create_task(
+        _reconcile_while_woken(waker), name=f"reconcile {'/'.join(waker.key)}", context=context_
+    )
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+async def _reconcile_while_woken(waker: Waker) -> None:
+    """Reconcile, again while woken meanwhile; then leave a timer for the planner's requeue (or
+    the retry of a failure) and end. Failures are logged once per change of error."""
     loop = asyncio.get_running_loop()
-    TRIGGERS.register(key, waker)
-    _count_loop(kind, key[1], +1)
-    delay: float | None = 0.0
-    failures = 0
+    key = waker.key
     try:
-        while not waker.stopped:
-            if delay is None or delay > 0:
-                due = loop.call_later(delay, waker.event.set) if delay is not None else None
-                await waker.event.wait()
-                if due is not None:
-                    due.cancel()
-            if waker.stopped:
-                break
-            waker.event.clear()
+        while waker.woken and not waker.stopped:
+            waker.woken = False
+            waker.cancel_timer()
+            delay: float | None
             try:
                 requeue = await loop.run_in_executor(
-                    _EXECUTOR, contextvars.copy_context().run, reconcile_now, key, uid
+                    _EXECUTOR, contextvars.copy_context().run, reconcile_now, key, waker.uid
                 )
             except ObjectGone:
+                waker.stopped = True
                 break
             except kopf.TemporaryError as exc:  # e.g. a 409 on an optimistic write: look again soon
                 if isinstance(exc.__cause__, ConflictError):
-                    CONFLICTS.labels(kind).inc()
+                    CONFLICTS.labels(key[0]).inc()
                 delay = float(exc.delay or _INTERVAL)
-                continue
-            except Exception as exc:  # logged once per change of error, retried with backoff
-                failures += 1
+            except Exception as exc:
+                waker.failures += 1
                 # A traceback only for what looks like a bug, not for an unreachable apiserver.
-                bug = not isinstance(exc, _TRANSIENT)
-                _ERRORS.record(key, f"{type(exc).__name__}: {str(exc)[:300]}", exc_info=bug and failures == 1)
-                delay = min(_MAX_BACKOFF_S, _INTERVAL * 2 ** min(failures, 8))
-                continue
-            if failures:
-                _ERRORS.record(key, None)
-            failures = 0
-            delay = _next_delay(requeue)
+                bug = not isinstance(exc, _TRANSIENT) and waker.failures == 1
+                _ERRORS.record(key, f"{type(exc).__name__}: {str(exc)[:300]}", exc_info=bug)
+                delay = min(_MAX_BACKOFF_S, _INTERVAL * 2 ** min(waker.failures, 8))
+            else:
+                if waker.failures:
+                    _ERRORS.record(key, None)
+                waker.failures = 0
+                delay = _next_delay(requeue)
+            if delay is not None and not waker.stopped:
+                waker.requeue(delay)  # a wake-up meanwhile (`woken`) runs the loop again now
     finally:
-        _count_loop(kind, key[1], -1)
-        if TRIGGERS.unregister(key, waker):  # not when a newer loop holds the name now
-            _WRITTEN.pop(key, None)
-            _MUST_READ.discard(key)
+        waker.busy = False
+        if waker.stopped:
+            waker.end()
 
 
 _LOOP_COUNTS: dict[tuple[str, str], int] = {}
@@ -286,60 +323,54 @@ OWN_LOOP_KINDS = frozenset({"STTModel", "ModelDeployment"})
 
 
 class Loops:
-    """The loops of STTModels and ModelDeployments: plain asyncio tasks, started and fed by the
-    watch events Kopf delivers to `on_event` (its listings included, so an operator start or a
-    resume after a peering pause starts every loop), stopped by the object's DELETED event, by
-    a peering pause and at exit (`kopf_tuning.follow_operator_pauses`).
+    """The loops of STTModels and ModelDeployments, started and fed by the watch events Kopf
+    delivers to `on_event` (its listings included, so an operator start or a resume after a
+    peering pause starts every loop), stopped by the object's DELETED event, by a peering pause
+    and at exit (`kopf_tuning.follow_operator_pauses`).
 
     Not Kopf daemons: with its daemon, a settled ModelDeployment held about 28.6 KiB (runner
-    task, stopper, loggers, handler state, the decoded body); with a loop here, 7.0 KiB (one
-    task, one event, the body packed as JSON; bench/scale/kopf_memory.py). At 10,000 endpoints
-    that was the largest part of the operator's memory. Kopf keeps daemons for ABTests (few,
-    and their deletion handler needs Kopf's finalizer)."""
+    task, stopper, loggers, handler state, the decoded body); with a task and an event of our
+    own, 7.0 KiB (bench/scale/kopf_memory.py); with a `Waker` and no task while it waits, less
+    (bench/scale/RESULTS.md). At 10,000 endpoints that was the largest part of the operator's
+    memory. Kopf keeps daemons for ABTests (few, and their deletion handler needs Kopf's
+    finalizer); their reconciles run the same way (`start_loop`)."""
 
     def __init__(self) -> None:
-        self._running: dict[Key, tuple[str, Waker]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
+        self._running: dict[Key, Waker] = {}
         self._ended_namespaces: set[str] = set()  # being deleted: no loop starts there
         self.paused = False
 
     def see(self, kind: str, body: Mapping[str, Any]) -> None:
         """A watch event (or listing) of the object: start its loop, or hand it the new body."""
         meta = body.get("metadata") or {}
-        key: Key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        # Interned: the same few namespaces and each name are keys of several maps here.
+        key: Key = (kind, sys.intern(meta.get("namespace") or ""), sys.intern(meta.get("name") or ""))
         uid = meta.get("uid") or ""
         running = self._running.get(key)
         if running is not None:
-            if running[0] == uid and not running[1].stopped:
-                running[1].body = body
+            if running.uid == (uid or None) and not running.stopped:
+                running.body = body
                 return
             self.stop(key)  # ended, or another object now holds the name
         if self.paused or meta.get("deletionTimestamp") or key[1] in self._ended_namespaces:
             return
-        waker = Waker(asyncio.get_running_loop(), body=body, packed=True)
-        self._running[key] = (uid, waker)
-        # Neither the task nor its callback may hold the context of the Kopf handler calling
-        # this: it holds the event that started the loop, a body kept besides the current one.
-        clean = context_without_cause()
-        task = asyncio.create_task(
-            _run_loop(kind, key, waker), name=f"loop {kind} {key[1]}/{key[2]}", context=clean
-        )
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._ended(done, key, waker), context=clean)
+        _remember_kopf_context()
+        waker = Waker(asyncio.get_running_loop(), body=body, packed=True, key=key)
+        self._running[key] = waker
+        start_loop(waker, self._ended)
 
-    def _ended(self, task: asyncio.Task[None], key: Key, waker: Waker) -> None:
+    def _ended(self, waker: Waker) -> None:
         """A loop ended (stopped, or its object found gone): forget it, unless the name is
         another object's loop now."""
-        self._tasks.discard(task)
-        running = self._running.get(key)
-        if running is not None and running[1] is waker:
-            del self._running[key]
+        loop_ended(waker)
+        if self._running.get(waker.key) is waker:
+            del self._running[waker.key]
 
     def stop(self, key: Key, uid: str | None = None) -> None:
         running = self._running.get(key)
-        if running is not None and (uid is None or running[0] == uid):
+        if running is not None and (uid is None or running.uid == (uid or None)):
             del self._running[key]
-            running[1].stop()
+            running.stop()
 
     def keys(self, kind: str) -> list[Key]:
         return [key for key in self._running if key[0] == kind]
@@ -372,23 +403,30 @@ LOOPS_OF_OURS = Loops()
 follow_operator_pauses(LOOPS_OF_OURS.pause, LOOPS_OF_OURS.resume)
 
 
-async def _stop_when(stopped: kopf.DaemonStopped, waker: Waker) -> None:
-    await stopped.wait()
-    waker.stop()
-
-
 @kopf.daemon(
     API_GROUP, API_VERSION, PLURALS["ABTest"], id="abtests_loop", cancellation_timeout=_CANCEL_TIMEOUT_S
 )
 async def abtest_loop(
     stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any
 ) -> None:
-    waker = Waker(asyncio.get_running_loop(), body=body)  # Kopf keeps this body current
-    relay = asyncio.ensure_future(_stop_when(stopped, waker))
+    _remember_kopf_context()
+    loop = asyncio.get_running_loop()
+    over: asyncio.Future[None] = loop.create_future()  # the loop ended by itself (object gone)
+
+    def ended(waker: Waker) -> None:
+        loop_ended(waker)
+        if not over.done():
+            over.set_result(None)
+
+    # Kopf keeps this body current.
+    waker = Waker(loop, body=body, key=("ABTest", namespace, name))
+    start_loop(waker, ended)
+    stop = asyncio.ensure_future(stopped.wait())
     try:
-        await _run_loop("ABTest", ("ABTest", namespace, name), waker)
+        await asyncio.wait({stop, over}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        relay.cancel()
+        stop.cancel()
+        waker.stop()
 
 
 # --- wake-ups from watch events ---------------------------------------------------------------------

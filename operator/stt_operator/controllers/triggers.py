@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from stt_operator import API_GROUP
@@ -47,8 +47,14 @@ CONTROL_ANNOTATIONS = (
 )
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+Fingerprint = int
+
+
+def _digest(value: Any) -> Fingerprint:
+    """64 bits of a hash of `value`: only compared with the same object's previous one, and a
+    small int costs a third of a hex digest's memory (one per watched object)."""
+    encoded = json.dumps(value, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big")
 
 
 def _control_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -56,13 +62,13 @@ def _control_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
     return {k: annotations[k] for k in CONTROL_ANNOTATIONS if k in annotations}
 
 
-def own_fingerprint(body: Mapping[str, Any]) -> str:
+def own_fingerprint(body: Mapping[str, Any]) -> Fingerprint:
     """What of an stt.dev object's own metadata/spec makes its reconciler act differently."""
     meta = body.get("metadata") or {}
     return _digest([meta.get("generation"), _control_annotations(meta), bool(meta.get("deletionTimestamp"))])
 
 
-def dependency_fingerprint(kind: str, body: Mapping[str, Any]) -> str | None:
+def dependency_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint | None:
     """What other objects' reconcilers read of this one (None: nobody depends on it)."""
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
@@ -91,7 +97,7 @@ def dependency_fingerprint(kind: str, body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def child_fingerprint(kind: str, body: Mapping[str, Any]) -> str:
+def child_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint:
     """What of an owned object the owner's reconciler reads. Deployments and Jobs: readiness
     and completion; everything else only matters when it disappears."""
     meta = body.get("metadata") or {}
@@ -171,20 +177,56 @@ def references(key: Key, body: Mapping[str, Any]) -> frozenset[Reference]:
 
 
 class Waker:
-    """One object's wake-up signal, set from the event loop (or thread-safely from a worker),
-    and the object as its last watch event carried it.
+    """One object's schedule: whether it is woken, stopped or being reconciled now, its requeue
+    timer, and the object as its last watch event carried it.
+
+    A waker holds no task while it waits: `wake()` (from any thread) or its requeue timer hands
+    it to its `runner` (handlers.py starts a reconcile task then, unless one runs; that task
+    looks again when it is done), and the task ends once the object is settled. Thousands of
+    settled objects cost a waker each, not a task, an event and a coroutine frame.
 
     `packed`: the body is held as compact JSON and decoded on each read of `body` (a fresh
     copy each time). A decoded object takes about four times the memory of its JSON, and a
     settled object's body is read only when it is reconciled; thousands wait between reads.
     Unpacked, `body` is the very mapping given (Kopf's live body, for ABTests)."""
 
+    __slots__ = (
+        "_body",
+        "_packed",
+        "_version",
+        "busy",
+        "ended",
+        "failures",
+        "key",
+        "loop",
+        "on_end",
+        "runner",
+        "stopped",
+        "timer",
+        "uid",
+        "woken",
+    )
+
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, body: Mapping[str, Any] | None = None, *, packed: bool = False
+        self,
+        loop: asyncio.AbstractEventLoop,
+        body: Mapping[str, Any] | None = None,
+        *,
+        packed: bool = False,
+        key: Key = ("", "", ""),
     ) -> None:
         self.loop = loop
-        self.event = asyncio.Event()
+        self.key = key
+        meta = (body or {}).get("metadata") or {}
+        self.uid: str | None = str(meta.get("uid") or "") or None
+        self.runner: Callable[[Waker], None] | None = None  # starts its reconciles
+        self.on_end: Callable[[Waker], None] | None = None  # its loop is over (once)
         self.stopped = False
+        self.woken = False  # a wake-up not yet taken by a reconcile
+        self.busy = False  # a reconcile task runs for it now
+        self.ended = False
+        self.failures = 0  # reconciles failed in a row (backoff)
+        self.timer: asyncio.TimerHandle | None = None  # its requeue
         self._packed = packed
         self._body: Mapping[str, Any] | str = {}
         self._version: int | None = None
@@ -214,12 +256,51 @@ class Waker:
         return self.body if self._packed else copy.deepcopy(dict(self.body))  # type: ignore[return-value]
 
     def wake(self) -> None:
-        self.loop.call_soon_threadsafe(self.event.set)
+        """Reconcile soon; from any thread."""
+        self.loop.call_soon_threadsafe(self.fire)
+
+    def fire(self) -> None:
+        """Woken (on the event loop's thread): the runner starts a reconcile unless one runs."""
+        if self.stopped:
+            return
+        self.woken = True
+        if self.runner is not None and not self.busy:
+            self.runner(self)
+
+    def requeue(self, delay: float) -> None:
+        """Wake after `delay` seconds unless woken before (event loop's thread)."""
+        self.cancel_timer()
+        self.timer = self.loop.call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        self.fire()
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def stop(self) -> None:
-        """End the loop (from the event loop's thread): it exits at its next wake-up, now."""
+        """End the loop (from the event loop's thread): at once when no reconcile runs, else
+        when the running one returns (its result is then dropped)."""
         self.stopped = True
-        self.event.set()
+        self.cancel_timer()
+        if not self.busy:
+            self.end()
+
+    def end(self) -> None:
+        """The loop is over: `on_end` runs once."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.on_end is not None:
+            self.on_end(self)
+
+
+# What a fingerprint is of: an stt.dev object's own spec and control annotations, what its
+# dependents read of it, what its owner reads of an owned object.
+PURPOSES = ("own", "dependency", "child")
 
 
 class Triggers:
@@ -230,7 +311,9 @@ class Triggers:
         # The running loops, by (kind, namespace): `dependents` runs on every watch event that
         # changes a model or an endpoint, and must not scan every loop of the process.
         self._by_scope: dict[tuple[str, str], dict[Key, Waker]] = {}
-        self._seen: dict[str, dict[str, str]] = {}  # uid -> purpose -> fingerprint
+        # uid -> the last fingerprint of each purpose (`PURPOSES`' order): a tuple per object,
+        # not a dict (a quarter of the memory; every owned object has one).
+        self._seen: dict[str, tuple[Hashable | None, ...]] = {}
         # Who reads whom, for the running loops: a model's change finds its endpoints without
         # looking at every endpoint of its namespace (thousands can share one).
         self._refs: dict[Key, frozenset[Reference]] = {}
@@ -305,14 +388,15 @@ class Triggers:
 
     # -- fingerprints ---------------------------------------------------------------------------
 
-    def observe(self, uid: str, purpose: str, fingerprint: str | None) -> str:
+    def observe(self, uid: str, purpose: str, fingerprint: Hashable | None) -> str:
         """Record `fingerprint` for (uid, purpose): "new" (first sighting), "changed" or "same"."""
+        slot = PURPOSES.index(purpose)
         with self._lock:
             if fingerprint is None:
                 return "same"
-            seen = self._seen.setdefault(uid, {})
-            before = seen.get(purpose)
-            seen[purpose] = fingerprint
+            seen = self._seen.get(uid) or (None,) * len(PURPOSES)
+            before = seen[slot]
+            self._seen[uid] = (*seen[:slot], fingerprint, *seen[slot + 1 :])
             if before is None:
                 return "new"
             return "same" if before == fingerprint else "changed"

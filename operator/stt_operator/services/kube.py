@@ -105,7 +105,7 @@ class Kube:
         # manifest again is a no-op round trip, skipped until a watch event shows the object
         # deleted or edited by someone else (`observed`).
         self.watched_kinds: frozenset[str] = frozenset()
-        self._applied: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._applied: dict[tuple[str, str, str], tuple[bytes, int]] = {}
         # Objects the process already holds a current copy of (the controllers' watches):
         # (apiVersion, kind, name, namespace) → a copy, or None to ask the apiserver.
         self.known: Callable[[str, str, str, str | None], dict[str, Any] | None] | None = None
@@ -176,9 +176,10 @@ class Kube:
         kind = manifest["kind"]
         meta = manifest["metadata"]
         key = (kind, meta.get("namespace") or "", meta["name"])
-        digest = ""
+        digest = b""
         if kind in self.watched_kinds:
-            digest = hashlib.sha1(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+            encoded = json.dumps(manifest, sort_keys=True, default=str).encode()
+            digest = hashlib.blake2b(encoded, digest_size=16).digest()  # one held per applied object
             known = self._applied.get(key)
             if known is not None and known[0] == digest:
                 return  # unchanged since our last apply: no API call

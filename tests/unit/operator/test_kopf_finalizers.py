@@ -255,7 +255,73 @@ async def main():
     loops.see("STTModel", {"metadata": {"name": "m", "namespace": "ns", "uid": "u1", "resourceVersion": "1"}})
     for _ in range(20):
         await asyncio.sleep(0.01)
-    print(json.dumps([len(loops._tasks), loops.keys("STTModel"), dict(handlers._LOOP_COUNTS)]))
+    print(json.dumps([len(handlers._TASKS), loops.keys("STTModel"), dict(handlers._LOOP_COUNTS)]))
 asyncio.run(main())
 """)
     assert trace == [0, [], {}]
+
+
+def test_a_waiting_loop_holds_no_task_and_wakeups_during_a_reconcile_coalesce() -> None:
+    """A settled or requeued object holds a `Waker`, no task; wake-ups that arrive while its
+    reconcile runs bring one more reconcile, not one each; a loop stopped meanwhile ends when
+    that reconcile returns, and its result (a requeue) is dropped."""
+    trace = run_program("""
+import threading, time
+calls = []
+gate = threading.Event()
+plan = {"requeue": None, "block": False}
+def fake_reconcile(key, uid):
+    calls.append(key[2])
+    if plan["block"]:
+        gate.wait(5)
+    return plan["requeue"]
+handlers.reconcile_now = fake_reconcile
+loops = handlers.Loops()
+key = ("STTModel", "ns", "m")
+body = {"metadata": {"name": "m", "namespace": "ns", "uid": "u1", "resourceVersion": "1"}}
+async def settle(seconds=0.2):
+    await asyncio.sleep(seconds)
+async def main():
+    out = {}
+    loops.see("STTModel", body)
+    await settle()
+    out["settled"] = [len(calls), len(handlers._TASKS), loops.keys("STTModel")]
+    plan["requeue"] = 0.3  # the planner asks to look again soon
+    handlers.TRIGGERS.wake(key)
+    await settle(0.1)
+    out["requeued_waiting"] = [len(calls), len(handlers._TASKS)]
+    await settle(0.35)
+    out["requeue_due"] = len(calls)
+    plan["requeue"] = None
+    await settle(0.4)
+    calls.clear()
+    plan["block"] = True
+    handlers.TRIGGERS.wake(key)
+    await settle(0.1)
+    for _ in range(5):
+        handlers.TRIGGERS.wake(key)
+    await settle(0.1)
+    out["while_running"] = [len(calls), len(handlers._TASKS)]
+    plan["block"] = False
+    gate.set()
+    await settle()
+    out["coalesced"] = [len(calls), len(handlers._TASKS)]
+    gate.clear(); calls.clear()
+    plan["block"] = True; plan["requeue"] = 0.05
+    handlers.TRIGGERS.wake(key)
+    await settle(0.1)
+    loops.stop(key)
+    out["stopping"] = [sum(handlers._LOOP_COUNTS.values()), len(handlers._TASKS)]
+    gate.set()
+    await settle(0.4)
+    out["stopped"] = [len(calls), sum(handlers._LOOP_COUNTS.values()), len(handlers._TASKS), loops.keys("STTModel")]
+    print(json.dumps(out))
+asyncio.run(main())
+""")
+    assert trace["settled"] == [1, 0, [["STTModel", "ns", "m"]]]
+    assert trace["requeued_waiting"] == [2, 0]  # reconciled once, then a timer, no task
+    assert trace["requeue_due"] >= 3
+    assert trace["while_running"] == [1, 1]
+    assert trace["coalesced"] == [2, 0]  # five wake-ups during it: one more reconcile
+    assert trace["stopping"] == [1, 1]  # still reconciling
+    assert trace["stopped"] == [1, 0, 0, []]  # ended after it; its requeue dropped

@@ -23,7 +23,7 @@ from stt_operator.builders.serving import Revision
 from stt_operator.controllers.context import OperatorContext
 from stt_operator.controllers.looks import run_monitoring_look
 from stt_operator.controllers.status import status_changes
-from stt_operator.observability import ROLLBACKS
+from stt_operator.observability import ENDPOINTS
 from stt_operator.rollout.dispatch import plan_rollout
 from stt_operator.rollout.monitoring import MonitoringRequest
 from stt_operator.rollout.plan import ObservedRevision
@@ -421,10 +421,9 @@ def test_one_reconcile_takes_the_look_and_requests_the_undo(monkeypatch: pytest.
         settings=OperatorSettings(capacity_preflight=False), kube=_Kube([model, deployment])
     )  # type: ignore[arg-type]
     patch = kopf.Patch()
-    rollbacks = ROLLBACKS.labels("ns", "asr")
-    before = rollbacks._value.get()
+    before = ENDPOINTS.rollbacks("ns", "asr")
     controller.reconcile(body, patch, ctx)
-    assert rollbacks._value.get() == before + 1  # stt_operator_rollbacks_total counts it
+    assert ENDPOINTS.rollbacks("ns", "asr") == before + 1  # stt_operator_rollbacks_total counts it
     assert [r.revision for r in seen] == [desired.id]
     assert patch["metadata"]["annotations"] == {"stt.dev/undo-to-revision": "1"}
     assert patch["status"]["phase"] == "Degraded"

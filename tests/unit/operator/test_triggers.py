@@ -100,7 +100,7 @@ def test_wake_sets_the_registered_loop_and_dependents_are_found() -> None:
         assert t.dependents("STTModel", "elsewhere", "m1") == []
         assert t.wake(("ModelDeployment", "ns", "asr"))
         await asyncio.sleep(0)
-        assert md.event.is_set() and not other.event.is_set()
+        assert md.woken and not other.woken
         # A restarted loop replaces the old one; the old one's late exit leaves it registered.
         again = Waker(loop, body={"spec": {"model": {"name": "m1"}}})
         t.register(("ModelDeployment", "ns", "asr"), again)

@@ -1,0 +1,56 @@
+"""The per-endpoint series (`observability.EndpointSeries`): the same names, labels and
+counter semantics as the labelled prometheus_client metrics they replace, and gone with the
+endpoint."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stt_operator.observability import EndpointSeries
+
+
+def _samples(series: EndpointSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(series)
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_rollout_counters_exist_at_zero_and_count_and_routes_follow_the_last_write() -> None:
+    series = EndpointSeries()
+    series.record_rollout("ns", "asr", in_flight=True, promoted=False, rolled_back=False)
+    series.record_route("ns", "asr", {"asr-r1": 80, "asr-r2": 20})
+    first = _samples(series)
+    ep = (("name", "asr"), ("namespace", "ns"))
+    assert first[("stt_operator_rollouts_in_flight", ep)] == 1
+    assert first[("stt_operator_promotions_total", ep)] == 0  # exists before the first promotion
+    assert first[("stt_operator_rollbacks_total", ep)] == 0
+    route = (("backend", "asr-r2"), ("endpoint", "asr"), ("namespace", "ns"))
+    assert first[("stt_operator_route_weight", route)] == 20
+
+    series.record_rollout("ns", "asr", in_flight=False, promoted=True, rolled_back=False)
+    series.record_rollout("ns", "asr", in_flight=False, promoted=False, rolled_back=True)
+    series.record_route("ns", "asr", {"asr-r2": 100})  # the old backend drops out
+    second = _samples(series)
+    assert second[("stt_operator_rollouts_in_flight", ep)] == 0
+    assert second[("stt_operator_promotions_total", ep)] == 1
+    assert second[("stt_operator_rollbacks_total", ep)] == 1 == series.rollbacks("ns", "asr")
+    assert [k for k in second if k[0] == "stt_operator_route_weight"] == [("stt_operator_route_weight", route)]
+
+
+def test_a_route_alone_exports_no_rollout_series_and_forget_removes_everything() -> None:
+    series = EndpointSeries()
+    series.record_route("ns", "ab-endpoint", {"v1": 50, "v2": 50})
+    series.record_rollout("other", "asr", in_flight=False, promoted=False, rolled_back=False)
+    names = {name for name, labels in _samples(series) if dict(labels).get("namespace") == "ns"}
+    assert names == {"stt_operator_route_weight"}
+    series.forget("ns", "ab-endpoint")
+    series.forget("other", "asr")
+    assert _samples(series) == {}
+    assert series.rollbacks("other", "asr") == 0
