@@ -41,7 +41,8 @@ def test_rollout_counters_exist_at_zero_and_count_and_routes_follow_the_last_wri
     assert second[("stt_operator_rollouts_in_flight", ep)] == 0
     assert second[("stt_operator_promotions_total", ep)] == 1
     assert second[("stt_operator_rollbacks_total", ep)] == 1 == series.rollbacks("ns", "asr")
-    assert [k for k in second if k[0] == "stt_operator_route_weight"] == [("stt_operator_route_weight", route)]
+    weights = [labels for name, labels in second if name == "stt_operator_route_weight"]
+    assert weights == [route]
 
 
 def test_a_route_alone_exports_no_rollout_series_and_forget_removes_everything() -> None:

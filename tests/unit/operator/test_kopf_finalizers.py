@@ -314,7 +314,8 @@ async def main():
     out["stopping"] = [sum(handlers._LOOP_COUNTS.values()), len(handlers._TASKS)]
     gate.set()
     await settle(0.4)
-    out["stopped"] = [len(calls), sum(handlers._LOOP_COUNTS.values()), len(handlers._TASKS), loops.keys("STTModel")]
+    loops_now = sum(handlers._LOOP_COUNTS.values())
+    out["stopped"] = [len(calls), loops_now, len(handlers._TASKS), loops.keys("STTModel")]
     print(json.dumps(out))
 asyncio.run(main())
 """)
