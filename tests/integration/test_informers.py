@@ -86,5 +86,10 @@ def test_informer_follows_owned_deployments(kube_api: ApiClient, namespace: str)
         names = sorted(d["metadata"]["name"] for d in informer.items(namespace, None) or [])
         assert names == ["before"]
         assert "theirs" not in seen_names  # filtered by the apiserver, never delivered
+        # A consumer that ignored events for a while (a paused replica) asks for everything
+        # again: each object is reported, unchanged or not, the filtered ones still not.
+        informer.report_all_soon()
+        next_event(events, "before", "MODIFIED")
+        assert "theirs" not in seen_names
     finally:
         informer.stop()

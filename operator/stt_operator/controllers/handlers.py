@@ -8,9 +8,13 @@ a referenced model or endpoint changing), and when its planner's `requeue_after`
 durations, analysis intervals, scale-down delays), never later than `reconcile_interval_s`
 while something is in flight. A settled object costs nothing until something changes.
 
-The loops of STTModels and ModelDeployments are plain tasks (`Loops`), fed by Kopf's watch
-events; ABTests' are Kopf daemons. Peering (HA stand-by) and shutdown stop both; the loops exit
-at once when stopped, and a reconcile running then finishes in its thread.
+A loop is a `Waker`: while the object waits it holds no task, only its packed body and, when
+its planner asked for one, a timer; a wake-up starts a task that reconciles (again if woken
+meanwhile) and ends. STTModels' and ModelDeployments' loops are ours (`Loops`), fed by informers
+of our own (services/informers.py) where the owned kinds have them (every namespace, or named
+ones), by Kopf's watch with namespace globs; ABTests' are started by Kopf daemons. Peering (HA
+stand-by) and shutdown stop both; a loop ends at once when stopped, and a reconcile running
+then finishes in its thread.
 """
 
 from __future__ import annotations
@@ -400,7 +404,6 @@ class Loops:
 
 
 LOOPS_OF_OURS = Loops()
-follow_operator_pauses(LOOPS_OF_OURS.pause, LOOPS_OF_OURS.resume)
 
 
 @kopf.daemon(
@@ -437,46 +440,83 @@ def _wake(key: Key) -> None:
         WAKEUPS.labels(key[0]).inc()
 
 
+def own_event(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+    """A watch event of an STTModel, ModelDeployment or ABTest (from Kopf, or from our own
+    informer): start, feed or stop its loop; wake it, and the loops that read it, when what they
+    read changed. On the event loop's thread."""
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    key: Key = (kind, namespace, name)
+    uid = meta.get("uid", "")
+    _ECHOES[kind].seen((namespace, name), resource_version(body))
+    if event_type == "DELETED":
+        if kind in OWN_LOOP_KINDS:
+            LOOPS_OF_OURS.stop(key, uid)
+        _ECHOES[kind].forget((namespace, name))
+        TRIGGERS.forget(uid)
+        for dependent in TRIGGERS.dependents(kind, namespace, name):
+            _wake(dependent)
+        return
+    if kind in OWN_LOOP_KINDS:
+        LOOPS_OF_OURS.see(kind, body)
+        if FINALIZER in (meta.get("finalizers") or []):
+            _release_legacy_finalizer(kind, body)
+    TRIGGERS.refer(key, body)
+    written = _WRITTEN.get(key)
+    if written is not None and newest_copy(written, body) is body:
+        # The watch caught up with our last write: hold one copy of a settled object, not
+        # two (a full body each; they stayed until its next reconcile).
+        _WRITTEN.pop(key, None)
+    # A first sighting wakes nobody: a new object's loop starts awake, and so does every
+    # loop after an operator restart.
+    if TRIGGERS.observe(uid, "own", own_fingerprint(body)) == "changed":
+        _wake(key)
+    if TRIGGERS.observe(uid, "dependency", dependency_fingerprint(kind, body)) == "changed":
+        for dependent in TRIGGERS.dependents(kind, namespace, name):
+            _wake(dependent)
+
+
+def _release_legacy_finalizer(kind: str, body: Mapping[str, Any]) -> None:
+    """An older operator put Kopf's finalizer on STTModels and ModelDeployments; nothing needs
+    it now, and where our informers watch them Kopf never sees them to take it off: without
+    this, deleting such an object would wait for good."""
+    meta = body["metadata"]
+    if (kind, meta.get("uid")) in _RELEASING:
+        return
+    _RELEASING.add((kind, meta.get("uid")))
+    ctx = context.current()
+
+    def release() -> None:
+        try:
+            namespaces.release(ctx.kube, ctx.kube.resource(API, kind), copy.deepcopy(dict(body)), FINALIZER)
+        except Exception as exc:  # the next event of the object tries again
+            log.warning(
+                "could not remove the finalizer %s from %s %s/%s: %s",
+                FINALIZER,
+                kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                exc,
+            )
+        finally:
+            _RELEASING.discard((kind, meta.get("uid")))
+
+    _EXECUTOR.submit(contextvars.copy_context().run, release)
+
+
+_RELEASING: set[tuple[str, str | None]] = set()
+
+
 def _on_own_event(kind: str) -> None:
-    async def on_event(
-        event: MutableMapping[str, Any], body: kopf.Body, name: str, namespace: str, **_: Any
-    ) -> None:
+    async def on_event(event: MutableMapping[str, Any], **_: Any) -> None:
         # This very dict is the body the object's loop holds (Kopf's live body for an ABTest)
         # until the next event: without its field managers (nearly half of a body's JSON, read
         # by nobody here or in Kopf) every STTModel, ModelDeployment and ABTest costs less.
         raw = event.get("object") or {}
         without_field_managers(raw)
-        uid = body.get("metadata", {}).get("uid", "")
-        _ECHOES[kind].seen((namespace, name), resource_version(body))
-        if event.get("type") == "DELETED":
-            if kind in OWN_LOOP_KINDS:
-                LOOPS_OF_OURS.stop((kind, namespace, name), uid)
-            _ECHOES[kind].forget((namespace, name))
-            TRIGGERS.forget(uid)
-            for dependent in TRIGGERS.dependents(kind, namespace, name):
-                _wake(dependent)
-            return
-        if kind in OWN_LOOP_KINDS:
-            LOOPS_OF_OURS.see(kind, raw)
-        TRIGGERS.refer((kind, namespace, name), body)
-        written = _WRITTEN.get((kind, namespace, name))
-        if written is not None and newest_copy(written, body) is body:
-            # The watch caught up with our last write: hold one copy of a settled object, not
-            # two (a full body each; they stayed until its next reconcile).
-            _WRITTEN.pop((kind, namespace, name), None)
-        # A first sighting wakes nobody: a new object's loop starts awake, and so does every
-        # loop after an operator restart.
-        if TRIGGERS.observe(uid, "own", own_fingerprint(body)) == "changed":
-            _wake((kind, namespace, name))
-        if TRIGGERS.observe(uid, "dependency", dependency_fingerprint(kind, body)) == "changed":
-            for dependent in TRIGGERS.dependents(kind, namespace, name):
-                _wake(dependent)
+        own_event(kind, str(event.get("type")), raw)
 
     kopf.on.event(API_GROUP, API_VERSION, PLURALS[kind], id=f"{PLURALS[kind]}_event")(on_event)
-
-
-for _kind in PLURALS:
-    _on_own_event(_kind)
 
 
 def _child_event(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
@@ -507,6 +547,16 @@ OWNED_KINDS = (
 )
 _INFORMER_NAMESPACES = namespaces.informer_scopes(_SETTINGS.namespaces)
 _INFORMERS = Informers()
+# Where the owned kinds have informers, the kinds whose loops are ours have too, and Kopf does
+# not watch them: its per-event processing (a worker per object, its memory of the object,
+# handler selection, logging context) was most of what an event cost the operator, for events
+# that only feed `own_event`.
+OWN_KINDS_WATCHED = tuple(WatchedKind(API, kind, PLURALS[kind]) for kind in sorted(OWN_LOOP_KINDS))
+_OWN_INFORMERS = Informers()
+
+for _kind in PLURALS:
+    if _kind not in OWN_LOOP_KINDS or _INFORMER_NAMESPACES is None:
+        _on_own_event(_kind)
 
 
 @kopf.on.startup()
@@ -518,21 +568,56 @@ def start_informers(**_: Any) -> None:
     kube = context.current().kube
     # A pool of their own: each open watch holds a connection for minutes.
     configuration = copy.deepcopy(kube.api_client.configuration)
-    configuration.connection_pool_maxsize = len(OWNED_KINDS) * len(_INFORMER_NAMESPACES)
+    watches = len(OWNED_KINDS) + len(OWN_KINDS_WATCHED)
+    configuration.connection_pool_maxsize = watches * len(_INFORMER_NAMESPACES)
     api_client = k8s.ApiClient(configuration)
     selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    for watched in OWNED_KINDS:
-        for namespace in _INFORMER_NAMESPACES:
-            _INFORMERS.add(
-                Informer(api_client, watched, namespace, selector, _child_event, _SETTINGS.watch_timeout_s)
-            )
+    timeout = _SETTINGS.watch_timeout_s
+    for namespace in _INFORMER_NAMESPACES:
+        for watched in OWNED_KINDS:
+            _INFORMERS.add(Informer(api_client, watched, namespace, selector, _child_event, timeout))
+        for watched in OWN_KINDS_WATCHED:
+            _OWN_INFORMERS.add(Informer(api_client, watched, namespace, "", _deliver_own_event, timeout))
     kube.informers = _INFORMERS
-    _INFORMERS.start()
+    _INFORMERS.start()  # the own kinds' wait for Kopf's first event (`_start_own_informers`)
+
+
+_EVENT_LOOP: list[asyncio.AbstractEventLoop] = []
+
+
+def _deliver_own_event(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+    """An own kind's informer event (on the informer's thread), handed to the event loop. The
+    body is the informer's fresh decode of the event, held by nobody else."""
+    _EVENT_LOOP[0].call_soon_threadsafe(own_event, kind, event_type, without_field_managers(body))
+
+
+def _start_own_informers() -> None:
+    """Start the own kinds' informers, from Kopf's first resource event (a namespace's): the
+    reconcile tasks they start need the context of a Kopf handler, where Kopf's event posting
+    finds its queue (`_remember_kopf_context`), and the event loop."""
+    if _EVENT_LOOP or not _OWN_INFORMERS.all():
+        return
+    _remember_kopf_context()
+    _EVENT_LOOP.append(asyncio.get_running_loop())
+    _OWN_INFORMERS.start()
+
+
+def _resume_loops() -> None:
+    """A peering pause ended: the loops start again, for every object (the own kinds' events
+    were ignored meanwhile; Kopf lists the kinds it watches again by itself)."""
+    LOOPS_OF_OURS.resume()
+    if _EVENT_LOOP:
+        for informer in _OWN_INFORMERS.all():
+            informer.report_all_soon()
+
+
+follow_operator_pauses(LOOPS_OF_OURS.pause, _resume_loops)
 
 
 @kopf.on.cleanup()
 def stop_informers(**_: Any) -> None:
     _INFORMERS.stop()
+    _OWN_INFORMERS.stop()
 
 
 def _owned(body: kopf.Body, **_: Any) -> bool:
@@ -563,6 +648,7 @@ def _terminating(body: kopf.Body, **_: Any) -> bool:
 
 @kopf.on.event("", "v1", "namespaces", id="namespace_loops")
 async def namespace_loops(event: Mapping[str, Any], name: str, body: kopf.Body, **_: Any) -> None:
+    _start_own_informers()
     # Kopf may stop watching a terminating namespace before its objects' DELETED events arrive:
     # their loops end here, and none starts there until the namespace is gone (its name may
     # then be used again).

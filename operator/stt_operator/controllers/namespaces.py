@@ -83,14 +83,16 @@ def release_finalizers(
                     continue
                 if not obj["metadata"].get("deletionTimestamp"):
                     unmarked += 1
-                elif _release(kube, resource, obj, finalizer):
+                elif release(kube, resource, obj, finalizer):
                     released.append(f"{kind}/{obj['metadata']['name']}")
         if not unmarked or time.monotonic() > deadline:
             return released
         time.sleep(poll_s)
 
 
-def _release(kube: Kube, resource: Any, obj: dict[str, Any], finalizer: str) -> bool:
+def release(kube: Kube, resource: Any, obj: dict[str, Any], finalizer: str) -> bool:
+    """Remove `finalizer` from `obj` (as last seen; read again after a conflict). True when this
+    call removed it."""
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     for attempt in range(_ATTEMPTS):

@@ -19,6 +19,7 @@ own calls).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -286,7 +287,7 @@ class Informer:
         return self.api_client.call_api(
             self.watched.path(self.namespace),
             "GET",
-            query_params=[("labelSelector", self.label_selector), *query],
+            query_params=[*([("labelSelector", self.label_selector)] if self.label_selector else []), *query],
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
             _preload_content=False,
@@ -294,8 +295,8 @@ class Informer:
             _request_timeout=(10, read_timeout),
         )
 
-    def _relist(self) -> str:
-        """List every page, replace the store, report what changed; the list's resourceVersion."""
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        """Every object, page by page, and the list's resourceVersion."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
@@ -314,11 +315,35 @@ class Informer:
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
+                kind_fields = {"apiVersion": self.watched.api_version, "kind": self.watched.kind}
                 version = str((page.get("metadata") or {}).get("resourceVersion") or "")
-                break
-        kind_fields = {"apiVersion": self.watched.api_version, "kind": self.watched.kind}
-        self._replace([{**kind_fields, **item} for item in items])
+                return [{**kind_fields, **item} for item in items], version
+
+    def _relist(self) -> str:
+        """List every page, replace the store, report what changed; the list's resourceVersion."""
+        items, version = self._list()
+        self._replace(items)
         return version
+
+    def report_all_soon(self) -> None:
+        """List the kind now, in a thread of its own, and report every object as MODIFIED,
+        changed or not (a consumer that ignored events for a while, such as a paused replica,
+        sees everything again). Retried with backoff until it succeeds or the informer stops."""
+
+        def run() -> None:
+            for attempt in itertools.count():
+                try:
+                    items, _ = self._list()
+                except Exception as exc:  # an outage: the watch thread reports it too
+                    log.debug("listing %s to report them all failed: %s", self.watched.plural, exc)
+                    if self._stop.wait(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]):
+                        return
+                    continue
+                for item in items:
+                    self.on_event(self.watched.kind, "MODIFIED", item)
+                return
+
+        threading.Thread(target=run, name=f"report-{self.watched.plural}", daemon=True).start()
 
     def _replace(self, items: list[dict[str, Any]]) -> None:
         """Hold exactly `items` (a fresh list); report what vanished, appeared or changed."""
