@@ -250,11 +250,11 @@ def start_loop(waker: Waker, on_end: Callable[[Waker], None]) -> None:
 def loop_ended(waker: Waker) -> None:
     kind, namespace, name = waker.key
     _count_loop(kind, namespace, -1)
-    if kind == "ModelDeployment":
-        ENDPOINTS.forget(namespace, name)  # deleted, or served by another replica now
     if TRIGGERS.unregister(waker.key, waker):  # not when a newer loop holds the name now
         _WRITTEN.pop(waker.key, None)
         _MUST_READ.discard(waker.key)
+        if kind == "ModelDeployment":
+            ENDPOINTS.forget(namespace, name)  # deleted, or served by another replica now
 
 
 def _run_reconciles(waker: Waker) -> None:
@@ -327,10 +327,10 @@ OWN_LOOP_KINDS = frozenset({"STTModel", "ModelDeployment"})
 
 
 class Loops:
-    """The loops of STTModels and ModelDeployments, started and fed by the watch events Kopf
-    delivers to `on_event` (its listings included, so an operator start or a resume after a
-    peering pause starts every loop), stopped by the object's DELETED event, by a peering pause
-    and at exit (`kopf_tuning.follow_operator_pauses`).
+    """The loops of STTModels and ModelDeployments, started and fed by `own_event` (from our
+    informers, or Kopf's watch with namespace globs; listings included, so an operator start or a
+    resume after a peering pause starts every loop), stopped by the object's DELETED event, by a
+    peering pause and at exit (`kopf_tuning.follow_operator_pauses`).
 
     Not Kopf daemons: with its daemon, a settled ModelDeployment held about 28.6 KiB (runner
     task, stopper, loggers, handler state, the decoded body); with a task and an event of our
