@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from fresh import machine, run_fresh
+
 # Heaviest shared dependencies first, then the operator's layers up to the Kopf handlers.
 MODULES = (
     "numpy",
@@ -53,16 +51,7 @@ print(json.dumps({"interpreter_mb": round(start, 1), "added_mb": added, "total_m
 
 
 def measure() -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{os.environ.get('PYTHONPATH', '')}"}
-    run = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, *MODULES],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=env,
-    )
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_fresh(_PROGRAM, *MODULES, timeout_s=300)
 
 
 def main() -> None:
@@ -72,11 +61,7 @@ def main() -> None:
     result = measure()
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "system": platform.platform(),
-        },
+        "machine": machine(),
         **result,
     }
     print(f"{'interpreter':40s} {result['interpreter_mb']:7.1f} MB")

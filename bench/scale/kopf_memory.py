@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from fresh import machine, run_fresh
 
 HERE = Path(__file__).resolve().parent
 BODY = HERE / "modeldeployment.json"
@@ -145,17 +144,7 @@ asyncio.run(main())
 
 
 def measure(variant: str, objects: int) -> dict[str, Any]:
-    root = HERE.parent.parent
-    env = {**os.environ, "PYTHONPATH": f"{root / 'operator'}:{os.environ.get('PYTHONPATH', '')}"}
-    run = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, variant, str(objects), str(BODY)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        env=env,
-    )
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_fresh(_PROGRAM, variant, str(objects), str(BODY), timeout_s=600)
 
 
 def main() -> None:
@@ -166,11 +155,7 @@ def main() -> None:
     results = [measure(variant, args.objects) for variant in ("kopf-daemon", "ours-via-kopf", "ours")]
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "system": platform.platform(),
-        },
+        "machine": machine(),
         "body_bytes": len(BODY.read_text()),
         "results": results,
     }
