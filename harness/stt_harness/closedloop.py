@@ -85,13 +85,23 @@ def node_images(cluster: LocalCluster) -> dict[str, BuiltImage]:
     """Build (or reuse, cached by content) the images and import them into the real node."""
     from stt_harness.images import build_images
 
-    assert cluster.real_node is not None
+    node = cluster.real_node
+    assert node is not None
     built = build_images()
-    present = set(cluster.real_node.images())
+    present = set(node.images())
     for image in built.values():
         if image.ref not in present:
-            cluster.real_node.import_image(image.archive)
+            node.import_image(image.archive)
+    # The node's image store is a cache that outlives clusters, and every source change tags the
+    # images anew (about 2.4 GB): drop the older tags of these repositories so it cannot grow.
+    node.remove_images(stale_tags(present, {image.ref for image in built.values()}))
     return built
+
+
+def stale_tags(present: set[str], wanted: set[str]) -> list[str]:
+    """References in ``present`` of a repository in ``wanted`` under another tag (pure)."""
+    repositories = {ref.rpartition(":")[0] for ref in wanted}
+    return sorted(ref for ref in present - wanted if ref.rpartition(":")[0] in repositories)
 
 
 def operator_process(

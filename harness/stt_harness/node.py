@@ -70,6 +70,14 @@ REAL_NODE_TAINT = {"key": "stt.dev/real-node", "value": "true", "effect": "NoSch
 REAL_NODE_TOLERATION = {"key": "stt.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}
 REAL_NODE_SELECTOR = {"stt.dev/node": "real"}
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
+DISK_EVICTION_SIGNALS = (
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "imagefs.inodesFree",
+    "containerfs.available",
+    "containerfs.inodesFree",
+)
 HOST_PROGRAMS = (
     "containerd",
     "containerd-shim-runc-v2",
@@ -247,8 +255,10 @@ def kubelet_config(net: SlotNet, socket: Path, ca: Path, pod_logs: Path) -> dict
         "podCIDR": net.pod_cidr,
         "podLogsDir": str(pod_logs),
         "registerWithTaints": [REAL_NODE_TAINT],
-        # A shared test machine: never evict test pods or delete imported images for disk/memory.
-        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        # A shared test machine whose free disk dips now and then (once to 1 % during a CI run):
+        # never evict test pods or delete imported images (the pause image among them) for disk.
+        # "0%" switches a signal off; an unnamed one would stay off too, named here to be plain.
+        "evictionHard": {"memory.available": "1Mi", **dict.fromkeys(DISK_EVICTION_SIGNALS, "0%")},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
@@ -542,6 +552,11 @@ class RealNode:
 
     def images(self) -> list[str]:
         return self.ctr("images", "list", "--quiet").split()
+
+    def remove_images(self, refs: list[str]) -> None:
+        """Untag ``refs`` and let containerd collect their layers (no-op for an empty list)."""
+        if refs:
+            self.ctr("images", "remove", "--sync", *refs)
 
     # -- set-up -------------------------------------------------------------------------------
 

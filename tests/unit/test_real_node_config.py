@@ -15,6 +15,7 @@ import pytest
 from stt_harness.cluster import POD_CIDR, SERVICE_CIDR, Layout, apiserver_args
 from stt_harness.imagetar import image_tar
 from stt_harness.node import (
+    DISK_EVICTION_SIGNALS,
     PAUSE_IMAGE,
     REAL_NODE_TAINT,
     SLOTS,
@@ -55,6 +56,13 @@ def test_kubelet_config_has_what_this_machine_kind_needs(tmp_path: Path) -> None
     assert cfg["containerRuntimeEndpoint"] == f"unix://{tmp_path / 'c.sock'}"
     assert cfg["registerWithTaints"] == [REAL_NODE_TAINT]
     assert cfg["authentication"]["anonymous"]["enabled"] is False
+    # No disk signal may evict a pod or garbage-collect an image (the pause image went that way
+    # once, when the shared disk dipped under 1 % free, and every later sandbox failed).
+    assert {k: v for k, v in cfg["evictionHard"].items() if k != "memory.available"} == dict.fromkeys(
+        DISK_EVICTION_SIGNALS, "0%"
+    )
+    assert set(DISK_EVICTION_SIGNALS) >= {"nodefs.available", "imagefs.available", "nodefs.inodesFree"}
+    assert cfg["imageGCHighThresholdPercent"] == 100
 
 
 def test_containerd_config_is_private_and_restricts_oom_score(tmp_path: Path) -> None:
@@ -147,3 +155,20 @@ def test_on_real_node_adds_toleration_and_selector_keeping_the_rest() -> None:
     assert out["nodeSelector"] == {"nvidia.com/gpu.present": "true", **REAL_NODE_SELECTOR}
     assert out["tolerations"] == [gpu, REAL_NODE_TOLERATION]
     assert spec["tolerations"] == [gpu]  # the input is not changed
+
+
+def test_older_tags_of_the_built_images_are_the_stale_ones() -> None:
+    from stt_harness.closedloop import stale_tags
+
+    present = {
+        "localhost/stt-operator:old1",
+        "localhost/stt-operator:new",
+        "localhost/stt-operator-jobs:old1",
+        "localhost/stt-operator-jobs:new",
+        PAUSE_IMAGE,  # another repository: kept
+        "quay.io/prometheus/prometheus:v3",  # kept
+        "localhost/stt-operator@sha256:abc",  # a digest reference, not a tag: kept
+    }
+    wanted = {"localhost/stt-operator:new", "localhost/stt-operator-jobs:new"}
+    assert stale_tags(present, wanted) == ["localhost/stt-operator-jobs:old1", "localhost/stt-operator:old1"]
+    assert stale_tags(wanted, wanted) == []
