@@ -26,7 +26,7 @@ MODULES = (
     "kubernetes.dynamic",
     "kopf",
     "prometheus_client",
-    "tritonclient.grpc.model_config_pb2",
+    "stt_operator.triton.config",  # Triton's model-config schema, without the gRPC client
     "stt_operator.api.modeldeployment",
     "stt_operator.controllers.modeldeployment",
     "stt_operator.controllers.sttmodel",

@@ -225,9 +225,7 @@ def _role_problems(contract: IOContract, signature: ModelSignature, label: str =
 def config_signature(config_path: Path) -> tuple[ModelSignature, int]:
     """Tensors declared by a Triton `config.pbtxt` shipped in the artifact (dims without the
     batch axis, as the spec writes them) and its max_batch_size."""
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from stt_operator.triton.config import parse_config_pbtxt
+    from stt_operator.triton.config import mc, parse_config_pbtxt
 
     config = parse_config_pbtxt(config_path.read_text())
 

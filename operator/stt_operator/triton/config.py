@@ -7,13 +7,48 @@ protobuf text_format. Pure: no I/O.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from stt_operator.triton.spec import DATA_TYPES, ROLES, resolve_backend
+
+_MODEL_CONFIG_MODULE = "tritonclient.grpc.model_config_pb2"
+
+
+def _triton_model_config_schema() -> ModuleType:
+    """Triton's generated `model_config_pb2`, without the gRPC client package around it.
+
+    Importing it the usual way runs `tritonclient.grpc`'s package init, which loads grpcio and
+    the inference service stubs (about 14 MB of resident memory the operator never uses). The
+    module needs only protobuf, so it is loaded from its file under its usual name: a later
+    `import tritonclient.grpc` in the same process finds it in `sys.modules` and does not
+    register the schema twice."""
+    if _MODEL_CONFIG_MODULE in sys.modules:
+        return sys.modules[_MODEL_CONFIG_MODULE]
+    package = importlib.util.find_spec("tritonclient")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("tritonclient is not installed (Triton's model configuration schema)")
+    path = Path(next(iter(package.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(_MODEL_CONFIG_MODULE, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load Triton's model configuration schema from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MODEL_CONFIG_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_MODEL_CONFIG_MODULE]
+        raise
+    return module
+
+
+mc: Any = _triton_model_config_schema()
 
 # The file Triton loads from `<model>/<version>/` for each backend.
 DEFAULT_MODEL_FILENAME: dict[str, str] = {
