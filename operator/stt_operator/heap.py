@@ -1,4 +1,5 @@
-"""The interpreter's cyclic collector around reads that decode a large, short-lived response.
+"""The process heap: the cyclic collector around reads that decode a large, short-lived
+response, and what glibc's allocator keeps after a burst.
 
 A field-selected pod list of a big node decodes into hundreds of thousands of dicts and lists
 that live only until their requests are summed. Decoded with the collector on, they outlive
@@ -6,10 +7,17 @@ young collections (the list still holds them), are promoted, and push the oldest
 over its trigger: each such list then costs a full collection, which scans every object the
 operator caches (3.6 s at 10,000 endpoints, bench/scale/RESULTS.md). Decoded with the
 collector paused, they are freed by reference counting before it runs again, and never promoted.
+
+Freed is not returned: glibc's malloc keeps what a burst freed inside its heaps, and it gives
+each thread that allocates a heap ("arena") of its own, up to eight per core, so 32 reconcile
+threads that each decoded a response hold their peaks apart. `cap_malloc_arenas` bounds the
+arenas before the threads start, and `release_free_heap` hands whole free pages back to the
+system (malloc_trim), which the operator does once a minute. Elsewhere than glibc both are no-ops.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
 from collections.abc import Iterator
@@ -18,6 +26,32 @@ from contextlib import contextmanager
 _lock = threading.Lock()
 _pausers = 0  # threads inside `collector_paused` now
 _was_enabled = False  # the collector's state when the first of them entered
+
+_M_ARENA_MAX = -8  # mallopt(3) parameter
+_glibc: ctypes.CDLL | bool | None = False  # False: not looked up yet
+
+
+def _libc() -> ctypes.CDLL | None:
+    global _glibc
+    if _glibc is False:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            _glibc = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+        except OSError:  # not glibc (musl, macOS)
+            _glibc = None
+    return _glibc or None
+
+
+def cap_malloc_arenas(arenas: int) -> bool:
+    """At most ``arenas`` malloc heaps from now on (call before threads start). True if set."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, int(arenas)))
+
+
+def release_free_heap() -> bool:
+    """Give the free pages of every malloc heap back to the system. True if any were."""
+    libc = _libc()
+    return bool(libc is not None and libc.malloc_trim(0))
 
 
 @contextmanager

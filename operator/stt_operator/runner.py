@@ -11,6 +11,7 @@ import random
 
 from prometheus_client import start_http_server
 
+from stt_operator.heap import cap_malloc_arenas
 from stt_operator.observability import GC_OBJECTS_FROZEN, configure_logging, track_gc
 from stt_operator.settings import OperatorSettings
 
@@ -22,12 +23,17 @@ log = logging.getLogger(__name__)
 # promotion brings the next full collection (a scan of everything the caches hold) closer.
 GC_YOUNG_THRESHOLD = 50_000
 GC_OLDER_THRESHOLDS = (20, 10)
+# Reconcile threads wait on the apiserver, so they seldom allocate at the same moment: two malloc
+# heaps serve them, rather than one per thread holding each one's peak (stt_operator/heap.py).
+MALLOC_ARENAS = 2
 
 
 def settle_heap() -> None:
     """Once imports and configuration are done: what exists now (modules, Kopf's registry, the
-    API models and their schemas) lives as long as the process, so the collector stops scanning
-    it (`gc.freeze`), and young collections run less often (`GC_YOUNG_THRESHOLD`)."""
+        API models and their schemas) lives as long as the process, so the collector stops scanning
+        it (`gc.freeze`), and young collections run less often (`GC_YOUNG_THRESHOLD`). Before any
+    thread starts, the allocator's heaps are capped (`MALLOC_ARENAS`)."""
+    cap_malloc_arenas(MALLOC_ARENAS)
     gc.collect()
     gc.freeze()
     GC_OBJECTS_FROZEN.set(gc.get_freeze_count())

@@ -57,6 +57,7 @@ from stt_operator.controllers.triggers import (
     without_field_managers,
 )
 from stt_operator.experiments.objects import LABEL_ABTEST
+from stt_operator.heap import release_free_heap
 from stt_operator.observability import CONFLICTS, ENDPOINTS, LOOPS, WAKEUPS, ObjectStateLog, WriteEchoes
 from stt_operator.services.informers import Informer, Informers, WatchedKind, resource_version
 
@@ -92,7 +93,7 @@ def begin_shutdown(**_: Any) -> None:
     """Kopf is stopping (SIGTERM, or peering): stop taking work and set a deadline that holds
     even if the apiserver never answers again (peering sign-off, patches in flight)."""
     _EXECUTOR.shutdown(wait=False, cancel_futures=True)
-    for task in _ANALYTICS:
+    for task in (*_ANALYTICS, *_HOUSEKEEPING):
         task.cancel()
     deadline = threading.Timer(_SETTINGS.shutdown_timeout_s, _exit_now)
     deadline.daemon = True
@@ -728,6 +729,9 @@ async def refresh_analytics_forever(interval_s: float) -> None:
 
 
 _ANALYTICS: list[asyncio.Task[None]] = []
+# Background tasks of the process (heap release), cancelled at shutdown like the analytics.
+_HOUSEKEEPING: list[asyncio.Task[None]] = []
+HEAP_RELEASE_INTERVAL_S = 60.0
 
 
 @kopf.on.startup()
@@ -735,6 +739,20 @@ async def start_analytics(**_: Any) -> None:
     # With no Prometheus to ask (analytics off, said once at start) there is no task at all.
     if _SETTINGS.prometheus_url and not _ANALYTICS:
         _ANALYTICS.append(asyncio.create_task(refresh_analytics_forever(_SETTINGS.analytics_interval_s)))
+
+
+async def release_heap_forever(interval_s: float) -> None:
+    """What a burst (a relist, a wave of creates) freed goes back to the system within a
+    minute, instead of staying in the process's resident size (stt_operator/heap.py)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        release_free_heap()
+
+
+@kopf.on.startup()
+async def start_housekeeping(**_: Any) -> None:
+    if not _HOUSEKEEPING:
+        _HOUSEKEEPING.append(asyncio.create_task(release_heap_forever(HEAP_RELEASE_INTERVAL_S)))
 
 
 # --- ABTest deletion -------------------------------------------------------------------------------
