@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -321,8 +322,17 @@ class Informer:
 
     def _relist(self) -> str:
         """List every page, replace the store, report what changed; the list's resourceVersion."""
+        started = time.monotonic()
         items, version = self._list()
         self._replace(items)
+        if self.synced.is_set():  # not the first list: the watch's version had expired
+            log.info(
+                "listed %d %s in %s again in %.1f s (the watch had fallen too far behind)",
+                len(items),
+                self.watched.plural,
+                self.namespace or "all namespaces",
+                time.monotonic() - started,
+            )
         return version
 
     def report_all_soon(self) -> None:
@@ -348,9 +358,13 @@ class Informer:
     def _replace(self, items: list[dict[str, Any]]) -> None:
         """Hold exactly `items` (a fresh list); report what vanished, appeared or changed."""
         fresh = {_key(item): item for item in items}
+        for key, item in fresh.items():  # a list carries our writes as well as a watch does
+            self.echoes.seen(key, resource_version(item))
         with self._lock:
             before = self._store.versions()
             gone = [self._store.get(*key) or {} for key in before if key not in fresh]
+            for key in before.keys() - fresh.keys():
+                self.echoes.forget(key)
             self._store = Store(self.watched.indexed)
             for (namespace, name), body in fresh.items():
                 self._store.put(namespace, name, self._held(body))

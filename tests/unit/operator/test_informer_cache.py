@@ -223,6 +223,22 @@ def test_the_informer_waits_only_for_writes_that_changed_the_object() -> None:
     assert len(inf.echoes) == 0
 
 
+def test_a_relist_brings_back_the_writes_it_carries() -> None:
+    """After an expired watch the informer lists again: a write the list already shows is no
+    longer waited for (it would otherwise count as lag until the object's next event), and a
+    write to an object the list no longer has is forgotten."""
+    inf, _ = informer()
+    inf._replace([deployment("x", 1), deployment("y", 1), deployment("z", 1)])
+    inf.written(deployment("x", 4))
+    inf.written(deployment("y", 5))
+    inf.written(deployment("z", 6))
+    assert len(inf.echoes) == 3
+    inf._replace([deployment("x", 4), deployment("y", 3)])  # x's write listed, y's not yet, z gone
+    assert len(inf.echoes) == 1
+    inf._replace([deployment("x", 4), deployment("y", 9)])
+    assert len(inf.echoes) == 0
+
+
 def test_reads_are_private_copies_and_writers_cannot_reach_the_cache() -> None:
     """The store holds its objects packed: changing a body after writing it, or a body a read
     returned, changes nothing held; the version and the label index are read without a decode."""
