@@ -30,8 +30,8 @@ MALLOC_ARENAS = 2
 
 def settle_heap() -> None:
     """Once imports and configuration are done: what exists now (modules, Kopf's registry, the
-        API models and their schemas) lives as long as the process, so the collector stops scanning
-        it (`gc.freeze`), and young collections run less often (`GC_YOUNG_THRESHOLD`). Before any
+    API models and their schemas) lives as long as the process, so the collector stops scanning
+    it (`gc.freeze`), and young collections run less often (`GC_YOUNG_THRESHOLD`). Before any
     thread starts, the allocator's heaps are capped (`MALLOC_ARENAS`)."""
     cap_malloc_arenas(MALLOC_ARENAS)
     gc.collect()
