@@ -18,6 +18,7 @@ system (malloc_trim), which the operator does once a minute. Elsewhere than glib
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import threading
 from collections.abc import Iterator
@@ -28,18 +29,15 @@ _pausers = 0  # threads inside `collector_paused` now
 _was_enabled = False  # the collector's state when the first of them entered
 
 _M_ARENA_MAX = -8  # mallopt(3) parameter
-_glibc: ctypes.CDLL | bool | None = False  # False: not looked up yet
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    global _glibc
-    if _glibc is False:
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            _glibc = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-        except OSError:  # not glibc (musl, macOS)
-            _glibc = None
-    return _glibc or None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS)
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
 def cap_malloc_arenas(arenas: int) -> bool:
