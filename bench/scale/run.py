@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kubernetes import watch as k8s_watch
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -285,35 +285,75 @@ def enable_apiserver_profiling() -> None:
     cluster_mod.apiserver_args = with_profiling  # type: ignore[assignment]
 
 
+def keep_logs(cluster: LocalCluster, folder: Path | None) -> None:
+    """With --keep-logs: copy the control plane's logs out before the cluster is torn down
+    (the apiserver's own account of its watches: watchers closed for falling behind)."""
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in (cluster.layout.root / "logs").glob("*.log"):
+        shutil.copy(log, folder / log.name)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 class Watcher(threading.Thread):
     """Hands every object a watch delivers to `seen`, with the time it arrived, as plain JSON
-    (typed client objects make a watch lag at thousands of objects), until `stop` is set; a
-    watch that ends or breaks is started again."""
+    (typed client objects make a watch lag at thousands of objects), until `stop` is set.
+
+    A watch that ends or is closed by the apiserver resumes from the last resourceVersion it
+    saw, as an informer does; only an expired version (410) starts again from the whole list.
+    Starting again from the list on every close made a lagging bench watch replay all 10,000
+    Deployments each time, a load of its own on the apiserver. `restarts` and `relists` count
+    them."""
 
     def __init__(self, list_call: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(daemon=True)
         self.call = (list_call, args, kwargs)
         self.stop = threading.Event()
+        self.restarts = 0
+        self.relists = 0
 
     def seen(self, obj: dict[str, Any], now: float) -> None:
         raise NotImplementedError
 
     def run(self) -> None:
         list_call, args, kwargs = self.call
+        version: str | None = None
         while not self.stop.is_set():
+            since = {"resource_version": version} if version else {}
             try:
-                for event in k8s_watch.Watch().stream(
-                    list_call, *args, timeout_seconds=30, deserialize=False, **kwargs
-                ):
-                    self.seen(event["object"], time.time())
-                    if self.stop.is_set():
-                        break
-            except Exception:  # a watch timeout or a reconnect
+                resp = list_call(
+                    *args,
+                    watch=True,
+                    timeout_seconds=30,
+                    allow_watch_bookmarks=True,
+                    _preload_content=False,
+                    **since,
+                    **kwargs,
+                )
+                try:
+                    for line in resp:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":  # 410 Gone: the version left the watch cache
+                            version = None
+                            self.relists += 1
+                            break
+                        version = obj["metadata"].get("resourceVersion") or version
+                        if event["type"] != "BOOKMARK":
+                            self.seen(obj, time.time())
+                        if self.stop.is_set():
+                            break
+                finally:
+                    resp.release_conn()
+            except Exception:  # a broken connection
                 time.sleep(0.5)
+            self.restarts += 1
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -357,17 +397,34 @@ class DeploymentWatcher(Watcher):
     timestamps have whole seconds)."""
 
     def __init__(self, api: Any) -> None:
-        super().__init__(AppsV1Api(api).list_deployment_for_all_namespaces, label_selector=LABEL_DEPLOYMENT)
+        # The same objects as the operator's own Deployment watch, under a selector that reads
+        # differently in the apiserver's log ("Forcing ... watcher close"): whose watch lagged.
+        super().__init__(
+            AppsV1Api(api).list_deployment_for_all_namespaces,
+            label_selector=f"{LABEL_DEPLOYMENT},{LABEL_DEPLOYMENT}!=bench-watch",
+        )
         self.first_seen: dict[tuple[str, str], float] = {}
         self.first_available: dict[tuple[str, str], float] = {}
+        # The first Available sighting minus the condition's own lastTransitionTime: how late
+        # the apiserver delivered it to a watcher that is not the operator (within a second).
+        self.delivery_delay: list[float] = []
 
     def seen(self, obj: dict[str, Any], now: float) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], (meta.get("labels") or {}).get(LABEL_DEPLOYMENT, ""))
         self.first_seen.setdefault(key, now)
         conditions = (obj.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions):
-            self.first_available.setdefault(key, now)
+        since = next(
+            (
+                c.get("lastTransitionTime")
+                for c in conditions
+                if c.get("type") == "Available" and c.get("status") == "True"
+            ),
+            None,
+        )
+        if since is not None and key not in self.first_available:
+            self.first_available[key] = now
+            self.delivery_delay.append(now - (_ts(since) or now))
 
 
 def split_stages(
@@ -405,16 +462,20 @@ def watched_stages(
     return split_stages(created, deployments.first_seen, deployments.first_available, routed, 3)
 
 
+def summary(values: list[float], digits: int = 3) -> dict[str, Any]:
+    """Count, median, 99th percentile and maximum, rounded."""
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), digits),
+        "p99": round(percentile(values, 99), digits),
+        "max": round(max(values), digits) if values else None,
+    }
+
+
 def latency_summary(
     created: dict[tuple[str, str], float], seen: dict[tuple[str, str], float]
 ) -> dict[str, Any]:
-    values = [seen[key] - t for key, t in created.items() if key in seen]
-    return {
-        "n": len(values),
-        "p50": round(percentile(values, 50), 3),
-        "p99": round(percentile(values, 99), 3),
-        "max": round(max(values), 3) if values else None,
-    }
+    return summary([seen[key] - t for key, t in created.items() if key in seen])
 
 
 ARGO_DIR = Path.home() / ".cache/stt-operator/tools/argo-rollouts"
@@ -689,6 +750,7 @@ def main() -> None:
         help="then the same burst and canaries with Argo Rollouts (bench/scale/build-argo-rollouts.sh)",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep-logs", type=Path, help="copy the control plane's logs into this folder")
     parser.add_argument(
         "--apiserver-profile",
         type=Path,
@@ -840,6 +902,7 @@ def main() -> None:
         op.stop(grace=30)
         log_lines = len(op.log_path.read_text(errors="replace").splitlines())
         argo = argo_phase(cluster, api, kube, args, steps) if args.argo else None
+        keep_logs(cluster, args.keep_logs)
 
     def reconciles(text: str) -> float:
         return metric_sum(text, "stt_operator_reconciles_total")
@@ -876,6 +939,11 @@ def main() -> None:
             "controller_manager_queues": controller_manager_queues(kcm0, kcm1),
             "stages_s": stages,
             "stages_watched_s": stages_watched,
+            "bench_deployment_watch_delivery_delay_s": summary(deployments.delivery_delay, 2),
+            "bench_watch_restarts": {
+                name: {"restarts": w.restarts, "relists": w.relists}
+                for name, w in (("routes", routes), ("deployments", deployments), ("healthy", healthy))
+            },
             "reconciles": rec_burst,
             "reconcile_mean_s": round(
                 (
@@ -906,6 +974,10 @@ def main() -> None:
             - metric_sum(op0, "stt_operator_wakeups_total"),
             "gc": gc_spent(op0, op1),
             "watch_lag_s": watch_lag(op0, op1),
+            # Watchers the apiserver closed because they fell behind its watch cache.
+            "apiserver_terminated_watchers": metric_growth(
+                api0, api1, "apiserver_terminated_watchers_total", ("resource",)
+            ),
         },
         "idle": {
             "seconds": args.idle,
