@@ -23,7 +23,6 @@ before the cluster is torn down.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -37,12 +36,14 @@ from run import (
     ClusterSampler,
     DeploymentWatcher,
     apiserver_metrics,
+    cluster_options,
     controller_manager_metrics,
     controller_manager_queues,
     keep_logs,
     metric_breakdown,
     metric_growth,
     metric_sum,
+    report,
     summary,
     tune_controller_manager,
 )
@@ -91,15 +92,12 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--rate", type=float, default=25.0, help="Deployments created per second")
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--controller-qps", type=int, default=0, help="as in run.py")
-    parser.add_argument("--controller-syncs", type=int, default=0, help="as in run.py")
+    cluster_options(parser)
     parser.add_argument(
         "--server-side-apply",
         action="store_true",
         help="create each Deployment with a server-side apply, as the operator does, not a create",
     )
-    parser.add_argument("--keep-logs", type=Path, help="copy the control plane's logs into this folder")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     tools = ensure_tools()
@@ -197,10 +195,7 @@ def main() -> None:
         ),
         "load_average": {"start": load_start, "end": load_end},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -716,6 +716,30 @@ def tune_controller_manager(qps: int, syncs: int) -> None:
     cluster_mod.controller_manager_args = tuned  # type: ignore[assignment]
 
 
+def cluster_options(parser: argparse.ArgumentParser) -> None:
+    """The options run.py and floor.py share: the controller manager's tuning, where the
+    results go, and whether the control plane's logs are kept."""
+    parser.add_argument(
+        "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
+    )
+    parser.add_argument(
+        "--controller-syncs",
+        type=int,
+        default=0,
+        help="workers of the controller manager's Deployment and ReplicaSet controllers (0: its default, 5)",
+    )
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep-logs", type=Path, help="copy the control plane's logs into this folder")
+
+
+def report(result: dict[str, Any], into: Path | None) -> None:
+    """Print the results, and write them to `into` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if into:
+        into.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -727,15 +751,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--analytics-interval", type=float, default=86400.0)
-    parser.add_argument(
-        "--controller-qps", type=int, default=0, help="controller manager API QPS (0: its default, 20)"
-    )
-    parser.add_argument(
-        "--controller-syncs",
-        type=int,
-        default=0,
-        help="workers of the controller manager's Deployment and ReplicaSet controllers (0: its default, 5)",
-    )
+    cluster_options(parser)
     parser.add_argument("--operator-arg", action="append", default=[], help="extra `stt-operator run` flag")
     parser.add_argument(
         "--argo-qps",
@@ -749,8 +765,6 @@ def main() -> None:
         action="store_true",
         help="then the same burst and canaries with Argo Rollouts (bench/scale/build-argo-rollouts.sh)",
     )
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--keep-logs", type=Path, help="copy the control plane's logs into this folder")
     parser.add_argument(
         "--apiserver-profile",
         type=Path,
@@ -1003,10 +1017,7 @@ def main() -> None:
             "end": os.getloadavg(),
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":
