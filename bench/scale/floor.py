@@ -35,7 +35,9 @@ from run import (
     API_BREAKDOWN,
     ClusterSampler,
     DeploymentWatcher,
+    _ts,
     apiserver_metrics,
+    available_since,
     cluster_options,
     controller_manager_metrics,
     controller_manager_queues,
@@ -156,17 +158,12 @@ def main() -> None:
             watcher.first_available[k] - t for k, t in created.items() if k in watcher.first_available
         ]
         by_timestamps = []
-        for d in apps.list_deployment_for_all_namespaces(label_selector=LABEL_DEPLOYMENT).items:
-            since = next(
-                (
-                    c.last_transition_time.timestamp()
-                    for c in d.status.conditions or []
-                    if c.type == "Available" and c.status == "True"
-                ),
-                None,
-            )
-            if since is not None:
-                by_timestamps.append(since - d.metadata.creation_timestamp.timestamp())
+        for d in kube.list("apps/v1", "Deployment", None):
+            if LABEL_DEPLOYMENT not in (d["metadata"].get("labels") or {}):
+                continue
+            since, made = available_since(d), _ts(d["metadata"].get("creationTimestamp"))
+            if since is not None and made is not None:
+                by_timestamps.append(since - made)
         keep_logs(cluster, args.keep_logs)
 
     all_requests = metric_sum(api1, "apiserver_request_total") - metric_sum(api0, "apiserver_request_total")

@@ -413,18 +413,10 @@ class DeploymentWatcher(Watcher):
         meta = obj["metadata"]
         key = (meta["namespace"], (meta.get("labels") or {}).get(LABEL_DEPLOYMENT, ""))
         self.first_seen.setdefault(key, now)
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        since = next(
-            (
-                c.get("lastTransitionTime")
-                for c in conditions
-                if c.get("type") == "Available" and c.get("status") == "True"
-            ),
-            None,
-        )
+        since = available_since(obj)
         if since is not None and key not in self.first_available:
             self.first_available[key] = now
-            self.delivery_delay.append(now - (_ts(since) or now))
+            self.delivery_delay.append(now - since)
 
 
 def split_stages(
@@ -656,6 +648,15 @@ def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
+def available_since(deployment: dict[str, Any]) -> float | None:
+    """When the Deployment became Available (its condition's lastTransitionTime, whole seconds);
+    None while it is not."""
+    for c in (deployment.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Available" and c.get("status") == "True":
+            return _ts(c.get("lastTransitionTime"))
+    return None
+
+
 def where_the_time_goes(
     kube: Kube, created: dict[tuple[str, str], float], routed: dict[tuple[str, str], float]
 ) -> dict[str, Any]:
@@ -668,14 +669,7 @@ def where_the_time_goes(
         if key not in created or key not in routed:
             continue
         created_at = _ts(d["metadata"].get("creationTimestamp"))
-        available_at = next(
-            (
-                _ts(c.get("lastTransitionTime"))
-                for c in (d.get("status") or {}).get("conditions") or []
-                if c.get("type") == "Available" and c.get("status") == "True"
-            ),
-            None,
-        )
+        available_at = available_since(d)
         if created_at is None or available_at is None or available_at > routed[key] + 1:
             continue  # a later revision's Deployment
         made[key], available[key] = created_at, available_at
