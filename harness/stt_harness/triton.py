@@ -283,6 +283,10 @@ def _launch(
     server = LocalTriton(proc, http, grpc, metrics, repository, log_path)
     urls = [f"http://{server.http_url}/v2/health/ready"]
     urls += [f"http://{server.http_url}/v2/models/{m}/ready" for m in models]
+    # tritonserver opens its metrics port after the HTTP one: a caller that reads a counter right
+    # after "ready" would otherwise race it (connection refused).
+    if "--allow-metrics=false" not in extra_args:
+        urls.append(server.metrics_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
