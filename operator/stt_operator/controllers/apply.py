@@ -28,8 +28,7 @@ from stt_operator.services.kube import Kube
 
 def apply_objects(kube: Kube, name: str, namespace: str, objects: EndpointObjects) -> None:
     """Serving objects, replica changes, the route (and its weights as metrics), deletions."""
-    for manifest in objects.serving:
-        kube.apply(manifest)
+    kube.apply_all(objects.serving)  # each revision's Deployment and Service: independent
     for deployment_name, replicas in objects.scale.items():
         kube.scale(deployment_name, namespace, replicas)
     for manifest in objects.routing:

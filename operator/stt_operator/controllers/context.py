@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stt_operator.services import notify
-from stt_operator.services.kube import Kube, load_api_client
+from stt_operator.services.kube import APPLY_THREADS, Kube, load_api_client
 from stt_operator.settings import OperatorSettings
 
 
@@ -24,7 +24,7 @@ _current: OperatorContext | None = None
 
 def configure(settings: OperatorSettings, kubeconfig: str | None = None) -> OperatorContext:
     global _current
-    client = load_api_client(kubeconfig, pool_size=settings.workers + 4)
+    client = load_api_client(kubeconfig, pool_size=settings.workers + APPLY_THREADS + 4)
     _current = OperatorContext(settings=settings, kube=Kube(client))
     notify.configure(settings.notifications)  # webhook senders, off without receivers
     # Import for the side effect of registering handlers, after the context exists.

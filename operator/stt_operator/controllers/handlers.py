@@ -93,6 +93,7 @@ def begin_shutdown(**_: Any) -> None:
     """Kopf is stopping (SIGTERM, or peering): stop taking work and set a deadline that holds
     even if the apiserver never answers again (peering sign-off, patches in flight)."""
     _EXECUTOR.shutdown(wait=False, cancel_futures=True)
+    context.current().kube.close()
     for task in (*_ANALYTICS, *_HOUSEKEEPING):
         task.cancel()
     deadline = threading.Timer(_SETTINGS.shutdown_timeout_s, _exit_now)

@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -89,6 +90,10 @@ def _plain(_client: Any, body: dict[str, Any]) -> dict[str, Any]:
 # operator's shutdown) for ever.
 REQUEST_TIMEOUT = (10, 30)
 
+# Threads that carry a reconcile's independent applies at once (`Kube.apply_all`). Shared by every
+# reconcile; past them an apply waits its turn, as it did when the applies ran in a row.
+APPLY_THREADS = 16
+
 
 class Kube:
     def __init__(self, api_client: k8s.ApiClient) -> None:
@@ -111,6 +116,7 @@ class Kube:
         self.known: Callable[[str, str, str, str | None], dict[str, Any] | None] | None = None
         # Watch-fed caches of owned objects (services/informers.py), when the operator runs them.
         self.informers: Informers | None = None
+        self._apply_pool: ThreadPoolExecutor | None = None
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -198,6 +204,35 @@ class Kube:
             version = _version(result)
             if version is not None:
                 self._applied[key] = (digest, version)
+
+    def apply_all(self, manifests: Sequence[Mapping[str, Any]]) -> None:
+        """Apply manifests that do not depend on one another at once. Under load an apply is a
+        round trip of a few hundred milliseconds, most of a reconcile's time, and one revision's
+        Deployment and Service wait for nothing from each other. Every apply runs to its end
+        (each is idempotent); the first refusal is raised after, so the reconcile retries."""
+        if len(manifests) < 2:
+            for manifest in manifests:
+                self.apply(manifest)
+            return
+        with self._lock:
+            if self._apply_pool is None:
+                self._apply_pool = ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply")
+            pool = self._apply_pool
+        others = [pool.submit(self.apply, manifest) for manifest in manifests[1:]]
+        errors: list[BaseException] = []
+        try:
+            self.apply(manifests[0])  # this thread's share, rather than idling while the pool works
+        except Exception as exc:  # raised below, once the others have finished
+            errors.append(exc)
+        errors += [exc for exc in (future.exception() for future in others) if exc is not None]
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Shutdown: applies not started yet are dropped (their reconcile is being dropped too)."""
+        with self._lock:
+            if self._apply_pool is not None:
+                self._apply_pool.shutdown(wait=False, cancel_futures=True)
 
     def _server_side_apply(self, resource: Any, manifest: Mapping[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

@@ -105,3 +105,68 @@ def test_list_visible_passes_other_refusals_on() -> None:
 
     with pytest.raises(facade.NotFound):
         _kube(Broken({}, forbidden=False)).list_visible(API, "ABTest", ["a"])
+
+
+class _SlowApplies:
+    """Server-side applies that each take `seconds`; the names in `refuse` are refused (403).
+    Records which names were applied and how many were in flight at once."""
+
+    def __init__(self, seconds: float, refuse: frozenset[str] = frozenset()) -> None:
+        import threading
+
+        self.seconds, self.refuse = seconds, refuse
+        self.applied: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def server_side_apply(self, resource: Any, body: dict[str, Any], name: str, **_: Any) -> dict[str, Any]:
+        import time
+
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.seconds)
+            if name in self.refuse:
+                raise _refusal(403)
+            with self._lock:
+                self.applied.append(name)
+            return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def _manifests(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "namespace": "ns"}} for n in names
+    ]
+
+
+def test_apply_all_applies_independent_objects_at_once() -> None:
+    import time
+
+    dynamic = _SlowApplies(0.3)
+    kube = Kube(api_client=None)  # type: ignore[arg-type]
+    kube._dynamic = dynamic  # type: ignore[assignment]
+    kube._resources[("v1", "ConfigMap")] = object()
+    started = time.monotonic()
+    kube.apply_all(_manifests("a", "b", "c"))
+    took = time.monotonic() - started
+    kube.close()
+    assert sorted(dynamic.applied) == ["a", "b", "c"]
+    assert dynamic.most_in_flight == 3
+    assert took < 0.8  # three in a row would be 0.9 s
+
+
+def test_apply_all_finishes_every_apply_then_raises_the_refusal() -> None:
+    dynamic = _SlowApplies(0.05, refuse=frozenset({"a"}))
+    kube = Kube(api_client=None)  # type: ignore[arg-type]
+    kube._dynamic = dynamic  # type: ignore[assignment]
+    kube._resources[("v1", "ConfigMap")] = object()
+    with pytest.raises(facade.Forbidden):
+        kube.apply_all(_manifests("a", "b", "c"))
+    assert sorted(dynamic.applied) == ["b", "c"]  # the others were not abandoned half-way
+    with pytest.raises(facade.Forbidden):
+        kube.apply_all(_manifests("b", "a"))  # the refusal from a pool thread is raised too
+    kube.close()

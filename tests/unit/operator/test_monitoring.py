@@ -361,6 +361,9 @@ class _Kube:
     def apply(self, obj: dict[str, Any]) -> None:
         self.applied.append(obj)
 
+    def apply_all(self, objs: list[dict[str, Any]]) -> None:
+        self.applied += objs
+
     def delete(self, *args: Any) -> None:
         raise AssertionError(f"nothing is deleted in steady state: {args}")
 
