@@ -3,6 +3,7 @@ with the apiserver's refusals under the facade's names."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -107,34 +108,31 @@ def test_list_visible_passes_other_refusals_on() -> None:
         _kube(Broken({}, forbidden=False)).list_visible(API, "ABTest", ["a"])
 
 
-class _SlowApplies:
-    """Server-side applies that each take `seconds`; the names in `refuse` are refused (403).
-    Records which names were applied and how many were in flight at once."""
+class _Applies:
+    """Server-side applies that each wait at a barrier of `together` parties (so they pass only
+    if that many are in flight at once; a lone apply times out); the names in `refuse` are
+    refused (403). Records which names were applied."""
 
-    def __init__(self, seconds: float, refuse: frozenset[str] = frozenset()) -> None:
-        import threading
-
-        self.seconds, self.refuse = seconds, refuse
+    def __init__(self, together: int = 1, refuse: frozenset[str] = frozenset()) -> None:
+        self.barrier = threading.Barrier(together, timeout=10)
+        self.refuse = refuse
         self.applied: list[str] = []
-        self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
 
     def server_side_apply(self, resource: Any, body: dict[str, Any], name: str, **_: Any) -> dict[str, Any]:
-        import time
-
+        self.barrier.wait()
+        if name in self.refuse:
+            raise _refusal(403)
         with self._lock:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            time.sleep(self.seconds)
-            if name in self.refuse:
-                raise _refusal(403)
-            with self._lock:
-                self.applied.append(name)
-            return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
-        finally:
-            with self._lock:
-                self.in_flight -= 1
+            self.applied.append(name)
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+
+
+def _applying(dynamic: _Applies) -> Kube:
+    kube = Kube(api_client=None)  # type: ignore[arg-type]
+    kube._dynamic = dynamic  # type: ignore[assignment]
+    kube._resources[("v1", "ConfigMap")] = object()
+    return kube
 
 
 def _manifests(*names: str) -> list[dict[str, Any]]:
@@ -144,29 +142,19 @@ def _manifests(*names: str) -> list[dict[str, Any]]:
 
 
 def test_apply_all_applies_independent_objects_at_once() -> None:
-    import time
-
-    dynamic = _SlowApplies(0.3)
-    kube = Kube(api_client=None)  # type: ignore[arg-type]
-    kube._dynamic = dynamic  # type: ignore[assignment]
-    kube._resources[("v1", "ConfigMap")] = object()
-    started = time.monotonic()
+    dynamic = _Applies(together=3)  # in a row, the first would wait at the barrier alone
+    kube = _applying(dynamic)
     kube.apply_all(_manifests("a", "b", "c"))
-    took = time.monotonic() - started
     kube.close()
     assert sorted(dynamic.applied) == ["a", "b", "c"]
-    assert dynamic.most_in_flight == 3
-    assert took < 0.8  # three in a row would be 0.9 s
 
 
 def test_apply_all_finishes_every_apply_then_raises_the_refusal() -> None:
-    dynamic = _SlowApplies(0.05, refuse=frozenset({"a"}))
-    kube = Kube(api_client=None)  # type: ignore[arg-type]
-    kube._dynamic = dynamic  # type: ignore[assignment]
-    kube._resources[("v1", "ConfigMap")] = object()
+    dynamic = _Applies(refuse=frozenset({"a"}))
+    kube = _applying(dynamic)
     with pytest.raises(facade.Forbidden):
         kube.apply_all(_manifests("a", "b", "c"))
     assert sorted(dynamic.applied) == ["b", "c"]  # the others were not abandoned half-way
     with pytest.raises(facade.Forbidden):
-        kube.apply_all(_manifests("b", "a"))  # the refusal from a pool thread is raised too
+        kube.apply_all(_manifests("b", "a"))  # a refusal in a pool thread is raised too
     kube.close()
