@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from stt_operator import API_GROUP
+from stt_operator.builders.serving import deployment_available
 from stt_operator.rollout.history import ANNOTATION_RETRY, ANNOTATION_UNDO
 from stt_operator.rollout.transitions import ANNOTATION_ABORT, ANNOTATION_HELD_BY, ANNOTATION_PROMOTE
 from stt_operator.services.informers import resource_version
@@ -99,20 +100,22 @@ def dependency_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint | 
 
 def child_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint:
     """What of an owned object the owner's reconciler reads. Deployments and Jobs: readiness
-    and completion; everything else only matters when it disappears."""
+    and completion; everything else only matters when it disappears.
+
+    A Deployment's reconcilers read its wanted replicas, its available replicas and whether its
+    current generation is rolled out and Available (rollout/plan.py: observed_revisions,
+    builders/serving.py: deployment_available), so that is all that wakes them: the controller
+    manager's intermediate writes (observedGeneration caught up, updated or ready replicas
+    moving while still unavailable) wake nobody, two reconciles fewer per new endpoint."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     deleting = bool(meta.get("deletionTimestamp"))
     if kind == "Deployment":
-        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         return _digest(
             [
                 (body.get("spec") or {}).get("replicas"),
-                status.get("availableReplicas"),
-                status.get("readyReplicas"),
-                status.get("updatedReplicas"),
-                status.get("observedGeneration") == meta.get("generation"),
-                conditions.get("Available"),
+                int(status.get("availableReplicas") or 0),
+                deployment_available(dict(body)),
                 deleting,
             ]
         )

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from stt_operator.builders.serving import deployment_available
 from stt_operator.controllers.triggers import (
     ANY_NAME,
     Triggers,
@@ -50,8 +51,41 @@ def test_child_fingerprint_ignores_noise_and_sees_availability() -> None:
     b["metadata"]["annotations"] = {"x": "y"}
     assert child_fingerprint("Deployment", a) == child_fingerprint("Deployment", b)
     assert child_fingerprint("Deployment", a) != child_fingerprint("Deployment", deployment(1))
-    # A spec change not yet observed by the controller is not the same state either.
-    assert child_fingerprint("Deployment", a) != child_fingerprint("Deployment", deployment(0, 2, 1))
+    # Available, then a spec change the controller has not observed yet: not available any more.
+    rolled_out = available(deployment(1))
+    assert child_fingerprint("Deployment", rolled_out) != child_fingerprint(
+        "Deployment", available(deployment(1, 2, 1))
+    )
+
+
+def available(body: dict) -> dict:
+    """`body` as the controller manager writes it once every replica is updated and Available."""
+    body["status"] |= {"updatedReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}
+    return body
+
+
+def test_child_fingerprint_ignores_the_controller_managers_steps_before_availability() -> None:
+    """A new Deployment's status writes until it is Available change nothing its owner's
+    reconcile reads (rollout/plan.py: observed_revisions): only the last one wakes it."""
+    created = deployment(0, observed=0)
+    created["status"] = {}
+    steps = [
+        {"observedGeneration": 1},
+        {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1},
+        {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "unavailableReplicas": 1,
+        },
+    ]
+    first = child_fingerprint("Deployment", created)
+    for status in steps:
+        assert child_fingerprint("Deployment", {**created, "status": status}) == first
+    done = available(deployment(1))
+    assert child_fingerprint("Deployment", done) != first
+    assert deployment_available(done) and not deployment_available({**created, "status": steps[-1]})
 
 
 def test_own_fingerprint_sees_spec_and_control_annotations_only() -> None:
