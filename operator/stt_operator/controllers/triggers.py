@@ -106,7 +106,8 @@ def child_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint:
     current generation is rolled out and Available (rollout/plan.py: observed_revisions,
     builders/serving.py: deployment_available), so that is all that wakes them: the controller
     manager's intermediate writes (observedGeneration caught up, updated or ready replicas
-    moving while still unavailable) wake nobody, two reconciles fewer per new endpoint."""
+    moving while still unavailable) wake nobody: up to two reconciles fewer per new endpoint
+    when those writes arrive one by one (bench/scale/RESULTS.md)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     deleting = bool(meta.get("deletionTimestamp"))
