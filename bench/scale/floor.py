@@ -35,7 +35,6 @@ from run import (
     API_BREAKDOWN,
     ClusterSampler,
     DeploymentWatcher,
-    _ts,
     apiserver_metrics,
     available_since,
     cluster_options,
@@ -45,6 +44,7 @@ from run import (
     metric_breakdown,
     metric_growth,
     metric_sum,
+    parse_timestamp,
     report,
     summary,
     tune_controller_manager,
@@ -161,7 +161,7 @@ def main() -> None:
         for d in kube.list("apps/v1", "Deployment", None):
             if LABEL_DEPLOYMENT not in (d["metadata"].get("labels") or {}):
                 continue
-            since, made = available_since(d), _ts(d["metadata"].get("creationTimestamp"))
+            since, made = available_since(d), parse_timestamp(d["metadata"].get("creationTimestamp"))
             if since is not None and made is not None:
                 by_timestamps.append(since - made)
         keep_logs(cluster, args.keep_logs)

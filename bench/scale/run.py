@@ -642,7 +642,7 @@ def argo_phase(cluster: Any, api: Any, kube: Kube, args: Any, steps: list[dict[s
     }
 
 
-def _ts(value: str | None) -> float | None:
+def parse_timestamp(value: str | None) -> float | None:
     from datetime import datetime
 
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
@@ -653,7 +653,7 @@ def available_since(deployment: dict[str, Any]) -> float | None:
     None while it is not."""
     for c in (deployment.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Available" and c.get("status") == "True":
-            return _ts(c.get("lastTransitionTime"))
+            return parse_timestamp(c.get("lastTransitionTime"))
     return None
 
 
@@ -668,7 +668,7 @@ def where_the_time_goes(
         key = (d["metadata"]["namespace"], labels.get(LABEL_DEPLOYMENT, ""))
         if key not in created or key not in routed:
             continue
-        created_at = _ts(d["metadata"].get("creationTimestamp"))
+        created_at = parse_timestamp(d["metadata"].get("creationTimestamp"))
         available_at = available_since(d)
         if created_at is None or available_at is None or available_at > routed[key] + 1:
             continue  # a later revision's Deployment

@@ -123,7 +123,7 @@ def triton_service(params: ServingParams) -> dict[str, Any]:
     }
 
 
-def deployment_available(deployment: dict[str, Any] | None) -> bool:
+def deployment_available(deployment: Mapping[str, Any] | None) -> bool:
     """True when the Deployment's current generation is rolled out and Available."""
     if not deployment:
         return False

@@ -116,7 +116,7 @@ def child_fingerprint(kind: str, body: Mapping[str, Any]) -> Fingerprint:
             [
                 (body.get("spec") or {}).get("replicas"),
                 int(status.get("availableReplicas") or 0),
-                deployment_available(dict(body)),
+                deployment_available(body),
                 deleting,
             ]
         )
