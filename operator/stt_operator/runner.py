@@ -9,10 +9,8 @@ import logging
 import os
 import random
 
-from prometheus_client import start_http_server
-
 from stt_operator.heap import cap_malloc_arenas
-from stt_operator.observability import GC_OBJECTS_FROZEN, configure_logging, track_gc
+from stt_operator.observability import GC_OBJECTS_FROZEN, configure_logging, serve_metrics, track_gc
 from stt_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -124,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     track_gc()
     settle_heap()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        serve_metrics(settings.metrics_port)
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     if not settings.prometheus_url:
         # One line, once: no per-object retries against a guessed address.

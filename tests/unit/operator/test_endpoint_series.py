@@ -55,3 +55,59 @@ def test_a_route_alone_exports_no_rollout_series_and_forget_removes_everything()
     series.forget("other", "asr")
     assert _samples(series) == {}
     assert series.rollbacks("other", "asr") == 0
+
+
+def test_samples_made_as_read_render_what_the_library_families_render() -> None:
+    """The families' samples are made lazily (`_streamed`); the exposition must be the one
+    that families filled with the library's own `add_metric` give, in both formats."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    series = EndpointSeries()
+    series.record_rollout("ns-a", "asr", in_flight=True, promoted=True, rolled_back=False)
+    series.record_route("ns-a", "asr", {"asr-r1": 90, "asr-r2": 10})
+    series.record_rollout("ns-b", 'odd"name', in_flight=False, promoted=False, rolled_back=True)
+    series.record_route("ns-c", "ab", {"v1": 50})  # a route alone: no rollout series
+
+    created = {key: state.created for key, state in series._endpoints.items()}
+
+    class Eager:
+        def collect(self):  # type: ignore[no-untyped-def]
+            labels = ["namespace", "name"]
+            flight = GaugeMetricFamily(
+                "stt_operator_rollouts_in_flight", "ModelDeployments currently progressing", labels=labels
+            )
+            flight.add_metric(["ns-a", "asr"], 1)
+            flight.add_metric(["ns-b", 'odd"name'], 0)
+            yield flight
+            for name, doc, values in (
+                ("stt_operator_rollbacks", "Automatic and manual rollbacks", (0, 1)),
+                ("stt_operator_promotions", "Revisions promoted to stable", (1, 0)),
+            ):
+                counter = CounterMetricFamily(name, doc, labels=labels)
+                counter.add_metric(["ns-a", "asr"], values[0], created=created[("ns-a", "asr")])
+                counter.add_metric(["ns-b", 'odd"name'], values[1], created=created[("ns-b", 'odd"name')])
+                yield counter
+            weight = GaugeMetricFamily(
+                "stt_operator_route_weight",
+                "Weight (percent) of each backend in the endpoint's route, as last written",
+                labels=["namespace", "endpoint", "backend"],
+            )
+            for labels_, value in (
+                (["ns-a", "asr", "asr-r1"], 90),
+                (["ns-a", "asr", "asr-r2"], 10),
+                (["ns-c", "ab", "v1"], 50),
+            ):
+                weight.add_metric(labels_, value)
+            yield weight
+
+    lazy, eager = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)  # as REGISTRY
+    lazy.register(series)
+    eager.register(Eager())
+    assert generate_latest(lazy) == generate_latest(eager)
+    assert generate_openmetrics(lazy) == generate_openmetrics(eager)
+    only = lazy.restricted_registry(["stt_operator_rollbacks_total"])
+    assert generate_latest(only) == generate_latest(
+        eager.restricted_registry(["stt_operator_rollbacks_total"])
+    )
+    assert b"stt_operator_rollbacks_total" in generate_latest(only)
