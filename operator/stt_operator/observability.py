@@ -11,16 +11,23 @@ import time
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from itertools import islice
 from socketserver import ThreadingMixIn
 from typing import Any, cast
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
+
+# No `_created` series beside each counter and histogram: Prometheus stores them as series of
+# their own (20,000 more at 10,000 endpoints for the per-endpoint counters alone) and neither
+# the chart's alerts nor its dashboard read them; Go controllers (Argo Rollouts, the
+# controller manager) expose none in the text format either.
+disable_created_metrics()
 
 RECONCILES = Counter("stt_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
@@ -34,10 +41,9 @@ RECONCILE_SECONDS = Histogram(
 class _EndpointState:
     """What is exported of one endpoint (`EndpointSeries`)."""
 
-    __slots__ = ("created", "in_flight", "promotions", "rollbacks", "routes")
+    __slots__ = ("in_flight", "promotions", "rollbacks", "routes")
 
     def __init__(self) -> None:
-        self.created = time.time()
         self.in_flight: int | None = None  # None: no rollout recorded (a route only)
         self.promotions = 0
         self.rollbacks = 0
@@ -87,41 +93,47 @@ class EndpointSeries(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """One family at a time, each built only when the exposition asks for it, and each
-        family's samples made one by one as the encoder reads them (`_streamed`): a scrape
-        holds the exposition's lines, not 10,000 to 20,000 sample objects with a label dict
+        family's samples made one by one as they are read (`SlicedFamily`): a scrape holds a
+        slice of the exposition's lines, not 10,000 to 20,000 sample objects with a label dict
         each (bench/scale/scrape_memory.py)."""
         with self._lock:  # a consistent copy; the samples are made outside the lock
             held = [
-                (key, state.created, state.in_flight, state.promotions, state.rollbacks, state.routes)
+                (key, state.in_flight, state.promotions, state.rollbacks, state.routes)
                 for key, state in self._endpoints.items()
             ]
         name = "stt_operator_rollouts_in_flight"
-        yield _streamed(
-            GaugeMetricFamily(name, "ModelDeployments currently progressing", labels=_LABELS),
+        yield SlicedFamily(
+            name,
+            "ModelDeployments currently progressing",
+            "gauge",
             (
                 Sample(name, {"namespace": namespace, "name": endpoint}, flight)
-                for (namespace, endpoint), _, flight, _, _, _ in held
+                for (namespace, endpoint), flight, _, _, _ in held
                 if flight is not None
             ),
         )
         for name, documentation, column in (
-            ("stt_operator_rollbacks", "Automatic and manual rollbacks", 4),
-            ("stt_operator_promotions", "Revisions promoted to stable", 3),
+            ("stt_operator_rollbacks", "Automatic and manual rollbacks", 3),
+            ("stt_operator_promotions", "Revisions promoted to stable", 2),
         ):
-            yield _streamed(
-                CounterMetricFamily(name, documentation, labels=_LABELS),
-                _counter_samples(name, ((row[0], row[1], row[column]) for row in held if row[2] is not None)),
+            yield SlicedFamily(
+                name,
+                documentation,
+                "counter",
+                (
+                    Sample(f"{name}_total", {"namespace": row[0][0], "name": row[0][1]}, row[column])
+                    for row in held
+                    if row[1] is not None
+                ),
             )
         name = "stt_operator_route_weight"
-        yield _streamed(
-            GaugeMetricFamily(
-                name,
-                "Weight (percent) of each backend in the endpoint's route, as last written",
-                labels=["namespace", "endpoint", "backend"],
-            ),
+        yield SlicedFamily(
+            name,
+            "Weight (percent) of each backend in the endpoint's route, as last written",
+            "gauge",
             (
                 Sample(name, {"namespace": namespace, "endpoint": endpoint, "backend": backend}, weight)
-                for (namespace, endpoint), _, _, _, _, weights in held
+                for (namespace, endpoint), _, _, _, weights in held
                 for backend, weight in weights
             ),
         )
@@ -130,20 +142,33 @@ class EndpointSeries(Collector):
 _LABELS = ["namespace", "name"]
 
 
-def _counter_samples(name: str, rows: Iterable[tuple[tuple[str, str], float, int]]) -> Iterator[Sample]:
-    """What `CounterMetricFamily.add_metric(labels, value, created=...)` adds, per row."""
-    for (namespace, endpoint), created, value in rows:
-        labels = {"namespace": namespace, "name": endpoint}
-        yield Sample(f"{name}_total", labels, value)
-        yield Sample(f"{name}_created", labels, created)
+class SlicedFamily(Metric):
+    """A metric family whose samples are made as they are read, and which the exposition may
+    write in slices (`exposition_chunks`).
 
+    Only for families whose samples the encoders write in the order given: gauge values and
+    counter totals, no `_created`, `_gsum` or `_gcount` sample (the text encoder moves those to
+    the end of their family, so a slice would split them). The samples are a one-shot iterator;
+    a collector builds the family anew at each scrape, so nothing reads them twice."""
 
-def _streamed(family: Metric, samples: Iterator[Sample]) -> Metric:
-    """`family` with its samples made as they are read. prometheus_client's encoders (text,
-    OpenMetrics, the `name[]` filter) read a family's samples once, in order; the family is
-    built anew at every scrape, so the one-shot iterator is never read twice."""
-    family.samples = cast(list[Sample], samples)
-    return family
+    def __init__(self, name: str, documentation: str, typ: str, samples: Iterator[Sample]) -> None:
+        super().__init__(name, documentation, typ)
+        self.samples = cast(list[Sample], samples)  # the encoders and `name[]` read it once, in order
+
+    def slices(self, size: int) -> Iterator[Metric]:
+        """The family as consecutive families of at most `size` samples each, the first always
+        (so an empty family still writes its HELP and TYPE, as the whole render does)."""
+        samples = iter(self.samples)
+        first = True
+        while True:
+            part = Metric(self.name, self.documentation, self.type, self.unit)
+            part.samples = list(islice(samples, size))
+            if not part.samples and not first:
+                return
+            yield part
+            first = False
+            if len(part.samples) < size:
+                return
 
 
 ENDPOINTS = EndpointSeries()
@@ -425,24 +450,44 @@ class _OneFamily:
         return (self.family,)
 
 
+# Samples per chunk of a `SlicedFamily`: a chunk's lines are about 100 bytes each, so a slice
+# holds some hundreds of KB while it is encoded, whatever the endpoint count.
+SLICE_SAMPLES = 1000
+
+
 def exposition_chunks(
     source: Collector, encoder: Callable[[Collector], bytes], openmetrics: bool
 ) -> Iterator[bytes]:
-    """The exposition of `source`, one metric family per chunk, in the encoder's format.
+    """The exposition of `source`, one metric family per chunk (a `SlicedFamily` in chunks of
+    `SLICE_SAMPLES` samples), in the encoder's format.
 
     prometheus_client's `generate_latest` renders every family into one list of lines, joins
     it and encodes it, so a scrape holds the whole text three times over (about 19 MB at
     10,000 endpoints, bench/scale/RESULTS.md); here a chunk is written to the socket before
-    the next family is built. OpenMetrics ends the whole exposition with one `# EOF` line:
-    the encoder appends it to each family, so it is cut there and written once at the end."""
+    the next is built. The encoder writes each slice as a family of its own, so the header
+    lines (`# HELP`, `# TYPE`, `# UNIT`) of every slice after a family's first are cut.
+    OpenMetrics ends the whole exposition with one `# EOF` line: the encoder appends it to each
+    family, so it is cut there and written once at the end."""
     for family in source.collect():
-        text = encoder(_OneFamily(family))
-        if openmetrics:
-            text = text.removesuffix(_OPENMETRICS_END)
-        if text:
-            yield text
+        parts = family.slices(SLICE_SAMPLES) if isinstance(family, SlicedFamily) else (family,)
+        for index, part in enumerate(parts):
+            text = encoder(_OneFamily(part))
+            if openmetrics:
+                text = text.removesuffix(_OPENMETRICS_END)
+            if index:
+                text = _without_header(text)
+            if text:
+                yield text
     if openmetrics:
         yield _OPENMETRICS_END
+
+
+def _without_header(text: bytes) -> bytes:
+    """`text` after its leading comment lines (no sample line starts with `#`)."""
+    start = 0
+    while text.startswith(b"# ", start):
+        start = text.index(b"\n", start) + 1
+    return text[start:]
 
 
 def _gzip_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:

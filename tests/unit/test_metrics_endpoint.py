@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from stt_operator.observability import EndpointSeries, metrics_app, serve_metrics
+from stt_operator.observability import SLICE_SAMPLES, EndpointSeries, metrics_app, serve_metrics
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -115,3 +115,40 @@ def test_each_family_is_written_before_the_next_is_built() -> None:
         assert collector.built == index + 1  # nothing built ahead of what was written
     assert next(chunks, None) is None
     assert started == ["200 OK"]
+
+
+def test_a_family_larger_than_a_slice_is_written_in_bounded_chunks_with_one_header() -> None:
+    """3,500 endpoints: each per-endpoint family spans four slices; the body is still the
+    library's render of the same samples, each family's HELP and TYPE appear once, and no chunk
+    holds much more than one slice's lines."""
+    registry = CollectorRegistry()
+    endpoints = EndpointSeries()
+    for i in range(3500):
+        endpoints.record_rollout(
+            f"tenant-{i % 7}", f"asr-{i:05d}", in_flight=False, promoted=False, rolled_back=False
+        )
+        endpoints.record_route(f"tenant-{i % 7}", f"asr-{i:05d}", {f"asr-{i:05d}-r1": 100})
+    registry.register(endpoints)
+    app = metrics_app(registry)
+    for accept, render in (("", generate_latest), (OPENMETRICS_ACCEPT, generate_openmetrics)):
+        chunks = list(app({"REQUEST_METHOD": "GET", "HTTP_ACCEPT": accept}, lambda *_: None))
+        body = b"".join(chunks)
+        assert body == render(registry)
+        assert body.count(b"# TYPE stt_operator_route_weight gauge\n") == 1
+        assert body.count(b"# HELP stt_operator_rollbacks") == 1
+        assert len(chunks) >= 4 * 4  # four families of 3,500 samples, 1,000 to a slice
+        longest_line = max(len(line) for line in body.splitlines())
+        assert max(len(chunk) for chunk in chunks) <= SLICE_SAMPLES * (longest_line + 1) + 512
+
+
+def test_no_created_series_are_exported() -> None:
+    """Counters and histograms of the operator's process carry no `_created` series."""
+    registry = CollectorRegistry()
+    Counter("demo_total", "Demo", ["kind"], registry=registry).labels("a").inc()
+    Histogram("demo_latency_seconds", "Demo", registry=registry).observe(0.2)
+    endpoints = EndpointSeries()
+    endpoints.record_rollout("ns", "asr", in_flight=True, promoted=True, rolled_back=False)
+    registry.register(endpoints)
+    for body in (generate_latest(registry), generate_openmetrics(registry)):
+        assert b"_created" not in body
+        assert b'stt_operator_promotions_total{name="asr",namespace="ns"} 1.0' in body
