@@ -5,8 +5,8 @@ No cluster: N endpoints recorded as a settled Immediate rollout leaves them (one
 100 %), then the exposition rendered four ways in the same run: whole, by prometheus_client's
 renderers (what its `start_http_server` writes, and what the operator served before
 `serve_metrics`), in plain text and as Prometheus asks (OpenMetrics, gzip); and streamed,
-chunk by chunk as the operator's metrics server writes them (observability.py: `metrics_app`),
-the same two ways. tracemalloc gives the peak allocated during a render above what was held
+chunk by chunk as the operator's metrics server writes them (observability.py: `metrics_app`,
+a family or a slice of 1,000 series at a time), the same two ways. tracemalloc gives the peak allocated during a render above what was held
 before it (what the process must find room for at each scrape; glibc hands it back only at the
 next `malloc_trim`, heap.py), and the render's median time.
 
