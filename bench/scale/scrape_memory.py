@@ -6,9 +6,10 @@ No cluster: N endpoints recorded as a settled Immediate rollout leaves them (one
 renderers (what its `start_http_server` writes, and what the operator served before
 `serve_metrics`), in plain text and as Prometheus asks (OpenMetrics, gzip); and streamed,
 chunk by chunk as the operator's metrics server writes them (observability.py: `metrics_app`,
-a family or a slice of 1,000 series at a time), the same two ways. tracemalloc gives the peak allocated during a render above what was held
-before it (what the process must find room for at each scrape; glibc hands it back only at the
-next `malloc_trim`, heap.py), and the render's median time.
+a family or a slice of 1,000 series at a time), the same two ways. tracemalloc gives the peak
+allocated during a render above what was held before it (what the process must find room for
+at each scrape; glibc hands it back only at the next `malloc_trim`, heap.py), and the render's
+median time.
 
     python bench/scale/scrape_memory.py --endpoints 10000 --json bench/scale/results-scrape-memory.json
 """
