@@ -112,18 +112,22 @@ class EndpointSeries(Collector):
                 if flight is not None
             ),
         )
-        for name, documentation, column in (
-            ("stt_operator_rollbacks", "Automatic and manual rollbacks", 3),
-            ("stt_operator_promotions", "Revisions promoted to stable", 2),
+        for name, documentation, rollbacks in (
+            ("stt_operator_rollbacks", "Automatic and manual rollbacks", True),
+            ("stt_operator_promotions", "Revisions promoted to stable", False),
         ):
             yield SlicedFamily(
                 name,
                 documentation,
                 "counter",
                 (
-                    Sample(f"{name}_total", {"namespace": row[0][0], "name": row[0][1]}, row[column])
-                    for row in held
-                    if row[1] is not None
+                    Sample(
+                        f"{name}_total",
+                        {"namespace": namespace, "name": endpoint},
+                        rolled_back if rollbacks else promoted,
+                    )
+                    for (namespace, endpoint), flight, promoted, rolled_back, _ in held
+                    if flight is not None
                 ),
             )
         name = "stt_operator_route_weight"
@@ -137,9 +141,6 @@ class EndpointSeries(Collector):
                 for backend, weight in weights
             ),
         )
-
-
-_LABELS = ["namespace", "name"]
 
 
 class SlicedFamily(Metric):
